@@ -1,0 +1,13 @@
+//! mmtrace's kernel side and transport: the embedded BPF object, the checks before loading it,
+//! the loader that attaches only the selected events' hooks, and the ring-buffer reader.
+
+mod record;
+mod system;
+mod tracer;
+
+pub use record::{Clock, Record};
+pub use system::{check_privileges, check_btf, ensure_tracefs, syscall_available, SystemError};
+pub use tracer::{Error, Options, Tracer, Unavailable};
+
+/// The compiled kernel side, regenerated from bpf/mmtrace.bpf.c by scripts/build-bpf.
+pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!("../bpf/mmtrace.bpf.o");

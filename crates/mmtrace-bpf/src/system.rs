@@ -1,0 +1,76 @@
+//! What must hold before loading: privileges, kernel BTF, a mounted tracefs, the syscall itself.
+
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SystemError {
+    #[error("mmtrace needs root, or the CAP_BPF and CAP_PERFMON capabilities, to load BPF programs: run it with sudo")]
+    NotPrivileged,
+    #[error("this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing): mmtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")]
+    NoBtf,
+    #[error("tracefs is not mounted and mounting it at /sys/kernel/tracing failed ({0}): mount it with 'mount -t tracefs nodev /sys/kernel/tracing'")]
+    Tracefs(std::io::Error),
+}
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Effective capabilities of this process, from /proc/self/status.
+fn effective_caps() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
+pub fn check_privileges() -> Result<(), SystemError> {
+    let caps = effective_caps();
+    let has = |cap: u32| caps & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        Ok(())
+    } else {
+        Err(SystemError::NotPrivileged)
+    }
+}
+
+pub fn check_btf() -> Result<(), SystemError> {
+    if Path::new("/sys/kernel/btf/vmlinux").exists() {
+        Ok(())
+    } else {
+        Err(SystemError::NoBtf)
+    }
+}
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
+
+/// The tracefs root, mounting it where the system has not: tracepoint ids are read from it.
+pub fn ensure_tracefs() -> Result<&'static Path, SystemError> {
+    for root in [TRACEFS, DEBUGFS_TRACING] {
+        if Path::new(root).join("events").is_dir() {
+            return Ok(Path::new(root));
+        }
+    }
+    rustix::mount::mount(
+        "nodev",
+        TRACEFS,
+        "tracefs",
+        rustix::mount::MountFlags::empty(),
+        None,
+    )
+    .map_err(|e| SystemError::Tracefs(e.into()))?;
+    Ok(Path::new(TRACEFS))
+}
+
+/// Whether the running kernel has this syscall's tracepoints.
+pub fn syscall_available(tracefs: &Path, name: &str) -> bool {
+    tracefs
+        .join("events/syscalls")
+        .join(format!("sys_enter_{name}"))
+        .is_dir()
+}

@@ -1,0 +1,495 @@
+//! The event catalog: the one list of events mmtrace knows, read by the loader, the decoder,
+//! the CLI and the docs alike. Adding an event is adding one entry to `CATALOG`.
+
+use crate::decode::Decoder;
+
+/// Argument tags, as Tracee's event pages use them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tag {
+    /// The value was read in the kernel.
+    K,
+    /// The value points at user memory.
+    U,
+    /// What it points at can change between the check and the use.
+    Toctou,
+    /// May be absent (NULL).
+    Opt,
+}
+
+impl Tag {
+    pub fn name(self) -> &'static str {
+        match self {
+            Tag::K => "K",
+            Tag::U => "U",
+            Tag::Toctou => "TOCTOU",
+            Tag::Opt => "OPT",
+        }
+    }
+
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Tag::K => "read in the kernel at the moment of the call",
+            Tag::U => "points at user-space memory",
+            Tag::Toctou => "the memory it points at can change between the kernel's check and use",
+            Tag::Opt => "optional: may be NULL or absent",
+        }
+    }
+}
+
+/// The argument's type as Tracee names it; it decides how the raw 64-bit value is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgType {
+    Pointer,
+    U64,
+    I64,
+    I32,
+    U32,
+}
+
+impl ArgType {
+    pub fn tracee_name(self) -> &'static str {
+        match self {
+            ArgType::Pointer => "trace.Pointer",
+            ArgType::U64 => "uint64",
+            ArgType::I64 => "int64",
+            ArgType::I32 => "int32",
+            ArgType::U32 => "uint32",
+        }
+    }
+
+    /// Narrows the raw register value to the argument's C type.
+    pub fn value(self, raw: u64) -> ArgValue {
+        match self {
+            ArgType::Pointer => ArgValue::Pointer(raw),
+            ArgType::U64 => ArgValue::Unsigned(raw),
+            ArgType::I64 => ArgValue::Signed(raw as i64),
+            ArgType::I32 => ArgValue::Signed(raw as u32 as i32 as i64),
+            ArgType::U32 => ArgValue::Unsigned(raw as u32 as u64),
+        }
+    }
+}
+
+/// A typed argument value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgValue {
+    Pointer(u64),
+    Unsigned(u64),
+    Signed(i64),
+}
+
+impl ArgValue {
+    /// The value as the bit pattern decoders work on.
+    pub fn bits(self) -> u64 {
+        match self {
+            ArgValue::Pointer(v) | ArgValue::Unsigned(v) => v,
+            ArgValue::Signed(v) => v as u64,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ArgDef {
+    pub name: &'static str,
+    pub ty: ArgType,
+    pub tags: &'static [Tag],
+    pub decoder: Decoder,
+}
+
+/// What a successful return value is; failures are always -errno.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetKind {
+    /// 0 on success.
+    Zero,
+    /// An address on success (mmap, mremap).
+    Address,
+    /// A new file descriptor on success.
+    Fd,
+    /// brk: the new break, or the old one on failure; never an errno.
+    Break,
+}
+
+#[derive(Debug)]
+pub enum Source {
+    /// A syscall, hooked on its `syscalls:sys_enter_*` and `sys_exit_*` tracepoints.
+    Syscall { x86_64: u16, aarch64: u16 },
+}
+
+#[derive(Debug)]
+pub struct EventDef {
+    pub name: &'static str,
+    /// The id carried by kernel records: the x86_64 syscall number for syscalls.
+    pub id: u16,
+    pub source: Source,
+    pub args: &'static [ArgDef],
+    pub ret: RetKind,
+    pub sets: &'static [&'static str],
+    /// The kernel release that added it.
+    pub since: &'static str,
+    pub summary: &'static str,
+}
+
+/// Entries are unique by id, so identity is the id.
+impl PartialEq for EventDef {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+impl Eq for EventDef {}
+
+impl EventDef {
+    pub fn in_set(&self, set: &str) -> bool {
+        self.sets.contains(&set)
+    }
+
+    /// The decoded form of argument `i`'s raw value.
+    pub fn decode_arg(&self, i: usize, raw: u64) -> Option<String> {
+        self.args[i].decoder.decode(raw)
+    }
+
+    /// The errno of a failed call, None when the call succeeded.
+    pub fn errno(&self, ret: i64) -> Option<u64> {
+        match self.ret {
+            RetKind::Break => None,
+            _ if (-4095..0).contains(&ret) => Some(ret.unsigned_abs()),
+            _ => None,
+        }
+    }
+}
+
+const fn arg(name: &'static str, ty: ArgType, tags: &'static [Tag], decoder: Decoder) -> ArgDef {
+    ArgDef {
+        name,
+        ty,
+        tags,
+        decoder,
+    }
+}
+
+const K: &[Tag] = &[Tag::K];
+const KU: &[Tag] = &[Tag::K, Tag::U];
+const KU_OPT: &[Tag] = &[Tag::K, Tag::U, Tag::Opt];
+const KU_TOCTOU: &[Tag] = &[Tag::K, Tag::U, Tag::Toctou];
+
+use ArgType::{Pointer, I32, I64, U32, U64};
+use Decoder as D;
+
+const MAP_SETS: &[&str] = &["syscalls", "proc", "proc_mem", "mapping"];
+const LOCK_SETS: &[&str] = &["syscalls", "proc", "proc_mem", "mlock"];
+const OOM_SETS: &[&str] = &["syscalls", "oom"];
+
+/// Every event mmtrace can trace.
+pub static CATALOG: &[EventDef] = &[
+    EventDef {
+        name: "mmap",
+        id: 9,
+        source: Source::Syscall { x86_64: 9, aarch64: 222 },
+        args: &[
+            arg("addr", Pointer, KU, D::None),
+            arg("length", U64, K, D::None),
+            arg("prot", I32, K, D::Prot),
+            arg("flags", I32, K, D::MapFlags),
+            arg("fd", I32, K, D::None),
+            arg("off", I64, K, D::None),
+        ],
+        ret: RetKind::Address,
+        sets: MAP_SETS,
+        since: "1.0",
+        summary: "map files or anonymous memory into the address space",
+    },
+    EventDef {
+        name: "mprotect",
+        id: 10,
+        source: Source::Syscall { x86_64: 10, aarch64: 226 },
+        args: &[
+            arg("addr", Pointer, KU, D::None),
+            arg("len", U64, K, D::None),
+            arg("prot", I32, K, D::Prot),
+        ],
+        ret: RetKind::Zero,
+        sets: MAP_SETS,
+        since: "1.0",
+        summary: "change the protection of a range of pages",
+    },
+    EventDef {
+        name: "munmap",
+        id: 11,
+        source: Source::Syscall { x86_64: 11, aarch64: 215 },
+        args: &[
+            arg("addr", Pointer, KU, D::None),
+            arg("length", U64, K, D::None),
+        ],
+        ret: RetKind::Zero,
+        sets: MAP_SETS,
+        since: "1.0",
+        summary: "unmap any range of pages, unlocking what was locked there",
+    },
+    EventDef {
+        name: "brk",
+        id: 12,
+        source: Source::Syscall { x86_64: 12, aarch64: 214 },
+        args: &[arg("addr", Pointer, KU, D::None)],
+        ret: RetKind::Break,
+        sets: MAP_SETS,
+        since: "1.0",
+        summary: "move the end of the heap",
+    },
+    EventDef {
+        name: "mremap",
+        id: 25,
+        source: Source::Syscall { x86_64: 25, aarch64: 216 },
+        args: &[
+            arg("old_address", Pointer, KU, D::None),
+            arg("old_size", U64, K, D::None),
+            arg("new_size", U64, K, D::None),
+            arg("flags", I32, K, D::MremapFlags),
+            arg("new_address", Pointer, KU_OPT, D::None),
+        ],
+        ret: RetKind::Address,
+        sets: MAP_SETS,
+        since: "2.0",
+        summary: "grow, shrink or move a mapping",
+    },
+    EventDef {
+        name: "madvise",
+        id: 28,
+        source: Source::Syscall { x86_64: 28, aarch64: 233 },
+        args: &[
+            arg("addr", Pointer, KU, D::None),
+            arg("length", U64, K, D::None),
+            arg("advice", I32, K, D::Madvise),
+        ],
+        ret: RetKind::Zero,
+        sets: MAP_SETS,
+        since: "2.4",
+        summary: "advise the kernel how a range will be used, or drop or populate its pages",
+    },
+    EventDef {
+        name: "mlock",
+        id: 149,
+        source: Source::Syscall { x86_64: 149, aarch64: 228 },
+        args: &[
+            arg("addr", Pointer, KU, D::None),
+            arg("len", U64, K, D::None),
+        ],
+        ret: RetKind::Zero,
+        sets: LOCK_SETS,
+        since: "2.0",
+        summary: "lock a range of pages in RAM, faulting them in now",
+    },
+    EventDef {
+        name: "munlock",
+        id: 150,
+        source: Source::Syscall { x86_64: 150, aarch64: 229 },
+        args: &[
+            arg("addr", Pointer, KU, D::None),
+            arg("len", U64, K, D::None),
+        ],
+        ret: RetKind::Zero,
+        sets: LOCK_SETS,
+        since: "2.0",
+        summary: "unlock a range of pages (locks do not nest: one munlock undoes them all)",
+    },
+    EventDef {
+        name: "mlockall",
+        id: 151,
+        source: Source::Syscall { x86_64: 151, aarch64: 230 },
+        args: &[arg("flags", I32, K, D::MclFlags)],
+        ret: RetKind::Zero,
+        sets: LOCK_SETS,
+        since: "2.0",
+        summary: "lock all current and/or future mappings of the process",
+    },
+    EventDef {
+        name: "munlockall",
+        id: 152,
+        source: Source::Syscall { x86_64: 152, aarch64: 231 },
+        args: &[],
+        ret: RetKind::Zero,
+        sets: LOCK_SETS,
+        since: "2.0",
+        summary: "unlock every mapping and clear MCL_FUTURE",
+    },
+    EventDef {
+        name: "mlock2",
+        id: 325,
+        source: Source::Syscall { x86_64: 325, aarch64: 284 },
+        args: &[
+            arg("addr", Pointer, KU, D::None),
+            arg("len", U64, K, D::None),
+            arg("flags", I32, K, D::MlockFlags),
+        ],
+        ret: RetKind::Zero,
+        sets: LOCK_SETS,
+        since: "4.4",
+        summary: "lock a range of pages, with MLOCK_ONFAULT locking them only as they fault in",
+    },
+    EventDef {
+        name: "pkey_mprotect",
+        id: 329,
+        source: Source::Syscall { x86_64: 329, aarch64: 288 },
+        args: &[
+            arg("addr", Pointer, KU, D::None),
+            arg("len", U64, K, D::None),
+            arg("prot", I32, K, D::Prot),
+            arg("pkey", I32, K, D::None),
+        ],
+        ret: RetKind::Zero,
+        sets: MAP_SETS,
+        since: "4.9",
+        summary: "change the protection of a range and tag it with a protection key",
+    },
+    EventDef {
+        name: "pidfd_send_signal",
+        id: 424,
+        source: Source::Syscall { x86_64: 424, aarch64: 424 },
+        args: &[
+            arg("pidfd", I32, K, D::None),
+            arg("sig", I32, K, D::Signal),
+            arg("info", Pointer, KU_OPT, D::None),
+            arg("flags", U32, K, D::PidfdSignalFlags),
+        ],
+        ret: RetKind::Zero,
+        sets: OOM_SETS,
+        since: "5.1",
+        summary: "send a signal to the process a pidfd refers to, immune to pid reuse",
+    },
+    EventDef {
+        name: "pidfd_open",
+        id: 434,
+        source: Source::Syscall { x86_64: 434, aarch64: 434 },
+        args: &[
+            arg("pid", I32, K, D::None),
+            arg("flags", U32, K, D::PidfdOpenFlags),
+        ],
+        ret: RetKind::Fd,
+        sets: OOM_SETS,
+        since: "5.3",
+        summary: "get a file descriptor that refers to a process",
+    },
+    EventDef {
+        name: "process_madvise",
+        id: 440,
+        source: Source::Syscall { x86_64: 440, aarch64: 440 },
+        args: &[
+            arg("pidfd", I32, K, D::None),
+            arg("vec", Pointer, KU_TOCTOU, D::None),
+            arg("vlen", U64, K, D::None),
+            arg("advice", I32, K, D::Madvise),
+            arg("flags", U32, K, D::None),
+        ],
+        ret: RetKind::Zero,
+        sets: &["syscalls", "proc_mem", "mapping", "oom"],
+        since: "5.10",
+        summary: "give advice (such as MADV_PAGEOUT) about another process's memory",
+    },
+    EventDef {
+        name: "memfd_secret",
+        id: 447,
+        source: Source::Syscall { x86_64: 447, aarch64: 447 },
+        args: &[arg("flags", U32, K, D::CloexecFlags)],
+        ret: RetKind::Fd,
+        sets: &["syscalls", "proc_mem", "mapping"],
+        since: "5.14",
+        summary: "create memory hidden from the kernel's direct map, charged like mlock",
+    },
+    EventDef {
+        name: "process_mrelease",
+        id: 448,
+        source: Source::Syscall { x86_64: 448, aarch64: 448 },
+        args: &[
+            arg("pidfd", I32, K, D::None),
+            arg("flags", U32, K, D::None),
+        ],
+        ret: RetKind::Zero,
+        sets: OOM_SETS,
+        since: "5.15",
+        summary: "reap the memory of a dying process now, in the caller's context",
+    },
+    EventDef {
+        name: "mseal",
+        id: 462,
+        source: Source::Syscall { x86_64: 462, aarch64: 462 },
+        args: &[
+            arg("addr", Pointer, KU, D::None),
+            arg("len", U64, K, D::None),
+            arg("flags", U64, K, D::None),
+        ],
+        ret: RetKind::Zero,
+        sets: &["syscalls", "proc_mem", "mapping"],
+        since: "6.10",
+        summary: "seal mappings against munmap, mremap, mprotect and MAP_FIXED",
+    },
+];
+
+/// The catalog entry named `name`.
+pub fn by_name(name: &str) -> Option<&'static EventDef> {
+    CATALOG.iter().find(|e| e.name == name)
+}
+
+/// The catalog entry of a kernel record's id.
+pub fn by_id(id: u16) -> Option<&'static EventDef> {
+    CATALOG.iter().find(|e| e.id == id)
+}
+
+/// Every set name, in first-seen order.
+pub fn sets() -> Vec<&'static str> {
+    let mut all: Vec<&str> = Vec::new();
+    for set in CATALOG.iter().flat_map(|e| e.sets) {
+        if !all.contains(set) {
+            all.push(set);
+        }
+    }
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_ids_are_unique() {
+        for (i, a) in CATALOG.iter().enumerate() {
+            for b in &CATALOG[i + 1..] {
+                assert_ne!(a.name, b.name);
+                assert_ne!(a.id, b.id);
+            }
+        }
+    }
+
+    #[test]
+    fn syscall_ids_are_x86_64_numbers() {
+        for e in CATALOG {
+            let Source::Syscall { x86_64, .. } = e.source;
+            assert_eq!(e.id, x86_64, "{}", e.name);
+            assert!(e.args.len() <= 6, "{}", e.name);
+        }
+    }
+
+    #[test]
+    fn tracee_argument_names() {
+        let names = |e: &str| -> Vec<&str> { by_name(e).unwrap().args.iter().map(|a| a.name).collect() };
+        assert_eq!(names("mmap"), ["addr", "length", "prot", "flags", "fd", "off"]);
+        assert_eq!(names("mremap"), ["old_address", "old_size", "new_size", "flags", "new_address"]);
+        assert_eq!(names("pidfd_send_signal"), ["pidfd", "sig", "info", "flags"]);
+        assert_eq!(names("munmap"), ["addr", "length"]);
+        assert_eq!(names("mlock"), ["addr", "len"]);
+        assert!(names("munlockall").is_empty());
+    }
+
+    #[test]
+    fn narrowing() {
+        assert_eq!(ArgType::I32.value(0xffff_ffff), ArgValue::Signed(-1));
+        assert_eq!(ArgType::U32.value(0x1_0000_0005), ArgValue::Unsigned(5));
+        assert_eq!(ArgType::I64.value(u64::MAX), ArgValue::Signed(-1));
+    }
+
+    #[test]
+    fn errno_of_results() {
+        let mmap = by_name("mmap").unwrap();
+        assert_eq!(mmap.errno(-12), Some(12));
+        assert_eq!(mmap.errno(0x7f00_0000_0000), None);
+        assert_eq!(by_name("brk").unwrap().errno(-12), None);
+        assert_eq!(by_id(448).unwrap().name, "process_mrelease");
+        assert!(sets().contains(&"oom"));
+    }
+}

@@ -1,0 +1,461 @@
+//! Decoders from raw syscall values to the names users know: flags, advice, signals, errnos.
+
+use std::fmt::Write;
+
+/// A named bit set: each (bit, name) pair; bits not in the table print as hex.
+type Bits = &'static [(u64, &'static str)];
+
+const PROT: Bits = &[
+    (0x1, "PROT_READ"),
+    (0x2, "PROT_WRITE"),
+    (0x4, "PROT_EXEC"),
+    (0x8, "PROT_SEM"),
+    (0x0100_0000, "PROT_GROWSDOWN"),
+    (0x0200_0000, "PROT_GROWSUP"),
+];
+
+/// MAP_* bits after the mapping type (the low nibble) is taken out.
+const MAP: Bits = &[
+    (0x10, "MAP_FIXED"),
+    (0x20, "MAP_ANONYMOUS"),
+    (0x40, "MAP_32BIT"),
+    (0x100, "MAP_GROWSDOWN"),
+    (0x800, "MAP_DENYWRITE"),
+    (0x1000, "MAP_EXECUTABLE"),
+    (0x2000, "MAP_LOCKED"),
+    (0x4000, "MAP_NORESERVE"),
+    (0x8000, "MAP_POPULATE"),
+    (0x10000, "MAP_NONBLOCK"),
+    (0x20000, "MAP_STACK"),
+    (0x40000, "MAP_HUGETLB"),
+    (0x80000, "MAP_SYNC"),
+    (0x10_0000, "MAP_FIXED_NOREPLACE"),
+    (0x400_0000, "MAP_UNINITIALIZED"),
+];
+const MAP_HUGETLB: u64 = 0x40000;
+const MAP_HUGE_SHIFT: u32 = 26;
+
+const MLOCK: Bits = &[(0x1, "MLOCK_ONFAULT")];
+const MCL: Bits = &[(0x1, "MCL_CURRENT"), (0x2, "MCL_FUTURE"), (0x4, "MCL_ONFAULT")];
+const MREMAP: Bits = &[
+    (0x1, "MREMAP_MAYMOVE"),
+    (0x2, "MREMAP_FIXED"),
+    (0x4, "MREMAP_DONTUNMAP"),
+];
+const CLOEXEC: Bits = &[(0x80000, "O_CLOEXEC")];
+const PIDFD_OPEN: Bits = &[(0x80, "PIDFD_THREAD"), (0x800, "PIDFD_NONBLOCK")];
+const PIDFD_SIGNAL: Bits = &[
+    (0x1, "PIDFD_SIGNAL_THREAD"),
+    (0x2, "PIDFD_SIGNAL_THREAD_GROUP"),
+    (0x4, "PIDFD_SIGNAL_PROCESS_GROUP"),
+];
+
+const MADV: &[(u64, &str)] = &[
+    (0, "MADV_NORMAL"),
+    (1, "MADV_RANDOM"),
+    (2, "MADV_SEQUENTIAL"),
+    (3, "MADV_WILLNEED"),
+    (4, "MADV_DONTNEED"),
+    (8, "MADV_FREE"),
+    (9, "MADV_REMOVE"),
+    (10, "MADV_DONTFORK"),
+    (11, "MADV_DOFORK"),
+    (12, "MADV_MERGEABLE"),
+    (13, "MADV_UNMERGEABLE"),
+    (14, "MADV_HUGEPAGE"),
+    (15, "MADV_NOHUGEPAGE"),
+    (16, "MADV_DONTDUMP"),
+    (17, "MADV_DODUMP"),
+    (18, "MADV_WIPEONFORK"),
+    (19, "MADV_KEEPONFORK"),
+    (20, "MADV_COLD"),
+    (21, "MADV_PAGEOUT"),
+    (22, "MADV_POPULATE_READ"),
+    (23, "MADV_POPULATE_WRITE"),
+    (24, "MADV_DONTNEED_LOCKED"),
+    (25, "MADV_COLLAPSE"),
+    (100, "MADV_HWPOISON"),
+    (101, "MADV_SOFT_OFFLINE"),
+    (102, "MADV_GUARD_INSTALL"),
+    (103, "MADV_GUARD_REMOVE"),
+];
+
+const SIGNALS: [&str; 32] = [
+    "0", "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE",
+    "SIGKILL", "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT",
+    "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU",
+    "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
+];
+const SIGRTMIN: u64 = 32;
+const SIGRTMAX: u64 = 64;
+
+/// Linux errno names, indexed by number (asm-generic/errno-base.h and errno.h).
+const ERRNOS: [&str; 134] = [
+    "", "EPERM", "ENOENT", "ESRCH", "EINTR", "EIO", "ENXIO", "E2BIG", "ENOEXEC", "EBADF",
+    "ECHILD", "EAGAIN", "ENOMEM", "EACCES", "EFAULT", "ENOTBLK", "EBUSY", "EEXIST", "EXDEV",
+    "ENODEV", "ENOTDIR", "EISDIR", "EINVAL", "ENFILE", "EMFILE", "ENOTTY", "ETXTBSY", "EFBIG",
+    "ENOSPC", "ESPIPE", "EROFS", "EMLINK", "EPIPE", "EDOM", "ERANGE", "EDEADLK", "ENAMETOOLONG",
+    "ENOLCK", "ENOSYS", "ENOTEMPTY", "ELOOP", "", "ENOMSG", "EIDRM", "ECHRNG", "EL2NSYNC",
+    "EL3HLT", "EL3RST", "ELNRNG", "EUNATCH", "ENOCSI", "EL2HLT", "EBADE", "EBADR", "EXFULL",
+    "ENOANO", "EBADRQC", "EBADSLT", "", "EBFONT", "ENOSTR", "ENODATA", "ETIME", "ENOSR",
+    "ENONET", "ENOPKG", "EREMOTE", "ENOLINK", "EADV", "ESRMNT", "ECOMM", "EPROTO", "EMULTIHOP",
+    "EDOTDOT", "EBADMSG", "EOVERFLOW", "ENOTUNIQ", "EBADFD", "EREMCHG", "ELIBACC", "ELIBBAD",
+    "ELIBSCN", "ELIBMAX", "ELIBEXEC", "EILSEQ", "ERESTART", "ESTRPIPE", "EUSERS", "ENOTSOCK",
+    "EDESTADDRREQ", "EMSGSIZE", "EPROTOTYPE", "ENOPROTOOPT", "EPROTONOSUPPORT",
+    "ESOCKTNOSUPPORT", "EOPNOTSUPP", "EPFNOSUPPORT", "EAFNOSUPPORT", "EADDRINUSE",
+    "EADDRNOTAVAIL", "ENETDOWN", "ENETUNREACH", "ENETRESET", "ECONNABORTED", "ECONNRESET",
+    "ENOBUFS", "EISCONN", "ENOTCONN", "ESHUTDOWN", "ETOOMANYREFS", "ETIMEDOUT", "ECONNREFUSED",
+    "EHOSTDOWN", "EHOSTUNREACH", "EALREADY", "EINPROGRESS", "ESTALE", "EUCLEAN", "ENOTNAM",
+    "ENAVAIL", "EISNAM", "EREMOTEIO", "EDQUOT", "ENOMEDIUM", "EMEDIUMTYPE", "ECANCELED",
+    "ENOKEY", "EKEYEXPIRED", "EKEYREVOKED", "EKEYREJECTED", "EOWNERDEAD", "ENOTRECOVERABLE",
+    "ERFKILL", "EHWPOISON",
+];
+
+/// Kernel-internal restart codes a traced thread can see at syscall exit (include/linux/errno.h).
+const KERNEL_ERRNOS: [(u64, &str); 5] = [
+    (512, "ERESTARTSYS"),
+    (513, "ERESTARTNOINTR"),
+    (514, "ERESTARTNOHAND"),
+    (515, "ENOIOCTLCMD"),
+    (516, "ERESTART_RESTARTBLOCK"),
+];
+
+/// How a raw argument value turns into names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoder {
+    /// No names: the raw value is the whole story.
+    None,
+    Prot,
+    MapFlags,
+    MlockFlags,
+    MclFlags,
+    Madvise,
+    MremapFlags,
+    Signal,
+    CloexecFlags,
+    PidfdOpenFlags,
+    PidfdSignalFlags,
+}
+
+impl Decoder {
+    /// The decoded form of `raw`, or None where there is nothing to name.
+    pub fn decode(self, raw: u64) -> Option<String> {
+        match self {
+            Decoder::None => None,
+            Decoder::Prot if raw == 0 => Some("PROT_NONE".into()),
+            Decoder::Prot => Some(bits(PROT, raw)),
+            Decoder::MapFlags => Some(map_flags(raw)),
+            Decoder::MlockFlags => Some(bits(MLOCK, raw)),
+            Decoder::MclFlags => Some(bits(MCL, raw)),
+            Decoder::Madvise => Some(enumerated(MADV, raw)),
+            Decoder::MremapFlags => Some(bits(MREMAP, raw)),
+            Decoder::Signal => Some(signal_name(raw)),
+            Decoder::CloexecFlags => Some(bits(CLOEXEC, raw)),
+            Decoder::PidfdOpenFlags => Some(bits(PIDFD_OPEN, raw)),
+            Decoder::PidfdSignalFlags => Some(bits(PIDFD_SIGNAL, raw)),
+        }
+    }
+
+    /// Every name this decoder knows with its value, for documentation and for filters that
+    /// accept names in place of numbers.
+    pub fn names(self) -> Vec<(&'static str, u64)> {
+        let table: &[(u64, &str)] = match self {
+            Decoder::None => &[],
+            Decoder::Prot => PROT,
+            Decoder::MapFlags => MAP,
+            Decoder::MlockFlags => MLOCK,
+            Decoder::MclFlags => MCL,
+            Decoder::Madvise => MADV,
+            Decoder::MremapFlags => MREMAP,
+            Decoder::CloexecFlags => CLOEXEC,
+            Decoder::PidfdOpenFlags => PIDFD_OPEN,
+            Decoder::PidfdSignalFlags => PIDFD_SIGNAL,
+            Decoder::Signal => {
+                return (1..SIGNALS.len())
+                    .map(|n| (SIGNALS[n], n as u64))
+                    .collect();
+            }
+        };
+        let mut names: Vec<_> = table.iter().map(|&(v, n)| (n, v)).collect();
+        match self {
+            Decoder::Prot => names.insert(0, ("PROT_NONE", 0)),
+            Decoder::MapFlags => names.splice(
+                0..0,
+                [
+                    ("MAP_SHARED", 1),
+                    ("MAP_PRIVATE", 2),
+                    ("MAP_SHARED_VALIDATE", 3),
+                ],
+            )
+            .for_each(drop),
+            _ => {}
+        }
+        names
+    }
+
+    /// The value of one name, for filters such as `mlock2.data.flags=MLOCK_ONFAULT`.
+    pub fn value_of(self, name: &str) -> Option<u64> {
+        if self == Decoder::Signal {
+            return signal_number(name);
+        }
+        self.names()
+            .into_iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+}
+
+fn bits(table: Bits, raw: u64) -> String {
+    let mut out = String::new();
+    let mut rest = raw;
+    for &(bit, name) in table {
+        if raw & bit == bit {
+            push_part(&mut out, name);
+            rest &= !bit;
+        }
+    }
+    if rest != 0 || out.is_empty() {
+        if !out.is_empty() {
+            out.push('|');
+        }
+        let _ = write!(out, "{rest:#x}");
+    }
+    out
+}
+
+fn push_part(out: &mut String, part: &str) {
+    if !out.is_empty() {
+        out.push('|');
+    }
+    out.push_str(part);
+}
+
+fn map_flags(raw: u64) -> String {
+    let mut rest = raw & !0xf;
+    let mut out = match raw & 0xf {
+        1 => "MAP_SHARED".to_string(),
+        2 => "MAP_PRIVATE".to_string(),
+        3 => "MAP_SHARED_VALIDATE".to_string(),
+        0 if rest != 0 => String::new(),
+        other => format!("{other:#x}"),
+    };
+    // With MAP_HUGETLB the top bits carry log2 of the page size, not MAP_UNINITIALIZED.
+    if raw & MAP_HUGETLB != 0 && rest >> MAP_HUGE_SHIFT != 0 {
+        let shift = (rest >> MAP_HUGE_SHIFT) & 0x3f;
+        rest &= !(0x3f << MAP_HUGE_SHIFT);
+        push_part(&mut out, &format!("MAP_HUGE_{}", huge_size(shift)));
+    }
+    if rest != 0 {
+        push_part(&mut out, &bits(MAP, rest));
+    }
+    out
+}
+
+fn huge_size(shift: u64) -> String {
+    match shift {
+        30.. => format!("{}GB", 1u64 << (shift - 30)),
+        20.. => format!("{}MB", 1u64 << (shift - 20)),
+        10.. => format!("{}KB", 1u64 << (shift - 10)),
+        _ => format!("{}B", 1u64 << shift),
+    }
+}
+
+fn enumerated(table: &[(u64, &str)], raw: u64) -> String {
+    table
+        .iter()
+        .find(|&&(v, _)| v == raw)
+        .map_or_else(|| raw.to_string(), |&(_, n)| n.to_string())
+}
+
+/// `SIGKILL`, `SIGRTMIN+3`, or the number for anything else.
+pub fn signal_name(sig: u64) -> String {
+    match sig {
+        1..32 => SIGNALS[sig as usize].to_string(),
+        SIGRTMIN => "SIGRTMIN".to_string(),
+        33..=SIGRTMAX => format!("SIGRTMIN+{}", sig - SIGRTMIN),
+        _ => sig.to_string(),
+    }
+}
+
+/// Accepts `SIGKILL`, `KILL`, `sigkill`, `SIGRTMIN+2` or a number.
+pub fn signal_number(name: &str) -> Option<u64> {
+    if let Ok(n) = name.parse::<u64>() {
+        return (n <= SIGRTMAX).then_some(n);
+    }
+    let upper = name.to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    if let Some(rest) = bare.strip_prefix("RTMIN") {
+        let off = if rest.is_empty() {
+            0
+        } else {
+            rest.strip_prefix('+')?.parse::<u64>().ok()?
+        };
+        return (SIGRTMIN + off <= SIGRTMAX).then_some(SIGRTMIN + off);
+    }
+    (1..SIGNALS.len())
+        .find(|&n| &SIGNALS[n][3..] == bare)
+        .map(|n| n as u64)
+}
+
+/// `EINVAL` for 22; None for numbers with no name.
+pub fn errno_name(errno: u64) -> Option<&'static str> {
+    match ERRNOS.get(errno as usize) {
+        Some(name) if !name.is_empty() => Some(name),
+        _ => KERNEL_ERRNOS
+            .iter()
+            .find(|&&(n, _)| n == errno)
+            .map(|&(_, name)| name),
+    }
+}
+
+/// The number of an errno name such as `EINVAL` (case-insensitive).
+pub fn errno_number(name: &str) -> Option<u64> {
+    let upper = name.to_ascii_uppercase();
+    ERRNOS
+        .iter()
+        .position(|n| !n.is_empty() && *n == upper)
+        .map(|n| n as u64)
+        .or_else(|| {
+            KERNEL_ERRNOS
+                .iter()
+                .find(|(_, n)| *n == upper)
+                .map(|&(v, _)| v)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prot() {
+        assert_eq!(Decoder::Prot.decode(0).unwrap(), "PROT_NONE");
+        assert_eq!(Decoder::Prot.decode(3).unwrap(), "PROT_READ|PROT_WRITE");
+        assert_eq!(Decoder::Prot.decode(7).unwrap(), "PROT_READ|PROT_WRITE|PROT_EXEC");
+        assert_eq!(Decoder::Prot.decode(0x11).unwrap(), "PROT_READ|0x10");
+    }
+
+    #[test]
+    fn map_flags() {
+        assert_eq!(
+            Decoder::MapFlags.decode(0x22).unwrap(),
+            "MAP_PRIVATE|MAP_ANONYMOUS"
+        );
+        assert_eq!(
+            Decoder::MapFlags.decode(0x2001).unwrap(),
+            "MAP_SHARED|MAP_LOCKED"
+        );
+        assert_eq!(
+            Decoder::MapFlags.decode(0x3).unwrap(),
+            "MAP_SHARED_VALIDATE"
+        );
+        // MAP_HUGETLB with MAP_HUGE_2MB (21 << 26).
+        assert_eq!(
+            Decoder::MapFlags.decode(0x22 | 0x40000 | (21 << 26)).unwrap(),
+            "MAP_PRIVATE|MAP_HUGE_2MB|MAP_ANONYMOUS|MAP_HUGETLB"
+        );
+        assert_eq!(
+            Decoder::MapFlags.decode(0x22 | 0x400_0000).unwrap(),
+            "MAP_PRIVATE|MAP_ANONYMOUS|MAP_UNINITIALIZED"
+        );
+        assert_eq!(Decoder::MapFlags.decode(0x0).unwrap(), "0x0");
+        assert_eq!(
+            Decoder::MapFlags.decode(0x2 | 0x8000_0000_0000).unwrap(),
+            "MAP_PRIVATE|0x800000000000"
+        );
+    }
+
+    #[test]
+    fn lock_flags() {
+        assert_eq!(Decoder::MlockFlags.decode(1).unwrap(), "MLOCK_ONFAULT");
+        assert_eq!(Decoder::MlockFlags.decode(0).unwrap(), "0x0");
+        assert_eq!(Decoder::MlockFlags.decode(3).unwrap(), "MLOCK_ONFAULT|0x2");
+        assert_eq!(
+            Decoder::MclFlags.decode(7).unwrap(),
+            "MCL_CURRENT|MCL_FUTURE|MCL_ONFAULT"
+        );
+        assert_eq!(Decoder::MclFlags.decode(0x10).unwrap(), "0x10");
+    }
+
+    #[test]
+    fn advice_and_remap() {
+        assert_eq!(Decoder::Madvise.decode(4).unwrap(), "MADV_DONTNEED");
+        assert_eq!(Decoder::Madvise.decode(103).unwrap(), "MADV_GUARD_REMOVE");
+        assert_eq!(Decoder::Madvise.decode(77).unwrap(), "77");
+        assert_eq!(
+            Decoder::MremapFlags.decode(3).unwrap(),
+            "MREMAP_MAYMOVE|MREMAP_FIXED"
+        );
+    }
+
+    #[test]
+    fn pidfd_and_secret_flags() {
+        assert_eq!(Decoder::CloexecFlags.decode(0x80000).unwrap(), "O_CLOEXEC");
+        assert_eq!(Decoder::PidfdOpenFlags.decode(0x800).unwrap(), "PIDFD_NONBLOCK");
+        assert_eq!(
+            Decoder::PidfdSignalFlags.decode(2).unwrap(),
+            "PIDFD_SIGNAL_THREAD_GROUP"
+        );
+        assert_eq!(Decoder::None.decode(5), None);
+    }
+
+    #[test]
+    fn signals() {
+        assert_eq!(signal_name(9), "SIGKILL");
+        assert_eq!(signal_name(15), "SIGTERM");
+        assert_eq!(signal_name(0), "0");
+        assert_eq!(signal_name(34), "SIGRTMIN+2");
+        assert_eq!(signal_name(65), "65");
+        assert_eq!(signal_number("SIGKILL"), Some(9));
+        assert_eq!(signal_number("kill"), Some(9));
+        assert_eq!(signal_number("SIGRTMIN+2"), Some(34));
+        assert_eq!(signal_number("9"), Some(9));
+        assert_eq!(signal_number("SIGRTMIN+40"), None);
+        assert_eq!(signal_number("SIGNOPE"), None);
+        assert_eq!(signal_number(""), None);
+    }
+
+    #[test]
+    fn errnos() {
+        assert_eq!(errno_name(22), Some("EINVAL"));
+        assert_eq!(errno_name(3), Some("ESRCH"));
+        assert_eq!(errno_name(133), Some("EHWPOISON"));
+        assert_eq!(errno_name(512), Some("ERESTARTSYS"));
+        assert_eq!(errno_name(41), None);
+        assert_eq!(errno_name(0), None);
+        assert_eq!(errno_name(9999), None);
+        assert_eq!(errno_number("einval"), Some(22));
+        assert_eq!(errno_number("ERESTARTSYS"), Some(512));
+        assert_eq!(errno_number("EBOGUS"), None);
+        for n in 1..ERRNOS.len() as u64 {
+            if let Some(name) = errno_name(n) {
+                assert_eq!(errno_number(name), Some(n), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for d in [
+            Decoder::Prot,
+            Decoder::MapFlags,
+            Decoder::MlockFlags,
+            Decoder::MclFlags,
+            Decoder::Madvise,
+            Decoder::MremapFlags,
+            Decoder::Signal,
+            Decoder::CloexecFlags,
+            Decoder::PidfdOpenFlags,
+            Decoder::PidfdSignalFlags,
+        ] {
+            let names = d.names();
+            assert!(!names.is_empty(), "{d:?}");
+            for (name, value) in names {
+                assert_eq!(d.value_of(name), Some(value), "{d:?} {name}");
+                assert_eq!(d.decode(value).as_deref(), Some(name), "{d:?} {value}");
+            }
+        }
+        assert_eq!(Decoder::MlockFlags.value_of("mlock_onfault"), Some(1));
+        assert_eq!(Decoder::None.value_of("X"), None);
+    }
+}

@@ -1,0 +1,61 @@
+//! One traced call with its context, as the outputs and analyses see it.
+
+use crate::catalog::{ArgValue, EventDef};
+
+/// Who made a call: the calling thread as the host and as its own pid namespace see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Context {
+    /// Entry time, ns since the epoch.
+    pub timestamp: u64,
+    /// When the thread started, ns since the epoch.
+    pub thread_start: u64,
+    pub cpu: u16,
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub host_pid: u32,
+    pub host_tid: u32,
+    pub host_ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup_id: u64,
+    pub mnt_ns: u32,
+    pub pid_ns: u32,
+    pub comm: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub def: &'static EventDef,
+    pub ctx: Context,
+    /// Raw argument registers; only the first `def.args.len()` mean anything.
+    pub raw_args: [u64; 6],
+    pub ret: i64,
+    pub duration_ns: u64,
+}
+
+impl Event {
+    pub fn name(&self) -> &'static str {
+        self.def.name
+    }
+
+    /// (definition, typed value, decoded names) for each argument, in catalog order.
+    pub fn args(&self) -> impl Iterator<Item = (&'static crate::ArgDef, ArgValue, Option<String>)> + '_ {
+        self.def.args.iter().zip(self.raw_args).map(|(def, raw)| {
+            let value = def.ty.value(raw);
+            (def, value, def.decoder.decode(value.bits()))
+        })
+    }
+
+    /// The raw argument named `name`, typed.
+    pub fn arg(&self, name: &str) -> Option<ArgValue> {
+        let i = self.def.args.iter().position(|a| a.name == name)?;
+        Some(self.def.args[i].ty.value(self.raw_args[i]))
+    }
+
+    /// The errno name of a failed call (`EINVAL`), None on success.
+    pub fn error_name(&self) -> Option<String> {
+        let errno = self.def.errno(self.ret)?;
+        Some(crate::decode::errno_name(errno).map_or_else(|| format!("E{errno}"), str::to_string))
+    }
+}

@@ -1,0 +1,9 @@
+//! mmtrace's event model: the catalog, the decoded event, and the event-list syntax.
+
+pub mod catalog;
+pub mod decode;
+pub mod event;
+pub mod select;
+
+pub use catalog::{by_id, by_name, ArgDef, ArgType, ArgValue, EventDef, RetKind, Tag, CATALOG};
+pub use event::Event;

@@ -1,0 +1,150 @@
+//! The `-e/--events` syntax: names, `-name` to exclude, `tag=SET`, `prefix*`.
+
+use crate::catalog::{self, EventDef, CATALOG};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SelectError {
+    #[error("unknown event '{name}'{}; run 'mmtrace list' to see them all", suggest(.close))]
+    UnknownEvent { name: String, close: Vec<&'static str> },
+    #[error("unknown event set '{name}'{}; sets are: {}", suggest(.close), catalog::sets().join(", "))]
+    UnknownSet { name: String, close: Vec<&'static str> },
+    #[error("'{pattern}' matches no event; run 'mmtrace list' to see them all")]
+    NoMatch { pattern: String },
+    #[error("empty item in event list '{list}': remove the extra comma")]
+    EmptyItem { list: String },
+    #[error("event list '{list}' selects no event once exclusions apply")]
+    NothingSelected { list: String },
+}
+
+fn suggest(close: &[&str]) -> String {
+    match close {
+        [] => String::new(),
+        [one] => format!(" (did you mean '{one}'?)"),
+        many => format!(" (did you mean one of: {}?)", many.join(", ")),
+    }
+}
+
+/// Names within a small edit distance of `typo`, best first.
+pub fn closest<'a>(typo: &str, names: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut scored: Vec<(f64, &str)> = names
+        .into_iter()
+        .map(|n| (strsim::jaro_winkler(typo, n), n))
+        .filter(|&(score, n)| score >= 0.85 || (typo.len() >= 3 && n.contains(typo)))
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    scored.into_iter().take(3).map(|(_, n)| n).collect()
+}
+
+/// The events a list selects, in catalog order; None or an empty list means all of them.
+pub fn parse_events(list: Option<&str>) -> Result<Vec<&'static EventDef>, SelectError> {
+    let Some(list) = list.filter(|l| !l.trim().is_empty()) else {
+        return Ok(CATALOG.iter().collect());
+    };
+    let mut include = vec![false; CATALOG.len()];
+    let mut exclude = vec![false; CATALOG.len()];
+    let mut any_include = false;
+    for item in list.split(',').map(str::trim) {
+        if item.is_empty() {
+            return Err(SelectError::EmptyItem { list: list.into() });
+        }
+        let (negate, pattern) = match item.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, item),
+        };
+        let hits = matching(pattern)?;
+        let target = if negate { &mut exclude } else { &mut include };
+        any_include |= !negate;
+        for i in hits {
+            target[i] = true;
+        }
+    }
+    let chosen: Vec<_> = CATALOG
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| (include[i] || !any_include) && !exclude[i])
+        .map(|(_, e)| e)
+        .collect();
+    if chosen.is_empty() {
+        return Err(SelectError::NothingSelected { list: list.into() });
+    }
+    Ok(chosen)
+}
+
+/// Indexes of the catalog entries one pattern names.
+fn matching(pattern: &str) -> Result<Vec<usize>, SelectError> {
+    let indexes = |pred: &dyn Fn(&EventDef) -> bool| -> Vec<usize> {
+        CATALOG.iter().enumerate().filter(|(_, e)| pred(e)).map(|(i, _)| i).collect()
+    };
+    if let Some(set) = pattern.strip_prefix("tag=").or_else(|| pattern.strip_prefix("set=")) {
+        let hits = indexes(&|e| e.in_set(set));
+        if hits.is_empty() {
+            return Err(SelectError::UnknownSet {
+                name: set.into(),
+                close: closest(set, catalog::sets()),
+            });
+        }
+        return Ok(hits);
+    }
+    if let Some(prefix) = pattern.strip_suffix('*') {
+        let hits = indexes(&|e| e.name.starts_with(prefix));
+        if hits.is_empty() {
+            return Err(SelectError::NoMatch { pattern: pattern.into() });
+        }
+        return Ok(hits);
+    }
+    let hits = indexes(&|e| e.name == pattern);
+    if hits.is_empty() {
+        return Err(SelectError::UnknownEvent {
+            name: pattern.into(),
+            close: closest(pattern, CATALOG.iter().map(|e| e.name)),
+        });
+    }
+    Ok(hits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &str) -> Vec<&'static str> {
+        parse_events(Some(list)).unwrap().iter().map(|e| e.name).collect()
+    }
+
+    #[test]
+    fn default_is_everything() {
+        assert_eq!(parse_events(None).unwrap().len(), CATALOG.len());
+        assert_eq!(parse_events(Some("  ")).unwrap().len(), CATALOG.len());
+    }
+
+    #[test]
+    fn names_prefixes_sets_and_exclusions() {
+        assert_eq!(names("munmap,mlock"), ["munmap", "mlock"]);
+        assert_eq!(names("mlock*"), ["mlock", "mlockall", "mlock2"]);
+        assert_eq!(names("tag=mlock,-munlock*"), ["mlock", "mlockall", "mlock2"]);
+        assert_eq!(names("tag=oom"), ["pidfd_send_signal", "pidfd_open", "process_madvise", "process_mrelease"]);
+        assert_eq!(names("-mmap").len(), CATALOG.len() - 1);
+        assert_eq!(names(" munmap , mmap "), ["mmap", "munmap"]);
+    }
+
+    #[test]
+    fn unknown_names_suggest_close_ones() {
+        let err = parse_events(Some("mlok")).unwrap_err();
+        let SelectError::UnknownEvent { close, .. } = &err else { panic!("{err:?}") };
+        assert_eq!(close.first(), Some(&"mlock"));
+        assert!(err.to_string().contains("did you mean"), "{err}");
+        let err = parse_events(Some("proces_mrelease")).unwrap_err();
+        assert!(err.to_string().contains("did you mean one of: process_mrelease"), "{err}");
+        let err = parse_events(Some("tag=mem")).unwrap_err();
+        assert!(matches!(err, SelectError::UnknownSet { .. }), "{err:?}");
+        assert!(err.to_string().contains("sets are:"));
+    }
+
+    #[test]
+    fn bad_lists() {
+        assert!(matches!(parse_events(Some("mmap,,munmap")), Err(SelectError::EmptyItem { .. })));
+        assert!(matches!(parse_events(Some("zz*")), Err(SelectError::NoMatch { .. })));
+        assert!(matches!(parse_events(Some("mmap,-mmap")), Err(SelectError::NothingSelected { .. })));
+        assert!(matches!(parse_events(Some("-")), Err(SelectError::UnknownEvent { .. })));
+        assert!(matches!(parse_events(Some("xyzzy")), Err(SelectError::UnknownEvent { close, .. }) if close.is_empty()));
+    }
+}
