@@ -86,8 +86,10 @@ _Static_assert(sizeof(struct record) == 152, "struct record must match Record in
 
 #define MAX_IDS 1024
 
-/* Scope set by the loader; a constant lets the verifier prune the check when it is unused. */
+/* Scope set by the loader; constants let the verifier prune the checks that are unused.
+ * The tracer's own process is left out, or its reads and writes would feed the trace. */
 const volatile __u32 target_tgid = 0;
+const volatile __u32 self_tgid = 0;
 /* Wake the reader only when unread data crosses this many bytes; it also polls on a timer.
  * Every wakeup costs the traced thread about 12 us, so waking per event would dominate. */
 const volatile __u64 wakeup_bytes = 1 << 20;
@@ -131,7 +133,9 @@ static __always_inline int on_enter(struct sys_enter_ctx *ctx, int nargs)
 {
 	struct inflight *slot;
 
-	if (target_tgid && (bpf_get_current_pid_tgid() >> 32) != target_tgid)
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+
+	if (target_tgid ? tgid != target_tgid : tgid == self_tgid)
 		return 0;
 	slot = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0,
 				    BPF_LOCAL_STORAGE_GET_F_CREATE);

@@ -44,7 +44,7 @@ pub struct Options {
     pub events: Vec<&'static EventDef>,
     /// Ring buffer size in bytes: a power of two, at least a page.
     pub ring_bytes: u32,
-    /// Only calls from this process (host tgid), when set.
+    /// Only calls from this process (host tgid), when set; otherwise every process but ours.
     pub target_tgid: Option<u32>,
 }
 
@@ -103,12 +103,14 @@ impl Tracer {
         }
 
         let tgid = opts.target_tgid.unwrap_or(0);
+        let self_tgid = std::process::id();
         // Wake the reader when a quarter of the ring is full; its poll timer covers the rest.
         let wakeup_bytes = u64::from(opts.ring_bytes / 4);
         let mut bpf = EbpfLoader::new()
             // Task-local storage has no typed wrapper in aya 0.14; the kernel side alone uses it.
             .allow_unsupported_maps()
             .override_global("target_tgid", &tgid, true)
+            .override_global("self_tgid", &self_tgid, true)
             .override_global("wakeup_bytes", &wakeup_bytes, true)
             .map_max_entries("events", opts.ring_bytes)
             .load(crate::BPF_OBJECT)

@@ -104,6 +104,8 @@ pub enum RetKind {
     Address,
     /// A new file descriptor on success.
     Fd,
+    /// A byte count on success.
+    Bytes,
     /// brk: the new break, or the old one on failure; never an errno.
     Break,
 }
@@ -377,7 +379,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("advice", I32, K, D::Madvise),
             arg("flags", U32, K, D::None),
         ],
-        ret: RetKind::Zero,
+        ret: RetKind::Bytes,
         sets: &["syscalls", "proc_mem", "mapping", "oom"],
         since: "5.10",
         summary: "give advice (such as MADV_PAGEOUT) about another process's memory",

@@ -1,0 +1,33 @@
+//! Command-line syntax: the subcommands and their options.
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "mmtrace", version, about = "Trace what Linux processes do with memory: mmap, mlock, process_mrelease and friends, decoded, cheaply")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Trace memory-management syscalls until Ctrl-C or SIGTERM, then print a summary.
+    Trace(TraceArgs),
+    /// List every event with its id, sets, arguments and whether this kernel offers it.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// Events to trace: names, -NAME to exclude, tag=SET, PREFIX*; comma separated. Default: all.
+    #[arg(short = 'e', long = "events", value_name = "LIST", action = clap::ArgAction::Append)]
+    pub events: Vec<String>,
+
+    /// Output: table, json or none, optionally :PATH. Default: table on a terminal, else json.
+    #[arg(short = 'o', long = "output", value_name = "FORMAT[:PATH]")]
+    pub output: Option<String>,
+
+    /// Ring buffer size (power of two, at least 4K; suffixes K, M, G). Raise it if events are lost.
+    #[arg(long = "buffer-size", value_name = "SIZE", default_value = "8M")]
+    pub buffer_size: String,
+}

@@ -1,0 +1,106 @@
+//! Output formats for traced events: Tracee-style JSON lines, an aligned table, or nothing.
+
+mod json;
+mod table;
+
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Write};
+
+use anyhow::{bail, Context as _};
+use mmtrace_events::Event;
+
+pub use json::JsonLines;
+pub use table::Table;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+    None,
+}
+
+/// `-o FORMAT[:PATH]`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputSpec {
+    pub format: Format,
+    pub path: Option<String>,
+}
+
+impl OutputSpec {
+    /// Parses `table`, `json`, `none`, optionally followed by `:PATH`.
+    pub fn parse(spec: &str) -> anyhow::Result<OutputSpec> {
+        let (name, path) = match spec.split_once(':') {
+            Some((name, path)) if path.is_empty() => bail!("output '{spec}' has an empty path after ':': give a file, as in {name}:/tmp/trace.json"),
+            Some((name, path)) => (name, Some(path.to_string())),
+            None => (spec, None),
+        };
+        let format = match name {
+            "table" => Format::Table,
+            "json" => Format::Json,
+            "none" => Format::None,
+            other => bail!("unknown output format '{other}': use table, json or none, optionally followed by :PATH"),
+        };
+        if format == Format::None && path.is_some() {
+            bail!("output 'none' takes no path");
+        }
+        Ok(OutputSpec { format, path })
+    }
+
+    /// Table on a terminal, JSON lines for anything else, as tools that are piped usually do.
+    pub fn default_for_stdout() -> OutputSpec {
+        let format = if io::stdout().is_terminal() { Format::Table } else { Format::Json };
+        OutputSpec { format, path: None }
+    }
+}
+
+/// Where events go.
+pub trait Sink {
+    fn event(&mut self, event: &Event) -> io::Result<()>;
+    fn flush(&mut self) -> io::Result<()>;
+}
+
+/// Discards events: for counting only.
+struct Discard;
+
+impl Sink for Discard {
+    fn event(&mut self, _: &Event) -> io::Result<()> {
+        Ok(())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Opens the sink before anything is attached, so an unwritable path fails early.
+pub fn open(spec: &OutputSpec) -> anyhow::Result<Box<dyn Sink>> {
+    let writer: Box<dyn Write> = match &spec.path {
+        Some(path) => Box::new(
+            File::create(path)
+                .with_context(|| format!("cannot write output file {path}: check the directory exists and is writable"))?,
+        ),
+        None => Box::new(io::stdout().lock()),
+    };
+    let writer = BufWriter::with_capacity(1 << 16, writer);
+    Ok(match spec.format {
+        Format::Json => Box::new(JsonLines::new(writer)),
+        Format::Table => Box::new(Table::new(writer)),
+        Format::None => Box::new(Discard),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs() {
+        assert_eq!(OutputSpec::parse("json").unwrap(), OutputSpec { format: Format::Json, path: None });
+        assert_eq!(
+            OutputSpec::parse("table:/tmp/x").unwrap(),
+            OutputSpec { format: Format::Table, path: Some("/tmp/x".into()) }
+        );
+        assert!(OutputSpec::parse("yaml").unwrap_err().to_string().contains("unknown output format 'yaml'"));
+        assert!(OutputSpec::parse("json:").is_err());
+        assert!(OutputSpec::parse("none:/x").is_err());
+    }
+}
