@@ -44,7 +44,11 @@ impl Record {
     /// The event this record describes; None for an id the catalog does not know.
     pub fn to_event(&self, clock: &Clock) -> Option<Event> {
         let def = by_id(self.id)?;
-        let comm_len = self.comm.iter().position(|&b| b == 0).unwrap_or(self.comm.len());
+        let comm_len = self
+            .comm
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.comm.len());
         Some(Event {
             def,
             ctx: Context {
@@ -81,10 +85,14 @@ impl Clock {
     pub fn now() -> Clock {
         use rustix::time::{clock_gettime, ClockId};
         let ns = |t: rustix::time::Timespec| t.tv_sec as i128 * 1_000_000_000 + t.tv_nsec as i128;
-        let boot = ns(rustix::time::clock_gettime_dynamic(rustix::time::DynamicClockId::Boottime)
-            .unwrap_or_else(|_| clock_gettime(ClockId::Monotonic)));
+        let boot = ns(
+            rustix::time::clock_gettime_dynamic(rustix::time::DynamicClockId::Boottime)
+                .unwrap_or_else(|_| clock_gettime(ClockId::Monotonic)),
+        );
         let real = ns(clock_gettime(ClockId::Realtime));
-        Clock { offset_ns: real - boot }
+        Clock {
+            offset_ns: real - boot,
+        }
     }
 
     pub fn to_epoch(&self, boot_ns: u64) -> u64 {

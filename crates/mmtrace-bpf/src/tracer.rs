@@ -123,7 +123,12 @@ impl Tracer {
             let enter = ENTER_PROGRAMS[event.args.len()];
             let enter_link = attach(&mut bpf, enter, event, &format!("sys_enter_{}", event.name))?;
             links.push((enter, enter_link));
-            let exit_link = attach(&mut bpf, "sys_exit", event, &format!("sys_exit_{}", event.name))?;
+            let exit_link = attach(
+                &mut bpf,
+                "sys_exit",
+                event,
+                &format!("sys_exit_{}", event.name),
+            )?;
             links.push(("sys_exit", exit_link));
             attached.push(event);
         }
@@ -153,7 +158,10 @@ impl Tracer {
     /// past a fill threshold, so callers poll with a short timeout and drain either way.
     pub fn wait(&self, timeout: Duration) -> Result<(), Error> {
         let fd = self.ring.as_fd();
-        let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
+        let mut fds = [rustix::event::PollFd::new(
+            &fd,
+            rustix::event::PollFlags::IN,
+        )];
         let ts = rustix::time::Timespec {
             tv_sec: timeout.as_secs() as i64,
             tv_nsec: i64::from(timeout.subsec_nanos()),
@@ -227,7 +235,8 @@ fn attach(
         .try_into()
         .map_err(|e| fail(one_line(&e)))?;
     if prog.fd().is_err() {
-        prog.load().map_err(|e| Error::Load(format!("{program}: {}", one_line(&e))))?;
+        prog.load()
+            .map_err(|e| Error::Load(format!("{program}: {}", one_line(&e))))?;
     }
     prog.attach("syscalls", tracepoint)
         .map_err(|e| fail(one_line(&e)))

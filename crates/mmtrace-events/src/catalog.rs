@@ -184,7 +184,10 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "mmap",
         id: 9,
-        source: Source::Syscall { x86_64: 9, aarch64: 222 },
+        source: Source::Syscall {
+            x86_64: 9,
+            aarch64: 222,
+        },
         args: &[
             arg("addr", Pointer, KU, D::None),
             arg("length", U64, K, D::None),
@@ -201,7 +204,10 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "mprotect",
         id: 10,
-        source: Source::Syscall { x86_64: 10, aarch64: 226 },
+        source: Source::Syscall {
+            x86_64: 10,
+            aarch64: 226,
+        },
         args: &[
             arg("addr", Pointer, KU, D::None),
             arg("len", U64, K, D::None),
@@ -215,7 +221,10 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "munmap",
         id: 11,
-        source: Source::Syscall { x86_64: 11, aarch64: 215 },
+        source: Source::Syscall {
+            x86_64: 11,
+            aarch64: 215,
+        },
         args: &[
             arg("addr", Pointer, KU, D::None),
             arg("length", U64, K, D::None),
@@ -228,7 +237,10 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "brk",
         id: 12,
-        source: Source::Syscall { x86_64: 12, aarch64: 214 },
+        source: Source::Syscall {
+            x86_64: 12,
+            aarch64: 214,
+        },
         args: &[arg("addr", Pointer, KU, D::None)],
         ret: RetKind::Break,
         sets: MAP_SETS,
@@ -238,7 +250,10 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "mremap",
         id: 25,
-        source: Source::Syscall { x86_64: 25, aarch64: 216 },
+        source: Source::Syscall {
+            x86_64: 25,
+            aarch64: 216,
+        },
         args: &[
             arg("old_address", Pointer, KU, D::None),
             arg("old_size", U64, K, D::None),
@@ -254,7 +269,10 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "madvise",
         id: 28,
-        source: Source::Syscall { x86_64: 28, aarch64: 233 },
+        source: Source::Syscall {
+            x86_64: 28,
+            aarch64: 233,
+        },
         args: &[
             arg("addr", Pointer, KU, D::None),
             arg("length", U64, K, D::None),
@@ -268,7 +286,10 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "mlock",
         id: 149,
-        source: Source::Syscall { x86_64: 149, aarch64: 228 },
+        source: Source::Syscall {
+            x86_64: 149,
+            aarch64: 228,
+        },
         args: &[
             arg("addr", Pointer, KU, D::None),
             arg("len", U64, K, D::None),
@@ -281,7 +302,10 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "munlock",
         id: 150,
-        source: Source::Syscall { x86_64: 150, aarch64: 229 },
+        source: Source::Syscall {
+            x86_64: 150,
+            aarch64: 229,
+        },
         args: &[
             arg("addr", Pointer, KU, D::None),
             arg("len", U64, K, D::None),
@@ -294,7 +318,10 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "mlockall",
         id: 151,
-        source: Source::Syscall { x86_64: 151, aarch64: 230 },
+        source: Source::Syscall {
+            x86_64: 151,
+            aarch64: 230,
+        },
         args: &[arg("flags", I32, K, D::MclFlags)],
         ret: RetKind::Zero,
         sets: LOCK_SETS,
@@ -304,7 +331,10 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "munlockall",
         id: 152,
-        source: Source::Syscall { x86_64: 152, aarch64: 231 },
+        source: Source::Syscall {
+            x86_64: 152,
+            aarch64: 231,
+        },
         args: &[],
         ret: RetKind::Zero,
         sets: LOCK_SETS,
@@ -314,7 +344,10 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "mlock2",
         id: 325,
-        source: Source::Syscall { x86_64: 325, aarch64: 284 },
+        source: Source::Syscall {
+            x86_64: 325,
+            aarch64: 284,
+        },
         args: &[
             arg("addr", Pointer, KU, D::None),
             arg("len", U64, K, D::None),
@@ -328,7 +361,10 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "pkey_mprotect",
         id: 329,
-        source: Source::Syscall { x86_64: 329, aarch64: 288 },
+        source: Source::Syscall {
+            x86_64: 329,
+            aarch64: 288,
+        },
         args: &[
             arg("addr", Pointer, KU, D::None),
             arg("len", U64, K, D::None),
@@ -343,7 +379,10 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "pidfd_send_signal",
         id: 424,
-        source: Source::Syscall { x86_64: 424, aarch64: 424 },
+        source: Source::Syscall {
+            x86_64: 424,
+            aarch64: 424,
+        },
         args: &[
             arg("pidfd", I32, K, D::None),
             arg("sig", I32, K, D::Signal),
@@ -358,7 +397,10 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "pidfd_open",
         id: 434,
-        source: Source::Syscall { x86_64: 434, aarch64: 434 },
+        source: Source::Syscall {
+            x86_64: 434,
+            aarch64: 434,
+        },
         args: &[
             arg("pid", I32, K, D::None),
             arg("flags", U32, K, D::PidfdOpenFlags),
@@ -371,7 +413,10 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "process_madvise",
         id: 440,
-        source: Source::Syscall { x86_64: 440, aarch64: 440 },
+        source: Source::Syscall {
+            x86_64: 440,
+            aarch64: 440,
+        },
         args: &[
             arg("pidfd", I32, K, D::None),
             arg("vec", Pointer, KU_TOCTOU, D::None),
@@ -387,7 +432,10 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "memfd_secret",
         id: 447,
-        source: Source::Syscall { x86_64: 447, aarch64: 447 },
+        source: Source::Syscall {
+            x86_64: 447,
+            aarch64: 447,
+        },
         args: &[arg("flags", U32, K, D::CloexecFlags)],
         ret: RetKind::Fd,
         sets: &["syscalls", "proc_mem", "mapping"],
@@ -397,11 +445,11 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "process_mrelease",
         id: 448,
-        source: Source::Syscall { x86_64: 448, aarch64: 448 },
-        args: &[
-            arg("pidfd", I32, K, D::None),
-            arg("flags", U32, K, D::None),
-        ],
+        source: Source::Syscall {
+            x86_64: 448,
+            aarch64: 448,
+        },
+        args: &[arg("pidfd", I32, K, D::None), arg("flags", U32, K, D::None)],
         ret: RetKind::Zero,
         sets: OOM_SETS,
         since: "5.15",
@@ -410,7 +458,10 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "mseal",
         id: 462,
-        source: Source::Syscall { x86_64: 462, aarch64: 462 },
+        source: Source::Syscall {
+            x86_64: 462,
+            aarch64: 462,
+        },
         args: &[
             arg("addr", Pointer, KU, D::None),
             arg("len", U64, K, D::None),
@@ -469,10 +520,26 @@ mod tests {
 
     #[test]
     fn tracee_argument_names() {
-        let names = |e: &str| -> Vec<&str> { by_name(e).unwrap().args.iter().map(|a| a.name).collect() };
-        assert_eq!(names("mmap"), ["addr", "length", "prot", "flags", "fd", "off"]);
-        assert_eq!(names("mremap"), ["old_address", "old_size", "new_size", "flags", "new_address"]);
-        assert_eq!(names("pidfd_send_signal"), ["pidfd", "sig", "info", "flags"]);
+        let names =
+            |e: &str| -> Vec<&str> { by_name(e).unwrap().args.iter().map(|a| a.name).collect() };
+        assert_eq!(
+            names("mmap"),
+            ["addr", "length", "prot", "flags", "fd", "off"]
+        );
+        assert_eq!(
+            names("mremap"),
+            [
+                "old_address",
+                "old_size",
+                "new_size",
+                "flags",
+                "new_address"
+            ]
+        );
+        assert_eq!(
+            names("pidfd_send_signal"),
+            ["pidfd", "sig", "info", "flags"]
+        );
         assert_eq!(names("munmap"), ["addr", "length"]);
         assert_eq!(names("mlock"), ["addr", "len"]);
         assert!(names("munlockall").is_empty());

@@ -36,7 +36,11 @@ const MAP_HUGETLB: u64 = 0x40000;
 const MAP_HUGE_SHIFT: u32 = 26;
 
 const MLOCK: Bits = &[(0x1, "MLOCK_ONFAULT")];
-const MCL: Bits = &[(0x1, "MCL_CURRENT"), (0x2, "MCL_FUTURE"), (0x4, "MCL_ONFAULT")];
+const MCL: Bits = &[
+    (0x1, "MCL_CURRENT"),
+    (0x2, "MCL_FUTURE"),
+    (0x4, "MCL_ONFAULT"),
+];
 const MREMAP: Bits = &[
     (0x1, "MREMAP_MAYMOVE"),
     (0x2, "MREMAP_FIXED"),
@@ -81,34 +85,178 @@ const MADV: &[(u64, &str)] = &[
 ];
 
 const SIGNALS: [&str; 32] = [
-    "0", "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE",
-    "SIGKILL", "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT",
-    "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU",
-    "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
+    "0",
+    "SIGHUP",
+    "SIGINT",
+    "SIGQUIT",
+    "SIGILL",
+    "SIGTRAP",
+    "SIGABRT",
+    "SIGBUS",
+    "SIGFPE",
+    "SIGKILL",
+    "SIGUSR1",
+    "SIGSEGV",
+    "SIGUSR2",
+    "SIGPIPE",
+    "SIGALRM",
+    "SIGTERM",
+    "SIGSTKFLT",
+    "SIGCHLD",
+    "SIGCONT",
+    "SIGSTOP",
+    "SIGTSTP",
+    "SIGTTIN",
+    "SIGTTOU",
+    "SIGURG",
+    "SIGXCPU",
+    "SIGXFSZ",
+    "SIGVTALRM",
+    "SIGPROF",
+    "SIGWINCH",
+    "SIGIO",
+    "SIGPWR",
+    "SIGSYS",
 ];
 const SIGRTMIN: u64 = 32;
 const SIGRTMAX: u64 = 64;
 
 /// Linux errno names, indexed by number (asm-generic/errno-base.h and errno.h).
 const ERRNOS: [&str; 134] = [
-    "", "EPERM", "ENOENT", "ESRCH", "EINTR", "EIO", "ENXIO", "E2BIG", "ENOEXEC", "EBADF",
-    "ECHILD", "EAGAIN", "ENOMEM", "EACCES", "EFAULT", "ENOTBLK", "EBUSY", "EEXIST", "EXDEV",
-    "ENODEV", "ENOTDIR", "EISDIR", "EINVAL", "ENFILE", "EMFILE", "ENOTTY", "ETXTBSY", "EFBIG",
-    "ENOSPC", "ESPIPE", "EROFS", "EMLINK", "EPIPE", "EDOM", "ERANGE", "EDEADLK", "ENAMETOOLONG",
-    "ENOLCK", "ENOSYS", "ENOTEMPTY", "ELOOP", "", "ENOMSG", "EIDRM", "ECHRNG", "EL2NSYNC",
-    "EL3HLT", "EL3RST", "ELNRNG", "EUNATCH", "ENOCSI", "EL2HLT", "EBADE", "EBADR", "EXFULL",
-    "ENOANO", "EBADRQC", "EBADSLT", "", "EBFONT", "ENOSTR", "ENODATA", "ETIME", "ENOSR",
-    "ENONET", "ENOPKG", "EREMOTE", "ENOLINK", "EADV", "ESRMNT", "ECOMM", "EPROTO", "EMULTIHOP",
-    "EDOTDOT", "EBADMSG", "EOVERFLOW", "ENOTUNIQ", "EBADFD", "EREMCHG", "ELIBACC", "ELIBBAD",
-    "ELIBSCN", "ELIBMAX", "ELIBEXEC", "EILSEQ", "ERESTART", "ESTRPIPE", "EUSERS", "ENOTSOCK",
-    "EDESTADDRREQ", "EMSGSIZE", "EPROTOTYPE", "ENOPROTOOPT", "EPROTONOSUPPORT",
-    "ESOCKTNOSUPPORT", "EOPNOTSUPP", "EPFNOSUPPORT", "EAFNOSUPPORT", "EADDRINUSE",
-    "EADDRNOTAVAIL", "ENETDOWN", "ENETUNREACH", "ENETRESET", "ECONNABORTED", "ECONNRESET",
-    "ENOBUFS", "EISCONN", "ENOTCONN", "ESHUTDOWN", "ETOOMANYREFS", "ETIMEDOUT", "ECONNREFUSED",
-    "EHOSTDOWN", "EHOSTUNREACH", "EALREADY", "EINPROGRESS", "ESTALE", "EUCLEAN", "ENOTNAM",
-    "ENAVAIL", "EISNAM", "EREMOTEIO", "EDQUOT", "ENOMEDIUM", "EMEDIUMTYPE", "ECANCELED",
-    "ENOKEY", "EKEYEXPIRED", "EKEYREVOKED", "EKEYREJECTED", "EOWNERDEAD", "ENOTRECOVERABLE",
-    "ERFKILL", "EHWPOISON",
+    "",
+    "EPERM",
+    "ENOENT",
+    "ESRCH",
+    "EINTR",
+    "EIO",
+    "ENXIO",
+    "E2BIG",
+    "ENOEXEC",
+    "EBADF",
+    "ECHILD",
+    "EAGAIN",
+    "ENOMEM",
+    "EACCES",
+    "EFAULT",
+    "ENOTBLK",
+    "EBUSY",
+    "EEXIST",
+    "EXDEV",
+    "ENODEV",
+    "ENOTDIR",
+    "EISDIR",
+    "EINVAL",
+    "ENFILE",
+    "EMFILE",
+    "ENOTTY",
+    "ETXTBSY",
+    "EFBIG",
+    "ENOSPC",
+    "ESPIPE",
+    "EROFS",
+    "EMLINK",
+    "EPIPE",
+    "EDOM",
+    "ERANGE",
+    "EDEADLK",
+    "ENAMETOOLONG",
+    "ENOLCK",
+    "ENOSYS",
+    "ENOTEMPTY",
+    "ELOOP",
+    "",
+    "ENOMSG",
+    "EIDRM",
+    "ECHRNG",
+    "EL2NSYNC",
+    "EL3HLT",
+    "EL3RST",
+    "ELNRNG",
+    "EUNATCH",
+    "ENOCSI",
+    "EL2HLT",
+    "EBADE",
+    "EBADR",
+    "EXFULL",
+    "ENOANO",
+    "EBADRQC",
+    "EBADSLT",
+    "",
+    "EBFONT",
+    "ENOSTR",
+    "ENODATA",
+    "ETIME",
+    "ENOSR",
+    "ENONET",
+    "ENOPKG",
+    "EREMOTE",
+    "ENOLINK",
+    "EADV",
+    "ESRMNT",
+    "ECOMM",
+    "EPROTO",
+    "EMULTIHOP",
+    "EDOTDOT",
+    "EBADMSG",
+    "EOVERFLOW",
+    "ENOTUNIQ",
+    "EBADFD",
+    "EREMCHG",
+    "ELIBACC",
+    "ELIBBAD",
+    "ELIBSCN",
+    "ELIBMAX",
+    "ELIBEXEC",
+    "EILSEQ",
+    "ERESTART",
+    "ESTRPIPE",
+    "EUSERS",
+    "ENOTSOCK",
+    "EDESTADDRREQ",
+    "EMSGSIZE",
+    "EPROTOTYPE",
+    "ENOPROTOOPT",
+    "EPROTONOSUPPORT",
+    "ESOCKTNOSUPPORT",
+    "EOPNOTSUPP",
+    "EPFNOSUPPORT",
+    "EAFNOSUPPORT",
+    "EADDRINUSE",
+    "EADDRNOTAVAIL",
+    "ENETDOWN",
+    "ENETUNREACH",
+    "ENETRESET",
+    "ECONNABORTED",
+    "ECONNRESET",
+    "ENOBUFS",
+    "EISCONN",
+    "ENOTCONN",
+    "ESHUTDOWN",
+    "ETOOMANYREFS",
+    "ETIMEDOUT",
+    "ECONNREFUSED",
+    "EHOSTDOWN",
+    "EHOSTUNREACH",
+    "EALREADY",
+    "EINPROGRESS",
+    "ESTALE",
+    "EUCLEAN",
+    "ENOTNAM",
+    "ENAVAIL",
+    "EISNAM",
+    "EREMOTEIO",
+    "EDQUOT",
+    "ENOMEDIUM",
+    "EMEDIUMTYPE",
+    "ECANCELED",
+    "ENOKEY",
+    "EKEYEXPIRED",
+    "EKEYREVOKED",
+    "EKEYREJECTED",
+    "EOWNERDEAD",
+    "ENOTRECOVERABLE",
+    "ERFKILL",
+    "EHWPOISON",
 ];
 
 /// Kernel-internal restart codes a traced thread can see at syscall exit (include/linux/errno.h).
@@ -171,23 +319,22 @@ impl Decoder {
             Decoder::PidfdOpenFlags => PIDFD_OPEN,
             Decoder::PidfdSignalFlags => PIDFD_SIGNAL,
             Decoder::Signal => {
-                return (1..SIGNALS.len())
-                    .map(|n| (SIGNALS[n], n as u64))
-                    .collect();
+                return (1..SIGNALS.len()).map(|n| (SIGNALS[n], n as u64)).collect();
             }
         };
         let mut names: Vec<_> = table.iter().map(|&(v, n)| (n, v)).collect();
         match self {
             Decoder::Prot => names.insert(0, ("PROT_NONE", 0)),
-            Decoder::MapFlags => names.splice(
-                0..0,
-                [
-                    ("MAP_SHARED", 1),
-                    ("MAP_PRIVATE", 2),
-                    ("MAP_SHARED_VALIDATE", 3),
-                ],
-            )
-            .for_each(drop),
+            Decoder::MapFlags => names
+                .splice(
+                    0..0,
+                    [
+                        ("MAP_SHARED", 1),
+                        ("MAP_PRIVATE", 2),
+                        ("MAP_SHARED_VALIDATE", 3),
+                    ],
+                )
+                .for_each(drop),
             _ => {}
         }
         names
@@ -331,7 +478,10 @@ mod tests {
     fn prot() {
         assert_eq!(Decoder::Prot.decode(0).unwrap(), "PROT_NONE");
         assert_eq!(Decoder::Prot.decode(3).unwrap(), "PROT_READ|PROT_WRITE");
-        assert_eq!(Decoder::Prot.decode(7).unwrap(), "PROT_READ|PROT_WRITE|PROT_EXEC");
+        assert_eq!(
+            Decoder::Prot.decode(7).unwrap(),
+            "PROT_READ|PROT_WRITE|PROT_EXEC"
+        );
         assert_eq!(Decoder::Prot.decode(0x11).unwrap(), "PROT_READ|0x10");
     }
 
@@ -351,7 +501,9 @@ mod tests {
         );
         // MAP_HUGETLB with MAP_HUGE_2MB (21 << 26).
         assert_eq!(
-            Decoder::MapFlags.decode(0x22 | 0x40000 | (21 << 26)).unwrap(),
+            Decoder::MapFlags
+                .decode(0x22 | 0x40000 | (21 << 26))
+                .unwrap(),
             "MAP_PRIVATE|MAP_HUGE_2MB|MAP_ANONYMOUS|MAP_HUGETLB"
         );
         assert_eq!(
@@ -391,7 +543,10 @@ mod tests {
     #[test]
     fn pidfd_and_secret_flags() {
         assert_eq!(Decoder::CloexecFlags.decode(0x80000).unwrap(), "O_CLOEXEC");
-        assert_eq!(Decoder::PidfdOpenFlags.decode(0x800).unwrap(), "PIDFD_NONBLOCK");
+        assert_eq!(
+            Decoder::PidfdOpenFlags.decode(0x800).unwrap(),
+            "PIDFD_NONBLOCK"
+        );
         assert_eq!(
             Decoder::PidfdSignalFlags.decode(2).unwrap(),
             "PIDFD_SIGNAL_THREAD_GROUP"

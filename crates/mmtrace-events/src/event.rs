@@ -40,7 +40,9 @@ impl Event {
     }
 
     /// (definition, typed value, decoded names) for each argument, in catalog order.
-    pub fn args(&self) -> impl Iterator<Item = (&'static crate::ArgDef, ArgValue, Option<String>)> + '_ {
+    pub fn args(
+        &self,
+    ) -> impl Iterator<Item = (&'static crate::ArgDef, ArgValue, Option<String>)> + '_ {
         self.def.args.iter().zip(self.raw_args).map(|(def, raw)| {
             let value = def.ty.value(raw);
             (def, value, def.decoder.decode(value.bits()))

@@ -5,9 +5,15 @@ use crate::catalog::{self, EventDef, CATALOG};
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SelectError {
     #[error("unknown event '{name}'{}; run 'mmtrace list' to see them all", suggest(.close))]
-    UnknownEvent { name: String, close: Vec<&'static str> },
+    UnknownEvent {
+        name: String,
+        close: Vec<&'static str>,
+    },
     #[error("unknown event set '{name}'{}; sets are: {}", suggest(.close), catalog::sets().join(", "))]
-    UnknownSet { name: String, close: Vec<&'static str> },
+    UnknownSet {
+        name: String,
+        close: Vec<&'static str>,
+    },
     #[error("'{pattern}' matches no event; run 'mmtrace list' to see them all")]
     NoMatch { pattern: String },
     #[error("empty item in event list '{list}': remove the extra comma")]
@@ -24,7 +30,8 @@ fn suggest(close: &[&str]) -> String {
     }
 }
 
-/// Names within a small edit distance of `typo`, best first.
+/// Names close to `typo`, best first: only those about as close as the best, so a clear
+/// winner is suggested alone.
 pub fn closest<'a>(typo: &str, names: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
     let mut scored: Vec<(f64, &str)> = names
         .into_iter()
@@ -32,7 +39,13 @@ pub fn closest<'a>(typo: &str, names: impl IntoIterator<Item = &'a str>) -> Vec<
         .filter(|&(score, n)| score >= 0.85 || (typo.len() >= 3 && n.contains(typo)))
         .collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-    scored.into_iter().take(3).map(|(_, n)| n).collect()
+    let best = scored.first().map_or(0.0, |s| s.0);
+    scored
+        .into_iter()
+        .take_while(|&(score, _)| score >= best - 0.05)
+        .take(3)
+        .map(|(_, n)| n)
+        .collect()
 }
 
 /// The events a list selects, in catalog order; None or an empty list means all of them.
@@ -73,9 +86,17 @@ pub fn parse_events(list: Option<&str>) -> Result<Vec<&'static EventDef>, Select
 /// Indexes of the catalog entries one pattern names.
 fn matching(pattern: &str) -> Result<Vec<usize>, SelectError> {
     let indexes = |pred: &dyn Fn(&EventDef) -> bool| -> Vec<usize> {
-        CATALOG.iter().enumerate().filter(|(_, e)| pred(e)).map(|(i, _)| i).collect()
+        CATALOG
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| pred(e))
+            .map(|(i, _)| i)
+            .collect()
     };
-    if let Some(set) = pattern.strip_prefix("tag=").or_else(|| pattern.strip_prefix("set=")) {
+    if let Some(set) = pattern
+        .strip_prefix("tag=")
+        .or_else(|| pattern.strip_prefix("set="))
+    {
         let hits = indexes(&|e| e.in_set(set));
         if hits.is_empty() {
             return Err(SelectError::UnknownSet {
@@ -88,7 +109,9 @@ fn matching(pattern: &str) -> Result<Vec<usize>, SelectError> {
     if let Some(prefix) = pattern.strip_suffix('*') {
         let hits = indexes(&|e| e.name.starts_with(prefix));
         if hits.is_empty() {
-            return Err(SelectError::NoMatch { pattern: pattern.into() });
+            return Err(SelectError::NoMatch {
+                pattern: pattern.into(),
+            });
         }
         return Ok(hits);
     }
@@ -107,7 +130,11 @@ mod tests {
     use super::*;
 
     fn names(list: &str) -> Vec<&'static str> {
-        parse_events(Some(list)).unwrap().iter().map(|e| e.name).collect()
+        parse_events(Some(list))
+            .unwrap()
+            .iter()
+            .map(|e| e.name)
+            .collect()
     }
 
     #[test]
@@ -120,8 +147,19 @@ mod tests {
     fn names_prefixes_sets_and_exclusions() {
         assert_eq!(names("munmap,mlock"), ["munmap", "mlock"]);
         assert_eq!(names("mlock*"), ["mlock", "mlockall", "mlock2"]);
-        assert_eq!(names("tag=mlock,-munlock*"), ["mlock", "mlockall", "mlock2"]);
-        assert_eq!(names("tag=oom"), ["pidfd_send_signal", "pidfd_open", "process_madvise", "process_mrelease"]);
+        assert_eq!(
+            names("tag=mlock,-munlock*"),
+            ["mlock", "mlockall", "mlock2"]
+        );
+        assert_eq!(
+            names("tag=oom"),
+            [
+                "pidfd_send_signal",
+                "pidfd_open",
+                "process_madvise",
+                "process_mrelease"
+            ]
+        );
         assert_eq!(names("-mmap").len(), CATALOG.len() - 1);
         assert_eq!(names(" munmap , mmap "), ["mmap", "munmap"]);
     }
@@ -129,11 +167,17 @@ mod tests {
     #[test]
     fn unknown_names_suggest_close_ones() {
         let err = parse_events(Some("mlok")).unwrap_err();
-        let SelectError::UnknownEvent { close, .. } = &err else { panic!("{err:?}") };
+        let SelectError::UnknownEvent { close, .. } = &err else {
+            panic!("{err:?}")
+        };
         assert_eq!(close.first(), Some(&"mlock"));
         assert!(err.to_string().contains("did you mean"), "{err}");
         let err = parse_events(Some("proces_mrelease")).unwrap_err();
-        assert!(err.to_string().contains("did you mean one of: process_mrelease"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("(did you mean 'process_mrelease'?)"),
+            "{err}"
+        );
         let err = parse_events(Some("tag=mem")).unwrap_err();
         assert!(matches!(err, SelectError::UnknownSet { .. }), "{err:?}");
         assert!(err.to_string().contains("sets are:"));
@@ -141,11 +185,25 @@ mod tests {
 
     #[test]
     fn bad_lists() {
-        assert!(matches!(parse_events(Some("mmap,,munmap")), Err(SelectError::EmptyItem { .. })));
-        assert!(matches!(parse_events(Some("zz*")), Err(SelectError::NoMatch { .. })));
-        assert!(matches!(parse_events(Some("mmap,-mmap")), Err(SelectError::NothingSelected { .. })));
-        assert!(matches!(parse_events(Some("-")), Err(SelectError::UnknownEvent { .. })));
-        assert!(matches!(parse_events(Some("xyzzy")), Err(SelectError::UnknownEvent { close, .. }) if close.is_empty()));
+        assert!(matches!(
+            parse_events(Some("mmap,,munmap")),
+            Err(SelectError::EmptyItem { .. })
+        ));
+        assert!(matches!(
+            parse_events(Some("zz*")),
+            Err(SelectError::NoMatch { .. })
+        ));
+        assert!(matches!(
+            parse_events(Some("mmap,-mmap")),
+            Err(SelectError::NothingSelected { .. })
+        ));
+        assert!(matches!(
+            parse_events(Some("-")),
+            Err(SelectError::UnknownEvent { .. })
+        ));
+        assert!(
+            matches!(parse_events(Some("xyzzy")), Err(SelectError::UnknownEvent { close, .. }) if close.is_empty())
+        );
     }
 }
 

@@ -3,7 +3,11 @@
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "mmtrace", version, about = "Trace what Linux processes do with memory: mmap, mlock, process_mrelease and friends, decoded, cheaply")]
+#[command(
+    name = "mmtrace",
+    version,
+    about = "Trace what Linux processes do with memory: mmap, mlock, process_mrelease and friends, decoded, cheaply"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

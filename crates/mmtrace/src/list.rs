@@ -8,15 +8,31 @@ pub fn run() -> anyhow::Result<()> {
     // Without tracefs (not root) availability is unknown rather than wrong.
     let tracefs = mmtrace_bpf::ensure_tracefs().ok();
     let mut out = io::stdout().lock();
-    writeln!(out, "{:<18} {:>4}  {:<9} {:<34} ARGUMENTS", "EVENT", "ID", "AVAILABLE", "SETS")?;
+    writeln!(
+        out,
+        "{:<18} {:>4}  {:<9} {:<34} ARGUMENTS",
+        "EVENT", "ID", "AVAILABLE", "SETS"
+    )?;
     for e in CATALOG {
         let available = match tracefs {
             Some(root) if mmtrace_bpf::syscall_available(root, e.name) => "yes",
             Some(_) => "no",
             None => "unknown",
         };
-        let args: Vec<_> = e.args.iter().map(|a| format!("{}:{}", a.name, a.ty.tracee_name())).collect();
-        writeln!(out, "{:<18} {:>4}  {:<9} {:<34} {}", e.name, e.id, available, e.sets.join(","), args.join(" "))?;
+        let args: Vec<_> = e
+            .args
+            .iter()
+            .map(|a| format!("{}:{}", a.name, a.ty.tracee_name()))
+            .collect();
+        writeln!(
+            out,
+            "{:<18} {:>4}  {:<9} {:<34} {}",
+            e.name,
+            e.id,
+            available,
+            e.sets.join(","),
+            args.join(" ")
+        )?;
     }
     Ok(())
 }

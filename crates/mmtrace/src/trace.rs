@@ -28,7 +28,8 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     let mut sink = output::open(&spec)?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing the signal handler")?;
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing the signal handler")?;
     }
 
     let mut opts = Options::new(events);
@@ -68,7 +69,11 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Drains the ring into the sink and flushes it; returns the first write error.
-fn pump(tracer: &mut Tracer, sink: &mut dyn Sink, seen: &mut HashMap<u16, u64>) -> Option<io::Error> {
+fn pump(
+    tracer: &mut Tracer,
+    sink: &mut dyn Sink,
+    seen: &mut HashMap<u16, u64>,
+) -> Option<io::Error> {
     let mut failure = None;
     tracer.drain(|event| {
         *seen.entry(event.def.id).or_default() += 1;
@@ -82,7 +87,9 @@ fn pump(tracer: &mut Tracer, sink: &mut dyn Sink, seen: &mut HashMap<u16, u64>) 
 fn ring_size(text: &str) -> anyhow::Result<u32> {
     match parse_size(text) {
         Some(n) if n.is_power_of_two() && (4096..=1 << 30).contains(&n) => Ok(n as u32),
-        _ => bail!("--buffer-size '{text}' is not a power of two between 4K and 1G (for example 8M)"),
+        _ => {
+            bail!("--buffer-size '{text}' is not a power of two between 4K and 1G (for example 8M)")
+        }
     }
 }
 
@@ -119,7 +126,10 @@ mod tests {
     fn ring_sizes() {
         assert_eq!(ring_size("8M").unwrap(), 8 << 20);
         assert_eq!(ring_size("4K").unwrap(), 4096);
-        assert!(ring_size("3M").unwrap_err().to_string().contains("power of two"));
+        assert!(ring_size("3M")
+            .unwrap_err()
+            .to_string()
+            .contains("power of two"));
         assert!(ring_size("2K").is_err());
         assert!(ring_size("2G").is_err());
         assert!(ring_size("lots").is_err());

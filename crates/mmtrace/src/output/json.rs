@@ -13,7 +13,10 @@ pub struct JsonLines<W: Write> {
 
 impl<W: Write> JsonLines<W> {
     pub fn new(out: W) -> Self {
-        let host = rustix::system::uname().nodename().to_string_lossy().into_owned();
+        let host = rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned();
         JsonLines { out, host }
     }
 }
@@ -53,7 +56,12 @@ pub fn write_event(out: &mut impl Write, e: &Event, host: &str) -> io::Result<()
         if i > 0 {
             out.write_all(b",")?;
         }
-        write!(out, "{{\"name\":\"{}\",\"type\":\"{}\",\"value\":", def.name, def.ty.tracee_name())?;
+        write!(
+            out,
+            "{{\"name\":\"{}\",\"type\":\"{}\",\"value\":",
+            def.name,
+            def.ty.tracee_name()
+        )?;
         match value {
             ArgValue::Pointer(p) => write!(out, "\"{p:#x}\"")?,
             ArgValue::Unsigned(v) => write!(out, "{v}")?,

@@ -30,7 +30,7 @@ impl OutputSpec {
     /// Parses `table`, `json`, `none`, optionally followed by `:PATH`.
     pub fn parse(spec: &str) -> anyhow::Result<OutputSpec> {
         let (name, path) = match spec.split_once(':') {
-            Some((name, path)) if path.is_empty() => bail!("output '{spec}' has an empty path after ':': give a file, as in {name}:/tmp/trace.json"),
+            Some((name, "")) => bail!("output '{spec}' has an empty path after ':': give a file, as in {name}:/tmp/trace.json"),
             Some((name, path)) => (name, Some(path.to_string())),
             None => (spec, None),
         };
@@ -48,7 +48,11 @@ impl OutputSpec {
 
     /// Table on a terminal, JSON lines for anything else, as tools that are piped usually do.
     pub fn default_for_stdout() -> OutputSpec {
-        let format = if io::stdout().is_terminal() { Format::Table } else { Format::Json };
+        let format = if io::stdout().is_terminal() {
+            Format::Table
+        } else {
+            Format::Json
+        };
         OutputSpec { format, path: None }
     }
 }
@@ -74,10 +78,9 @@ impl Sink for Discard {
 /// Opens the sink before anything is attached, so an unwritable path fails early.
 pub fn open(spec: &OutputSpec) -> anyhow::Result<Box<dyn Sink>> {
     let writer: Box<dyn Write> = match &spec.path {
-        Some(path) => Box::new(
-            File::create(path)
-                .with_context(|| format!("cannot write output file {path}: check the directory exists and is writable"))?,
-        ),
+        Some(path) => Box::new(File::create(path).with_context(|| {
+            format!("cannot write output file {path}: check the directory exists and is writable")
+        })?),
         None => Box::new(io::stdout().lock()),
     };
     let writer = BufWriter::with_capacity(1 << 16, writer);
@@ -94,12 +97,24 @@ mod tests {
 
     #[test]
     fn specs() {
-        assert_eq!(OutputSpec::parse("json").unwrap(), OutputSpec { format: Format::Json, path: None });
+        assert_eq!(
+            OutputSpec::parse("json").unwrap(),
+            OutputSpec {
+                format: Format::Json,
+                path: None
+            }
+        );
         assert_eq!(
             OutputSpec::parse("table:/tmp/x").unwrap(),
-            OutputSpec { format: Format::Table, path: Some("/tmp/x".into()) }
+            OutputSpec {
+                format: Format::Table,
+                path: Some("/tmp/x".into())
+            }
         );
-        assert!(OutputSpec::parse("yaml").unwrap_err().to_string().contains("unknown output format 'yaml'"));
+        assert!(OutputSpec::parse("yaml")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown output format 'yaml'"));
         assert!(OutputSpec::parse("json:").is_err());
         assert!(OutputSpec::parse("none:/x").is_err());
     }

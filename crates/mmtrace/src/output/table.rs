@@ -13,7 +13,10 @@ pub struct Table<W: Write> {
 
 impl<W: Write> Table<W> {
     pub fn new(out: W) -> Self {
-        Table { out, header_done: false }
+        Table {
+            out,
+            header_done: false,
+        }
     }
 }
 
@@ -26,7 +29,13 @@ fn time_of_day(epoch_ns: u64) -> String {
         libc::localtime_r(&secs, &mut tm);
         tm
     };
-    format!("{:02}:{:02}:{:02}.{:06}", tm.tm_hour, tm.tm_min, tm.tm_sec, epoch_ns % 1_000_000_000 / 1000)
+    format!(
+        "{:02}:{:02}:{:02}.{:06}",
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        epoch_ns % 1_000_000_000 / 1000
+    )
 }
 
 /// A duration at a readable scale: 850ns, 12.3us, 4.56ms, 1.20s.
@@ -71,7 +80,11 @@ pub fn call_text(e: &Event) -> String {
 impl<W: Write> Sink for Table<W> {
     fn event(&mut self, e: &Event) -> io::Result<()> {
         if !self.header_done {
-            writeln!(self.out, "{:<15} {:<16} {:>15} {:>9}  CALL", "TIME", "COMM", "PID/TID", "DURATION")?;
+            writeln!(
+                self.out,
+                "{:<15} {:<16} {:>15} {:>9}  CALL",
+                "TIME", "COMM", "PID/TID", "DURATION"
+            )?;
             self.header_done = true;
         }
         let c = &e.ctx;

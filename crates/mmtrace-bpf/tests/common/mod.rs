@@ -1,0 +1,64 @@
+//! Shared by the real-kernel tests: the privilege gate and a tracer scoped to this process.
+#![allow(dead_code)] // each test binary uses a different part
+
+use mmtrace_bpf::{Options, Tracer};
+use mmtrace_events::select::parse_events;
+use mmtrace_events::Event;
+
+/// These tests load BPF programs and attach them to kernel tracepoints, which needs root (or
+/// CAP_BPF + CAP_PERFMON). Without those they skip with a message, except under CI, where
+/// skipping would hide a broken suite: there they fail.
+pub fn bpf_allowed() -> bool {
+    match mmtrace_bpf::check_privileges() {
+        Ok(()) => true,
+        Err(e) if std::env::var_os("CI").is_some() => panic!("CI must run the BPF tests: {e}"),
+        Err(e) => {
+            eprintln!("skipping: loading BPF programs needs privileges this test lacks ({e})");
+            false
+        }
+    }
+}
+
+pub fn tid() -> u32 {
+    rustix::thread::gettid().as_raw_nonzero().get() as u32
+}
+
+/// A tracer of `events` limited to this test process; None when the test must skip.
+pub fn trace(events: &str) -> Option<Tracer> {
+    trace_with(events, |_| {})
+}
+
+pub fn trace_with(events: &str, tune: impl FnOnce(&mut Options)) -> Option<Tracer> {
+    if !bpf_allowed() {
+        return None;
+    }
+    let mut opts = Options::new(parse_events(Some(events)).unwrap());
+    opts.target_tgid = Some(std::process::id());
+    tune(&mut opts);
+    let mut tracer = Tracer::start(&opts).unwrap_or_else(|e| panic!("{e}"));
+    // Setting up the ring buffer maps it from this thread, after the hooks are on: those
+    // calls are real events, but not the test's.
+    tracer.drain(|_| {});
+    Some(tracer)
+}
+
+/// The events of thread `tid` now in the ring. Records are committed before the syscall
+/// returns, so no waiting is needed.
+pub fn events_of(tracer: &mut Tracer, tid: u32) -> Vec<Event> {
+    let mut out = Vec::new();
+    tracer.drain(|e| {
+        if e.ctx.host_tid == tid {
+            out.push(e)
+        }
+    });
+    out
+}
+
+/// A raw syscall's result the way the kernel returns it: the value or -errno.
+pub fn kernel_ret(rc: libc::c_long) -> i64 {
+    if rc < 0 {
+        -(std::io::Error::last_os_error().raw_os_error().unwrap() as i64)
+    } else {
+        rc
+    }
+}

@@ -1,0 +1,283 @@
+//! The mmtrace binary end to end: outputs, summary and one-line errors. The tracing tests
+//! load BPF programs, which needs root; without it they skip, except under CI.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mmtrace");
+
+fn bpf_allowed() -> bool {
+    match mmtrace_bpf::check_privileges() {
+        Ok(()) => true,
+        Err(e) if std::env::var_os("CI").is_some() => panic!("CI must run the BPF tests: {e}"),
+        Err(e) => {
+            eprintln!("skipping: tracing needs privileges this test lacks ({e})");
+            false
+        }
+    }
+}
+
+fn tid() -> u32 {
+    rustix::thread::gettid().as_raw_nonzero().get() as u32
+}
+
+/// A running `mmtrace trace`, started and attached.
+struct Running {
+    child: Child,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(args: &[&str], stdout: Stdio) -> Running {
+        let mut child = Command::new(BIN)
+            .arg("trace")
+            .args(args)
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("mmtrace never attached");
+            if line.starts_with("mmtrace: tracing") {
+                break;
+            }
+        }
+        Running { child, stderr: rx }
+    }
+
+    /// Stops it with `signal` and returns (exit code, rest of stderr).
+    fn stop(mut self, signal: i32) -> (Option<i32>, String) {
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let status = self.child.wait().unwrap();
+        let rest: Vec<String> = self.stderr.iter().collect();
+        (status.code(), rest.join("\n"))
+    }
+}
+
+fn bad_mlock2() {
+    unsafe { libc::syscall(libc::SYS_mlock2, 0x10000u64, 4096u64, 0x8u64) };
+}
+
+const TRACEE_KEYS: [&str; 32] = [
+    "timestamp",
+    "threadStartTime",
+    "processorId",
+    "processId",
+    "cgroupId",
+    "threadId",
+    "parentProcessId",
+    "hostProcessId",
+    "hostThreadId",
+    "hostParentProcessId",
+    "userId",
+    "mountNamespace",
+    "pidNamespace",
+    "processName",
+    "executable",
+    "hostName",
+    "containerId",
+    "container",
+    "kubernetes",
+    "eventId",
+    "eventName",
+    "matchedPolicies",
+    "argsNum",
+    "returnValue",
+    "syscall",
+    "stackAddresses",
+    "contextFlags",
+    "threadEntityId",
+    "processEntityId",
+    "parentEntityId",
+    "args",
+    "duration",
+];
+
+#[test]
+fn json_lines_follow_tracee_and_are_flushed_on_sigterm() {
+    if !bpf_allowed() {
+        return;
+    }
+    let dir = tempdir();
+    let path = format!("{dir}/out.json");
+    let file = std::fs::File::create(&path).unwrap();
+    let run = Running::start(&["-e", "mlock2", "-o", "json"], Stdio::from(file));
+    bad_mlock2();
+    let (code, stderr) = run.stop(libc::SIGTERM);
+    assert_eq!(code, Some(0), "{stderr}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.ends_with('\n'), "last line must be complete");
+    let me = tid();
+    let line = text
+        .lines()
+        .find(|l| l.contains(&format!("\"hostThreadId\":{me},")))
+        .expect("our call is in the output");
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(&keys[..TRACEE_KEYS.len()], TRACEE_KEYS, "key order");
+    assert_eq!(keys[TRACEE_KEYS.len()..], ["returnError"]);
+    assert_eq!(v["eventName"], "mlock2");
+    assert_eq!(v["eventId"], "325");
+    assert_eq!(v["returnValue"], -22);
+    assert_eq!(v["returnError"], "EINVAL");
+    assert_eq!(v["processId"], std::process::id());
+    assert_eq!(v["argsNum"], 3);
+    assert_eq!(
+        v["args"],
+        serde_json::json!([
+            {"name": "addr", "type": "trace.Pointer", "value": "0x10000"},
+            {"name": "len", "type": "uint64", "value": 4096},
+            {"name": "flags", "type": "int32", "value": 8, "decoded": "0x8"},
+        ])
+    );
+    assert!(v["duration"].as_u64().unwrap() > 0);
+    // The summary counts what was seen and what was lost.
+    let row = stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with("mlock2"))
+        .expect(&stderr);
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert!(cols[1].parse::<u64>().unwrap() >= 1, "{row}");
+    assert_eq!(cols[2], "0", "{row}");
+}
+
+#[test]
+fn table_output_to_a_file_on_ctrl_c() {
+    if !bpf_allowed() {
+        return;
+    }
+    let dir = tempdir();
+    let path = format!("{dir}/out.txt");
+    let run = Running::start(
+        &["-e", "mlock2", "-o", &format!("table:{path}")],
+        Stdio::null(),
+    );
+    bad_mlock2();
+    let (code, _) = run.stop(libc::SIGINT);
+    assert_eq!(code, Some(0));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let header = text.lines().next().unwrap();
+    for col in ["TIME", "COMM", "PID/TID", "DURATION", "CALL"] {
+        assert!(header.contains(col), "{header}");
+    }
+    let pid_tid = format!("{}/{}", std::process::id(), tid());
+    let row = text.lines().find(|l| l.contains(&pid_tid)).expect(&text);
+    assert!(
+        row.ends_with("mlock2(addr=0x10000, len=4096, flags=0x8) = -22 EINVAL"),
+        "{row}"
+    );
+}
+
+fn run_err(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (out.status.code(), String::from_utf8(out.stderr).unwrap())
+}
+
+#[test]
+fn unknown_event_suggests_close_names() {
+    let (code, err) = run_err(&["trace", "-e", "munmapp"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("mmtrace: error: unknown event 'munmapp' (did you mean 'munmap'?)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unwritable_output_fails_before_tracing() {
+    let (code, err) = run_err(&["trace", "-o", "json:/nonexistent/dir/out.json"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("cannot write output file /nonexistent/dir/out.json"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_options_are_one_line_errors() {
+    for (args, needle) in [
+        (&["trace", "-o", "yaml"][..], "unknown output format 'yaml'"),
+        (&["trace", "--buffer-size", "3M"][..], "not a power of two"),
+        (
+            &["trace", "-e", "tag=nosuch"][..],
+            "unknown event set 'nosuch'",
+        ),
+    ] {
+        let (code, err) = run_err(args);
+        assert_eq!(code, Some(1), "{args:?}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{err}");
+    }
+}
+
+#[test]
+fn without_privileges_says_what_to_do() {
+    // Drop to nobody with no capabilities; as an unprivileged user we already are there.
+    let mut cmd = if rustix::process::geteuid().is_root() {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            BIN,
+        ]);
+        c
+    } else {
+        Command::new(BIN)
+    };
+    let out = cmd
+        .args(["trace", "-o", "none"])
+        .output()
+        .expect("setpriv (util-linux) is needed");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("needs root, or the CAP_BPF and CAP_PERFMON capabilities"),
+        "{err}"
+    );
+}
+
+#[test]
+fn list_shows_every_catalog_event() {
+    let out = Command::new(BIN).arg("list").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for e in mmtrace_events::CATALOG {
+        let row = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(e.name))
+            .expect(e.name);
+        assert!(
+            row.contains(&e.id.to_string()) && row.contains(e.sets[0]),
+            "{row}"
+        );
+    }
+}
+
+/// A fresh directory under the target dir, which tests may write to.
+fn tempdir() -> String {
+    let dir = format!(
+        "{}/cli-{}-{}",
+        env!("CARGO_TARGET_TMPDIR"),
+        std::process::id(),
+        tid()
+    );
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
