@@ -2,6 +2,7 @@
 //! the CLI and the docs alike. Adding an event is adding one entry to `CATALOG`.
 
 use crate::decode::Decoder;
+use crate::docs::{self, EventDoc};
 
 /// Argument tags, as Tracee's event pages use them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +129,8 @@ pub struct EventDef {
     /// The kernel release that added it.
     pub since: &'static str,
     pub summary: &'static str,
+    /// The reference prose: what the call does, its errors, use case, pitfalls.
+    pub doc: &'static EventDoc,
 }
 
 /// Entries are unique by id, so identity is the id.
@@ -200,6 +203,7 @@ pub static CATALOG: &[EventDef] = &[
         sets: MAP_SETS,
         since: "1.0",
         summary: "map files or anonymous memory into the address space",
+        doc: &docs::MMAP,
     },
     EventDef {
         name: "mprotect",
@@ -217,6 +221,7 @@ pub static CATALOG: &[EventDef] = &[
         sets: MAP_SETS,
         since: "1.0",
         summary: "change the protection of a range of pages",
+        doc: &docs::MPROTECT,
     },
     EventDef {
         name: "munmap",
@@ -233,6 +238,7 @@ pub static CATALOG: &[EventDef] = &[
         sets: MAP_SETS,
         since: "1.0",
         summary: "unmap any range of pages, unlocking what was locked there",
+        doc: &docs::MUNMAP,
     },
     EventDef {
         name: "brk",
@@ -246,6 +252,7 @@ pub static CATALOG: &[EventDef] = &[
         sets: MAP_SETS,
         since: "1.0",
         summary: "move the end of the heap",
+        doc: &docs::BRK,
     },
     EventDef {
         name: "mremap",
@@ -265,6 +272,7 @@ pub static CATALOG: &[EventDef] = &[
         sets: MAP_SETS,
         since: "2.0",
         summary: "grow, shrink or move a mapping",
+        doc: &docs::MREMAP,
     },
     EventDef {
         name: "madvise",
@@ -282,6 +290,7 @@ pub static CATALOG: &[EventDef] = &[
         sets: MAP_SETS,
         since: "2.4",
         summary: "advise the kernel how a range will be used, or drop or populate its pages",
+        doc: &docs::MADVISE,
     },
     EventDef {
         name: "mlock",
@@ -298,6 +307,7 @@ pub static CATALOG: &[EventDef] = &[
         sets: LOCK_SETS,
         since: "2.0",
         summary: "lock a range of pages in RAM, faulting them in now",
+        doc: &docs::MLOCK,
     },
     EventDef {
         name: "munlock",
@@ -314,6 +324,7 @@ pub static CATALOG: &[EventDef] = &[
         sets: LOCK_SETS,
         since: "2.0",
         summary: "unlock a range of pages (locks do not nest: one munlock undoes them all)",
+        doc: &docs::MUNLOCK,
     },
     EventDef {
         name: "mlockall",
@@ -327,6 +338,7 @@ pub static CATALOG: &[EventDef] = &[
         sets: LOCK_SETS,
         since: "2.0",
         summary: "lock all current and/or future mappings of the process",
+        doc: &docs::MLOCKALL,
     },
     EventDef {
         name: "munlockall",
@@ -340,6 +352,7 @@ pub static CATALOG: &[EventDef] = &[
         sets: LOCK_SETS,
         since: "2.0",
         summary: "unlock every mapping and clear MCL_FUTURE",
+        doc: &docs::MUNLOCKALL,
     },
     EventDef {
         name: "mlock2",
@@ -357,6 +370,7 @@ pub static CATALOG: &[EventDef] = &[
         sets: LOCK_SETS,
         since: "4.4",
         summary: "lock a range of pages, with MLOCK_ONFAULT locking them only as they fault in",
+        doc: &docs::MLOCK2,
     },
     EventDef {
         name: "pkey_mprotect",
@@ -375,6 +389,7 @@ pub static CATALOG: &[EventDef] = &[
         sets: MAP_SETS,
         since: "4.9",
         summary: "change the protection of a range and tag it with a protection key",
+        doc: &docs::PKEY_MPROTECT,
     },
     EventDef {
         name: "pidfd_send_signal",
@@ -393,6 +408,7 @@ pub static CATALOG: &[EventDef] = &[
         sets: OOM_SETS,
         since: "5.1",
         summary: "send a signal to the process a pidfd refers to, immune to pid reuse",
+        doc: &docs::PIDFD_SEND_SIGNAL,
     },
     EventDef {
         name: "pidfd_open",
@@ -409,6 +425,7 @@ pub static CATALOG: &[EventDef] = &[
         sets: OOM_SETS,
         since: "5.3",
         summary: "get a file descriptor that refers to a process",
+        doc: &docs::PIDFD_OPEN,
     },
     EventDef {
         name: "process_madvise",
@@ -428,6 +445,7 @@ pub static CATALOG: &[EventDef] = &[
         sets: &["syscalls", "proc_mem", "mapping", "oom"],
         since: "5.10",
         summary: "give advice (such as MADV_PAGEOUT) about another process's memory",
+        doc: &docs::PROCESS_MADVISE,
     },
     EventDef {
         name: "memfd_secret",
@@ -441,6 +459,7 @@ pub static CATALOG: &[EventDef] = &[
         sets: &["syscalls", "proc_mem", "mapping"],
         since: "5.14",
         summary: "create memory hidden from the kernel's direct map, charged like mlock",
+        doc: &docs::MEMFD_SECRET,
     },
     EventDef {
         name: "process_mrelease",
@@ -454,6 +473,7 @@ pub static CATALOG: &[EventDef] = &[
         sets: OOM_SETS,
         since: "5.15",
         summary: "reap the memory of a dying process now, in the caller's context",
+        doc: &docs::PROCESS_MRELEASE,
     },
     EventDef {
         name: "mseal",
@@ -471,6 +491,7 @@ pub static CATALOG: &[EventDef] = &[
         sets: &["syscalls", "proc_mem", "mapping"],
         since: "6.10",
         summary: "seal mappings against munmap, mremap, mprotect and MAP_FIXED",
+        doc: &docs::MSEAL,
     },
 ];
 

@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod decode;
+pub mod docs;
 pub mod event;
 pub mod select;
 
