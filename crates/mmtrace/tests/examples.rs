@@ -1,0 +1,355 @@
+//! The example lines of the event reference are real: this test makes one call of every catalog
+//! event, traces it with two `mmtrace trace` runs (JSON lines and table), and checks the lines
+//! committed in docs/events/ against the fresh capture. With MMTRACE_UPDATE_EXAMPLES=1 it
+//! rewrites them instead. Loading BPF needs root: without it the test skips, except under CI.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use mmtrace_events::CATALOG;
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mmtrace");
+const PAGE: u64 = 4096;
+const UPDATE: &str = "MMTRACE_UPDATE_EXAMPLES";
+
+fn bpf_allowed() -> bool {
+    match mmtrace_bpf::check_privileges() {
+        Ok(()) => true,
+        Err(e) if std::env::var_os("CI").is_some() => panic!("CI must run the BPF tests: {e}"),
+        Err(e) => {
+            eprintln!("skipping: capturing examples needs privileges this test lacks ({e})");
+            false
+        }
+    }
+}
+
+/// A `mmtrace trace` run over every event, attached once `start` returns.
+struct Trace {
+    child: Child,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Trace {
+    fn start(output: &str) -> Trace {
+        let mut child = Command::new(BIN)
+            .args(["trace", "-o", output])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("mmtrace never attached");
+            if line.starts_with("mmtrace: tracing") {
+                break;
+            }
+        }
+        Trace { child, stderr: rx }
+    }
+
+    fn stop(mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let status = self.child.wait().unwrap();
+        let stderr: Vec<String> = self.stderr.iter().collect();
+        assert!(status.success(), "{}", stderr.join("\n"));
+    }
+}
+
+/// Forks a process that makes one call of every catalog event and nothing else, so both
+/// traces see the very same calls; returns its pid.
+fn spawn_caller() -> i32 {
+    match unsafe { libc::fork() } {
+        0 => unsafe { libc::_exit(make_calls()) },
+        pid => {
+            assert!(pid > 0);
+            pid
+        }
+    }
+}
+
+unsafe fn sys(nr: libc::c_long, a: [u64; 6]) -> i64 {
+    libc::syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]) as i64
+}
+
+/// The calls, in the forked child: raw system calls only, no allocation, because the test
+/// process has other threads. Returns 0, or the number of the step that went wrong.
+unsafe fn make_calls() -> i32 {
+    use libc::*;
+    let none = u64::MAX;
+    let rw = (PROT_READ | PROT_WRITE) as u64;
+    let anon = (MAP_PRIVATE | MAP_ANONYMOUS) as u64;
+    prctl(PR_SET_NAME, c"mmtrace-example".as_ptr());
+    // Mapped first, so that the example mmap below is the last one.
+    let sealed = sys(SYS_mmap, [0, PAGE, PROT_READ as u64, anon, none, 0]);
+    if sealed == -1 {
+        return 1;
+    }
+    let a = sys(SYS_mmap, [0, 2 * PAGE, rw, anon, none, 0]);
+    if a == -1 {
+        return 2;
+    }
+    let a = a as u64;
+    // pkey_mprotect undoes the mprotect, so the two pages are one mapping again for mremap.
+    if sys(SYS_mprotect, [a, PAGE, PROT_READ as u64, 0, 0, 0]) != 0 {
+        return 3;
+    }
+    if sys(SYS_pkey_mprotect, [a, PAGE, rw, none, 0, 0]) != 0 {
+        return 4;
+    }
+    if sys(SYS_madvise, [a, 2 * PAGE, MADV_DONTNEED as u64, 0, 0, 0]) != 0 {
+        return 5;
+    }
+    let b = sys(
+        SYS_mremap,
+        [a, 2 * PAGE, 4 * PAGE, MREMAP_MAYMOVE as u64, 0, 0],
+    );
+    if b == -1 {
+        return 6;
+    }
+    let b = b as u64;
+    if sys(SYS_mlock, [b, PAGE, 0, 0, 0, 0]) != 0 {
+        return 7;
+    }
+    if sys(SYS_munlock, [b, PAGE, 0, 0, 0, 0]) != 0 {
+        return 8;
+    }
+    if sys(SYS_mlock2, [b, PAGE, MLOCK_ONFAULT as u64, 0, 0, 0]) != 0 {
+        return 9;
+    }
+    if sys(SYS_munmap, [b, 4 * PAGE, 0, 0, 0, 0]) != 0 {
+        return 10;
+    }
+    if sys(SYS_brk, [0; 6]) <= 0 {
+        return 11;
+    }
+    if sys(SYS_mseal, [sealed as u64, PAGE, 0, 0, 0, 0]) != 0 {
+        return 12;
+    }
+    let secret = sys(SYS_memfd_secret, [O_CLOEXEC as u64, 0, 0, 0, 0, 0]);
+    if secret == -1 {
+        return 13;
+    }
+    close(secret as i32);
+    let me = sys(SYS_pidfd_open, [getpid() as u64, 0, 0, 0, 0, 0]);
+    if me == -1 {
+        return 14;
+    }
+    let iov = iovec {
+        iov_base: sealed as *mut c_void,
+        iov_len: PAGE as usize,
+    };
+    let iov_addr = &iov as *const iovec as u64;
+    let advised = sys(
+        SYS_process_madvise,
+        [me as u64, iov_addr, 1, MADV_COLD as u64, 0, 0],
+    );
+    if advised != PAGE as i64 {
+        return 15;
+    }
+    close(me as i32);
+    if sys(
+        SYS_mlockall,
+        [(MCL_CURRENT | MCL_ONFAULT) as u64, 0, 0, 0, 0, 0],
+    ) != 0
+    {
+        return 16;
+    }
+    if sys(SYS_munlockall, [0; 6]) != 0 {
+        return 17;
+    }
+    kill_and_reap()
+}
+
+/// A userspace OOM killer's sequence on a fresh victim: pidfd_open, SIGKILL, process_mrelease.
+/// The victim may run its own exit first (ESRCH), so a few victims are tried; the example is
+/// the last, successful attempt.
+unsafe fn kill_and_reap() -> i32 {
+    use libc::*;
+    for _ in 0..20 {
+        let victim = fork();
+        if victim == 0 {
+            loop {
+                pause();
+            }
+        }
+        if victim < 0 {
+            return 18;
+        }
+        let fd = sys(SYS_pidfd_open, [victim as u64, 0, 0, 0, 0, 0]);
+        if fd == -1 {
+            return 19;
+        }
+        let kill = sys(
+            SYS_pidfd_send_signal,
+            [fd as u64, SIGKILL as u64, 0, 0, 0, 0],
+        );
+        if kill != 0 {
+            return 20;
+        }
+        let reaped = sys(SYS_process_mrelease, [fd as u64, 0, 0, 0, 0, 0]);
+        let errno = *__errno_location();
+        waitpid(victim, std::ptr::null_mut(), 0);
+        close(fd as i32);
+        match (reaped, errno) {
+            (0, _) => return 0,
+            (_, ESRCH) => continue,
+            _ => return 21,
+        }
+    }
+    22
+}
+
+/// Where the committed examples live.
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs/events")
+        .join(name)
+}
+
+/// The caller's lines from both outputs, paired: the table header, then (event, JSON line,
+/// table line) in the order the calls were made.
+fn caller_lines(json: &str, table: &str, pid: i32) -> (String, Vec<(String, String, String)>) {
+    let json: Vec<(String, &str)> = json
+        .lines()
+        .filter_map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (v["hostProcessId"] == pid).then(|| (v["eventName"].as_str().unwrap().to_string(), l))
+        })
+        .collect();
+    let mut table = table.lines();
+    let header = table.next().expect("a table header").to_string();
+    let rows: Vec<&str> = table
+        .filter(|l| l.contains(&format!(" {pid}/{pid} ")))
+        .collect();
+    assert_eq!(json.len(), rows.len(), "both traces see the same calls");
+    let pairs = json
+        .into_iter()
+        .zip(rows)
+        .map(|((name, j), t)| {
+            assert!(t.contains(&format!("  {name}(")), "{t} is not {name}");
+            (name, j.to_string(), t.to_string())
+        })
+        .collect();
+    (header, pairs)
+}
+
+/// The `name=decoded` parts of a JSON line's arguments that a table row lacks.
+fn decoded_missing_from(line: &str, row: &str) -> Vec<String> {
+    let v: Value = serde_json::from_str(line).unwrap();
+    v["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| {
+            let d = a.get("decoded")?;
+            Some(format!("{}={}", a["name"].as_str()?, d.as_str()?))
+        })
+        .filter(|d| !row.contains(d.as_str()))
+        .collect()
+}
+
+/// What must not change between captures: the event, its arguments' names, types and
+/// decoded values, and the outcome; pids, addresses and times do.
+fn shape(line: &str) -> Value {
+    let v: Value = serde_json::from_str(line).unwrap();
+    let args: Vec<Value> = v["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| json!([a["name"], a["type"], a.get("decoded")]))
+        .collect();
+    json!({
+        "eventName": v["eventName"],
+        "args": args,
+        "returnSign": v["returnValue"].as_i64().unwrap().signum(),
+        "returnError": v.get("returnError"),
+    })
+}
+
+#[test]
+fn example_lines_are_real_calls() {
+    if !bpf_allowed() {
+        return;
+    }
+    let dir = format!(
+        "{}/examples-{}",
+        env!("CARGO_TARGET_TMPDIR"),
+        std::process::id()
+    );
+    std::fs::create_dir_all(&dir).unwrap();
+    let (json_path, table_path) = (format!("{dir}/out.json"), format!("{dir}/out.txt"));
+    let json_trace = Trace::start(&format!("json:{json_path}"));
+    let table_trace = Trace::start(&format!("table:{table_path}"));
+    let pid = spawn_caller();
+    let mut status = 0;
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    json_trace.stop();
+    table_trace.stop();
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "step {} of the example calls failed",
+        libc::WEXITSTATUS(status)
+    );
+    let (header, lines) = caller_lines(
+        &std::fs::read_to_string(&json_path).unwrap(),
+        &std::fs::read_to_string(&table_path).unwrap(),
+        pid,
+    );
+    // The last call of each event is its example: the successful process_mrelease, the
+    // pidfd_open of its victim.
+    let fresh: Vec<(&str, &str)> = CATALOG
+        .iter()
+        .map(|e| {
+            let (_, j, t) = lines
+                .iter()
+                .rev()
+                .find(|(name, _, _)| name == e.name)
+                .unwrap_or_else(|| panic!("no {} call was traced", e.name));
+            (j.as_str(), t.as_str())
+        })
+        .collect();
+
+    if std::env::var_os(UPDATE).is_some() {
+        let jsonl: String = fresh.iter().map(|(j, _)| format!("{j}\n")).collect();
+        let table: String = fresh.iter().map(|(_, t)| format!("{t}\n")).collect();
+        std::fs::write(fixture("examples.jsonl"), jsonl).unwrap();
+        std::fs::write(fixture("examples.table"), format!("{header}\n{table}")).unwrap();
+        eprintln!("rewrote the examples; regenerate the pages with: cargo run -- docs docs/events");
+        return;
+    }
+    let stale = format!("run `{UPDATE}=1 cargo test -p mmtrace --test examples` as root, then `cargo run -- docs docs/events`");
+    let committed = std::fs::read_to_string(fixture("examples.jsonl")).unwrap();
+    let committed_table = std::fs::read_to_string(fixture("examples.table")).unwrap();
+    assert_eq!(committed.lines().count(), CATALOG.len(), "{stale}");
+    for (e, (line, table_line)) in CATALOG.iter().zip(&fresh) {
+        let old = committed
+            .lines()
+            .find(|l| l.contains(&format!("\"eventName\":\"{}\"", e.name)))
+            .unwrap_or_else(|| panic!("no committed example of {}: {stale}", e.name));
+        assert_eq!(shape(old), shape(line), "{}: {stale}", e.name);
+        let old_row = committed_table
+            .lines()
+            .find(|l| l.contains(&format!("  {}(", e.name)))
+            .unwrap_or_else(|| panic!("no committed table line of {}: {stale}", e.name));
+        // Table rows differ only where addresses, descriptors, pids and times do.
+        assert_eq!(decoded_missing_from(line, table_line), Vec::<String>::new());
+        let missing = decoded_missing_from(line, old_row);
+        assert!(
+            missing.is_empty(),
+            "{}: {old_row} lacks {missing:?}: {stale}",
+            e.name
+        );
+    }
+}
