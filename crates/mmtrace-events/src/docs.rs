@@ -795,7 +795,7 @@ pub static PROCESS_MRELEASE: EventDoc = EventDoc {
         and run its own exit path. Userspace OOM killers (Android lmkd, Meta oomd, earlyoom \
         since 1.8; systemd-oomd does not use it) send SIGKILL through a pidfd and then call \
         process_mrelease on the same pidfd. It does the work of the kernel's OOM reaper but \
-        fires none of the oom: tracepoints.",
+        fires none of the tracepoints of the oom group (oom:mark_victim and the others).",
     args: &[
         "a pidfd of the victim (from pidfd_open or clone with CLONE_PIDFD); a /proc/PID \
          directory is refused",
@@ -834,9 +834,9 @@ pub static PROCESS_MRELEASE: EventDoc = EventDoc {
          a killer that sends SIGTERM first and then calls process_mrelease gets EINVAL from \
          every victim that catches or ignores SIGTERM (a real earlyoom bug). SIGTERM without \
          a handler is fatal and works.",
-        "ESRCH race: a victim that gets a CPU first runs its own exit and frees its memory \
-         before process_mrelease looks, so ESRCH right after a kill usually means the work is \
-         already done.",
+        "ESRCH race: a victim that gets a CPU first runs its own exit, and once it has let go \
+         of its memory there is nothing left to reap: process_mrelease returns ESRCH although \
+         the kill worked, and the victim's exit frees the memory, perhaps still doing so.",
         "No mlocked memory is reaped before Linux 5.18: a victim that locked its memory \
          (mlockall) keeps it until its own exit runs.",
         "0 does not prove this call freed anything: it also returns 0 when the victim's exit \

@@ -19,6 +19,17 @@ pub enum Command {
     Trace(TraceArgs),
     /// List every event with its id, sets, arguments and whether this kernel offers it.
     List,
+    /// Explain one event: what the call does, arguments, errors, hooks, pitfalls, an example.
+    Explain {
+        /// The event, as `mmtrace list` names it.
+        event: String,
+    },
+    /// Write the event reference, README.md and one EVENT.md per event, into DIR.
+    #[command(hide = true)]
+    Docs {
+        /// Where to write the pages; created if missing.
+        dir: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

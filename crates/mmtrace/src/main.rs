@@ -1,6 +1,9 @@
 //! mmtrace's entry point: parses the command line and turns every failure into one line.
 
 mod cli;
+mod docs;
+mod examples;
+mod explain;
 mod list;
 mod output;
 mod trace;
@@ -13,6 +16,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Trace(args) => trace::run(&args),
         cli::Command::List => list::run().map(|()| ExitCode::SUCCESS),
+        cli::Command::Explain { event } => explain::run(&event).map(|()| ExitCode::SUCCESS),
+        cli::Command::Docs { dir } => docs::run(&dir).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,95 @@
+//! The example lines of the event reference: real mmtrace output, captured from real calls by
+//! tests/examples.rs and built into the binary so `explain` can show them anywhere.
+
+const JSON_LINES: &str = include_str!("../../../docs/events/examples.jsonl");
+const TABLE_LINES: &str = include_str!("../../../docs/events/examples.table");
+
+/// One event's captured call, as `mmtrace trace -o json` and `-o table` printed it.
+pub struct Example {
+    pub json: &'static str,
+    pub table_header: &'static str,
+    pub table: &'static str,
+}
+
+/// The example of `event`; None until one has been captured.
+pub fn of(event: &str) -> Option<Example> {
+    let json = JSON_LINES
+        .lines()
+        .find(|l| l.contains(&format!("\"eventName\":\"{event}\",")))?;
+    let mut rows = TABLE_LINES.lines();
+    let table_header = rows.next()?;
+    // The call column follows two spaces, so `  mlock(` cannot match munlock or mlock2.
+    let table = rows.find(|l| l.contains(&format!("  {event}(")))?;
+    Some(Example {
+        json,
+        table_header,
+        table,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::explain::CONTEXT_FIELDS;
+    use mmtrace_events::CATALOG;
+    use serde_json::Value;
+
+    #[test]
+    fn one_example_per_event_and_no_other() {
+        assert_eq!(JSON_LINES.lines().count(), CATALOG.len());
+        assert_eq!(TABLE_LINES.lines().count(), CATALOG.len() + 1);
+        for e in CATALOG {
+            assert!(of(e.name).is_some(), "{} has no example", e.name);
+        }
+    }
+
+    /// Every example parses and has the shape of a JSON line: the documented keys in order
+    /// (Tracee's first), and arguments matching the catalog.
+    #[test]
+    fn examples_match_the_json_schema() {
+        for e in CATALOG {
+            let line = of(e.name).unwrap().json;
+            let v: Value = serde_json::from_str(line).unwrap_or_else(|err| panic!("{line}: {err}"));
+            let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+            let failed = v.get("returnError").is_some();
+            let expected: Vec<&str> = CONTEXT_FIELDS
+                .iter()
+                .map(|&(key, _)| key)
+                .filter(|&key| key != "returnError" || failed)
+                .collect();
+            assert_eq!(keys, expected, "{}", e.name);
+            assert_eq!(v["eventName"], e.name);
+            assert_eq!(v["syscall"], e.name);
+            assert_eq!(v["eventId"], e.id.to_string());
+            assert_eq!(v["argsNum"], e.args.len());
+            let args = v["args"].as_array().unwrap();
+            assert_eq!(args.len(), e.args.len(), "{}", e.name);
+            for (a, def) in args.iter().zip(e.args) {
+                assert_eq!(a["name"], def.name, "{}", e.name);
+                assert_eq!(a["type"], def.ty.tracee_name(), "{}", e.name);
+                assert!(!a["value"].is_null(), "{}", e.name);
+                assert_eq!(
+                    a.get("decoded").is_some(),
+                    !def.decoder.names().is_empty(),
+                    "{} {}: decoded exactly where the catalog has names",
+                    e.name,
+                    def.name
+                );
+            }
+            assert!(v["returnValue"].is_i64());
+            assert!(v["duration"].as_u64().unwrap() > 0);
+            assert_eq!(v["processName"], "mmtrace-example");
+        }
+    }
+
+    #[test]
+    fn table_rows_are_the_same_calls() {
+        for e in CATALOG {
+            let ex = of(e.name).unwrap();
+            assert!(ex.table_header.ends_with("CALL"), "{}", ex.table_header);
+            let v: Value = serde_json::from_str(ex.json).unwrap();
+            let pid_tid = format!(" {}/{} ", v["hostProcessId"], v["hostThreadId"]);
+            assert!(ex.table.contains(&pid_tid), "{}: {}", e.name, ex.table);
+        }
+    }
+}

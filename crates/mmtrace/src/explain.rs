@@ -1,0 +1,409 @@
+//! `mmtrace explain EVENT`: one event's reference in the terminal, assembled from the catalog.
+
+use std::io::{self, Write};
+
+use mmtrace_events::catalog::Source;
+use mmtrace_events::decode::{errno_number, Decoder};
+use mmtrace_events::select::{closest, SelectError};
+use mmtrace_events::{by_name, ArgDef, EventDef, RetKind, Tag, CATALOG};
+
+use crate::examples;
+
+/// The sections of every event's reference, in order, for the text and the Markdown alike.
+pub const SECTIONS: [&str; 11] = [
+    "What it does",
+    "Syscall",
+    "Arguments",
+    "Return value",
+    "Errors",
+    "Hooks",
+    "Context fields",
+    "Use case",
+    "Pitfalls",
+    "Related events",
+    "Example",
+];
+
+/// Every argument tag; a page explains each once rather than at every argument.
+pub const TAGS: [Tag; 4] = [Tag::K, Tag::U, Tag::Toctou, Tag::Opt];
+
+/// The keys of a JSON line in output order, with what each holds: the context mmtrace adds
+/// to every call. A test holds the captured examples to this list, so it cannot drift from
+/// output/json.rs.
+pub const CONTEXT_FIELDS: &[(&str, &str)] = &[
+    (
+        "timestamp",
+        "when the call entered the kernel, ns since the epoch",
+    ),
+    (
+        "threadStartTime",
+        "when the calling thread started, ns since the epoch",
+    ),
+    ("processorId", "the CPU the call returned on"),
+    (
+        "processId",
+        "the caller's pid, as its own pid namespace numbers it",
+    ),
+    ("cgroupId", "the caller's cgroup (v2) id"),
+    (
+        "threadId",
+        "the caller's thread id, in its own pid namespace",
+    ),
+    (
+        "parentProcessId",
+        "the caller's parent, in its own pid namespace",
+    ),
+    ("hostProcessId", "the caller's pid as the host sees it"),
+    ("hostThreadId", "the caller's thread id as the host sees it"),
+    (
+        "hostParentProcessId",
+        "the parent's pid as the host sees it",
+    ),
+    ("userId", "the caller's user id"),
+    (
+        "mountNamespace",
+        "inode number of the caller's mount namespace",
+    ),
+    ("pidNamespace", "inode number of the caller's pid namespace"),
+    (
+        "processName",
+        "the calling thread's name (comm, 15 characters at most)",
+    ),
+    (
+        "executable",
+        "{\"path\": \"\"}: kept for Tracee, not filled in yet",
+    ),
+    ("hostName", "the name of the machine mmtrace runs on"),
+    ("containerId", "empty: kept for Tracee, not filled in yet"),
+    ("container", "{}: kept for Tracee, not filled in yet"),
+    ("kubernetes", "{}: kept for Tracee, not filled in yet"),
+    ("eventId", "the x86_64 syscall number, as a string"),
+    ("eventName", "the event name, as `mmtrace list` shows it"),
+    ("matchedPolicies", "[]: kept for Tracee"),
+    ("argsNum", "how many arguments follow in args"),
+    (
+        "returnValue",
+        "what the kernel returned: the result, or -errno on failure",
+    ),
+    ("syscall", "the syscall name"),
+    ("stackAddresses", "[]: kept for Tracee"),
+    (
+        "contextFlags",
+        "{containerStarted, isCompat}: kept for Tracee, both false",
+    ),
+    ("threadEntityId", "0: kept for Tracee, not filled in yet"),
+    ("processEntityId", "0: kept for Tracee, not filled in yet"),
+    ("parentEntityId", "0: kept for Tracee, not filled in yet"),
+    (
+        "args",
+        "one {name, type, value} object per argument, with decoded where the value has names",
+    ),
+    ("duration", "ns from entering the kernel to returning"),
+    (
+        "returnError",
+        "the errno name, present only when the call failed",
+    ),
+];
+
+pub fn run(name: &str) -> anyhow::Result<()> {
+    let def = by_name(name).ok_or_else(|| SelectError::UnknownEvent {
+        name: name.to_string(),
+        close: closest(name, CATALOG.iter().map(|e| e.name)),
+    })?;
+    io::stdout().lock().write_all(text(def).as_bytes())?;
+    Ok(())
+}
+
+/// What a successful result is, and how a failure shows.
+pub fn returns(e: &EventDef) -> &'static str {
+    match e.ret {
+        RetKind::Zero => {
+            "0 on success. On failure the kernel returns -errno: returnValue holds the \
+             negative number and returnError its name, one of the errors below."
+        }
+        RetKind::Address => {
+            "On success the start address of the mapping, a large positive returnValue that \
+             the table shows in hex. On failure -errno, named by returnError."
+        }
+        RetKind::Fd => "On success a new file descriptor. On failure -errno, named by returnError.",
+        RetKind::Bytes => {
+            "On success the number of bytes advised. On failure -errno, named by returnError."
+        }
+        RetKind::Break => {
+            "The program break after the call: the new break on success, the old one unchanged \
+             on failure. Its results are addresses, so mmtrace never sets returnError for it."
+        }
+    }
+}
+
+/// The hooks mmtrace attaches for this event, and what happens where they are missing.
+pub fn hooks(e: &EventDef) -> String {
+    match e.source {
+        Source::Syscall { .. } => format!(
+            "Two tracepoints: syscalls:sys_enter_{n} saves the arguments and the entry time in \
+             task-local storage, and syscalls:sys_exit_{n} sends one record with the result and \
+             the duration through the ring buffer. There is no fallback hook: on a kernel \
+             without these tracepoints (older than Linux {since}, or built without \
+             CONFIG_FTRACE_SYSCALLS) `mmtrace trace` reports {n} as unavailable and traces the \
+             other selected events, failing only if none is left, and `mmtrace list` shows it \
+             as not available.",
+            n = e.name,
+            since = e.since
+        ),
+    }
+}
+
+/// The names an argument's decoder knows, with their values: hex for bit sets, decimal for
+/// enumerations.
+pub fn values(arg: &ArgDef) -> Vec<(&'static str, String)> {
+    let enumerated = match arg.decoder {
+        Decoder::Madvise | Decoder::Signal => true,
+        Decoder::None
+        | Decoder::Prot
+        | Decoder::MapFlags
+        | Decoder::MlockFlags
+        | Decoder::MclFlags
+        | Decoder::MremapFlags
+        | Decoder::CloexecFlags
+        | Decoder::PidfdOpenFlags
+        | Decoder::PidfdSignalFlags => false,
+    };
+    arg.decoder
+        .names()
+        .into_iter()
+        .map(|(name, v)| {
+            (
+                name,
+                if enumerated {
+                    v.to_string()
+                } else {
+                    format!("{v:#x}")
+                },
+            )
+        })
+        .collect()
+}
+
+pub fn tag_list(arg: &ArgDef) -> String {
+    let names: Vec<&str> = arg.tags.iter().map(|t| t.name()).collect();
+    names.join(", ")
+}
+
+/// An errno's number, for readers matching raw returnValues.
+pub fn errno_value(name: &str) -> u64 {
+    errno_number(name).expect("the catalog's errnos are real names, a test checks")
+}
+
+const WIDTH: usize = 92;
+
+/// `text` filled to WIDTH, its first line after `first` and the rest after `rest`.
+fn wrap(text: &str, first: &str, rest: &str) -> String {
+    let mut out = String::from(first);
+    let mut col = first.len();
+    let mut line_empty = true;
+    for word in text.split_whitespace() {
+        if !line_empty && col + 1 + word.len() > WIDTH {
+            out.push('\n');
+            out.push_str(rest);
+            col = rest.len();
+            line_empty = true;
+        }
+        if !line_empty {
+            out.push(' ');
+            col += 1;
+        }
+        out.push_str(word);
+        col += word.len();
+        line_empty = false;
+    }
+    out.push('\n');
+    out
+}
+
+const IN: &str = "    ";
+const IN2: &str = "        ";
+
+/// The whole reference of one event as plain text.
+pub fn text(e: &EventDef) -> String {
+    let d = e.doc;
+    let mut out = format!("{}: {}\n", e.name, e.summary);
+    let mut section = |i: usize, body: String| {
+        out.push('\n');
+        out.push_str(&SECTIONS[i].to_uppercase());
+        out.push('\n');
+        out.push_str(&body);
+    };
+    section(0, wrap(d.description, IN, IN));
+    let Source::Syscall { x86_64, aarch64 } = e.source;
+    section(
+        1,
+        format!(
+            "{IN}x86_64 {x86_64}, arm64 {aarch64}; added in Linux {}\n{IN}sets: {}\n",
+            e.since,
+            e.sets.join(", ")
+        ),
+    );
+    section(2, text_args(e));
+    section(3, wrap(returns(e), IN, IN));
+    let mut errors = String::new();
+    for (name, meaning) in d.errnos {
+        let head = format!("{IN}{name} ({})", errno_value(name));
+        errors.push_str(&head);
+        errors.push('\n');
+        errors.push_str(&wrap(meaning, IN2, IN2));
+    }
+    section(4, errors);
+    section(5, wrap(&hooks(e), IN, IN));
+    let fields: String = CONTEXT_FIELDS
+        .iter()
+        .map(|(key, meaning)| wrap(meaning, &format!("{IN}{key:<20} "), &" ".repeat(25)))
+        .collect();
+    section(6, fields);
+    section(7, wrap(d.use_case, IN, IN));
+    let pitfalls: String = d.pitfalls.iter().map(|p| wrap(p, "  - ", IN)).collect();
+    section(8, pitfalls);
+    let related = format!("{} (mmtrace explain NAME)", d.related.join(", "));
+    section(9, wrap(&related, IN, IN));
+    section(10, text_example(e));
+    out
+}
+
+fn text_args(e: &EventDef) -> String {
+    if e.args.is_empty() {
+        return format!("{IN}none\n");
+    }
+    let mut out = String::new();
+    for (arg, meaning) in e.args.iter().zip(e.doc.args) {
+        out.push_str(&format!(
+            "{IN}{}: {} [{}]\n",
+            arg.name,
+            arg.ty.tracee_name(),
+            tag_list(arg)
+        ));
+        out.push_str(&wrap(meaning, IN2, IN2));
+        let values: Vec<String> = values(arg)
+            .into_iter()
+            .map(|(name, v)| format!("{name}={v}"))
+            .collect();
+        if !values.is_empty() {
+            out.push_str(&wrap(&values.join(" "), &format!("{IN2}values: "), IN2));
+        }
+    }
+    out.push_str(&format!("{IN}tags:\n"));
+    for tag in TAGS {
+        out.push_str(&format!("{IN2}{:<7} {}\n", tag.name(), tag.meaning()));
+    }
+    out
+}
+
+fn text_example(e: &EventDef) -> String {
+    match examples::of(e.name) {
+        Some(ex) => format!(
+            "{IN}A real call, as a JSON line (mmtrace trace -o json):\n{IN}{}\n\n\
+             {IN}and as a table line (mmtrace trace -o table):\n{IN}{}\n{IN}{}\n",
+            ex.json, ex.table_header, ex.table
+        ),
+        None => format!("{IN}none captured yet\n"),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// The body under each title, for every title in order.
+    fn bodies(page: &str, heading: impl Fn(&str) -> String) -> Vec<&str> {
+        let starts: Vec<(usize, usize)> = SECTIONS
+            .iter()
+            .map(|t| {
+                let h = heading(t);
+                let at = page
+                    .find(&h)
+                    .unwrap_or_else(|| panic!("no {h:?} in\n{page}"));
+                (at, at + h.len())
+            })
+            .collect();
+        starts
+            .iter()
+            .enumerate()
+            .map(|(i, &(_, body))| {
+                let end = starts.get(i + 1).map_or(page.len(), |&(next, _)| next);
+                assert!(body <= end, "sections out of order");
+                &page[body..end]
+            })
+            .collect()
+    }
+
+    pub fn assert_every_section_filled(page: &str, heading: impl Fn(&str) -> String) {
+        for (title, body) in SECTIONS.iter().zip(bodies(page, heading)) {
+            assert!(body.trim().len() > 3, "{title} is empty in\n{page}");
+        }
+    }
+
+    #[test]
+    fn every_event_explains_every_section() {
+        for e in CATALOG {
+            let page = text(e);
+            assert!(page.starts_with(&format!("{}: ", e.name)));
+            assert_every_section_filled(&page, |t| format!("\n{}\n", t.to_uppercase()));
+            for (name, _) in e.doc.errnos {
+                assert!(
+                    page.contains(&format!("{IN}{name} (")),
+                    "{}: {name}",
+                    e.name
+                );
+            }
+            for arg in e.args {
+                for (name, _) in values(arg) {
+                    assert!(page.contains(name), "{}: {name}", e.name);
+                }
+            }
+            for tag in TAGS {
+                assert_eq!(
+                    page.matches(tag.meaning()).count(),
+                    usize::from(!e.args.is_empty())
+                );
+            }
+            let ex = examples::of(e.name).unwrap();
+            assert!(
+                page.contains(ex.json) && page.contains(ex.table),
+                "{}",
+                e.name
+            );
+        }
+    }
+
+    #[test]
+    fn lines_fit_a_terminal() {
+        for e in CATALOG {
+            let page = text(e);
+            let example = examples::of(e.name).unwrap();
+            for line in page.lines() {
+                let is_example = line.contains(example.json) || line.contains(example.table);
+                assert!(line.len() <= WIDTH || is_example, "{}: {line}", e.name);
+            }
+        }
+    }
+
+    #[test]
+    fn flag_tables_show_bits_in_hex_and_enumerations_in_decimal() {
+        let mlock2 = by_name("mlock2").unwrap();
+        assert_eq!(
+            values(&mlock2.args[2]),
+            [("MLOCK_ONFAULT", "0x1".to_string())]
+        );
+        let madvise = by_name("madvise").unwrap();
+        assert!(values(&madvise.args[2]).contains(&("MADV_COLD", "20".to_string())));
+        assert!(values(&madvise.args[0]).is_empty());
+    }
+
+    #[test]
+    fn wrapping() {
+        assert_eq!(wrap("a b", "> ", "  "), "> a b\n");
+        let long = "word ".repeat(40);
+        let wrapped = wrap(&long, "- ", "  ");
+        assert!(wrapped.lines().count() > 1);
+        assert!(wrapped.lines().all(|l| l.len() <= WIDTH));
+        assert!(wrapped.lines().skip(1).all(|l| l.starts_with("  word")));
+    }
+}
