@@ -172,17 +172,24 @@ impl Tracer {
         }
     }
 
-    /// Hands every record in the ring to `f`, in the order the kernel committed them, and
-    /// returns how many it read.
-    pub fn drain(&mut self, mut f: impl FnMut(Event)) -> usize {
+    /// Hands up to `max` records to `f`, in the order the kernel committed them, and returns
+    /// how many it read. A bound keeps a reader that is checking for Ctrl-C from being held
+    /// forever by a producer as fast as it is.
+    pub fn drain_some(&mut self, max: usize, mut f: impl FnMut(Event)) -> usize {
         let mut n = 0;
-        while let Some(item) = self.ring.next() {
+        while n < max {
+            let Some(item) = self.ring.next() else { break };
             if let Some(event) = Record::from_bytes(&item).and_then(|r| r.to_event(&self.clock)) {
                 f(event);
             }
             n += 1;
         }
         n
+    }
+
+    /// Hands every record now in the ring to `f`.
+    pub fn drain(&mut self, f: impl FnMut(Event)) -> usize {
+        self.drain_some(usize::MAX, f)
     }
 
     /// Detaches every hook: no new records arrive, the ones in the ring stay for a last drain.

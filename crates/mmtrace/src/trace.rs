@@ -1,6 +1,5 @@
 //! `mmtrace trace`: attach, stream events to the chosen output, stop on a signal, summarize.
 
-use std::collections::HashMap;
 use std::io;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +15,8 @@ use crate::output::{self, OutputSpec, Sink};
 
 /// How long the reader sleeps when the kernel has not woken it: the latency of a quiet trace.
 const POLL: Duration = Duration::from_millis(10);
+/// Events handled between checks for Ctrl-C while the ring stays busy.
+const BATCH: usize = 4096;
 
 pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     let list = args.events.join(",");
@@ -44,16 +45,20 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     );
 
     let started = Instant::now();
-    let mut seen: HashMap<u16, u64> = HashMap::new();
+    let mut seen = vec![0u64; usize::from(u16::MAX) + 1];
     let mut failure = None;
+    let mut busy = false;
     while !stop.load(Ordering::Relaxed) && failure.is_none() {
-        tracer.wait(POLL)?;
-        failure = pump(&mut tracer, sink.as_mut(), &mut seen);
+        // Only wait when the last batch emptied the ring.
+        if !busy {
+            tracer.wait(POLL)?;
+        }
+        (busy, failure) = pump(&mut tracer, sink.as_mut(), &mut seen, BATCH);
     }
     tracer.detach();
     // What was committed before the hooks came off is still in the ring: deliver it.
     if failure.is_none() {
-        failure = pump(&mut tracer, sink.as_mut(), &mut seen);
+        failure = pump(&mut tracer, sink.as_mut(), &mut seen, usize::MAX).1;
     }
     summarize(&tracer, &seen, started.elapsed(), ring_bytes);
 
@@ -68,20 +73,22 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Drains the ring into the sink and flushes it; returns the first write error.
+/// Moves up to `max` events from the ring to the sink and flushes it; returns whether the
+/// batch was full (more may be waiting) and the first write error.
 fn pump(
     tracer: &mut Tracer,
     sink: &mut dyn Sink,
-    seen: &mut HashMap<u16, u64>,
-) -> Option<io::Error> {
+    seen: &mut [u64],
+    max: usize,
+) -> (bool, Option<io::Error>) {
     let mut failure = None;
-    tracer.drain(|event| {
-        *seen.entry(event.def.id).or_default() += 1;
+    let n = tracer.drain_some(max, |event| {
+        seen[usize::from(event.def.id)] += 1;
         if failure.is_none() {
             failure = sink.event(&event).err();
         }
     });
-    failure.or_else(|| sink.flush().err())
+    (n == max, failure.or_else(|| sink.flush().err()))
 }
 
 fn ring_size(text: &str) -> anyhow::Result<u32> {
@@ -94,7 +101,7 @@ fn ring_size(text: &str) -> anyhow::Result<u32> {
 }
 
 /// The exit summary on stderr: per event seen and lost, and a warning whenever any was lost.
-fn summarize(tracer: &Tracer, seen: &HashMap<u16, u64>, elapsed: Duration, ring_bytes: u32) {
+fn summarize(tracer: &Tracer, seen: &[u64], elapsed: Duration, ring_bytes: u32) {
     let lost = tracer.lost();
     eprintln!(
         "mmtrace: {} events traced in {:.3} s",
@@ -104,7 +111,7 @@ fn summarize(tracer: &Tracer, seen: &HashMap<u16, u64>, elapsed: Duration, ring_
     eprintln!("  {:<18} {:>12} {:>11}", "event", "seen", "lost");
     let (mut total_seen, mut total_lost) = (0, 0);
     for (event, lost) in lost {
-        let seen = seen.get(&event.id).copied().unwrap_or(0);
+        let seen = seen[usize::from(event.id)];
         total_seen += seen;
         total_lost += lost;
         eprintln!("  {:<18} {:>12} {:>11}", event.name, seen, lost);
