@@ -1,9 +1,7 @@
 //! The prose of the event reference: what each call does, its errors and its traps for users.
-//!
-//! Only what the catalog cannot say lives here; names, types, tags, numbers, flag tables and
-//! versions are read from the catalog by whoever renders the reference.
 
-/// The hand-written part of one event's reference.
+/// The hand-written part of one event's reference: only what the catalog cannot say. Names,
+/// types, tags, numbers, flag tables and versions are read from the catalog by the renderers.
 #[derive(Debug)]
 pub struct EventDoc {
     /// What the call really does, in a few sentences.

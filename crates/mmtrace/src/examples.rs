@@ -1,6 +1,6 @@
-//! The example lines of the event reference: real mmtrace output, captured from real calls by
-//! tests/examples.rs and built into the binary so `explain` can show them anywhere.
+//! The example lines of the event reference: real mmtrace output of real calls.
 
+// Captured by tests/examples.rs, and built in so that `explain` can show them anywhere.
 const JSON_LINES: &str = include_str!("../../../docs/events/examples.jsonl");
 const TABLE_LINES: &str = include_str!("../../../docs/events/examples.table");
 

@@ -1,7 +1,4 @@
-//! The example lines of the event reference are real: this test makes one call of every catalog
-//! event, traces it with two `mmtrace trace` runs (JSON lines and table), and checks the lines
-//! committed in docs/events/ against the fresh capture. With MMTRACE_UPDATE_EXAMPLES=1 it
-//! rewrites them instead. Loading BPF needs root: without it the test skips, except under CI.
+//! The example lines of the event reference are real calls, captured through mmtrace.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -278,6 +275,10 @@ fn shape(line: &str) -> Value {
     })
 }
 
+/// Makes one call of every catalog event, traces it with two `mmtrace trace` runs (JSON lines
+/// and table), and checks the lines committed in docs/events/ against the fresh capture; with
+/// MMTRACE_UPDATE_EXAMPLES=1 it rewrites them instead. Loading BPF needs root: without it the
+/// test skips, except under CI.
 #[test]
 fn example_lines_are_real_calls() {
     if !bpf_allowed() {
