@@ -64,6 +64,12 @@ struct sys_exit_ctx {
 	__s64 ret;
 };
 
+/* sched_process_fork as a raw tracepoint: (parent, child); the plain tracepoint gives only
+ * thread ids and cannot tell a new process from a new thread. */
+struct fork_ctx {
+	__u64 args[2];
+};
+
 /* Must match `Record` in src/record.rs (a test checks the size). */
 struct record {
 	__u64 ts;           /* entry, CLOCK_BOOTTIME ns */
@@ -86,17 +92,101 @@ _Static_assert(sizeof(struct record) == 152, "struct record must match Record in
 
 #define MAX_IDS 1024
 
-/* Scope set by the loader; constants let the verifier prune the checks that are unused.
- * The tracer's own process is left out, or its reads and writes would feed the trace. */
-const volatile __u32 target_tgid = 0;
+/* Scope, set by the loader. Constants let the verifier drop every check that is unused, so
+ * an unscoped trace pays for none of them. Field indexes match `scope::Field` in Rust. */
+#define F_PID 0
+#define F_TID 1
+#define F_UID 2
+#define NFIELDS 3
+#define MAX_CGROUPS 8
+/* The tracer's own process is left out, or its own reads and writes would feed the trace. */
 const volatile __u32 self_tgid = 0;
+const volatile __u32 scope_eq_mask = 0;    /* fields whose value must be in scope_values */
+const volatile __u32 scope_ne_mask = 0;    /* fields whose value must not be */
+const volatile __u32 scope_range_mask = 0; /* fields limited to [scope_min, scope_max] */
+const volatile __u64 scope_min[NFIELDS] = {};
+const volatile __u64 scope_max[NFIELDS] = {};
+const volatile __u32 scope_comm = 0;       /* SCOPE_EQ: comm must be listed; SCOPE_NE: must not */
+const volatile __u32 scope_tree = 0;       /* only processes marked TRACKED_TREE */
+const volatile __u32 scope_follow = 0;     /* descendants of matching processes match too */
+const volatile __u32 scope_container = 0;  /* 1: only in a child pid namespace; 2: only outside */
+const volatile __u32 scope_ncgroups = 0;
+const volatile __u64 scope_cgroup_ids[MAX_CGROUPS] = {};
+const volatile __u32 scope_cgroup_levels[MAX_CGROUPS] = {};
+const volatile __u32 has_arg_filters = 0;
 /* Wake the reader only when unread data crosses this many bytes; it also polls on a timer.
  * Every wakeup costs the traced thread about 12 us, so waking per event would dominate. */
 const volatile __u64 wakeup_bytes = 1 << 20;
 
+#define SCOPE_EQ 1
+#define SCOPE_NE 2
+#define TRACKED_TREE 1
+#define TRACKED_FOLLOW 2
+
+/* Declared here because libbpf 1.1's headers predate it (helper 123, Linux 5.7). */
+static __u64 (*get_current_ancestor_cgroup_id)(int ancestor_level) = (void *)123;
+
+struct scope_key {
+	__u32 field;
+	__u32 pad;
+	__u64 value;
+};
+
+/* Values named by '=' (SCOPE_EQ) and '!=' (SCOPE_NE) scopes, per field. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct scope_key);
+	__type(value, __u8);
+} scope_values SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, char[16]);
+	__type(value, __u8);
+} scope_comms SEC(".maps");
+
+/* Processes (by tgid) in a traced tree or followed; children inherit their parent's mark. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} tracked SEC(".maps");
+
+/* Argument and return-value conditions, per event id. Layout matches src/filters.rs. */
+#define MAX_CONDS 8
+#define MAX_VALS 8
+#define TARGET_RET 6
+enum { OP_EQ, OP_NE, OP_LT, OP_GT, OP_LE, OP_GE };
+
+struct cond {
+	__u8 target; /* argument index, or TARGET_RET */
+	__u8 op;
+	__u8 is_signed;
+	__u8 width; /* bytes the raw register is narrowed to */
+	__u8 nvals;
+	__u8 pad[3];
+	__u64 vals[MAX_VALS];
+};
+
+struct filter {
+	__u32 n;
+	__u32 pad;
+	struct cond conds[MAX_CONDS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, struct filter);
+} arg_filters SEC(".maps");
+
 struct inflight {
 	__u64 ts;
-	__u64 args[6];
+	__u64 args[8]; /* 6 used; 8 so a masked index needs no further bounds check */
 };
 
 /* Task-local storage: freed with the thread, so a thread killed inside a syscall leaves
@@ -121,26 +211,170 @@ struct {
 	__type(value, __u64);
 } lost SEC(".maps");
 
-static __always_inline void count_lost(__u32 id)
+/* Calls left out by the scope or by argument filters, per event id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_IDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} filtered SEC(".maps");
+
+static __always_inline void count(void *counters, __u32 id)
 {
-	__u64 *n = bpf_map_lookup_elem(&lost, &id);
+	__u64 *n = bpf_map_lookup_elem(counters, &id);
 
 	if (n)
 		*n += 1;
+}
+
+static __always_inline int field_in_scope(__u32 field, __u64 v)
+{
+	__u32 bit = 1 << field;
+
+	if ((scope_eq_mask | scope_ne_mask) & bit) {
+		struct scope_key k = { .field = field, .value = v };
+		__u8 *found = bpf_map_lookup_elem(&scope_values, &k);
+		__u8 marks = found ? *found : 0;
+
+		if ((scope_eq_mask & bit) && !(marks & SCOPE_EQ))
+			return 0;
+		if ((scope_ne_mask & bit) && (marks & SCOPE_NE))
+			return 0;
+	}
+	if ((scope_range_mask & bit) &&
+	    (v < scope_min[field & 3] || v > scope_max[field & 3]))
+		return 0;
+	return 1;
+}
+
+/* Every scope criterion but the process tree. */
+static __always_inline int criteria_match(__u64 pid_tgid)
+{
+	if (!field_in_scope(F_PID, pid_tgid >> 32) || !field_in_scope(F_TID, (__u32)pid_tgid))
+		return 0;
+	if ((scope_eq_mask | scope_ne_mask | scope_range_mask) & (1 << F_UID) &&
+	    !field_in_scope(F_UID, (__u32)bpf_get_current_uid_gid()))
+		return 0;
+	if (scope_comm) {
+		char comm[16] = {};
+		__u8 *found, marks;
+
+		bpf_get_current_comm(comm, sizeof(comm));
+		found = bpf_map_lookup_elem(&scope_comms, comm);
+		marks = found ? *found : 0;
+		if ((scope_comm & SCOPE_EQ) && !(marks & SCOPE_EQ))
+			return 0;
+		if ((scope_comm & SCOPE_NE) && (marks & SCOPE_NE))
+			return 0;
+	}
+	if (scope_container) {
+		struct task_struct *t = bpf_get_current_task_btf();
+		int inside = t->thread_pid->level > 0;
+
+		if (inside != (scope_container == 1))
+			return 0;
+	}
+	if (scope_ncgroups) {
+		int hit = 0;
+
+		for (int i = 0; i < MAX_CGROUPS; i++) {
+			if (i >= scope_ncgroups)
+				break;
+			if (get_current_ancestor_cgroup_id(scope_cgroup_levels[i]) ==
+			    scope_cgroup_ids[i]) {
+				hit = 1;
+				break;
+			}
+		}
+		if (!hit)
+			return 0;
+	}
+	return 1;
+}
+
+static __always_inline int in_scope(void)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	__u8 mark = 0;
+
+	if (tgid == self_tgid)
+		return 0;
+	if (scope_tree || scope_follow) {
+		__u8 *found = bpf_map_lookup_elem(&tracked, &tgid);
+
+		mark = found ? *found : 0;
+	}
+	if (scope_tree && !(mark & TRACKED_TREE))
+		return 0;
+	if (scope_follow && (mark & TRACKED_FOLLOW))
+		return 1;
+	if (!criteria_match(pid_tgid))
+		return 0;
+	if (scope_follow) {
+		mark |= TRACKED_FOLLOW;
+		bpf_map_update_elem(&tracked, &tgid, &mark, BPF_ANY);
+	}
+	return 1;
+}
+
+static __always_inline int cond_holds(const struct cond *c, __u64 v)
+{
+	int hit = 0;
+
+	if (c->width == 4)
+		v = c->is_signed ? (__u64)(__s64)(__s32)v : (__u32)v;
+	switch (c->op) {
+	case OP_EQ:
+	case OP_NE:
+		for (int i = 0; i < MAX_VALS; i++) {
+			if (i >= c->nvals)
+				break;
+			if (c->vals[i] == v)
+				hit = 1;
+		}
+		return c->op == OP_EQ ? hit : !hit;
+	case OP_LT:
+		return c->is_signed ? (__s64)v < (__s64)c->vals[0] : v < c->vals[0];
+	case OP_GT:
+		return c->is_signed ? (__s64)v > (__s64)c->vals[0] : v > c->vals[0];
+	case OP_LE:
+		return c->is_signed ? (__s64)v <= (__s64)c->vals[0] : v <= c->vals[0];
+	case OP_GE:
+		return c->is_signed ? (__s64)v >= (__s64)c->vals[0] : v >= c->vals[0];
+	}
+	return 0;
+}
+
+static __always_inline int passes_filters(__u32 id, const struct inflight *slot, __s64 ret)
+{
+	struct filter *f = bpf_map_lookup_elem(&arg_filters, &id);
+
+	if (!f)
+		return 1;
+	for (int i = 0; i < MAX_CONDS; i++) {
+		const struct cond *c = &f->conds[i];
+
+		if (i >= f->n)
+			break;
+		if (!cond_holds(c, c->target == TARGET_RET ? ret : slot->args[c->target & 7]))
+			return 0;
+	}
+	return 1;
 }
 
 static __always_inline int on_enter(struct sys_enter_ctx *ctx, int nargs)
 {
 	struct inflight *slot;
 
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-
-	if (target_tgid ? tgid != target_tgid : tgid == self_tgid)
+	if (!in_scope()) {
+		count(&filtered, ctx->nr);
 		return 0;
+	}
 	slot = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0,
 				    BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!slot) {
-		count_lost(ctx->nr);
+		count(&lost, ctx->nr);
 		return 0;
 	}
 	/* Reading past this syscall's own arguments would fail at attach, hence one program per
@@ -216,10 +450,15 @@ int sys_exit(struct sys_exit_ctx *ctx)
 	if (!slot || !slot->ts)
 		return 0;
 	now = bpf_ktime_get_boot_ns();
+	if (has_arg_filters && !passes_filters(id, slot, ctx->ret)) {
+		slot->ts = 0;
+		count(&filtered, id);
+		return 0;
+	}
 	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 	if (!r) {
 		slot->ts = 0;
-		count_lost(id);
+		count(&lost, id);
 		return 0;
 	}
 	pid_tgid = bpf_get_current_pid_tgid();
@@ -243,6 +482,37 @@ int sys_exit(struct sys_exit_ctx *ctx)
 	bpf_ringbuf_submit(r, avail >= wakeup_bytes && avail < wakeup_bytes + 2 * sizeof(*r) ?
 				      BPF_RB_FORCE_WAKEUP :
 				      BPF_RB_NO_WAKEUP);
+	return 0;
+}
+
+/* A child inherits its parent's mark, so trees and followed processes stay whole. */
+SEC("raw_tracepoint/sched_process_fork")
+int on_fork(struct fork_ctx *ctx)
+{
+	__u32 parent = bpf_get_current_pid_tgid() >> 32;
+	struct task_struct *child = (struct task_struct *)ctx->args[1];
+	__u8 *mark = bpf_map_lookup_elem(&tracked, &parent);
+	__u32 tgid;
+	__u8 copy;
+
+	if (!mark)
+		return 0;
+	copy = *mark;
+	tgid = BPF_CORE_READ(child, tgid);
+	bpf_map_update_elem(&tracked, &tgid, &copy, BPF_ANY);
+	return 0;
+}
+
+/* Forget a process when its leader exits, so its tgid can be reused by a stranger. A leader
+ * that exits before its other threads takes them out of the trace with it. */
+SEC("tracepoint")
+int on_exit(void *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+
+	if ((__u32)pid_tgid == tgid)
+		bpf_map_delete_elem(&tracked, &tgid);
 	return 0;
 }
 

@@ -2,10 +2,12 @@
 //! the loader that attaches only the selected events' hooks, and the ring-buffer reader.
 
 mod record;
+mod scope;
 mod system;
 mod tracer;
 
 pub use record::{Clock, Record};
+pub use scope::ScopeError;
 pub use system::{check_btf, check_privileges, ensure_tracefs, syscall_available, SystemError};
 pub use tracer::{Error, Options, Tracer, Unavailable};
 

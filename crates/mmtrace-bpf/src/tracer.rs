@@ -3,20 +3,25 @@
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::trace_point::TracePointLinkId;
-use aya::programs::TracePoint;
+use aya::programs::{RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use mmtrace_events::catalog::Source;
+use mmtrace_events::filter::ArgFilter;
+use mmtrace_events::scope::Scope;
 use mmtrace_events::{Event, EventDef};
 
 use crate::record::{Clock, Record};
+use crate::scope::{self, KernelScope, ScopeError, TRACKED_TREE};
 use crate::system::{self, SystemError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
     System(#[from] SystemError),
+    #[error(transparent)]
+    Scope(#[from] ScopeError),
     #[error("loading the BPF programs failed: {0}")]
     Load(String),
     #[error("attaching the {event} hook failed: {detail}")]
@@ -42,10 +47,15 @@ fn one_line(err: &dyn std::error::Error) -> String {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub events: Vec<&'static EventDef>,
+    pub filters: Vec<ArgFilter>,
+    pub scope: Scope,
+    /// Processes traced with all their descendants, besides the scope's own trees: the
+    /// command mmtrace started.
+    pub roots: Vec<u32>,
     /// Ring buffer size in bytes: a power of two, at least a page.
     pub ring_bytes: u32,
-    /// Only calls from this process (host tgid), when set; otherwise every process but ours.
-    pub target_tgid: Option<u32>,
+    /// Leave the tracer's own process out; tests of the tracer turn this off.
+    pub exclude_self: bool,
 }
 
 impl Options {
@@ -54,8 +64,11 @@ impl Options {
     pub fn new(events: Vec<&'static EventDef>) -> Options {
         Options {
             events,
+            filters: Vec::new(),
+            scope: Scope::default(),
+            roots: Vec::new(),
             ring_bytes: Self::DEFAULT_RING_BYTES,
-            target_tgid: None,
+            exclude_self: true,
         }
     }
 }
@@ -71,6 +84,7 @@ pub struct Tracer {
     bpf: Ebpf,
     ring: RingBuf<MapData>,
     lost: PerCpuArray<MapData, u64>,
+    filtered: PerCpuArray<MapData, u64>,
     clock: Clock,
     links: Vec<(&'static str, TracePointLinkId)>,
     attached: Vec<&'static EventDef>,
@@ -102,19 +116,51 @@ impl Tracer {
             return Err(Error::NothingAvailable(why.join("; ")));
         }
 
-        let tgid = opts.target_tgid.unwrap_or(0);
-        let self_tgid = std::process::id();
+        let ks = KernelScope::build(&opts.scope, &opts.roots)?;
+        let filters = scope::kernel_filters(&opts.filters)?;
+        let self_tgid = if opts.exclude_self {
+            std::process::id()
+        } else {
+            0
+        };
         // Wake the reader when a quarter of the ring is full; its poll timer covers the rest.
         let wakeup_bytes = u64::from(opts.ring_bytes / 4);
+        let (mut cg_ids, mut cg_levels) = ([0u64; scope::MAX_CGROUPS], [0u32; scope::MAX_CGROUPS]);
+        for (i, &(id, level)) in ks.cgroups.iter().enumerate() {
+            (cg_ids[i], cg_levels[i]) = (id, level);
+        }
+        let flag = |b: bool| u32::from(b);
+        let ncgroups = ks.cgroups.len() as u32;
+        let has_filters = flag(!filters.is_empty());
+        let (tree, follow) = (flag(ks.tree), flag(ks.follow));
         let mut bpf = EbpfLoader::new()
             // Task-local storage has no typed wrapper in aya 0.14; the kernel side alone uses it.
             .allow_unsupported_maps()
-            .override_global("target_tgid", &tgid, true)
             .override_global("self_tgid", &self_tgid, true)
+            .override_global("scope_eq_mask", &ks.eq_mask, true)
+            .override_global("scope_ne_mask", &ks.ne_mask, true)
+            .override_global("scope_range_mask", &ks.range_mask, true)
+            .override_global("scope_min", &ks.min, true)
+            .override_global("scope_max", &ks.max, true)
+            .override_global("scope_comm", &ks.comm, true)
+            .override_global("scope_tree", &tree, true)
+            .override_global("scope_follow", &follow, true)
+            .override_global("scope_container", &ks.container, true)
+            .override_global("scope_ncgroups", &ncgroups, true)
+            .override_global("scope_cgroup_ids", &cg_ids, true)
+            .override_global("scope_cgroup_levels", &cg_levels, true)
+            .override_global("has_arg_filters", &has_filters, true)
             .override_global("wakeup_bytes", &wakeup_bytes, true)
             .map_max_entries("events", opts.ring_bytes)
             .load(crate::BPF_OBJECT)
             .map_err(|e| Error::Load(one_line(&e)))?;
+        fill_maps(&mut bpf, &ks, &filters)?;
+
+        // Process hooks first, so no child forked while the syscall hooks go on is missed.
+        let mut process_links = Vec::new();
+        if ks.needs_process_hooks() {
+            process_links = attach_process_hooks(&mut bpf)?;
+        }
 
         let mut links = Vec::new();
         let mut attached = Vec::new();
@@ -133,12 +179,15 @@ impl Tracer {
             attached.push(event);
         }
 
+        links.extend(process_links);
         let ring = take_map(&mut bpf, "events")?;
         let lost = take_map(&mut bpf, "lost")?;
+        let filtered = take_map(&mut bpf, "filtered")?;
         Ok(Tracer {
             bpf,
             ring,
             lost,
+            filtered,
             clock: Clock::now(),
             links,
             attached,
@@ -206,11 +255,19 @@ impl Tracer {
 
     /// Calls the kernel side saw but could not deliver (ring full), per event.
     pub fn lost(&self) -> Vec<(&'static EventDef, u64)> {
+        self.per_event(&self.lost)
+    }
+
+    /// Calls the kernel side left out for the scope or the argument filters, per event.
+    pub fn filtered(&self) -> Vec<(&'static EventDef, u64)> {
+        self.per_event(&self.filtered)
+    }
+
+    fn per_event(&self, counters: &PerCpuArray<MapData, u64>) -> Vec<(&'static EventDef, u64)> {
         self.attached
             .iter()
             .map(|&e| {
-                let n = self
-                    .lost
+                let n = counters
                     .get(&u32::from(e.id), 0)
                     .map(|per_cpu| per_cpu.iter().sum())
                     .unwrap_or(0);
@@ -247,6 +304,76 @@ fn attach(
     }
     prog.attach("syscalls", tracepoint)
         .map_err(|e| fail(one_line(&e)))
+}
+
+/// Fills the scope's and filters' maps before any hook can read them.
+fn fill_maps(
+    bpf: &mut Ebpf,
+    ks: &KernelScope,
+    filters: &[(u32, scope::Filter)],
+) -> Result<(), Error> {
+    let fail = |map: &str, e: aya::maps::MapError| {
+        Error::Load(format!("filling map {map}: {}", one_line(&e)))
+    };
+    let mut values: HashMap<_, scope::ScopeKey, u8> = borrow_map(bpf, "scope_values")?;
+    for (k, v) in &ks.values {
+        values
+            .insert(k, v, 0)
+            .map_err(|e| fail("scope_values", e))?;
+    }
+    let mut comms: HashMap<_, [u8; 16], u8> = borrow_map(bpf, "scope_comms")?;
+    for (k, v) in &ks.comms {
+        comms.insert(k, v, 0).map_err(|e| fail("scope_comms", e))?;
+    }
+    let mut tracked: HashMap<_, u32, u8> = borrow_map(bpf, "tracked")?;
+    for pid in &ks.tree_members {
+        tracked
+            .insert(pid, TRACKED_TREE, 0)
+            .map_err(|e| fail("tracked", e))?;
+    }
+    let mut table: HashMap<_, u32, scope::Filter> = borrow_map(bpf, "arg_filters")?;
+    for (id, f) in filters {
+        table.insert(id, f, 0).map_err(|e| fail("arg_filters", e))?;
+    }
+    Ok(())
+}
+
+fn borrow_map<'a, K: aya::Pod, V: aya::Pod>(
+    bpf: &'a mut Ebpf,
+    name: &str,
+) -> Result<HashMap<&'a mut MapData, K, V>, Error> {
+    let map = bpf
+        .map_mut(name)
+        .ok_or_else(|| Error::Load(format!("map {name} is missing from the BPF object")))?;
+    HashMap::try_from(map).map_err(|e| Error::Load(format!("map {name}: {}", one_line(&e))))
+}
+
+/// The fork and exit hooks that keep the tracked-process map current.
+fn attach_process_hooks(bpf: &mut Ebpf) -> Result<Vec<(&'static str, TracePointLinkId)>, Error> {
+    let fail = |what: &str, e: &dyn std::error::Error| Error::Attach {
+        event: "process tracking",
+        detail: format!("{what}: {}", one_line(e)),
+    };
+    let fork: &mut RawTracePoint = bpf
+        .program_mut("on_fork")
+        .ok_or_else(|| Error::Load("program on_fork is missing".into()))?
+        .try_into()
+        .map_err(|e| fail("on_fork", &e))?;
+    fork.load().map_err(|e| fail("loading on_fork", &e))?;
+    // Its link lives as long as the program; it only maintains the map, so it is left
+    // attached when the syscall hooks come off.
+    fork.attach("sched_process_fork")
+        .map_err(|e| fail("sched_process_fork", &e))?;
+    let exit: &mut TracePoint = bpf
+        .program_mut("on_exit")
+        .ok_or_else(|| Error::Load("program on_exit is missing".into()))?
+        .try_into()
+        .map_err(|e| fail("on_exit", &e))?;
+    exit.load().map_err(|e| fail("loading on_exit", &e))?;
+    let link = exit
+        .attach("sched", "sched_process_exit")
+        .map_err(|e| fail("sched_process_exit", &e))?;
+    Ok(vec![("on_exit", link)])
 }
 
 fn take_map<M>(bpf: &mut Ebpf, name: &str) -> Result<M, Error>

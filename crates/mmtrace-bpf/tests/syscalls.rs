@@ -194,7 +194,10 @@ fn reap(pid: i32) -> i32 {
 fn mlockall_and_munlockall_in_a_child() {
     // mlockall would lock the whole test process, so a child makes the calls; the scope is
     // every process but this one.
-    let Some(mut t) = trace_with("mlockall,munlockall", |o| o.target_tgid = None) else {
+    let Some(mut t) = trace_with("mlockall,munlockall", |o| {
+        o.scope = Default::default();
+        o.exclude_self = true;
+    }) else {
         return;
     };
     let onfault = (libc::MCL_CURRENT | libc::MCL_ONFAULT) as u64;

@@ -4,6 +4,8 @@ pub mod catalog;
 pub mod decode;
 pub mod docs;
 pub mod event;
+pub mod filter;
+pub mod scope;
 pub mod select;
 
 pub use catalog::{by_id, by_name, ArgDef, ArgType, ArgValue, EventDef, RetKind, Tag, CATALOG};

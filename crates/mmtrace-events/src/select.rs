@@ -1,6 +1,8 @@
-//! The `-e/--events` syntax: names, `-name` to exclude, `tag=SET`, `prefix*`.
+//! The `-e/--events` syntax: names, `-name` to exclude, `tag=SET`, `prefix*`, and filters
+//! on arguments and return values (`EVENT.data.ARG OP VALUES`, `EVENT.retval OP VALUES`).
 
 use crate::catalog::{self, EventDef, CATALOG};
+use crate::filter::{parse_filter, split_op, ArgFilter, FilterError};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SelectError {
@@ -20,6 +22,45 @@ pub enum SelectError {
     EmptyItem { list: String },
     #[error("event list '{list}' selects no event once exclusions apply")]
     NothingSelected { list: String },
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+}
+
+/// What `-e` selected: the events, and the filters on their calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    pub events: Vec<&'static EventDef>,
+    pub filters: Vec<ArgFilter>,
+}
+
+/// `EVENT.field OP VALUES`: a filter when what precedes the operator names an event's field.
+fn as_filter(item: &str) -> Option<(&str, &str)> {
+    let (lhs, _, _) = split_op(item)?;
+    let (event, _) = lhs.split_once('.')?;
+    Some((event, &item[event.len() + 1..]))
+}
+
+/// Parses the values of every `-e` flag. A flag holding a filter is one filter, so its values
+/// may be comma separated; any other flag is a comma-separated list of names and patterns.
+pub fn parse_selection(flags: &[&str]) -> Result<Selection, SelectError> {
+    let mut list = Vec::new();
+    let mut filters = Vec::new();
+    for flag in flags.iter().map(|f| f.trim()) {
+        match as_filter(flag) {
+            Some((name, rest)) => {
+                let event = catalog::by_name(name).ok_or_else(|| SelectError::UnknownEvent {
+                    name: name.into(),
+                    close: closest(name, CATALOG.iter().map(|e| e.name)),
+                })?;
+                filters.push(parse_filter(event, rest, flag)?);
+                list.push(name);
+            }
+            None if flag.is_empty() => {}
+            None => list.push(flag),
+        }
+    }
+    let events = parse_events(Some(&list.join(",")))?;
+    Ok(Selection { events, filters })
 }
 
 fn suggest(close: &[&str]) -> String {
@@ -128,6 +169,36 @@ fn matching(pattern: &str) -> Result<Vec<usize>, SelectError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filters_select_their_event() {
+        let sel = parse_selection(&["munmap.retval<0"]).unwrap();
+        assert_eq!(
+            sel.events.iter().map(|e| e.name).collect::<Vec<_>>(),
+            ["munmap"]
+        );
+        assert_eq!(sel.filters.len(), 1);
+        let sel = parse_selection(&["mlock*", "mlock2.data.len=4K,8K", "-mlockall"]).unwrap();
+        assert_eq!(
+            sel.events.iter().map(|e| e.name).collect::<Vec<_>>(),
+            ["mlock", "mlock2"]
+        );
+        assert_eq!(sel.filters[0].values, [4096, 8192]);
+        assert_eq!(parse_selection(&[]).unwrap().events.len(), CATALOG.len());
+        assert!(matches!(
+            parse_selection(&["mlok.retval<0"]),
+            Err(SelectError::UnknownEvent { .. })
+        ));
+        let err = parse_selection(&["mlock2.data.len=x"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("filter 'mlock2.data.len=x': 'x' is not a number"),
+            "{err}"
+        );
+        // A set name with '=' is not a filter.
+        assert_eq!(parse_selection(&["tag=oom"]).unwrap().filters.len(), 0);
+    }
 
     fn names(list: &str) -> Vec<&'static str> {
         parse_events(Some(list))

@@ -35,8 +35,24 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct TraceArgs {
     /// Events to trace: names, -NAME to exclude, tag=SET, PREFIX*; comma separated. Default: all.
+    /// Filters, one per flag: EVENT.data.ARG OP VALUES or EVENT.retval OP VALUES, OP among
+    /// = != < > <= >= (munmap.retval=-EINVAL, mlock2.data.flags=MLOCK_ONFAULT, mmap.data.length>=2M).
     #[arg(short = 'e', long = "events", value_name = "LIST", action = clap::ArgAction::Append)]
     pub events: Vec<String>,
+
+    /// Which processes, one condition per flag, all applying: pid, tid, uid with = != < > <= >=;
+    /// comm=NAMES, comm!=NAMES, tree=PIDS, cgroup=PATH|ID, container, not-container, follow.
+    #[arg(short = 's', long = "scope", value_name = "EXPR", action = clap::ArgAction::Append)]
+    pub scope: Vec<String>,
+
+    /// Run CMD as this user (mmtrace itself runs as root, as under sudo).
+    #[arg(long = "user", value_name = "NAME", requires = "command")]
+    pub user: Option<String>,
+
+    /// Start CMD and trace it and all its descendants from its first instruction; mmtrace
+    /// exits with CMD's exit status.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
 
     /// Output: table, json or none, optionally :PATH. Default: table on a terminal, else json.
     #[arg(short = 'o', long = "output", value_name = "FORMAT[:PATH]")]

@@ -1,6 +1,7 @@
 //! mmtrace's entry point: parses the command line and turns every failure into one line.
 
 mod cli;
+mod command;
 mod docs;
 mod examples;
 mod explain;

@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use mmtrace_bpf::{Options, Tracer};
-use mmtrace_events::select::{parse_events, parse_size};
+use mmtrace_events::scope::Scope;
+use mmtrace_events::select::{parse_selection, parse_size};
 
 use crate::cli::TraceArgs;
+use crate::command::Command;
 use crate::output::{self, OutputSpec, Sink};
 
 /// How long the reader sleeps when the kernel has not woken it: the latency of a quiet trace.
@@ -19,8 +21,10 @@ const POLL: Duration = Duration::from_millis(10);
 const BATCH: usize = 4096;
 
 pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
-    let list = args.events.join(",");
-    let events = parse_events(Some(&list))?;
+    let flags: Vec<&str> = args.events.iter().map(String::as_str).collect();
+    let selection = parse_selection(&flags)?;
+    let scope_flags: Vec<&str> = args.scope.iter().map(String::as_str).collect();
+    let scope = Scope::parse(&scope_flags)?;
     let spec = match &args.output {
         Some(text) => OutputSpec::parse(text)?,
         None => OutputSpec::default_for_stdout(),
@@ -32,23 +36,46 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .context("installing the signal handler")?;
     }
+    // Forked before the tracer starts, so its pid can be traced from its very first call.
+    let mut command = match args.command.is_empty() {
+        true => None,
+        false => Some(Command::spawn(&args.command, args.user.as_deref())?),
+    };
 
-    let mut opts = Options::new(events);
+    let mut opts = Options::new(selection.events);
+    opts.filters = selection.filters;
+    opts.scope = scope;
+    opts.roots = command.iter().map(Command::pid).collect();
     opts.ring_bytes = ring_bytes;
     let mut tracer = Tracer::start(&opts)?;
     for u in tracer.unavailable() {
         eprintln!("mmtrace: {} unavailable: {}", u.event.name, u.reason);
     }
+    let whom = match &command {
+        Some(c) => format!(
+            " in {} (pid {}) and its descendants",
+            args.command[0],
+            c.pid()
+        ),
+        None => String::new(),
+    };
     eprintln!(
-        "mmtrace: tracing {} events through syscall tracepoints (sys_enter/sys_exit); Ctrl-C to stop",
+        "mmtrace: tracing {} events{whom} through syscall tracepoints (sys_enter/sys_exit); Ctrl-C to stop",
         tracer.attached().len()
     );
+    if let Some(c) = command.as_mut() {
+        c.release()?;
+    }
 
     let started = Instant::now();
     let mut seen = vec![0u64; usize::from(u16::MAX) + 1];
     let mut failure = None;
     let mut busy = false;
     while !stop.load(Ordering::Relaxed) && failure.is_none() {
+        // Its calls were all committed before it exited: the last drain below delivers them.
+        if command.as_mut().is_some_and(|c| c.poll_exit().is_some()) {
+            break;
+        }
         // Only wait when the last batch emptied the ring.
         if !busy {
             tracer.wait(POLL)?;
@@ -62,10 +89,16 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     }
     summarize(&tracer, &seen, started.elapsed(), ring_bytes);
 
+    // Like strace -f: the command's status, or 130 when Ctrl-C left it running untraced.
+    let code = match command.as_mut().map(|c| c.poll_exit()) {
+        None => ExitCode::SUCCESS,
+        Some(Some(status)) => ExitCode::from(status.clamp(0, 255) as u8),
+        Some(None) => ExitCode::from(130),
+    };
     match failure {
-        None => Ok(ExitCode::SUCCESS),
+        None => Ok(code),
         // The reader of our output went away (`mmtrace trace | head`): a normal end.
-        Some(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Some(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(code),
         Some(e) => {
             let target = spec.path.as_deref().unwrap_or("standard output");
             Err(e).with_context(|| format!("writing events to {target} failed; free space or choose another output with -o"))
@@ -100,26 +133,39 @@ fn ring_size(text: &str) -> anyhow::Result<u32> {
     }
 }
 
-/// The exit summary on stderr: per event seen and lost, and a warning whenever any was lost.
+/// The exit summary on stderr: per event, calls seen, calls the kernel filtered out, and
+/// calls lost, with a warning whenever any was lost.
 fn summarize(tracer: &Tracer, seen: &[u64], elapsed: Duration, ring_bytes: u32) {
     let lost = tracer.lost();
+    let filtered = tracer.filtered();
     eprintln!(
         "mmtrace: {} events traced in {:.3} s",
         lost.len(),
         elapsed.as_secs_f64()
     );
-    eprintln!("  {:<18} {:>12} {:>11}", "event", "seen", "lost");
-    let (mut total_seen, mut total_lost) = (0, 0);
-    for (event, lost) in lost {
-        let seen = seen[usize::from(event.id)];
-        total_seen += seen;
-        total_lost += lost;
-        eprintln!("  {:<18} {:>12} {:>11}", event.name, seen, lost);
-    }
-    eprintln!("  {:<18} {:>12} {:>11}", "total", total_seen, total_lost);
-    if total_lost > 0 {
+    eprintln!(
+        "  {:<18} {:>12} {:>11} {:>12}",
+        "event", "seen", "lost", "filtered"
+    );
+    let mut totals = [0u64; 3];
+    for ((event, lost), (_, filtered)) in lost.into_iter().zip(filtered) {
+        let row = [seen[usize::from(event.id)], lost, filtered];
+        for (t, v) in totals.iter_mut().zip(row) {
+            *t += v;
+        }
         eprintln!(
-            "mmtrace: warning: {total_lost} events lost because the ring buffer ({} KiB) was full: raise --buffer-size",
+            "  {:<18} {:>12} {:>11} {:>12}",
+            event.name, row[0], row[1], row[2]
+        );
+    }
+    eprintln!(
+        "  {:<18} {:>12} {:>11} {:>12}",
+        "total", totals[0], totals[1], totals[2]
+    );
+    if totals[1] > 0 {
+        eprintln!(
+            "mmtrace: warning: {} events lost because the ring buffer ({} KiB) was full: raise --buffer-size",
+            totals[1],
             ring_bytes >> 10
         );
     }

@@ -270,6 +270,102 @@ fn list_shows_every_catalog_event() {
     }
 }
 
+/// Run as the grandchild in `command_and_its_descendants_only`: mlocks one page when asked.
+#[test]
+fn mlock_helper_for_command_test() {
+    if std::env::var_os("MMTRACE_TEST_MLOCK").is_none() {
+        return;
+    }
+    let page = vec![0u8; 8192];
+    let addr = (page.as_ptr() as usize + 4095) & !4095;
+    assert_eq!(unsafe { libc::mlock(addr as *const _, 4096) }, 0);
+}
+
+#[test]
+fn command_and_its_descendants_only() {
+    if !bpf_allowed() {
+        return;
+    }
+    // A noisy neighbour: this process keeps making the same call the whole time.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let noise = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                unsafe { libc::mlock(std::ptr::null(), 4096) };
+            }
+        })
+    };
+    let dir = tempdir();
+    let path = format!("{dir}/cmd.json");
+    let me = std::env::current_exe().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "trace",
+            "-e",
+            "mlock",
+            "-o",
+            &format!("json:{path}"),
+            "--",
+            "sh",
+            "-c",
+        ])
+        .arg("\"$0\" --exact mlock_helper_for_command_test --test-threads=1 >/dev/null; exit 7")
+        .arg(&me)
+        .env("MMTRACE_TEST_MLOCK", "1")
+        .output()
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    noise.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "mmtrace exits with the command's status: {stderr}"
+    );
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!events.is_empty(), "{stderr}");
+    for e in &events {
+        assert_ne!(
+            e["hostProcessId"],
+            std::process::id(),
+            "nothing from other processes"
+        );
+    }
+    let locks: Vec<_> = events.iter().filter(|e| e["returnValue"] == 0).collect();
+    assert_eq!(
+        locks.len(),
+        1,
+        "the grandchild's one successful mlock: {events:?}"
+    );
+    let sh = locks[0]["hostParentProcessId"].as_u64().unwrap();
+    assert_ne!(
+        sh,
+        u64::from(std::process::id()),
+        "made by the shell's child, not by the shell"
+    );
+    assert!(stderr.contains("filtered"), "{stderr}");
+}
+
+#[test]
+fn bad_scopes_and_filters_stop_before_attaching() {
+    for (args, needle) in [
+        (&["trace", "-s", "pid>abc"][..], "scope 'pid>abc': 'abc' is not a number: expected a process id"),
+        (&["trace", "-s", "cgroup=/no/such"][..], "scope cgroup=/no/such:"),
+        (&["trace", "-e", "mlock2.data.flags=ONFAULT"][..], "filter 'mlock2.data.flags=ONFAULT': 'ONFAULT' is not a number or a name such as MLOCK_ONFAULT"),
+        (&["trace", "--", "no-such-command-xyz"][..], "command not found: 'no-such-command-xyz'"),
+    ] {
+        let (code, err) = run_err(args);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{err}");
+    }
+}
+
 /// A fresh directory under the target dir, which tests may write to.
 fn tempdir() -> String {
     let dir = format!(

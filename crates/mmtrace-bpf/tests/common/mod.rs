@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 use mmtrace_bpf::{Options, Tracer};
+use mmtrace_events::scope::Scope;
 use mmtrace_events::select::parse_events;
 use mmtrace_events::Event;
 
@@ -33,7 +34,8 @@ pub fn trace_with(events: &str, tune: impl FnOnce(&mut Options)) -> Option<Trace
         return None;
     }
     let mut opts = Options::new(parse_events(Some(events)).unwrap());
-    opts.target_tgid = Some(std::process::id());
+    opts.scope = Scope::parse(&[&format!("pid={}", std::process::id())]).unwrap();
+    opts.exclude_self = false;
     tune(&mut opts);
     let mut tracer = Tracer::start(&opts).unwrap_or_else(|e| panic!("{e}"));
     // Setting up the ring buffer maps it from this thread, after the hooks are on: those

@@ -1,0 +1,355 @@
+//! Turns a parsed scope and argument filters into the kernel side's constants and map entries.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use mmtrace_events::filter::{ArgFilter, Op, Target};
+use mmtrace_events::scope::{Field, Scope};
+
+pub const SCOPE_EQ: u8 = 1;
+pub const SCOPE_NE: u8 = 2;
+pub const TRACKED_TREE: u8 = 1;
+pub const MAX_CGROUPS: usize = 8;
+const MAX_CONDS: usize = 8;
+const TARGET_RET: u8 = 6;
+
+/// Mirror of `struct scope_key` in bpf/mmtrace.bpf.c.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ScopeKey {
+    pub field: u32,
+    pub pad: u32,
+    pub value: u64,
+}
+// SAFETY: plain integers, no padding beyond the explicit field.
+unsafe impl aya::Pod for ScopeKey {}
+
+/// Mirror of `struct cond`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cond {
+    pub target: u8,
+    pub op: u8,
+    pub is_signed: u8,
+    pub width: u8,
+    pub nvals: u8,
+    pub pad: [u8; 3],
+    pub vals: [u64; ArgFilter::MAX_VALUES],
+}
+
+/// Mirror of `struct filter`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Filter {
+    pub n: u32,
+    pub pad: u32,
+    pub conds: [Cond; MAX_CONDS],
+}
+// SAFETY: repr(C) integers and arrays of them, padding made explicit.
+unsafe impl aya::Pod for Filter {}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScopeError {
+    #[error("scope cgroup={0}: {1}")]
+    Cgroup(String, String),
+    #[error("at most {MAX_CGROUPS} cgroups can be in scope")]
+    TooManyCgroups,
+    #[error("{0} has more than {MAX_CONDS} filters: combine values into one condition")]
+    TooManyFilters(&'static str),
+}
+
+/// Everything the kernel side needs for one scope.
+#[derive(Debug, Default)]
+pub struct KernelScope {
+    pub eq_mask: u32,
+    pub ne_mask: u32,
+    pub range_mask: u32,
+    pub min: [u64; 3],
+    pub max: [u64; 3],
+    pub comm: u32,
+    pub tree: bool,
+    pub follow: bool,
+    pub container: u32,
+    pub cgroups: Vec<(u64, u32)>,
+    pub values: Vec<(ScopeKey, u8)>,
+    pub comms: Vec<([u8; 16], u8)>,
+    /// Processes in a traced tree now; their future children are added by the fork hook.
+    pub tree_members: Vec<u32>,
+}
+
+impl KernelScope {
+    /// `roots` are extra tree roots (the command mmtrace started) besides the scope's own.
+    pub fn build(scope: &Scope, roots: &[u32]) -> Result<KernelScope, ScopeError> {
+        let mut k = KernelScope::default();
+        for field in Field::ALL {
+            let (i, bit) = (field.index(), 1 << field.index());
+            let fs = &scope.fields[i];
+            if let Some(eq) = &fs.eq {
+                k.eq_mask |= bit;
+                for &v in eq {
+                    k.mark(field, v, SCOPE_EQ);
+                }
+            }
+            if !fs.ne.is_empty() {
+                k.ne_mask |= bit;
+                for &v in &fs.ne {
+                    k.mark(field, v, SCOPE_NE);
+                }
+            }
+            k.min[i] = fs.min;
+            k.max[i] = fs.max;
+            if fs.min != 0 || fs.max != u64::from(u32::MAX) {
+                k.range_mask |= bit;
+            }
+        }
+        let mut comms: HashMap<[u8; 16], u8> = HashMap::new();
+        for (names, mark) in [
+            (scope.comm_eq.iter().flatten().collect::<Vec<_>>(), SCOPE_EQ),
+            (scope.comm_ne.iter().collect(), SCOPE_NE),
+        ] {
+            if !names.is_empty() {
+                k.comm |= u32::from(mark);
+            }
+            for name in names {
+                let mut key = [0u8; 16];
+                key[..name.len()].copy_from_slice(name.as_bytes());
+                *comms.entry(key).or_default() |= mark;
+            }
+        }
+        k.comms = comms.into_iter().collect();
+        let all_roots: Vec<u32> = scope.trees.iter().chain(roots).copied().collect();
+        k.tree = !all_roots.is_empty();
+        k.tree_members = descendants(&all_roots);
+        k.follow = scope.follow;
+        k.container = match scope.container {
+            None => 0,
+            Some(true) => 1,
+            Some(false) => 2,
+        };
+        if scope.cgroups.len() > MAX_CGROUPS {
+            return Err(ScopeError::TooManyCgroups);
+        }
+        for cg in &scope.cgroups {
+            k.cgroups.push(resolve_cgroup(cg)?);
+        }
+        Ok(k)
+    }
+
+    fn mark(&mut self, field: Field, value: u64, mark: u8) {
+        let key = ScopeKey {
+            field: field.index() as u32,
+            pad: 0,
+            value,
+        };
+        match self
+            .values
+            .iter_mut()
+            .find(|(k, _)| k.field == key.field && k.value == value)
+        {
+            Some((_, m)) => *m |= mark,
+            None => self.values.push((key, mark)),
+        }
+    }
+
+    /// Whether processes must be followed through fork and exit.
+    pub fn needs_process_hooks(&self) -> bool {
+        self.tree || self.follow
+    }
+}
+
+/// The roots and every live descendant, from /proc.
+fn descendants(roots: &[u32]) -> Vec<u32> {
+    if roots.is_empty() {
+        return Vec::new();
+    }
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some(ppid) = fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|s| parent_of(&s))
+        {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut all = roots.to_vec();
+    let mut i = 0;
+    while i < all.len() {
+        if let Some(kids) = children.get(&all[i]) {
+            all.extend(kids.iter().filter(|k| !roots.contains(k)));
+        }
+        i += 1;
+    }
+    all
+}
+
+/// The ppid field of /proc/PID/stat, after the command name (which may hold spaces and ')').
+fn parent_of(stat: &str) -> Option<u32> {
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Where cgroup v2 is mounted: /sys/fs/cgroup on unified systems, a subdirectory on hybrid ones.
+fn cgroup2_root() -> Option<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        if right.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        left.split_whitespace().nth(4).map(PathBuf::from)
+    })
+}
+
+/// A cgroup given as a path (absolute, or relative to the cgroup2 root) or an id, as the
+/// (id, depth) pair the kernel side compares against the caller's ancestor at that depth.
+fn resolve_cgroup(given: &str) -> Result<(u64, u32), ScopeError> {
+    let fail = |why: String| ScopeError::Cgroup(given.into(), why);
+    let root = cgroup2_root().ok_or_else(|| fail("no cgroup v2 hierarchy is mounted".into()))?;
+    let dir = match given.parse::<u64>() {
+        Ok(id) => find_by_id(&root, id)
+            .ok_or_else(|| fail(format!("no cgroup has id {id} under {}", root.display())))?,
+        Err(_) => {
+            let path = Path::new(given);
+            let dir = match path.strip_prefix(&root) {
+                Ok(rel) => root.join(rel),
+                Err(_) => root.join(path.strip_prefix("/").unwrap_or(path)),
+            };
+            if !dir.is_dir() {
+                return Err(fail(format!(
+                    "{} does not exist: give a path under {} or a cgroup id",
+                    dir.display(),
+                    root.display()
+                )));
+            }
+            dir
+        }
+    };
+    let id = fs::metadata(&dir).map_err(|e| fail(e.to_string()))?.ino();
+    let depth = dir
+        .strip_prefix(&root)
+        .map(|rel| rel.components().count())
+        .unwrap_or(0);
+    Ok((id, depth as u32))
+}
+
+fn find_by_id(root: &Path, id: u64) -> Option<PathBuf> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        if fs::metadata(&dir).ok()?.ino() == id {
+            return Some(dir);
+        }
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(entry.path());
+            }
+        }
+    }
+    None
+}
+
+/// The kernel-side condition table of each filtered event.
+pub fn kernel_filters(filters: &[ArgFilter]) -> Result<Vec<(u32, Filter)>, ScopeError> {
+    let mut by_event: Vec<(u32, Filter)> = Vec::new();
+    for f in filters {
+        let id = u32::from(f.event.id);
+        let pos = match by_event.iter().position(|(i, _)| *i == id) {
+            Some(pos) => pos,
+            None => {
+                by_event.push((id, Filter::default()));
+                by_event.len() - 1
+            }
+        };
+        let table = &mut by_event[pos].1;
+        if table.n as usize == MAX_CONDS {
+            return Err(ScopeError::TooManyFilters(f.event.name));
+        }
+        let (signed, width) = f.signed_width();
+        let mut cond = Cond {
+            target: match f.target {
+                Target::Arg(i) => i as u8,
+                Target::Ret => TARGET_RET,
+            },
+            op: match f.op {
+                Op::Eq => 0,
+                Op::Ne => 1,
+                Op::Lt => 2,
+                Op::Gt => 3,
+                Op::Le => 4,
+                Op::Ge => 5,
+            },
+            is_signed: signed.into(),
+            width,
+            nvals: f.values.len() as u8,
+            ..Cond::default()
+        };
+        cond.vals[..f.values.len()].copy_from_slice(&f.values);
+        table.conds[table.n as usize] = cond;
+        table.n += 1;
+    }
+    Ok(by_event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_match_the_kernel_side() {
+        assert_eq!(std::mem::size_of::<ScopeKey>(), 16);
+        assert_eq!(std::mem::size_of::<Cond>(), 72);
+        assert_eq!(std::mem::size_of::<Filter>(), 8 + 8 * 72);
+    }
+
+    #[test]
+    fn stat_parent() {
+        assert_eq!(parent_of("42 (a) b) S 7 42 42 0"), Some(7));
+        assert_eq!(parent_of("1 (systemd) S 0 1 1"), Some(0));
+        assert_eq!(parent_of("garbage"), None);
+    }
+
+    #[test]
+    fn scope_folds_into_masks() {
+        let s = Scope::parse(&[
+            "pid=1,2",
+            "uid!=0",
+            "tid<100",
+            "comm=bash",
+            "comm!=zsh",
+            "container",
+        ])
+        .unwrap();
+        let k = KernelScope::build(&s, &[]).unwrap();
+        assert_eq!((k.eq_mask, k.ne_mask, k.range_mask), (1, 4, 2));
+        assert_eq!(k.max[1], 99);
+        assert_eq!(k.values.len(), 3);
+        assert_eq!(k.comm, 3);
+        assert_eq!(k.comms.len(), 2);
+        assert_eq!(k.container, 1);
+        assert!(!k.needs_process_hooks());
+        let k = KernelScope::build(&Scope::default(), &[std::process::id()]).unwrap();
+        assert!(k.tree && k.tree_members.contains(&std::process::id()));
+    }
+
+    #[test]
+    fn cgroups_resolve_or_explain() {
+        if let Some(root) = cgroup2_root() {
+            let (id, depth) = resolve_cgroup(root.to_str().unwrap()).unwrap();
+            assert_eq!((id, depth), (fs::metadata(&root).unwrap().ino(), 0));
+            assert_eq!(resolve_cgroup(&id.to_string()).unwrap(), (id, 0));
+        }
+        let err = resolve_cgroup("/no/such/group").unwrap_err().to_string();
+        assert!(err.starts_with("scope cgroup=/no/such/group:"), "{err}");
+    }
+}

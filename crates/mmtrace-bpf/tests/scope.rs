@@ -1,0 +1,203 @@
+//! Scopes and filters run in the kernel: out-of-scope and filtered-out calls never reach the
+//! ring, and are counted. Needs root: see common::bpf_allowed.
+
+mod common;
+
+use common::{bpf_allowed, events_of, tid, trace_with};
+use mmtrace_bpf::{Options, Tracer};
+use mmtrace_events::scope::Scope;
+use mmtrace_events::select::parse_selection;
+
+/// A child that waits for a byte on a pipe, makes `calls` invalid mlock2 calls, and exits.
+struct Child {
+    pid: i32,
+    go: i32,
+}
+
+impl Child {
+    fn spawn(calls: u32) -> Child {
+        let mut fds = [0; 2];
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        match unsafe { libc::fork() } {
+            0 => unsafe {
+                let mut b = 0u8;
+                libc::close(fds[1]);
+                libc::read(fds[0], (&mut b as *mut u8).cast(), 1);
+                for _ in 0..calls {
+                    libc::syscall(libc::SYS_mlock2, 0x10000u64, 4096u64, 0x8u64);
+                }
+                libc::_exit(0)
+            },
+            pid => {
+                unsafe { libc::close(fds[0]) };
+                Child { pid, go: fds[1] }
+            }
+        }
+    }
+
+    fn run(self) {
+        unsafe {
+            libc::write(self.go, [1u8].as_ptr().cast(), 1);
+            libc::close(self.go);
+            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+fn start(events: &[&str], scope: &[&str]) -> Option<Tracer> {
+    if !bpf_allowed() {
+        return None;
+    }
+    let sel = parse_selection(events).unwrap();
+    let mut opts = Options::new(sel.events);
+    opts.filters = sel.filters;
+    opts.scope = Scope::parse(scope).unwrap();
+    // Some tests make the calls from this very process, which is also the tracer's.
+    opts.exclude_self = false;
+    Some(Tracer::start(&opts).unwrap_or_else(|e| panic!("{e}")))
+}
+
+fn filtered(t: &Tracer, name: &str) -> u64 {
+    t.filtered().iter().find(|(e, _)| e.name == name).unwrap().1
+}
+
+#[test]
+fn only_the_matched_process_appears_and_the_other_is_counted() {
+    let (a, b) = (Child::spawn(50), Child::spawn(50));
+    let Some(mut t) = start(&["mlock2"], &[&format!("pid={}", a.pid)]) else {
+        return;
+    };
+    let (pa, pb) = (a.pid as u32, b.pid as u32);
+    a.run();
+    b.run();
+    let mut from = (0, 0, 0);
+    t.drain(|e| match e.ctx.host_pid {
+        p if p == pa => from.0 += 1,
+        p if p == pb => from.1 += 1,
+        _ => from.2 += 1,
+    });
+    assert_eq!(from, (50, 0, 0), "(matched, other, strangers)");
+    assert!(
+        filtered(&t, "mlock2") >= 50,
+        "the other child's calls are counted as filtered"
+    );
+}
+
+#[test]
+fn comm_uid_and_range_scopes() {
+    let me = std::process::id();
+    let name = std::fs::read_to_string("/proc/thread-self/comm").unwrap();
+    let uid = rustix::process::getuid().as_raw();
+    let scopes: [(Vec<String>, bool); 6] = [
+        (vec![format!("comm={}", name.trim())], true),
+        (vec![format!("comm!={}", name.trim())], false),
+        (
+            vec![
+                format!("uid={uid}"),
+                format!("pid>={me}"),
+                format!("pid<={me}"),
+            ],
+            true,
+        ),
+        (vec![format!("pid!={me}")], false),
+        (vec![format!("tid={}", tid())], true),
+        (vec!["container".into()], false),
+    ];
+    for (scope, want) in scopes {
+        let refs: Vec<&str> = scope.iter().map(String::as_str).collect();
+        let Some(mut t) = start(&["mlock2"], &refs) else {
+            return;
+        };
+        unsafe { libc::syscall(libc::SYS_mlock2, 0x10000u64, 4096u64, 0x8u64) };
+        let got = events_of(&mut t, tid()).len();
+        assert_eq!(got, usize::from(want), "scope {scope:?}");
+    }
+}
+
+#[test]
+fn tree_follows_children_born_after_attaching() {
+    // The tree's root is this process; the child is forked after the tracer attached.
+    let Some(mut t) = start(&["mlock2"], &[&format!("tree={}", std::process::id())]) else {
+        return;
+    };
+    let child = Child::spawn(3);
+    let pid = child.pid as u32;
+    child.run();
+    let mut n = 0;
+    t.drain(|e| n += u32::from(e.ctx.host_pid == pid));
+    assert_eq!(n, 3);
+}
+
+#[test]
+fn return_value_and_argument_filters() {
+    let sel = [
+        "mlock2.retval<0",
+        "munmap.data.length=8K",
+        "mlock.data.len!=4K",
+    ];
+    let Some(mut t) = trace_with("mlock2", |o| {
+        let s = parse_selection(&sel).unwrap();
+        o.events = s.events;
+        o.filters = s.filters;
+    }) else {
+        return;
+    };
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            3 * 4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    } as u64;
+    unsafe {
+        libc::syscall(libc::SYS_mlock2, page, 4096u64, 0u64); // succeeds: filtered out
+        libc::syscall(libc::SYS_mlock2, page, 4096u64, 0x8u64); // EINVAL: kept
+        libc::syscall(libc::SYS_mlock, page, 4096u64); // len 4K: filtered out
+        libc::syscall(libc::SYS_mlock, page, 8192u64); // kept
+        libc::syscall(libc::SYS_munmap, page + 8192, 4096u64); // length 4K: filtered out
+        libc::syscall(libc::SYS_munmap, page, 8192u64); // kept
+    }
+    let got: Vec<(String, Vec<u64>, i64)> = events_of(&mut t, tid())
+        .into_iter()
+        .map(|e| {
+            (
+                e.name().to_string(),
+                e.raw_args[..e.def.args.len()].to_vec(),
+                e.ret,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("mlock2".to_string(), vec![page, 4096, 8], -22),
+            ("mlock".to_string(), vec![page, 8192], 0),
+            ("munmap".to_string(), vec![page, 8192], 0),
+        ]
+    );
+    for name in ["mlock2", "mlock", "munmap"] {
+        assert!(filtered(&t, name) >= 1, "{name}");
+    }
+}
+
+#[test]
+fn flag_names_filter_in_the_kernel() {
+    let Some(mut t) = trace_with("mlock2", |o| {
+        o.filters = parse_selection(&["mlock2.data.flags=MLOCK_ONFAULT"])
+            .unwrap()
+            .filters;
+    }) else {
+        return;
+    };
+    for flags in [0u64, 1, 8] {
+        unsafe { libc::syscall(libc::SYS_mlock2, 0x10000u64, 4096u64, flags) };
+    }
+    let got: Vec<u64> = events_of(&mut t, tid())
+        .iter()
+        .map(|e| e.raw_args[2])
+        .collect();
+    assert_eq!(got, [1]);
+}

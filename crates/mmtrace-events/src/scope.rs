@@ -1,0 +1,309 @@
+//! The `-s/--scope` syntax, Tracee's: which processes are traced. Values after one `=` are
+//! alternatives; every flag applies.
+
+use std::collections::BTreeSet;
+
+use crate::filter::{split_op, Op};
+
+/// The numeric process fields a scope can compare, in the order the kernel side indexes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Pid,
+    Tid,
+    Uid,
+}
+
+impl Field {
+    pub const ALL: [Field; 3] = [Field::Pid, Field::Tid, Field::Uid];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// All the conditions on one numeric field, folded into what the kernel checks: a set the
+/// value must be in (when any `=` was given), a set it must not be in, and an inclusive range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldScope {
+    pub eq: Option<BTreeSet<u64>>,
+    pub ne: BTreeSet<u64>,
+    pub min: u64,
+    pub max: u64,
+}
+
+impl Default for FieldScope {
+    fn default() -> Self {
+        FieldScope {
+            eq: None,
+            ne: BTreeSet::new(),
+            min: 0,
+            max: u64::from(u32::MAX),
+        }
+    }
+}
+
+impl FieldScope {
+    pub fn is_unrestricted(&self) -> bool {
+        *self == FieldScope::default()
+    }
+
+    pub fn matches(&self, v: u64) -> bool {
+        self.eq.as_ref().is_none_or(|s| s.contains(&v))
+            && !self.ne.contains(&v)
+            && (self.min..=self.max).contains(&v)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// Indexed by `Field::index`.
+    pub fields: [FieldScope; 3],
+    pub comm_eq: Option<BTreeSet<String>>,
+    pub comm_ne: BTreeSet<String>,
+    /// Roots whose processes and descendants, present and future, are traced.
+    pub trees: Vec<u32>,
+    /// cgroup v2 paths or ids, as given; their descendants count too.
+    pub cgroups: Vec<String>,
+    /// Some(true): only processes in a container; Some(false): only those outside.
+    pub container: Option<bool>,
+    /// Descendants of matching processes are traced too, including ones born later.
+    pub follow: bool,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("scope '{expr}': {problem}")]
+pub struct ScopeError {
+    pub expr: String,
+    pub problem: String,
+}
+
+/// Longest comm the kernel keeps (TASK_COMM_LEN less the NUL).
+pub const COMM_MAX: usize = 15;
+
+impl Scope {
+    pub fn parse(flags: &[&str]) -> Result<Scope, ScopeError> {
+        let mut scope = Scope::default();
+        for flag in flags {
+            scope.add(flag.trim()).map_err(|problem| ScopeError {
+                expr: flag.to_string(),
+                problem,
+            })?;
+        }
+        Ok(scope)
+    }
+
+    /// Whether every process is in scope.
+    pub fn is_everything(&self) -> bool {
+        *self == Scope::default()
+    }
+
+    fn add(&mut self, expr: &str) -> Result<(), String> {
+        match expr {
+            "container" | "not-container" => {
+                let want = expr == "container";
+                if self.container.is_some_and(|c| c != want) {
+                    return Err("container and not-container exclude each other".into());
+                }
+                self.container = Some(want);
+                return Ok(());
+            }
+            "follow" => {
+                self.follow = true;
+                return Ok(());
+            }
+            "" => return Err("empty scope: expected pid, tid, uid, comm, tree, cgroup, container, not-container or follow".into()),
+            _ => {}
+        }
+        let Some((field, op, rhs)) = split_op(expr) else {
+            return Err(format!(
+                "'{expr}' is not a scope: expected FIELD OP VALUES (pid, tid, uid, comm, tree, cgroup) or container, not-container, follow"
+            ));
+        };
+        let values: Vec<&str> = rhs.split(',').map(str::trim).collect();
+        if values.iter().any(|v| v.is_empty()) {
+            return Err(format!("empty value after '{}'", op.symbol()));
+        }
+        match field.trim() {
+            "pid" => self.numeric(Field::Pid, op, &values, "a process id such as 1234"),
+            "tid" => self.numeric(Field::Tid, op, &values, "a thread id such as 1234"),
+            "uid" => self.numeric(Field::Uid, op, &values, "a user id such as 1000"),
+            "comm" => self.comm(op, &values),
+            "tree" => {
+                only_eq(op, "tree")?;
+                once(&self.trees, "tree")?;
+                self.trees = ids(&values, "a process id such as 1234")?.into_iter().map(|v| v as u32).collect();
+                Ok(())
+            }
+            "cgroup" => {
+                only_eq(op, "cgroup")?;
+                once(&self.cgroups, "cgroup")?;
+                self.cgroups = values.iter().map(|v| v.to_string()).collect();
+                Ok(())
+            }
+            other => Err(format!(
+                "unknown scope field '{other}': expected pid, tid, uid, comm, tree, cgroup, container, not-container or follow"
+            )),
+        }
+    }
+
+    fn numeric(&mut self, field: Field, op: Op, values: &[&str], what: &str) -> Result<(), String> {
+        let nums = ids(values, what)?;
+        let fs = &mut self.fields[field.index()];
+        if values.len() > 1 && !matches!(op, Op::Eq | Op::Ne) {
+            return Err(format!(
+                "'{}' takes a single value; lists are for = and !=",
+                op.symbol()
+            ));
+        }
+        let v = nums[0];
+        match op {
+            Op::Eq => {
+                let new: BTreeSet<u64> = nums.into_iter().collect();
+                let both: BTreeSet<u64> = match fs.eq.take() {
+                    Some(old) => old.intersection(&new).copied().collect(),
+                    None => new,
+                };
+                if both.is_empty() {
+                    return Err(
+                        "no value can satisfy this and an earlier '=' on the same field".into(),
+                    );
+                }
+                fs.eq = Some(both);
+            }
+            Op::Ne => fs.ne.extend(nums),
+            Op::Lt => fs.max = fs.max.min(v.checked_sub(1).ok_or("nothing is below 0")?),
+            Op::Le => fs.max = fs.max.min(v),
+            Op::Gt => fs.min = fs.min.max(v + 1),
+            Op::Ge => fs.min = fs.min.max(v),
+        }
+        if fs.min > fs.max {
+            return Err("no value can satisfy this range with the earlier ones".into());
+        }
+        Ok(())
+    }
+
+    fn comm(&mut self, op: Op, values: &[&str]) -> Result<(), String> {
+        if let Some(long) = values.iter().find(|v| v.len() > COMM_MAX) {
+            return Err(format!("'{long}' is longer than {COMM_MAX} bytes, the most the kernel keeps of a command name"));
+        }
+        let names: BTreeSet<String> = values.iter().map(|v| v.to_string()).collect();
+        match op {
+            Op::Eq => {
+                let both = match self.comm_eq.take() {
+                    Some(old) => old.intersection(&names).cloned().collect(),
+                    None => names,
+                };
+                if both.is_empty() {
+                    return Err("no name can satisfy this and an earlier comm=".into());
+                }
+                self.comm_eq = Some(both);
+            }
+            Op::Ne => self.comm_ne.extend(names),
+            _ => return Err(format!("comm takes = or !=, not '{}'", op.symbol())),
+        }
+        Ok(())
+    }
+}
+
+fn only_eq(op: Op, field: &str) -> Result<(), String> {
+    match op {
+        Op::Eq => Ok(()),
+        _ => Err(format!("{field} takes '=', not '{}'", op.symbol())),
+    }
+}
+
+fn once<T>(have: &[T], field: &str) -> Result<(), String> {
+    match have.is_empty() {
+        true => Ok(()),
+        false => Err(format!(
+            "{field} is given twice: list every value after one {field}="
+        )),
+    }
+}
+
+fn ids(values: &[&str], what: &str) -> Result<Vec<u64>, String> {
+    values
+        .iter()
+        .map(|v| match v.parse::<u32>() {
+            Ok(n) => Ok(u64::from(n)),
+            Err(_) => Err(format!("'{v}' is not a number: expected {what}")),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(flags: &[&str]) -> Scope {
+        Scope::parse(flags).unwrap()
+    }
+
+    fn err(flags: &[&str]) -> String {
+        Scope::parse(flags).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn numeric_fields_fold_into_sets_and_ranges() {
+        let s = scope(&["pid=1,2,3", "pid!=2", "uid>=1000", "uid<2000", "tid>5"]);
+        let pid = &s.fields[Field::Pid.index()];
+        assert_eq!(
+            pid.eq.as_ref().unwrap().iter().copied().collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        assert!(pid.matches(1) && !pid.matches(2) && !pid.matches(4));
+        let uid = &s.fields[Field::Uid.index()];
+        assert_eq!((uid.min, uid.max), (1000, 1999));
+        assert_eq!(s.fields[Field::Tid.index()].min, 6);
+        assert!(scope(&[]).is_everything());
+        assert!(
+            scope(&["pid=1,2", "pid=2,3"]).fields[0]
+                .eq
+                .as_ref()
+                .unwrap()
+                .len()
+                == 1
+        );
+    }
+
+    #[test]
+    fn names_trees_and_flags() {
+        let s = scope(&[
+            "comm=bash,sshd",
+            "comm!=zsh",
+            "tree=1,42",
+            "cgroup=/system.slice",
+            "follow",
+            "container",
+        ]);
+        assert_eq!(s.comm_eq.unwrap().len(), 2);
+        assert!(s.comm_ne.contains("zsh"));
+        assert_eq!(s.trees, [1, 42]);
+        assert_eq!(s.cgroups, ["/system.slice"]);
+        assert!(s.follow);
+        assert_eq!(s.container, Some(true));
+        assert_eq!(scope(&["not-container"]).container, Some(false));
+    }
+
+    #[test]
+    fn errors_say_what_was_expected() {
+        assert_eq!(
+            err(&["pid>abc"]),
+            "scope 'pid>abc': 'abc' is not a number: expected a process id such as 1234"
+        );
+        assert!(err(&["pdi=1"]).contains("unknown scope field 'pdi'"));
+        assert!(err(&["pid"]).contains("is not a scope"));
+        assert!(err(&["pid="]).contains("empty value"));
+        assert!(err(&["pid<1,2"]).contains("single value"));
+        assert!(err(&["pid=1", "pid=2"]).contains("no value can satisfy"));
+        assert!(err(&["uid>10", "uid<5"]).contains("no value can satisfy this range"));
+        assert!(err(&["pid<0"]).contains("nothing is below 0"));
+        assert!(err(&["comm=averyveryverylongname"]).contains("longer than 15 bytes"));
+        assert!(err(&["comm>a"]).contains("comm takes = or !="));
+        assert!(err(&["tree!=1"]).contains("tree takes '='"));
+        assert!(err(&["tree=1", "tree=2"]).contains("given twice"));
+        assert!(err(&["container", "not-container"]).contains("exclude each other"));
+        assert!(err(&[""]).contains("empty scope"));
+        assert!(err(&["pid=99999999999"]).contains("not a number"));
+    }
+}
