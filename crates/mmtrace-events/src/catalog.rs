@@ -107,7 +107,8 @@ pub enum RetKind {
     Fd,
     /// A byte count on success.
     Bytes,
-    /// brk: the new break, or the old one on failure; never an errno.
+    /// brk: the new break, or the old one on an ordinary failure; -EINTR only when a fatal
+    /// signal interrupts it.
     Break,
 }
 
@@ -151,13 +152,10 @@ impl EventDef {
         self.args[i].decoder.decode(raw)
     }
 
-    /// The errno of a failed call, None when the call succeeded.
+    /// The errno of a failed call, None when the call succeeded. No address a call returns
+    /// lies in -4095..-1, so the range means an errno for every kind, brk's EINTR included.
     pub fn errno(&self, ret: i64) -> Option<u64> {
-        match self.ret {
-            RetKind::Break => None,
-            _ if (-4095..0).contains(&ret) => Some(ret.unsigned_abs()),
-            _ => None,
-        }
+        (-4095..0).contains(&ret).then(|| ret.unsigned_abs())
     }
 }
 
@@ -578,7 +576,8 @@ mod tests {
         let mmap = by_name("mmap").unwrap();
         assert_eq!(mmap.errno(-12), Some(12));
         assert_eq!(mmap.errno(0x7f00_0000_0000), None);
-        assert_eq!(by_name("brk").unwrap().errno(-12), None);
+        assert_eq!(by_name("brk").unwrap().errno(-4), Some(4));
+        assert_eq!(by_name("brk").unwrap().errno(0x5555_0000), None);
         assert_eq!(by_id(448).unwrap().name, "process_mrelease");
         assert!(sets().contains(&"oom"));
     }

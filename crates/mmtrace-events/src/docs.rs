@@ -215,8 +215,7 @@ pub static BRK: EventDoc = EventDoc {
     errnos: &[(
         "EINTR",
         "a fatal signal arrived while brk waited for the address-space lock; this -4 is the \
-         only negative value brk returns, and mmtrace shows it as returnValue -4 without \
-         returnError because brk's results are addresses",
+         only negative value brk returns, and the only failure of brk that returnError names",
     )],
     use_case: "Watch the main heap of C programs grow: a steadily rising returned break is \
         malloc taking memory, and a break that stops short of the requested one is a failed \

@@ -131,7 +131,8 @@ pub fn returns(e: &EventDef) -> &'static str {
         }
         RetKind::Break => {
             "The program break after the call: the new break on success, the old one unchanged \
-             on failure. Its results are addresses, so mmtrace never sets returnError for it."
+             on an ordinary failure. Only -EINTR, when a fatal signal interrupts the call, is an \
+             errno, named by returnError."
         }
     }
 }
