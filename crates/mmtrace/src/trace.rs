@@ -60,7 +60,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
         None => String::new(),
     };
     eprintln!(
-        "mmtrace: tracing {} events{whom} through syscall tracepoints (sys_enter/sys_exit); Ctrl-C to stop",
+        "mmtrace: tracing {} events{whom} through syscalls:sys_enter_*/sys_exit_* tracepoints; Ctrl-C to stop",
         tracer.attached().len()
     );
     if let Some(c) = command.as_mut() {
