@@ -28,6 +28,14 @@ struct nsproxy {
 	struct pid_namespace *pid_ns_for_children;
 } __attribute__((preserve_access_index));
 
+struct hlist_node {
+	struct hlist_node *next;
+} __attribute__((preserve_access_index));
+
+struct hlist_head {
+	struct hlist_node *first;
+} __attribute__((preserve_access_index));
+
 struct upid {
 	int nr;
 	struct pid_namespace *ns;
@@ -35,7 +43,92 @@ struct upid {
 
 struct pid {
 	unsigned int level;
+	struct hlist_head tasks[4];
 	struct upid numbers[1];
+} __attribute__((preserve_access_index));
+
+struct percpu_counter {
+	long long count;
+} __attribute__((preserve_access_index));
+
+struct mm_struct {
+	unsigned long locked_vm;
+	unsigned long start_brk;
+	unsigned long brk;
+	unsigned long start_stack;
+	struct percpu_counter rss_stat[4];
+} __attribute__((preserve_access_index));
+
+struct qstr {
+	const unsigned char *name;
+} __attribute__((preserve_access_index));
+
+/* const as in the kernel: aya's CO-RE matching does not look through qualifiers. */
+struct dentry {
+	struct dentry *d_parent;
+	const struct qstr d_name;
+} __attribute__((preserve_access_index));
+
+struct vfsmount {
+	struct dentry *mnt_root;
+} __attribute__((preserve_access_index));
+
+struct mount {
+	struct mount *mnt_parent;
+	struct dentry *mnt_mountpoint;
+	struct vfsmount mnt;
+} __attribute__((preserve_access_index));
+
+struct path {
+	struct vfsmount *mnt;
+	struct dentry *dentry;
+} __attribute__((preserve_access_index));
+
+struct super_block {
+	unsigned long s_magic;
+} __attribute__((preserve_access_index));
+
+struct inode {
+	struct super_block *i_sb;
+	void *i_private;
+} __attribute__((preserve_access_index));
+
+struct file {
+	struct path f_path;
+	struct inode *f_inode;
+	void *private_data;
+} __attribute__((preserve_access_index));
+
+struct vm_area_struct {
+	unsigned long vm_start;
+	unsigned long vm_end;
+	unsigned long vm_flags;
+	struct file *vm_file;
+} __attribute__((preserve_access_index));
+
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+} __attribute__((preserve_access_index));
+
+struct files_struct {
+	struct fdtable *fdt;
+} __attribute__((preserve_access_index));
+
+struct rlimit {
+	unsigned long rlim_cur;
+} __attribute__((preserve_access_index));
+
+struct signal_struct {
+	struct rlimit rlim[16];
+} __attribute__((preserve_access_index));
+
+typedef struct {
+	unsigned long long val;
+} kernel_cap_t;
+
+struct cred {
+	kernel_cap_t cap_effective;
 } __attribute__((preserve_access_index));
 
 struct task_struct {
@@ -46,6 +139,12 @@ struct task_struct {
 	struct task_struct *group_leader;
 	struct pid *thread_pid;
 	struct nsproxy *nsproxy;
+	struct mm_struct *mm;
+	struct files_struct *files;
+	struct signal_struct *signal;
+	const struct cred *cred;
+	struct hlist_node pid_links[4];
+	char comm[16];
 } __attribute__((preserve_access_index));
 
 /* Plain layouts of the syscall tracepoints' `format` files: vmlinux's own context types carry
@@ -90,6 +189,60 @@ struct record {
 
 _Static_assert(sizeof(struct record) == 152, "struct record must match Record in src/record.rs");
 
+/* What the catalog asks for, per event (`Extra` in Rust); the loader fills `extras`. */
+#define X_TARGET_ARG0 1 /* arg 0 is a pidfd: name its process */
+#define X_TARGET_RET 2  /* the return value is a pidfd: name its process */
+#define X_RSS 4         /* the target's resident memory before and after */
+#define X_LOCKED 8      /* the caller's locked memory after, its limit and CAP_IPC_LOCK */
+#define X_VMA 16        /* the mapping at arg 0 before the call */
+#define X_UNLOCKED 32   /* locked memory the call released (munmap) */
+#define X_VMA_RET 64    /* the mapping at the returned address after the call (mmap) */
+
+/* Which parts of `struct ext` a record carries. */
+#define E_TARGET 1
+#define E_RSS_BEFORE 2
+#define E_RSS_AFTER 4
+#define E_LOCKED 8
+#define E_VMA 16
+#define E_UNLOCKED 32
+
+enum { VMA_UNMAPPED, VMA_ANON, VMA_FILE, VMA_STACK, VMA_HEAP, VMA_SHARED };
+
+#define PATH_BUF 512
+#define NAME_MAX_READ 256
+#define PATH_DEPTH 24
+#define RLIMIT_MEMLOCK 8
+#define CAP_IPC_LOCK 14
+#define PIDFS_MAGIC 0x50494446
+#define VM_SHARED 0x8
+#define VM_GROWSDOWN 0x100
+
+/* Facts no raw syscall record has, gathered at the moment of the call. Must match `Ext` in
+ * src/record.rs. */
+struct ext {
+	__u32 flags;         /* E_* */
+	__u32 target_pid;    /* host view */
+	__u32 target_ns_pid; /* as the caller's pid namespace sees it; 0 when outside it */
+	__u32 cap_ipc_lock;
+	char target_comm[16];
+	__s64 rss_before[4]; /* target's mm counters in pages: file, anon, swap, shmem */
+	__s64 rss_after[4];
+	__u64 locked_vm;     /* caller's, pages, after the call */
+	__u64 locked_before; /* caller's, pages, at entry */
+	__u64 memlock_cur;   /* RLIMIT_MEMLOCK soft limit, bytes */
+	__u64 vma_start, vma_end, vma_flags;
+	__u32 vma_kind;
+	__u32 pad;
+	char path[PATH_BUF]; /* file path components, leaf first, each followed by '/' */
+};
+
+struct record_ext {
+	struct record base;
+	struct ext ext;
+};
+
+_Static_assert(sizeof(struct ext) == 664, "struct ext must match Ext in src/record.rs");
+
 #define MAX_IDS 1024
 
 /* Scope, set by the loader. Constants let the verifier drop every check that is unused, so
@@ -114,6 +267,7 @@ const volatile __u32 scope_ncgroups = 0;
 const volatile __u64 scope_cgroup_ids[MAX_CGROUPS] = {};
 const volatile __u32 scope_cgroup_levels[MAX_CGROUPS] = {};
 const volatile __u32 has_arg_filters = 0;
+const volatile __u8 extras[1024] = {};
 /* Wake the reader only when unread data crosses this many bytes; it also polls on a timer.
  * Every wakeup costs the traced thread about 12 us, so waking per event would dominate. */
 const volatile __u64 wakeup_bytes = 1 << 20;
@@ -187,6 +341,7 @@ struct {
 struct inflight {
 	__u64 ts;
 	__u64 args[8]; /* 6 used; 8 so a masked index needs no further bounds check */
+	struct ext ext; /* the facts gathered at entry, for events with extras */
 };
 
 /* Task-local storage: freed with the thread, so a thread killed inside a syscall leaves
@@ -363,9 +518,260 @@ static __always_inline int passes_filters(__u32 id, const struct inflight *slot,
 	return 1;
 }
 
+/* The ns view of a struct pid at `level`; only reached for tasks in a child pid namespace. */
+static __always_inline __u32 pid_at_level(struct pid *p, unsigned int level)
+{
+	struct upid up = {};
+
+	if (!p || BPF_CORE_READ(p, level) < level)
+		return 0;
+	bpf_probe_read_kernel(&up, sizeof(up), (void *)p + bpf_core_field_offset(p->numbers) +
+						       (__u64)(level & 31) * sizeof(struct upid));
+	return up.nr;
+}
+
+/* The struct pid behind a pidfd of the current task, or NULL. Since 6.9 pidfds live on pidfs
+ * and keep it in the inode; before, on an anonymous inode, in the file. */
+static __always_inline struct pid *pid_of_fd(long fd)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	struct inode *ino;
+
+	if (fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	if (!f)
+		return NULL;
+	ino = BPF_CORE_READ(f, f_inode);
+	if (BPF_CORE_READ(ino, i_sb, s_magic) == PIDFS_MAGIC)
+		return BPF_CORE_READ(ino, i_private);
+	return BPF_CORE_READ(f, private_data);
+}
+
+/* The task a struct pid names, while it still has one. */
+static __always_inline struct task_struct *task_of_pid(struct pid *p)
+{
+	struct hlist_node *first = BPF_CORE_READ(p, tasks[0].first);
+
+	if (!first)
+		return NULL;
+	return (void *)first - bpf_core_field_offset(struct task_struct, pid_links);
+}
+
+/* mm->rss_stat[i].count, addressed by hand: aya steps through the array by the local
+ * element size, not the kernel's, so the stride comes from a type-size relocation. */
+static __always_inline void read_rss(struct task_struct *task, __s64 *out)
+{
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	__u64 stride = bpf_core_type_size(struct percpu_counter);
+	__u64 base = (__u64)mm + bpf_core_field_offset(struct mm_struct, rss_stat) +
+		     bpf_core_field_offset(struct percpu_counter, count);
+
+	for (int i = 0; i < 4; i++) {
+		out[i] = 0;
+		if (mm)
+			bpf_probe_read_kernel(&out[i], sizeof(out[i]), (void *)(base + i * stride));
+	}
+}
+
+static __always_inline unsigned int caller_pidns_level(void)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+
+	return t->nsproxy->pid_ns_for_children->level;
+}
+
+static __always_inline void fill_target(struct ext *x, struct pid *p, int rss_after)
+{
+	struct task_struct *task;
+	unsigned int level;
+
+	if (!p)
+		return;
+	x->flags |= E_TARGET;
+	x->target_pid = BPF_CORE_READ(p, numbers[0].nr);
+	level = caller_pidns_level();
+	x->target_ns_pid = level ? pid_at_level(p, level) : x->target_pid;
+	task = task_of_pid(p);
+	if (!task)
+		return;
+	bpf_probe_read_kernel_str(x->target_comm, sizeof(x->target_comm), &task->comm);
+	if (rss_after) {
+		read_rss(task, x->rss_after);
+		x->flags |= E_RSS_AFTER;
+	}
+}
+
+static __always_inline void fill_locked(struct ext *x)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+
+	x->locked_vm = t->mm->locked_vm;
+	x->memlock_cur = t->signal->rlim[RLIMIT_MEMLOCK].rlim_cur;
+	x->cap_ipc_lock = (t->cred->cap_effective.val >> CAP_IPC_LOCK) & 1;
+	x->flags |= E_LOCKED;
+}
+
+struct vma_ctx {
+	__u64 start, end, flags;
+	struct file *file;
+	__u32 kind;
+};
+
+static long vma_found(struct task_struct *task, struct vm_area_struct *vma, struct vma_ctx *c)
+{
+	struct mm_struct *mm = task->mm;
+
+	c->start = vma->vm_start;
+	c->end = vma->vm_end;
+	c->flags = vma->vm_flags;
+	c->file = vma->vm_file;
+	if (c->file)
+		c->kind = VMA_FILE;
+	else if ((c->flags & VM_GROWSDOWN) ||
+		 (mm->start_stack >= c->start && mm->start_stack < c->end))
+		c->kind = VMA_STACK;
+	else if (c->start >= mm->start_brk && c->end <= mm->brk)
+		c->kind = VMA_HEAP;
+	else if (c->flags & VM_SHARED)
+		c->kind = VMA_SHARED;
+	else
+		c->kind = VMA_ANON;
+	return 0;
+}
+
+/* A file's path is assembled here: the task-local slot is not stack memory, which is all a
+ * bpf_loop callback's context may point to. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, char[PATH_BUF]);
+} path_scratch SEC(".maps");
+
+struct path_walk {
+	struct dentry *d;
+	struct mount *mnt;
+	__u32 off;
+};
+
+/* One component per step, leaf first, each followed by '/', crossing mounts; user space puts
+ * them in order. bpf_d_path is not allowed from these hooks, and an unrolled walk is more than
+ * the verifier will follow, hence bpf_loop. */
+static long path_step(__u64 i, struct path_walk *w)
+{
+	/* Locals, not w->..., inside BPF_CORE_READ: it would relocate path_walk against the
+	 * kernel's BTF, where it does not exist. */
+	struct dentry *d = w->d;
+	struct mount *mnt = w->mnt;
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	__u32 zero = 0, off = w->off;
+	char *buf;
+	long n;
+
+	if (d == BPF_CORE_READ(mnt, mnt.mnt_root) || d == parent) {
+		struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
+
+		if (up == mnt)
+			return 1;
+		w->d = BPF_CORE_READ(mnt, mnt_mountpoint);
+		w->mnt = up;
+		return 0;
+	}
+	buf = bpf_map_lookup_elem(&path_scratch, &zero);
+	if (!buf || off >= PATH_BUF - NAME_MAX_READ)
+		return 1;
+	n = bpf_probe_read_kernel_str(buf + off, NAME_MAX_READ, BPF_CORE_READ(d, d_name.name));
+	if (n <= 1)
+		return 1;
+	off += n;
+	buf[(off - 1) & (PATH_BUF - 1)] = '/';
+	w->off = off;
+	w->d = parent;
+	return 0;
+}
+
+static __always_inline void read_path(struct file *f, char *out)
+{
+	struct vfsmount *vfs = BPF_CORE_READ(f, f_path.mnt);
+	struct path_walk w = {
+		.d = BPF_CORE_READ(f, f_path.dentry),
+		.mnt = (void *)vfs - bpf_core_field_offset(struct mount, mnt),
+	};
+	__u32 zero = 0;
+	char *buf = bpf_map_lookup_elem(&path_scratch, &zero);
+
+	if (!buf)
+		return;
+	bpf_loop(PATH_DEPTH, path_step, &w, 0);
+	buf[w.off & (PATH_BUF - 1)] = 0;
+	__builtin_memcpy(out, buf, PATH_BUF);
+}
+
+static __always_inline void fill_vma(struct ext *x, __u64 addr)
+{
+	struct vma_ctx c = {};
+
+	x->flags |= E_VMA;
+	x->path[0] = 0;
+	if (bpf_find_vma(bpf_get_current_task_btf(), addr, vma_found, &c, 0)) {
+		x->vma_kind = VMA_UNMAPPED;
+		return;
+	}
+	x->vma_start = c.start;
+	x->vma_end = c.end;
+	x->vma_flags = c.flags;
+	x->vma_kind = c.kind;
+	if (c.file)
+		read_path(c.file, x->path);
+}
+
+/* Facts that must be read before the call changes them. */
+static __always_inline void enter_extras(struct inflight *slot, __u8 want)
+{
+	struct ext *x = &slot->ext;
+
+	x->flags = 0;
+	if (want & X_RSS) {
+		struct pid *p = pid_of_fd(slot->args[0]);
+		struct task_struct *task = p ? task_of_pid(p) : NULL;
+
+		if (task) {
+			read_rss(task, x->rss_before);
+			x->flags |= E_RSS_BEFORE;
+		}
+	}
+	if (want & X_VMA)
+		fill_vma(x, slot->args[0]);
+	if (want & X_UNLOCKED) {
+		struct task_struct *t = bpf_get_current_task_btf();
+
+		x->locked_before = t->mm->locked_vm;
+		x->flags |= E_UNLOCKED;
+	}
+}
+
+/* Facts of the call's outcome. */
+static __always_inline void exit_extras(struct ext *x, __u8 want, const struct inflight *slot,
+					__s64 ret)
+{
+	if (want & X_TARGET_ARG0)
+		fill_target(x, pid_of_fd(slot->args[0]), want & X_RSS);
+	else if ((want & X_TARGET_RET) && ret >= 0)
+		fill_target(x, pid_of_fd(ret), 0);
+	if (want & X_LOCKED)
+		fill_locked(x);
+	if ((want & X_VMA_RET) && (ret < -4095 || ret >= 0))
+		fill_vma(x, ret);
+}
+
 static __always_inline int on_enter(struct sys_enter_ctx *ctx, int nargs)
 {
 	struct inflight *slot;
+	__u8 want;
 
 	if (!in_scope()) {
 		count(&filtered, ctx->nr);
@@ -382,6 +788,9 @@ static __always_inline int on_enter(struct sys_enter_ctx *ctx, int nargs)
 	for (int i = 0; i < 6; i++)
 		if (i < nargs)
 			slot->args[i] = ctx->args[i];
+	want = extras[ctx->nr & (MAX_IDS - 1)];
+	if (want)
+		enter_extras(slot, want);
 	slot->ts = bpf_ktime_get_boot_ns();
 	return 0;
 }
@@ -400,18 +809,6 @@ ENTER(3)
 ENTER(4)
 ENTER(5)
 ENTER(6)
-
-/* The ns view of a struct pid at `level`; only reached for tasks in a child pid namespace. */
-static __always_inline __u32 pid_at_level(struct pid *p, unsigned int level)
-{
-	struct upid up = {};
-
-	if (!p || BPF_CORE_READ(p, level) < level)
-		return 0;
-	bpf_probe_read_kernel(&up, sizeof(up), (void *)p + bpf_core_field_offset(p->numbers) +
-						       (__u64)(level & 31) * sizeof(struct upid));
-	return up.nr;
-}
 
 static __always_inline void fill_task(struct record *r, __u64 pid_tgid)
 {
@@ -444,6 +841,7 @@ int sys_exit(struct sys_exit_ctx *ctx)
 	struct record *r;
 	__u64 pid_tgid, uid_gid, now, avail;
 	__u32 id = ctx->nr;
+	__u8 want;
 
 	slot = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0, 0);
 	/* No slot or no timestamp: the call began before we attached, or was out of scope. */
@@ -455,11 +853,22 @@ int sys_exit(struct sys_exit_ctx *ctx)
 		count(&filtered, id);
 		return 0;
 	}
-	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	want = extras[id & (MAX_IDS - 1)];
+	/* Only events with extras pay for the larger record. */
+	if (want)
+		r = bpf_ringbuf_reserve(&events, sizeof(struct record_ext), 0);
+	else
+		r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 	if (!r) {
 		slot->ts = 0;
 		count(&lost, id);
 		return 0;
+	}
+	if (want) {
+		struct ext *x = &((struct record_ext *)r)->ext;
+
+		__builtin_memcpy(x, &slot->ext, sizeof(*x));
+		exit_extras(x, want, slot, ctx->ret);
 	}
 	pid_tgid = bpf_get_current_pid_tgid();
 	uid_gid = bpf_get_current_uid_gid();

@@ -1,5 +1,6 @@
 //! The fixed-size record the kernel side writes for each call, and its turn into an `Event`.
 
+use mmtrace_events::enrich::{Enrichment, Locked, Mapping, MappingKind, Rss, Target};
 use mmtrace_events::event::Context;
 use mmtrace_events::{by_id, Event};
 
@@ -31,24 +32,111 @@ pub struct Record {
 
 const _: () = assert!(std::mem::size_of::<Record>() == 152);
 
-impl Record {
-    /// Reads a record from ring-buffer bytes; None if they are too short.
-    pub fn from_bytes(bytes: &[u8]) -> Option<Record> {
-        if bytes.len() < std::mem::size_of::<Record>() {
-            return None;
+/// Mirror of `struct ext`: what events with catalog extras carry after the record.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Ext {
+    pub flags: u32,
+    pub target_pid: u32,
+    pub target_ns_pid: u32,
+    pub cap_ipc_lock: u32,
+    pub target_comm: [u8; 16],
+    /// file, anon, swap, shmem pages: the kernel's MM_* counter order.
+    pub rss_before: [i64; 4],
+    pub rss_after: [i64; 4],
+    pub locked_vm: u64,
+    pub locked_before: u64,
+    pub memlock_cur: u64,
+    pub vma_start: u64,
+    pub vma_end: u64,
+    pub vma_flags: u64,
+    pub vma_kind: u32,
+    pub pad: u32,
+    pub path: [u8; 512],
+}
+
+const _: () = assert!(std::mem::size_of::<Ext>() == 664);
+
+const E_TARGET: u32 = 1;
+const E_RSS_BEFORE: u32 = 2;
+const E_RSS_AFTER: u32 = 4;
+const E_LOCKED: u32 = 8;
+const E_VMA: u32 = 16;
+const E_UNLOCKED: u32 = 32;
+const VM_SHARED: u64 = 0x8;
+const VM_LOCKED: u64 = 0x2000;
+
+/// Reads a plain-old-data value from the start of `bytes`, if they are long enough.
+fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
+    (bytes.len() >= std::mem::size_of::<T>())
+        // SAFETY: length checked; T is only instantiated with repr(C) integer structs.
+        .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+fn c_string(bytes: &[u8]) -> String {
+    let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..len]).into_owned()
+}
+
+impl Ext {
+    fn enrichment(&self) -> Enrichment {
+        let page = rustix::param::page_size() as u64;
+        let has = |bit: u32| self.flags & bit != 0;
+        let rss = |pages: &[i64; 4]| Rss {
+            file: pages[0].max(0) as u64 * page,
+            anon: pages[1].max(0) as u64 * page,
+            shmem: pages[3].max(0) as u64 * page,
+        };
+        Enrichment {
+            target: has(E_TARGET).then(|| Target {
+                host_pid: self.target_pid,
+                pid: self.target_ns_pid,
+                comm: c_string(&self.target_comm),
+            }),
+            rss_before: has(E_RSS_BEFORE).then(|| rss(&self.rss_before)),
+            rss_after: has(E_RSS_AFTER).then(|| rss(&self.rss_after)),
+            locked: has(E_LOCKED).then(|| Locked {
+                locked_bytes: self.locked_vm * page,
+                limit_bytes: (self.memlock_cur != u64::MAX).then_some(self.memlock_cur),
+                cap_ipc_lock: self.cap_ipc_lock != 0,
+            }),
+            mapping: has(E_VMA).then(|| Mapping {
+                kind: MappingKind::from_kernel(self.vma_kind),
+                start: self.vma_start,
+                end: self.vma_end,
+                prot: self.vma_flags & 0x7,
+                shared: self.vma_flags & VM_SHARED != 0,
+                locked: self.vma_flags & VM_LOCKED != 0,
+                path: (self.path[0] != 0).then(|| file_path(&c_string(&self.path))),
+            }),
+            // After the call, so lock changes by the call itself are what is left.
+            unlocked_bytes: (has(E_UNLOCKED) && has(E_LOCKED))
+                .then(|| self.locked_before.saturating_sub(self.locked_vm) * page),
         }
-        // SAFETY: length checked above; Record is plain old data with no invalid bit patterns.
-        Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Record>()) })
+    }
+}
+
+/// The kernel side writes a path's components leaf first, each followed by '/'.
+fn file_path(leaf_first: &str) -> String {
+    let parts: Vec<&str> = leaf_first.split('/').filter(|p| !p.is_empty()).collect();
+    parts.iter().rev().fold(String::new(), |mut path, part| {
+        path.push('/');
+        path.push_str(part);
+        path
+    })
+}
+
+impl Record {
+    /// Reads a record from ring-buffer bytes, with its extras when it has them; None if the
+    /// bytes are too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<(Record, Option<Ext>)> {
+        let record = read::<Record>(bytes)?;
+        Some((record, read::<Ext>(&bytes[std::mem::size_of::<Record>()..])))
     }
 
     /// The event this record describes; None for an id the catalog does not know.
-    pub fn to_event(&self, clock: &Clock) -> Option<Event> {
+    pub fn to_event(&self, ext: Option<&Ext>, clock: &Clock) -> Option<Event> {
         let def = by_id(self.id)?;
-        let comm_len = self
-            .comm
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(self.comm.len());
         Some(Event {
             def,
             ctx: Context {
@@ -66,11 +154,12 @@ impl Record {
                 cgroup_id: self.cgroup_id,
                 mnt_ns: self.mnt_ns,
                 pid_ns: self.pid_ns,
-                comm: String::from_utf8_lossy(&self.comm[..comm_len]).into_owned(),
+                comm: c_string(&self.comm),
             },
             raw_args: self.args,
             ret: self.ret,
             duration_ns: self.duration,
+            enrich: ext.map(Ext::enrichment),
         })
     }
 }
@@ -97,5 +186,19 @@ impl Clock {
 
     pub fn to_epoch(&self, boot_ns: u64) -> u64 {
         (boot_ns as i128 + self.offset_ns).max(0) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::file_path;
+
+    #[test]
+    fn paths_come_leaf_first() {
+        assert_eq!(
+            file_path("libc.so.6/x86_64-linux-gnu/lib/usr/"),
+            "/usr/lib/x86_64-linux-gnu/libc.so.6"
+        );
+        assert_eq!(file_path("memfd:jit (deleted)/"), "/memfd:jit (deleted)");
     }
 }

@@ -129,6 +129,11 @@ impl Tracer {
         for (i, &(id, level)) in ks.cgroups.iter().enumerate() {
             (cg_ids[i], cg_levels[i]) = (id, level);
         }
+        // What each selected event asks the kernel side to gather, by event id.
+        let mut extras = [0u8; 1024];
+        for e in &available {
+            extras[usize::from(e.id)] = e.extras.iter().fold(0, |bits, x| bits | x.bit());
+        }
         let flag = |b: bool| u32::from(b);
         let ncgroups = ks.cgroups.len() as u32;
         let has_filters = flag(!filters.is_empty());
@@ -150,6 +155,7 @@ impl Tracer {
             .override_global("scope_cgroup_ids", &cg_ids, true)
             .override_global("scope_cgroup_levels", &cg_levels, true)
             .override_global("has_arg_filters", &has_filters, true)
+            .override_global("extras", &extras, true)
             .override_global("wakeup_bytes", &wakeup_bytes, true)
             .map_max_entries("events", opts.ring_bytes)
             .load(crate::BPF_OBJECT)
@@ -228,7 +234,9 @@ impl Tracer {
         let mut n = 0;
         while n < max {
             let Some(item) = self.ring.next() else { break };
-            if let Some(event) = Record::from_bytes(&item).and_then(|r| r.to_event(&self.clock)) {
+            let event = Record::from_bytes(&item)
+                .and_then(|(r, ext)| r.to_event(ext.as_ref(), &self.clock));
+            if let Some(event) = event {
                 f(event);
             }
             n += 1;

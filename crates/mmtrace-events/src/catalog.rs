@@ -112,6 +112,40 @@ pub enum RetKind {
     Break,
 }
 
+/// Facts the kernel side gathers for an event beyond its arguments and result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extra {
+    /// Argument 0 is a pidfd: the process it refers to.
+    TargetArg0,
+    /// The return value is a pidfd: the process it refers to.
+    TargetRet,
+    /// The target's resident memory when the call started and when it returned.
+    Rss,
+    /// The caller's locked memory after the call, its RLIMIT_MEMLOCK and CAP_IPC_LOCK.
+    Locked,
+    /// The mapping at argument 0 before the call: kind, protection, file path.
+    Mapping,
+    /// Locked memory the call released (munmap of a locked range).
+    Unlocked,
+    /// The mapping at the returned address after the call: what mmap created.
+    MappingAfter,
+}
+
+impl Extra {
+    /// The bit the kernel side tests (X_* in bpf/mmtrace.bpf.c).
+    pub fn bit(self) -> u8 {
+        match self {
+            Extra::TargetArg0 => 1,
+            Extra::TargetRet => 2,
+            Extra::Rss => 4,
+            Extra::Locked => 8,
+            Extra::Mapping => 16,
+            Extra::Unlocked => 32,
+            Extra::MappingAfter => 64,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum Source {
     /// A syscall, hooked on its `syscalls:sys_enter_*` and `sys_exit_*` tracepoints.
@@ -126,6 +160,8 @@ pub struct EventDef {
     pub source: Source,
     pub args: &'static [ArgDef],
     pub ret: RetKind,
+    /// What the kernel side adds to the raw record.
+    pub extras: &'static [Extra],
     pub sets: &'static [&'static str],
     /// The kernel release that added it.
     pub since: &'static str,
@@ -198,6 +234,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("off", I64, K, D::None),
         ],
         ret: RetKind::Address,
+        extras: &[Extra::Locked, Extra::MappingAfter],
         sets: MAP_SETS,
         since: "1.0",
         summary: "map files or anonymous memory into the address space",
@@ -216,6 +253,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("prot", I32, K, D::Prot),
         ],
         ret: RetKind::Zero,
+        extras: &[Extra::Mapping],
         sets: MAP_SETS,
         since: "1.0",
         summary: "change the protection of a range of pages",
@@ -233,6 +271,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("length", U64, K, D::None),
         ],
         ret: RetKind::Zero,
+        extras: &[Extra::Mapping, Extra::Locked, Extra::Unlocked],
         sets: MAP_SETS,
         since: "1.0",
         summary: "unmap any range of pages, unlocking what was locked there",
@@ -247,6 +286,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[arg("addr", Pointer, KU, D::None)],
         ret: RetKind::Break,
+        extras: &[],
         sets: MAP_SETS,
         since: "1.0",
         summary: "move the end of the heap",
@@ -267,6 +307,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("new_address", Pointer, KU_OPT, D::None),
         ],
         ret: RetKind::Address,
+        extras: &[Extra::Mapping, Extra::Locked],
         sets: MAP_SETS,
         since: "2.0",
         summary: "grow, shrink or move a mapping",
@@ -285,6 +326,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("advice", I32, K, D::Madvise),
         ],
         ret: RetKind::Zero,
+        extras: &[Extra::Mapping],
         sets: MAP_SETS,
         since: "2.4",
         summary: "advise the kernel how a range will be used, or drop or populate its pages",
@@ -302,6 +344,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("len", U64, K, D::None),
         ],
         ret: RetKind::Zero,
+        extras: &[Extra::Locked],
         sets: LOCK_SETS,
         since: "2.0",
         summary: "lock a range of pages in RAM, faulting them in now",
@@ -319,6 +362,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("len", U64, K, D::None),
         ],
         ret: RetKind::Zero,
+        extras: &[Extra::Locked],
         sets: LOCK_SETS,
         since: "2.0",
         summary: "unlock a range of pages (locks do not nest: one munlock undoes them all)",
@@ -333,6 +377,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[arg("flags", I32, K, D::MclFlags)],
         ret: RetKind::Zero,
+        extras: &[Extra::Locked],
         sets: LOCK_SETS,
         since: "2.0",
         summary: "lock all current and/or future mappings of the process",
@@ -347,6 +392,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[],
         ret: RetKind::Zero,
+        extras: &[Extra::Locked],
         sets: LOCK_SETS,
         since: "2.0",
         summary: "unlock every mapping and clear MCL_FUTURE",
@@ -365,6 +411,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("flags", I32, K, D::MlockFlags),
         ],
         ret: RetKind::Zero,
+        extras: &[Extra::Locked],
         sets: LOCK_SETS,
         since: "4.4",
         summary: "lock a range of pages, with MLOCK_ONFAULT locking them only as they fault in",
@@ -384,6 +431,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("pkey", I32, K, D::None),
         ],
         ret: RetKind::Zero,
+        extras: &[Extra::Mapping],
         sets: MAP_SETS,
         since: "4.9",
         summary: "change the protection of a range and tag it with a protection key",
@@ -403,6 +451,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("flags", U32, K, D::PidfdSignalFlags),
         ],
         ret: RetKind::Zero,
+        extras: &[Extra::TargetArg0],
         sets: OOM_SETS,
         since: "5.1",
         summary: "send a signal to the process a pidfd refers to, immune to pid reuse",
@@ -420,6 +469,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("flags", U32, K, D::PidfdOpenFlags),
         ],
         ret: RetKind::Fd,
+        extras: &[Extra::TargetRet],
         sets: OOM_SETS,
         since: "5.3",
         summary: "get a file descriptor that refers to a process",
@@ -440,6 +490,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("flags", U32, K, D::None),
         ],
         ret: RetKind::Bytes,
+        extras: &[Extra::TargetArg0],
         sets: &["syscalls", "proc_mem", "mapping", "oom"],
         since: "5.10",
         summary: "give advice (such as MADV_PAGEOUT) about another process's memory",
@@ -454,6 +505,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[arg("flags", U32, K, D::CloexecFlags)],
         ret: RetKind::Fd,
+        extras: &[],
         sets: &["syscalls", "proc_mem", "mapping"],
         since: "5.14",
         summary: "create memory hidden from the kernel's direct map, charged like mlock",
@@ -468,6 +520,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[arg("pidfd", I32, K, D::None), arg("flags", U32, K, D::None)],
         ret: RetKind::Zero,
+        extras: &[Extra::TargetArg0, Extra::Rss],
         sets: OOM_SETS,
         since: "5.15",
         summary: "reap the memory of a dying process now, in the caller's context",
@@ -486,6 +539,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("flags", U64, K, D::None),
         ],
         ret: RetKind::Zero,
+        extras: &[Extra::Mapping],
         sets: &["syscalls", "proc_mem", "mapping"],
         since: "6.10",
         summary: "seal mappings against munmap, mremap, mprotect and MAP_FIXED",

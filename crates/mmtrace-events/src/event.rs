@@ -32,6 +32,8 @@ pub struct Event {
     pub raw_args: [u64; 6],
     pub ret: i64,
     pub duration_ns: u64,
+    /// What the kernel side gathered beyond the record, for events whose catalog entry asks.
+    pub enrich: Option<crate::enrich::Enrichment>,
 }
 
 impl Event {

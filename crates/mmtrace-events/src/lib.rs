@@ -3,6 +3,7 @@
 pub mod catalog;
 pub mod decode;
 pub mod docs;
+pub mod enrich;
 pub mod event;
 pub mod filter;
 pub mod scope;

@@ -2,6 +2,8 @@
 
 use std::io::{self, Write};
 
+use mmtrace_events::decode::Decoder;
+use mmtrace_events::enrich::{self, Enrichment, Rss};
 use mmtrace_events::{ArgValue, Event};
 
 use super::Sink;
@@ -63,6 +65,14 @@ impl Push for Vec<u8> {
 
 /// Appends one event as a JSON object, without a newline.
 pub fn write_event(out: &mut Vec<u8>, e: &Event, host: &str) {
+    write_context(out, e, host);
+    out.raw(",\"eventId\":\"");
+    out.uint(e.def.id.into());
+    write_rest(out, e);
+}
+
+/// The Tracee keys that describe who made a call, up to `kubernetes`.
+fn write_context(out: &mut Vec<u8>, e: &Event, host: &str) {
     let c = &e.ctx;
     out.raw("{\"timestamp\":");
     out.uint(c.timestamp);
@@ -94,8 +104,10 @@ pub fn write_event(out: &mut Vec<u8>, e: &Event, host: &str) {
     out.string(&c.comm);
     out.raw(",\"executable\":{\"path\":\"\"},\"hostName\":");
     out.string(host);
-    out.raw(",\"containerId\":\"\",\"container\":{},\"kubernetes\":{},\"eventId\":\"");
-    out.uint(e.def.id.into());
+    out.raw(",\"containerId\":\"\",\"container\":{},\"kubernetes\":{}");
+}
+
+fn write_rest(out: &mut Vec<u8>, e: &Event) {
     out.raw("\",\"eventName\":\"");
     out.raw(e.def.name);
     out.raw("\",\"matchedPolicies\":[],\"argsNum\":");
@@ -134,7 +146,121 @@ pub fn write_event(out: &mut Vec<u8>, e: &Event, host: &str) {
         out.raw(",\"returnError\":");
         out.string(&err);
     }
+    if let Some(x) = &e.enrich {
+        write_enrichment(out, e, x);
+    }
     out.push(b'}');
+}
+
+fn write_rss(out: &mut Vec<u8>, rss: Option<&Rss>) {
+    match rss {
+        None => out.raw("null"),
+        Some(r) => {
+            out.raw("{\"anon\":");
+            out.uint(r.anon);
+            out.raw(",\"file\":");
+            out.uint(r.file);
+            out.raw(",\"shmem\":");
+            out.uint(r.shmem);
+            out.push(b'}');
+        }
+    }
+}
+
+/// mmtrace's own keys: what the kernel side gathered beyond the raw call.
+fn write_enrichment(out: &mut Vec<u8>, e: &Event, x: &Enrichment) {
+    if let Some(t) = &x.target {
+        out.raw(",\"target\":{\"hostProcessId\":");
+        out.uint(t.host_pid.into());
+        out.raw(",\"processId\":");
+        out.uint(t.pid.into());
+        out.raw(",\"processName\":");
+        out.string(&t.comm);
+        out.push(b'}');
+    }
+    if let Some(freed) = x.freed_bytes() {
+        out.raw(",\"memory\":{\"before\":");
+        write_rss(out, x.rss_before.as_ref());
+        out.raw(",\"after\":");
+        write_rss(out, x.rss_after.as_ref());
+        out.raw(",\"freedBytes\":");
+        out.uint(freed);
+        out.push(b'}');
+    }
+    if let Some(reason) = enrich::failure_reason(e) {
+        out.raw(",\"reason\":");
+        out.string(reason);
+    }
+    if let Some(l) = &x.locked {
+        out.raw(",\"locked\":{\"lockedBytes\":");
+        out.uint(l.locked_bytes);
+        out.raw(",\"limitBytes\":");
+        match l.limit_bytes {
+            Some(v) => out.uint(v),
+            None => out.raw("null"),
+        }
+        out.raw(",\"capIpcLock\":");
+        out.raw(if l.cap_ipc_lock { "true" } else { "false" });
+        out.push(b'}');
+    }
+    if let Some(m) = &x.mapping {
+        out.raw(",\"mapping\":{\"start\":");
+        out.hex(m.start);
+        out.raw(",\"end\":");
+        out.hex(m.end);
+        out.raw(",\"kind\":\"");
+        out.raw(m.kind.name());
+        out.raw("\",\"prot\":");
+        out.string(&Decoder::Prot.decode(m.prot).unwrap_or_default());
+        out.raw(",\"shared\":");
+        out.raw(if m.shared { "true" } else { "false" });
+        out.raw(",\"locked\":");
+        out.raw(if m.locked { "true" } else { "false" });
+        if let Some(path) = &m.path {
+            out.raw(",\"path\":");
+            out.string(path);
+        }
+        out.push(b'}');
+    }
+    if let Some(n) = x.unlocked_bytes {
+        out.raw(",\"unlockedBytes\":");
+        out.uint(n);
+    }
+}
+
+/// Tracee's mem_prot_alert, as its own line after the call that raised it.
+pub fn write_alert(out: &mut Vec<u8>, e: &Event, host: &str, alert: enrich::Alert, before: u64) {
+    write_context(out, e, host);
+    out.raw(",\"eventId\":\"mem_prot_alert\",\"eventName\":\"mem_prot_alert\",\"matchedPolicies\":[],\"argsNum\":6,\"returnValue\":0,\"syscall\":\"");
+    out.raw(e.def.name);
+    out.raw("\",\"stackAddresses\":[],\"contextFlags\":{\"containerStarted\":false,\"isCompat\":false},\"threadEntityId\":0,\"processEntityId\":0,\"parentEntityId\":0,\"args\":[{\"name\":\"alert\",\"type\":\"string\",\"value\":");
+    out.string(alert.text());
+    let raw = |name| e.arg(name).map_or(0, |v| v.bits());
+    out.raw("},{\"name\":\"addr\",\"type\":\"trace.Pointer\",\"value\":");
+    // mmap's addr argument is only a hint; where the mapping went is what it returned.
+    out.hex(if e.def.name == "mmap" {
+        e.ret as u64
+    } else {
+        raw("addr")
+    });
+    out.raw("},{\"name\":\"len\",\"type\":\"uint64\",\"value\":");
+    out.uint(e.arg("len").or(e.arg("length")).map_or(0, |v| v.bits()));
+    for (name, prot) in [("prot", raw("prot")), ("prev_prot", before)] {
+        out.raw("},{\"name\":\"");
+        out.raw(name);
+        out.raw("\",\"type\":\"int32\",\"value\":");
+        out.uint(prot);
+        out.raw(",\"decoded\":");
+        out.string(&Decoder::Prot.decode(prot).unwrap_or_default());
+    }
+    out.raw("},{\"name\":\"pathname\",\"type\":\"string\",\"value\":");
+    let path = e
+        .enrich
+        .as_ref()
+        .and_then(|x| x.mapping.as_ref())
+        .and_then(|m| m.path.as_deref());
+    out.string(path.unwrap_or(""));
+    out.raw("}],\"duration\":0}");
 }
 
 impl<W: Write> Sink for JsonLines<W> {
@@ -142,6 +268,10 @@ impl<W: Write> Sink for JsonLines<W> {
         self.line.clear();
         write_event(&mut self.line, e, &self.host);
         self.line.push(b'\n');
+        if let Some((alert, before)) = enrich::alert(e) {
+            write_alert(&mut self.line, e, &self.host, alert, before);
+            self.line.push(b'\n');
+        }
         self.out.write_all(&self.line)
     }
 

@@ -1,0 +1,294 @@
+//! What mmtrace adds to a call beyond its raw record: whose memory a pidfd names, how much
+//! came back, locked memory against its limit, the mapping a call touched, and alerts.
+
+use crate::event::Event;
+
+/// The process a pidfd refers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub host_pid: u32,
+    /// As the caller's pid namespace sees it; 0 when the target is outside that namespace.
+    pub pid: u32,
+    /// Empty once the process has been reaped.
+    pub comm: String,
+}
+
+/// Resident memory in bytes, as the kernel's mm counters hold it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rss {
+    pub anon: u64,
+    pub file: u64,
+    pub shmem: u64,
+}
+
+impl Rss {
+    pub fn total(&self) -> u64 {
+        self.anon + self.file + self.shmem
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Locked {
+    /// VmLck of the caller after the call.
+    pub locked_bytes: u64,
+    /// RLIMIT_MEMLOCK soft limit; None when unlimited.
+    pub limit_bytes: Option<u64>,
+    pub cap_ipc_lock: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MappingKind {
+    Unmapped,
+    Anon,
+    File,
+    Stack,
+    Heap,
+    Shared,
+}
+
+impl MappingKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            MappingKind::Unmapped => "unmapped",
+            MappingKind::Anon => "anon",
+            MappingKind::File => "file",
+            MappingKind::Stack => "stack",
+            MappingKind::Heap => "heap",
+            MappingKind::Shared => "shared",
+        }
+    }
+
+    /// From the kernel side's VMA_* numbers.
+    pub fn from_kernel(kind: u32) -> MappingKind {
+        match kind {
+            1 => MappingKind::Anon,
+            2 => MappingKind::File,
+            3 => MappingKind::Stack,
+            4 => MappingKind::Heap,
+            5 => MappingKind::Shared,
+            _ => MappingKind::Unmapped,
+        }
+    }
+}
+
+/// The mapping at a call's address before the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    pub kind: MappingKind,
+    pub start: u64,
+    pub end: u64,
+    /// PROT_* bits (the kernel's VM_READ, VM_WRITE, VM_EXEC have the same values).
+    pub prot: u64,
+    pub shared: bool,
+    pub locked: bool,
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Enrichment {
+    pub target: Option<Target>,
+    pub rss_before: Option<Rss>,
+    pub rss_after: Option<Rss>,
+    pub locked: Option<Locked>,
+    pub mapping: Option<Mapping>,
+    /// Locked memory the call released, in bytes.
+    pub unlocked_bytes: Option<u64>,
+}
+
+impl Enrichment {
+    /// Bytes of the target's memory that came back during the call.
+    pub fn freed_bytes(&self) -> Option<u64> {
+        Some(
+            self.rss_before?
+                .total()
+                .saturating_sub(self.rss_after.unwrap_or_default().total()),
+        )
+    }
+}
+
+const PROT_WRITE: u64 = 2;
+const PROT_EXEC: u64 = 4;
+
+/// Tracee's four memory-protection alerts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alert {
+    MmapWx,
+    MprotectAddedX,
+    MprotectXToWx,
+    MprotectWToX,
+}
+
+impl Alert {
+    pub fn text(self) -> &'static str {
+        match self {
+            Alert::MmapWx => "mmap W+X",
+            Alert::MprotectAddedX => "mprotect added X",
+            Alert::MprotectXToWx => "mprotect X to W+X",
+            Alert::MprotectWToX => "mprotect W to X",
+        }
+    }
+}
+
+/// The alert a successful mmap or mprotect raises, with the protection before it.
+pub fn alert(e: &Event) -> Option<(Alert, u64)> {
+    if e.def.errno(e.ret).is_some() {
+        return None;
+    }
+    let prot = e.arg("prot")?.bits();
+    let wx = |p: u64| p & (PROT_WRITE | PROT_EXEC) == PROT_WRITE | PROT_EXEC;
+    match e.def.name {
+        "mmap" if wx(prot) => Some((Alert::MmapWx, 0)),
+        "mprotect" | "pkey_mprotect" => {
+            let before = e.enrich.as_ref()?.mapping.as_ref()?.prot;
+            let kind = if before & PROT_EXEC != 0 && before & PROT_WRITE == 0 && wx(prot) {
+                Alert::MprotectXToWx
+            } else if before & PROT_EXEC != 0 || prot & PROT_EXEC == 0 {
+                return None;
+            } else if before & PROT_WRITE != 0 && prot & PROT_WRITE == 0 {
+                Alert::MprotectWToX
+            } else {
+                Alert::MprotectAddedX
+            };
+            Some((kind, before))
+        }
+        _ => None,
+    }
+}
+
+/// Why a call failed, in words, where the errno alone misleads.
+pub fn failure_reason(e: &Event) -> Option<&'static str> {
+    let errno = e.def.errno(e.ret)?;
+    match (e.def.name, errno) {
+        ("process_mrelease", 22) => Some(
+            "the target is not dying: send it SIGKILL first (a SIGTERM it handles does not count)",
+        ),
+        ("process_mrelease", 3) => {
+            Some("the target already exited or was reaped: nothing was left to free")
+        }
+        ("process_mrelease", 9) => Some("the descriptor is not a pidfd"),
+        ("process_mrelease", 11) => {
+            Some("part of the memory could not be reaped without blocking: call again")
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::by_name;
+    use crate::event::Context;
+
+    fn event(name: &str, args: [u64; 6], ret: i64, before: Option<u64>) -> Event {
+        Event {
+            def: by_name(name).unwrap(),
+            ctx: Context {
+                timestamp: 0,
+                thread_start: 0,
+                cpu: 0,
+                pid: 1,
+                tid: 1,
+                ppid: 0,
+                host_pid: 1,
+                host_tid: 1,
+                host_ppid: 0,
+                uid: 0,
+                gid: 0,
+                cgroup_id: 0,
+                mnt_ns: 0,
+                pid_ns: 0,
+                comm: "t".into(),
+            },
+            raw_args: args,
+            ret,
+            duration_ns: 1,
+            enrich: before.map(|prot| Enrichment {
+                mapping: Some(Mapping {
+                    kind: MappingKind::Anon,
+                    start: 0,
+                    end: 4096,
+                    prot,
+                    shared: false,
+                    locked: false,
+                    path: None,
+                }),
+                ..Enrichment::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn the_four_alerts_and_the_quiet_cases() {
+        let mprotect = |before, after| {
+            alert(&event(
+                "mprotect",
+                [0, 4096, after, 0, 0, 0],
+                0,
+                Some(before),
+            ))
+            .map(|a| a.0)
+        };
+        assert_eq!(
+            alert(&event("mmap", [0, 4096, 7, 0x22, 0, 0], 0x1000, None)).map(|a| a.0),
+            Some(Alert::MmapWx)
+        );
+        assert_eq!(
+            alert(&event("mmap", [0, 4096, 5, 0x22, 0, 0], 0x1000, None)),
+            None
+        );
+        assert_eq!(
+            alert(&event("mmap", [0, 4096, 7, 0x22, 0, 0], -12, None)),
+            None,
+            "failed calls raise nothing"
+        );
+        assert_eq!(mprotect(3, 5), Some(Alert::MprotectWToX));
+        assert_eq!(mprotect(5, 7), Some(Alert::MprotectXToWx));
+        assert_eq!(mprotect(1, 5), Some(Alert::MprotectAddedX));
+        assert_eq!(mprotect(3, 7), Some(Alert::MprotectAddedX));
+        assert_eq!(mprotect(5, 5), None, "already executable");
+        assert_eq!(mprotect(3, 1), None, "no exec");
+        assert_eq!(
+            alert(&event("mprotect", [0, 4096, 5, 0, 0, 0], 0, None)),
+            None,
+            "mapping unknown"
+        );
+    }
+
+    #[test]
+    fn freed_and_reasons() {
+        let rss = |anon| Rss {
+            anon,
+            file: 10,
+            shmem: 0,
+        };
+        let e = Enrichment {
+            rss_before: Some(rss(100)),
+            rss_after: Some(rss(4)),
+            ..Default::default()
+        };
+        assert_eq!(e.freed_bytes(), Some(96));
+        let gone = Enrichment {
+            rss_before: Some(rss(100)),
+            ..Default::default()
+        };
+        assert_eq!(
+            gone.freed_bytes(),
+            Some(110),
+            "no memory left after: all of it came back"
+        );
+        assert_eq!(Enrichment::default().freed_bytes(), None);
+        assert!(
+            failure_reason(&event("process_mrelease", [0; 6], -22, None))
+                .unwrap()
+                .contains("send it SIGKILL")
+        );
+        assert!(failure_reason(&event("process_mrelease", [0; 6], -3, None))
+            .unwrap()
+            .contains("reaped"));
+        assert_eq!(
+            failure_reason(&event("process_mrelease", [0; 6], 0, None)),
+            None
+        );
+        assert_eq!(failure_reason(&event("munmap", [0; 6], -22, None)), None);
+    }
+}
