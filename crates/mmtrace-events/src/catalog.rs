@@ -132,6 +132,49 @@ pub enum Extra {
 }
 
 impl Extra {
+    /// The JSON keys this extra adds to an event's line, with what each holds.
+    pub fn fields(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Extra::TargetArg0 | Extra::TargetRet => &[(
+                "target",
+                "the process the pidfd refers to: hostProcessId, processId (as the caller's \
+                 pid namespace numbers it; 0 when outside it), processName (empty once reaped)",
+            )],
+            Extra::Rss => &[
+                (
+                    "memory",
+                    "the target's resident memory in bytes when the call started (before) and \
+                     returned (after; null when no memory is left), each {anon, file, shmem}, \
+                     and freedBytes, the difference",
+                ),
+                (
+                    "reason",
+                    "on failure, why in words (EINVAL: the target is not dying yet)",
+                ),
+            ],
+            Extra::Locked => &[(
+                "locked",
+                "the caller's locked memory after the call: lockedBytes (VmLck), limitBytes \
+                 (RLIMIT_MEMLOCK soft limit, null when unlimited), capIpcLock (whether the \
+                 limit applies at all)",
+            )],
+            Extra::Mapping => &[(
+                "mapping",
+                "the mapping at addr before the call: start, end, kind (anon, file, stack, \
+                 heap, shared or unmapped), prot, shared, locked, and path for files",
+            )],
+            Extra::MappingAfter => &[(
+                "mapping",
+                "the mapping the call created: start, end, kind, prot, shared, locked, and \
+                 path for files",
+            )],
+            Extra::Unlocked => &[(
+                "unlockedBytes",
+                "locked memory the call released without a munlock",
+            )],
+        }
+    }
+
     /// The bit the kernel side tests (X_* in bpf/mmtrace.bpf.c).
     pub fn bit(self) -> u8 {
         match self {
@@ -179,6 +222,23 @@ impl PartialEq for EventDef {
 impl Eq for EventDef {}
 
 impl EventDef {
+    /// The JSON keys mmtrace adds to this event beyond Tracee's, with their meaning.
+    pub fn extra_fields(&self) -> Vec<(&'static str, &'static str)> {
+        let mut fields: Vec<(&str, &str)> = self
+            .extras
+            .iter()
+            .flat_map(|x| x.fields().iter().copied())
+            .collect();
+        if matches!(self.name, "mmap" | "mprotect" | "pkey_mprotect") {
+            fields.push((
+                "mem_prot_alert",
+                "a line of its own after a call that makes memory writable and executable, or \
+                 executable after writable (Tracee's four kinds), with the file path",
+            ));
+        }
+        fields
+    }
+
     pub fn in_set(&self, set: &str) -> bool {
         self.sets.contains(&set)
     }

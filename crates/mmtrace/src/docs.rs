@@ -78,7 +78,7 @@ pub fn page(e: &EventDef) -> String {
         "Every JSON line carries these keys, in this order; the table shows the time, the \
          thread's name, the host pid/tid, the duration and the call.\n\n| key | meaning |\n|---|---|\n",
     );
-    for (key, meaning) in CONTEXT_FIELDS {
+    for (key, meaning) in CONTEXT_FIELDS.iter().chain(&e.extra_fields()) {
         let _ = writeln!(fields, "| `{key}` | {} |", cell(meaning));
     }
     section(6, fields);

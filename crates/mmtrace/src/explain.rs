@@ -257,6 +257,7 @@ pub fn text(e: &EventDef) -> String {
     section(5, wrap(&hooks(e), IN, IN));
     let fields: String = CONTEXT_FIELDS
         .iter()
+        .chain(&e.extra_fields())
         .map(|(key, meaning)| wrap(meaning, &format!("{IN}{key:<20} "), &" ".repeat(25)))
         .collect();
     section(6, fields);

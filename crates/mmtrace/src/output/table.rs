@@ -2,6 +2,8 @@
 
 use std::io::{self, Write};
 
+use mmtrace_events::decode::Decoder;
+use mmtrace_events::enrich;
 use mmtrace_events::{ArgValue, Event};
 
 use super::Sink;
@@ -77,6 +79,82 @@ pub fn call_text(e: &Event) -> String {
     s
 }
 
+/// 12KiB, 64.0MiB: binary units, as VmLck and RLIMIT_MEMLOCK are.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n}B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    match v.fract() == 0.0 {
+        true => format!("{v:.0}{}", UNITS[unit]),
+        false => format!("{v:.1}{}", UNITS[unit]),
+    }
+}
+
+/// `  [target 1234 (victim) freed 61.0MiB]`: what mmtrace knows beyond the call itself.
+pub fn enrichment_text(e: &Event) -> String {
+    let Some(x) = &e.enrich else {
+        return String::new();
+    };
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(t) = &x.target {
+        let ns = if t.pid != t.host_pid {
+            format!(" ns {}", t.pid)
+        } else {
+            String::new()
+        };
+        let comm = if t.comm.is_empty() {
+            "gone".to_string()
+        } else {
+            t.comm.clone()
+        };
+        parts.push(format!("target {}{ns} ({comm})", t.host_pid));
+    }
+    if let (Some(freed), Some(before)) = (x.freed_bytes(), x.rss_before) {
+        parts.push(format!(
+            "freed {} of {}",
+            human_bytes(freed),
+            human_bytes(before.total())
+        ));
+    }
+    if let Some(m) = &x.mapping {
+        let mut on = format!(
+            "on {} {}",
+            m.kind.name(),
+            Decoder::Prot.decode(m.prot).unwrap_or_default()
+        );
+        if let Some(path) = &m.path {
+            on.push(' ');
+            on.push_str(path);
+        }
+        parts.push(on);
+    }
+    if let Some(n) = x.unlocked_bytes.filter(|&n| n > 0) {
+        parts.push(format!("unlocked {}", human_bytes(n)));
+    }
+    if let Some(l) = &x.locked {
+        let limit = l.limit_bytes.map_or("unlimited".to_string(), human_bytes);
+        let cap = if l.cap_ipc_lock { ", CAP_IPC_LOCK" } else { "" };
+        parts.push(format!(
+            "locked {}/{limit}{cap}",
+            human_bytes(l.locked_bytes)
+        ));
+    }
+    if let Some(why) = enrich::failure_reason(e) {
+        parts.push(why.to_string());
+    }
+    match parts.is_empty() {
+        true => String::new(),
+        false => format!("  [{}]", parts.join("; ")),
+    }
+}
+
 impl<W: Write> Sink for Table<W> {
     fn event(&mut self, e: &Event) -> io::Result<()> {
         if !self.header_done {
@@ -88,15 +166,26 @@ impl<W: Write> Sink for Table<W> {
             self.header_done = true;
         }
         let c = &e.ctx;
+        let time = time_of_day(c.timestamp);
+        let who = format!("{}/{}", c.host_pid, c.host_tid);
         writeln!(
             self.out,
-            "{:<15} {:<16} {:>15} {:>9}  {}",
-            time_of_day(c.timestamp),
+            "{time:<15} {:<16} {who:>15} {:>9}  {}{}",
             c.comm,
-            format!("{}/{}", c.host_pid, c.host_tid),
             human_duration(e.duration_ns),
-            call_text(e)
-        )
+            call_text(e),
+            enrichment_text(e)
+        )?;
+        if let Some((alert, _)) = enrich::alert(e) {
+            writeln!(
+                self.out,
+                "{time:<15} {:<16} {who:>15} {:>9}  mem_prot_alert: {}",
+                c.comm,
+                "",
+                alert.text()
+            )?;
+        }
+        Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -107,6 +196,14 @@ impl<W: Write> Sink for Table<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes() {
+        assert_eq!(human_bytes(512), "512B");
+        assert_eq!(human_bytes(12 << 10), "12KiB");
+        assert_eq!(human_bytes(64 << 20), "64MiB");
+        assert_eq!(human_bytes(1536), "1.5KiB");
+    }
 
     #[test]
     fn durations() {

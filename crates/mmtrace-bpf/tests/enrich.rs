@@ -1,0 +1,260 @@
+//! What the kernel side adds to calls, checked on real processes: pidfd targets and freed
+//! memory, locked memory against its limit, mappings and protection alerts.
+//! Needs root: see common::bpf_allowed.
+
+mod common;
+
+use common::{events_of, tid, trace, trace_with};
+use mmtrace_events::enrich::{alert, Alert, MappingKind};
+use mmtrace_events::Event;
+use std::ptr::null_mut;
+
+const PAGE: usize = 4096;
+const MIB: u64 = 1 << 20;
+
+fn sys(nr: libc::c_long, a: u64, b: u64, c: u64, d: u64) -> i64 {
+    common::kernel_ret(unsafe { libc::syscall(nr, a, b, c, d) })
+}
+
+/// A child that maps and touches `bytes` of anonymous memory, then waits to be killed.
+fn hog(bytes: usize) -> i32 {
+    let mut ready = [0; 2];
+    assert_eq!(unsafe { libc::pipe(ready.as_mut_ptr()) }, 0);
+    match unsafe { libc::fork() } {
+        0 => unsafe {
+            let p = libc::mmap(
+                null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            libc::memset(p, 1, bytes);
+            libc::write(ready[1], [1u8].as_ptr().cast(), 1);
+            loop {
+                libc::pause();
+            }
+        },
+        pid => {
+            let mut b = 0u8;
+            unsafe {
+                libc::read(ready[0], (&mut b as *mut u8).cast(), 1);
+                libc::close(ready[0]);
+                libc::close(ready[1]);
+            }
+            pid
+        }
+    }
+}
+
+#[test]
+fn process_mrelease_names_the_target_and_what_it_freed() {
+    let Some(mut t) = trace("pidfd_open,pidfd_send_signal,process_mrelease") else {
+        return;
+    };
+    // The kernel may finish the victim's own exit first (ESRCH); a few victims are tried.
+    for _ in 0..10 {
+        let child = hog(64 << 20);
+        let pidfd = sys(libc::SYS_pidfd_open, child as u64, 0, 0, 0);
+        let live = sys(libc::SYS_process_mrelease, pidfd as u64, 0, 0, 0);
+        sys(
+            libc::SYS_pidfd_send_signal,
+            pidfd as u64,
+            libc::SIGKILL as u64,
+            0,
+            0,
+        );
+        let reaped = sys(libc::SYS_process_mrelease, pidfd as u64, 0, 0, 0);
+        unsafe {
+            libc::waitpid(child, null_mut(), 0);
+            libc::close(pidfd as i32);
+        }
+        let got = events_of(&mut t, tid());
+        assert_eq!(got.len(), 4, "{got:#?}");
+        for e in &got {
+            let target = e
+                .enrich
+                .as_ref()
+                .and_then(|x| x.target.as_ref())
+                .unwrap_or_else(|| panic!("{e:?}"));
+            assert_eq!(
+                (target.host_pid, target.pid),
+                (child as u32, child as u32),
+                "{}",
+                e.name()
+            );
+            assert_eq!(
+                target.comm,
+                std::fs::read_to_string("/proc/thread-self/comm")
+                    .unwrap()
+                    .trim(),
+                "{}",
+                e.name()
+            );
+        }
+        assert_eq!(live, -libc::EINVAL as i64);
+        let why = mmtrace_events::enrich::failure_reason(&got[1]).unwrap();
+        assert!(why.contains("not dying"), "{why}");
+        if reaped != 0 {
+            continue;
+        }
+        let x = got[3].enrich.as_ref().unwrap();
+        let before = x.rss_before.unwrap();
+        assert!(
+            before.anon >= 64 * MIB,
+            "victim held its 64 MiB: {before:?}"
+        );
+        let freed = x.freed_bytes().unwrap();
+        assert!(freed >= 64 * MIB * 9 / 10, "freed {freed} of 64 MiB");
+        return;
+    }
+    panic!("process_mrelease never reaped a killed victim");
+}
+
+#[test]
+fn locked_memory_against_the_limit_and_implicit_unlock() {
+    // The limit is set in a child so the rest of the test process keeps its own.
+    let Some(mut t) = trace_with("mlock,munmap", |o| {
+        o.scope = Default::default();
+        o.exclude_self = true;
+    }) else {
+        return;
+    };
+    const LIMIT: u64 = 64 << 10;
+    let child = match unsafe { libc::fork() } {
+        0 => unsafe {
+            let lim = libc::rlimit {
+                rlim_cur: LIMIT,
+                rlim_max: LIMIT,
+            };
+            libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim);
+            let p = libc::mmap(
+                null_mut(),
+                3 * PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            libc::syscall(libc::SYS_mlock, p, 3 * PAGE);
+            libc::syscall(libc::SYS_munmap, p, 3 * PAGE);
+            libc::_exit(0)
+        },
+        pid => pid,
+    };
+    unsafe { libc::waitpid(child, null_mut(), 0) };
+    let mut got = Vec::new();
+    t.drain(|e| {
+        if e.ctx.host_pid == child as u32 {
+            got.push(e)
+        }
+    });
+    let by = |name: &str| {
+        got.iter()
+            .find(|e| e.name() == name)
+            .unwrap_or_else(|| panic!("{name}: {got:#?}"))
+    };
+    let locked = by("mlock").enrich.as_ref().unwrap().locked.unwrap();
+    assert_eq!(locked.locked_bytes, 12 << 10);
+    assert_eq!(locked.limit_bytes, Some(LIMIT));
+    let unmap = by("munmap").enrich.as_ref().unwrap();
+    assert_eq!(unmap.unlocked_bytes, Some(12 << 10));
+    assert_eq!(unmap.locked.unwrap().locked_bytes, 0);
+    let m = unmap.mapping.as_ref().unwrap();
+    assert_eq!(m.kind, MappingKind::Anon);
+    assert!(m.locked);
+}
+
+fn anon(prot: i32) -> u64 {
+    (unsafe {
+        libc::mmap(
+            null_mut(),
+            PAGE,
+            prot,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    }) as u64
+}
+
+fn alert_of(e: &Event) -> Option<Alert> {
+    alert(e).map(|(a, _)| a)
+}
+
+#[test]
+fn protection_changes_raise_tracee_alerts() {
+    let Some(mut t) = trace("mmap,mprotect") else {
+        return;
+    };
+    let (r, w, x) = (libc::PROT_READ, libc::PROT_WRITE, libc::PROT_EXEC);
+    let rw = anon(r | w);
+    sys(libc::SYS_mprotect, rw, PAGE as u64, (r | x) as u64, 0);
+    let rx = anon(r | x);
+    sys(libc::SYS_mprotect, rx, PAGE as u64, (r | w | x) as u64, 0);
+    let ro = anon(r);
+    sys(libc::SYS_mprotect, ro, PAGE as u64, (r | x) as u64, 0);
+    anon(r | w | x);
+    // Dropping exec is never an alert.
+    sys(libc::SYS_mprotect, rx, PAGE as u64, r as u64, 0);
+    let got = events_of(&mut t, tid());
+    let alerts: Vec<_> = got.iter().map(alert_of).collect();
+    assert_eq!(
+        alerts,
+        [
+            None,
+            Some(Alert::MprotectWToX),
+            None,
+            Some(Alert::MprotectXToWx),
+            None,
+            Some(Alert::MprotectAddedX),
+            Some(Alert::MmapWx),
+            None,
+        ],
+        "{got:#?}"
+    );
+    let before = got[1].enrich.as_ref().unwrap().mapping.as_ref().unwrap();
+    assert_eq!(
+        (before.kind, before.prot, before.start),
+        (MappingKind::Anon, (r | w) as u64, rw)
+    );
+}
+
+#[test]
+fn file_mappings_report_their_path() {
+    let Some(mut t) = trace("mmap,munmap,madvise") else {
+        return;
+    };
+    let exe = std::env::current_exe().unwrap();
+    let file = std::fs::File::open(&exe).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    let p =
+        unsafe { libc::mmap(null_mut(), PAGE, libc::PROT_READ, libc::MAP_PRIVATE, fd, 0) } as u64;
+    sys(
+        libc::SYS_madvise,
+        p,
+        PAGE as u64,
+        libc::MADV_WILLNEED as u64,
+        0,
+    );
+    sys(libc::SYS_munmap, p, PAGE as u64, 0, 0);
+    let got = events_of(&mut t, tid());
+    assert_eq!(got.len(), 3, "{got:#?}");
+    let path = exe.to_str().unwrap();
+    for e in &got {
+        let m = e
+            .enrich
+            .as_ref()
+            .unwrap()
+            .mapping
+            .as_ref()
+            .unwrap_or_else(|| panic!("{e:?}"));
+        assert_eq!(
+            (m.kind, m.path.as_deref(), m.start),
+            (MappingKind::File, Some(path), p),
+            "{}",
+            e.name()
+        );
+    }
+}
