@@ -30,6 +30,21 @@ pub enum Command {
         /// Where to write the pages; created if missing.
         dir: std::path::PathBuf,
     },
+    /// Analyze a recording made with `mmtrace trace -o json:FILE`: locked memory per process,
+    /// failed calls, kill-and-reap timelines and detections.
+    Analyze {
+        /// The JSON-lines recording.
+        file: std::path::PathBuf,
+        /// Report format.
+        #[arg(long = "format", value_enum, default_value = "text")]
+        format: crate::analyze::Format,
+    },
+    /// Write the detection reference, README.md and one ID.md per detection, into DIR.
+    #[command(hide = true)]
+    DocsDetections {
+        /// Where to write the pages; created if missing.
+        dir: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -61,4 +76,18 @@ pub struct TraceArgs {
     /// Ring buffer size (power of two, at least 4K; suffixes K, M, G). Raise it if events are lost.
     #[arg(long = "buffer-size", value_name = "SIZE", default_value = "8M")]
     pub buffer_size: String,
+
+    /// Analyze the events as they come and print the report at exit, as `mmtrace analyze`
+    /// would for the recording: on stdout, or on stderr when the events go to stdout.
+    #[arg(long = "analyze")]
+    pub analyze: bool,
+
+    /// Format of the --analyze report.
+    #[arg(
+        long = "format",
+        value_enum,
+        default_value = "text",
+        requires = "analyze"
+    )]
+    pub format: crate::analyze::Format,
 }

@@ -1,5 +1,6 @@
 //! mmtrace's entry point: parses the command line and turns every failure into one line.
 
+mod analyze;
 mod cli;
 mod command;
 mod docs;
@@ -19,6 +20,12 @@ fn main() -> ExitCode {
         cli::Command::List => list::run().map(|()| ExitCode::SUCCESS),
         cli::Command::Explain { event } => explain::run(&event).map(|()| ExitCode::SUCCESS),
         cli::Command::Docs { dir } => docs::run(&dir).map(|()| ExitCode::SUCCESS),
+        cli::Command::Analyze { file, format } => {
+            analyze::run(&file, format).map(|()| ExitCode::SUCCESS)
+        }
+        cli::Command::DocsDetections { dir } => {
+            analyze::detections::write_pages(&dir).map(|()| ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

@@ -11,6 +11,7 @@ use mmtrace_bpf::{Options, Tracer};
 use mmtrace_events::scope::Scope;
 use mmtrace_events::select::{parse_selection, parse_size};
 
+use crate::analyze;
 use crate::cli::TraceArgs;
 use crate::command::Command;
 use crate::output::{self, OutputSpec, Sink};
@@ -30,7 +31,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
         None => OutputSpec::default_for_stdout(),
     };
     let ring_bytes = ring_size(&args.buffer_size)?;
-    let mut sink = output::open(&spec)?;
+    let (mut sink, analysis) = analyze::live(output::open(&spec)?, args.analyze);
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
@@ -88,6 +89,11 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
         failure = pump(&mut tracer, sink.as_mut(), &mut seen, usize::MAX).1;
     }
     summarize(&tracer, &seen, started.elapsed(), ring_bytes);
+    if let Some(analysis) = analysis {
+        analysis
+            .print(args.format, &spec)
+            .context("printing the analysis")?;
+    }
 
     // Like strace -f: the command's status, or 130 when Ctrl-C left it running untraced.
     let code = match command.as_mut().map(|c| c.poll_exit()) {

@@ -1,0 +1,399 @@
+//! `mmtrace analyze` and `mmtrace trace --analyze`: from recorded or live events to answers.
+
+pub mod detections;
+mod kills;
+mod ledger;
+mod live;
+mod record;
+mod report;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use detections::{Detection, NEAR_LIMIT_PERCENT, STORM_CALLS};
+use kills::Kills;
+use ledger::Ledger;
+pub use live::wrap as live;
+use record::Record;
+pub use report::{Format, Report};
+
+/// How far out of order events may arrive: they are emitted when calls return, from
+/// several CPUs, and are put back in order of return within this window.
+const REORDER_NS: u64 = 2_000_000_000;
+/// Malformed lines reported one by one; past this only counted.
+const MALFORMED_SHOWN: usize = 20;
+const PROT_WRITE: u64 = 2;
+const PROT_EXEC: u64 = 4;
+const MAP_LOCKED: u64 = 0x2000;
+const MCL_FUTURE: u64 = 2;
+const MCL_ONFAULT: u64 = 4;
+
+#[derive(Debug, Default)]
+struct Thread {
+    comm: String,
+    calls: u64,
+    time_ns: u64,
+}
+
+#[derive(Debug, Default)]
+struct Process {
+    comm: String,
+    calls: u64,
+    time_ns: u64,
+    lock_calls: u64,
+    unlock_calls: u64,
+    failures: BTreeMap<(String, String), u64>,
+    threads: HashMap<u32, Thread>,
+    ledger: Ledger,
+    /// Return times of the munmaps of the last second.
+    munmaps: VecDeque<u64>,
+    munmap_peak: usize,
+}
+
+/// One detection raised for one process: the first occurrence and how many followed.
+#[derive(Debug, Clone)]
+struct Finding {
+    detection: &'static Detection,
+    pid: u32,
+    comm: String,
+    first_at: u64,
+    line: usize,
+    count: u64,
+    detail: String,
+}
+
+/// Reads events one at a time, in any order within `REORDER_NS`, and builds the report.
+#[derive(Debug, Default)]
+pub struct Analyzer {
+    pending: BTreeMap<(u64, u64), Record>,
+    seq: u64,
+    newest: u64,
+    lines: u64,
+    events: u64,
+    malformed: Vec<(usize, String)>,
+    skipped: u64,
+    first_ts: Option<u64>,
+    last_ts: u64,
+    processes: HashMap<u32, Process>,
+    kills: Kills,
+    findings: Vec<Finding>,
+    finding_index: HashMap<(&'static str, u32), usize>,
+    /// Calls already found W+X, so a `mem_prot_alert` about the same call adds nothing.
+    wx_seen: HashSet<(u32, u64)>,
+}
+
+impl Analyzer {
+    pub fn new() -> Analyzer {
+        Analyzer::default()
+    }
+
+    /// Takes one line of a recording; `number` counts from 1.
+    pub fn line(&mut self, text: &str, number: usize) {
+        self.lines += 1;
+        if text.trim().is_empty() {
+            return;
+        }
+        match Record::parse(text, number) {
+            Ok(r) => self.push(r),
+            Err(why) => {
+                self.skipped += 1;
+                if self.malformed.len() < MALFORMED_SHOWN {
+                    self.malformed.push((number, why));
+                }
+            }
+        }
+    }
+
+    fn push(&mut self, r: Record) {
+        self.newest = self.newest.max(r.end());
+        self.seq += 1;
+        self.pending.insert((r.end(), self.seq), r);
+        while let Some(entry) = self.pending.first_entry() {
+            if entry.key().0.saturating_add(REORDER_NS) > self.newest {
+                break;
+            }
+            let r = entry.remove();
+            self.apply(&r);
+        }
+    }
+
+    fn apply(&mut self, r: &Record) {
+        self.events += 1;
+        self.first_ts = Some(self.first_ts.map_or(r.ts, |t| t.min(r.ts)));
+        self.last_ts = self.last_ts.max(r.end());
+        self.kills.apply(r);
+        if r.name == "mem_prot_alert" {
+            self.prot_alert(r);
+            return;
+        }
+        if r.name.starts_with("oom_") || r.name == "sched_process_exit" {
+            return;
+        }
+        let p = self.processes.entry(r.pid).or_default();
+        p.comm.clone_from(&r.comm);
+        p.calls += 1;
+        p.time_ns = p.time_ns.saturating_add(r.duration);
+        let t = p.threads.entry(r.tid).or_default();
+        t.comm.clone_from(&r.comm);
+        t.calls += 1;
+        t.time_ns = t.time_ns.saturating_add(r.duration);
+        match r.name.as_str() {
+            "mlock" | "mlock2" | "mlockall" => p.lock_calls += 1,
+            "munlock" | "munlockall" => p.unlock_calls += 1,
+            _ => {}
+        }
+        if let Some(errno) = &r.errno {
+            *p.failures
+                .entry((r.name.clone(), errno.clone()))
+                .or_default() += 1;
+        }
+        p.ledger.apply(r);
+        let storm = if r.name == "munmap" {
+            p.munmaps.push_back(r.end());
+            while p
+                .munmaps
+                .front()
+                .is_some_and(|&t| t.saturating_add(1_000_000_000) <= r.end())
+            {
+                p.munmaps.pop_front();
+            }
+            p.munmap_peak = p.munmap_peak.max(p.munmaps.len());
+            p.munmaps.len() >= STORM_CALLS
+        } else {
+            false
+        };
+        let near = match r.locked {
+            Some(l) if !l.cap_ipc_lock => l
+                .limit
+                .filter(|&lim| {
+                    lim > 0
+                        && u128::from(l.bytes) * 100
+                            >= u128::from(lim) * u128::from(NEAR_LIMIT_PERCENT)
+                })
+                .map(|lim| (l.bytes, lim)),
+            _ => None,
+        };
+        self.detect(r, storm, near);
+    }
+
+    fn detect(&mut self, r: &Record, storm: bool, near: Option<(u64, u64)>) {
+        use detections::{
+            ESRCH_RACE, LOCK_FAILURE, MLOCKALL_FUTURE, MUNMAP_STORM, NEAR_LIMIT, NOT_DYING,
+            WX_MAPPING, W_TO_X,
+        };
+        let prot = r.arg_u64("prot").unwrap_or(0);
+        let wx = prot & (PROT_WRITE | PROT_EXEC) == PROT_WRITE | PROT_EXEC;
+        match r.name.as_str() {
+            "mmap" | "mprotect" | "pkey_mprotect" if r.ok() && wx => {
+                self.wx_seen.insert((r.pid, r.ts));
+                let what = format!(
+                    "{} of {} bytes",
+                    r.name,
+                    r.arg_u64("length").or(r.arg_u64("len")).unwrap_or(0)
+                );
+                self.raise(
+                    WX_MAPPING,
+                    r,
+                    format!("{what} asked for PROT_WRITE|PROT_EXEC{}", self.where_(r)),
+                );
+            }
+            "mprotect" | "pkey_mprotect" if r.ok() && prot & PROT_EXEC != 0 => {
+                let before = r
+                    .mapping
+                    .as_ref()
+                    .and_then(|m| m.prot.as_deref())
+                    .unwrap_or("");
+                if before.contains("PROT_WRITE") {
+                    self.raise(
+                        W_TO_X,
+                        r,
+                        format!(
+                            "{} made writable memory ({before}) executable{}",
+                            r.name,
+                            self.where_(r)
+                        ),
+                    );
+                }
+            }
+            "mlock" | "mlock2" | "mlockall" | "mmap" => {
+                let locking = r.name != "mmap" || r.arg_u64("flags").unwrap_or(0) & MAP_LOCKED != 0;
+                if let Some(errno @ ("ENOMEM" | "EPERM" | "EAGAIN")) = r.errno.as_deref() {
+                    if locking {
+                        self.raise(LOCK_FAILURE, r, format!("{} failed with {errno}", r.name));
+                    }
+                }
+                let flags = r.arg_u64("flags").unwrap_or(0);
+                if r.name == "mlockall"
+                    && r.ok()
+                    && flags & MCL_FUTURE != 0
+                    && flags & MCL_ONFAULT == 0
+                {
+                    let decoded = r.arg_text("flags").unwrap_or_default();
+                    self.raise(MLOCKALL_FUTURE, r, format!("mlockall({decoded})"));
+                }
+            }
+            "process_mrelease" => match r.errno.as_deref() {
+                Some("EINVAL") if r.arg_u64("flags") == Some(0) => {
+                    let why = r
+                        .reason
+                        .as_deref()
+                        .map_or(String::new(), |w| format!(": {w}"));
+                    self.raise(
+                        NOT_DYING,
+                        r,
+                        format!(
+                            "process_mrelease on pid {} returned EINVAL{why}",
+                            self.target_text(r)
+                        ),
+                    );
+                }
+                Some("ESRCH") => {
+                    self.raise(
+                        ESRCH_RACE,
+                        r,
+                        format!(
+                            "process_mrelease on pid {} returned ESRCH",
+                            self.target_text(r)
+                        ),
+                    );
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+        if storm {
+            self.raise(
+                MUNMAP_STORM,
+                r,
+                format!("{STORM_CALLS} munmap calls within one second"),
+            );
+        }
+        if let Some((bytes, limit)) = near {
+            self.raise(
+                NEAR_LIMIT,
+                r,
+                format!(
+                    "{} locked of a {} RLIMIT_MEMLOCK ({}%) after {}",
+                    report::bytes(bytes),
+                    report::bytes(limit),
+                    u128::from(bytes) * 100 / u128::from(limit),
+                    r.name
+                ),
+            );
+        }
+    }
+
+    fn prot_alert(&mut self, r: &Record) {
+        let alert = r.arg_str("alert").unwrap_or("");
+        let det = match alert {
+            "mmap W+X" | "mprotect X to W+X" => detections::WX_MAPPING,
+            "mprotect W to X" | "mprotect added X" => detections::W_TO_X,
+            _ => return,
+        };
+        if det.id == detections::WX_MAPPING.id && self.wx_seen.contains(&(r.pid, r.ts)) {
+            return;
+        }
+        let path = r.arg_str("pathname").filter(|p| !p.is_empty());
+        let detail = format!(
+            "{alert} at {}{}",
+            r.arg_str("addr").unwrap_or("?"),
+            path.map_or(String::new(), |p| format!(" ({p})"))
+        );
+        self.raise(det, r, detail);
+    }
+
+    fn where_(&self, r: &Record) -> String {
+        match r
+            .mapping
+            .as_ref()
+            .and_then(|m| m.path.as_deref().or(m.kind.as_deref()))
+        {
+            Some(w) => format!(" ({w})"),
+            None => String::new(),
+        }
+    }
+
+    fn target_text(&self, r: &Record) -> String {
+        match &r.target {
+            Some((pid, _)) => pid.to_string(),
+            None => format!("behind pidfd {}", r.arg_i64("pidfd").unwrap_or(-1)),
+        }
+    }
+
+    /// Counts the detection against the process; the first occurrence is the one described.
+    fn raise(&mut self, detection: &'static Detection, r: &Record, detail: String) {
+        let key = (detection.id, r.pid);
+        if let Some(&i) = self.finding_index.get(&key) {
+            // A storm is one finding however long it lasts; the report gives its peak rate.
+            if !std::ptr::eq(detection, detections::MUNMAP_STORM) {
+                self.findings[i].count += 1;
+            }
+            return;
+        }
+        self.finding_index.insert(key, self.findings.len());
+        self.findings.push(Finding {
+            detection,
+            pid: r.pid,
+            comm: r.comm.clone(),
+            first_at: r.ts,
+            line: r.line,
+            count: 1,
+            detail,
+        });
+    }
+
+    /// Applies what is still waiting for order and builds the report.
+    pub fn finish(&mut self, source: &str) -> Report {
+        while let Some((_, r)) = self.pending.pop_first() {
+            self.apply(&r);
+        }
+        report::build(self, source)
+    }
+}
+
+/// `mmtrace analyze FILE`.
+pub fn run(path: &Path, format: Format) -> anyhow::Result<()> {
+    let file = File::open(path).with_context(|| {
+        format!(
+            "cannot read recording {}: give a file written by `mmtrace trace -o json:FILE`",
+            path.display()
+        )
+    })?;
+    let mut analyzer = Analyzer::new();
+    let mut reader = BufReader::with_capacity(1 << 16, file);
+    let mut buf = Vec::new();
+    let mut number = 0;
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        number += 1;
+        // A line that is not UTF-8 is malformed like any other, not the end of the analysis.
+        analyzer.line(&String::from_utf8_lossy(&buf), number);
+    }
+    let report = analyzer.finish(&path.display().to_string());
+    if report.events == 0 && report.skipped > 0 {
+        anyhow::bail!(
+            "{} has no usable event among its {} lines (line {}: {}): is it a `mmtrace trace -o json` recording?",
+            path.display(),
+            report.lines,
+            report.malformed[0].line,
+            report.malformed[0].error
+        );
+    }
+    let mut out = io::stdout().lock();
+    report.write(&mut out, format)?;
+    out.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,373 @@
+//! The analyzer on real captured lines, on lines carrying issue 4's enrichment, and on garbage.
+
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+use super::{Analyzer, Format, Report};
+
+/// One real call of every event, captured by tests/examples.rs.
+const EXAMPLES: &str = include_str!("../../../../docs/events/examples.jsonl");
+
+fn example(event: &str) -> Value {
+    EXAMPLES
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["eventName"] == event)
+        .unwrap()
+}
+
+fn analyze(lines: &[String]) -> Report {
+    let mut a = Analyzer::new();
+    for (i, l) in lines.iter().enumerate() {
+        a.line(l, i + 1);
+    }
+    a.finish("test")
+}
+
+fn ids(r: &Report) -> Vec<&str> {
+    r.detections.iter().map(|d| d.id).collect()
+}
+
+/// Sets `key` on a real captured line, as the enrichment contract of issue 4 defines it.
+/// These lines are constructed, not captured: the kernel side does not fill these keys yet.
+fn enriched(event: &str, ts_offset: u64, extra: &[(&str, Value)]) -> Value {
+    let mut v = example(event);
+    v["timestamp"] = json!(v["timestamp"].as_u64().unwrap() + ts_offset);
+    for (k, val) in extra {
+        v[*k] = val.clone();
+    }
+    v
+}
+
+fn set_arg(v: &mut Value, name: &str, value: Value) {
+    for a in v["args"].as_array_mut().unwrap() {
+        if a["name"] == name {
+            a["value"] = value.clone();
+            a.as_object_mut().unwrap().remove("decoded");
+        }
+    }
+}
+
+#[test]
+fn malformed_lines_are_reported_by_number_and_the_rest_analyzed() {
+    let mut lines: Vec<String> = EXAMPLES.lines().map(str::to_string).collect();
+    lines.insert(2, "{\"truncated\":".into());
+    lines.insert(5, "[1,2]".into());
+    lines.push(r#"{"eventName":"mlock","timestamp":"soon","hostProcessId":1}"#.into());
+    let r = analyze(&lines);
+    assert_eq!(r.skipped, 3);
+    assert_eq!(r.events, EXAMPLES.lines().count() as u64);
+    let numbers: Vec<usize> = r.malformed.iter().map(|m| m.line).collect();
+    assert_eq!(numbers, [3, 6, lines.len()]);
+    assert!(r.malformed[1].error.contains("not a JSON object"));
+    assert!(r.malformed[2].error.contains("timestamp"));
+    let mut text = Vec::new();
+    r.write(&mut text, Format::Text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains("3 malformed lines skipped"), "{text}");
+    assert!(text.contains("line 6: not a JSON object"), "{text}");
+}
+
+#[test]
+fn real_example_lines_give_the_known_answers() {
+    let lines: Vec<String> = EXAMPLES.lines().map(str::to_string).collect();
+    let r = analyze(&lines);
+    let p = &r.processes[0];
+    assert_eq!(p.calls, 18);
+    // mlock, mlock2 (each one page at the same address) and mlockall; munlock and munlockall.
+    assert_eq!((p.lock_calls, p.unlock_calls), (3, 2));
+    assert_eq!(p.locked.peak_bytes, 4096);
+    assert_eq!(p.locked.source, "calls");
+    assert_eq!(r.kills.len(), 1);
+    let k = &r.kills[0];
+    assert_eq!(k.signal.as_deref(), Some("SIGKILL"));
+    assert_eq!(k.releases[0].result, "ok");
+    assert_eq!(k.memory_back_by, Some("process_mrelease"));
+    // mlockall(MCL_CURRENT|MCL_ONFAULT) and a PROT_READ|PROT_WRITE mmap raise nothing.
+    assert!(r.detections.is_empty(), "{:?}", ids(&r));
+}
+
+#[test]
+fn order_of_lines_does_not_change_the_answers() {
+    let lines: Vec<String> = EXAMPLES.lines().map(str::to_string).collect();
+    let mut reversed = lines.clone();
+    reversed.reverse();
+    let (a, b) = (analyze(&lines), analyze(&reversed));
+    assert_eq!(
+        serde_json::to_value(&a.processes).unwrap(),
+        serde_json::to_value(&b.processes).unwrap()
+    );
+    assert_eq!(
+        serde_json::to_value(&a.kills).unwrap(),
+        serde_json::to_value(&b.kills).unwrap()
+    );
+}
+
+// The tests below use constructed enrichment (issue 4's contract), clearly not captured.
+
+#[test]
+fn constructed_locked_near_the_limit_fires_unless_cap_ipc_lock() {
+    const MIB: u64 = 1 << 20;
+    let near = |bytes: u64, cap: bool, off: u64| {
+        enriched(
+            "mlock",
+            off,
+            &[(
+                "locked",
+                json!({"lockedBytes": bytes, "limitBytes": 8 * MIB, "capIpcLock": cap}),
+            )],
+        )
+        .to_string()
+    };
+    let r = analyze(&[
+        near(2 * MIB, false, 0),
+        near(7 * MIB + MIB / 2, false, 10),
+        near(MIB, false, 20),
+    ]);
+    let p = &r.processes[0];
+    assert_eq!(p.locked.source, "kernel");
+    assert_eq!(
+        (p.locked.peak_bytes, p.locked.final_bytes),
+        (7 * MIB + MIB / 2, MIB)
+    );
+    assert_eq!(p.locked.limit_bytes, Some(8 * MIB));
+    assert_eq!(ids(&r), ["MMT-003"]);
+    assert!(
+        r.detections[0].detail.contains("(93%)"),
+        "{}",
+        r.detections[0].detail
+    );
+
+    let r = analyze(&[near(8 * MIB, true, 0)]);
+    assert!(ids(&r).is_empty());
+    // At 89% nothing fires.
+    let r = analyze(&[near(8 * MIB * 89 / 100, false, 0)]);
+    assert!(ids(&r).is_empty());
+}
+
+#[test]
+fn constructed_kill_with_freed_bytes_and_exit() {
+    let victim = 4242;
+    let target = json!({"hostProcessId": victim, "processId": victim, "processName": "victim"});
+    let open = enriched("pidfd_open", 0, &[("target", target.clone())]);
+    let signal = enriched("pidfd_send_signal", 10, &[("target", target.clone())]);
+    let mut release = enriched(
+        "process_mrelease",
+        20,
+        &[
+            ("target", target.clone()),
+            (
+                "memory",
+                json!({"before": {"anon": 128 << 20, "file": 0, "shmem": 0},
+                       "after": {"anon": 0, "file": 0, "shmem": 0}, "freedBytes": 128u64 << 20}),
+            ),
+        ],
+    );
+    release["timestamp"] = json!(signal["timestamp"].as_u64().unwrap() + 1000);
+    let mut exit = example("mmap");
+    exit["eventName"] = json!("sched_process_exit");
+    exit["hostProcessId"] = json!(victim);
+    exit["timestamp"] = json!(release["timestamp"].as_u64().unwrap() + 5_000_000);
+    exit["args"] = json!([{"name":"pid","value":victim},{"name":"anon","value":0},{"name":"file","value":4096},{"name":"shmem","value":0}]);
+    let r = analyze(&[open, signal, release, exit].map(|v| v.to_string()));
+    assert_eq!(r.kills.len(), 1);
+    let k = &r.kills[0];
+    assert_eq!(k.target_pid, victim);
+    assert_eq!(k.target_name.as_deref(), Some("victim"));
+    assert_eq!(k.releases[0].freed_bytes, Some(128 << 20));
+    assert_eq!(k.held_at_exit, Some(4096));
+    assert!(k.exit_at.is_some());
+    assert_eq!(k.memory_back_by, Some("process_mrelease"));
+    assert_eq!(k.memory_back_ns, Some(1000 + 30306));
+}
+
+#[test]
+fn constructed_failed_release_says_why() {
+    let mut v = enriched(
+        "process_mrelease",
+        0,
+        &[
+            (
+                "target",
+                json!({"hostProcessId": 7, "processId": 7, "processName": "alive"}),
+            ),
+            ("reason", json!("target is not dying")),
+            ("returnError", json!("EINVAL")),
+        ],
+    );
+    v["returnValue"] = json!(-22);
+    let r = analyze(&[v.to_string()]);
+    assert_eq!(ids(&r), ["MMT-005"]);
+    assert!(r.detections[0]
+        .detail
+        .contains("pid 7 returned EINVAL: target is not dying"));
+    assert_eq!(
+        r.kills[0].releases[0].reason.as_deref(),
+        Some("target is not dying")
+    );
+}
+
+#[test]
+fn constructed_write_to_exec_and_alerts() {
+    // mprotect of a writable anonymous mapping to PROT_READ|PROT_EXEC.
+    let mut m = enriched(
+        "mprotect",
+        0,
+        &[(
+            "mapping",
+            json!({"start": "0x7f24ac4b4000", "end": "0x7f24ac4b6000", "kind": "anon", "prot": "PROT_READ|PROT_WRITE"}),
+        )],
+    );
+    set_arg(&mut m, "prot", json!(5));
+    // The alert the kernel side raises for the same call must not count it twice as W+X,
+    // but an mmap W+X alert is a finding of its own.
+    let mut alert = m.clone();
+    alert["eventName"] = json!("mem_prot_alert");
+    alert["args"] = json!([{"name":"alert","value":"mprotect W to X"},{"name":"addr","value":"0x7f24ac4b4000"},
+        {"name":"len","value":4096},{"name":"prot","value":5},{"name":"prev_prot","value":3},{"name":"pathname","value":""}]);
+    let mut wx = example("mmap");
+    set_arg(&mut wx, "prot", json!(7));
+    let r = analyze(&[m, alert, wx].map(|v| v.to_string()));
+    let mut got = ids(&r);
+    got.sort();
+    assert_eq!(got, ["MMT-001", "MMT-002"]);
+    let w2x = r.detections.iter().find(|d| d.id == "MMT-002").unwrap();
+    assert_eq!(
+        w2x.count, 2,
+        "the call and its alert are two sightings of one finding"
+    );
+    assert!(w2x.explanation.contains("JIT"));
+}
+
+#[test]
+fn constructed_kernel_oom_kill() {
+    let victim = 999;
+    let base = example("mmap");
+    let line = |name: &str, off: u64, args: Value| {
+        let mut v = base.clone();
+        v["eventName"] = json!(name);
+        v["timestamp"] = json!(base["timestamp"].as_u64().unwrap() + off);
+        v["args"] = args;
+        v.to_string()
+    };
+    let pid = json!([{"name":"pid","value":victim}]);
+    let mut exit: Value =
+        serde_json::from_str(&line("sched_process_exit", 9_000_000, pid.clone())).unwrap();
+    exit["hostProcessId"] = json!(victim);
+    let r = analyze(&[
+        line(
+            "oom_mark_victim",
+            0,
+            json!([{"name":"pid","value":victim},{"name":"comm","value":"hog"},
+            {"name":"total_vm","value":1},{"name":"anon_rss","value":2_097_152},{"name":"file_rss","value":0},
+            {"name":"shmem_rss","value":0},{"name":"uid","value":0},{"name":"pgtables","value":0},{"name":"oom_score_adj","value":0}]),
+        ),
+        line("oom_start_task_reaping", 1_000_000, pid.clone()),
+        line("oom_finish_task_reaping", 3_000_000, pid.clone()),
+        exit.to_string(),
+    ]);
+    let k = &r.kills[0];
+    assert_eq!(k.via.as_deref(), Some("oom_kill"));
+    assert_eq!(k.target_name.as_deref(), Some("hog"));
+    let oom = k.oom.as_ref().unwrap();
+    assert_eq!(oom.anon_rss_kb, Some(2_097_152));
+    assert!(oom.reap_start_at.is_some());
+    assert_eq!(k.memory_back_by, Some("oom_reaper"));
+    assert_eq!(k.memory_back_ns, Some(3_000_000));
+    let mut text = Vec::new();
+    r.write(&mut text, Format::Text).unwrap();
+    assert!(String::from_utf8(text)
+        .unwrap()
+        .contains("kernel OOM killer marked it victim anon 2.0 GiB"));
+}
+
+/// Lines that look like events, with the keys the analyzer reads given random values.
+fn event_like() -> impl Strategy<Value = String> {
+    let names = prop::sample::select(vec![
+        "mmap",
+        "mprotect",
+        "pkey_mprotect",
+        "munmap",
+        "mremap",
+        "mlock",
+        "mlock2",
+        "munlock",
+        "mlockall",
+        "munlockall",
+        "pidfd_open",
+        "pidfd_send_signal",
+        "kill",
+        "process_mrelease",
+        "mem_prot_alert",
+        "oom_mark_victim",
+        "oom_start_task_reaping",
+        "oom_finish_task_reaping",
+        "oom_skip_task_reaping",
+        "sched_process_exit",
+        "brk",
+    ]);
+    let arg_names = prop::sample::select(vec![
+        "addr",
+        "len",
+        "length",
+        "prot",
+        "flags",
+        "pid",
+        "pidfd",
+        "sig",
+        "old_address",
+        "old_size",
+        "new_size",
+        "alert",
+        "comm",
+        "anon",
+        "anon_rss",
+    ]);
+    let value = prop_oneof![
+        any::<i64>().prop_map(|v| json!(v)),
+        any::<u64>().prop_map(|v| json!(v)),
+        any::<u64>().prop_map(|v| json!(format!("{v:#x}"))),
+        ".{0,12}".prop_map(|s| json!(s)),
+        Just(Value::Null),
+        Just(json!({"lockedBytes": u64::MAX, "limitBytes": 1})),
+    ];
+    (
+        names,
+        any::<u64>(),
+        0u32..5,
+        any::<i64>(),
+        any::<u64>(),
+        prop::collection::vec((arg_names, value.clone()), 0..6),
+        prop::collection::vec((prop::sample::select(vec!["target", "memory", "locked", "mapping", "reason", "returnError"]), value), 0..4),
+    )
+        .prop_map(|(name, ts, pid, ret, duration, args, extra)| {
+            let mut v = json!({
+                "timestamp": ts, "hostProcessId": pid, "hostThreadId": pid, "processName": "p",
+                "eventName": name, "returnValue": ret, "duration": duration,
+                "args": args.into_iter().map(|(n, v)| json!({"name": n, "value": v})).collect::<Vec<_>>(),
+            });
+            for (k, val) in extra {
+                v[k] = val;
+            }
+            v.to_string()
+        })
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_lines_never_panic(lines in prop::collection::vec(".*", 0..20)) {
+        let r = analyze(&lines);
+        let mut out = Vec::new();
+        r.write(&mut out, Format::Text).unwrap();
+        r.write(&mut out, Format::Json).unwrap();
+    }
+
+    #[test]
+    fn arbitrary_events_never_panic(lines in prop::collection::vec(event_like(), 0..40)) {
+        let r = analyze(&lines);
+        prop_assert_eq!(r.events + r.skipped, lines.len() as u64);
+        let mut out = Vec::new();
+        r.write(&mut out, Format::Text).unwrap();
+        r.write(&mut out, Format::Json).unwrap();
+    }
+}
