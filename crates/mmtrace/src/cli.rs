@@ -39,6 +39,18 @@ pub enum Command {
         #[arg(long = "format", value_enum, default_value = "text")]
         format: crate::analyze::Format,
     },
+    /// Kill PID as a userspace OOM killer does (pidfd_open, signal through the pidfd,
+    /// process_mrelease, wait) and report how much memory came back and how fast.
+    Reap {
+        /// The process to kill.
+        pid: i32,
+        /// The signal to send (name or number).
+        #[arg(long = "signal", value_name = "SIG", default_value = "KILL")]
+        signal: String,
+        /// Only kill: skip process_mrelease, to measure what it buys.
+        #[arg(long = "no-release")]
+        no_release: bool,
+    },
     /// Write the detection reference, README.md and one ID.md per detection, into DIR.
     #[command(hide = true)]
     DocsDetections {

@@ -8,6 +8,7 @@ mod examples;
 mod explain;
 mod list;
 mod output;
+mod reap;
 mod trace;
 
 use clap::Parser;
@@ -23,6 +24,11 @@ fn main() -> ExitCode {
         cli::Command::Analyze { file, format } => {
             analyze::run(&file, format).map(|()| ExitCode::SUCCESS)
         }
+        cli::Command::Reap {
+            pid,
+            signal,
+            no_release,
+        } => reap::run(pid, &signal, !no_release).map(|()| ExitCode::SUCCESS),
         cli::Command::DocsDetections { dir } => {
             analyze::detections::write_pages(&dir).map(|()| ExitCode::SUCCESS)
         }

@@ -1,0 +1,190 @@
+//! `mmtrace reap PID`: kill a process the way a userspace OOM killer does (pidfd_open, signal
+//! through the pidfd, process_mrelease, wait) and measure how soon its memory comes back.
+
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use mmtrace_events::decode::{signal_name, signal_number};
+
+/// How long to wait for the victim to exit before giving up on measuring it.
+const EXIT_WAIT: Duration = Duration::from_secs(30);
+
+/// The victim's resident memory from /proc/PID/status, in bytes; 0 once its memory is gone.
+#[derive(Debug, Clone, Copy, Default)]
+struct Rss {
+    anon: u64,
+    file: u64,
+    shmem: u64,
+}
+
+impl Rss {
+    fn total(self) -> u64 {
+        self.anon + self.file + self.shmem
+    }
+
+    fn read(pid: i32) -> Rss {
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+            return Rss::default();
+        };
+        let kb = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map_or(0, |v| v * 1024)
+        };
+        Rss {
+            anon: kb("RssAnon:"),
+            file: kb("RssFile:"),
+            shmem: kb("RssShmem:"),
+        }
+    }
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+pub fn run(pid: i32, signal: &str, release: bool) -> anyhow::Result<()> {
+    let Some(sig) = signal_number(signal).filter(|&s| s > 0) else {
+        bail!(
+            "unknown signal '{signal}': give a name such as KILL or TERM, or a number from 1 to 64"
+        );
+    };
+    let sig_name = signal_name(sig);
+    if pid <= 0 {
+        bail!("pid {pid} is not a process: give the pid of one process");
+    }
+    if pid as u32 == std::process::id() {
+        bail!("pid {pid} is mmtrace itself: give the pid of another process");
+    }
+    // Probed before the kill, so a kernel without it fails with the victim still alive.
+    if release {
+        // SAFETY: plain syscalls on integers; -1 is never a valid fd.
+        let r = unsafe { libc::syscall(libc::SYS_process_mrelease, -1, 0) };
+        if r == -1 && errno() == libc::ENOSYS {
+            bail!("this kernel has no process_mrelease (it needs Linux 5.15): nothing was killed; use --no-release to kill without it");
+        }
+    }
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim_end().to_string())
+        .unwrap_or_default();
+    // SAFETY: pidfd_open takes integers and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        match errno() {
+            libc::ESRCH => bail!("no process {pid}: it has exited or never existed; check the pid with `ps -p {pid}`"),
+            libc::ENOSYS => bail!("this kernel has no pidfd_open (it needs Linux 5.3)"),
+            libc::EINVAL => bail!("pid {pid} is a thread, not a process: give the pid of its process (its Tgid in /proc/{pid}/status)"),
+            libc::EMFILE | libc::ENFILE => bail!("no file descriptor left for the pidfd: close some or raise `ulimit -n`"),
+            e => return Err(io::Error::from_raw_os_error(e)).context(format!("pidfd_open({pid}) failed")),
+        }
+    }
+    // SAFETY: pidfd_open returned a new fd that nothing else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let before = Rss::read(pid);
+
+    let killed = Instant::now();
+    // SAFETY: the pidfd is open; info NULL means "as kill(2) would".
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig as i32,
+            std::ptr::null::<u8>(),
+            0,
+        )
+    };
+    if r < 0 {
+        match errno() {
+            libc::EPERM => bail!("not permitted to signal process {pid} ({comm}): run mmtrace as its owner or as root"),
+            libc::ESRCH => bail!("process {pid} ({comm}) exited before it could be signalled: nothing to reap"),
+            e => return Err(io::Error::from_raw_os_error(e)).context(format!("pidfd_send_signal({pid}, {sig_name}) failed")),
+        }
+    }
+    println!("mmtrace: sent {sig_name} to {pid} ({comm}) through a pidfd; it held {} resident (anon {}, file {}, shmem {})",
+        mib(before.total()), mib(before.anon), mib(before.file), mib(before.shmem));
+
+    let mut back = None;
+    if release {
+        let start = Instant::now();
+        // SAFETY: the pidfd is open; flags must be 0.
+        let r = unsafe { libc::syscall(libc::SYS_process_mrelease, pidfd.as_raw_fd(), 0) };
+        let took = start.elapsed();
+        let failed = errno();
+        let after = Rss::read(pid);
+        if r == 0 {
+            back = Some(killed.elapsed());
+            println!(
+                "mmtrace: process_mrelease took {:.3} ms and freed {} ({} of anonymous memory); {} still resident",
+                took.as_secs_f64() * 1e3,
+                mib(before.total().saturating_sub(after.total())),
+                mib(before.anon.saturating_sub(after.anon)),
+                mib(after.total())
+            );
+        } else {
+            match failed {
+                // It finished exiting on its own first: the kill alone was enough.
+                libc::ESRCH => println!("mmtrace: process_mrelease found nothing to reap: {pid} had already released its memory (ESRCH)"),
+                libc::EINVAL => bail!("process_mrelease refused: {pid} ({comm}) is not dying after {sig_name} (it handles or ignores that signal): kill it with --signal KILL"),
+                e @ (libc::EAGAIN | libc::EINTR) => println!("mmtrace: process_mrelease could reap only part of the memory ({}); the exit frees the rest", if e == libc::EAGAIN { "EAGAIN" } else { "EINTR" }),
+                e => return Err(io::Error::from_raw_os_error(e)).context("process_mrelease failed"),
+            }
+        }
+    }
+
+    let exited = wait_exit(&pidfd)?;
+    match exited {
+        Some(()) => {
+            let exit = killed.elapsed();
+            let back = back.unwrap_or(exit);
+            println!(
+                "mmtrace: {pid} exited {:.3} ms after the kill; memory back {:.3} ms after the kill (by {})",
+                exit.as_secs_f64() * 1e3,
+                back.as_secs_f64() * 1e3,
+                if release && back < exit { "process_mrelease" } else { "exit" },
+            );
+            if !release {
+                println!("mmtrace: freed {} by exiting (no process_mrelease)", mib(before.total()));
+            }
+            Ok(())
+        }
+        None => bail!("{pid} ({comm}) did not exit within {} s of {sig_name}: it handles or ignores the signal; try --signal KILL", EXIT_WAIT.as_secs()),
+    }
+}
+
+/// Waits for the pidfd to become readable, which the kernel does when the process exits.
+fn wait_exit(pidfd: &OwnedFd) -> anyhow::Result<Option<()>> {
+    let deadline = Instant::now() + EXIT_WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        let mut fds = [libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: one valid pollfd.
+        let n = unsafe {
+            libc::poll(
+                fds.as_mut_ptr(),
+                1,
+                left.as_millis().min(i32::MAX as u128) as i32,
+            )
+        };
+        match n {
+            1.. => return Ok(Some(())),
+            0 => return Ok(None),
+            _ if errno() == libc::EINTR => continue,
+            _ => return Err(io::Error::last_os_error()).context("waiting for the process to exit"),
+        }
+    }
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
+}
