@@ -175,9 +175,10 @@ fn table_output_to_a_file_on_ctrl_c() {
     let pid_tid = format!("{}/{}", std::process::id(), tid());
     let row = text.lines().find(|l| l.contains(&pid_tid)).expect(&text);
     assert!(
-        row.ends_with("mlock2(addr=0x10000, len=4096, flags=0x8) = -22 EINVAL"),
+        row.contains("  mlock2(addr=0x10000, len=4096, flags=0x8) = -22 EINVAL  [locked "),
         "{row}"
     );
+    assert!(row.ends_with(", CAP_IPC_LOCK]"), "what mmtrace adds closes the row: {row}");
 }
 
 fn run_err(args: &[&str]) -> (Option<i32>, String) {
