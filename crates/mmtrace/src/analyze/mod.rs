@@ -82,8 +82,9 @@ pub struct Analyzer {
     kills: Kills,
     findings: Vec<Finding>,
     finding_index: HashMap<(&'static str, u32), usize>,
-    /// Calls already found W+X, so a `mem_prot_alert` about the same call adds nothing.
-    wx_seen: HashSet<(u32, u64)>,
+    /// Calls already raised as MMT-001 or MMT-002 (detection, pid, entry time), so the
+    /// `mem_prot_alert` line about the same call adds nothing.
+    prot_seen: HashSet<(&'static str, u32, u64)>,
 }
 
 impl Analyzer {
@@ -189,7 +190,6 @@ impl Analyzer {
         let wx = prot & (PROT_WRITE | PROT_EXEC) == PROT_WRITE | PROT_EXEC;
         match r.name.as_str() {
             "mmap" | "mprotect" | "pkey_mprotect" if r.ok() && wx => {
-                self.wx_seen.insert((r.pid, r.ts));
                 let what = format!(
                     "{} of {} bytes",
                     r.name,
@@ -294,7 +294,7 @@ impl Analyzer {
             "mprotect W to X" | "mprotect added X" => detections::W_TO_X,
             _ => return,
         };
-        if det.id == detections::WX_MAPPING.id && self.wx_seen.contains(&(r.pid, r.ts)) {
+        if self.prot_seen.contains(&(det.id, r.pid, r.ts)) {
             return;
         }
         let path = r.arg_str("pathname").filter(|p| !p.is_empty());
@@ -326,6 +326,11 @@ impl Analyzer {
 
     /// Counts the detection against the process; the first occurrence is the one described.
     fn raise(&mut self, detection: &'static Detection, r: &Record, detail: String) {
+        if std::ptr::eq(detection, detections::WX_MAPPING)
+            || std::ptr::eq(detection, detections::W_TO_X)
+        {
+            self.prot_seen.insert((detection.id, r.pid, r.ts));
+        }
         let key = (detection.id, r.pid);
         if let Some(&i) = self.finding_index.get(&key) {
             // A storm is one finding however long it lasts; the report gives its peak rate.

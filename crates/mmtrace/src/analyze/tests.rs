@@ -232,10 +232,7 @@ fn constructed_write_to_exec_and_alerts() {
     got.sort();
     assert_eq!(got, ["MMT-001", "MMT-002"]);
     let w2x = r.detections.iter().find(|d| d.id == "MMT-002").unwrap();
-    assert_eq!(
-        w2x.count, 2,
-        "the call and its alert are two sightings of one finding"
-    );
+    assert_eq!(w2x.count, 1, "the call and its alert are one sighting");
     assert!(w2x.explanation.contains("JIT"));
 }
 
