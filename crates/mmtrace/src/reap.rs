@@ -86,6 +86,14 @@ pub fn run(pid: i32, signal: &str, release: bool) -> anyhow::Result<()> {
     let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     let before = Rss::read(pid);
 
+    // Said before the kill, so that nothing stands between the signal and process_mrelease.
+    println!(
+        "mmtrace: sending {sig_name} to {pid} ({comm}) through a pidfd; it holds {} resident (anon {}, file {}, shmem {})",
+        mib(before.total()),
+        mib(before.anon),
+        mib(before.file),
+        mib(before.shmem)
+    );
     let killed = Instant::now();
     // SAFETY: the pidfd is open; info NULL means "as kill(2) would".
     let r = unsafe {
@@ -104,10 +112,8 @@ pub fn run(pid: i32, signal: &str, release: bool) -> anyhow::Result<()> {
             e => return Err(io::Error::from_raw_os_error(e)).context(format!("pidfd_send_signal({pid}, {sig_name}) failed")),
         }
     }
-    println!("mmtrace: sent {sig_name} to {pid} ({comm}) through a pidfd; it held {} resident (anon {}, file {}, shmem {})",
-        mib(before.total()), mib(before.anon), mib(before.file), mib(before.shmem));
 
-    let mut back = None;
+    let mut reaped = None;
     if release {
         let start = Instant::now();
         // SAFETY: the pidfd is open; flags must be 0.
@@ -116,7 +122,7 @@ pub fn run(pid: i32, signal: &str, release: bool) -> anyhow::Result<()> {
         let failed = errno();
         let after = Rss::read(pid);
         if r == 0 {
-            back = Some(killed.elapsed());
+            reaped = Some(killed.elapsed());
             println!(
                 "mmtrace: process_mrelease took {:.3} ms and freed {} ({} of anonymous memory); {} still resident",
                 took.as_secs_f64() * 1e3,
@@ -126,33 +132,36 @@ pub fn run(pid: i32, signal: &str, release: bool) -> anyhow::Result<()> {
             );
         } else {
             match failed {
-                // It finished exiting on its own first: the kill alone was enough.
-                libc::ESRCH => println!("mmtrace: process_mrelease found nothing to reap: {pid} had already released its memory (ESRCH)"),
+                // The victim got to its own exit first and is freeing its memory itself.
+                libc::ESRCH => println!(
+                    "mmtrace: process_mrelease lost the race (ESRCH, after {:.3} ms): {pid} had already let go of its memory and frees it as it exits",
+                    took.as_secs_f64() * 1e3
+                ),
                 libc::EINVAL => bail!("process_mrelease refused: {pid} ({comm}) is not dying after {sig_name} (it handles or ignores that signal): kill it with --signal KILL"),
-                e @ (libc::EAGAIN | libc::EINTR) => println!("mmtrace: process_mrelease could reap only part of the memory ({}); the exit frees the rest", if e == libc::EAGAIN { "EAGAIN" } else { "EINTR" }),
+                e @ (libc::EAGAIN | libc::EINTR) => println!(
+                    "mmtrace: process_mrelease could reap only part of the memory ({}); the exit frees the rest",
+                    if e == libc::EAGAIN { "EAGAIN" } else { "EINTR" }
+                ),
                 e => return Err(io::Error::from_raw_os_error(e)).context("process_mrelease failed"),
             }
         }
     }
 
-    let exited = wait_exit(&pidfd)?;
-    match exited {
-        Some(()) => {
-            let exit = killed.elapsed();
-            let back = back.unwrap_or(exit);
-            println!(
-                "mmtrace: {pid} exited {:.3} ms after the kill; memory back {:.3} ms after the kill (by {})",
-                exit.as_secs_f64() * 1e3,
-                back.as_secs_f64() * 1e3,
-                if release && back < exit { "process_mrelease" } else { "exit" },
-            );
-            if !release {
-                println!("mmtrace: freed {} by exiting (no process_mrelease)", mib(before.total()));
-            }
-            Ok(())
-        }
-        None => bail!("{pid} ({comm}) did not exit within {} s of {sig_name}: it handles or ignores the signal; try --signal KILL", EXIT_WAIT.as_secs()),
+    if wait_exit(&pidfd)?.is_none() {
+        bail!("{pid} ({comm}) did not exit within {} s of {sig_name}: it handles or ignores the signal; try --signal KILL", EXIT_WAIT.as_secs());
     }
+    let exit = killed.elapsed();
+    let (back, by) = match reaped {
+        Some(t) if t < exit => (t, "process_mrelease"),
+        _ => (exit, "exit"),
+    };
+    println!(
+        "mmtrace: {pid} exited {:.3} ms after the kill; memory back {:.3} ms after the kill (by {by})",
+        exit.as_secs_f64() * 1e3,
+        back.as_secs_f64() * 1e3,
+    );
+    println!("mmtrace: freed {} in all", mib(before.total()));
+    Ok(())
 }
 
 /// Waits for the pidfd to become readable, which the kernel does when the process exits.
