@@ -21,9 +21,11 @@ pub use live::wrap as live;
 use record::Record;
 pub use report::{Format, Report};
 
-/// How far out of order events may arrive: they are emitted when calls return, from
-/// several CPUs, and are put back in order of return within this window.
-const REORDER_NS: u64 = 2_000_000_000;
+/// How far out of order, by return time, events may arrive. They are written to the ring in
+/// the order calls return, give or take the moments between a call's return and its record,
+/// so a short window suffices, and it bounds what a live analysis holds at a million events
+/// a second.
+const REORDER_NS: u64 = 50_000_000;
 /// Malformed lines reported one by one; past this only counted.
 const MALFORMED_SHOWN: usize = 20;
 const PROT_WRITE: u64 = 2;
