@@ -139,6 +139,7 @@ struct task_struct {
 	struct task_struct *group_leader;
 	struct pid *thread_pid;
 	struct nsproxy *nsproxy;
+	int exit_code;
 	struct mm_struct *mm;
 	struct files_struct *files;
 	struct signal_struct *signal;
@@ -169,11 +170,36 @@ struct fork_ctx {
 	__u64 args[2];
 };
 
+/* The oom tracepoints, laid out as their `format` files say. */
+struct mark_victim_ctx {
+	__u64 common;
+	__s32 pid;
+	__u32 comm_loc; /* __data_loc: offset in the low 16 bits */
+	__u64 total_vm, anon_rss, file_rss, shmem_rss;
+	__u32 uid;
+	__u32 pad;
+	__u64 pgtables;
+	__s16 oom_score_adj;
+};
+
+struct reaping_ctx {
+	__u64 common;
+	__s32 pid;
+};
+
+struct exit_ctx {
+	__u64 common;
+	char comm[16];
+	__s32 pid;
+	__s32 prio;
+	__u8 group_dead;
+};
+
 /* Must match `Record` in src/record.rs (a test checks the size). */
 struct record {
 	__u64 ts;           /* entry, CLOCK_BOOTTIME ns */
 	__u64 duration;     /* ns */
-	__u64 args[6];
+	__u64 args[8];      /* a syscall's 6 registers, or a kernel event's fields */
 	__s64 ret;
 	__u64 cgroup_id;
 	__u64 thread_start; /* CLOCK_BOOTTIME ns */
@@ -187,7 +213,7 @@ struct record {
 	char comm[16];
 };
 
-_Static_assert(sizeof(struct record) == 152, "struct record must match Record in src/record.rs");
+_Static_assert(sizeof(struct record) == 168, "struct record must match Record in src/record.rs");
 
 /* What the catalog asks for, per event (`Extra` in Rust); the loader fills `extras`. */
 #define X_TARGET_ARG0 1 /* arg 0 is a pidfd: name its process */
@@ -268,6 +294,8 @@ const volatile __u64 scope_cgroup_ids[MAX_CGROUPS] = {};
 const volatile __u32 scope_cgroup_levels[MAX_CGROUPS] = {};
 const volatile __u32 has_arg_filters = 0;
 const volatile __u8 extras[1024] = {};
+/* Event ids of kernel events, set by the loader when selected (0: not traced). */
+const volatile __u32 exit_event_id = 0;
 /* Wake the reader only when unread data crosses this many bytes; it also polls on a timer.
  * Every wakeup costs the traced thread about 12 us, so waking per event would dominate. */
 const volatile __u64 wakeup_bytes = 1 << 20;
@@ -834,13 +862,39 @@ static __always_inline void fill_task(struct record *r, __u64 pid_tgid)
 	}
 }
 
+/* Who is running: every context field of a record but the time. */
+static __always_inline void fill_context(struct record *r, __u32 id)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+
+	r->cgroup_id = bpf_get_current_cgroup_id();
+	r->uid = uid_gid;
+	r->gid = uid_gid >> 32;
+	r->id = id;
+	r->cpu = bpf_get_smp_processor_id();
+	r->pad = 0;
+	bpf_get_current_comm(r->comm, sizeof(r->comm));
+	fill_task(r, pid_tgid);
+}
+
+/* Wake only on crossing the threshold, so a slow reader is not hammered with wakeups. */
+static __always_inline void submit(void *r)
+{
+	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+
+	bpf_ringbuf_submit(r, avail >= wakeup_bytes && avail < wakeup_bytes + 2 * sizeof(struct record_ext) ?
+				      BPF_RB_FORCE_WAKEUP :
+				      BPF_RB_NO_WAKEUP);
+}
+
 SEC("tracepoint")
 int sys_exit(struct sys_exit_ctx *ctx)
 {
 	struct inflight *slot;
 	struct record *r;
-	__u64 pid_tgid, uid_gid, now, avail;
 	__u32 id = ctx->nr;
+	__u64 now;
 	__u8 want;
 
 	slot = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0, 0);
@@ -870,27 +924,13 @@ int sys_exit(struct sys_exit_ctx *ctx)
 		__builtin_memcpy(x, &slot->ext, sizeof(*x));
 		exit_extras(x, want, slot, ctx->ret);
 	}
-	pid_tgid = bpf_get_current_pid_tgid();
-	uid_gid = bpf_get_current_uid_gid();
 	r->ts = slot->ts;
 	r->duration = now - slot->ts;
 	__builtin_memcpy(r->args, slot->args, sizeof(r->args));
 	slot->ts = 0;
 	r->ret = ctx->ret;
-	r->cgroup_id = bpf_get_current_cgroup_id();
-	r->uid = uid_gid;
-	r->gid = uid_gid >> 32;
-	r->id = id;
-	r->cpu = bpf_get_smp_processor_id();
-	r->pad = 0;
-	bpf_get_current_comm(r->comm, sizeof(r->comm));
-	fill_task(r, pid_tgid);
-
-	/* Wake only on crossing the threshold, so a slow reader is not hammered with wakeups. */
-	avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-	bpf_ringbuf_submit(r, avail >= wakeup_bytes && avail < wakeup_bytes + 2 * sizeof(*r) ?
-				      BPF_RB_FORCE_WAKEUP :
-				      BPF_RB_NO_WAKEUP);
+	fill_context(r, id);
+	submit(r);
 	return 0;
 }
 
@@ -912,14 +952,120 @@ int on_fork(struct fork_ctx *ctx)
 	return 0;
 }
 
-/* Forget a process when its leader exits, so its tgid can be reused by a stranger. A leader
- * that exits before its other threads takes them out of the trace with it. */
+/* Kernel events: catalog ids of the entries with a tracepoint source (a test holds the two
+ * lists together). */
+#define ID_OOM_MARK_VICTIM 1000
+#define ID_OOM_START_TASK_REAPING 1001
+#define ID_OOM_FINISH_TASK_REAPING 1002
+#define ID_OOM_SKIP_TASK_REAPING 1003
+#define ID_SCHED_PROCESS_EXIT 1004
+
+/* A kernel event is an instant: stamped when it fires, no duration, no result. */
+static __always_inline void stamp(struct record *r, __u32 id)
+{
+	r->ts = bpf_ktime_get_boot_ns();
+	r->duration = 0;
+	r->ret = 0;
+	fill_context(r, id);
+}
+
 SEC("tracepoint")
-int on_exit(void *ctx)
+int oom_mark_victim(struct mark_victim_ctx *ctx)
+{
+	struct record_ext *rx = bpf_ringbuf_reserve(&events, sizeof(*rx), 0);
+	__u64 *a;
+
+	if (!rx) {
+		count(&lost, ID_OOM_MARK_VICTIM);
+		return 0;
+	}
+	a = rx->base.args;
+	a[0] = ctx->pid;
+	a[1] = ctx->total_vm;
+	a[2] = ctx->anon_rss;
+	a[3] = ctx->file_rss;
+	a[4] = ctx->shmem_rss;
+	a[5] = ctx->uid;
+	a[6] = ctx->pgtables;
+	a[7] = ctx->oom_score_adj;
+	rx->ext.flags = E_TARGET;
+	rx->ext.target_pid = ctx->pid;
+	rx->ext.target_ns_pid = ctx->pid;
+	bpf_probe_read_kernel_str(rx->ext.target_comm, sizeof(rx->ext.target_comm),
+				  (void *)ctx + (ctx->comm_loc & 0xffff));
+	stamp(&rx->base, ID_OOM_MARK_VICTIM);
+	submit(rx);
+	return 0;
+}
+
+static __always_inline int reaping(struct reaping_ctx *ctx, __u32 id)
+{
+	struct record *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+
+	if (!r) {
+		count(&lost, id);
+		return 0;
+	}
+	__builtin_memset(r->args, 0, sizeof(r->args));
+	r->args[0] = ctx->pid;
+	stamp(r, id);
+	submit(r);
+	return 0;
+}
+
+SEC("tracepoint")
+int oom_start_task_reaping(struct reaping_ctx *ctx)
+{
+	return reaping(ctx, ID_OOM_START_TASK_REAPING);
+}
+
+SEC("tracepoint")
+int oom_finish_task_reaping(struct reaping_ctx *ctx)
+{
+	return reaping(ctx, ID_OOM_FINISH_TASK_REAPING);
+}
+
+SEC("tracepoint")
+int oom_skip_task_reaping(struct reaping_ctx *ctx)
+{
+	return reaping(ctx, ID_OOM_SKIP_TASK_REAPING);
+}
+
+const volatile __u32 exit_events = 0; /* sched_process_exit is selected */
+const volatile __u32 page_size = 4096;
+
+/* One hook for both jobs, so the event is judged in scope before tracking forgets the
+ * process. Since 6.16 the tracepoint fires before exit_mm, so the memory is still there. */
+SEC("tracepoint")
+int on_exit(struct exit_ctx *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
 
+	if (exit_events && ctx->group_dead) {
+		if (!in_scope()) {
+			count(&filtered, ID_SCHED_PROCESS_EXIT);
+		} else {
+			struct record *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+			struct task_struct *t = bpf_get_current_task_btf();
+			__s64 rss[4];
+
+			if (!r) {
+				count(&lost, ID_SCHED_PROCESS_EXIT);
+			} else {
+				read_rss(t, rss);
+				__builtin_memset(r->args, 0, sizeof(r->args));
+				r->args[0] = t->exit_code;
+				r->args[1] = rss[1] * page_size;
+				r->args[2] = rss[0] * page_size;
+				r->args[3] = rss[3] * page_size;
+				stamp(r, ID_SCHED_PROCESS_EXIT);
+				submit(r);
+			}
+		}
+	}
+	/* Forget the process, so its tgid can be reused by a stranger. A leader that exits
+	 * before its other threads takes them out of the trace with it. */
 	if ((__u32)pid_tgid == tgid)
 		bpf_map_delete_elem(&tracked, &tgid);
 	return 0;

@@ -8,7 +8,7 @@ mod tracer;
 
 pub use record::{Clock, Record};
 pub use scope::ScopeError;
-pub use system::{check_btf, check_privileges, ensure_tracefs, syscall_available, SystemError};
+pub use system::{check_btf, check_privileges, ensure_tracefs, event_available, SystemError};
 pub use tracer::{Error, Options, Tracer, Unavailable};
 
 /// The compiled kernel side, regenerated from bpf/mmtrace.bpf.c by scripts/build-bpf.

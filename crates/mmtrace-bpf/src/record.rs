@@ -10,7 +10,7 @@ use mmtrace_events::{by_id, Event};
 pub struct Record {
     pub ts: u64,
     pub duration: u64,
-    pub args: [u64; 6],
+    pub args: [u64; 8],
     pub ret: i64,
     pub cgroup_id: u64,
     pub thread_start: u64,
@@ -30,7 +30,7 @@ pub struct Record {
     pub comm: [u8; 16],
 }
 
-const _: () = assert!(std::mem::size_of::<Record>() == 152);
+const _: () = assert!(std::mem::size_of::<Record>() == 168);
 
 /// Mirror of `struct ext`: what events with catalog extras carry after the record.
 #[repr(C)]

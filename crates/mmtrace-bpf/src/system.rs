@@ -2,6 +2,9 @@
 
 use std::path::Path;
 
+use mmtrace_events::catalog::Source;
+use mmtrace_events::EventDef;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SystemError {
     #[error("mmtrace needs root, or the CAP_BPF and CAP_PERFMON capabilities, to load BPF programs: run it with sudo")]
@@ -67,10 +70,14 @@ pub fn ensure_tracefs() -> Result<&'static Path, SystemError> {
     Ok(Path::new(TRACEFS))
 }
 
-/// Whether the running kernel has this syscall's tracepoints.
-pub fn syscall_available(tracefs: &Path, name: &str) -> bool {
-    tracefs
-        .join("events/syscalls")
-        .join(format!("sys_enter_{name}"))
-        .is_dir()
+/// Whether the running kernel has this event's tracepoints.
+pub fn event_available(tracefs: &Path, event: &EventDef) -> bool {
+    let events = tracefs.join("events");
+    match event.source {
+        Source::Syscall { .. } => events
+            .join("syscalls")
+            .join(format!("sys_enter_{}", event.name))
+            .is_dir(),
+        Source::Tracepoint { category, name, .. } => events.join(category).join(name).is_dir(),
+    }
 }

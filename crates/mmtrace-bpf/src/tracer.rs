@@ -100,15 +100,21 @@ impl Tracer {
         let (available, unavailable): (Vec<_>, Vec<_>) = opts
             .events
             .iter()
-            .partition(|e| system::syscall_available(tracefs, e.name));
+            .partition(|e| system::event_available(tracefs, e));
         let unavailable: Vec<Unavailable> = unavailable
             .into_iter()
             .map(|event| Unavailable {
                 event,
-                reason: format!(
-                    "the running kernel has no {} syscall (added in Linux {})",
-                    event.name, event.since
-                ),
+                reason: match event.source {
+                    Source::Syscall { .. } => format!(
+                        "the running kernel has no {} syscall (added in Linux {})",
+                        event.name, event.since
+                    ),
+                    Source::Tracepoint { category, name, .. } => format!(
+                        "the running kernel has no {category}:{name} tracepoint (added in Linux {})",
+                        event.since
+                    ),
+                },
             })
             .collect();
         if available.is_empty() {
@@ -135,6 +141,8 @@ impl Tracer {
             extras[usize::from(e.id)] = e.extras.iter().fold(0, |bits, x| bits | x.bit());
         }
         let flag = |b: bool| u32::from(b);
+        let exit_events = flag(available.iter().any(|e| e.name == "sched_process_exit"));
+        let page_size = rustix::param::page_size() as u32;
         let ncgroups = ks.cgroups.len() as u32;
         let has_filters = flag(!filters.is_empty());
         let (tree, follow) = (flag(ks.tree), flag(ks.follow));
@@ -156,6 +164,8 @@ impl Tracer {
             .override_global("scope_cgroup_levels", &cg_levels, true)
             .override_global("has_arg_filters", &has_filters, true)
             .override_global("extras", &extras, true)
+            .override_global("exit_events", &exit_events, true)
+            .override_global("page_size", &page_size, true)
             .override_global("wakeup_bytes", &wakeup_bytes, true)
             .map_max_entries("events", opts.ring_bytes)
             .load(crate::BPF_OBJECT)
@@ -171,17 +181,29 @@ impl Tracer {
         let mut links = Vec::new();
         let mut attached = Vec::new();
         for &event in &available {
-            let Source::Syscall { .. } = event.source;
-            let enter = ENTER_PROGRAMS[event.args.len()];
-            let enter_link = attach(&mut bpf, enter, event, &format!("sys_enter_{}", event.name))?;
-            links.push((enter, enter_link));
-            let exit_link = attach(
-                &mut bpf,
-                "sys_exit",
-                event,
-                &format!("sys_exit_{}", event.name),
-            )?;
-            links.push(("sys_exit", exit_link));
+            match event.source {
+                Source::Syscall { .. } => {
+                    let enter = ENTER_PROGRAMS[event.args.len()];
+                    let tp = format!("sys_enter_{}", event.name);
+                    links.push((enter, attach(&mut bpf, enter, event, "syscalls", &tp)?));
+                    let tp = format!("sys_exit_{}", event.name);
+                    links.push((
+                        "sys_exit",
+                        attach(&mut bpf, "sys_exit", event, "syscalls", &tp)?,
+                    ));
+                }
+                // The exit hook is already on when processes are being tracked.
+                Source::Tracepoint {
+                    program: "on_exit", ..
+                } if ks.needs_process_hooks() => {}
+                Source::Tracepoint {
+                    category,
+                    name,
+                    program,
+                } => {
+                    links.push((program, attach(&mut bpf, program, event, category, name)?));
+                }
+            }
             attached.push(event);
         }
 
@@ -295,6 +317,7 @@ fn attach(
     bpf: &mut Ebpf,
     program: &'static str,
     event: &'static EventDef,
+    category: &str,
     tracepoint: &str,
 ) -> Result<TracePointLinkId, Error> {
     let fail = |detail: String| Error::Attach {
@@ -310,7 +333,7 @@ fn attach(
         prog.load()
             .map_err(|e| Error::Load(format!("{program}: {}", one_line(&e))))?;
     }
-    prog.attach("syscalls", tracepoint)
+    prog.attach(category, tracepoint)
         .map_err(|e| fail(one_line(&e)))
 }
 

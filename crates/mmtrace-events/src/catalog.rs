@@ -110,6 +110,8 @@ pub enum RetKind {
     /// brk: the new break, or the old one on an ordinary failure; -EINTR only when a fatal
     /// signal interrupts it.
     Break,
+    /// A kernel event: an instant with no result (returnValue is always 0).
+    None,
 }
 
 /// Facts the kernel side gathers for an event beyond its arguments and result.
@@ -129,6 +131,8 @@ pub enum Extra {
     Unlocked,
     /// The mapping at the returned address after the call: what mmap created.
     MappingAfter,
+    /// The OOM killer's victim, which oom:mark_victim's own program records.
+    Victim,
 }
 
 impl Extra {
@@ -172,6 +176,10 @@ impl Extra {
                 "unlockedBytes",
                 "locked memory the call released without a munlock",
             )],
+            Extra::Victim => &[(
+                "target",
+                "the process the OOM killer chose: hostProcessId, processId, processName",
+            )],
         }
     }
 
@@ -185,6 +193,8 @@ impl Extra {
             Extra::Mapping => 16,
             Extra::Unlocked => 32,
             Extra::MappingAfter => 64,
+            // Gathered by the event's own program, not asked of the syscall hooks.
+            Extra::Victim => 0,
         }
     }
 }
@@ -193,6 +203,13 @@ impl Extra {
 pub enum Source {
     /// A syscall, hooked on its `syscalls:sys_enter_*` and `sys_exit_*` tracepoints.
     Syscall { x86_64: u16, aarch64: u16 },
+    /// A kernel event, hooked on one tracepoint by the named BPF program; its id is above
+    /// every syscall number, and the kernel side defines the same id (ID_* in the C).
+    Tracepoint {
+        category: &'static str,
+        name: &'static str,
+        program: &'static str,
+    },
 }
 
 #[derive(Debug)]
@@ -605,6 +622,100 @@ pub static CATALOG: &[EventDef] = &[
         summary: "seal mappings against munmap, mremap, mprotect and MAP_FIXED",
         doc: &docs::MSEAL,
     },
+    EventDef {
+        name: "oom_mark_victim",
+        id: 1000,
+        source: Source::Tracepoint {
+            category: "oom",
+            name: "mark_victim",
+            program: "oom_mark_victim",
+        },
+        args: &[
+            arg("pid", I32, K, D::None),
+            arg("total_vm", U64, K, D::None),
+            arg("anon_rss", U64, K, D::None),
+            arg("file_rss", U64, K, D::None),
+            arg("shmem_rss", U64, K, D::None),
+            arg("uid", U32, K, D::None),
+            arg("pgtables", U64, K, D::None),
+            arg("oom_score_adj", I32, K, D::None),
+        ],
+        ret: RetKind::None,
+        extras: &[Extra::Victim],
+        sets: &["oom"],
+        since: "4.15",
+        summary: "the kernel OOM killer chose a victim and is killing it",
+        doc: &docs::OOM_MARK_VICTIM,
+    },
+    EventDef {
+        name: "oom_start_task_reaping",
+        id: 1001,
+        source: Source::Tracepoint {
+            category: "oom",
+            name: "start_task_reaping",
+            program: "oom_start_task_reaping",
+        },
+        args: &[arg("pid", I32, K, D::None)],
+        ret: RetKind::None,
+        extras: &[],
+        sets: &["oom"],
+        since: "4.15",
+        summary: "the OOM reaper starts freeing a victim's memory",
+        doc: &docs::OOM_START_TASK_REAPING,
+    },
+    EventDef {
+        name: "oom_finish_task_reaping",
+        id: 1002,
+        source: Source::Tracepoint {
+            category: "oom",
+            name: "finish_task_reaping",
+            program: "oom_finish_task_reaping",
+        },
+        args: &[arg("pid", I32, K, D::None)],
+        ret: RetKind::None,
+        extras: &[],
+        sets: &["oom"],
+        since: "4.15",
+        summary: "the OOM reaper freed what it could of a victim's memory",
+        doc: &docs::OOM_FINISH_TASK_REAPING,
+    },
+    EventDef {
+        name: "oom_skip_task_reaping",
+        id: 1003,
+        source: Source::Tracepoint {
+            category: "oom",
+            name: "skip_task_reaping",
+            program: "oom_skip_task_reaping",
+        },
+        args: &[arg("pid", I32, K, D::None)],
+        ret: RetKind::None,
+        extras: &[],
+        sets: &["oom"],
+        since: "4.15",
+        summary: "the OOM reaper found a victim already freeing its own memory",
+        doc: &docs::OOM_SKIP_TASK_REAPING,
+    },
+    EventDef {
+        name: "sched_process_exit",
+        id: 1004,
+        source: Source::Tracepoint {
+            category: "sched",
+            name: "sched_process_exit",
+            program: "on_exit",
+        },
+        args: &[
+            arg("exit_code", I32, K, D::None),
+            arg("anon", U64, K, D::None),
+            arg("file", U64, K, D::None),
+            arg("shmem", U64, K, D::None),
+        ],
+        ret: RetKind::None,
+        extras: &[],
+        sets: &["oom", "proc"],
+        since: "2.6.28",
+        summary: "a process exits, with the memory it still held",
+        doc: &docs::SCHED_PROCESS_EXIT,
+    },
 ];
 
 /// The catalog entry named `name`.
@@ -645,9 +756,27 @@ mod tests {
     #[test]
     fn syscall_ids_are_x86_64_numbers() {
         for e in CATALOG {
-            let Source::Syscall { x86_64, .. } = e.source;
-            assert_eq!(e.id, x86_64, "{}", e.name);
-            assert!(e.args.len() <= 6, "{}", e.name);
+            match e.source {
+                Source::Syscall { x86_64, .. } => {
+                    assert_eq!(e.id, x86_64, "{}", e.name);
+                    assert!(e.args.len() <= 6, "{}", e.name);
+                }
+                Source::Tracepoint { .. } => {
+                    assert!(e.id >= 1000 && e.args.len() <= 8, "{}", e.name)
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn kernel_event_ids_match_the_kernel_side() {
+        let c = include_str!("../../mmtrace-bpf/bpf/mmtrace.bpf.c");
+        for e in CATALOG
+            .iter()
+            .filter(|e| matches!(e.source, Source::Tracepoint { .. }))
+        {
+            let define = format!("#define ID_{} {}", e.name.to_uppercase(), e.id);
+            assert!(c.contains(&define), "bpf/mmtrace.bpf.c lacks '{define}'");
         }
     }
 

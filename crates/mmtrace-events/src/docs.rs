@@ -882,6 +882,113 @@ pub static MSEAL: EventDoc = EventDoc {
     related: &["mprotect", "munmap", "mremap", "madvise", "mmap"],
 };
 
+pub static OOM_MARK_VICTIM: EventDoc = EventDoc {
+    description: "The kernel's OOM killer, out of memory in the whole system or in a memory \
+        cgroup, has chosen the process with the highest badness (its memory, weighed by \
+        oom_score_adj) and is killing it with SIGKILL. The event fires in the context of the \
+        task whose allocation failed, so processId and processName are the allocator's; the \
+        victim is in target. Its memory counts are a snapshot at the kill: total_vm and the \
+        three rss counters in kB.",
+    args: &[
+        "the victim's pid, as the host numbers it",
+        "the victim's address space size, kB",
+        "its resident anonymous memory, kB",
+        "its resident file-backed memory, kB",
+        "its resident shared memory, kB",
+        "the victim's user id",
+        "memory in its page tables, kB",
+        "its oom_score_adj, -1000 to 1000",
+    ],
+    errnos: &[],
+    use_case: "Tell kernel OOM kills from userspace ones: a mark_victim with its reaping and \
+        the victim's sched_process_exit is the kernel's doing, while a pidfd_send_signal and a \
+        process_mrelease is an OOM daemon's.",
+    pitfalls: &[
+        "Fields beyond pid exist only since Linux 6.9.",
+        "A memory cgroup's OOM kill fires it too, when the group reaches memory.max or \
+         memory.limit_in_bytes: the machine may have plenty of free memory.",
+        "Userspace OOM killers (lmkd, oomd, earlyoom) never fire it: they kill with signals.",
+    ],
+    related: &[
+        "oom_start_task_reaping",
+        "oom_finish_task_reaping",
+        "sched_process_exit",
+        "process_mrelease",
+    ],
+};
+
+pub static OOM_START_TASK_REAPING: EventDoc = EventDoc {
+    description: "The kernel's OOM reaper thread (oom_reaper) starts unmapping a victim's \
+        private memory without waiting for the victim to run its own exit, which may be \
+        stuck on a lock. It is what process_mrelease does for userspace killers.",
+    args: &["the victim's pid, as the host numbers it"],
+    errnos: &[],
+    use_case: "Measure how long after mark_victim the kernel began reclaiming, and with \
+        oom_finish_task_reaping, how long reaping took.",
+    pitfalls: &[
+        "The context is the oom_reaper kernel thread, not the victim.",
+        "Often none fires: the reaper waits two seconds, and a victim that has exited by then \
+         is left alone without any reaping event.",
+    ],
+    related: &[
+        "oom_mark_victim",
+        "oom_finish_task_reaping",
+        "oom_skip_task_reaping",
+    ],
+};
+
+pub static OOM_FINISH_TASK_REAPING: EventDoc = EventDoc {
+    description: "The OOM reaper has unmapped what it could of a victim's memory. Memory the \
+        reaper cannot touch (mlocked before 5.18, or held by drivers) stays until the victim \
+        exits.",
+    args: &["the victim's pid, as the host numbers it"],
+    errnos: &[],
+    use_case: "Close the kill-to-memory-back timeline of a kernel OOM kill.",
+    pitfalls: &[
+        "Finishing does not mean every page came back: compare with the victim's \
+        sched_process_exit.",
+    ],
+    related: &[
+        "oom_start_task_reaping",
+        "oom_mark_victim",
+        "sched_process_exit",
+    ],
+};
+
+pub static OOM_SKIP_TASK_REAPING: EventDoc = EventDoc {
+    description: "The OOM reaper found a victim's memory already marked as not to be reaped \
+        (MMF_OOM_SKIP), typically because the victim is tearing its own address space down \
+        right then. A victim that has finished exiting before the reaper's two-second delay \
+        fires nothing at all.",
+    args: &["the victim's pid, as the host numbers it"],
+    errnos: &[],
+    use_case: "Explain a kernel OOM kill that freed less memory than expected.",
+    pitfalls: &["A skip means the victim is freeing its own memory: normal, not a failure."],
+    related: &["oom_start_task_reaping", "oom_mark_victim"],
+};
+
+pub static SCHED_PROCESS_EXIT: EventDoc = EventDoc {
+    description: "A whole process exits (its last thread), in scope like any event. mmtrace \
+        reads the memory it still held at that moment: since Linux 6.16 the tracepoint fires \
+        before the process lets go of its address space, so anon, file and shmem are what its \
+        exit is about to free, in bytes.",
+    args: &[
+        "the exit status as wait() would see it: code << 8, or the killing signal",
+        "resident anonymous memory still held, bytes",
+        "resident file-backed memory still held, bytes",
+        "resident shared memory still held, bytes",
+    ],
+    errnos: &[],
+    use_case: "End a kill-and-reap timeline: the victim's exit shows how much memory it still \
+        held after process_mrelease or the OOM reaper, which is what the reaping missed.",
+    pitfalls: &[
+        "Threads exiting alone are not reported, only the process.",
+        "Before Linux 6.16 the memory has already been released when it fires: anon, file and \
+         shmem then read 0.",
+    ],
+    related: &["oom_mark_victim", "process_mrelease", "pidfd_send_signal"],
+};
+
 #[cfg(test)]
 mod tests {
     use crate::catalog::{by_name, CATALOG};
@@ -980,6 +1087,12 @@ mod tests {
             // mm/mseal.c do_mseal: flags and alignment (EINVAL), mmap_write_lock_killable
             // (EINTR), range_contains_unmapped and vma_modify_flags (ENOMEM).
             "mseal" => &["EINTR", "EINVAL", "ENOMEM"],
+            // Kernel events are not calls: nothing fails.
+            "oom_mark_victim"
+            | "oom_start_task_reaping"
+            | "oom_finish_task_reaping"
+            | "oom_skip_task_reaping"
+            | "sched_process_exit" => &[],
             other => panic!("{other} has no kernel errno list here: read its source and add one"),
         }
     }
@@ -1000,7 +1113,13 @@ mod tests {
                 e.name
             );
             assert!(d.args.iter().all(|a| !a.is_empty()), "{}", e.name);
-            assert!(!d.errnos.is_empty(), "{}: errors", e.name);
+            let call = matches!(e.source, crate::catalog::Source::Syscall { .. });
+            assert_eq!(
+                !d.errnos.is_empty(),
+                call,
+                "{}: errors exactly for calls",
+                e.name
+            );
             for (name, meaning) in d.errnos {
                 assert!(!meaning.is_empty(), "{} {name}", e.name);
             }

@@ -180,6 +180,8 @@ mod tests {
     use crate::event::Context;
 
     fn event(name: &str, args: [u64; 6], ret: i64, before: Option<u64>) -> Event {
+        let mut raw_args = [0; 8];
+        raw_args[..6].copy_from_slice(&args);
         Event {
             def: by_name(name).unwrap(),
             ctx: Context {
@@ -199,7 +201,7 @@ mod tests {
                 pid_ns: 0,
                 comm: "t".into(),
             },
-            raw_args: args,
+            raw_args,
             ret,
             duration_ns: 1,
             enrich: before.map(|prot| Enrichment {

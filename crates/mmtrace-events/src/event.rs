@@ -28,8 +28,9 @@ pub struct Context {
 pub struct Event {
     pub def: &'static EventDef,
     pub ctx: Context,
-    /// Raw argument registers; only the first `def.args.len()` mean anything.
-    pub raw_args: [u64; 6],
+    /// Raw argument registers (or a kernel event's fields); only the first
+    /// `def.args.len()` mean anything.
+    pub raw_args: [u64; 8],
     pub ret: i64,
     pub duration_ns: u64,
     /// What the kernel side gathered beyond the record, for events whose catalog entry asks.

@@ -12,6 +12,27 @@ pub struct Example {
 }
 
 /// The example of `event`; None until one has been captured.
+/// Events without a captured example, and why: the OOM reaper acts only on a victim still
+/// alive two seconds after the kill, which no test can arrange without harming the machine.
+/// tests/examples.rs keeps the same list.
+pub const NOT_CAPTURED: [(&str, &str); 3] = [
+    ("oom_start_task_reaping", REAPER_UNPROVOKED),
+    ("oom_finish_task_reaping", REAPER_UNPROVOKED),
+    ("oom_skip_task_reaping", REAPER_UNPROVOKED),
+];
+const REAPER_UNPROVOKED: &str =
+    "None captured: the kernel's OOM reaper acts only on a victim still alive two \
+    seconds after the kill, which a test cannot arrange safely. A victim that exits in time, as \
+    in the oom_mark_victim example, fires no reaping event at all.";
+
+/// Why an event has no example, if it has none by design.
+pub fn missing_reason(event: &str) -> Option<&'static str> {
+    NOT_CAPTURED
+        .iter()
+        .find(|(n, _)| *n == event)
+        .map(|&(_, why)| why)
+}
+
 pub fn of(event: &str) -> Option<Example> {
     let json = JSON_LINES
         .lines()
@@ -36,10 +57,16 @@ mod tests {
 
     #[test]
     fn one_example_per_event_and_no_other() {
-        assert_eq!(JSON_LINES.lines().count(), CATALOG.len());
-        assert_eq!(TABLE_LINES.lines().count(), CATALOG.len() + 1);
+        let examples = CATALOG.len() - NOT_CAPTURED.len();
+        assert_eq!(JSON_LINES.lines().count(), examples);
+        assert_eq!(TABLE_LINES.lines().count(), examples + 1);
         for e in CATALOG {
-            assert!(of(e.name).is_some(), "{} has no example", e.name);
+            assert_eq!(
+                of(e.name).is_some(),
+                missing_reason(e.name).is_none(),
+                "{}",
+                e.name
+            );
         }
     }
 
@@ -47,7 +74,7 @@ mod tests {
     /// (Tracee's first), and arguments matching the catalog.
     #[test]
     fn examples_match_the_json_schema() {
-        for e in CATALOG {
+        for e in CATALOG.iter().filter(|e| missing_reason(e.name).is_none()) {
             let line = of(e.name).unwrap().json;
             let v: Value = serde_json::from_str(line).unwrap_or_else(|err| panic!("{line}: {err}"));
             let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
@@ -61,7 +88,11 @@ mod tests {
             // After the common keys, only what the catalog documents for this event.
             let extra = e.extra_fields();
             for key in &keys[expected.len()..] {
-                assert!(extra.iter().any(|(k, _)| k == key), "{}: undocumented key {key}", e.name);
+                assert!(
+                    extra.iter().any(|(k, _)| k == key),
+                    "{}: undocumented key {key}",
+                    e.name
+                );
             }
             assert_eq!(v["eventName"], e.name);
             assert_eq!(v["syscall"], e.name);
@@ -82,14 +113,19 @@ mod tests {
                 );
             }
             assert!(v["returnValue"].is_i64());
-            assert!(v["duration"].as_u64().unwrap() > 0);
-            assert_eq!(v["processName"], "mmtrace-example");
+            // Calls take time and come from the example caller; kernel events are instants,
+            // from the OOM victim (or whoever the kernel acted for).
+            let call = matches!(e.source, mmtrace_events::catalog::Source::Syscall { .. });
+            assert_eq!(v["duration"].as_u64().unwrap() > 0, call, "{}", e.name);
+            if call {
+                assert_eq!(v["processName"], "mmtrace-example");
+            }
         }
     }
 
     #[test]
     fn table_rows_are_the_same_calls() {
-        for e in CATALOG {
+        for e in CATALOG.iter().filter(|e| missing_reason(e.name).is_none()) {
             let ex = of(e.name).unwrap();
             assert!(ex.table_header.ends_with("CALL"), "{}", ex.table_header);
             let v: Value = serde_json::from_str(ex.json).unwrap();

@@ -134,8 +134,25 @@ pub fn returns(e: &EventDef) -> &'static str {
              on an ordinary failure. Only -EINTR, when a fatal signal interrupts the call, is an \
              errno, named by returnError."
         }
+        RetKind::None => {
+            "None: a kernel event is an instant, not a call. returnValue is always 0 and \
+             duration 0; timestamp is when the event fired."
+        }
     }
 }
+
+/// Where an event comes from: syscall numbers, or the tracepoint of a kernel event.
+pub fn origin(e: &EventDef) -> String {
+    match e.source {
+        Source::Syscall { x86_64, aarch64 } => format!("syscall: x86_64 {x86_64}, arm64 {aarch64}"),
+        Source::Tracepoint { category, name, .. } => {
+            format!("kernel event: tracepoint {category}:{name}")
+        }
+    }
+}
+
+/// What the Errors section says of an event that cannot fail.
+pub const NO_ERRORS: &str = "None: a kernel event is not a call and cannot fail.";
 
 /// The hooks mmtrace attaches for this event, and what happens where they are missing.
 pub fn hooks(e: &EventDef) -> String {
@@ -148,6 +165,18 @@ pub fn hooks(e: &EventDef) -> String {
              CONFIG_FTRACE_SYSCALLS) `mmtrace trace` reports {n} as unavailable and traces the \
              other selected events, failing only if none is left, and `mmtrace list` shows it \
              as not available.",
+            n = e.name,
+            since = e.since
+        ),
+        Source::Tracepoint {
+            category,
+            name,
+            program,
+        } => format!(
+            "One tracepoint, {category}:{name}, whose program ({program}) sends one record \
+             through the ring buffer when it fires. There is no fallback hook: on a kernel \
+             without it (older than Linux {since}) `mmtrace trace` reports {n} as unavailable \
+             and traces the other selected events.",
             n = e.name,
             since = e.since
         ),
@@ -235,11 +264,11 @@ pub fn text(e: &EventDef) -> String {
         out.push_str(&body);
     };
     section(0, wrap(d.description, IN, IN));
-    let Source::Syscall { x86_64, aarch64 } = e.source;
     section(
         1,
         format!(
-            "{IN}x86_64 {x86_64}, arm64 {aarch64}; added in Linux {}\n{IN}sets: {}\n",
+            "{IN}{}; added in Linux {}\n{IN}sets: {}\n",
+            origin(e),
             e.since,
             e.sets.join(", ")
         ),
@@ -252,6 +281,9 @@ pub fn text(e: &EventDef) -> String {
         errors.push_str(&head);
         errors.push('\n');
         errors.push_str(&wrap(meaning, IN2, IN2));
+    }
+    if d.errnos.is_empty() {
+        errors = wrap(NO_ERRORS, IN, IN);
     }
     section(4, errors);
     section(5, wrap(&hooks(e), IN, IN));
@@ -305,7 +337,11 @@ fn text_example(e: &EventDef) -> String {
              {IN}and as a table line (mmtrace trace -o table):\n{IN}{}\n{IN}{}\n",
             ex.json, ex.table_header, ex.table
         ),
-        None => format!("{IN}none captured yet\n"),
+        None => wrap(
+            examples::missing_reason(e.name).unwrap_or("None captured yet."),
+            IN,
+            IN,
+        ),
     }
 }
 
@@ -366,12 +402,14 @@ pub(crate) mod tests {
                     usize::from(!e.args.is_empty())
                 );
             }
-            let ex = examples::of(e.name).unwrap();
-            assert!(
-                page.contains(ex.json) && page.contains(ex.table),
-                "{}",
-                e.name
-            );
+            match examples::of(e.name) {
+                Some(ex) => assert!(
+                    page.contains(ex.json) && page.contains(ex.table),
+                    "{}",
+                    e.name
+                ),
+                None => assert!(page.contains("None captured: "), "{}: says why", e.name),
+            }
         }
     }
 
@@ -379,9 +417,11 @@ pub(crate) mod tests {
     fn lines_fit_a_terminal() {
         for e in CATALOG {
             let page = text(e);
-            let example = examples::of(e.name).unwrap();
+            let example = examples::of(e.name);
             for line in page.lines() {
-                let is_example = line.contains(example.json) || line.contains(example.table);
+                let is_example = example
+                    .as_ref()
+                    .is_some_and(|x| line.contains(x.json) || line.contains(x.table));
                 assert!(line.len() <= WIDTH || is_example, "{}: {line}", e.name);
             }
         }

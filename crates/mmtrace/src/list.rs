@@ -15,7 +15,7 @@ pub fn run() -> anyhow::Result<()> {
     )?;
     for e in CATALOG {
         let available = match tracefs {
-            Some(root) if mmtrace_bpf::syscall_available(root, e.name) => "yes",
+            Some(root) if mmtrace_bpf::event_available(root, e) => "yes",
             Some(_) => "no",
             None => "unknown",
         };

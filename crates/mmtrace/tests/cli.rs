@@ -8,20 +8,7 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mmtrace");
 
-fn bpf_allowed() -> bool {
-    match mmtrace_bpf::check_privileges() {
-        Ok(()) => true,
-        Err(e) if std::env::var_os("CI").is_some() => panic!("CI must run the BPF tests: {e}"),
-        Err(e) => {
-            eprintln!("skipping: tracing needs privileges this test lacks ({e})");
-            false
-        }
-    }
-}
-
-fn tid() -> u32 {
-    rustix::thread::gettid().as_raw_nonzero().get() as u32
-}
+use mmtrace_testkit::{bpf_allowed, tid};
 
 /// A running `mmtrace trace`, started and attached.
 struct Running {
@@ -178,7 +165,10 @@ fn table_output_to_a_file_on_ctrl_c() {
         row.contains("  mlock2(addr=0x10000, len=4096, flags=0x8) = -22 EINVAL  [locked "),
         "{row}"
     );
-    assert!(row.ends_with(", CAP_IPC_LOCK]"), "what mmtrace adds closes the row: {row}");
+    assert!(
+        row.ends_with(", CAP_IPC_LOCK]"),
+        "what mmtrace adds closes the row: {row}"
+    );
 }
 
 fn run_err(args: &[&str]) -> (Option<i32>, String) {

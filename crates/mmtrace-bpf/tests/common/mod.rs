@@ -6,23 +6,8 @@ use mmtrace_events::scope::Scope;
 use mmtrace_events::select::parse_events;
 use mmtrace_events::Event;
 
-/// These tests load BPF programs and attach them to kernel tracepoints, which needs root (or
-/// CAP_BPF + CAP_PERFMON). Without those they skip with a message, except under CI, where
-/// skipping would hide a broken suite: there they fail.
-pub fn bpf_allowed() -> bool {
-    match mmtrace_bpf::check_privileges() {
-        Ok(()) => true,
-        Err(e) if std::env::var_os("CI").is_some() => panic!("CI must run the BPF tests: {e}"),
-        Err(e) => {
-            eprintln!("skipping: loading BPF programs needs privileges this test lacks ({e})");
-            false
-        }
-    }
-}
-
-pub fn tid() -> u32 {
-    rustix::thread::gettid().as_raw_nonzero().get() as u32
-}
+#[allow(unused_imports)] // not every test binary needs both
+pub use mmtrace_testkit::{bpf_allowed, tid};
 
 /// A tracer of `events` limited to this test process; None when the test must skip.
 pub fn trace(events: &str) -> Option<Tracer> {

@@ -68,7 +68,11 @@ pub fn call_text(e: &Event) -> String {
             (None, ArgValue::Signed(v)) => s.push_str(&v.to_string()),
         }
     }
-    s.push_str(") = ");
+    s.push(')');
+    if e.def.ret == mmtrace_events::RetKind::None {
+        return s;
+    }
+    s.push_str(" = ");
     match (e.error_name(), e.def.ret) {
         (Some(err), _) => s.push_str(&format!("{} {err}", e.ret)),
         (None, mmtrace_events::RetKind::Address | mmtrace_events::RetKind::Break) => {
@@ -172,7 +176,12 @@ impl<W: Write> Sink for Table<W> {
             self.out,
             "{time:<15} {:<16} {who:>15} {:>9}  {}{}",
             c.comm,
-            human_duration(e.duration_ns),
+            // A kernel event is an instant: no duration to show.
+            if e.def.ret == mmtrace_events::RetKind::None {
+                String::new()
+            } else {
+                human_duration(e.duration_ns)
+            },
             call_text(e),
             enrichment_text(e)
         )?;

@@ -1,0 +1,108 @@
+//! What mmtrace's real-kernel tests share: the privilege gate, and a memory cgroup in which
+//! the kernel's OOM killer can be provoked without harming the machine.
+
+use std::fs;
+use std::path::PathBuf;
+
+/// Tests that load BPF programs need root (or CAP_BPF + CAP_PERFMON). Without those they skip
+/// with a message, except under CI, where skipping would hide a broken suite: there they fail.
+pub fn bpf_allowed() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let caps = fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .unwrap_or(0);
+    let has = |cap: u32| caps & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return true;
+    }
+    let why = "loading BPF programs needs root, or CAP_BPF and CAP_PERFMON";
+    if std::env::var_os("CI").is_some() {
+        panic!("CI must run the BPF tests: {why}");
+    }
+    eprintln!("skipping: {why}, which this test lacks");
+    false
+}
+
+/// The calling thread's id.
+pub fn tid() -> u32 {
+    rustix::thread::gettid().as_raw_nonzero().get() as u32
+}
+
+/// A fresh memory cgroup limited to `limit` bytes, v1 or v2 as the machine has it; removed
+/// on drop. A process that outgrows it is killed by the kernel's OOM killer, alone.
+pub struct Memcg {
+    pub dir: PathBuf,
+}
+
+impl Memcg {
+    pub fn new(tag: &str, limit: u64) -> Memcg {
+        let name = format!("mmtrace-{tag}-{}", std::process::id());
+        let v1 = PathBuf::from("/sys/fs/cgroup/memory");
+        if v1.join("memory.limit_in_bytes").exists() {
+            let dir = v1.join(name);
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join("memory.limit_in_bytes"), limit.to_string()).unwrap();
+            return Memcg { dir };
+        }
+        let root = PathBuf::from("/sys/fs/cgroup");
+        let controllers = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+        assert!(
+            controllers.contains("memory"),
+            "no memory cgroup controller, v1 or v2"
+        );
+        let _ = fs::write(root.join("cgroup.subtree_control"), "+memory");
+        let dir = root.join(name);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("memory.max"), limit.to_string()).unwrap();
+        Memcg { dir }
+    }
+
+    /// Forks a child that joins the cgroup and touches `bytes` of anonymous memory; returns
+    /// its pid. The child makes only syscalls, as a fork of a threaded test must.
+    pub fn spawn_hog(&self, bytes: usize) -> i32 {
+        let procs =
+            std::ffi::CString::new(self.dir.join("cgroup.procs").to_str().unwrap()).unwrap();
+        match unsafe { libc::fork() } {
+            0 => unsafe {
+                let mut digits = [0u8; 12];
+                let mut n = libc::getpid() as u32;
+                let mut i = digits.len();
+                loop {
+                    i -= 1;
+                    digits[i] = b'0' + (n % 10) as u8;
+                    n /= 10;
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                libc::write(fd, digits[i..].as_ptr().cast(), digits.len() - i);
+                libc::close(fd);
+                let p = libc::mmap(
+                    std::ptr::null_mut(),
+                    bytes,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
+                libc::memset(p, 1, bytes);
+                libc::_exit(0)
+            },
+            pid => pid,
+        }
+    }
+}
+
+impl Drop for Memcg {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
