@@ -248,7 +248,7 @@ enum { VMA_UNMAPPED, VMA_ANON, VMA_FILE, VMA_STACK, VMA_HEAP, VMA_SHARED };
 struct ext {
 	__u32 flags;         /* E_* */
 	__u32 target_pid;    /* host view */
-	__u32 target_ns_pid; /* as the caller's pid namespace sees it; 0 when outside it */
+	__u32 target_ns_pid; /* in the target's own pid namespace */
 	__u32 cap_ipc_lock;
 	char target_comm[16];
 	__s64 rss_before[4]; /* target's mm counters in pages: file, anon, swap, shmem */
@@ -605,24 +605,17 @@ static __always_inline void read_rss(struct task_struct *task, __s64 *out)
 	}
 }
 
-static __always_inline unsigned int caller_pidns_level(void)
-{
-	struct task_struct *t = bpf_get_current_task_btf();
-
-	return t->nsproxy->pid_ns_for_children->level;
-}
-
 static __always_inline void fill_target(struct ext *x, struct pid *p, int rss_after)
 {
 	struct task_struct *task;
-	unsigned int level;
 
 	if (!p)
 		return;
 	x->flags |= E_TARGET;
 	x->target_pid = BPF_CORE_READ(p, numbers[0].nr);
-	level = caller_pidns_level();
-	x->target_ns_pid = level ? pid_at_level(p, level) : x->target_pid;
+	/* As Tracee's processId: the pid in the target's own namespace (1 for a container's
+	 * init), beside the host's. */
+	x->target_ns_pid = pid_at_level(p, BPF_CORE_READ(p, level));
 	task = task_of_pid(p);
 	if (!task)
 		return;

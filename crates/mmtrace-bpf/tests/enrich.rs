@@ -258,3 +258,54 @@ fn file_mappings_report_their_path() {
         );
     }
 }
+
+#[test]
+fn a_target_in_another_pid_namespace_gets_both_pids() {
+    let Some(mut t) = trace("pidfd_open,pidfd_send_signal") else {
+        return;
+    };
+    // A child unshares a pid namespace; its own child is that namespace's init, pid 1, and
+    // the host pid of it comes back through a pipe.
+    let mut pipe = [0; 2];
+    assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+    let middle = match unsafe { libc::fork() } {
+        0 => unsafe {
+            libc::unshare(libc::CLONE_NEWPID);
+            let init = libc::fork();
+            if init == 0 {
+                loop {
+                    libc::pause();
+                }
+            }
+            libc::write(pipe[1], (&init as *const i32).cast(), 4);
+            libc::waitpid(init, null_mut(), 0);
+            libc::_exit(0)
+        },
+        pid => pid,
+    };
+    let mut init = 0i32;
+    unsafe { libc::read(pipe[0], (&mut init as *mut i32).cast(), 4) };
+    let pidfd = sys(libc::SYS_pidfd_open, init as u64, 0, 0, 0);
+    sys(
+        libc::SYS_pidfd_send_signal,
+        pidfd as u64,
+        libc::SIGKILL as u64,
+        0,
+        0,
+    );
+    unsafe {
+        libc::waitpid(middle, null_mut(), 0);
+        libc::close(pidfd as i32);
+    }
+    let got = events_of(&mut t, tid());
+    assert_eq!(got.len(), 2, "{got:#?}");
+    for e in &got {
+        let target = e.enrich.as_ref().unwrap().target.as_ref().unwrap();
+        assert_eq!(
+            (target.host_pid, target.pid),
+            (init as u32, 1),
+            "{}",
+            e.name()
+        );
+    }
+}

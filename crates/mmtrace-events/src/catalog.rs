@@ -141,8 +141,9 @@ impl Extra {
         match self {
             Extra::TargetArg0 | Extra::TargetRet => &[(
                 "target",
-                "the process the pidfd refers to: hostProcessId, processId (as the caller's \
-                 pid namespace numbers it; 0 when outside it), processName (empty once reaped)",
+                "the process the pidfd refers to: hostProcessId, processId (as its own pid \
+                 namespace numbers it, so 1 for a container's init), processName (empty once \
+                 reaped)",
             )],
             Extra::Rss => &[
                 (

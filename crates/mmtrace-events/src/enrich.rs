@@ -7,7 +7,7 @@ use crate::event::Event;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub host_pid: u32,
-    /// As the caller's pid namespace sees it; 0 when the target is outside that namespace.
+    /// In the target's own pid namespace, as Tracee's processId (1 for a container's init).
     pub pid: u32,
     /// Empty once the process has been reaped.
     pub comm: String,
