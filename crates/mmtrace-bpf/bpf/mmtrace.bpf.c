@@ -259,15 +259,22 @@ struct ext {
 	__u64 vma_start, vma_end, vma_flags;
 	__u32 vma_kind;
 	__u32 pad;
-	char path[PATH_BUF]; /* file path components, leaf first, each followed by '/' */
 };
 
+/* Three sizes, so a record carries only what its event gathered: most calls need no extras,
+ * and most mappings have no file path. */
 struct record_ext {
 	struct record base;
 	struct ext ext;
 };
 
-_Static_assert(sizeof(struct ext) == 664, "struct ext must match Ext in src/record.rs");
+struct record_path {
+	struct record base;
+	struct ext ext;
+	char path[PATH_BUF]; /* file path components, leaf first, each followed by '/' */
+};
+
+_Static_assert(sizeof(struct ext) == 152, "struct ext must match Ext in src/record.rs");
 
 #define MAX_IDS 1024
 
@@ -369,7 +376,8 @@ struct {
 struct inflight {
 	__u64 ts;
 	__u64 args[8]; /* 6 used; 8 so a masked index needs no further bounds check */
-	struct ext ext; /* the facts gathered at entry, for events with extras */
+	struct ext ext; /* the facts gathered for events with extras */
+	char path[PATH_BUF];
 };
 
 /* Task-local storage: freed with the thread, so a thread killed inside a syscall leaves
@@ -732,12 +740,12 @@ static __always_inline void read_path(struct file *f, char *out)
 	__builtin_memcpy(out, buf, PATH_BUF);
 }
 
-static __always_inline void fill_vma(struct ext *x, __u64 addr)
+static __always_inline void fill_vma(struct ext *x, char *path, __u64 addr)
 {
 	struct vma_ctx c = {};
 
 	x->flags |= E_VMA;
-	x->path[0] = 0;
+	path[0] = 0;
 	if (bpf_find_vma(bpf_get_current_task_btf(), addr, vma_found, &c, 0)) {
 		x->vma_kind = VMA_UNMAPPED;
 		return;
@@ -747,7 +755,7 @@ static __always_inline void fill_vma(struct ext *x, __u64 addr)
 	x->vma_flags = c.flags;
 	x->vma_kind = c.kind;
 	if (c.file)
-		read_path(c.file, x->path);
+		read_path(c.file, path);
 }
 
 /* Facts that must be read before the call changes them. */
@@ -766,7 +774,7 @@ static __always_inline void enter_extras(struct inflight *slot, __u8 want)
 		}
 	}
 	if (want & X_VMA)
-		fill_vma(x, slot->args[0]);
+		fill_vma(x, slot->path, slot->args[0]);
 	if (want & X_UNLOCKED) {
 		struct task_struct *t = bpf_get_current_task_btf();
 
@@ -775,10 +783,11 @@ static __always_inline void enter_extras(struct inflight *slot, __u8 want)
 	}
 }
 
-/* Facts of the call's outcome. */
-static __always_inline void exit_extras(struct ext *x, __u8 want, const struct inflight *slot,
-					__s64 ret)
+/* Facts of the call's outcome, gathered into the slot before the record's size is chosen. */
+static __always_inline void exit_extras(struct inflight *slot, __u8 want, __s64 ret)
 {
+	struct ext *x = &slot->ext;
+
 	if (want & X_TARGET_ARG0)
 		fill_target(x, pid_of_fd(slot->args[0]), want & X_RSS);
 	else if ((want & X_TARGET_RET) && ret >= 0)
@@ -786,7 +795,7 @@ static __always_inline void exit_extras(struct ext *x, __u8 want, const struct i
 	if (want & X_LOCKED)
 		fill_locked(x);
 	if ((want & X_VMA_RET) && (ret < -4095 || ret >= 0))
-		fill_vma(x, ret);
+		fill_vma(x, slot->path, ret);
 }
 
 static __always_inline int on_enter(struct sys_enter_ctx *ctx, int nargs)
@@ -876,7 +885,7 @@ static __always_inline void submit(void *r)
 {
 	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 
-	bpf_ringbuf_submit(r, avail >= wakeup_bytes && avail < wakeup_bytes + 2 * sizeof(struct record_ext) ?
+	bpf_ringbuf_submit(r, avail >= wakeup_bytes && avail < wakeup_bytes + 2 * sizeof(struct record_path) ?
 				      BPF_RB_FORCE_WAKEUP :
 				      BPF_RB_NO_WAKEUP);
 }
@@ -888,7 +897,7 @@ int sys_exit(struct sys_exit_ctx *ctx)
 	struct record *r;
 	__u32 id = ctx->nr;
 	__u64 now;
-	__u8 want;
+	__u8 want, with_path;
 
 	slot = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0, 0);
 	/* No slot or no timestamp: the call began before we attached, or was out of scope. */
@@ -901,8 +910,12 @@ int sys_exit(struct sys_exit_ctx *ctx)
 		return 0;
 	}
 	want = extras[id & (MAX_IDS - 1)];
-	/* Only events with extras pay for the larger record. */
 	if (want)
+		exit_extras(slot, want, ctx->ret);
+	with_path = want && (slot->ext.flags & E_VMA) && slot->path[0];
+	if (with_path)
+		r = bpf_ringbuf_reserve(&events, sizeof(struct record_path), 0);
+	else if (want)
 		r = bpf_ringbuf_reserve(&events, sizeof(struct record_ext), 0);
 	else
 		r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
@@ -911,12 +924,10 @@ int sys_exit(struct sys_exit_ctx *ctx)
 		count(&lost, id);
 		return 0;
 	}
-	if (want) {
-		struct ext *x = &((struct record_ext *)r)->ext;
-
-		__builtin_memcpy(x, &slot->ext, sizeof(*x));
-		exit_extras(x, want, slot, ctx->ret);
-	}
+	if (want)
+		__builtin_memcpy(&((struct record_ext *)r)->ext, &slot->ext, sizeof(struct ext));
+	if (with_path)
+		__builtin_memcpy(((struct record_path *)r)->path, slot->path, PATH_BUF);
 	r->ts = slot->ts;
 	r->duration = now - slot->ts;
 	__builtin_memcpy(r->args, slot->args, sizeof(r->args));

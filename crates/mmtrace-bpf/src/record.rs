@@ -52,10 +52,9 @@ pub struct Ext {
     pub vma_flags: u64,
     pub vma_kind: u32,
     pub pad: u32,
-    pub path: [u8; 512],
 }
 
-const _: () = assert!(std::mem::size_of::<Ext>() == 664);
+const _: () = assert!(std::mem::size_of::<Ext>() == 152);
 
 const E_TARGET: u32 = 1;
 const E_RSS_BEFORE: u32 = 2;
@@ -79,7 +78,8 @@ fn c_string(bytes: &[u8]) -> String {
 }
 
 impl Ext {
-    fn enrichment(&self) -> Enrichment {
+    /// `path`: the file path the kernel side sent after the extras, when it found one.
+    fn enrichment(&self, path: Option<&[u8]>) -> Enrichment {
         let page = rustix::param::page_size() as u64;
         let has = |bit: u32| self.flags & bit != 0;
         let rss = |pages: &[i64; 4]| Rss {
@@ -107,7 +107,9 @@ impl Ext {
                 prot: self.vma_flags & 0x7,
                 shared: self.vma_flags & VM_SHARED != 0,
                 locked: self.vma_flags & VM_LOCKED != 0,
-                path: (self.path[0] != 0).then(|| file_path(&c_string(&self.path))),
+                path: path
+                    .map(|p| file_path(&c_string(p)))
+                    .filter(|p| !p.is_empty()),
             }),
             // After the call, so lock changes by the call itself are what is left.
             unlocked_bytes: (has(E_UNLOCKED) && has(E_LOCKED))
@@ -127,15 +129,19 @@ fn file_path(leaf_first: &str) -> String {
 }
 
 impl Record {
-    /// Reads a record from ring-buffer bytes, with its extras when it has them; None if the
-    /// bytes are too short.
-    pub fn from_bytes(bytes: &[u8]) -> Option<(Record, Option<Ext>)> {
+    /// The event in ring-buffer bytes: a record, then its extras and path when it has them.
+    /// None if the bytes are too short or the id is not in the catalog.
+    pub fn parse(bytes: &[u8], clock: &Clock) -> Option<Event> {
         let record = read::<Record>(bytes)?;
-        Some((record, read::<Ext>(&bytes[std::mem::size_of::<Record>()..])))
+        let rest = &bytes[std::mem::size_of::<Record>()..];
+        let ext = read::<Ext>(rest);
+        let path = rest
+            .get(std::mem::size_of::<Ext>()..)
+            .filter(|p| !p.is_empty());
+        record.event(ext.as_ref(), path, clock)
     }
 
-    /// The event this record describes; None for an id the catalog does not know.
-    pub fn to_event(&self, ext: Option<&Ext>, clock: &Clock) -> Option<Event> {
+    fn event(self, ext: Option<&Ext>, path: Option<&[u8]>, clock: &Clock) -> Option<Event> {
         let def = by_id(self.id)?;
         Some(Event {
             def,
@@ -159,7 +165,7 @@ impl Record {
             raw_args: self.args,
             ret: self.ret,
             duration_ns: self.duration,
-            enrich: ext.map(Ext::enrichment),
+            enrich: ext.map(|x| x.enrichment(path)),
         })
     }
 }
@@ -191,7 +197,88 @@ impl Clock {
 
 #[cfg(test)]
 mod tests {
-    use super::file_path;
+    use super::*;
+
+    fn bytes<T>(v: &T) -> &[u8] {
+        // SAFETY: reading the bytes of a repr(C) integer struct.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast(), std::mem::size_of::<T>()) }
+    }
+
+    fn clock() -> Clock {
+        Clock { offset_ns: 1_000 }
+    }
+
+    fn record(id: u16, args: &[u64]) -> Record {
+        let mut r = Record {
+            id,
+            ts: 5,
+            pid: 7,
+            tid: 7,
+            ns_pid: 7,
+            ns_tid: 7,
+            ..Record::default()
+        };
+        r.args[..args.len()].copy_from_slice(args);
+        r.comm[..4].copy_from_slice(b"oomk");
+        r
+    }
+
+    /// The kernel's OOM events decode from records with known fields, as the kernel side
+    /// writes them; the reaping ones cannot be made to fire safely in a test.
+    #[test]
+    fn kernel_oom_events_decode() {
+        let mut ext: Ext = unsafe { std::mem::zeroed() };
+        ext.flags = E_TARGET;
+        ext.target_pid = 4242;
+        ext.target_ns_pid = 1;
+        ext.target_comm[..6].copy_from_slice(b"victim");
+        let mark = record(
+            1000,
+            &[4242, 81920, 65536, 4096, 0, 1000, 128, (-17i64) as u64],
+        );
+        let mut raw = bytes(&mark).to_vec();
+        raw.extend_from_slice(bytes(&ext));
+        let e = Record::parse(&raw, &clock()).unwrap();
+        assert_eq!(e.name(), "oom_mark_victim");
+        assert_eq!(e.ctx.timestamp, 1_005);
+        assert_eq!(e.ctx.comm, "oomk");
+        let arg = |name| e.arg(name).unwrap();
+        use mmtrace_events::ArgValue::{Signed, Unsigned};
+        assert_eq!(arg("pid"), Signed(4242));
+        assert_eq!(arg("anon_rss"), Unsigned(65536));
+        assert_eq!(arg("uid"), Unsigned(1000));
+        assert_eq!(arg("oom_score_adj"), Signed(-17));
+        let target = e.enrich.as_ref().unwrap().target.as_ref().unwrap();
+        assert_eq!(
+            (target.host_pid, target.pid, target.comm.as_str()),
+            (4242, 1, "victim")
+        );
+        assert_eq!(e.error_name(), None);
+        for (id, name) in [
+            (1001, "oom_start_task_reaping"),
+            (1002, "oom_finish_task_reaping"),
+            (1003, "oom_skip_task_reaping"),
+        ] {
+            let e = Record::parse(bytes(&record(id, &[4242])), &clock()).unwrap();
+            assert_eq!((e.name(), e.arg("pid")), (name, Some(Signed(4242))));
+            assert!(e.enrich.is_none());
+        }
+        let exit = Record::parse(bytes(&record(1004, &[9, 1 << 20, 8192, 0])), &clock()).unwrap();
+        assert_eq!(
+            (exit.name(), exit.arg("exit_code"), exit.arg("anon")),
+            (
+                "sched_process_exit",
+                Some(Signed(9)),
+                Some(Unsigned(1 << 20))
+            )
+        );
+    }
+
+    #[test]
+    fn short_or_unknown_records_are_skipped() {
+        assert!(Record::parse(&[0u8; 10], &clock()).is_none());
+        assert!(Record::parse(bytes(&record(999, &[])), &clock()).is_none());
+    }
 
     #[test]
     fn paths_come_leaf_first() {

@@ -256,9 +256,7 @@ impl Tracer {
         let mut n = 0;
         while n < max {
             let Some(item) = self.ring.next() else { break };
-            let event = Record::from_bytes(&item)
-                .and_then(|(r, ext)| r.to_event(ext.as_ref(), &self.clock));
-            if let Some(event) = event {
+            if let Some(event) = Record::parse(&item, &self.clock) {
                 f(event);
             }
             n += 1;

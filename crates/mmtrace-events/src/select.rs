@@ -216,6 +216,15 @@ mod tests {
 
     #[test]
     fn names_prefixes_sets_and_exclusions() {
+        assert_eq!(
+            names("oom_*"),
+            [
+                "oom_mark_victim",
+                "oom_start_task_reaping",
+                "oom_finish_task_reaping",
+                "oom_skip_task_reaping"
+            ]
+        );
         assert_eq!(names("munmap,mlock"), ["munmap", "mlock"]);
         assert_eq!(names("mlock*"), ["mlock", "mlockall", "mlock2"]);
         assert_eq!(
@@ -223,7 +232,7 @@ mod tests {
             ["mlock", "mlockall", "mlock2"]
         );
         assert_eq!(
-            names("tag=oom"),
+            names("tag=oom,-oom_*,-sched_*"),
             [
                 "pidfd_send_signal",
                 "pidfd_open",
