@@ -187,7 +187,7 @@ mod tests {
         let line = format!(
             r#"{{"timestamp":1,"hostProcessId":7,"eventName":"{name}","returnValue":{ret},"args":[{args}]}}"#
         );
-        Record::parse(&line, 1).unwrap()
+        Record::parse(line.as_bytes(), 1).unwrap()
     }
 
     fn range(name: &str, addr: u64, len: u64) -> Record {

@@ -21,9 +21,7 @@ impl Write for Feed {
         for part in buf.split_inclusive(|&b| b == b'\n') {
             self.line.extend_from_slice(part);
             if self.line.ends_with(b"\n") {
-                self.analyzer
-                    .borrow_mut()
-                    .line(&String::from_utf8_lossy(&self.line), 0);
+                self.analyzer.borrow_mut().line(&self.line, 0);
                 self.line.clear();
             }
         }

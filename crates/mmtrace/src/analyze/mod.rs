@@ -95,9 +95,9 @@ impl Analyzer {
     }
 
     /// Takes one line of a recording; `number` counts from 1.
-    pub fn line(&mut self, text: &str, number: usize) {
+    pub fn line(&mut self, text: &[u8], number: usize) {
         self.lines += 1;
-        if text.trim().is_empty() {
+        if text.trim_ascii().is_empty() {
             return;
         }
         match Record::parse(text, number) {
@@ -248,7 +248,7 @@ impl Analyzer {
                         NOT_DYING,
                         r,
                         format!(
-                            "process_mrelease on pid {} returned EINVAL{why}",
+                            "process_mrelease on {} returned EINVAL{why}",
                             self.target_text(r)
                         ),
                     );
@@ -257,10 +257,7 @@ impl Analyzer {
                     self.raise(
                         ESRCH_RACE,
                         r,
-                        format!(
-                            "process_mrelease on pid {} returned ESRCH",
-                            self.target_text(r)
-                        ),
+                        format!("process_mrelease on {} returned ESRCH", self.target_text(r)),
                     );
                 }
                 _ => {}
@@ -321,8 +318,11 @@ impl Analyzer {
 
     fn target_text(&self, r: &Record) -> String {
         match &r.target {
-            Some((pid, _)) => pid.to_string(),
-            None => format!("behind pidfd {}", r.arg_i64("pidfd").unwrap_or(-1)),
+            Some((pid, _)) => format!("pid {pid}"),
+            None => format!(
+                "the process behind pidfd {}",
+                r.arg_i64("pidfd").unwrap_or(-1)
+            ),
         }
     }
 
@@ -383,8 +383,7 @@ pub fn run(path: &Path, format: Format) -> anyhow::Result<()> {
             break;
         }
         number += 1;
-        // A line that is not UTF-8 is malformed like any other, not the end of the analysis.
-        analyzer.line(&String::from_utf8_lossy(&buf), number);
+        analyzer.line(&buf, number);
     }
     let report = analyzer.finish(&path.display().to_string());
     if report.events == 0 && report.skipped > 0 {

@@ -19,7 +19,7 @@ fn example(event: &str) -> Value {
 fn analyze(lines: &[String]) -> Report {
     let mut a = Analyzer::new();
     for (i, l) in lines.iter().enumerate() {
-        a.line(l, i + 1);
+        a.line(l.as_bytes(), i + 1);
     }
     a.finish("test")
 }
