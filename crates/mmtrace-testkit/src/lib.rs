@@ -106,3 +106,48 @@ impl Drop for Memcg {
         let _ = fs::remove_dir(&self.dir);
     }
 }
+
+/// A running `mmtrace trace`, started and attached.
+pub struct Trace {
+    child: std::process::Child,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl Trace {
+    /// Runs `bin trace ARGS` and returns once it says its hooks are attached.
+    pub fn start(bin: &str, args: &[&str], stdout: std::process::Stdio) -> Trace {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(bin)
+            .arg("trace")
+            .args(args)
+            .stdout(stdout)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        // Read to the end, not only to the ready line, so a full pipe never blocks it.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        loop {
+            let line = rx
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .expect("mmtrace never attached");
+            if line.starts_with("mmtrace: tracing") {
+                break;
+            }
+        }
+        Trace { child, stderr: rx }
+    }
+
+    /// Stops it with `signal`; returns its exit code and the rest of its stderr.
+    pub fn stop(mut self, signal: i32) -> (Option<i32>, String) {
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let status = self.child.wait().unwrap();
+        let rest: Vec<String> = self.stderr.iter().collect();
+        (status.code(), rest.join("\n"))
+    }
+}

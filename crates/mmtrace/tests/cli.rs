@@ -1,56 +1,11 @@
 //! The mmtrace binary end to end: outputs, summary and one-line errors. The tracing tests
 //! load BPF programs, which needs root; without it they skip, except under CI.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mmtrace");
 
-use mmtrace_testkit::{bpf_allowed, tid};
-
-/// A running `mmtrace trace`, started and attached.
-struct Running {
-    child: Child,
-    stderr: mpsc::Receiver<String>,
-}
-
-impl Running {
-    fn start(args: &[&str], stdout: Stdio) -> Running {
-        let mut child = Command::new(BIN)
-            .arg("trace")
-            .args(args)
-            .stdout(stdout)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, rx) = mpsc::channel();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(30))
-                .expect("mmtrace never attached");
-            if line.starts_with("mmtrace: tracing") {
-                break;
-            }
-        }
-        Running { child, stderr: rx }
-    }
-
-    /// Stops it with `signal` and returns (exit code, rest of stderr).
-    fn stop(mut self, signal: i32) -> (Option<i32>, String) {
-        unsafe { libc::kill(self.child.id() as i32, signal) };
-        let status = self.child.wait().unwrap();
-        let rest: Vec<String> = self.stderr.iter().collect();
-        (status.code(), rest.join("\n"))
-    }
-}
+use mmtrace_testkit::{bpf_allowed, tid, Trace};
 
 fn bad_mlock2() {
     unsafe { libc::syscall(libc::SYS_mlock2, 0x10000u64, 4096u64, 0x8u64) };
@@ -99,7 +54,7 @@ fn json_lines_follow_tracee_and_are_flushed_on_sigterm() {
     let dir = tempdir();
     let path = format!("{dir}/out.json");
     let file = std::fs::File::create(&path).unwrap();
-    let run = Running::start(&["-e", "mlock2", "-o", "json"], Stdio::from(file));
+    let run = Trace::start(BIN, &["-e", "mlock2", "-o", "json"], Stdio::from(file));
     bad_mlock2();
     let (code, stderr) = run.stop(libc::SIGTERM);
     assert_eq!(code, Some(0), "{stderr}");
@@ -147,7 +102,8 @@ fn table_output_to_a_file_on_ctrl_c() {
     }
     let dir = tempdir();
     let path = format!("{dir}/out.txt");
-    let run = Running::start(
+    let run = Trace::start(
+        BIN,
         &["-e", "mlock2", "-o", &format!("table:{path}")],
         Stdio::null(),
     );

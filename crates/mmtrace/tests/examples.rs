@@ -1,13 +1,10 @@
 //! The example lines of the event reference are real calls, captured through mmtrace.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Stdio;
 
 use mmtrace_events::CATALOG;
-use mmtrace_testkit::{bpf_allowed, Memcg};
+use mmtrace_testkit::{bpf_allowed, Memcg, Trace};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mmtrace");
@@ -20,44 +17,10 @@ const NOT_CAPTURED: [&str; 3] = [
     "oom_skip_task_reaping",
 ];
 
-/// A `mmtrace trace` run over every event, attached once `start` returns.
-struct Trace {
-    child: Child,
-    stderr: mpsc::Receiver<String>,
-}
-
-impl Trace {
-    fn start(output: &str) -> Trace {
-        let mut child = Command::new(BIN)
-            .args(["trace", "-o", output])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, rx) = mpsc::channel();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(30))
-                .expect("mmtrace never attached");
-            if line.starts_with("mmtrace: tracing") {
-                break;
-            }
-        }
-        Trace { child, stderr: rx }
-    }
-
-    fn stop(mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let status = self.child.wait().unwrap();
-        let stderr: Vec<String> = self.stderr.iter().collect();
-        assert!(status.success(), "{}", stderr.join("\n"));
-    }
+/// Stops a trace of the examples; it must have ended cleanly.
+fn stop(trace: Trace) {
+    let (code, stderr) = trace.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "{stderr}");
 }
 
 /// Forks a process that makes one call of every catalog event and nothing else, so both
@@ -318,8 +281,8 @@ fn example_lines_are_real_calls() {
     );
     std::fs::create_dir_all(&dir).unwrap();
     let (json_path, table_path) = (format!("{dir}/out.json"), format!("{dir}/out.txt"));
-    let json_trace = Trace::start(&format!("json:{json_path}"));
-    let table_trace = Trace::start(&format!("table:{table_path}"));
+    let json_trace = Trace::start(BIN, &["-o", &format!("json:{json_path}")], Stdio::null());
+    let table_trace = Trace::start(BIN, &["-o", &format!("table:{table_path}")], Stdio::null());
     let pid = spawn_caller();
     let mut status = 0;
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
@@ -329,8 +292,8 @@ fn example_lines_are_real_calls() {
         libc::WEXITSTATUS(status)
     );
     let victim = oom_victim();
-    json_trace.stop();
-    table_trace.stop();
+    stop(json_trace);
+    stop(table_trace);
     let (header, lines) = traced_lines(
         &std::fs::read_to_string(&json_path).unwrap(),
         &std::fs::read_to_string(&table_path).unwrap(),
