@@ -81,3 +81,24 @@ pub fn event_available(tracefs: &Path, event: &EventDef) -> bool {
         Source::Tracepoint { category, name, .. } => events.join(category).join(name).is_dir(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mmtrace_events::by_name;
+
+    /// A kernel without mseal (before 6.10) or without the oom tracepoints: its tracefs simply
+    /// lacks their directories, and those events alone are reported unavailable.
+    #[test]
+    fn availability_follows_tracefs() {
+        let root = std::env::temp_dir().join(format!("mmtrace-tracefs-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("events/syscalls/sys_enter_munmap")).unwrap();
+        std::fs::create_dir_all(root.join("events/oom/mark_victim")).unwrap();
+        let has = |name| event_available(&root, by_name(name).unwrap());
+        assert!(has("munmap"));
+        assert!(!has("mseal"));
+        assert!(has("oom_mark_victim"));
+        assert!(!has("oom_skip_task_reaping"));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
