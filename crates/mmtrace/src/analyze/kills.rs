@@ -126,8 +126,8 @@ pub struct Kills {
     /// (caller, fd) → the pid it was opened for.
     pidfds: HashMap<(u32, i64), u32>,
     kills: Vec<Kill>,
-    /// The open (not yet exited) timeline of each victim.
-    open: HashMap<u32, usize>,
+    /// The latest timeline of each victim.
+    latest: HashMap<u32, usize>,
 }
 
 impl Kills {
@@ -150,7 +150,7 @@ impl Kills {
                     return;
                 }
                 let Some(pid) = self.target_of(r) else { return };
-                let k = self.timeline(pid, r);
+                let k = self.timeline(pid, r, true);
                 // A second signal to a victim still dying adds nothing: keep the first.
                 if k.signal_at.is_none() {
                     k.signal_at = Some(r.ts);
@@ -163,7 +163,7 @@ impl Kills {
             }
             "process_mrelease" => {
                 let Some(pid) = self.target_of(r) else { return };
-                let k = self.timeline(pid, r);
+                let k = self.timeline(pid, r, false);
                 k.releases.push(Release {
                     at: r.ts,
                     duration_ns: r.duration,
@@ -182,7 +182,7 @@ impl Kills {
                     return;
                 };
                 let comm = r.arg_str("comm").map(str::to_string);
-                let k = self.timeline(pid, r);
+                let k = self.timeline(pid, r, true);
                 k.via = Some("oom_kill".into());
                 k.signal = Some("SIGKILL".into());
                 k.target_name = comm.or(k.target_name.take());
@@ -198,7 +198,7 @@ impl Kills {
                 let Some(pid) = r.arg_u64("pid").and_then(|p| u32::try_from(p).ok()) else {
                     return;
                 };
-                let Some(&i) = self.open.get(&pid) else {
+                let Some(&i) = self.latest.get(&pid) else {
                     return;
                 };
                 let oom = self.kills[i].oom.get_or_insert_with(Oom::default);
@@ -210,12 +210,17 @@ impl Kills {
             }
             "sched_process_exit" => {
                 // The exiting process is the one the line's context names.
-                if let Some(i) = self.open.remove(&r.pid) {
-                    let k = &mut self.kills[i];
+                let Some(&i) = self.latest.get(&r.pid) else {
+                    return;
+                };
+                let k = &mut self.kills[i];
+                if k.exit_at.is_none() {
                     k.exit_at = Some(r.ts);
-                    let held: Option<u64> =
-                        ["anon", "file", "shmem"].iter().map(|a| r.arg_u64(a)).sum();
-                    k.held_at_exit = held;
+                    // The kernel's counters are per-CPU sums that can dip below zero once
+                    // process_mrelease has taken the pages: such a value means nothing held.
+                    k.held_at_exit = ["anon", "file", "shmem"].iter().try_fold(0u64, |sum, a| {
+                        Some(sum.saturating_add(r.arg_i64(a)?.max(0) as u64))
+                    });
                 }
             }
             _ => {}
@@ -235,11 +240,18 @@ impl Kills {
         self.pidfds.get(&(r.pid, r.arg_i64("pidfd")?)).copied()
     }
 
-    fn timeline(&mut self, pid: u32, r: &Record) -> &mut Kill {
-        let i = *self.open.entry(pid).or_insert_with(|| {
-            self.kills.push(Kill::new(pid));
-            self.kills.len() - 1
-        });
+    /// The timeline `r` belongs to. A new kill of a pid whose last victim has exited is a
+    /// new timeline (the pid was reused); a process_mrelease after the exit is not: it is
+    /// the reaper arriving late, and belongs to the kill it follows.
+    fn timeline(&mut self, pid: u32, r: &Record, new_kill: bool) -> &mut Kill {
+        let i = match self.latest.get(&pid) {
+            Some(&i) if !new_kill || self.kills[i].exit_at.is_none() => i,
+            _ => {
+                self.kills.push(Kill::new(pid));
+                self.latest.insert(pid, self.kills.len() - 1);
+                self.kills.len() - 1
+            }
+        };
         let k = &mut self.kills[i];
         if let Some((_, Some(name))) = &r.target {
             k.target_name = Some(name.clone());
