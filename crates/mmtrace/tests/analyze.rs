@@ -3,27 +3,16 @@
 //! without it, except under CI.
 
 use std::ffi::{CStr, CString};
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, OnceLock};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
+use mmtrace_testkit::{bpf_allowed, Memcg, Trace};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mmtrace");
 const PAGE: usize = 4096;
 const MIB: usize = 1 << 20;
-
-fn bpf_allowed() -> bool {
-    match mmtrace_bpf::check_privileges() {
-        Ok(()) => true,
-        Err(e) if std::env::var_os("CI").is_some() => panic!("CI must run the BPF tests: {e}"),
-        Err(e) => {
-            eprintln!("skipping: tracing needs privileges this test lacks ({e})");
-            false
-        }
-    }
-}
 
 fn tempdir() -> String {
     let dir = std::env::temp_dir().join(format!(
@@ -231,35 +220,6 @@ fn root() -> bool {
     }
 }
 
-/// Starts `mmtrace trace ARGS`, returns once it has attached.
-fn start_trace(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(BIN)
-        .arg("trace")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let err = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    loop {
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) if line.starts_with("mmtrace: tracing") => return (child, rx),
-            Ok(_) => {}
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("mmtrace never attached");
-            }
-        }
-    }
-}
-
 fn analyze_json(path: &str) -> Value {
     let out = Command::new(BIN)
         .args(["analyze", path, "--format", "json"])
@@ -383,15 +343,21 @@ fn recordings_of_real_calls_give_known_answers_live_and_from_the_file() {
     ];
     let [ledger, future, killer] = [0, 1, 2].map(|i| children[i].pid);
     let tree = format!("tree={ledger},{future},{killer}");
-    let (mut trace, stderr) = start_trace(&[
-        "-s",
-        &tree,
-        "-o",
-        &format!("json:{path}"),
-        "--analyze",
-        "--format",
-        "json",
-    ]);
+    // The report goes to stdout because the events go to a file.
+    let report_path = format!("{dir}/report.json");
+    let trace = Trace::start(
+        BIN,
+        &[
+            "-s",
+            &tree,
+            "-o",
+            &format!("json:{path}"),
+            "--analyze",
+            "--format",
+            "json",
+        ],
+        Stdio::from(std::fs::File::create(&report_path).unwrap()),
+    );
     for c in &children {
         c.release();
     }
@@ -399,22 +365,13 @@ fn recordings_of_real_calls_give_known_answers_live_and_from_the_file() {
         assert_eq!(c.wait(), 0);
     }
     std::thread::sleep(Duration::from_millis(200));
-    unsafe { libc::kill(trace.id() as i32, libc::SIGINT) };
-    let mut live = String::new();
-    trace
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut live)
-        .unwrap();
-    let status = trace.wait().unwrap();
-    let rest: Vec<String> = stderr.iter().collect();
-    assert!(status.success(), "{}", rest.join("\n"));
-
+    let (code, stderr) = trace.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "{stderr}");
     drop(starved);
 
-    // Live: the report at exit, on stdout because the events went to a file.
-    let live: Value = serde_json::from_str(&live).unwrap();
+    // Live: the report at exit.
+    let live: Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
     assert_eq!(live["source"], "live trace");
     check_answers(&live, ledger, future, killer);
 
@@ -646,4 +603,57 @@ fn reap_of_another_users_process_is_not_permitted() {
         )),
         "{err}"
     );
+}
+
+#[test]
+fn a_kernel_oom_kill_has_its_timeline() {
+    if !bpf_allowed() {
+        return;
+    }
+    const LIMIT: u64 = 32 << 20;
+    let dir = tempdir();
+    let path = format!("{dir}/oom.json");
+    let trace = Trace::start(
+        BIN,
+        &["-e", "tag=oom", "-o", &format!("json:{path}")],
+        Stdio::null(),
+    );
+    let memcg = Memcg::new("analyze-oom", LIMIT);
+    let hog = memcg.spawn_hog(2 * LIMIT as usize);
+    assert_eq!(killed_by(hog), libc::SIGKILL, "the OOM killer killed it");
+    // The reaper runs in its own thread a little later.
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, stderr) = trace.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    let r = analyze_json(&path);
+    let kill = r["kills"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["targetPid"] == hog)
+        .unwrap_or_else(|| panic!("no kill of {hog}: {}", r["kills"]));
+    assert_eq!(kill["via"], "oom_kill", "{kill}");
+    let oom = &kill["oom"];
+    let rss = oom["anonRssKb"].as_u64().unwrap() * 1024;
+    assert!(rss >= LIMIT / 2, "{kill}");
+    let marked = oom["markVictimAt"].as_u64().unwrap();
+    let exit = kill["exitAt"]
+        .as_u64()
+        .expect("the exit is in the timeline");
+    assert!(exit >= marked, "{kill}");
+    let back = kill["memoryBackNs"].as_u64().unwrap();
+    assert!(back <= exit - marked, "{kill}");
+    assert!(
+        ["oom_reaper", "exit"].contains(&kill["memoryBackBy"].as_str().unwrap()),
+        "{kill}"
+    );
+    let out = Command::new(BIN).args(["analyze", &path]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("kernel OOM killer marked it victim anon"),
+        "{text}"
+    );
+    drop(memcg);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
