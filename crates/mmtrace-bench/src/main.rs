@@ -2,8 +2,9 @@
 
 use std::io::Error;
 use std::process::ExitCode;
+use std::sync::{Arc, Barrier};
 
-const USAGE: &str = "usage: mm-workload munmap|mlock|getppid CALLS";
+const USAGE: &str = "usage: mm-workload munmap|mlock|mmap|getppid CALLS [--threads N]";
 
 /// The warm-up is a tenth of the run, capped: enough to fault in code and settle caches
 /// without adding much to the events a tracer must handle.
@@ -11,72 +12,115 @@ const WARMUP_MAX: u64 = 10_000;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [kind, calls] = args.as_slice() else {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
-    };
-    let Ok(calls) = calls.replace('_', "").parse::<u64>() else {
-        eprintln!("mm-workload: CALLS must be a number\n{USAGE}");
-        return ExitCode::from(2);
-    };
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-    let result = match kind.as_str() {
-        "munmap" => {
-            let hole = unmapped_page(page);
-            run(calls, 1, || {
-                check(unsafe { libc::munmap(hole, page) }, "munmap")
-            })
-        }
-        "mlock" => {
-            let resident = touched_page(page);
-            run(calls, 2, || {
-                check(unsafe { libc::mlock(resident, page) }, "mlock");
-                check(unsafe { libc::munlock(resident, page) }, "munlock");
-            })
-        }
-        "getppid" => run(calls, 1, || {
-            unsafe { libc::getppid() };
-        }),
+    let (kind, calls, threads) = match args.as_slice() {
+        [kind, calls] => (kind, calls, "1"),
+        [kind, calls, flag, threads] if flag == "--threads" => (kind, calls, threads.as_str()),
         _ => {
-            eprintln!("mm-workload: unknown KIND {kind:?}\n{USAGE}");
+            eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
     };
-    let Some((warmup, elapsed_ns)) = result else {
-        eprintln!(
-            "mm-workload: CALLS must be a positive multiple of 2 for mlock, positive otherwise"
-        );
+    let (Ok(calls), Ok(threads)) = (
+        calls.replace('_', "").parse::<u64>(),
+        threads.parse::<u64>(),
+    ) else {
+        eprintln!("mm-workload: CALLS and N must be numbers\n{USAGE}");
         return ExitCode::from(2);
     };
-    // bench/run counts the warm-up among the calls a tracer should have seen, hence warmup=.
+    let Some(per_step) = per_step(kind) else {
+        eprintln!("mm-workload: unknown KIND {kind:?}\n{USAGE}");
+        return ExitCode::from(2);
+    };
+    if calls == 0 || threads == 0 || !calls.is_multiple_of(per_step * threads) {
+        eprintln!(
+            "mm-workload: CALLS must be a positive multiple of N times {per_step} for {kind}"
+        );
+        return ExitCode::from(2);
+    }
+    let (warmup, elapsed_ns) = storm(kind, calls / threads, threads, per_step);
+    // ns_per_call is per thread: the time each caller waits for one call, which is what a
+    // tracer adds to. bench/run counts the warm-up among the calls a tracer should have seen,
+    // and takes cpu_ms off a tracer's own when the tracer launched the workload.
     println!(
-        "{kind} calls={calls} ns_per_call={:.1} pid={} warmup={warmup}",
-        elapsed_ns as f64 / calls as f64,
-        std::process::id()
+        "{kind} calls={calls} ns_per_call={:.1} pid={} warmup={} threads={threads} cpu_ms={:.1}",
+        elapsed_ns as f64 * threads as f64 / calls as f64,
+        std::process::id(),
+        warmup * threads,
+        cpu_ms()
     );
     ExitCode::SUCCESS
 }
 
-/// Runs `step`, which makes `per_step` syscalls, through a warm-up and then for exactly `calls`
-/// syscalls; returns the warm-up's syscall count and the timed loop's nanoseconds.
-fn run(calls: u64, per_step: u64, mut step: impl FnMut()) -> Option<(u64, u64)> {
-    if calls == 0 || !calls.is_multiple_of(per_step) {
-        return None;
+/// Syscalls made by one step of each kind's loop.
+fn per_step(kind: &str) -> Option<u64> {
+    match kind {
+        "munmap" | "getppid" => Some(1),
+        "mlock" | "mmap" => Some(2),
+        _ => None,
     }
+}
+
+/// One step of `kind`'s loop, with the memory it works on set up first.
+fn stepper(kind: &str, page: usize) -> Box<dyn FnMut()> {
+    match kind {
+        "munmap" => {
+            let hole = unmapped_page(page);
+            Box::new(move || check(unsafe { libc::munmap(hole, page) }, "munmap"))
+        }
+        "mlock" => {
+            let resident = touched_page(page);
+            Box::new(move || {
+                check(unsafe { libc::mlock(resident, page) }, "mlock");
+                check(unsafe { libc::munlock(resident, page) }, "munlock");
+            })
+        }
+        "mmap" => Box::new(move || {
+            let addr = map(page, libc::PROT_READ | libc::PROT_WRITE);
+            check(unsafe { libc::munmap(addr, page) }, "munmap");
+        }),
+        "getppid" => Box::new(|| {
+            unsafe { libc::getppid() };
+        }),
+        _ => unreachable!("per_step accepts only the kinds above"),
+    }
+}
+
+/// Runs `kind` on `threads` threads of `calls` syscalls each, after a warm-up; returns one
+/// thread's warm-up syscalls and the nanoseconds from the first thread's start of the timed
+/// loop to the last one's end.
+fn storm(kind: &str, calls: u64, threads: u64, per_step: u64) -> (u64, u64) {
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
     let warmup = (calls / 10).min(WARMUP_MAX) / per_step * per_step;
-    for _ in 0..warmup / per_step {
-        step();
-    }
-    let start = monotonic_ns();
-    for _ in 0..calls / per_step {
-        step();
-    }
-    Some((warmup, monotonic_ns() - start))
+    // Every thread warms up before any is timed, so the threads storm at the same time.
+    let ready = Arc::new(Barrier::new(threads as usize));
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (kind, ready) = (kind.to_owned(), ready.clone());
+            std::thread::spawn(move || {
+                let mut step = stepper(&kind, page);
+                for _ in 0..warmup / per_step {
+                    step();
+                }
+                ready.wait();
+                // Each thread reads the clock itself: a waiting main thread would be scheduled
+                // late on a machine whose cores the workers fill.
+                let start = monotonic_ns();
+                for _ in 0..calls / per_step {
+                    step();
+                }
+                (start, monotonic_ns())
+            })
+        })
+        .collect();
+    let spans: Vec<(u64, u64)> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    let start = spans.iter().map(|s| s.0).min().unwrap();
+    let end = spans.iter().map(|s| s.1).max().unwrap();
+    (warmup, end - start)
 }
 
 /// An address whose page is certainly unmapped: the kernel picked it for a mapping we then
-/// removed. Nothing maps memory while the loops run, so the hole stays empty and every munmap
-/// takes the kernel's "nothing to unmap" path.
+/// removed. Only the mmap kind maps memory while the loops run, and never with this one, so
+/// the hole stays empty and every munmap takes the kernel's "nothing to unmap" path.
 fn unmapped_page(page: usize) -> *mut libc::c_void {
     let addr = map(page, libc::PROT_NONE);
     check(unsafe { libc::munmap(addr, page) }, "munmap");
@@ -109,6 +153,14 @@ fn check(ret: libc::c_int, what: &str) {
 fn fail(what: &str) -> ! {
     eprintln!("mm-workload: {what}: {}", Error::last_os_error());
     std::process::exit(1);
+}
+
+/// User and system time of this process so far.
+fn cpu_ms() -> f64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
+    ms(usage.ru_utime) + ms(usage.ru_stime)
 }
 
 fn monotonic_ns() -> u64 {
