@@ -96,7 +96,8 @@ fn ledger_calls() -> i32 {
 const STORM: usize = 1500;
 
 /// mlockall(MCL_FUTURE|MCL_ONFAULT) (fine), mlockall(MCL_FUTURE) (MMT-007), a munmap storm
-/// (MMT-008) and a W+X mapping (MMT-001).
+/// (MMT-008), a W+X mapping (MMT-001) and writable memory made executable (MMT-002, seen
+/// only with the mapping's previous protection in the recording).
 fn future_calls() -> i32 {
     unsafe {
         libc::mlockall(libc::MCL_FUTURE | libc::MCL_ONFAULT);
@@ -108,6 +109,63 @@ fn future_calls() -> i32 {
             libc::munmap(map(PAGE, libc::PROT_READ).cast(), PAGE);
         }
         map(PAGE, libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC);
+        let code = map(PAGE, libc::PROT_READ | libc::PROT_WRITE);
+        libc::mprotect(code.cast(), PAGE, libc::PROT_READ | libc::PROT_EXEC);
+    }
+    0
+}
+
+const MEMLOCK_LIMIT: u64 = 16 * PAGE as u64;
+
+/// Without CAP_IPC_LOCK and with RLIMIT_MEMLOCK at 64 KiB: locks 15 of its 16 pages
+/// (MMT-003), then 2 more (ENOMEM, MMT-004); then with the limit at 0, EPERM.
+fn limited_calls() -> i32 {
+    unsafe {
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        const CAP_IPC_LOCK: u32 = 14;
+        let mut header = Header {
+            version: 0x2008_0522,
+            pid: 0,
+        };
+        let mut data = [Data {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
+        if libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) != 0 {
+            return 3;
+        }
+        data[0].effective &= !(1 << CAP_IPC_LOCK);
+        data[0].permitted &= !(1 << CAP_IPC_LOCK);
+        if libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) != 0 {
+            return 4;
+        }
+        let limit = libc::rlimit {
+            rlim_cur: MEMLOCK_LIMIT,
+            rlim_max: MEMLOCK_LIMIT,
+        };
+        libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit);
+        let m = map(32 * PAGE, libc::PROT_READ | libc::PROT_WRITE);
+        libc::mlock(m.cast(), 15 * PAGE);
+        libc::mlock(m.add(15 * PAGE).cast(), 2 * PAGE);
+        libc::munlock(m.cast(), 15 * PAGE);
+        let zero = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::setrlimit(libc::RLIMIT_MEMLOCK, &zero);
+        libc::mlock(m.cast(), PAGE);
     }
     0
 }
@@ -256,7 +314,9 @@ fn detections(report: &Value, pid: i32) -> Vec<String> {
 
 /// The answers every analysis of the recording must give, whether the locked figures come
 /// from the kernel or from the calls.
-fn check_answers(r: &Value, ledger: i32, future: i32, killer: i32) {
+/// `enriched`: whether the recording carries what the kernel side adds (mappings, VmLck).
+fn check_answers(r: &Value, pids: [i32; 4], enriched: bool) {
+    let [ledger, future, killer, limited] = pids;
     let l = process(r, ledger);
     assert_eq!(l["lockCalls"], 4, "{l}");
     assert_eq!(l["unlockCalls"], 1, "{l}");
@@ -282,7 +342,11 @@ fn check_answers(r: &Value, ledger: i32, future: i32, killer: i32) {
         f["munmapPeakPerSecond"].as_u64().unwrap() >= STORM as u64,
         "{f}"
     );
-    assert_eq!(detections(r, future), ["MMT-001", "MMT-007", "MMT-008"]);
+    let mut expected = vec!["MMT-001", "MMT-007", "MMT-008"];
+    if enriched {
+        expected.insert(1, "MMT-002");
+    }
+    assert_eq!(detections(r, future), expected);
     let mcl = r["detections"]
         .as_array()
         .unwrap()
@@ -325,6 +389,46 @@ fn check_answers(r: &Value, ledger: i32, future: i32, killer: i32) {
         detections(r, victim).is_empty(),
         "the victim's RW mappings raise nothing"
     );
+
+    let m = process(r, limited);
+    assert_eq!(
+        m["failures"],
+        serde_json::json!([
+            {"event": "mlock", "errno": "ENOMEM", "count": 1},
+            {"event": "mlock", "errno": "EPERM", "count": 1},
+        ])
+    );
+    assert_eq!(m["locked"]["peakBytes"], 15 * PAGE, "{m}");
+    let lock_failure = r["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["pid"] == limited && d["id"] == "MMT-004")
+        .unwrap();
+    assert_eq!(lock_failure["count"], 2, "ENOMEM and EPERM: {lock_failure}");
+    if enriched {
+        // The limit in force at the end; the finding names the one it was near.
+        assert_eq!(m["locked"]["limitBytes"], 0, "{m}");
+        let near = r["detections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["pid"] == limited && d["id"] == "MMT-003")
+            .unwrap();
+        let detail = near["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with("60.0 KiB locked of a 64.0 KiB RLIMIT_MEMLOCK (93%)"),
+            "{detail}"
+        );
+        assert_eq!(m["locked"]["capIpcLock"], false, "{m}");
+        assert_eq!(detections(r, limited), ["MMT-003", "MMT-004"]);
+    } else {
+        assert_eq!(
+            detections(r, limited),
+            ["MMT-004"],
+            "no limit known, no MMT-003"
+        );
+    }
 }
 
 #[test]
@@ -340,9 +444,11 @@ fn recordings_of_real_calls_give_known_answers_live_and_from_the_file() {
         Gated::fork(ledger_calls),
         Gated::fork(future_calls),
         Gated::fork(killer_calls),
+        Gated::fork(limited_calls),
     ];
-    let [ledger, future, killer] = [0, 1, 2].map(|i| children[i].pid);
-    let tree = format!("tree={ledger},{future},{killer}");
+    let pids = [0, 1, 2, 3].map(|i| children[i].pid);
+    let [ledger, _, killer, _] = pids;
+    let tree = format!("tree={},{},{},{}", pids[0], pids[1], pids[2], pids[3]);
     // The report goes to stdout because the events go to a file.
     let report_path = format!("{dir}/report.json");
     let trace = Trace::start(
@@ -373,12 +479,12 @@ fn recordings_of_real_calls_give_known_answers_live_and_from_the_file() {
     let live: Value =
         serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
     assert_eq!(live["source"], "live trace");
-    check_answers(&live, ledger, future, killer);
+    check_answers(&live, pids, true);
 
     // From the recording: the same answers.
     let recorded = analyze_json(&path);
     assert_eq!(recorded["skipped"], 0);
-    check_answers(&recorded, ledger, future, killer);
+    check_answers(&recorded, pids, true);
     assert_eq!(recorded["processes"], live["processes"]);
 
     // The kernel gave VmLck with every lock call, and what the victim gave back.
@@ -418,7 +524,7 @@ fn recordings_of_real_calls_give_known_answers_live_and_from_the_file() {
     let bare_path = format!("{dir}/bare.json");
     std::fs::write(&bare_path, bare.join("\n") + "\n").unwrap();
     let bare = analyze_json(&bare_path);
-    check_answers(&bare, ledger, future, killer);
+    check_answers(&bare, pids, false);
     assert_eq!(process(&bare, ledger)["locked"]["source"], "calls");
 
     // Text: the sections a reader looks for.
