@@ -44,7 +44,7 @@ fn check(e: &Event, name: &str, args: &[u64], ret: i64) {
 
 fn decoded(e: &Event, arg: &str) -> String {
     let i = e.def.args.iter().position(|a| a.name == arg).unwrap();
-    e.def.decode_arg(i, e.raw_args[i]).unwrap()
+    e.def.args[i].decoder.decode(e.raw_args[i]).unwrap()
 }
 
 fn anon(len: usize) -> u64 {

@@ -261,11 +261,6 @@ impl EventDef {
         self.sets.contains(&set)
     }
 
-    /// The decoded form of argument `i`'s raw value.
-    pub fn decode_arg(&self, i: usize, raw: u64) -> Option<String> {
-        self.args[i].decoder.decode(raw)
-    }
-
     /// The errno of a failed call, None when the call succeeded. No address a call returns
     /// lies in -4095..-1, so the range means an errno for every kind, brk's EINTR included.
     pub fn errno(&self, ret: i64) -> Option<u64> {

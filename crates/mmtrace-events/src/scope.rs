@@ -42,18 +42,6 @@ impl Default for FieldScope {
     }
 }
 
-impl FieldScope {
-    pub fn is_unrestricted(&self) -> bool {
-        *self == FieldScope::default()
-    }
-
-    pub fn matches(&self, v: u64) -> bool {
-        self.eq.as_ref().is_none_or(|s| s.contains(&v))
-            && !self.ne.contains(&v)
-            && (self.min..=self.max).contains(&v)
-    }
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Scope {
     /// Indexed by `Field::index`.
@@ -90,11 +78,6 @@ impl Scope {
             })?;
         }
         Ok(scope)
-    }
-
-    /// Whether every process is in scope.
-    pub fn is_everything(&self) -> bool {
-        *self == Scope::default()
     }
 
     fn add(&mut self, expr: &str) -> Result<(), String> {
@@ -251,11 +234,11 @@ mod tests {
             pid.eq.as_ref().unwrap().iter().copied().collect::<Vec<_>>(),
             [1, 2, 3]
         );
-        assert!(pid.matches(1) && !pid.matches(2) && !pid.matches(4));
+        assert!(pid.ne.contains(&2));
         let uid = &s.fields[Field::Uid.index()];
         assert_eq!((uid.min, uid.max), (1000, 1999));
         assert_eq!(s.fields[Field::Tid.index()].min, 6);
-        assert!(scope(&[]).is_everything());
+        assert_eq!(scope(&[]), Scope::default());
         assert!(
             scope(&["pid=1,2", "pid=2,3"]).fields[0]
                 .eq
