@@ -68,7 +68,8 @@ pub struct Kill {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held_at_exit: Option<u64>,
     /// From the kill to the memory being back: the first successful process_mrelease's
-    /// return, the OOM reaper's finish, or the exit, whichever came first.
+    /// return, the OOM reaper's finish, or the exit, whichever came first. The exit is
+    /// stamped as it starts, just before the process gives up its memory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_back_ns: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -95,7 +96,8 @@ impl Kill {
         }
     }
 
-    fn start(&self) -> Option<u64> {
+    /// The kill: the signal, or the kernel OOM killer's choice.
+    pub fn start(&self) -> Option<u64> {
         self.signal_at
             .or(self.oom.as_ref().map(|o| o.mark_victim_at))
     }

@@ -200,7 +200,7 @@ pub fn build(a: &Analyzer, source: &str) -> Report {
         (std::cmp::Reverse(sev), f.id, f.first_at)
     });
     let mut kills = a.kills.finish();
-    kills.sort_by_key(|k| k.signal_at.or(k.releases.first().map(|r| r.at)));
+    kills.sort_by_key(|k| k.start().or(k.releases.first().map(|r| r.at)));
     Report {
         source: source.to_string(),
         lines: a.lines,
@@ -220,6 +220,25 @@ pub fn build(a: &Analyzer, source: &str) -> Report {
         kills,
         detections,
     }
+}
+
+/// Explanations are a paragraph each; a terminal shows them better folded.
+const WIDTH: usize = 92;
+
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for word in text.split_whitespace() {
+        let line = lines.last_mut().unwrap();
+        if !line.is_empty() && line.len() + 1 + word.len() > width {
+            lines.push(word.to_string());
+        } else {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+    }
+    lines
 }
 
 /// 4096 → "4.0 KiB".
@@ -317,7 +336,9 @@ impl Report {
                 self.at(f.first_at),
                 f.detail
             )?;
-            writeln!(out, "    {}", f.explanation)?;
+            for line in wrap(f.explanation, WIDTH) {
+                writeln!(out, "    {line}")?;
+            }
             writeln!(out, "    see {}", f.doc)?;
         }
 
