@@ -33,7 +33,7 @@ pub enum Command {
     /// Analyze a recording made with `mmtrace trace -o json:FILE`: locked memory per process,
     /// failed calls, kill-and-reap timelines and detections.
     Analyze {
-        /// The JSON-lines recording.
+        /// The JSON-lines recording; - for standard input.
         file: std::path::PathBuf,
         /// Report format.
         #[arg(long = "format", value_enum, default_value = "text")]

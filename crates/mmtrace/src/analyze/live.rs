@@ -85,3 +85,25 @@ impl Sink for Live {
         self.inner.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines reach the analyzer whole however the writes split them.
+    #[test]
+    fn lines_split_across_writes_arrive_whole() {
+        let analyzer = Rc::new(RefCell::new(Analyzer::new()));
+        let mut feed = Feed {
+            analyzer: Rc::clone(&analyzer),
+            line: Vec::new(),
+        };
+        let line = r#"{"timestamp":1,"hostProcessId":7,"eventName":"munlockall","args":[]}"#;
+        let two = format!("{line}\n{line}\n");
+        let (a, b) = two.as_bytes().split_at(20);
+        feed.write_all(a).unwrap();
+        feed.write_all(b).unwrap();
+        let report = analyzer.borrow_mut().finish("test");
+        assert_eq!((report.lines, report.events, report.skipped), (2, 2, 0));
+    }
+}

@@ -363,33 +363,42 @@ impl Analyzer {
 }
 
 /// `mmtrace analyze FILE`.
+/// `mmtrace analyze FILE`; `-` reads standard input, for `mmtrace trace -o json | mmtrace analyze -`.
 pub fn run(path: &Path, format: Format) -> anyhow::Result<()> {
-    let file = File::open(path).with_context(|| {
-        format!(
-            "cannot read recording {}: give a file written by `mmtrace trace -o json:FILE`",
-            path.display()
-        )
-    })?;
+    let stdin = path == Path::new("-");
+    let source = match stdin {
+        true => "standard input".to_string(),
+        false => path.display().to_string(),
+    };
+    let input: Box<dyn io::Read> = if stdin {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(File::open(path).with_context(|| {
+            format!(
+                "cannot read recording {}: give a file written by `mmtrace trace -o json:FILE`",
+                path.display()
+            )
+        })?)
+    };
     let mut analyzer = Analyzer::new();
-    let mut reader = BufReader::with_capacity(1 << 16, file);
+    let mut reader = BufReader::with_capacity(1 << 16, input);
     let mut buf = Vec::new();
     let mut number = 0;
     loop {
         buf.clear();
         let n = reader
             .read_until(b'\n', &mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
+            .with_context(|| format!("reading {source}"))?;
         if n == 0 {
             break;
         }
         number += 1;
         analyzer.line(&buf, number);
     }
-    let report = analyzer.finish(&path.display().to_string());
+    let report = analyzer.finish(&source);
     if report.events == 0 && report.skipped > 0 {
         anyhow::bail!(
-            "{} has no usable event among its {} lines (line {}: {}): is it a `mmtrace trace -o json` recording?",
-            path.display(),
+            "{source} has no usable event in {} lines (line {}: {}): is it a `mmtrace trace -o json` recording?",
             report.lines,
             report.malformed[0].line,
             report.malformed[0].error
