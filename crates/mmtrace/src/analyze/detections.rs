@@ -140,13 +140,17 @@ pub static DETECTIONS: [Detection; 8] = [
         title: "process_mrelease lost the race with exit",
         severity: Severity::Info,
         explanation: "process_mrelease failed with ESRCH: by the time it ran, the victim had \
-            already given up its memory (it finished exiting on its own, or its parent reaped \
-            it), so the call found nothing to reap. This is a benign race every userspace OOM \
-            killer meets; it is worth knowing how often it happens, because it means the kill \
-            alone freed memory fast enough.",
+            already let go of its address space (it got to its own exit first and frees the \
+            memory itself, or its parent already reaped it), so the call found nothing to \
+            reap. Every userspace OOM killer meets this race and it is mostly benign: the memory \
+            comes back as fast as the victim can run its exit. It says something when it \
+            happens for nearly every kill: the victims get the CPU promptly, and \
+            process_mrelease buys little here.",
         trigger: "process_mrelease failing with ESRCH. Works from the call results alone.",
-        advice: "Treat ESRCH after a kill as success. If it happens for nearly every kill, \
-            process_mrelease is not buying anything on this machine.",
+        advice: "Treat ESRCH after a kill as success. process_mrelease pays off when the victim \
+            cannot run its exit promptly: starved of CPU, throttled by its cgroup, or on a \
+            loaded machine; `mmtrace reap PID --no-release` against `mmtrace reap PID` measures \
+            the difference.",
     },
     Detection {
         id: "MMT-007",
@@ -156,8 +160,9 @@ pub static DETECTIONS: [Detection; 8] = [
             mapping it creates from now on is locked and faulted in whole at once. Thread \
             stacks, heap arenas and large reservations (a sanitizer's shadow memory, a \
             garbage collector's heap, a file mapped to read a few pages of it) then cost their \
-            full size in RAM, mmap and stack growth fail with EAGAIN or ENOMEM at \
-            RLIMIT_MEMLOCK, and the process can use far more memory than it touches.",
+            full size in RAM; once RLIMIT_MEMLOCK is reached, mmap fails with EAGAIN and a \
+            stack that needs to grow kills the process with SIGSEGV; and the process can use \
+            far more memory than it touches.",
         trigger: "mlockall succeeding with MCL_FUTURE set and MCL_ONFAULT clear. Works from the \
             call arguments alone.",
         advice: "Add MCL_ONFAULT (Linux 4.4) so pages are locked as they are first touched, or \
