@@ -760,3 +760,83 @@ fn a_kernel_oom_kill_has_its_timeline() {
     drop(memcg);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Runs `mmtrace ARGS` where process_mrelease fails with ENOSYS, as on kernels before 5.15:
+/// a seccomp filter installed in the child before exec makes it so.
+fn run_without_process_mrelease(args: &[&str]) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    const NR: u32 = libc::SYS_process_mrelease as u32;
+    let filter = [
+        // A = syscall number; if A == process_mrelease return ENOSYS, else allow.
+        libc::sock_filter {
+            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: NR,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ALLOW,
+        },
+    ];
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    // SAFETY: only prctl calls between fork and exec, on data prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr().cast_mut(),
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn reap_on_a_kernel_without_process_mrelease_kills_nothing() {
+    let pid = holder(MIB, None);
+    let out = run_without_process_mrelease(&["reap", &pid.to_string()]);
+    // Still running: not even a zombie to collect.
+    let alive = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) } == 0;
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    killed_by(pid);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("mmtrace: error: this kernel has no process_mrelease (it needs Linux 5.15): nothing was killed"),
+        "{err}"
+    );
+    assert!(alive, "the victim must survive the failed reap");
+
+    // --no-release does not need it.
+    let pid = holder(MIB, None);
+    let out = run_without_process_mrelease(&["reap", &pid.to_string(), "--no-release"]);
+    assert_eq!(killed_by(pid), libc::SIGKILL);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
