@@ -134,7 +134,7 @@ pub struct Kills {
 
 impl Kills {
     pub fn apply(&mut self, r: &Record) {
-        match r.name.as_str() {
+        match &*r.name {
             "pidfd_open" if r.ok() => {
                 let pid = r
                     .target
@@ -157,7 +157,7 @@ impl Kills {
                 if k.signal_at.is_none() {
                     k.signal_at = Some(r.ts);
                     k.signal = Some(signal_name(sig));
-                    k.via = Some(r.name.clone());
+                    k.via = Some(r.name.to_string());
                     k.signal_result = Some(r.errno.clone().unwrap_or_else(|| "ok".into()));
                     k.killer_pid = Some(r.pid);
                     k.killer_name = Some(r.comm.clone());
@@ -204,7 +204,7 @@ impl Kills {
                     return;
                 };
                 let oom = self.kills[i].oom.get_or_insert_with(Oom::default);
-                match r.name.as_str() {
+                match &*r.name {
                     "oom_start_task_reaping" => oom.reap_start_at = Some(r.ts),
                     "oom_finish_task_reaping" => oom.reap_finish_at = Some(r.ts),
                     _ => oom.reap_skipped = true,

@@ -59,7 +59,7 @@ impl Ledger {
             return;
         }
         let range = |addr: &str, len: &str| Some((r.arg_u64(addr)?, r.arg_u64(len)?));
-        match r.name.as_str() {
+        match &*r.name {
             "mlock" | "mlock2" => {
                 if let Some((a, l)) = range("addr", "len") {
                     self.lock(a, l);

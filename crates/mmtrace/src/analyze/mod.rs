@@ -94,6 +94,16 @@ impl Analyzer {
         Analyzer::default()
     }
 
+    /// Takes one live event, and the alert it raises if any.
+    pub fn event(&mut self, e: &mmtrace_events::Event) {
+        self.lines += 1;
+        self.push(Record::from_event(e));
+        if let Some(alert) = Record::alert_of(e) {
+            self.lines += 1;
+            self.push(alert);
+        }
+    }
+
     /// Takes one line of a recording; `number` counts from 1.
     pub fn line(&mut self, text: &[u8], number: usize) {
         self.lines += 1;
@@ -144,14 +154,14 @@ impl Analyzer {
         t.comm.clone_from(&r.comm);
         t.calls += 1;
         t.time_ns = t.time_ns.saturating_add(r.duration);
-        match r.name.as_str() {
+        match &*r.name {
             "mlock" | "mlock2" | "mlockall" => p.lock_calls += 1,
             "munlock" | "munlockall" => p.unlock_calls += 1,
             _ => {}
         }
         if let Some(errno) = &r.errno {
             *p.failures
-                .entry((r.name.clone(), errno.clone()))
+                .entry((r.name.to_string(), errno.clone()))
                 .or_default() += 1;
         }
         p.ledger.apply(r);
@@ -190,7 +200,7 @@ impl Analyzer {
         };
         let prot = r.arg_u64("prot").unwrap_or(0);
         let wx = prot & (PROT_WRITE | PROT_EXEC) == PROT_WRITE | PROT_EXEC;
-        match r.name.as_str() {
+        match &*r.name {
             "mmap" | "mprotect" | "pkey_mprotect" if r.ok() && wx => {
                 let what = format!(
                     "{} of {} bytes",
@@ -204,18 +214,14 @@ impl Analyzer {
                 );
             }
             "mprotect" | "pkey_mprotect" if r.ok() && prot & PROT_EXEC != 0 => {
-                let before = r
-                    .mapping
-                    .as_ref()
-                    .and_then(|m| m.prot.as_deref())
-                    .unwrap_or("");
-                if before.contains("PROT_WRITE") {
+                if let Some(m) = r.mapping.as_ref().filter(|m| m.writable()) {
                     self.raise(
                         W_TO_X,
                         r,
                         format!(
-                            "{} made writable memory ({before}) executable{}",
+                            "{} made writable memory ({}) executable{}",
                             r.name,
+                            m.prot(),
                             self.where_(r)
                         ),
                     );

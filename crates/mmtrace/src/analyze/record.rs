@@ -1,15 +1,41 @@
 //! One JSON line of a recording, read leniently into the fields the analysis uses.
 
-use mmtrace_events::decode::errno_name;
+use std::borrow::Cow;
+
+use mmtrace_events::decode::{errno_name, Decoder};
+use mmtrace_events::{by_name, enrich, Event, EventDef};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// The mapping at an address before a call (the `mapping` object).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Mapping {
-    pub prot: Option<String>,
-    pub kind: Option<String>,
+    prot: Prot,
+    pub kind: Option<Cow<'static, str>>,
     pub path: Option<String>,
+}
+
+/// A recording spells the protection out; a live event has the bits, named only if needed.
+#[derive(Debug, Clone)]
+enum Prot {
+    Text(String),
+    Bits(u64),
+}
+
+impl Mapping {
+    pub fn writable(&self) -> bool {
+        match &self.prot {
+            Prot::Text(t) => t.contains("PROT_WRITE"),
+            Prot::Bits(b) => b & 2 != 0,
+        }
+    }
+
+    pub fn prot(&self) -> String {
+        match &self.prot {
+            Prot::Text(t) => t.clone(),
+            Prot::Bits(b) => Decoder::Prot.decode(*b).unwrap_or_default(),
+        }
+    }
 }
 
 /// The caller's locked memory after a call (the `locked` object).
@@ -53,6 +79,20 @@ struct Arg {
     decoded: Option<String>,
 }
 
+/// The arguments: as a recording writes them, or a live event's registers with its catalog
+/// entry, read only when asked.
+#[derive(Debug, Clone)]
+enum Args {
+    Json(Vec<Arg>),
+    Raw {
+        def: &'static EventDef,
+        raw: [u64; MAX_ARGS],
+    },
+}
+
+/// The most arguments an event has (oom_mark_victim's eight).
+const MAX_ARGS: usize = 8;
+
 #[derive(Debug, Clone)]
 pub struct Record {
     /// Line number in the recording; 0 when traced live.
@@ -63,10 +103,10 @@ pub struct Record {
     pub pid: u32,
     pub tid: u32,
     pub comm: String,
-    pub name: String,
+    pub name: Cow<'static, str>,
     pub ret: i64,
     pub errno: Option<String>,
-    args: Vec<Arg>,
+    args: Args,
     /// Host pid of the process a pidfd or pid argument refers to, and its name.
     pub target: Option<(u32, Option<String>)>,
     pub freed: Option<u64>,
@@ -87,6 +127,7 @@ impl Record {
         let l: Line = serde_json::from_slice(text).map_err(|e| format!("not JSON ({e})"))?;
         let text_of = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
         let name = text_of(l.event_name.as_ref()).ok_or("no eventName")?;
+        let name = by_name(&name).map_or(Cow::Owned(name), |d| Cow::Borrowed(d.name));
         let ts = l
             .timestamp
             .as_ref()
@@ -106,7 +147,7 @@ impl Record {
         });
         let target = l.target.as_ref().and_then(|t| {
             let pid = t.get("hostProcessId").and_then(as_u32)?;
-            Some((pid, text_of(t.get("processName"))))
+            Some((pid, text_of(t.get("processName")).filter(|n| !n.is_empty())))
         });
         let locked = l.locked.as_ref().and_then(|l| {
             Some(Locked {
@@ -119,8 +160,8 @@ impl Record {
             })
         });
         let mapping = l.mapping.filter(Value::is_object).map(|m| Mapping {
-            prot: text_of(m.get("prot")),
-            kind: text_of(m.get("kind")),
+            prot: Prot::Text(text_of(m.get("prot")).unwrap_or_default()),
+            kind: text_of(m.get("kind")).map(Cow::Owned),
             path: text_of(m.get("path")),
         });
         Ok(Record {
@@ -133,7 +174,7 @@ impl Record {
             name,
             ret,
             errno,
-            args: l.args.unwrap_or_default(),
+            args: Args::Json(l.args.unwrap_or_default()),
             target,
             freed: l
                 .memory
@@ -146,6 +187,81 @@ impl Record {
         })
     }
 
+    /// A live event, read as its JSON line would be, without writing and parsing the line.
+    pub fn from_event(e: &Event) -> Record {
+        let c = &e.ctx;
+        let x = e.enrich.as_ref();
+        Record {
+            line: 0,
+            ts: c.timestamp,
+            duration: e.duration_ns,
+            pid: c.host_pid,
+            tid: c.host_tid,
+            comm: c.comm.clone(),
+            name: Cow::Borrowed(e.def.name),
+            ret: e.ret,
+            errno: e.error_name(),
+            args: Args::Raw {
+                def: e.def,
+                raw: std::array::from_fn(|i| e.raw_args.get(i).copied().unwrap_or(0)),
+            },
+            target: x
+                .and_then(|x| x.target.as_ref())
+                .map(|t| (t.host_pid, Some(t.comm.clone()).filter(|n| !n.is_empty()))),
+            freed: x.and_then(|x| x.freed_bytes()),
+            reason: enrich::failure_reason(e).map(str::to_string),
+            locked: x.and_then(|x| x.locked).map(|l| Locked {
+                bytes: l.locked_bytes,
+                limit: l.limit_bytes,
+                cap_ipc_lock: l.cap_ipc_lock,
+            }),
+            mapping: x.and_then(|x| x.mapping.as_ref()).map(|m| Mapping {
+                prot: Prot::Bits(m.prot),
+                kind: Some(Cow::Borrowed(m.kind.name())),
+                path: m.path.clone(),
+            }),
+        }
+    }
+
+    /// The `mem_prot_alert` line a live event raises, as the JSON output writes it after the
+    /// call.
+    pub fn alert_of(e: &Event) -> Option<Record> {
+        let (alert, before) = enrich::alert(e)?;
+        let call = Record::from_event(e);
+        // mmap's addr argument is only a hint; where the mapping went is what it returned.
+        let addr = match e.def.name {
+            "mmap" => e.ret as u64,
+            _ => call.arg_u64("addr").unwrap_or(0),
+        };
+        let len = call.arg_u64("len").or(call.arg_u64("length")).unwrap_or(0);
+        let path = call.mapping.as_ref().and_then(|m| m.path.clone());
+        let arg = |name: &str, value: Value| Arg {
+            name: name.to_string(),
+            value,
+            decoded: None,
+        };
+        Some(Record {
+            name: Cow::Borrowed("mem_prot_alert"),
+            ret: 0,
+            errno: None,
+            duration: 0,
+            args: Args::Json(vec![
+                arg("alert", json!(alert.text())),
+                arg("addr", json!(format!("{addr:#x}"))),
+                arg("len", json!(len)),
+                arg("prot", json!(call.arg_u64("prot").unwrap_or(0))),
+                arg("prev_prot", json!(before)),
+                arg("pathname", json!(path.unwrap_or_default())),
+            ]),
+            target: None,
+            freed: None,
+            reason: None,
+            locked: None,
+            mapping: None,
+            ..call
+        })
+    }
+
     /// When the call returned: what it did took effect then.
     pub fn end(&self) -> u64 {
         self.ts.saturating_add(self.duration)
@@ -155,13 +271,30 @@ impl Record {
         self.errno.is_none()
     }
 
-    fn arg(&self, name: &str) -> Option<&Arg> {
-        self.args.iter().find(|a| a.name == name)
+    fn json_arg(&self, name: &str) -> Option<&Arg> {
+        match &self.args {
+            Args::Json(args) => args.iter().find(|a| a.name == name),
+            Args::Raw { .. } => None,
+        }
+    }
+
+    /// A live event's argument: its catalog entry and raw value.
+    fn raw_arg(&self, name: &str) -> Option<(&'static mmtrace_events::ArgDef, u64)> {
+        match &self.args {
+            Args::Raw { def, raw } => {
+                let i = def.args.iter().position(|a| a.name == name)?;
+                Some((&def.args[i], *raw.get(i)?))
+            }
+            Args::Json(_) => None,
+        }
     }
 
     /// An argument as an unsigned number; pointers are hex strings, as in Tracee.
     pub fn arg_u64(&self, name: &str) -> Option<u64> {
-        match &self.arg(name)?.value {
+        if let Some((def, raw)) = self.raw_arg(name) {
+            return Some(def.ty.value(raw).bits());
+        }
+        match &self.json_arg(name)?.value {
             Value::Number(n) => n.as_u64().or_else(|| n.as_i64().map(|v| v as u64)),
             Value::String(s) => {
                 let hex = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X"))?;
@@ -175,13 +308,22 @@ impl Record {
         self.arg_u64(name).map(|v| v as i64)
     }
 
+    /// A string argument; only derived lines (alerts, OOM) have them.
     pub fn arg_str(&self, name: &str) -> Option<&str> {
-        self.arg(name)?.value.as_str()
+        self.json_arg(name)?.value.as_str()
     }
 
     /// The argument's names (`MCL_FUTURE`), falling back to its value.
     pub fn arg_text(&self, name: &str) -> Option<String> {
-        let arg = self.arg(name)?;
+        if let Some((def, raw)) = self.raw_arg(name) {
+            let value = def.ty.value(raw);
+            return Some(
+                def.decoder
+                    .decode(value.bits())
+                    .unwrap_or_else(|| value.bits().to_string()),
+            );
+        }
+        let arg = self.json_arg(name)?;
         Some(arg.decoded.clone().unwrap_or_else(|| arg.value.to_string()))
     }
 }
