@@ -610,6 +610,10 @@ static __always_inline void read_rss(struct task_struct *task, __s64 *out)
 		out[i] = 0;
 		if (mm)
 			bpf_probe_read_kernel(&out[i], sizeof(out[i]), (void *)(base + i * stride));
+		/* The global count of a percpu counter lags its per-CPU parts and can dip below
+		 * zero while memory is being freed; none is the honest reading then. */
+		if (out[i] < 0)
+			out[i] = 0;
 	}
 }
 
