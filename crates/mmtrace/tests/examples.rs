@@ -281,8 +281,19 @@ fn example_lines_are_real_calls() {
     );
     std::fs::create_dir_all(&dir).unwrap();
     let (json_path, table_path) = (format!("{dir}/out.json"), format!("{dir}/out.txt"));
-    let json_trace = Trace::start(BIN, &["-o", &format!("json:{json_path}")], Stdio::null());
-    let table_trace = Trace::start(BIN, &["-o", &format!("table:{table_path}")], Stdio::null());
+    // Only this test's own processes: a storm elsewhere on the machine could fill one
+    // trace's ring and not the other's.
+    let tree = format!("tree={}", std::process::id());
+    let json_trace = Trace::start(
+        BIN,
+        &["-s", &tree, "-o", &format!("json:{json_path}")],
+        Stdio::null(),
+    );
+    let table_trace = Trace::start(
+        BIN,
+        &["-s", &tree, "-o", &format!("table:{table_path}")],
+        Stdio::null(),
+    );
     let pid = spawn_caller();
     let mut status = 0;
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
