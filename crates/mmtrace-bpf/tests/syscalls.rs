@@ -233,7 +233,8 @@ fn mlockall_and_munlockall_in_a_child() {
 
 #[test]
 fn oom_killer_family() {
-    let Some(mut t) = trace("pidfd_open,pidfd_send_signal,process_mrelease,process_madvise") else {
+    let Some(mut t) = trace("kill,pidfd_open,pidfd_send_signal,process_mrelease,process_madvise")
+    else {
         return;
     };
     // Pinning the child to our CPU keeps it from running its exit path before we reap it;
@@ -279,6 +280,18 @@ fn oom_killer_family() {
         assert_eq!(dying, -libc::ESRCH as i64, "process_mrelease after SIGKILL");
     }
     assert!(reaped, "process_mrelease never succeeded on a killed child");
+
+    // kill by number: a probe of ourselves, a pid no process has, a signal that does not exist.
+    let me = std::process::id() as u64;
+    for (pid, sig, want) in [
+        (me, 0, 0),
+        (999_999_999, 9, -libc::ESRCH),
+        (me, 99, -libc::EINVAL),
+    ] {
+        let ret = sys(libc::SYS_kill, &[pid, sig]);
+        assert_eq!(ret, want as i64, "kill({pid}, {sig})");
+        expected.push(("kill", vec![pid, sig], ret));
+    }
 
     // process_madvise on ourselves: MADV_COLD over one page returns the bytes advised.
     let me = sys(libc::SYS_pidfd_open, &[std::process::id() as u64, 0]);

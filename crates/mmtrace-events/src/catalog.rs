@@ -406,6 +406,21 @@ pub static CATALOG: &[EventDef] = &[
         doc: &docs::MADVISE,
     },
     EventDef {
+        name: "kill",
+        id: 62,
+        source: Source::Syscall {
+            x86_64: 62,
+            aarch64: 129,
+        },
+        args: &[arg("pid", I32, K, D::None), arg("sig", I32, K, D::Signal)],
+        ret: RetKind::Zero,
+        extras: &[],
+        sets: &["syscalls", "signals", "oom"],
+        since: "1.0",
+        summary: "send a signal to a process or a process group, by pid",
+        doc: &docs::KILL,
+    },
+    EventDef {
         name: "mlock",
         id: 149,
         source: Source::Syscall {

@@ -882,6 +882,39 @@ pub static MSEAL: EventDoc = EventDoc {
     related: &["mprotect", "munmap", "mremap", "madvise", "mmap"],
 };
 
+pub static KILL: EventDoc = EventDoc {
+    description: "Sends a signal to the process pid names: to its process group when pid is 0 \
+        or negative (-pid), to every process the caller may signal when it is -1. Signal 0 \
+        only checks that the target exists and may be signalled. Unlike pidfd_send_signal it \
+        names the target by number, which may by then belong to another process.",
+    args: &[
+        "the target: a pid, 0 for the caller's process group, -1 for all it may signal, or \
+         -PGID",
+        "the signal; 0 checks without sending",
+    ],
+    errnos: &[
+        ("EINVAL", "sig is not a valid signal number"),
+        (
+            "EPERM",
+            "the caller may not signal the target (or any of the group)",
+        ),
+        ("ESRCH", "no process or process group has that pid"),
+    ],
+    use_case: "See the kill of a userspace OOM killer that does not use pidfds, and join it \
+        with the victim's exit; or find who sends SIGKILL to a service.",
+    pitfalls: &[
+        "A pid can be reused between reading it and the kill: that race is why \
+         pidfd_send_signal exists.",
+        "kill(pid, 0) is a probe, not a kill: it shows up as often as monitors poll.",
+    ],
+    related: &[
+        "pidfd_send_signal",
+        "pidfd_open",
+        "process_mrelease",
+        "sched_process_exit",
+    ],
+};
+
 pub static OOM_MARK_VICTIM: EventDoc = EventDoc {
     description: "The kernel's OOM killer, out of memory in the whole system or in a memory \
         cgroup, has chosen the process with the highest badness (its memory, weighed by \
@@ -1087,6 +1120,8 @@ mod tests {
             // mm/mseal.c do_mseal: flags and alignment (EINVAL), mmap_write_lock_killable
             // (EINTR), range_contains_unmapped and vma_modify_flags (ENOMEM).
             "mseal" => &["EINTR", "EINVAL", "ENOMEM"],
+            // kill_something_info, check_kill_permission, the group and pid lookups.
+            "kill" => &["EINVAL", "EPERM", "ESRCH"],
             // Kernel events are not calls: nothing fails.
             "oom_mark_victim"
             | "oom_start_task_reaping"

@@ -234,6 +234,7 @@ mod tests {
         assert_eq!(
             names("tag=oom,-oom_*,-sched_*"),
             [
+                "kill",
                 "pidfd_send_signal",
                 "pidfd_open",
                 "process_madvise",
