@@ -39,14 +39,12 @@ fn main() -> ExitCode {
     }
     let (warmup, elapsed_ns) = storm(kind, calls / threads, threads, per_step);
     // ns_per_call is per thread: the time each caller waits for one call, which is what a
-    // tracer adds to. bench/run counts the warm-up among the calls a tracer should have seen,
-    // and takes cpu_ms off a tracer's own when the tracer launched the workload.
+    // tracer adds to. bench/run counts the warm-up among the calls a tracer should have seen.
     println!(
-        "{kind} calls={calls} ns_per_call={:.1} pid={} warmup={} threads={threads} cpu_ms={:.1}",
+        "{kind} calls={calls} ns_per_call={:.1} pid={} warmup={} threads={threads}",
         elapsed_ns as f64 * threads as f64 / calls as f64,
         std::process::id(),
-        warmup * threads,
-        cpu_ms()
+        warmup * threads
     );
     ExitCode::SUCCESS
 }
@@ -153,14 +151,6 @@ fn check(ret: libc::c_int, what: &str) {
 fn fail(what: &str) -> ! {
     eprintln!("mm-workload: {what}: {}", Error::last_os_error());
     std::process::exit(1);
-}
-
-/// User and system time of this process so far.
-fn cpu_ms() -> f64 {
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
-    ms(usage.ru_utime) + ms(usage.ru_stime)
 }
 
 fn monotonic_ns() -> u64 {
