@@ -325,3 +325,27 @@ fn tempdir() -> String {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[test]
+fn user_runs_the_command_as_that_user() {
+    if !bpf_allowed() || !rustix::process::geteuid().is_root() {
+        return;
+    }
+    let out = Command::new(BIN)
+        .args(["trace", "-o", "none", "--user", "nobody", "--", "sh", "-c"])
+        .arg("[ \"$(id -u)\" = 65534 ] && [ \"$(id -g)\" = 65534 ] || exit 3")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the command ran as nobody: {err}"
+    );
+    let (code, err) = run_err(&["trace", "--user", "no-such-user-xyz", "--", "true"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("--user no-such-user-xyz: no such user"),
+        "{err}"
+    );
+}
