@@ -11,6 +11,8 @@ use super::Sink;
 pub struct Table<W: Write> {
     out: W,
     header_done: bool,
+    clock: TimeOfDay,
+    row: String,
 }
 
 impl<W: Write> Table<W> {
@@ -18,26 +20,37 @@ impl<W: Write> Table<W> {
         Table {
             out,
             header_done: false,
+            clock: TimeOfDay::default(),
+            row: String::with_capacity(256),
         }
     }
 }
 
-/// Local wall-clock time of day with microseconds.
-fn time_of_day(epoch_ns: u64) -> String {
-    let secs = (epoch_ns / 1_000_000_000) as libc::time_t;
-    // SAFETY: localtime_r only writes the tm we hand it.
-    let tm = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        libc::localtime_r(&secs, &mut tm);
-        tm
-    };
-    format!(
-        "{:02}:{:02}:{:02}.{:06}",
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec,
-        epoch_ns % 1_000_000_000 / 1000
-    )
+/// Local wall-clock time of day with microseconds. localtime_r costs more than the rest of a
+/// row, so its result is kept for the second it describes: a storm of a million events a
+/// second otherwise outruns the reader.
+#[derive(Default)]
+struct TimeOfDay {
+    second: u64,
+    hms: String,
+}
+
+impl TimeOfDay {
+    fn format(&mut self, epoch_ns: u64) -> String {
+        let second = epoch_ns / 1_000_000_000;
+        if second != self.second || self.hms.is_empty() {
+            let secs = second as libc::time_t;
+            // SAFETY: localtime_r only writes the tm we hand it.
+            let tm = unsafe {
+                let mut tm: libc::tm = std::mem::zeroed();
+                libc::localtime_r(&secs, &mut tm);
+                tm
+            };
+            self.second = second;
+            self.hms = format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec);
+        }
+        format!("{}.{:06}", self.hms, epoch_ns % 1_000_000_000 / 1000)
+    }
 }
 
 /// A duration at a readable scale: 850ns, 12.3us, 4.56ms, 1.20s.
@@ -170,10 +183,13 @@ impl<W: Write> Sink for Table<W> {
             self.header_done = true;
         }
         let c = &e.ctx;
-        let time = time_of_day(c.timestamp);
+        let time = self.clock.format(c.timestamp);
         let who = format!("{}/{}", c.host_pid, c.host_tid);
-        writeln!(
-            self.out,
+        // One write per row: the writer's per-call overhead adds up at these rates.
+        self.row.clear();
+        use std::fmt::Write as _;
+        let _ = writeln!(
+            self.row,
             "{time:<15} {:<16} {who:>15} {:>9}  {}{}",
             c.comm,
             // A kernel event is an instant: no duration to show.
@@ -184,17 +200,17 @@ impl<W: Write> Sink for Table<W> {
             },
             call_text(e),
             enrichment_text(e)
-        )?;
+        );
         if let Some((alert, _)) = enrich::alert(e) {
-            writeln!(
-                self.out,
+            let _ = writeln!(
+                self.row,
                 "{time:<15} {:<16} {who:>15} {:>9}  mem_prot_alert: {}",
                 c.comm,
                 "",
                 alert.text()
-            )?;
+            );
         }
-        Ok(())
+        self.out.write_all(self.row.as_bytes())
     }
 
     fn flush(&mut self) -> io::Result<()> {
