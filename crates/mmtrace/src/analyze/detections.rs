@@ -1,10 +1,8 @@
 //! The detections the analyzer raises: identity, severity, explanation and their doc pages.
 
 use std::fmt::Write as _;
-use std::fs;
 use std::path::Path;
 
-use anyhow::Context as _;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -231,20 +229,9 @@ fn index() -> String {
 /// Writes one page per detection and an index into `dir`, the same bytes on every run so CI
 /// can regenerate them and fail when they are stale.
 pub fn write_pages(dir: &Path) -> anyhow::Result<()> {
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut files: Vec<(String, String)> = DETECTIONS
+    let pages = DETECTIONS
         .iter()
         .map(|d| (format!("{}.md", d.id), d.page()))
         .collect();
-    files.push(("README.md".to_string(), index()));
-    for (name, text) in &files {
-        let path = dir.join(name);
-        fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    eprintln!(
-        "mmtrace: wrote {} detection pages and README.md to {}",
-        DETECTIONS.len(),
-        dir.display()
-    );
-    Ok(())
+    crate::docs::write_set(dir, pages, index(), "detection pages")
 }
