@@ -149,8 +149,15 @@ fn summarize(tracer: &Tracer, seen: &[u64], elapsed: Duration, ring_bytes: u32) 
         lost.len(),
         elapsed.as_secs_f64()
     );
+    // Wide enough for the longest name, so the counts line up.
+    let w = lost
+        .iter()
+        .map(|(e, _)| e.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
     eprintln!(
-        "  {:<18} {:>12} {:>11} {:>12}",
+        "  {:<w$} {:>12} {:>11} {:>12}",
         "event", "seen", "lost", "filtered"
     );
     let mut totals = [0u64; 3];
@@ -160,12 +167,12 @@ fn summarize(tracer: &Tracer, seen: &[u64], elapsed: Duration, ring_bytes: u32) 
             *t += v;
         }
         eprintln!(
-            "  {:<18} {:>12} {:>11} {:>12}",
+            "  {:<w$} {:>12} {:>11} {:>12}",
             event.name, row[0], row[1], row[2]
         );
     }
     eprintln!(
-        "  {:<18} {:>12} {:>11} {:>12}",
+        "  {:<w$} {:>12} {:>11} {:>12}",
         "total", totals[0], totals[1], totals[2]
     );
     if totals[1] > 0 {
