@@ -24,6 +24,17 @@ const EINTR_LOCK: (&str, &str) = (
      being killed and never sees this value, but a tracer does",
 );
 
+/// mlock and mlock2 fault the range in while locking it, and fail alike.
+const EAGAIN_FAULT_IN: (&str, &str) = (
+    "EAGAIN",
+    "memory ran out while faulting the range in, so part of it could not be locked",
+);
+
+const EINTR_FAULT_IN: (&str, &str) = (
+    "EINTR",
+    "a fatal signal arrived while waiting for the address-space lock or while faulting pages in",
+);
+
 pub static MMAP: EventDoc = EventDoc {
     description: "Creates a new mapping in the caller's address space: anonymous memory \
         (MAP_ANONYMOUS with fd -1) or a window onto a file or device, private (copy-on-write) \
@@ -390,15 +401,8 @@ pub static MLOCK: EventDoc = EventDoc {
         "bytes; the range is widened to whole pages",
     ],
     errnos: &[
-        (
-            "EAGAIN",
-            "memory ran out while faulting the range in, so part of it could not be locked",
-        ),
-        (
-            "EINTR",
-            "a fatal signal arrived while waiting for the address-space lock or while faulting \
-             pages in",
-        ),
+        EAGAIN_FAULT_IN,
+        EINTR_FAULT_IN,
         ("EINVAL", "addr plus len overflows"),
         (
             "ENOMEM",
@@ -526,15 +530,8 @@ pub static MLOCK2: EventDoc = EventDoc {
         "0 or MLOCK_ONFAULT",
     ],
     errnos: &[
-        (
-            "EAGAIN",
-            "memory ran out while faulting the range in, so part of it could not be locked",
-        ),
-        (
-            "EINTR",
-            "a fatal signal arrived while waiting for the address-space lock or while faulting \
-             pages in",
-        ),
+        EAGAIN_FAULT_IN,
+        EINTR_FAULT_IN,
         (
             "EINVAL",
             "flags has bits other than MLOCK_ONFAULT, or addr plus len overflows",
