@@ -1,0 +1,83 @@
+//! Per-event cost of the reader without the kernel: ring-buffer bytes to Event to an output
+//! line, for the record a munmap storm produces. End-to-end runs on a shared two-core machine
+//! vary by tens of percent; this isolates the user-space half to a few.
+//!
+//! `cargo run --release -p mmtrace --example format_bench [-- EVENTS]`
+
+use std::time::Instant;
+
+use mmtrace_bpf::{Clock, Record};
+
+// The outputs live in the binary crate: borrow the module as it is.
+#[allow(dead_code)]
+#[path = "../src/output/mod.rs"]
+mod output;
+
+/// What the kernel side sends for a munmap of an unmapped page with lock accounting: a
+/// record, then `struct ext` with the locked-memory and mapping extras.
+fn munmap_record() -> Vec<u8> {
+    let mut record = Record {
+        ts: 1_000_000_000,
+        duration: 451,
+        ret: 0,
+        cgroup_id: 1,
+        thread_start: 900_000_000,
+        pid: 6008,
+        tid: 6009,
+        ppid: 5904,
+        ns_pid: 6008,
+        ns_tid: 6009,
+        ns_ppid: 5904,
+        mnt_ns: 4026531832,
+        pid_ns: 4026531836,
+        id: 11,
+        ..Record::default()
+    };
+    record.args[..2].copy_from_slice(&[0x7fb7_4c04_7000, 4096]);
+    record.comm[..11].copy_from_slice(b"mm-workload");
+    // SAFETY: Record is repr(C) integers with no padding.
+    let mut bytes = unsafe {
+        std::slice::from_raw_parts(
+            (&record as *const Record).cast::<u8>(),
+            std::mem::size_of::<Record>(),
+        )
+    }
+    .to_vec();
+    // struct ext by offset: flags, cap_ipc_lock, memlock_cur, vma_start, vma_end.
+    let mut ext = [0u8; 152];
+    let mut put = |offset: usize, v: &[u8]| ext[offset..offset + v.len()].copy_from_slice(v);
+    put(0, &(8u32 | 16 | 32).to_ne_bytes());
+    put(12, &1u32.to_ne_bytes());
+    put(112, &8_388_608u64.to_ne_bytes());
+    put(120, &0x7fb7_4c04_7000u64.to_ne_bytes());
+    put(128, &0x7fb7_4c04_8000u64.to_ne_bytes());
+    bytes.extend_from_slice(&ext);
+    bytes
+}
+
+fn main() -> anyhow::Result<()> {
+    let events: u64 = std::env::args()
+        .nth(1)
+        .map_or(Ok(2_000_000), |n| n.parse())?;
+    let bytes = munmap_record();
+    let clock = Clock::now();
+    for format in ["json", "table"] {
+        let mut sink = output::open(&output::OutputSpec::parse(&format!("{format}:/dev/null"))?)?;
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let start = Instant::now();
+            for i in 0..events {
+                let event = Record::parse(&bytes, &clock).expect("a munmap record");
+                sink.event(&event)?;
+                // As the reader does after each batch.
+                if i % 4096 == 4095 {
+                    sink.flush()?;
+                }
+            }
+            sink.flush()?;
+            best = best.min(start.elapsed().as_nanos() as f64 / events as f64);
+        }
+        println!("{format}: {best:.0} ns/event");
+    }
+    Ok(())
+}
