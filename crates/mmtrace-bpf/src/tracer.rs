@@ -56,6 +56,9 @@ pub struct Options {
     pub ring_bytes: u32,
     /// Leave the tracer's own process out; tests of the tracer turn this off.
     pub exclude_self: bool,
+    /// Gather the catalog's extras (pidfd targets, memory, mappings) in the kernel; without
+    /// them a record is the bare call, the cheapest trace.
+    pub enrich: bool,
 }
 
 impl Options {
@@ -69,6 +72,7 @@ impl Options {
             roots: Vec::new(),
             ring_bytes: Self::DEFAULT_RING_BYTES,
             exclude_self: true,
+            enrich: true,
         }
     }
 }
@@ -137,7 +141,7 @@ impl Tracer {
         }
         // What each selected event asks the kernel side to gather, by event id.
         let mut extras = [0u8; 1024];
-        for e in &available {
+        for e in available.iter().filter(|_| opts.enrich) {
             extras[usize::from(e.id)] = e.extras.iter().fold(0, |bits, x| bits | x.bit());
         }
         let flag = |b: bool| u32::from(b);

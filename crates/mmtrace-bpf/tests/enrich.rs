@@ -309,3 +309,20 @@ fn a_target_in_another_pid_namespace_gets_both_pids() {
         );
     }
 }
+
+#[test]
+fn without_enrichment_calls_carry_the_call_alone() {
+    let Some(mut t) = trace_with("mmap,mlock,munmap,pidfd_open", |o| o.enrich = false) else {
+        return;
+    };
+    let p = anon(libc::PROT_READ | libc::PROT_WRITE);
+    sys(libc::SYS_mlock, p, PAGE as u64, 0, 0);
+    sys(libc::SYS_munmap, p, PAGE as u64, 0, 0);
+    let pidfd = sys(libc::SYS_pidfd_open, std::process::id().into(), 0, 0, 0);
+    unsafe { libc::close(pidfd as i32) };
+    let got = events_of(&mut t, tid());
+    let names: Vec<_> = got.iter().map(Event::name).collect();
+    assert_eq!(names, ["mmap", "mlock", "munmap", "pidfd_open"]);
+    assert!(got.iter().all(|e| e.enrich.is_none()), "{got:#?}");
+    assert_eq!(got[2].arg("addr").map(|a| a.bits()), Some(p));
+}

@@ -89,6 +89,11 @@ pub struct TraceArgs {
     #[arg(long = "buffer-size", value_name = "SIZE", default_value = "8M")]
     pub buffer_size: String,
 
+    /// Record the calls alone, the cheapest trace: no pidfd targets, freed or locked memory or
+    /// mapping kinds, which the kernel side otherwise gathers at each call (and so no mprotect alerts).
+    #[arg(long = "no-enrich")]
+    pub no_enrich: bool,
+
     /// Analyze the events as they come and print the report at exit, as `mmtrace analyze`
     /// would for the recording: on stdout, or on stderr when the events go to stdout.
     #[arg(long = "analyze")]

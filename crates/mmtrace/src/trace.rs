@@ -48,6 +48,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     opts.scope = scope;
     opts.roots = command.iter().map(Command::pid).collect();
     opts.ring_bytes = ring_bytes;
+    opts.enrich = !args.no_enrich;
     let mut tracer = Tracer::start(&opts)?;
     for u in tracer.unavailable() {
         eprintln!("mmtrace: {} unavailable: {}", u.event.name, u.reason);
