@@ -127,8 +127,30 @@ typedef struct {
 	unsigned long long val;
 } kernel_cap_t;
 
+typedef struct {
+	unsigned int val;
+} kuid_t;
+
+typedef struct {
+	unsigned int val;
+} kgid_t;
+
 struct cred {
+	kuid_t uid;
+	kgid_t gid;
 	kernel_cap_t cap_effective;
+} __attribute__((preserve_access_index));
+
+struct kernfs_node {
+	__u64 id;
+} __attribute__((preserve_access_index));
+
+struct cgroup {
+	struct kernfs_node *kn;
+} __attribute__((preserve_access_index));
+
+struct css_set {
+	struct cgroup *dfl_cgrp;
 } __attribute__((preserve_access_index));
 
 struct task_struct {
@@ -144,6 +166,7 @@ struct task_struct {
 	struct files_struct *files;
 	struct signal_struct *signal;
 	const struct cred *cred;
+	struct css_set *cgroups;
 	struct hlist_node pid_links[4];
 	char comm[16];
 } __attribute__((preserve_access_index));
@@ -438,19 +461,21 @@ static __always_inline int field_in_scope(__u32 field, __u64 v)
 	return 1;
 }
 
-/* Every scope criterion but the process tree. */
-static __always_inline int criteria_match(__u64 pid_tgid)
+/* Every scope criterion but the process tree. Context comes from the task itself, not from
+ * helpers: every call costs more than the loads it replaces. */
+static __always_inline int criteria_match(struct task_struct *t)
 {
-	if (!field_in_scope(F_PID, pid_tgid >> 32) || !field_in_scope(F_TID, (__u32)pid_tgid))
+	if (!field_in_scope(F_PID, (__u32)t->tgid) || !field_in_scope(F_TID, (__u32)t->pid))
 		return 0;
 	if ((scope_eq_mask | scope_ne_mask | scope_range_mask) & (1 << F_UID) &&
-	    !field_in_scope(F_UID, (__u32)bpf_get_current_uid_gid()))
+	    !field_in_scope(F_UID, t->cred->uid.val))
 		return 0;
 	if (scope_comm) {
-		char comm[16] = {};
+		char comm[16];
 		__u8 *found, marks;
 
-		bpf_get_current_comm(comm, sizeof(comm));
+		/* The kernel pads comm with zeros, so its 16 bytes are a whole map key. */
+		__builtin_memcpy(comm, t->comm, sizeof(comm));
 		found = bpf_map_lookup_elem(&scope_comms, comm);
 		marks = found ? *found : 0;
 		if ((scope_comm & SCOPE_EQ) && !(marks & SCOPE_EQ))
@@ -459,7 +484,6 @@ static __always_inline int criteria_match(__u64 pid_tgid)
 			return 0;
 	}
 	if (scope_container) {
-		struct task_struct *t = bpf_get_current_task_btf();
 		int inside = t->thread_pid->level > 0;
 
 		if (inside != (scope_container == 1))
@@ -483,10 +507,9 @@ static __always_inline int criteria_match(__u64 pid_tgid)
 	return 1;
 }
 
-static __always_inline int in_scope(void)
+static __always_inline int in_scope(struct task_struct *t)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tgid = pid_tgid >> 32;
+	__u32 tgid = t->tgid;
 	__u8 mark = 0;
 
 	if (tgid == self_tgid)
@@ -500,7 +523,7 @@ static __always_inline int in_scope(void)
 		return 0;
 	if (scope_follow && (mark & TRACKED_FOLLOW))
 		return 1;
-	if (!criteria_match(pid_tgid))
+	if (!criteria_match(t))
 		return 0;
 	if (scope_follow) {
 		mark |= TRACKED_FOLLOW;
@@ -638,10 +661,8 @@ static __always_inline void fill_target(struct ext *x, struct pid *p, int rss_af
 	}
 }
 
-static __always_inline void fill_locked(struct ext *x)
+static __always_inline void fill_locked(struct ext *x, struct task_struct *t)
 {
-	struct task_struct *t = bpf_get_current_task_btf();
-
 	x->locked_vm = t->mm->locked_vm;
 	x->memlock_cur = t->signal->rlim[RLIMIT_MEMLOCK].rlim_cur;
 	x->cap_ipc_lock = (t->cred->cap_effective.val >> CAP_IPC_LOCK) & 1;
@@ -744,13 +765,13 @@ static __always_inline void read_path(struct file *f, char *out)
 	__builtin_memcpy(out, buf, PATH_BUF);
 }
 
-static __always_inline void fill_vma(struct ext *x, char *path, __u64 addr)
+static __always_inline void fill_vma(struct ext *x, struct task_struct *t, char *path, __u64 addr)
 {
 	struct vma_ctx c = {};
 
 	x->flags |= E_VMA;
 	path[0] = 0;
-	if (bpf_find_vma(bpf_get_current_task_btf(), addr, vma_found, &c, 0)) {
+	if (bpf_find_vma(t, addr, vma_found, &c, 0)) {
 		x->vma_kind = VMA_UNMAPPED;
 		return;
 	}
@@ -763,7 +784,7 @@ static __always_inline void fill_vma(struct ext *x, char *path, __u64 addr)
 }
 
 /* Facts that must be read before the call changes them. */
-static __always_inline void enter_extras(struct inflight *slot, __u8 want)
+static __always_inline void enter_extras(struct inflight *slot, struct task_struct *t, __u8 want)
 {
 	struct ext *x = &slot->ext;
 
@@ -778,17 +799,16 @@ static __always_inline void enter_extras(struct inflight *slot, __u8 want)
 		}
 	}
 	if (want & X_VMA)
-		fill_vma(x, slot->path, slot->args[0]);
+		fill_vma(x, t, slot->path, slot->args[0]);
 	if (want & X_UNLOCKED) {
-		struct task_struct *t = bpf_get_current_task_btf();
-
 		x->locked_before = t->mm->locked_vm;
 		x->flags |= E_UNLOCKED;
 	}
 }
 
 /* Facts of the call's outcome, gathered into the slot before the record's size is chosen. */
-static __always_inline void exit_extras(struct inflight *slot, __u8 want, __s64 ret)
+static __always_inline void exit_extras(struct inflight *slot, struct task_struct *t, __u8 want,
+					__s64 ret)
 {
 	struct ext *x = &slot->ext;
 
@@ -797,22 +817,22 @@ static __always_inline void exit_extras(struct inflight *slot, __u8 want, __s64 
 	else if ((want & X_TARGET_RET) && ret >= 0)
 		fill_target(x, pid_of_fd(ret), 0);
 	if (want & X_LOCKED)
-		fill_locked(x);
+		fill_locked(x, t);
 	if ((want & X_VMA_RET) && (ret < -4095 || ret >= 0))
-		fill_vma(x, slot->path, ret);
+		fill_vma(x, t, slot->path, ret);
 }
 
 static __always_inline int on_enter(struct sys_enter_ctx *ctx, int nargs)
 {
+	struct task_struct *t = bpf_get_current_task_btf();
 	struct inflight *slot;
 	__u8 want;
 
-	if (!in_scope()) {
+	if (!in_scope(t)) {
 		count(&filtered, ctx->nr);
 		return 0;
 	}
-	slot = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0,
-				    BPF_LOCAL_STORAGE_GET_F_CREATE);
+	slot = bpf_task_storage_get(&inflight, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!slot) {
 		count(&lost, ctx->nr);
 		return 0;
@@ -824,7 +844,7 @@ static __always_inline int on_enter(struct sys_enter_ctx *ctx, int nargs)
 			slot->args[i] = ctx->args[i];
 	want = extras[ctx->nr & (MAX_IDS - 1)];
 	if (want)
-		enter_extras(slot, want);
+		enter_extras(slot, t, want);
 	slot->ts = bpf_ktime_get_boot_ns();
 	return 0;
 }
@@ -844,15 +864,24 @@ ENTER(4)
 ENTER(5)
 ENTER(6)
 
-static __always_inline void fill_task(struct record *r, __u64 pid_tgid)
+/* Who is running: every context field of a record but the time, read from the task itself
+ * (each helper call costs more than the loads it would replace). */
+static __always_inline void fill_context(struct record *r, struct task_struct *t, __u32 id)
 {
-	struct task_struct *t = bpf_get_current_task_btf();
 	struct task_struct *parent = t->real_parent;
 	struct pid_namespace *pidns = t->nsproxy->pid_ns_for_children;
+	const struct cred *cred = t->cred;
 	unsigned int level = pidns->level;
 
-	r->pid = pid_tgid >> 32;
-	r->tid = pid_tgid;
+	r->id = id;
+	r->cpu = bpf_get_smp_processor_id();
+	r->pad = 0;
+	r->uid = cred->uid.val;
+	r->gid = cred->gid.val;
+	r->cgroup_id = t->cgroups->dfl_cgrp->kn->id;
+	__builtin_memcpy(r->comm, t->comm, sizeof(r->comm));
+	r->pid = t->tgid;
+	r->tid = t->pid;
 	r->ppid = parent->tgid;
 	r->thread_start = t->start_boottime;
 	r->mnt_ns = t->nsproxy->mnt_ns->ns.inum;
@@ -868,22 +897,6 @@ static __always_inline void fill_task(struct record *r, __u64 pid_tgid)
 	}
 }
 
-/* Who is running: every context field of a record but the time. */
-static __always_inline void fill_context(struct record *r, __u32 id)
-{
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u64 uid_gid = bpf_get_current_uid_gid();
-
-	r->cgroup_id = bpf_get_current_cgroup_id();
-	r->uid = uid_gid;
-	r->gid = uid_gid >> 32;
-	r->id = id;
-	r->cpu = bpf_get_smp_processor_id();
-	r->pad = 0;
-	bpf_get_current_comm(r->comm, sizeof(r->comm));
-	fill_task(r, pid_tgid);
-}
-
 /* Wake only on crossing the threshold, so a slow reader is not hammered with wakeups. */
 static __always_inline void submit(void *r)
 {
@@ -897,13 +910,14 @@ static __always_inline void submit(void *r)
 SEC("tracepoint")
 int sys_exit(struct sys_exit_ctx *ctx)
 {
+	struct task_struct *t = bpf_get_current_task_btf();
 	struct inflight *slot;
 	struct record *r;
 	__u32 id = ctx->nr;
 	__u64 now;
 	__u8 want, with_path;
 
-	slot = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0, 0);
+	slot = bpf_task_storage_get(&inflight, t, 0, 0);
 	/* No slot or no timestamp: the call began before we attached, or was out of scope. */
 	if (!slot || !slot->ts)
 		return 0;
@@ -915,7 +929,7 @@ int sys_exit(struct sys_exit_ctx *ctx)
 	}
 	want = extras[id & (MAX_IDS - 1)];
 	if (want)
-		exit_extras(slot, want, ctx->ret);
+		exit_extras(slot, t, want, ctx->ret);
 	with_path = want && (slot->ext.flags & E_VMA) && slot->path[0];
 	if (with_path)
 		r = bpf_ringbuf_reserve(&events, sizeof(struct record_path), 0);
@@ -937,7 +951,7 @@ int sys_exit(struct sys_exit_ctx *ctx)
 	__builtin_memcpy(r->args, slot->args, sizeof(r->args));
 	slot->ts = 0;
 	r->ret = ctx->ret;
-	fill_context(r, id);
+	fill_context(r, t, id);
 	submit(r);
 	return 0;
 }
@@ -974,7 +988,7 @@ static __always_inline void stamp(struct record *r, __u32 id)
 	r->ts = bpf_ktime_get_boot_ns();
 	r->duration = 0;
 	r->ret = 0;
-	fill_context(r, id);
+	fill_context(r, bpf_get_current_task_btf(), id);
 }
 
 SEC("tracepoint")
@@ -1047,15 +1061,14 @@ const volatile __u32 page_size = 4096;
 SEC("tracepoint")
 int on_exit(struct exit_ctx *ctx)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tgid = pid_tgid >> 32;
+	struct task_struct *t = bpf_get_current_task_btf();
+	__u32 tgid = t->tgid;
 
 	if (exit_events && ctx->group_dead) {
-		if (!in_scope()) {
+		if (!in_scope(t)) {
 			count(&filtered, ID_SCHED_PROCESS_EXIT);
 		} else {
 			struct record *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
-			struct task_struct *t = bpf_get_current_task_btf();
 			__s64 rss[4];
 
 			if (!r) {
@@ -1074,7 +1087,7 @@ int on_exit(struct exit_ctx *ctx)
 	}
 	/* Forget the process, so its tgid can be reused by a stranger. A leader that exits
 	 * before its other threads takes them out of the trace with it. */
-	if ((__u32)pid_tgid == tgid)
+	if (t->pid == tgid)
 		bpf_map_delete_elem(&tracked, &tgid);
 	return 0;
 }

@@ -25,6 +25,11 @@ fn check(e: &Event, name: &str, args: &[u64], ret: i64) {
         "{name} ppid"
     );
     assert_eq!(e.ctx.uid, rustix::process::getuid().as_raw(), "{name} uid");
+    assert_eq!(e.ctx.gid, rustix::process::getgid().as_raw(), "{name} gid");
+    assert_eq!(e.ctx.comm, common::comm(), "{name} comm");
+    if let Some(id) = common::cgroup_id() {
+        assert_eq!(e.ctx.cgroup_id, id, "{name} cgroup");
+    }
     assert!(
         e.duration_ns > 0 && e.duration_ns < 10_000_000_000,
         "{name} duration"

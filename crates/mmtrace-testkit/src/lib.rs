@@ -35,6 +35,27 @@ pub fn tid() -> u32 {
     rustix::thread::gettid().as_raw_nonzero().get() as u32
 }
 
+/// The calling thread's name, as the kernel keeps it.
+pub fn comm() -> String {
+    fs::read_to_string("/proc/thread-self/comm")
+        .unwrap()
+        .trim_end()
+        .to_string()
+}
+
+/// The id of this process's cgroup v2 (its directory's inode), or None without cgroup v2.
+pub fn cgroup_id() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mounts = fs::read_to_string("/proc/self/mounts").ok()?;
+    let root = mounts.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.get(2) == Some(&"cgroup2")).then(|| f[1].to_string())
+    })?;
+    let cgroups = fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = cgroups.lines().find_map(|l| l.strip_prefix("0::"))?;
+    Some(fs::metadata(format!("{root}{path}")).ok()?.ino())
+}
+
 /// A fresh memory cgroup limited to `limit` bytes, v1 or v2 as the machine has it; removed
 /// on drop. A process that outgrows it is killed by the kernel's OOM killer, alone.
 pub struct Memcg {

@@ -7,7 +7,7 @@ use mmtrace_events::select::parse_events;
 use mmtrace_events::Event;
 
 #[allow(unused_imports)] // not every test binary needs both
-pub use mmtrace_testkit::{bpf_allowed, tid};
+pub use mmtrace_testkit::{bpf_allowed, cgroup_id, comm, tid};
 
 /// A tracer of `events` limited to this test process; None when the test must skip.
 pub fn trace(events: &str) -> Option<Tracer> {
