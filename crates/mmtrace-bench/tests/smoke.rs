@@ -42,6 +42,7 @@ fn every_installed_configuration_gets_a_row() {
     let mut configs = vec![
         "none",
         "mmtrace-count",
+        "mmtrace-core",
         "mmtrace-json",
         "mmtrace-table",
         "out-of-scope",
@@ -49,7 +50,7 @@ fn every_installed_configuration_gets_a_row() {
     for (tool, peers) in [
         (
             "bpftrace",
-            &["floor", "bpftrace-count", "bpftrace-print"][..],
+            &["bpftrace-empty", "bpftrace-count", "bpftrace-print"][..],
         ),
         ("strace", &["strace"]),
         ("perf", &["perf-trace"]),
