@@ -167,6 +167,7 @@ struct task_struct {
 	struct signal_struct *signal;
 	const struct cred *cred;
 	struct css_set *cgroups;
+	void *bpf_storage;
 	struct hlist_node pid_links[4];
 	char comm[16];
 } __attribute__((preserve_access_index));
@@ -917,6 +918,10 @@ int sys_exit(struct sys_exit_ctx *ctx)
 	__u64 now;
 	__u8 want, with_path;
 
+	/* A task that never had a slot (out of scope, most often) is told by one load, not a
+	 * helper call: that is most of what an out-of-scope call costs here. */
+	if (!t->bpf_storage)
+		return 0;
 	slot = bpf_task_storage_get(&inflight, t, 0, 0);
 	/* No slot or no timestamp: the call began before we attached, or was out of scope. */
 	if (!slot || !slot->ts)
