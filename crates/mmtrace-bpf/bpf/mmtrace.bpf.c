@@ -308,9 +308,15 @@ _Static_assert(sizeof(struct ext) == 152, "struct ext must match Ext in src/reco
 #define F_TID 1
 #define F_UID 2
 #define NFIELDS 3
+#define FEW 4
 #define MAX_CGROUPS 8
 /* The tracer's own process is left out, or its own reads and writes would feed the trace. */
 const volatile __u32 self_tgid = 0;
+/* Fields with at most FEW '=' values, compared in place: a map lookup is a helper call, paid
+ * by every call out of scope. */
+const volatile __u32 scope_few_mask = 0;
+const volatile __u64 scope_few[NFIELDS][FEW] = {};
+const volatile __u32 scope_few_n[NFIELDS] = {};
 const volatile __u32 scope_eq_mask = 0;    /* fields whose value must be in scope_values */
 const volatile __u32 scope_ne_mask = 0;    /* fields whose value must not be */
 const volatile __u32 scope_range_mask = 0; /* fields limited to [scope_min, scope_max] */
@@ -446,6 +452,15 @@ static __always_inline int field_in_scope(__u32 field, __u64 v)
 {
 	__u32 bit = 1 << field;
 
+	if (scope_few_mask & bit) {
+		int hit = 0;
+
+		for (int i = 0; i < FEW; i++)
+			if (i < scope_few_n[field & 3] && scope_few[field & 3][i] == v)
+				hit = 1;
+		if (!hit)
+			return 0;
+	}
 	if ((scope_eq_mask | scope_ne_mask) & bit) {
 		struct scope_key k = { .field = field, .value = v };
 		__u8 *found = bpf_map_lookup_elem(&scope_values, &k);

@@ -12,6 +12,9 @@ pub const SCOPE_EQ: u8 = 1;
 pub const SCOPE_NE: u8 = 2;
 pub const TRACKED_TREE: u8 = 1;
 pub const MAX_CGROUPS: usize = 8;
+/// Up to this many '=' values of a field are compared in place; more go to a hash map, whose
+/// lookup is a helper call that every call out of scope would pay.
+pub const FEW: usize = 4;
 const MAX_CONDS: usize = 8;
 const TARGET_RET: u8 = 6;
 
@@ -63,6 +66,10 @@ pub enum ScopeError {
 /// Everything the kernel side needs for one scope.
 #[derive(Debug, Default)]
 pub struct KernelScope {
+    /// Fields whose '=' values are all in `few`.
+    pub few_mask: u32,
+    pub few: [[u64; FEW]; 3],
+    pub few_n: [u32; 3],
     pub eq_mask: u32,
     pub ne_mask: u32,
     pub range_mask: u32,
@@ -86,11 +93,21 @@ impl KernelScope {
         for field in Field::ALL {
             let (i, bit) = (field.index(), 1 << field.index());
             let fs = &scope.fields[i];
-            if let Some(eq) = &fs.eq {
-                k.eq_mask |= bit;
-                for &v in eq {
-                    k.mark(field, v, SCOPE_EQ);
+            match &fs.eq {
+                Some(eq) if eq.len() <= FEW => {
+                    k.few_mask |= bit;
+                    for (slot, &v) in k.few[i].iter_mut().zip(eq) {
+                        *slot = v;
+                    }
+                    k.few_n[i] = eq.len() as u32;
                 }
+                Some(eq) => {
+                    k.eq_mask |= bit;
+                    for &v in eq {
+                        k.mark(field, v, SCOPE_EQ);
+                    }
+                }
+                None => {}
             }
             if !fs.ne.is_empty() {
                 k.ne_mask |= bit;
@@ -331,15 +348,21 @@ mod tests {
         ])
         .unwrap();
         let k = KernelScope::build(&s, &[]).unwrap();
-        assert_eq!((k.eq_mask, k.ne_mask, k.range_mask), (1, 4, 2));
+        assert_eq!(
+            (k.few_mask, k.eq_mask, k.ne_mask, k.range_mask),
+            (1, 0, 4, 2)
+        );
+        assert_eq!((k.few[0], k.few_n[0]), ([1, 2, 0, 0], 2));
         assert_eq!(k.max[1], 99);
-        assert_eq!(k.values.len(), 3);
+        assert_eq!(k.values.len(), 1);
         assert_eq!(k.comm, 3);
         assert_eq!(k.comms.len(), 2);
         assert_eq!(k.container, 1);
         assert!(!k.needs_process_hooks());
         let k = KernelScope::build(&Scope::default(), &[std::process::id()]).unwrap();
         assert!(k.tree && k.tree_members.contains(&std::process::id()));
+        let k = KernelScope::build(&Scope::parse(&["pid=1,2,3,4,5"]).unwrap(), &[]).unwrap();
+        assert_eq!((k.few_mask, k.eq_mask, k.values.len()), (0, 1, 5));
     }
 
     #[test]

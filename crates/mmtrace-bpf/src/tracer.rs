@@ -154,6 +154,9 @@ impl Tracer {
             // Task-local storage has no typed wrapper in aya 0.14; the kernel side alone uses it.
             .allow_unsupported_maps()
             .override_global("self_tgid", &self_tgid, true)
+            .override_global("scope_few_mask", &ks.few_mask, true)
+            .override_global("scope_few", &ks.few, true)
+            .override_global("scope_few_n", &ks.few_n, true)
             .override_global("scope_eq_mask", &ks.eq_mask, true)
             .override_global("scope_ne_mask", &ks.ne_mask, true)
             .override_global("scope_range_mask", &ks.range_mask, true)

@@ -88,7 +88,17 @@ fn comm_uid_and_range_scopes() {
     let me = std::process::id();
     let name = std::fs::read_to_string("/proc/thread-self/comm").unwrap();
     let uid = rustix::process::getuid().as_raw();
-    let scopes: [(Vec<String>, bool); 6] = [
+    // A few values are compared in place, more go through a map: both ways are tried.
+    let many = |n: u32, with_me: bool| {
+        let others = (1..n).map(|i| format!(",{}", me + 100_000 + i));
+        let first = if with_me { me } else { me + 100_000 };
+        format!("pid={first}{}", others.collect::<String>())
+    };
+    let scopes: [(Vec<String>, bool); 10] = [
+        (vec![many(4, true)], true),
+        (vec![many(4, false)], false),
+        (vec![many(9, true)], true),
+        (vec![many(9, false)], false),
         (vec![format!("comm={}", name.trim())], true),
         (vec![format!("comm!={}", name.trim())], false),
         (
