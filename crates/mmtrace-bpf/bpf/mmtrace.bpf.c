@@ -366,13 +366,46 @@ struct {
 	__type(value, __u8);
 } scope_comms SEC(".maps");
 
-/* Processes (by tgid) in a traced tree or followed; children inherit their parent's mark. */
+/* Processes (by tgid) in a traced tree or followed: two bits each (TRACKED_*), 32 processes a
+ * word. The verifier inlines an array lookup, where a hash lookup is a helper call that every
+ * syscall on the machine would pay. Sized for pid_max 4194304; the loader sets the machine's. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << 17);
 	__type(key, __u32);
-	__type(value, __u8);
+	__type(value, __u64);
 } tracked SEC(".maps");
+
+static __always_inline __u64 *tracked_word(__u32 tgid)
+{
+	__u32 idx = tgid / 32;
+
+	return bpf_map_lookup_elem(&tracked, &idx);
+}
+
+static __always_inline __u8 tracked_marks(__u32 tgid)
+{
+	__u64 *w = tracked_word(tgid);
+
+	return w ? (*w >> (tgid % 32 * 2)) & 3 : 0;
+}
+
+/* Atomic, as the fork and exit hooks of other processes in the same word run concurrently. */
+static __always_inline void tracked_add(__u32 tgid, __u8 marks)
+{
+	__u64 *w = tracked_word(tgid);
+
+	if (w)
+		__sync_fetch_and_or(w, (__u64)marks << (tgid % 32 * 2));
+}
+
+static __always_inline void tracked_clear(__u32 tgid)
+{
+	__u64 *w = tracked_word(tgid);
+
+	if (w)
+		__sync_fetch_and_and(w, ~(3ULL << (tgid % 32 * 2)));
+}
 
 /* Argument and return-value conditions, per event id. Layout matches src/filters.rs. */
 #define MAX_CONDS 8
@@ -530,21 +563,16 @@ static __always_inline int in_scope(struct task_struct *t)
 
 	if (tgid == self_tgid)
 		return 0;
-	if (scope_tree || scope_follow) {
-		__u8 *found = bpf_map_lookup_elem(&tracked, &tgid);
-
-		mark = found ? *found : 0;
-	}
+	if (scope_tree || scope_follow)
+		mark = tracked_marks(tgid);
 	if (scope_tree && !(mark & TRACKED_TREE))
 		return 0;
 	if (scope_follow && (mark & TRACKED_FOLLOW))
 		return 1;
 	if (!criteria_match(t))
 		return 0;
-	if (scope_follow) {
-		mark |= TRACKED_FOLLOW;
-		bpf_map_update_elem(&tracked, &tgid, &mark, BPF_ANY);
-	}
+	if (scope_follow)
+		tracked_add(tgid, TRACKED_FOLLOW);
 	return 1;
 }
 
@@ -980,17 +1008,14 @@ int sys_exit(struct sys_exit_ctx *ctx)
 SEC("raw_tracepoint/sched_process_fork")
 int on_fork(struct fork_ctx *ctx)
 {
-	__u32 parent = bpf_get_current_pid_tgid() >> 32;
 	struct task_struct *child = (struct task_struct *)ctx->args[1];
-	__u8 *mark = bpf_map_lookup_elem(&tracked, &parent);
+	__u8 marks = tracked_marks(bpf_get_current_task_btf()->tgid);
 	__u32 tgid;
-	__u8 copy;
 
-	if (!mark)
+	if (!marks)
 		return 0;
-	copy = *mark;
 	tgid = BPF_CORE_READ(child, tgid);
-	bpf_map_update_elem(&tracked, &tgid, &copy, BPF_ANY);
+	tracked_add(tgid, marks);
 	return 0;
 }
 
@@ -1108,7 +1133,7 @@ int on_exit(struct exit_ctx *ctx)
 	/* Forget the process, so its tgid can be reused by a stranger. A leader that exits
 	 * before its other threads takes them out of the trace with it. */
 	if (t->pid == tgid)
-		bpf_map_delete_elem(&tracked, &tgid);
+		tracked_clear(tgid);
 	return 0;
 }
 

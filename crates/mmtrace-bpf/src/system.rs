@@ -82,6 +82,16 @@ pub fn event_available(tracefs: &Path, event: &EventDef) -> bool {
     }
 }
 
+/// The highest process id plus one, which bounds the tracked-process bitmap.
+pub fn pid_max() -> u32 {
+    // The kernel's own limit for 64-bit machines, should /proc not say.
+    const PID_MAX_LIMIT: u32 = 1 << 22;
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(PID_MAX_LIMIT)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,9 @@
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
+use std::collections::BTreeMap;
+
+use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, RingBuf};
 use aya::programs::trace_point::TracePointLinkId;
 use aya::programs::{RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
@@ -175,6 +177,7 @@ impl Tracer {
             .override_global("page_size", &page_size, true)
             .override_global("wakeup_bytes", &wakeup_bytes, true)
             .map_max_entries("events", opts.ring_bytes)
+            .map_max_entries("tracked", system::pid_max().div_ceil(32))
             .load(crate::BPF_OBJECT)
             .map_err(|e| Error::Load(one_line(&e)))?;
         fill_maps(&mut bpf, &ks, &filters)?;
@@ -361,11 +364,13 @@ fn fill_maps(
     for (k, v) in &ks.comms {
         comms.insert(k, v, 0).map_err(|e| fail("scope_comms", e))?;
     }
-    let mut tracked: HashMap<_, u32, u8> = borrow_map(bpf, "tracked")?;
+    let mut words: BTreeMap<u32, u64> = BTreeMap::new();
     for pid in &ks.tree_members {
-        tracked
-            .insert(pid, TRACKED_TREE, 0)
-            .map_err(|e| fail("tracked", e))?;
+        *words.entry(pid / 32).or_default() |= u64::from(TRACKED_TREE) << (pid % 32 * 2);
+    }
+    let mut tracked: Array<_, u64> = borrow_map(bpf, "tracked")?;
+    for (idx, word) in words {
+        tracked.set(idx, word, 0).map_err(|e| fail("tracked", e))?;
     }
     let mut table: HashMap<_, u32, scope::Filter> = borrow_map(bpf, "arg_filters")?;
     for (id, f) in filters {
@@ -374,14 +379,14 @@ fn fill_maps(
     Ok(())
 }
 
-fn borrow_map<'a, K: aya::Pod, V: aya::Pod>(
-    bpf: &'a mut Ebpf,
-    name: &str,
-) -> Result<HashMap<&'a mut MapData, K, V>, Error> {
+fn borrow_map<'a, M>(bpf: &'a mut Ebpf, name: &str) -> Result<M, Error>
+where
+    M: TryFrom<&'a mut Map, Error = MapError>,
+{
     let map = bpf
         .map_mut(name)
         .ok_or_else(|| Error::Load(format!("map {name} is missing from the BPF object")))?;
-    HashMap::try_from(map).map_err(|e| Error::Load(format!("map {name}: {}", one_line(&e))))
+    M::try_from(map).map_err(|e| Error::Load(format!("map {name}: {}", one_line(&e))))
 }
 
 /// The fork and exit hooks that keep the tracked-process map current.

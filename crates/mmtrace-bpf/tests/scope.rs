@@ -139,6 +139,44 @@ fn tree_follows_children_born_after_attaching() {
 }
 
 #[test]
+fn follow_takes_in_the_children_of_a_matched_process() {
+    // The parent matches by name once it has renamed itself; its child, renamed to something
+    // else, is in scope only through the follow mark it inherits at fork.
+    let Some(mut t) = start(&["mlock2"], &["comm=mmt-followed", "follow"]) else {
+        return;
+    };
+    let mlock2 = || unsafe { libc::syscall(libc::SYS_mlock2, 0x10000u64, 4096u64, 0x8u64) };
+    let rename = |name: &std::ffi::CStr| unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+    let mut report = [0; 2];
+    assert_eq!(unsafe { libc::pipe(report.as_mut_ptr()) }, 0);
+    let parent = match unsafe { libc::fork() } {
+        0 => unsafe {
+            rename(c"mmt-followed");
+            mlock2();
+            let child = libc::fork();
+            if child == 0 {
+                rename(c"mmt-child");
+                mlock2();
+                libc::_exit(0);
+            }
+            libc::write(report[1], (&child as *const i32).cast(), 4);
+            libc::waitpid(child, std::ptr::null_mut(), 0);
+            libc::_exit(0)
+        },
+        pid => pid,
+    };
+    let mut child = 0i32;
+    unsafe {
+        libc::read(report[0], (&mut child as *mut i32).cast(), 4);
+        libc::waitpid(parent, std::ptr::null_mut(), 0);
+    }
+    mlock2(); // this process matches neither way
+    let mut pids = Vec::new();
+    t.drain(|e| pids.push(e.ctx.host_pid as i32));
+    assert_eq!(pids, [parent, child]);
+}
+
+#[test]
 fn return_value_and_argument_filters() {
     let sel = [
         "mlock2.retval<0",
