@@ -1,6 +1,6 @@
 //! Decoders from raw syscall values to the names users know: flags, advice, signals, errnos.
 
-use std::fmt::Write;
+use std::fmt::{self, Write};
 
 /// A named bit set: each (bit, name) pair; bits not in the table print as hex.
 type Bits = &'static [(u64, &'static str)];
@@ -288,20 +288,29 @@ pub enum Decoder {
 impl Decoder {
     /// The decoded form of `raw`, or None where there is nothing to name.
     pub fn decode(self, raw: u64) -> Option<String> {
+        let mut out = String::new();
+        self.write(raw, &mut out).ok()?.then_some(out)
+    }
+
+    /// Writes the decoded form of `raw` to `out`; Ok(false), with nothing written, where there
+    /// is nothing to name. The outputs write straight into their line: a String for each
+    /// decoded value cost more than the rest of a JSON line.
+    pub fn write(self, raw: u64, out: &mut impl Write) -> Result<bool, fmt::Error> {
         match self {
-            Decoder::None => None,
-            Decoder::Prot if raw == 0 => Some("PROT_NONE".into()),
-            Decoder::Prot => Some(bits(PROT, raw)),
-            Decoder::MapFlags => Some(map_flags(raw)),
-            Decoder::MlockFlags => Some(bits(MLOCK, raw)),
-            Decoder::MclFlags => Some(bits(MCL, raw)),
-            Decoder::Madvise => Some(enumerated(MADV, raw)),
-            Decoder::MremapFlags => Some(bits(MREMAP, raw)),
-            Decoder::Signal => Some(signal_name(raw)),
-            Decoder::CloexecFlags => Some(bits(CLOEXEC, raw)),
-            Decoder::PidfdOpenFlags => Some(bits(PIDFD_OPEN, raw)),
-            Decoder::PidfdSignalFlags => Some(bits(PIDFD_SIGNAL, raw)),
+            Decoder::None => return Ok(false),
+            Decoder::Prot if raw == 0 => out.write_str("PROT_NONE")?,
+            Decoder::Prot => bits(out, PROT, raw)?,
+            Decoder::MapFlags => map_flags(out, raw)?,
+            Decoder::MlockFlags => bits(out, MLOCK, raw)?,
+            Decoder::MclFlags => bits(out, MCL, raw)?,
+            Decoder::Madvise => enumerated(out, MADV, raw)?,
+            Decoder::MremapFlags => bits(out, MREMAP, raw)?,
+            Decoder::Signal => write_signal(out, raw)?,
+            Decoder::CloexecFlags => bits(out, CLOEXEC, raw)?,
+            Decoder::PidfdOpenFlags => bits(out, PIDFD_OPEN, raw)?,
+            Decoder::PidfdSignalFlags => bits(out, PIDFD_SIGNAL, raw)?,
         }
+        Ok(true)
     }
 
     /// Every name this decoder knows with its value, for documentation and for filters that
@@ -352,50 +361,66 @@ impl Decoder {
     }
 }
 
-fn bits(table: Bits, raw: u64) -> String {
-    let mut out = String::new();
+/// The names of the bits of `raw` joined by '|', with any unnamed rest in hex.
+fn bits(out: &mut impl Write, table: Bits, raw: u64) -> fmt::Result {
+    let mut parts = Parts::new(out);
     let mut rest = raw;
     for &(bit, name) in table {
         if raw & bit == bit {
-            push_part(&mut out, name);
+            parts.next()?.write_str(name)?;
             rest &= !bit;
         }
     }
-    if rest != 0 || out.is_empty() {
-        if !out.is_empty() {
-            out.push('|');
+    if rest != 0 || !parts.written {
+        write!(parts.next()?, "{rest:#x}")?;
+    }
+    Ok(())
+}
+
+/// Puts '|' between parts.
+struct Parts<'a, W: Write> {
+    out: &'a mut W,
+    written: bool,
+}
+
+impl<'a, W: Write> Parts<'a, W> {
+    fn new(out: &'a mut W) -> Self {
+        Parts {
+            out,
+            written: false,
         }
-        let _ = write!(out, "{rest:#x}");
     }
-    out
+
+    /// Where the next part goes, after its separator.
+    fn next(&mut self) -> Result<&mut W, fmt::Error> {
+        if self.written {
+            self.out.write_char('|')?;
+        }
+        self.written = true;
+        Ok(self.out)
+    }
 }
 
-fn push_part(out: &mut String, part: &str) {
-    if !out.is_empty() {
-        out.push('|');
-    }
-    out.push_str(part);
-}
-
-fn map_flags(raw: u64) -> String {
+fn map_flags(out: &mut impl Write, raw: u64) -> fmt::Result {
     let mut rest = raw & !0xf;
-    let mut out = match raw & 0xf {
-        1 => "MAP_SHARED".to_string(),
-        2 => "MAP_PRIVATE".to_string(),
-        3 => "MAP_SHARED_VALIDATE".to_string(),
-        0 if rest != 0 => String::new(),
-        other => format!("{other:#x}"),
-    };
+    let mut parts = Parts::new(out);
+    match raw & 0xf {
+        1 => parts.next()?.write_str("MAP_SHARED")?,
+        2 => parts.next()?.write_str("MAP_PRIVATE")?,
+        3 => parts.next()?.write_str("MAP_SHARED_VALIDATE")?,
+        0 if rest != 0 => {}
+        other => write!(parts.next()?, "{other:#x}")?,
+    }
     // With MAP_HUGETLB the top bits carry log2 of the page size, not MAP_UNINITIALIZED.
     if raw & MAP_HUGETLB != 0 && rest >> MAP_HUGE_SHIFT != 0 {
         let shift = (rest >> MAP_HUGE_SHIFT) & 0x3f;
         rest &= !(0x3f << MAP_HUGE_SHIFT);
-        push_part(&mut out, &format!("MAP_HUGE_{}", huge_size(shift)));
+        write!(parts.next()?, "MAP_HUGE_{}", huge_size(shift))?;
     }
     if rest != 0 {
-        push_part(&mut out, &bits(MAP, rest));
+        bits(parts.next()?, MAP, rest)?;
     }
-    out
+    Ok(())
 }
 
 fn huge_size(shift: u64) -> String {
@@ -407,21 +432,27 @@ fn huge_size(shift: u64) -> String {
     }
 }
 
-fn enumerated(table: &[(u64, &str)], raw: u64) -> String {
-    table
-        .iter()
-        .find(|&&(v, _)| v == raw)
-        .map_or_else(|| raw.to_string(), |&(_, n)| n.to_string())
+fn enumerated(out: &mut impl Write, table: &[(u64, &str)], raw: u64) -> fmt::Result {
+    match table.iter().find(|&&(v, _)| v == raw) {
+        Some(&(_, name)) => out.write_str(name),
+        None => write!(out, "{raw}"),
+    }
+}
+
+fn write_signal(out: &mut impl Write, sig: u64) -> fmt::Result {
+    match sig {
+        1..32 => out.write_str(SIGNALS[sig as usize]),
+        SIGRTMIN => out.write_str("SIGRTMIN"),
+        33..=SIGRTMAX => write!(out, "SIGRTMIN+{}", sig - SIGRTMIN),
+        _ => write!(out, "{sig}"),
+    }
 }
 
 /// `SIGKILL`, `SIGRTMIN+3`, or the number for anything else.
 pub fn signal_name(sig: u64) -> String {
-    match sig {
-        1..32 => SIGNALS[sig as usize].to_string(),
-        SIGRTMIN => "SIGRTMIN".to_string(),
-        33..=SIGRTMAX => format!("SIGRTMIN+{}", sig - SIGRTMIN),
-        _ => sig.to_string(),
-    }
+    let mut out = String::new();
+    let _ = write_signal(&mut out, sig);
+    out
 }
 
 /// Accepts `SIGKILL`, `KILL`, `sigkill`, `SIGRTMIN+2` or a number.
