@@ -42,14 +42,13 @@ impl Event {
         self.def.name
     }
 
-    /// (definition, typed value, decoded names) for each argument, in catalog order.
-    pub fn args(
-        &self,
-    ) -> impl Iterator<Item = (&'static crate::ArgDef, ArgValue, Option<String>)> + '_ {
-        self.def.args.iter().zip(self.raw_args).map(|(def, raw)| {
-            let value = def.ty.value(raw);
-            (def, value, def.decoder.decode(value.bits()))
-        })
+    /// (definition, typed value) for each argument, in catalog order; `def.decoder` names it.
+    pub fn args(&self) -> impl Iterator<Item = (&'static crate::ArgDef, ArgValue)> + '_ {
+        self.def
+            .args
+            .iter()
+            .zip(self.raw_args)
+            .map(|(def, raw)| (def, def.ty.value(raw)))
     }
 
     /// The raw argument named `name`, typed.

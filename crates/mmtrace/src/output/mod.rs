@@ -4,7 +4,7 @@ mod json;
 mod table;
 
 use std::fs::File;
-use std::io::{self, BufWriter, IsTerminal, Write};
+use std::io::{self, IsTerminal, Write};
 
 use anyhow::{bail, Context as _};
 use mmtrace_events::Event;
@@ -57,6 +57,28 @@ impl OutputSpec {
     }
 }
 
+/// The sinks gather lines in a buffer of their own and write it once it holds this much (and
+/// on flush), rather than through a BufWriter: copying each line into one was as costly as
+/// writing the line.
+const WRITE_BYTES: usize = 1 << 16;
+
+/// The hex digits of `v` without leading zeros, as `{v:x}` writes them but without
+/// `core::fmt`, which cost more than the rest of a row.
+fn hex_digits(v: u64, buf: &mut [u8; 16]) -> &[u8] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut start = buf.len();
+    let mut rest = v;
+    loop {
+        start -= 1;
+        buf[start] = DIGITS[(rest & 0xf) as usize];
+        rest >>= 4;
+        if rest == 0 {
+            break;
+        }
+    }
+    &buf[start..]
+}
+
 /// Where events go.
 pub trait Sink {
     fn event(&mut self, event: &Event) -> io::Result<()>;
@@ -83,7 +105,6 @@ pub fn open(spec: &OutputSpec) -> anyhow::Result<Box<dyn Sink>> {
         })?),
         None => Box::new(io::stdout().lock()),
     };
-    let writer = BufWriter::with_capacity(1 << 16, writer);
     Ok(match spec.format {
         Format::Json => Box::new(JsonLines::new(writer)),
         Format::Table => Box::new(Table::new(writer)),
