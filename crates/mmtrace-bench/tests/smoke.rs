@@ -41,6 +41,7 @@ fn every_installed_configuration_gets_a_row() {
 
     let mut configs = vec![
         "none",
+        "floor",
         "mmtrace-count",
         "mmtrace-core",
         "mmtrace-json",
