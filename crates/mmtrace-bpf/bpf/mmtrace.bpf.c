@@ -268,25 +268,34 @@ enum { VMA_UNMAPPED, VMA_ANON, VMA_FILE, VMA_STACK, VMA_HEAP, VMA_SHARED };
 #define VM_GROWSDOWN 0x100
 
 /* Facts no raw syscall record has, gathered at the moment of the call. Must match `Ext` in
- * src/record.rs. */
+ * src/record.rs. Ordered by how many events gather them: a record carries the shortest prefix
+ * that holds its facts (EXT_CALLER, EXT_TARGET or all), so a storm of the most frequent calls
+ * (munmap, mprotect, mlock) fills the ring a third slower. */
 struct ext {
 	__u32 flags;         /* E_* */
-	__u32 target_pid;    /* host view */
-	__u32 target_ns_pid; /* in the target's own pid namespace */
+	__u32 vma_kind;
 	__u32 cap_ipc_lock;
-	char target_comm[16];
-	__s64 rss_before[4]; /* target's mm counters in pages: file, anon, swap, shmem */
-	__s64 rss_after[4];
+	__u32 pad;
 	__u64 locked_vm;     /* caller's, pages, after the call */
 	__u64 locked_before; /* caller's, pages, at entry */
 	__u64 memlock_cur;   /* RLIMIT_MEMLOCK soft limit, bytes */
 	__u64 vma_start, vma_end, vma_flags;
-	__u32 vma_kind;
-	__u32 pad;
+	/* EXT_CALLER ends here: what every caller-side fact needs. */
+	__u32 target_pid;    /* host view */
+	__u32 target_ns_pid; /* in the target's own pid namespace */
+	char target_comm[16];
+	/* EXT_TARGET ends here. */
+	__s64 rss_before[4]; /* target's mm counters in pages: file, anon, swap, shmem */
+	__s64 rss_after[4];
 };
 
-/* Three sizes, so a record carries only what its event gathered: most calls need no extras,
- * and most mappings have no file path. */
+#define EXT_CALLER 64
+#define EXT_TARGET 88
+_Static_assert(__builtin_offsetof(struct ext, target_pid) == EXT_CALLER, "EXT_CALLER");
+_Static_assert(__builtin_offsetof(struct ext, rss_before) == EXT_TARGET, "EXT_TARGET");
+
+/* Sizes of record a call can have: bare, with a prefix of its extras, with all of them and a
+ * file path. Most calls need no extras, and most mappings have no file path. */
 struct record_ext {
 	struct record base;
 	struct ext ext;
@@ -951,6 +960,16 @@ static __always_inline void submit(void *r)
 				      BPF_RB_NO_WAKEUP);
 }
 
+/* A record with the first `len` bytes of the slot's extras; `len` must be a constant. */
+static __always_inline struct record *reserve_ext(struct inflight *slot, __u32 len)
+{
+	struct record_ext *r = bpf_ringbuf_reserve(&events, sizeof(struct record) + len, 0);
+
+	if (r)
+		__builtin_memcpy(&r->ext, &slot->ext, len);
+	return &r->base;
+}
+
 SEC("tracepoint")
 int sys_exit(struct sys_exit_ctx *ctx)
 {
@@ -979,21 +998,27 @@ int sys_exit(struct sys_exit_ctx *ctx)
 	if (want)
 		exit_extras(slot, t, want, ctx->ret);
 	with_path = want && (slot->ext.flags & E_VMA) && slot->path[0];
-	if (with_path)
-		r = bpf_ringbuf_reserve(&events, sizeof(struct record_path), 0);
-	else if (want)
-		r = bpf_ringbuf_reserve(&events, sizeof(struct record_ext), 0);
-	else
+	/* Each size in its own branch: the reservation and the copy need constant lengths. */
+	if (!want) {
 		r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	} else if (with_path) {
+		r = bpf_ringbuf_reserve(&events, sizeof(struct record_path), 0);
+		if (r) {
+			__builtin_memcpy(&((struct record_path *)r)->ext, &slot->ext, sizeof(struct ext));
+			__builtin_memcpy(((struct record_path *)r)->path, slot->path, PATH_BUF);
+		}
+	} else if (slot->ext.flags & (E_RSS_BEFORE | E_RSS_AFTER)) {
+		r = reserve_ext(slot, sizeof(struct ext));
+	} else if (slot->ext.flags & E_TARGET) {
+		r = reserve_ext(slot, EXT_TARGET);
+	} else {
+		r = reserve_ext(slot, EXT_CALLER);
+	}
 	if (!r) {
 		slot->ts = 0;
 		count(&lost, id);
 		return 0;
 	}
-	if (want)
-		__builtin_memcpy(&((struct record_ext *)r)->ext, &slot->ext, sizeof(struct ext));
-	if (with_path)
-		__builtin_memcpy(((struct record_path *)r)->path, slot->path, PATH_BUF);
 	r->ts = slot->ts;
 	r->duration = now - slot->ts;
 	__builtin_memcpy(r->args, slot->args, sizeof(r->args));
@@ -1039,7 +1064,7 @@ static __always_inline void stamp(struct record *r, __u32 id)
 SEC("tracepoint")
 int oom_mark_victim(struct mark_victim_ctx *ctx)
 {
-	struct record_ext *rx = bpf_ringbuf_reserve(&events, sizeof(*rx), 0);
+	struct record_ext *rx = bpf_ringbuf_reserve(&events, sizeof(struct record) + EXT_TARGET, 0);
 	__u64 *a;
 
 	if (!rx) {

@@ -37,24 +37,27 @@ const _: () = assert!(std::mem::size_of::<Record>() == 168);
 #[derive(Debug, Clone, Copy)]
 pub struct Ext {
     pub flags: u32,
-    pub target_pid: u32,
-    pub target_ns_pid: u32,
+    pub vma_kind: u32,
     pub cap_ipc_lock: u32,
-    pub target_comm: [u8; 16],
-    /// file, anon, swap, shmem pages: the kernel's MM_* counter order.
-    pub rss_before: [i64; 4],
-    pub rss_after: [i64; 4],
+    pub pad: u32,
     pub locked_vm: u64,
     pub locked_before: u64,
     pub memlock_cur: u64,
     pub vma_start: u64,
     pub vma_end: u64,
     pub vma_flags: u64,
-    pub vma_kind: u32,
-    pub pad: u32,
+    pub target_pid: u32,
+    pub target_ns_pid: u32,
+    pub target_comm: [u8; 16],
+    /// file, anon, swap, shmem pages: the kernel's MM_* counter order.
+    pub rss_before: [i64; 4],
+    pub rss_after: [i64; 4],
 }
 
 const _: () = assert!(std::mem::size_of::<Ext>() == 152);
+// The prefixes the kernel side sends: EXT_CALLER and EXT_TARGET in bpf/mmtrace.bpf.c.
+const _: () = assert!(std::mem::offset_of!(Ext, target_pid) == 64);
+const _: () = assert!(std::mem::offset_of!(Ext, rss_before) == 88);
 
 const E_TARGET: u32 = 1;
 const E_RSS_BEFORE: u32 = 2;
@@ -134,7 +137,14 @@ impl Record {
     pub fn parse(bytes: &[u8], clock: &Clock) -> Option<Event> {
         let record = read::<Record>(bytes)?;
         let rest = &bytes[std::mem::size_of::<Record>()..];
-        let ext = read::<Ext>(rest);
+        // The kernel side sends only the prefix of the extras its event gathered; the rest of
+        // the fields are absent, which its flags say.
+        let ext = (!rest.is_empty()).then(|| {
+            let mut full = [0u8; std::mem::size_of::<Ext>()];
+            let n = rest.len().min(full.len());
+            full[..n].copy_from_slice(&rest[..n]);
+            read::<Ext>(&full).expect("a whole Ext")
+        });
         let path = rest
             .get(std::mem::size_of::<Ext>()..)
             .filter(|p| !p.is_empty());
@@ -237,7 +247,8 @@ mod tests {
             &[4242, 81920, 65536, 4096, 0, 1000, 128, (-17i64) as u64],
         );
         let mut raw = bytes(&mark).to_vec();
-        raw.extend_from_slice(bytes(&ext));
+        // As the kernel side sends it: the extras up to the target's, no memory counters.
+        raw.extend_from_slice(&bytes(&ext)[..std::mem::offset_of!(Ext, rss_before)]);
         let e = Record::parse(&raw, &clock()).unwrap();
         assert_eq!(e.name(), "oom_mark_victim");
         assert_eq!(e.ctx.timestamp, 1_005);
