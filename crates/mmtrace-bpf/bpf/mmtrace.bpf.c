@@ -445,12 +445,16 @@ struct {
 	__type(value, struct filter);
 } arg_filters SEC(".maps");
 
+/* The record of a thread's call in flight, assembled in place from entry to exit and sent
+ * with one bpf_ringbuf_output: the prefix that holds what the call gathered. base.ts is 0
+ * when no traced call is in flight. */
 struct inflight {
-	__u64 ts;
-	__u64 args[8]; /* 6 used; 8 so a masked index needs no further bounds check */
-	struct ext ext; /* the facts gathered for events with extras */
+	struct record base;
+	struct ext ext;
 	char path[PATH_BUF];
 };
+
+_Static_assert(sizeof(struct inflight) == sizeof(struct record_path), "a slot is a whole record");
 
 /* Task-local storage: freed with the thread, so a thread killed inside a syscall leaves
  * nothing behind, and lookups hit the task's own cache instead of hashing. */
@@ -624,7 +628,7 @@ static __always_inline int passes_filters(__u32 id, const struct inflight *slot,
 
 		if (i >= f->n)
 			break;
-		if (!cond_holds(c, c->target == TARGET_RET ? ret : slot->args[c->target & 7]))
+		if (!cond_holds(c, c->target == TARGET_RET ? ret : slot->base.args[c->target & 7]))
 			return 0;
 	}
 	return 1;
@@ -843,7 +847,7 @@ static __always_inline void enter_extras(struct inflight *slot, struct task_stru
 
 	x->flags = 0;
 	if (want & X_RSS) {
-		struct pid *p = pid_of_fd(slot->args[0]);
+		struct pid *p = pid_of_fd(slot->base.args[0]);
 		struct task_struct *task = p ? task_of_pid(p) : NULL;
 
 		if (task) {
@@ -852,7 +856,7 @@ static __always_inline void enter_extras(struct inflight *slot, struct task_stru
 		}
 	}
 	if (want & X_VMA)
-		fill_vma(x, t, slot->path, slot->args[0]);
+		fill_vma(x, t, slot->path, slot->base.args[0]);
 	if (want & X_UNLOCKED) {
 		x->locked_before = t->mm->locked_vm;
 		x->flags |= E_UNLOCKED;
@@ -866,7 +870,7 @@ static __always_inline void exit_extras(struct inflight *slot, struct task_struc
 	struct ext *x = &slot->ext;
 
 	if (want & X_TARGET_ARG0)
-		fill_target(x, pid_of_fd(slot->args[0]), want & X_RSS);
+		fill_target(x, pid_of_fd(slot->base.args[0]), want & X_RSS);
 	else if ((want & X_TARGET_RET) && ret >= 0)
 		fill_target(x, pid_of_fd(ret), 0);
 	if (want & X_LOCKED)
@@ -894,11 +898,11 @@ static __always_inline int on_enter(struct sys_enter_ctx *ctx, int nargs)
 	 * argument count with constant bounds. */
 	for (int i = 0; i < 6; i++)
 		if (i < nargs)
-			slot->args[i] = ctx->args[i];
+			slot->base.args[i] = ctx->args[i];
 	want = extras[ctx->nr & (MAX_IDS - 1)];
 	if (want)
 		enter_extras(slot, t, want);
-	slot->ts = bpf_ktime_get_boot_ns();
+	slot->base.ts = bpf_ktime_get_boot_ns();
 	return 0;
 }
 
@@ -951,23 +955,33 @@ static __always_inline void fill_context(struct record *r, struct task_struct *t
 }
 
 /* Wake only on crossing the threshold, so a slow reader is not hammered with wakeups. */
-static __always_inline void submit(void *r)
+static __always_inline __u64 wakeup(void)
 {
 	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 
-	bpf_ringbuf_submit(r, avail >= wakeup_bytes && avail < wakeup_bytes + 2 * sizeof(struct record_path) ?
-				      BPF_RB_FORCE_WAKEUP :
-				      BPF_RB_NO_WAKEUP);
+	return avail >= wakeup_bytes && avail < wakeup_bytes + 2 * sizeof(struct record_path) ?
+		       BPF_RB_FORCE_WAKEUP :
+		       BPF_RB_NO_WAKEUP;
 }
 
-/* A record with the first `len` bytes of the slot's extras; `len` must be a constant. */
-static __always_inline struct record *reserve_ext(struct inflight *slot, __u32 len)
+static __always_inline void submit(void *r)
 {
-	struct record_ext *r = bpf_ringbuf_reserve(&events, sizeof(struct record) + len, 0);
+	bpf_ringbuf_submit(r, wakeup());
+}
 
-	if (r)
-		__builtin_memcpy(&r->ext, &slot->ext, len);
-	return &r->base;
+/* How much of the slot a call's record needs: the whole extras and path when it found a
+ * file, else the shortest prefix of the extras that holds what it gathered. */
+static __always_inline __u32 record_size(const struct inflight *slot, __u8 want)
+{
+	__u32 flags = slot->ext.flags;
+
+	if (!want)
+		return sizeof(struct record);
+	if ((flags & E_VMA) && slot->path[0])
+		return sizeof(struct record_path);
+	if (flags & (E_RSS_BEFORE | E_RSS_AFTER))
+		return sizeof(struct record_ext);
+	return sizeof(struct record) + (flags & E_TARGET ? EXT_TARGET : EXT_CALLER);
 }
 
 SEC("tracepoint")
@@ -975,10 +989,8 @@ int sys_exit(struct sys_exit_ctx *ctx)
 {
 	struct task_struct *t = bpf_get_current_task_btf();
 	struct inflight *slot;
-	struct record *r;
 	__u32 id = ctx->nr;
-	__u64 now;
-	__u8 want, with_path;
+	__u8 want;
 
 	/* A task that never had a slot (out of scope, most often) is told by one load, not a
 	 * helper call: that is most of what an out-of-scope call costs here. */
@@ -986,46 +998,26 @@ int sys_exit(struct sys_exit_ctx *ctx)
 		return 0;
 	slot = bpf_task_storage_get(&inflight, t, 0, 0);
 	/* No slot or no timestamp: the call began before we attached, or was out of scope. */
-	if (!slot || !slot->ts)
+	if (!slot || !slot->base.ts)
 		return 0;
-	now = bpf_ktime_get_boot_ns();
+	slot->base.duration = bpf_ktime_get_boot_ns() - slot->base.ts;
 	if (has_arg_filters && !passes_filters(id, slot, ctx->ret)) {
-		slot->ts = 0;
+		slot->base.ts = 0;
 		count(&filtered, id);
 		return 0;
 	}
+	slot->base.ret = ctx->ret;
+	/* Before the extras' branches: the verifier then walks the context's loads once, and
+	 * each of them costs it scans of the kernel's BTF (the attach time). */
+	fill_context(&slot->base, t, id);
 	want = extras[id & (MAX_IDS - 1)];
 	if (want)
 		exit_extras(slot, t, want, ctx->ret);
-	with_path = want && (slot->ext.flags & E_VMA) && slot->path[0];
-	/* Each size in its own branch: the reservation and the copy need constant lengths. */
-	if (!want) {
-		r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
-	} else if (with_path) {
-		r = bpf_ringbuf_reserve(&events, sizeof(struct record_path), 0);
-		if (r) {
-			__builtin_memcpy(&((struct record_path *)r)->ext, &slot->ext, sizeof(struct ext));
-			__builtin_memcpy(((struct record_path *)r)->path, slot->path, PATH_BUF);
-		}
-	} else if (slot->ext.flags & (E_RSS_BEFORE | E_RSS_AFTER)) {
-		r = reserve_ext(slot, sizeof(struct ext));
-	} else if (slot->ext.flags & E_TARGET) {
-		r = reserve_ext(slot, EXT_TARGET);
-	} else {
-		r = reserve_ext(slot, EXT_CALLER);
-	}
-	if (!r) {
-		slot->ts = 0;
+	/* One copy into the ring: cheaper than a reservation filled field by field, and a
+	 * single path for the verifier whatever the size. */
+	if (bpf_ringbuf_output(&events, slot, record_size(slot, want), wakeup()))
 		count(&lost, id);
-		return 0;
-	}
-	r->ts = slot->ts;
-	r->duration = now - slot->ts;
-	__builtin_memcpy(r->args, slot->args, sizeof(r->args));
-	slot->ts = 0;
-	r->ret = ctx->ret;
-	fill_context(r, t, id);
-	submit(r);
+	slot->base.ts = 0;
 	return 0;
 }
 
