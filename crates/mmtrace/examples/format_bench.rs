@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use mmtrace_bpf::{Clock, Record};
+use mmtrace_bpf::{Clock, Ext, Record};
 
 // The outputs live in the binary crate: borrow the module as it is.
 #[allow(dead_code)]
@@ -14,7 +14,7 @@ use mmtrace_bpf::{Clock, Record};
 mod output;
 
 /// What the kernel side sends for a munmap of an unmapped page with lock accounting: a
-/// record, then `struct ext` with the locked-memory and mapping extras.
+/// record, then the caller-side prefix of `struct ext` (locked memory and mapping).
 fn munmap_record() -> Vec<u8> {
     let mut record = Record {
         ts: 1_000_000_000,
@@ -35,24 +35,26 @@ fn munmap_record() -> Vec<u8> {
     };
     record.args[..2].copy_from_slice(&[0x7fb7_4c04_7000, 4096]);
     record.comm[..11].copy_from_slice(b"mm-workload");
-    // SAFETY: Record is repr(C) integers with no padding.
-    let mut bytes = unsafe {
-        std::slice::from_raw_parts(
-            (&record as *const Record).cast::<u8>(),
-            std::mem::size_of::<Record>(),
-        )
-    }
-    .to_vec();
-    // struct ext by offset: flags, cap_ipc_lock, memlock_cur, vma_start, vma_end.
-    let mut ext = [0u8; 152];
-    let mut put = |offset: usize, v: &[u8]| ext[offset..offset + v.len()].copy_from_slice(v);
-    put(0, &(8u32 | 16 | 32).to_ne_bytes());
-    put(12, &1u32.to_ne_bytes());
-    put(112, &8_388_608u64.to_ne_bytes());
-    put(120, &0x7fb7_4c04_7000u64.to_ne_bytes());
-    put(128, &0x7fb7_4c04_8000u64.to_ne_bytes());
-    bytes.extend_from_slice(&ext);
+    let mut ext: Ext = zeroed_ext();
+    ext.flags = 8 | 16 | 32; // E_LOCKED | E_VMA | E_UNLOCKED
+    ext.cap_ipc_lock = 1;
+    ext.memlock_cur = 8_388_608;
+    ext.vma_start = 0x7fb7_4c04_7000;
+    ext.vma_end = 0x7fb7_4c04_8000;
+    let mut bytes = bytes_of(&record).to_vec();
+    // The prefix the kernel side sends for caller-side extras: up to the target's fields.
+    bytes.extend_from_slice(&bytes_of(&ext)[..std::mem::offset_of!(Ext, target_pid)]);
     bytes
+}
+
+fn zeroed_ext() -> Ext {
+    // SAFETY: Ext is repr(C) integers and arrays of them; all zeros is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+fn bytes_of<T>(v: &T) -> &[u8] {
+    // SAFETY: only called with repr(C) integer structs without padding.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
 }
 
 fn main() -> anyhow::Result<()> {
