@@ -5,10 +5,24 @@ use std::fmt::{self, Write};
 /// A named bit set: each (bit, name) pair; bits not in the table print as hex.
 type Bits = &'static [(u64, &'static str)];
 
+/// The bits the enrichment and the analysis test, named once for them and for the tables.
+pub const PROT_WRITE: u64 = 0x2;
+pub const PROT_EXEC: u64 = 0x4;
+pub const MAP_LOCKED: u64 = 0x2000;
+pub const MCL_CURRENT: u64 = 0x1;
+pub const MCL_FUTURE: u64 = 0x2;
+pub const MCL_ONFAULT: u64 = 0x4;
+
+/// Whether a protection is writable and executable at once: what Tracee's W+X alerts and
+/// the analysis look for.
+pub fn write_and_exec(prot: u64) -> bool {
+    prot & (PROT_WRITE | PROT_EXEC) == PROT_WRITE | PROT_EXEC
+}
+
 const PROT: Bits = &[
     (0x1, "PROT_READ"),
-    (0x2, "PROT_WRITE"),
-    (0x4, "PROT_EXEC"),
+    (PROT_WRITE, "PROT_WRITE"),
+    (PROT_EXEC, "PROT_EXEC"),
     (0x8, "PROT_SEM"),
     (0x0100_0000, "PROT_GROWSDOWN"),
     (0x0200_0000, "PROT_GROWSUP"),
@@ -22,7 +36,7 @@ const MAP: Bits = &[
     (0x100, "MAP_GROWSDOWN"),
     (0x800, "MAP_DENYWRITE"),
     (0x1000, "MAP_EXECUTABLE"),
-    (0x2000, "MAP_LOCKED"),
+    (MAP_LOCKED, "MAP_LOCKED"),
     (0x4000, "MAP_NORESERVE"),
     (0x8000, "MAP_POPULATE"),
     (0x10000, "MAP_NONBLOCK"),
@@ -37,9 +51,9 @@ const MAP_HUGE_SHIFT: u32 = 26;
 
 const MLOCK: Bits = &[(0x1, "MLOCK_ONFAULT")];
 const MCL: Bits = &[
-    (0x1, "MCL_CURRENT"),
-    (0x2, "MCL_FUTURE"),
-    (0x4, "MCL_ONFAULT"),
+    (MCL_CURRENT, "MCL_CURRENT"),
+    (MCL_FUTURE, "MCL_FUTURE"),
+    (MCL_ONFAULT, "MCL_ONFAULT"),
 ];
 const MREMAP: Bits = &[
     (0x1, "MREMAP_MAYMOVE"),

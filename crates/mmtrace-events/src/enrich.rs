@@ -1,6 +1,7 @@
 //! What mmtrace adds to a call beyond its raw record: whose memory a pidfd names, how much
 //! came back, locked memory against its limit, the mapping a call touched, and alerts.
 
+use crate::decode::{write_and_exec, PROT_EXEC, PROT_WRITE};
 use crate::event::Event;
 
 /// The process a pidfd refers to.
@@ -106,9 +107,6 @@ impl Enrichment {
     }
 }
 
-const PROT_WRITE: u64 = 2;
-const PROT_EXEC: u64 = 4;
-
 /// Tracee's four memory-protection alerts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Alert {
@@ -135,20 +133,20 @@ pub fn alert(e: &Event) -> Option<(Alert, u64)> {
         return None;
     }
     let prot = e.arg("prot")?.bits();
-    let wx = |p: u64| p & (PROT_WRITE | PROT_EXEC) == PROT_WRITE | PROT_EXEC;
     match e.def.name {
-        "mmap" if wx(prot) => Some((Alert::MmapWx, 0)),
+        "mmap" if write_and_exec(prot) => Some((Alert::MmapWx, 0)),
         "mprotect" | "pkey_mprotect" => {
             let before = e.enrich.as_ref()?.mapping.as_ref()?.prot;
-            let kind = if before & PROT_EXEC != 0 && before & PROT_WRITE == 0 && wx(prot) {
-                Alert::MprotectXToWx
-            } else if before & PROT_EXEC != 0 || prot & PROT_EXEC == 0 {
-                return None;
-            } else if before & PROT_WRITE != 0 && prot & PROT_WRITE == 0 {
-                Alert::MprotectWToX
-            } else {
-                Alert::MprotectAddedX
-            };
+            let kind =
+                if before & PROT_EXEC != 0 && before & PROT_WRITE == 0 && write_and_exec(prot) {
+                    Alert::MprotectXToWx
+                } else if before & PROT_EXEC != 0 || prot & PROT_EXEC == 0 {
+                    return None;
+                } else if before & PROT_WRITE != 0 && prot & PROT_WRITE == 0 {
+                    Alert::MprotectWToX
+                } else {
+                    Alert::MprotectAddedX
+                };
             Some((kind, before))
         }
         _ => None,

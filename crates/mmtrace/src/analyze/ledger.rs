@@ -3,12 +3,11 @@
 
 use std::collections::BTreeMap;
 
+use mmtrace_events::decode::{MAP_LOCKED, MCL_CURRENT, MCL_FUTURE};
+
 use super::record::Record;
 
 const PAGE: u64 = 4096;
-const MCL_CURRENT: u64 = 1;
-const MCL_FUTURE: u64 = 2;
-const MAP_LOCKED: u64 = 0x2000;
 
 /// Locked ranges seen being created, as the calls say; locks do not nest, so a set of ranges.
 #[derive(Debug, Default)]

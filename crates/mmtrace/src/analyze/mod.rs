@@ -13,6 +13,7 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::path::Path;
 
 use anyhow::Context as _;
+use mmtrace_events::decode::{write_and_exec, MAP_LOCKED, MCL_FUTURE, MCL_ONFAULT, PROT_EXEC};
 
 use detections::{Detection, NEAR_LIMIT_PERCENT, STORM_CALLS};
 use kills::Kills;
@@ -28,11 +29,6 @@ pub use report::{Format, Report};
 const REORDER_NS: u64 = 50_000_000;
 /// Malformed lines reported one by one; past this only counted.
 const MALFORMED_SHOWN: usize = 20;
-const PROT_WRITE: u64 = 2;
-const PROT_EXEC: u64 = 4;
-const MAP_LOCKED: u64 = 0x2000;
-const MCL_FUTURE: u64 = 2;
-const MCL_ONFAULT: u64 = 4;
 
 #[derive(Debug, Default)]
 struct Thread {
@@ -199,9 +195,8 @@ impl Analyzer {
             WX_MAPPING, W_TO_X,
         };
         let prot = r.arg_u64("prot").unwrap_or(0);
-        let wx = prot & (PROT_WRITE | PROT_EXEC) == PROT_WRITE | PROT_EXEC;
         match &*r.name {
-            "mmap" | "mprotect" | "pkey_mprotect" if r.ok() && wx => {
+            "mmap" | "mprotect" | "pkey_mprotect" if r.ok() && write_and_exec(prot) => {
                 let what = format!(
                     "{} of {} bytes",
                     r.name,
