@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{events_of, tid, trace, trace_with};
+use common::{events_of, tid, trace, trace_others, trace_with};
 use mmtrace_events::enrich::{alert, Alert, MappingKind};
 use mmtrace_events::Event;
 use std::ptr::null_mut;
@@ -115,10 +115,7 @@ fn process_mrelease_names_the_target_and_what_it_freed() {
 #[test]
 fn locked_memory_against_the_limit_and_implicit_unlock() {
     // The limit is set in a child so the rest of the test process keeps its own.
-    let Some(mut t) = trace_with("mlock,munmap", |o| {
-        o.scope = Default::default();
-        o.exclude_self = true;
-    }) else {
+    let Some(mut t) = trace_others("mlock,munmap") else {
         return;
     };
     const LIMIT: u64 = 64 << 10;

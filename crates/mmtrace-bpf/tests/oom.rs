@@ -4,17 +4,14 @@
 
 mod common;
 
-use common::trace_with;
+use common::trace_others;
 use mmtrace_testkit::Memcg;
 
 const LIMIT: u64 = 32 << 20;
 
 #[test]
 fn a_memcg_oom_kill_shows_victim_and_exit() {
-    let Some(mut t) = trace_with("tag=oom,-pidfd*,-process_m*", |o| {
-        o.scope = Default::default();
-        o.exclude_self = true;
-    }) else {
+    let Some(mut t) = trace_others("tag=oom,-pidfd*,-process_m*") else {
         return;
     };
     let memcg = Memcg::new("oom-test", LIMIT);

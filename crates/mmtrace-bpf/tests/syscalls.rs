@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{events_of, kernel_ret, tid, trace, trace_with};
+use common::{events_of, kernel_ret, tid, trace, trace_others};
 use libc::{c_long, syscall};
 use mmtrace_events::{Event, CATALOG};
 use std::ptr::null_mut;
@@ -199,10 +199,7 @@ fn reap(pid: i32) -> i32 {
 fn mlockall_and_munlockall_in_a_child() {
     // mlockall would lock the whole test process, so a child makes the calls; the scope is
     // every process but this one.
-    let Some(mut t) = trace_with("mlockall,munlockall", |o| {
-        o.scope = Default::default();
-        o.exclude_self = true;
-    }) else {
+    let Some(mut t) = trace_others("mlockall,munlockall") else {
         return;
     };
     let onfault = (libc::MCL_CURRENT | libc::MCL_ONFAULT) as u64;

@@ -29,6 +29,15 @@ pub fn trace_with(events: &str, tune: impl FnOnce(&mut Options)) -> Option<Trace
     Some(tracer)
 }
 
+/// A tracer of `events` from every process but this one: for calls a test must make in a
+/// child (a lock limit, mlockall, an OOM kill) that it cannot name before forking.
+pub fn trace_others(events: &str) -> Option<Tracer> {
+    trace_with(events, |o| {
+        o.scope = Scope::default();
+        o.exclude_self = true;
+    })
+}
+
 /// The events of thread `tid` now in the ring. Records are committed before the syscall
 /// returns, so no waiting is needed.
 pub fn events_of(tracer: &mut Tracer, tid: u32) -> Vec<Event> {
