@@ -445,24 +445,16 @@ struct {
 	__type(value, struct filter);
 } arg_filters SEC(".maps");
 
-/* The record of a thread's call in flight, assembled in place from entry to exit and sent
- * with one bpf_ringbuf_output: the prefix that holds what the call gathered. base.ts is 0
- * when no traced call is in flight. */
-struct inflight {
-	struct record base;
-	struct ext ext;
-	char path[PATH_BUF];
-};
-
-_Static_assert(sizeof(struct inflight) == sizeof(struct record_path), "a slot is a whole record");
-
-/* Task-local storage: freed with the thread, so a thread killed inside a syscall leaves
- * nothing behind, and lookups hit the task's own cache instead of hashing. */
+/* Task-local storage: the record of the thread's call in flight, assembled in place from
+ * entry to exit and sent with one bpf_ringbuf_output of the prefix that holds what the call
+ * gathered; base.ts is 0 when no traced call is in flight. Freed with the thread, so a thread
+ * killed inside a syscall leaves nothing behind, and lookups hit the task's own cache
+ * instead of hashing. */
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
-	__type(value, struct inflight);
+	__type(value, struct record_path);
 } inflight SEC(".maps");
 
 struct {
@@ -617,7 +609,7 @@ static __always_inline int cond_holds(const struct cond *c, __u64 v)
 	return 0;
 }
 
-static __always_inline int passes_filters(__u32 id, const struct inflight *slot, __s64 ret)
+static __always_inline int passes_filters(__u32 id, const struct record_path *slot, __s64 ret)
 {
 	struct filter *f = bpf_map_lookup_elem(&arg_filters, &id);
 
@@ -841,7 +833,7 @@ static __always_inline void fill_vma(struct ext *x, struct task_struct *t, char 
 }
 
 /* Facts that must be read before the call changes them. */
-static __always_inline void enter_extras(struct inflight *slot, struct task_struct *t, __u8 want)
+static __always_inline void enter_extras(struct record_path *slot, struct task_struct *t, __u8 want)
 {
 	struct ext *x = &slot->ext;
 
@@ -864,7 +856,7 @@ static __always_inline void enter_extras(struct inflight *slot, struct task_stru
 }
 
 /* Facts of the call's outcome, gathered into the slot before the record's size is chosen. */
-static __always_inline void exit_extras(struct inflight *slot, struct task_struct *t, __u8 want,
+static __always_inline void exit_extras(struct record_path *slot, struct task_struct *t, __u8 want,
 					__s64 ret)
 {
 	struct ext *x = &slot->ext;
@@ -882,7 +874,7 @@ static __always_inline void exit_extras(struct inflight *slot, struct task_struc
 static __always_inline int on_enter(struct sys_enter_ctx *ctx, int nargs)
 {
 	struct task_struct *t = bpf_get_current_task_btf();
-	struct inflight *slot;
+	struct record_path *slot;
 	__u8 want;
 
 	if (!in_scope(t)) {
@@ -971,7 +963,7 @@ static __always_inline void submit(void *r)
 
 /* How much of the slot a call's record needs: the whole extras and path when it found a
  * file, else the shortest prefix of the extras that holds what it gathered. */
-static __always_inline __u32 record_size(const struct inflight *slot, __u8 want)
+static __always_inline __u32 record_size(const struct record_path *slot, __u8 want)
 {
 	__u32 flags = slot->ext.flags;
 
@@ -988,7 +980,7 @@ SEC("tracepoint")
 int sys_exit(struct sys_exit_ctx *ctx)
 {
 	struct task_struct *t = bpf_get_current_task_btf();
-	struct inflight *slot;
+	struct record_path *slot;
 	__u32 id = ctx->nr;
 	__u8 want;
 
