@@ -1,9 +1,8 @@
 //! Loads the kernel side, attaches the hooks of the selected events, and reads their records.
 
+use std::collections::BTreeMap;
 use std::os::fd::AsFd;
 use std::time::Duration;
-
-use std::collections::BTreeMap;
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, RingBuf};
 use aya::programs::trace_point::TracePointLinkId;
@@ -143,8 +142,10 @@ impl Tracer {
         }
         // What each selected event asks the kernel side to gather, by event id.
         let mut extras = [0u8; 1024];
-        for e in available.iter().filter(|_| opts.enrich) {
-            extras[usize::from(e.id)] = e.extras.iter().fold(0, |bits, x| bits | x.bit());
+        if opts.enrich {
+            for e in &available {
+                extras[usize::from(e.id)] = e.extras.iter().fold(0, |bits, x| bits | x.bit());
+            }
         }
         let flag = |b: bool| u32::from(b);
         let exit_events = flag(available.iter().any(|e| e.name == "sched_process_exit"));
