@@ -8,9 +8,11 @@ pub fn run() -> anyhow::Result<()> {
     // Without tracefs (not root) availability is unknown rather than wrong.
     let tracefs = mmtrace_bpf::ensure_tracefs().ok();
     let mut out = io::stdout().lock();
+    // As wide as the longest name, so the columns line up whatever the catalog holds.
+    let width = CATALOG.iter().map(|e| e.name.len()).max().unwrap_or(0);
     writeln!(
         out,
-        "{:<18} {:>4}  {:<9} {:<34} ARGUMENTS",
+        "{:<width$} {:>4}  {:<9} {:<34} ARGUMENTS",
         "EVENT", "ID", "AVAILABLE", "SETS"
     )?;
     for e in CATALOG {
@@ -26,7 +28,7 @@ pub fn run() -> anyhow::Result<()> {
             .collect();
         writeln!(
             out,
-            "{:<18} {:>4}  {:<9} {:<34} {}",
+            "{:<width$} {:>4}  {:<9} {:<34} {}",
             e.name,
             e.id,
             available,

@@ -206,6 +206,20 @@ fn list_shows_every_catalog_event() {
     let out = Command::new(BIN).arg("list").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
+    // Columns line up: the SETS column starts at the same place on every line.
+    let sets_at: Vec<_> = text
+        .lines()
+        .map(|l| {
+            l.find("  yes ")
+                .or(l.find("  no "))
+                .or(l.find("  unknown "))
+                .or(l.find("  AVAILABLE "))
+        })
+        .collect();
+    assert!(
+        sets_at.iter().all(|&at| at.is_some() && at == sets_at[0]),
+        "{text}"
+    );
     for e in mmtrace_events::CATALOG {
         let row = text
             .lines()
