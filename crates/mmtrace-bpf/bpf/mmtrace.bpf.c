@@ -59,15 +59,38 @@ struct mm_struct {
 	struct percpu_counter rss_stat[4];
 } __attribute__((preserve_access_index));
 
+/* Before 6.2 the mm's counters were four atomic longs in a struct of their own. */
+struct mm_rss_stat {
+	long long count[4];
+} __attribute__((preserve_access_index));
+
+struct mm_struct___pre62 {
+	struct mm_rss_stat rss_stat;
+} __attribute__((preserve_access_index));
+
 struct qstr {
 	const unsigned char *name;
 } __attribute__((preserve_access_index));
 
-/* const as in the kernel: aya's CO-RE matching does not look through qualifiers. */
+/* const as in newer kernels, plain as in older ones: aya's CO-RE matching does not look
+ * through qualifiers, so each kernel matches one of the two. */
 struct dentry {
 	struct dentry *d_parent;
 	const struct qstr d_name;
 } __attribute__((preserve_access_index));
+
+struct dentry___plain {
+	struct qstr d_name;
+} __attribute__((preserve_access_index));
+
+static __always_inline const unsigned char *dentry_name(struct dentry *d)
+{
+	struct dentry___plain *plain = (void *)d;
+
+	if (bpf_core_field_exists(d->d_name))
+		return BPF_CORE_READ(d, d_name.name);
+	return BPF_CORE_READ(plain, d_name.name);
+}
 
 struct vfsmount {
 	struct dentry *mnt_root;
@@ -77,6 +100,7 @@ struct mount {
 	struct mount *mnt_parent;
 	struct dentry *mnt_mountpoint;
 	struct vfsmount mnt;
+	struct mnt_namespace *mnt_ns;
 } __attribute__((preserve_access_index));
 
 struct path {
@@ -119,10 +143,16 @@ struct rlimit {
 	unsigned long rlim_cur;
 } __attribute__((preserve_access_index));
 
+typedef struct {
+	int counter;
+} atomic_t;
+
 struct signal_struct {
+	atomic_t live;
 	struct rlimit rlim[16];
 } __attribute__((preserve_access_index));
 
+/* A u64 since 6.3, two u32s before: the same 8 bytes on a little-endian machine. */
 typedef struct {
 	unsigned long long val;
 } kernel_cap_t;
@@ -233,7 +263,7 @@ struct record {
 	__u32 mnt_ns, pid_ns;
 	__u16 id;           /* syscall number: the catalog's key */
 	__u16 cpu;
-	__u32 pad;
+	__u32 absent;       /* bit i: args[i] is a field this kernel does not have */
 	char comm[16];
 };
 
@@ -256,7 +286,9 @@ _Static_assert(sizeof(struct record) == 168, "struct record must match Record in
 #define E_VMA 16
 #define E_UNLOCKED 32
 
-enum { VMA_UNMAPPED, VMA_ANON, VMA_FILE, VMA_STACK, VMA_HEAP, VMA_SHARED };
+/* VMA_INTERNAL: a file on a mount of the kernel's own (shared anonymous memory, memfd, SysV
+ * shm, secretmem), which has a name but no path; user space tells them apart by the name. */
+enum { VMA_UNMAPPED, VMA_ANON, VMA_FILE, VMA_STACK, VMA_HEAP, VMA_SHARED, VMA_INTERNAL };
 
 #define PATH_BUF 512
 #define NAME_MAX_READ 256
@@ -265,6 +297,7 @@ enum { VMA_UNMAPPED, VMA_ANON, VMA_FILE, VMA_STACK, VMA_HEAP, VMA_SHARED };
 #define CAP_IPC_LOCK 14
 #define PIDFS_MAGIC 0x50494446
 #define VM_SHARED 0x8
+#define MNT_NS_INTERNAL ((struct mnt_namespace *)-22L) /* ERR_PTR(-EINVAL), fs/mount.h */
 #define VM_GROWSDOWN 0x100
 
 /* Facts no raw syscall record has, gathered at the moment of the call. Must match `Ext` in
@@ -345,6 +378,12 @@ const volatile __u32 exit_event_id = 0;
 /* Wake the reader only when unread data crosses this many bytes; it also polls on a timer.
  * Every wakeup costs the traced thread about 12 us, so waking per event would dominate. */
 const volatile __u64 wakeup_bytes = 1 << 20;
+
+/* What the running kernel offers, found by the loader's probes. Constants, so the verifier
+ * drops the code of a missing feature (helper calls and context reads included) unseen. */
+const volatile __u32 have_find_vma = 0;  /* bpf_find_vma and bpf_loop (5.17) */
+const volatile __u32 exit_before_mm = 0; /* sched_process_exit: group_dead, before exit_mm (6.16) */
+const volatile __u32 victim_fields = 0;  /* oom:mark_victim's fields beyond pid (6.9) */
 
 #define SCOPE_EQ 1
 #define SCOPE_NE 2
@@ -669,14 +708,23 @@ static __always_inline struct task_struct *task_of_pid(struct pid *p)
 	return (void *)first - bpf_core_field_offset(struct task_struct, pid_links);
 }
 
-/* mm->rss_stat[i].count, addressed by hand: aya steps through the array by the local
- * element size, not the kernel's, so the stride comes from a type-size relocation. */
+/* The mm's four counters, addressed by hand: aya steps through an array by the local element
+ * size, not the kernel's, so the stride comes from a type-size relocation. Before 6.2 they
+ * are plain atomic longs; the relocation of the layout a kernel lacks fails, and the
+ * verifier never reaches it. */
 static __always_inline void read_rss(struct task_struct *task, __s64 *out)
 {
 	struct mm_struct *mm = BPF_CORE_READ(task, mm);
-	__u64 stride = bpf_core_type_size(struct percpu_counter);
-	__u64 base = (__u64)mm + bpf_core_field_offset(struct mm_struct, rss_stat) +
-		     bpf_core_field_offset(struct percpu_counter, count);
+	__u64 stride, base = (__u64)mm;
+
+	if (bpf_core_type_exists(struct mm_rss_stat)) {
+		stride = sizeof(long long);
+		base += bpf_core_field_offset(struct mm_struct___pre62, rss_stat);
+	} else {
+		stride = bpf_core_type_size(struct percpu_counter);
+		base += bpf_core_field_offset(struct mm_struct, rss_stat) +
+			bpf_core_field_offset(struct percpu_counter, count);
+	}
 
 	for (int i = 0; i < 4; i++) {
 		out[i] = 0;
@@ -712,9 +760,12 @@ static __always_inline void fill_target(struct ext *x, struct pid *p, int rss_af
 
 static __always_inline void fill_locked(struct ext *x, struct task_struct *t)
 {
+	__u64 caps = 0;
+
 	x->locked_vm = t->mm->locked_vm;
 	x->memlock_cur = t->signal->rlim[RLIMIT_MEMLOCK].rlim_cur;
-	x->cap_ipc_lock = (t->cred->cap_effective.val >> CAP_IPC_LOCK) & 1;
+	bpf_probe_read_kernel(&caps, sizeof(caps), &t->cred->cap_effective);
+	x->cap_ipc_lock = (caps >> CAP_IPC_LOCK) & 1;
 	x->flags |= E_LOCKED;
 }
 
@@ -787,7 +838,7 @@ static long path_step(__u64 i, struct path_walk *w)
 	buf = bpf_map_lookup_elem(&path_scratch, &zero);
 	if (!buf || off >= PATH_BUF - NAME_MAX_READ)
 		return 1;
-	n = bpf_probe_read_kernel_str(buf + off, NAME_MAX_READ, BPF_CORE_READ(d, d_name.name));
+	n = bpf_probe_read_kernel_str(buf + off, NAME_MAX_READ, dentry_name(d));
 	if (n <= 1)
 		return 1;
 	off += n;
@@ -814,12 +865,25 @@ static __always_inline void read_path(struct file *f, char *out)
 	__builtin_memcpy(out, buf, PATH_BUF);
 }
 
+/* A file made by the kernel for itself (alloc_file_pseudo on a kern_mount) rather than opened
+ * by path: its dentry is its own parent and its mount belongs to no namespace. */
+static __always_inline int internal_file(struct file *f)
+{
+	struct vfsmount *vfs = BPF_CORE_READ(f, f_path.mnt);
+	struct mount *mnt = (void *)vfs - bpf_core_field_offset(struct mount, mnt);
+
+	return BPF_CORE_READ(mnt, mnt_ns) == MNT_NS_INTERNAL;
+}
+
 static __always_inline void fill_vma(struct ext *x, struct task_struct *t, char *path, __u64 addr)
 {
 	struct vma_ctx c = {};
+	struct file *file;
 
 	x->flags |= E_VMA;
 	path[0] = 0;
+	/* The slot is reused from call to call: nothing of an earlier mapping may stay. */
+	x->vma_start = x->vma_end = x->vma_flags = 0;
 	if (bpf_find_vma(t, addr, vma_found, &c, 0)) {
 		x->vma_kind = VMA_UNMAPPED;
 		return;
@@ -828,8 +892,18 @@ static __always_inline void fill_vma(struct ext *x, struct task_struct *t, char 
 	x->vma_end = c.end;
 	x->vma_flags = c.flags;
 	x->vma_kind = c.kind;
-	if (c.file)
-		read_path(c.file, path);
+	/* A local, not c.file, inside BPF_CORE_READ: it would relocate vma_ctx against the
+	 * kernel's BTF, where it does not exist. */
+	file = c.file;
+	if (!file)
+		return;
+	if (internal_file(file)) {
+		x->vma_kind = VMA_INTERNAL;
+		bpf_probe_read_kernel_str(path, NAME_MAX_READ,
+					  dentry_name(BPF_CORE_READ(file, f_path.dentry)));
+	} else {
+		read_path(file, path);
+	}
 }
 
 /* Facts that must be read before the call changes them. */
@@ -847,7 +921,7 @@ static __always_inline void enter_extras(struct record_path *slot, struct task_s
 			x->flags |= E_RSS_BEFORE;
 		}
 	}
-	if (want & X_VMA)
+	if (have_find_vma && (want & X_VMA))
 		fill_vma(x, t, slot->path, slot->base.args[0]);
 	if (want & X_UNLOCKED) {
 		x->locked_before = t->mm->locked_vm;
@@ -867,7 +941,7 @@ static __always_inline void exit_extras(struct record_path *slot, struct task_st
 		fill_target(x, pid_of_fd(ret), 0);
 	if (want & X_LOCKED)
 		fill_locked(x, t);
-	if ((want & X_VMA_RET) && (ret < -4095 || ret >= 0))
+	if (have_find_vma && (want & X_VMA_RET) && (ret < -4095 || ret >= 0))
 		fill_vma(x, t, slot->path, ret);
 }
 
@@ -924,7 +998,7 @@ static __always_inline void fill_context(struct record *r, struct task_struct *t
 
 	r->id = id;
 	r->cpu = bpf_get_smp_processor_id();
-	r->pad = 0;
+	r->absent = 0;
 	r->uid = cred->uid.val;
 	r->gid = cred->gid.val;
 	r->cgroup_id = t->cgroups->dfl_cgrp->kn->id;
@@ -1056,20 +1130,27 @@ int oom_mark_victim(struct mark_victim_ctx *ctx)
 		return 0;
 	}
 	a = rx->base.args;
+	__builtin_memset(a, 0, sizeof(rx->base.args));
+	__builtin_memset(rx->ext.target_comm, 0, sizeof(rx->ext.target_comm));
 	a[0] = ctx->pid;
-	a[1] = ctx->total_vm;
-	a[2] = ctx->anon_rss;
-	a[3] = ctx->file_rss;
-	a[4] = ctx->shmem_rss;
-	a[5] = ctx->uid;
-	a[6] = ctx->pgtables;
-	a[7] = ctx->oom_score_adj;
 	rx->ext.flags = E_TARGET;
 	rx->ext.target_pid = ctx->pid;
 	rx->ext.target_ns_pid = ctx->pid;
-	bpf_probe_read_kernel_str(rx->ext.target_comm, sizeof(rx->ext.target_comm),
-				  (void *)ctx + (ctx->comm_loc & 0xffff));
 	stamp(&rx->base, ID_OOM_MARK_VICTIM);
+	/* Before 6.9 the tracepoint has the pid alone, and reading past it fails the attach. */
+	if (victim_fields) {
+		a[1] = ctx->total_vm;
+		a[2] = ctx->anon_rss;
+		a[3] = ctx->file_rss;
+		a[4] = ctx->shmem_rss;
+		a[5] = ctx->uid;
+		a[6] = ctx->pgtables;
+		a[7] = ctx->oom_score_adj;
+		bpf_probe_read_kernel_str(rx->ext.target_comm, sizeof(rx->ext.target_comm),
+					  (void *)ctx + (ctx->comm_loc & 0xffff));
+	} else {
+		rx->base.absent = 0xfe;
+	}
 	submit(rx);
 	return 0;
 }
@@ -1110,15 +1191,26 @@ int oom_skip_task_reaping(struct reaping_ctx *ctx)
 const volatile __u32 exit_events = 0; /* sched_process_exit is selected */
 const volatile __u32 page_size = 4096;
 
+/* Whether the exiting thread is the process's last. Since 6.16 the tracepoint says so; before,
+ * the count of live threads is already down when it fires (and reading group_dead there
+ * would fail the attach). */
+static __always_inline int group_dead(struct exit_ctx *ctx, struct task_struct *t)
+{
+	if (exit_before_mm)
+		return ctx->group_dead;
+	return t->signal->live.counter == 0;
+}
+
 /* One hook for both jobs, so the event is judged in scope before tracking forgets the
- * process. Since 6.16 the tracepoint fires before exit_mm, so the memory is still there. */
+ * process. Since 6.16 the tracepoint fires before exit_mm, so the memory is still there;
+ * before, the mm is gone and the memory fields are absent, not zero. */
 SEC("tracepoint")
 int on_exit(struct exit_ctx *ctx)
 {
 	struct task_struct *t = bpf_get_current_task_btf();
 	__u32 tgid = t->tgid;
 
-	if (exit_events && ctx->group_dead) {
+	if (exit_events && group_dead(ctx, t)) {
 		if (!in_scope(t)) {
 			count(&filtered, ID_SCHED_PROCESS_EXIT);
 		} else {
@@ -1128,13 +1220,17 @@ int on_exit(struct exit_ctx *ctx)
 			if (!r) {
 				count(&lost, ID_SCHED_PROCESS_EXIT);
 			} else {
-				read_rss(t, rss);
 				__builtin_memset(r->args, 0, sizeof(r->args));
 				r->args[0] = t->exit_code;
-				r->args[1] = rss[1] * page_size;
-				r->args[2] = rss[0] * page_size;
-				r->args[3] = rss[3] * page_size;
 				stamp(r, ID_SCHED_PROCESS_EXIT);
+				if (exit_before_mm) {
+					read_rss(t, rss);
+					r->args[1] = rss[1] * page_size;
+					r->args[2] = rss[0] * page_size;
+					r->args[3] = rss[3] * page_size;
+				} else {
+					r->absent = 0xe;
+				}
 				submit(r);
 			}
 		}

@@ -1,6 +1,7 @@
 //! mmtrace's kernel side and transport: the embedded BPF object, the checks before loading it,
 //! the loader that attaches only the selected events' hooks, and the ring-buffer reader.
 
+pub mod features;
 mod record;
 mod scope;
 mod system;

@@ -26,7 +26,8 @@ pub struct Record {
     pub pid_ns: u32,
     pub id: u16,
     pub cpu: u16,
-    pub pad: u32,
+    /// Bit i: args[i] is a field the running kernel does not have.
+    pub absent: u32,
     pub comm: [u8; 16],
 }
 
@@ -173,6 +174,7 @@ impl Record {
                 comm: c_string(&self.comm),
             },
             raw_args: self.args,
+            absent: self.absent as u8,
             ret: self.ret,
             duration_ns: self.duration,
             enrich: ext.map(|x| x.enrichment(path)),

@@ -13,6 +13,7 @@ use mmtrace_events::filter::ArgFilter;
 use mmtrace_events::scope::Scope;
 use mmtrace_events::{Event, EventDef};
 
+use crate::features::{Feature, Features, TooOld};
 use crate::record::{Clock, Record};
 use crate::scope::{self, KernelScope, ScopeError, TRACKED_TREE};
 use crate::system::{self, SystemError};
@@ -23,6 +24,8 @@ pub enum Error {
     System(#[from] SystemError),
     #[error(transparent)]
     Scope(#[from] ScopeError),
+    #[error(transparent)]
+    TooOld(#[from] TooOld),
     #[error("loading the BPF programs failed: {0}")]
     Load(String),
     #[error("attaching the {event} hook failed: {detail}")]
@@ -33,7 +36,8 @@ pub enum Error {
     Read(std::io::Error),
 }
 
-/// One line from an aya error and its causes: verifier logs run to pages.
+/// One line from an aya error and its causes. Verifier logs run to pages, and their first
+/// line is often a note: the line that says why is the last before the verifier's totals.
 fn one_line(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
@@ -42,7 +46,17 @@ fn one_line(err: &dyn std::error::Error) -> String {
         out.push_str(&e.to_string());
         source = e.source();
     }
-    out.lines().next().unwrap_or_default().to_string()
+    let mut lines = out.lines().map(str::trim);
+    let first = lines.next().unwrap_or_default();
+    let totals = ["verification time", "processed ", "stack depth"];
+    let cause = lines
+        .take_while(|l| !totals.iter().any(|t| l.starts_with(t)))
+        .filter(|l| !l.is_empty())
+        .last();
+    match cause {
+        Some(cause) => format!("{first} ... {cause}"),
+        None => first.to_string(),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +108,7 @@ pub struct Tracer {
     links: Vec<(&'static str, TracePointLinkId)>,
     attached: Vec<&'static EventDef>,
     unavailable: Vec<Unavailable>,
+    features: Features,
 }
 
 impl Tracer {
@@ -102,6 +117,7 @@ impl Tracer {
         system::check_privileges()?;
         system::check_btf()?;
         let tracefs = system::ensure_tracefs()?;
+        let features = Features::probe(tracefs)?;
         let (available, unavailable): (Vec<_>, Vec<_>) = opts
             .events
             .iter()
@@ -144,10 +160,17 @@ impl Tracer {
         let mut extras = [0u8; 1024];
         if opts.enrich {
             for e in &available {
-                extras[usize::from(e.id)] = e.extras.iter().fold(0, |bits, x| bits | x.bit());
+                extras[usize::from(e.id)] = e
+                    .extras
+                    .iter()
+                    .filter(|&&x| features.gathers(x))
+                    .fold(0, |bits, x| bits | x.bit());
             }
         }
         let flag = |b: bool| u32::from(b);
+        let have_find_vma = flag(features.has(Feature::FindVma));
+        let exit_before_mm = flag(features.has(Feature::ExitMemory));
+        let victim_fields = flag(features.has(Feature::VictimFields));
         let exit_events = flag(available.iter().any(|e| e.name == "sched_process_exit"));
         let page_size = rustix::param::page_size() as u32;
         let ncgroups = ks.cgroups.len() as u32;
@@ -177,6 +200,9 @@ impl Tracer {
             .override_global("exit_events", &exit_events, true)
             .override_global("page_size", &page_size, true)
             .override_global("wakeup_bytes", &wakeup_bytes, true)
+            .override_global("have_find_vma", &have_find_vma, true)
+            .override_global("exit_before_mm", &exit_before_mm, true)
+            .override_global("victim_fields", &victim_fields, true)
             .map_max_entries("events", opts.ring_bytes)
             .map_max_entries("tracked", system::pid_max().div_ceil(32))
             .load(crate::BPF_OBJECT)
@@ -231,7 +257,13 @@ impl Tracer {
             links,
             attached,
             unavailable,
+            features,
         })
+    }
+
+    /// What the running kernel lacks, and so what the trace leaves out.
+    pub fn features(&self) -> &Features {
+        &self.features
     }
 
     pub fn attached(&self) -> &[&'static EventDef] {
@@ -316,6 +348,9 @@ impl Tracer {
     }
 }
 
+/// Set to print the verifier's whole log when a program fails to load.
+pub const VERIFIER_LOG_VAR: &str = "MMTRACE_VERIFIER_LOG";
+
 /// The enter program for each argument count: a program must not read past its syscall's
 /// arguments, so each count has its own.
 const ENTER_PROGRAMS: [&str; 7] = [
@@ -339,8 +374,16 @@ fn attach(
         .try_into()
         .map_err(|e| fail(one_line(&e)))?;
     if prog.fd().is_err() {
-        prog.load()
-            .map_err(|e| Error::Load(format!("{program}: {}", one_line(&e))))?;
+        prog.load().map_err(|e| {
+            // The whole verifier log, for a kernel on which the one line is not enough.
+            if std::env::var_os(VERIFIER_LOG_VAR).is_some() {
+                eprintln!("{e:#}");
+            }
+            Error::Load(format!(
+                "{program}: {} (set {VERIFIER_LOG_VAR}=1 for the verifier's whole log)",
+                one_line(&e)
+            ))
+        })?;
     }
     prog.attach(category, tracepoint)
         .map_err(|e| fail(one_line(&e)))

@@ -31,6 +31,9 @@ pub struct Event {
     /// Raw argument registers (or a kernel event's fields); only the first
     /// `def.args.len()` mean anything.
     pub raw_args: [u64; 8],
+    /// Bit i: argument i is a field the running kernel does not have (oom:mark_victim before
+    /// 6.9, sched_process_exit's memory before 6.16), left out rather than shown as 0.
+    pub absent: u8,
     pub ret: i64,
     pub duration_ns: u64,
     /// What the kernel side gathered beyond the record, for events whose catalog entry asks.
@@ -42,19 +45,27 @@ impl Event {
         self.def.name
     }
 
-    /// (definition, typed value) for each argument, in catalog order; `def.decoder` names it.
+    /// (definition, typed value) for each argument this kernel gave, in catalog order;
+    /// `def.decoder` names it.
     pub fn args(&self) -> impl Iterator<Item = (&'static crate::ArgDef, ArgValue)> + '_ {
         self.def
             .args
             .iter()
             .zip(self.raw_args)
-            .map(|(def, raw)| (def, def.ty.value(raw)))
+            .enumerate()
+            .filter(|(i, _)| self.absent & (1 << i) == 0)
+            .map(|(_, (def, raw))| (def, def.ty.value(raw)))
     }
 
-    /// The raw argument named `name`, typed.
+    /// How many arguments `args` yields.
+    pub fn args_num(&self) -> usize {
+        self.args().count()
+    }
+
+    /// The raw argument named `name`, typed; None when absent on this kernel.
     pub fn arg(&self, name: &str) -> Option<ArgValue> {
         let i = self.def.args.iter().position(|a| a.name == name)?;
-        Some(self.def.args[i].ty.value(self.raw_args[i]))
+        (self.absent & (1 << i) == 0).then(|| self.def.args[i].ty.value(self.raw_args[i]))
     }
 
     /// The errno name of a failed call (`EINVAL`), None on success.

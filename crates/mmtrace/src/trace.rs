@@ -53,6 +53,9 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     for u in tracer.unavailable() {
         eprintln!("mmtrace: {} unavailable: {}", u.event.name, u.reason);
     }
+    if let Some(off) = tracer.features().summary(tracer.attached()) {
+        eprintln!("mmtrace: {off}");
+    }
     let whom = match &command {
         Some(c) => format!(
             " in {} (pid {}) and its descendants",

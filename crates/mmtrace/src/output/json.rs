@@ -90,6 +90,8 @@ impl Push for Vec<u8> {
 pub fn write_event(out: &mut Vec<u8>, e: &Event, caller: &[u8], kind: &Kind) {
     write_context(out, &e.ctx, caller);
     out.extend_from_slice(&kind.head);
+    out.uint(e.args_num() as u64);
+    out.raw(",\"returnValue\":");
     out.int(e.ret);
     out.extend_from_slice(&kind.middle);
     for (prefix, (def, value)) in kind.args.iter().zip(e.args()) {
@@ -108,7 +110,7 @@ pub fn write_event(out: &mut Vec<u8>, e: &Event, caller: &[u8], kind: &Kind) {
 /// The keys that depend only on the kind of event, put together once per kind: built piece
 /// by piece on every line, they were a third of the pieces, and each piece is a copy call.
 pub struct Kind {
-    /// From `,"eventId"` to `"returnValue":`.
+    /// From `,"eventId"` to `"argsNum":`: the count is the event's, as a kernel may lack some.
     head: Vec<u8>,
     /// From `,"syscall"` to `"args":[`.
     middle: Vec<u8>,
@@ -124,8 +126,6 @@ impl Kind {
         head.raw("\",\"eventName\":\"");
         head.raw(def.name);
         head.raw("\",\"matchedPolicies\":[],\"argsNum\":");
-        head.uint(def.args.len() as u64);
-        head.raw(",\"returnValue\":");
         let mut middle = Vec::new();
         middle.raw(",\"syscall\":\"");
         middle.raw(def.name);
