@@ -788,7 +788,7 @@ static long vma_found(struct task_struct *task, struct vm_area_struct *vma, stru
 	else if ((c->flags & VM_GROWSDOWN) ||
 		 (mm->start_stack >= c->start && mm->start_stack < c->end))
 		c->kind = VMA_STACK;
-	else if (c->start >= mm->start_brk && c->end <= mm->brk)
+	else if (c->start >= mm->start_brk && c->start < mm->brk) /* the vma ends page-aligned, brk need not */
 		c->kind = VMA_HEAP;
 	else if (c->flags & VM_SHARED)
 		c->kind = VMA_SHARED;

@@ -104,16 +104,21 @@ impl Ext {
                 limit_bytes: (self.memlock_cur != u64::MAX).then_some(self.memlock_cur),
                 cap_ipc_lock: self.cap_ipc_lock != 0,
             }),
-            mapping: has(E_VMA).then(|| Mapping {
-                kind: MappingKind::from_kernel(self.vma_kind),
-                start: self.vma_start,
-                end: self.vma_end,
-                prot: self.vma_flags & 0x7,
-                shared: self.vma_flags & VM_SHARED != 0,
-                locked: self.vma_flags & VM_LOCKED != 0,
-                path: path
-                    .map(|p| file_path(&c_string(p)))
-                    .filter(|p| !p.is_empty()),
+            mapping: has(E_VMA).then(|| {
+                let text = path.map(c_string).unwrap_or_default();
+                let (kind, name) = MappingKind::from_kernel(self.vma_kind, &text);
+                Mapping {
+                    kind,
+                    start: self.vma_start,
+                    end: self.vma_end,
+                    prot: self.vma_flags & 0x7,
+                    shared: self.vma_flags & VM_SHARED != 0,
+                    locked: self.vma_flags & VM_LOCKED != 0,
+                    path: (kind == MappingKind::File)
+                        .then(|| file_path(&text))
+                        .filter(|p| !p.is_empty()),
+                    name,
+                }
             }),
             // After the call, so lock changes by the call itself are what is left.
             unlocked_bytes: (has(E_UNLOCKED) && has(E_LOCKED))

@@ -166,12 +166,15 @@ impl Extra {
             Extra::Mapping => &[(
                 "mapping",
                 "the mapping at addr before the call: start, end, kind (anon, file, stack, \
-                 heap, shared or unmapped), prot, shared, locked, and path for files",
+                 heap, shared-anon, memfd, sysv-shm, secretmem, kernel-file), prot, \
+                 shared, locked, path for files and name for memfds (their name), SysV \
+                 segments (their key) and kernel files; only {\"kind\":\"unmapped\"} \
+                 when nothing is mapped there",
             )],
             Extra::MappingAfter => &[(
                 "mapping",
-                "the mapping the call created: start, end, kind, prot, shared, locked, and \
-                 path for files",
+                "the mapping the call created: start, end, kind, prot, shared, locked, path \
+                 for files and name for memfds, SysV segments and kernel files",
             )],
             Extra::Unlocked => &[(
                 "unlockedBytes",

@@ -39,15 +39,42 @@ pub struct Locked {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MappingKind {
+    /// Nothing is mapped at the address.
     Unmapped,
     Anon,
+    /// A file opened by path.
     File,
     Stack,
     Heap,
+    /// Shared memory with no file behind it at all.
     Shared,
+    /// MAP_SHARED|MAP_ANONYMOUS (or a shared mapping of /dev/zero).
+    SharedAnon,
+    /// A memfd_create file; its name is the mapping's name.
+    Memfd,
+    /// A SysV shared memory segment (shmat); its key is the mapping's name.
+    SysvShm,
+    /// memfd_secret memory, out of the kernel's direct map.
+    Secretmem,
+    /// Another file the kernel made for itself (perf, io_uring, DRM buffers...), by name.
+    KernelFile,
 }
 
 impl MappingKind {
+    pub const ALL: [MappingKind; 11] = [
+        MappingKind::Unmapped,
+        MappingKind::Anon,
+        MappingKind::File,
+        MappingKind::Stack,
+        MappingKind::Heap,
+        MappingKind::Shared,
+        MappingKind::SharedAnon,
+        MappingKind::Memfd,
+        MappingKind::SysvShm,
+        MappingKind::Secretmem,
+        MappingKind::KernelFile,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             MappingKind::Unmapped => "unmapped",
@@ -56,19 +83,40 @@ impl MappingKind {
             MappingKind::Stack => "stack",
             MappingKind::Heap => "heap",
             MappingKind::Shared => "shared",
+            MappingKind::SharedAnon => "shared-anon",
+            MappingKind::Memfd => "memfd",
+            MappingKind::SysvShm => "sysv-shm",
+            MappingKind::Secretmem => "secretmem",
+            MappingKind::KernelFile => "kernel-file",
         }
     }
 
-    /// From the kernel side's VMA_* numbers.
-    pub fn from_kernel(kind: u32) -> MappingKind {
-        match kind {
+    /// From the kernel side's VMA_* number and, for a file on one of the kernel's own mounts
+    /// (VMA_INTERNAL), its name: the kind and the name worth showing (a memfd's name, a
+    /// SysV key), as the kernel names these files in mm/shmem.c, ipc/shm.c, mm/secretmem.c.
+    pub fn from_kernel(kind: u32, internal_name: &str) -> (MappingKind, Option<String>) {
+        const VMA_INTERNAL: u32 = 6;
+        let kind = match kind {
             1 => MappingKind::Anon,
             2 => MappingKind::File,
             3 => MappingKind::Stack,
             4 => MappingKind::Heap,
             5 => MappingKind::Shared,
+            VMA_INTERNAL => {
+                let named = |kind, name: &str| (kind, Some(name.to_string()));
+                return match internal_name {
+                    "dev/zero" => (MappingKind::SharedAnon, None),
+                    "secretmem" => (MappingKind::Secretmem, None),
+                    n => match (n.strip_prefix("memfd:"), n.strip_prefix("SYSV")) {
+                        (Some(name), _) => named(MappingKind::Memfd, name),
+                        (_, Some(key)) => (MappingKind::SysvShm, Some(format!("0x{key}"))),
+                        _ => named(MappingKind::KernelFile, n),
+                    },
+                };
+            }
             _ => MappingKind::Unmapped,
-        }
+        };
+        (kind, None)
     }
 }
 
@@ -83,6 +131,9 @@ pub struct Mapping {
     pub shared: bool,
     pub locked: bool,
     pub path: Option<String>,
+    /// What names a mapping with no path: a memfd's name, a SysV segment's key, a kernel
+    /// file's name.
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -200,6 +251,7 @@ mod tests {
                 comm: "t".into(),
             },
             raw_args,
+            absent: 0,
             ret,
             duration_ns: 1,
             enrich: before.map(|prot| Enrichment {
@@ -211,6 +263,7 @@ mod tests {
                     shared: false,
                     locked: false,
                     path: None,
+                    name: None,
                 }),
                 ..Enrichment::default()
             }),

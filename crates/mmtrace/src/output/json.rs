@@ -4,7 +4,7 @@ use std::fmt;
 use std::io::{self, Write};
 
 use mmtrace_events::decode::Decoder;
-use mmtrace_events::enrich::{self, Enrichment, Rss};
+use mmtrace_events::enrich::{self, Enrichment, MappingKind, Rss};
 use mmtrace_events::event::Context;
 use mmtrace_events::{ArgValue, Event, EventDef};
 
@@ -316,7 +316,15 @@ fn write_enrichment(out: &mut Vec<u8>, e: &Event, x: &Enrichment) {
         out.raw(if l.cap_ipc_lock { "true" } else { "false" });
         out.push(b'}');
     }
-    if let Some(m) = &x.mapping {
+    if let Some(m) = x
+        .mapping
+        .as_ref()
+        .filter(|m| m.kind == MappingKind::Unmapped)
+    {
+        out.raw(",\"mapping\":{\"kind\":\"");
+        out.raw(m.kind.name());
+        out.raw("\"}");
+    } else if let Some(m) = &x.mapping {
         out.raw(",\"mapping\":{\"start\":");
         out.hex(m.start);
         out.raw(",\"end\":");
@@ -333,6 +341,10 @@ fn write_enrichment(out: &mut Vec<u8>, e: &Event, x: &Enrichment) {
         if let Some(path) = &m.path {
             out.raw(",\"path\":");
             out.string(path);
+        }
+        if let Some(name) = &m.name {
+            out.raw(",\"name\":");
+            out.string(name);
         }
         out.push(b'}');
     }

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use mmtrace_events::decode::Decoder;
-use mmtrace_events::enrich;
+use mmtrace_events::enrich::{self, MappingKind};
 use mmtrace_events::{ArgValue, Event, RetKind};
 
 use super::{hex_digits, Sink, WRITE_BYTES};
@@ -225,9 +225,11 @@ fn write_enrichment(out: &mut String, e: &Event) {
         part(out);
         out.push_str("on ");
         out.push_str(m.kind.name());
-        out.push(' ');
-        let _ = Decoder::Prot.write(m.prot, out);
-        if let Some(path) = &m.path {
+        if m.kind != MappingKind::Unmapped {
+            out.push(' ');
+            let _ = Decoder::Prot.write(m.prot, out);
+        }
+        if let Some(path) = m.path.as_ref().or(m.name.as_ref()) {
             out.push(' ');
             out.push_str(path);
         }
