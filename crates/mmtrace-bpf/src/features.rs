@@ -93,13 +93,35 @@ pub struct Features {
 #[error("this kernel lacks {0}: mmtrace needs Linux 5.15 or later (tested on 6.1, 6.12 and 6.18)")]
 pub struct TooOld(pub &'static str);
 
-/// Turns features off by name, for tests and for working around a kernel that misreports:
-/// `MMTRACE_FEATURES_OFF=find_vma,exit_memory`.
+/// An unknown name in a list of features to turn off.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown kernel feature '{0}' in {FEATURES_OFF_VAR}: expected {names}", names = Feature::ALL.map(Feature::name).join(", "))]
+pub struct UnknownFeature(String);
+
+/// Turns features off by name, to see what a kernel without them gives or to work around a
+/// kernel that misreports one: `MMTRACE_FEATURES_OFF=find_vma,exit_memory`.
 pub const FEATURES_OFF_VAR: &str = "MMTRACE_FEATURES_OFF";
 
+impl Feature {
+    /// The features named in `list` (comma separated).
+    pub fn parse_list(list: &str) -> Result<Vec<Feature>, UnknownFeature> {
+        list.split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|name| {
+                Feature::ALL
+                    .into_iter()
+                    .find(|f| f.name() == name)
+                    .ok_or_else(|| UnknownFeature(name.to_string()))
+            })
+            .collect()
+    }
+}
+
 impl Features {
-    /// Probes the running kernel (needs the privileges loading does).
-    pub fn probe(tracefs: &Path) -> Result<Features, TooOld> {
+    /// Probes the running kernel (needs the privileges loading does); `turned_off` are off
+    /// whatever the kernel has.
+    pub fn probe(tracefs: &Path, turned_off: &[Feature]) -> Result<Features, TooOld> {
         let helper = |h| is_helper_supported(ProgramType::TracePoint, h).unwrap_or(false);
         // Probe errors (as opposed to a clear "no") count as present: the load that follows
         // then fails with the verifier's own words rather than a guess of ours.
@@ -145,12 +167,8 @@ impl Features {
                 })
                 .collect(),
         };
-        if let Ok(names) = std::env::var(FEATURES_OFF_VAR) {
-            for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-                if let Some(f) = Feature::ALL.into_iter().find(|f| f.name() == name) {
-                    features.turn_off(f, format!("turned off by {FEATURES_OFF_VAR}"));
-                }
-            }
+        for &f in turned_off {
+            features.turn_off(f, "turned off by request".to_string());
         }
         Ok(features)
     }

@@ -74,6 +74,8 @@ pub struct Options {
     /// Gather the catalog's extras (pidfd targets, memory, mappings) in the kernel; without
     /// them a record is the bare call, the cheapest trace.
     pub enrich: bool,
+    /// Kernel features to leave off even where the kernel has them.
+    pub features_off: Vec<Feature>,
 }
 
 impl Options {
@@ -88,6 +90,7 @@ impl Options {
             ring_bytes: Self::DEFAULT_RING_BYTES,
             exclude_self: true,
             enrich: true,
+            features_off: Vec::new(),
         }
     }
 }
@@ -117,7 +120,7 @@ impl Tracer {
         system::check_privileges()?;
         system::check_btf()?;
         let tracefs = system::ensure_tracefs()?;
-        let features = Features::probe(tracefs)?;
+        let features = Features::probe(tracefs, &opts.features_off)?;
         let (available, unavailable): (Vec<_>, Vec<_>) = opts
             .events
             .iter()

@@ -2,6 +2,7 @@
 
 use std::io::{self, Write};
 
+use mmtrace_bpf::features::Feature;
 use mmtrace_events::catalog::Source;
 use mmtrace_events::decode::{errno_number, Decoder};
 use mmtrace_events::select::{closest, SelectError};
@@ -110,7 +111,10 @@ pub fn run(name: &str) -> anyhow::Result<()> {
         name: name.to_string(),
         close: closest(name, CATALOG.iter().map(|e| e.name)),
     })?;
-    io::stdout().lock().write_all(text(def).as_bytes())?;
+    let mut out = io::stdout().lock();
+    out.write_all(text(def).as_bytes())?;
+    let kernel = crate::list::Kernel::probe();
+    writeln!(out, "\nOn this kernel: {}", kernel.status(def).1)?;
     Ok(())
 }
 
@@ -156,6 +160,19 @@ pub const NO_ERRORS: &str = "None: a kernel event is not a call and cannot fail.
 
 /// The hooks mmtrace attaches for this event, and what happens where they are missing.
 pub fn hooks(e: &EventDef) -> String {
+    let mut text = hook_text(e);
+    for f in Feature::ALL.into_iter().filter(|f| f.affects(e)) {
+        text.push_str(&format!(
+            " On a kernel without {}, {} is left out (not written as 0), and the start line \
+             says so.",
+            f.needs(),
+            f.gives()
+        ));
+    }
+    text
+}
+
+fn hook_text(e: &EventDef) -> String {
     match e.source {
         Source::Syscall { .. } => format!(
             "Two tracepoints: syscalls:sys_enter_{n} saves the arguments and the entry time in \

@@ -1,12 +1,65 @@
 //! `mmtrace list`: the catalog as a table, with what the running kernel offers.
 
 use std::io::{self, Write};
+use std::path::Path;
 
-use mmtrace_events::CATALOG;
+use mmtrace_bpf::features::Features;
+use mmtrace_events::{EventDef, CATALOG};
+
+/// What the running kernel offers, as far as this process may find out: tracepoints need
+/// tracefs, and the feature probes load programs (root, or CAP_BPF and CAP_PERFMON).
+pub struct Kernel {
+    tracefs: Option<&'static Path>,
+    features: Result<Features, String>,
+}
+
+impl Kernel {
+    pub fn probe() -> Kernel {
+        let tracefs = mmtrace_bpf::ensure_tracefs().ok();
+        let features = match (mmtrace_bpf::check_privileges(), tracefs) {
+            (Err(e), _) => Err(e.to_string()),
+            (Ok(()), None) => Err("tracefs is not mounted".to_string()),
+            (Ok(()), Some(root)) => Features::probe(root, &[]).map_err(|e| e.to_string()),
+        };
+        Kernel { tracefs, features }
+    }
+
+    /// A word for the table (yes, partial, no, unknown) and a sentence saying why.
+    pub fn status(&self, e: &EventDef) -> (&'static str, String) {
+        let Some(root) = self.tracefs else {
+            return (
+                "unknown",
+                "unknown: tracefs is not mounted and could not be".into(),
+            );
+        };
+        if !mmtrace_bpf::event_available(root, e) {
+            return (
+                "no",
+                format!(
+                    "not available: the kernel has no hook for it (added in Linux {})",
+                    e.since
+                ),
+            );
+        }
+        match &self.features {
+            Err(why) => ("yes", format!("available; its context not probed ({why})")),
+            Ok(f) => {
+                let lost: Vec<String> = f
+                    .lost_for(e)
+                    .iter()
+                    .map(|o| format!("{} is left out ({})", o.feature.gives(), o.why))
+                    .collect();
+                match lost.is_empty() {
+                    true => ("yes", "available, with everything it gathers".into()),
+                    false => ("partial", format!("available, but {}", lost.join("; "))),
+                }
+            }
+        }
+    }
+}
 
 pub fn run() -> anyhow::Result<()> {
-    // Without tracefs (not root) availability is unknown rather than wrong.
-    let tracefs = mmtrace_bpf::ensure_tracefs().ok();
+    let kernel = Kernel::probe();
     let mut out = io::stdout().lock();
     // As wide as the longest name, so the columns line up whatever the catalog holds.
     let width = CATALOG.iter().map(|e| e.name.len()).max().unwrap_or(0);
@@ -15,12 +68,12 @@ pub fn run() -> anyhow::Result<()> {
         "{:<width$} {:>4}  {:<9} {:<34} ARGUMENTS",
         "EVENT", "ID", "AVAILABLE", "SETS"
     )?;
+    let mut notes = Vec::new();
     for e in CATALOG {
-        let available = match tracefs {
-            Some(root) if mmtrace_bpf::event_available(root, e) => "yes",
-            Some(_) => "no",
-            None => "unknown",
-        };
+        let (available, why) = kernel.status(e);
+        if available == "partial" {
+            notes.push(format!("{}: {why}", e.name));
+        }
         let args: Vec<_> = e
             .args
             .iter()
@@ -35,6 +88,18 @@ pub fn run() -> anyhow::Result<()> {
             e.sets.join(","),
             args.join(" ")
         )?;
+    }
+    if let Err(why) = &kernel.features {
+        writeln!(
+            out,
+            "\nWhat each event gathers on this kernel was not probed: {why}"
+        )?;
+    }
+    if !notes.is_empty() {
+        writeln!(out)?;
+    }
+    for note in notes {
+        writeln!(out, "partial: {note}")?;
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use mmtrace_bpf::features::{Feature, FEATURES_OFF_VAR};
 use mmtrace_bpf::{Options, Tracer};
 use mmtrace_events::scope::Scope;
 use mmtrace_events::select::{parse_selection, parse_size};
@@ -31,6 +32,10 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
         None => OutputSpec::default_for_stdout(),
     };
     let ring_bytes = ring_size(&args.buffer_size)?;
+    let features_off = match std::env::var(FEATURES_OFF_VAR) {
+        Ok(list) => Feature::parse_list(&list)?,
+        Err(_) => Vec::new(),
+    };
     let (mut sink, analysis) = analyze::live(output::open(&spec)?, args.analyze);
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -49,6 +54,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     opts.roots = command.iter().map(Command::pid).collect();
     opts.ring_bytes = ring_bytes;
     opts.enrich = !args.no_enrich;
+    opts.features_off = features_off;
     let mut tracer = Tracer::start(&opts)?;
     for u in tracer.unavailable() {
         eprintln!("mmtrace: {} unavailable: {}", u.event.name, u.reason);
