@@ -248,8 +248,8 @@ fn file_mappings_report_their_path() {
             .as_ref()
             .unwrap_or_else(|| panic!("{e:?}"));
         assert_eq!(
-            (m.kind, m.path.as_deref(), m.start),
-            (MappingKind::File, Some(path), p),
+            (m.kind, m.path.as_ref().map(|p| p.as_bytes()), m.start),
+            (MappingKind::File, Some(path.as_bytes()), p),
             "{}",
             e.name()
         );

@@ -11,7 +11,7 @@ pub struct Target {
     /// In the target's own pid namespace, as Tracee's processId (1 for a container's init).
     pub pid: u32,
     /// Empty once the process has been reaped.
-    pub comm: String,
+    pub comm: crate::TracedText,
 }
 
 /// Resident memory in bytes, as the kernel's mm counters hold it.
@@ -82,7 +82,7 @@ pub struct Mapping {
     pub prot: u64,
     pub shared: bool,
     pub locked: bool,
-    pub path: Option<String>,
+    pub path: Option<crate::TracedText>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

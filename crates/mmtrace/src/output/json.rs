@@ -245,7 +245,7 @@ fn write_caller(out: &mut Vec<u8>, c: &Context, host: &str) {
     out.raw(",\"pidNamespace\":");
     out.uint(c.pid_ns.into());
     out.raw(",\"processName\":");
-    out.string(&c.comm);
+    out.string(&c.comm.to_str_lossy());
     out.raw(",\"executable\":{\"path\":\"\"},\"hostName\":");
     out.string(host);
     out.raw(",\"containerId\":\"\",\"container\":{},\"kubernetes\":{}");
@@ -288,7 +288,7 @@ fn write_enrichment(out: &mut Vec<u8>, e: &Event, x: &Enrichment) {
         out.raw(",\"processId\":");
         out.uint(t.pid.into());
         out.raw(",\"processName\":");
-        out.string(&t.comm);
+        out.string(&t.comm.to_str_lossy());
         out.push(b'}');
     }
     if let Some(freed) = x.freed_bytes() {
@@ -332,7 +332,7 @@ fn write_enrichment(out: &mut Vec<u8>, e: &Event, x: &Enrichment) {
         out.raw(if m.locked { "true" } else { "false" });
         if let Some(path) = &m.path {
             out.raw(",\"path\":");
-            out.string(path);
+            out.string(&path.to_str_lossy());
         }
         out.push(b'}');
     }
@@ -371,8 +371,8 @@ pub fn write_alert(out: &mut Vec<u8>, e: &Event, caller: &[u8], alert: enrich::A
         .enrich
         .as_ref()
         .and_then(|x| x.mapping.as_ref())
-        .and_then(|m| m.path.as_deref());
-    out.string(path.unwrap_or(""));
+        .and_then(|m| m.path.as_ref());
+    out.string(&path.map_or_else(Default::default, |p| p.to_str_lossy()));
     out.raw("}],\"duration\":0}");
 }
 

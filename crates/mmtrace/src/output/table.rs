@@ -9,6 +9,7 @@ use std::io::{self, Write};
 
 use mmtrace_events::decode::Decoder;
 use mmtrace_events::enrich;
+use mmtrace_events::text::escape_into;
 use mmtrace_events::{ArgValue, Event, RetKind};
 
 use super::{hex_digits, Sink, WRITE_BYTES};
@@ -211,7 +212,10 @@ fn write_enrichment(out: &mut String, e: &Event) {
             uint(out, t.pid.into());
         }
         out.push_str(" (");
-        out.push_str(if t.comm.is_empty() { "gone" } else { &t.comm });
+        match t.comm.is_empty() {
+            true => out.push_str("gone"),
+            false => escape_into(out, t.comm.as_bytes()),
+        }
         out.push(')');
     }
     if let (Some(freed), Some(before)) = (x.freed_bytes(), x.rss_before) {
@@ -229,7 +233,7 @@ fn write_enrichment(out: &mut String, e: &Event) {
         let _ = Decoder::Prot.write(m.prot, out);
         if let Some(path) = &m.path {
             out.push(' ');
-            out.push_str(path);
+            escape_into(out, path.as_bytes());
         }
     }
     if let Some(n) = x.unlocked_bytes.filter(|&n| n > 0) {
@@ -269,7 +273,7 @@ impl<W: Write> Table<W> {
         align_left(out, start, 15);
         out.push(' ');
         let start = out.len();
-        out.push_str(&c.comm);
+        escape_into(out, c.comm.as_bytes());
         align_left(out, start, 16);
         out.push(' ');
         let start = out.len();
