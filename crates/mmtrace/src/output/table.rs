@@ -381,7 +381,12 @@ fn write_enrichment(out: &mut String, details: &mut Vec<Detail>, e: &Event) {
         });
     }
     if let Some(m) = &x.mapping {
-        part(out, Rank::Amount, &|out| {
+        // The file a call touched says more than its address or length.
+        let rank = match m.path {
+            Some(_) => Rank::Named,
+            None => Rank::Amount,
+        };
+        part(out, rank, &|out| {
             out.push_str("on ");
             out.push_str(m.kind.name());
             out.push(' ');
