@@ -2,7 +2,7 @@
 
 use mmtrace_events::enrich::{Enrichment, Locked, Mapping, MappingKind, Rss, Target};
 use mmtrace_events::event::Context;
-use mmtrace_events::{by_id, Event};
+use mmtrace_events::{by_id, Event, TracedText};
 
 /// Mirror of `struct record` in bpf/mmtrace.bpf.c; both sides assert the size.
 #[repr(C)]
@@ -76,11 +76,6 @@ fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
         .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
-fn c_string(bytes: &[u8]) -> String {
-    let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..len]).into_owned()
-}
-
 impl Ext {
     /// `path`: the file path the kernel side sent after the extras, when it found one.
     fn enrichment(&self, path: Option<&[u8]>) -> Enrichment {
@@ -95,7 +90,7 @@ impl Ext {
             target: has(E_TARGET).then(|| Target {
                 host_pid: self.target_pid,
                 pid: self.target_ns_pid,
-                comm: c_string(&self.target_comm),
+                comm: TracedText::from_c(&self.target_comm),
             }),
             rss_before: has(E_RSS_BEFORE).then(|| rss(&self.rss_before)),
             rss_after: has(E_RSS_AFTER).then(|| rss(&self.rss_after)),
@@ -105,8 +100,8 @@ impl Ext {
                 cap_ipc_lock: self.cap_ipc_lock != 0,
             }),
             mapping: has(E_VMA).then(|| {
-                let text = path.map(c_string).unwrap_or_default();
-                let (kind, name) = MappingKind::from_kernel(self.vma_kind, &text);
+                let text = path.map(TracedText::from_c).unwrap_or_default();
+                let (kind, name) = MappingKind::from_kernel(self.vma_kind, text.as_bytes());
                 Mapping {
                     kind,
                     start: self.vma_start,
@@ -115,7 +110,7 @@ impl Ext {
                     shared: self.vma_flags & VM_SHARED != 0,
                     locked: self.vma_flags & VM_LOCKED != 0,
                     path: (kind == MappingKind::File)
-                        .then(|| file_path(&text))
+                        .then(|| file_path(text.as_bytes()))
                         .filter(|p| !p.is_empty()),
                     name,
                 }
@@ -128,13 +123,17 @@ impl Ext {
 }
 
 /// The kernel side writes a path's components leaf first, each followed by '/'.
-fn file_path(leaf_first: &str) -> String {
-    let parts: Vec<&str> = leaf_first.split('/').filter(|p| !p.is_empty()).collect();
-    parts.iter().rev().fold(String::new(), |mut path, part| {
-        path.push('/');
-        path.push_str(part);
+fn file_path(leaf_first: &[u8]) -> TracedText {
+    let parts: Vec<&[u8]> = leaf_first
+        .split(|&b| b == b'/')
+        .filter(|p| !p.is_empty())
+        .collect();
+    let path = parts.iter().rev().fold(Vec::new(), |mut path, part| {
+        path.push(b'/');
+        path.extend_from_slice(part);
         path
-    })
+    });
+    TracedText::from(path)
 }
 
 impl Record {
@@ -176,7 +175,7 @@ impl Record {
                 cgroup_id: self.cgroup_id,
                 mnt_ns: self.mnt_ns,
                 pid_ns: self.pid_ns,
-                comm: c_string(&self.comm),
+                comm: TracedText::from_c(&self.comm),
             },
             raw_args: self.args,
             absent: self.absent as u8,
@@ -268,8 +267,8 @@ mod tests {
         assert_eq!(arg("oom_score_adj"), Signed(-17));
         let target = e.enrich.as_ref().unwrap().target.as_ref().unwrap();
         assert_eq!(
-            (target.host_pid, target.pid, target.comm.as_str()),
-            (4242, 1, "victim")
+            (target.host_pid, target.pid, target.comm.as_bytes()),
+            (4242, 1, &b"victim"[..])
         );
         assert_eq!(e.error_name(), None);
         for (id, name) in [
@@ -301,9 +300,11 @@ mod tests {
     #[test]
     fn paths_come_leaf_first() {
         assert_eq!(
-            file_path("libc.so.6/x86_64-linux-gnu/lib/usr/"),
+            file_path(b"libc.so.6/x86_64-linux-gnu/lib/usr/"),
             "/usr/lib/x86_64-linux-gnu/libc.so.6"
         );
-        assert_eq!(file_path("memfd:jit (deleted)/"), "/memfd:jit (deleted)");
+        assert_eq!(file_path(b"memfd:jit (deleted)/"), "/memfd:jit (deleted)");
+        // Not UTF-8, and kept so: the outputs decide how to show it.
+        assert_eq!(file_path(b"\xff\n/tmp/").as_bytes(), b"/tmp/\xff\n");
     }
 }

@@ -232,30 +232,50 @@ fn cgroup2_root() -> Option<PathBuf> {
 /// A cgroup given as a path (absolute, or relative to the cgroup2 root) or an id, as the
 /// (id, depth) pair the kernel side compares against the caller's ancestor at that depth.
 fn resolve_cgroup(given: &str) -> Result<(u64, u32), ScopeError> {
+    let root = cgroup2_root().ok_or_else(|| {
+        ScopeError::Cgroup(given.into(), "no cgroup v2 hierarchy is mounted".into())
+    })?;
+    resolve_cgroup_under(&root, given)
+}
+
+/// `resolve_cgroup` with the cgroup2 mount point given: a path is either a directory under the
+/// mount point, or a cgroup as /proc/PID/cgroup names it (`0::/system.slice`), relative to it.
+fn resolve_cgroup_under(root: &Path, given: &str) -> Result<(u64, u32), ScopeError> {
     let fail = |why: String| ScopeError::Cgroup(given.into(), why);
-    let root = cgroup2_root().ok_or_else(|| fail("no cgroup v2 hierarchy is mounted".into()))?;
+    let root = &root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
     let dir = match given.parse::<u64>() {
-        Ok(id) => find_by_id(&root, id)
+        Ok(id) => find_by_id(root, id)
             .ok_or_else(|| fail(format!("no cgroup has id {id} under {}", root.display())))?,
         Err(_) => {
             let path = Path::new(given);
-            let dir = match path.strip_prefix(&root) {
+            let dir = match path.strip_prefix(root) {
                 Ok(rel) => root.join(rel),
                 Err(_) => root.join(path.strip_prefix("/").unwrap_or(path)),
             };
-            if !dir.is_dir() {
-                return Err(fail(format!(
-                    "{} does not exist: give a path under {} or a cgroup id",
-                    dir.display(),
-                    root.display()
-                )));
-            }
+            let dir = match dir.canonicalize() {
+                Ok(dir) if dir.is_dir() && dir.starts_with(root) => dir,
+                // A directory, but of another hierarchy (cgroup v1 or the tmpfs above the
+                // cgroup2 mount on a hybrid system): the kernel side matches v2 cgroups only.
+                _ if path.is_absolute() && path.is_dir() => {
+                    return Err(fail(format!(
+                        "{given} is not in the cgroup v2 hierarchy, which is mounted at {}: give a directory under it, or the path /proc/PID/cgroup shows after '0::'",
+                        root.display()
+                    )))
+                }
+                _ => {
+                    return Err(fail(format!(
+                        "no such cgroup: {} does not exist; give a directory under {}, the path /proc/PID/cgroup shows after '0::', or a cgroup id",
+                        dir.display(),
+                        root.display()
+                    )))
+                }
+            };
             dir
         }
     };
     let id = fs::metadata(&dir).map_err(|e| fail(e.to_string()))?.ino();
     let depth = dir
-        .strip_prefix(&root)
+        .strip_prefix(root)
         .map(|rel| rel.components().count())
         .unwrap_or(0);
     Ok((id, depth as u32))
@@ -374,5 +394,49 @@ mod tests {
         }
         let err = resolve_cgroup("/no/such/group").unwrap_err().to_string();
         assert!(err.starts_with("scope cgroup=/no/such/group:"), "{err}");
+    }
+
+    /// As on a hybrid system, where cgroup2 is mounted below the v1 hierarchies' tmpfs.
+    #[test]
+    fn cgroup_paths_under_a_mount_point_below_another() {
+        let top = std::env::temp_dir().join(format!("mmtrace-cg-{}", std::process::id()));
+        let root = top.join("unified");
+        fs::create_dir_all(root.join("a/b")).unwrap();
+        let ino = |p: &Path| fs::metadata(p).unwrap().ino();
+        let b = (ino(&root.join("a/b")), 2);
+        let text = |p: &Path| p.to_str().unwrap().to_string();
+        assert_eq!(
+            resolve_cgroup_under(&root, "/a/b").unwrap(),
+            b,
+            "as /proc/PID/cgroup names it"
+        );
+        assert_eq!(resolve_cgroup_under(&root, "a/b/").unwrap(), b);
+        assert_eq!(
+            resolve_cgroup_under(&root, &text(&root.join("a/b"))).unwrap(),
+            b
+        );
+        assert_eq!(
+            resolve_cgroup_under(&root, &text(&root.join("a/../a/b"))).unwrap(),
+            b
+        );
+        assert_eq!(
+            resolve_cgroup_under(&root, &text(&root)).unwrap(),
+            (ino(&root), 0)
+        );
+        let err = resolve_cgroup_under(&root, &text(&top))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!(
+                "is not in the cgroup v2 hierarchy, which is mounted at {}",
+                root.display()
+            )),
+            "{err}"
+        );
+        let err = resolve_cgroup_under(&root, "/no/such")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no such cgroup"), "{err}");
+        fs::remove_dir_all(&top).unwrap();
     }
 }

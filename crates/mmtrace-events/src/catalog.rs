@@ -94,6 +94,33 @@ pub struct ArgDef {
     pub ty: ArgType,
     pub tags: &'static [Tag],
     pub decoder: Decoder,
+    /// What the number measures, so that text outputs can show sizes in one style.
+    pub unit: Unit,
+}
+
+/// The unit of an argument that is an amount of memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// Not an amount of memory.
+    None,
+    Bytes,
+    /// Kibibytes, as the kernel's OOM tracepoint reports memory.
+    KiB,
+}
+
+impl ArgDef {
+    /// The amount of memory `raw` stands for, in bytes, if the argument is one.
+    pub fn bytes(&self, raw: u64) -> Option<u64> {
+        match self.unit {
+            Unit::None => None,
+            Unit::Bytes => Some(raw),
+            Unit::KiB => Some(raw.saturating_mul(1024)),
+        }
+    }
+
+    const fn in_unit(self, unit: Unit) -> ArgDef {
+        ArgDef { unit, ..self }
+    }
 }
 
 /// What a successful return value is; failures are always -errno.
@@ -277,6 +304,7 @@ const fn arg(name: &'static str, ty: ArgType, tags: &'static [Tag], decoder: Dec
         ty,
         tags,
         decoder,
+        unit: Unit::None,
     }
 }
 
@@ -303,7 +331,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[
             arg("addr", Pointer, KU, D::None),
-            arg("length", U64, K, D::None),
+            arg("length", U64, K, D::None).in_unit(Unit::Bytes),
             arg("prot", I32, K, D::Prot),
             arg("flags", I32, K, D::MapFlags),
             arg("fd", I32, K, D::None),
@@ -325,7 +353,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[
             arg("addr", Pointer, KU, D::None),
-            arg("len", U64, K, D::None),
+            arg("len", U64, K, D::None).in_unit(Unit::Bytes),
             arg("prot", I32, K, D::Prot),
         ],
         ret: RetKind::Zero,
@@ -344,7 +372,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[
             arg("addr", Pointer, KU, D::None),
-            arg("length", U64, K, D::None),
+            arg("length", U64, K, D::None).in_unit(Unit::Bytes),
         ],
         ret: RetKind::Zero,
         extras: &[Extra::Mapping, Extra::Locked, Extra::Unlocked],
@@ -377,8 +405,8 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[
             arg("old_address", Pointer, KU, D::None),
-            arg("old_size", U64, K, D::None),
-            arg("new_size", U64, K, D::None),
+            arg("old_size", U64, K, D::None).in_unit(Unit::Bytes),
+            arg("new_size", U64, K, D::None).in_unit(Unit::Bytes),
             arg("flags", I32, K, D::MremapFlags),
             arg("new_address", Pointer, KU_OPT, D::None),
         ],
@@ -398,7 +426,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[
             arg("addr", Pointer, KU, D::None),
-            arg("length", U64, K, D::None),
+            arg("length", U64, K, D::None).in_unit(Unit::Bytes),
             arg("advice", I32, K, D::Madvise),
         ],
         ret: RetKind::Zero,
@@ -432,7 +460,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[
             arg("addr", Pointer, KU, D::None),
-            arg("len", U64, K, D::None),
+            arg("len", U64, K, D::None).in_unit(Unit::Bytes),
         ],
         ret: RetKind::Zero,
         extras: &[Extra::Locked],
@@ -450,7 +478,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[
             arg("addr", Pointer, KU, D::None),
-            arg("len", U64, K, D::None),
+            arg("len", U64, K, D::None).in_unit(Unit::Bytes),
         ],
         ret: RetKind::Zero,
         extras: &[Extra::Locked],
@@ -498,7 +526,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[
             arg("addr", Pointer, KU, D::None),
-            arg("len", U64, K, D::None),
+            arg("len", U64, K, D::None).in_unit(Unit::Bytes),
             arg("flags", I32, K, D::MlockFlags),
         ],
         ret: RetKind::Zero,
@@ -517,7 +545,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[
             arg("addr", Pointer, KU, D::None),
-            arg("len", U64, K, D::None),
+            arg("len", U64, K, D::None).in_unit(Unit::Bytes),
             arg("prot", I32, K, D::Prot),
             arg("pkey", I32, K, D::None),
         ],
@@ -626,7 +654,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[
             arg("addr", Pointer, KU, D::None),
-            arg("len", U64, K, D::None),
+            arg("len", U64, K, D::None).in_unit(Unit::Bytes),
             arg("flags", U64, K, D::None),
         ],
         ret: RetKind::Zero,
@@ -646,12 +674,12 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[
             arg("pid", I32, K, D::None),
-            arg("total_vm", U64, K, D::None),
-            arg("anon_rss", U64, K, D::None),
-            arg("file_rss", U64, K, D::None),
-            arg("shmem_rss", U64, K, D::None),
+            arg("total_vm", U64, K, D::None).in_unit(Unit::KiB),
+            arg("anon_rss", U64, K, D::None).in_unit(Unit::KiB),
+            arg("file_rss", U64, K, D::None).in_unit(Unit::KiB),
+            arg("shmem_rss", U64, K, D::None).in_unit(Unit::KiB),
             arg("uid", U32, K, D::None),
-            arg("pgtables", U64, K, D::None),
+            arg("pgtables", U64, K, D::None).in_unit(Unit::KiB),
             arg("oom_score_adj", I32, K, D::None),
         ],
         ret: RetKind::None,
@@ -719,9 +747,9 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[
             arg("exit_code", I32, K, D::None),
-            arg("anon", U64, K, D::None),
-            arg("file", U64, K, D::None),
-            arg("shmem", U64, K, D::None),
+            arg("anon", U64, K, D::None).in_unit(Unit::Bytes),
+            arg("file", U64, K, D::None).in_unit(Unit::Bytes),
+            arg("shmem", U64, K, D::None).in_unit(Unit::Bytes),
         ],
         ret: RetKind::None,
         extras: &[],

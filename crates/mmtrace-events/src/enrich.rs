@@ -3,6 +3,7 @@
 
 use crate::decode::{write_and_exec, PROT_EXEC, PROT_WRITE};
 use crate::event::Event;
+use crate::TracedText;
 
 /// The process a pidfd refers to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,7 +12,7 @@ pub struct Target {
     /// In the target's own pid namespace, as Tracee's processId (1 for a container's init).
     pub pid: u32,
     /// Empty once the process has been reaped.
-    pub comm: String,
+    pub comm: crate::TracedText,
 }
 
 /// Resident memory in bytes, as the kernel's mm counters hold it.
@@ -94,7 +95,7 @@ impl MappingKind {
     /// From the kernel side's VMA_* number and, for a file on one of the kernel's own mounts
     /// (VMA_INTERNAL), its name: the kind and the name worth showing (a memfd's name, a
     /// SysV key), as the kernel names these files in mm/shmem.c, ipc/shm.c, mm/secretmem.c.
-    pub fn from_kernel(kind: u32, internal_name: &str) -> (MappingKind, Option<String>) {
+    pub fn from_kernel(kind: u32, internal_name: &[u8]) -> (MappingKind, Option<TracedText>) {
         const VMA_INTERNAL: u32 = 6;
         let kind = match kind {
             1 => MappingKind::Anon,
@@ -103,13 +104,13 @@ impl MappingKind {
             4 => MappingKind::Heap,
             5 => MappingKind::Shared,
             VMA_INTERNAL => {
-                let named = |kind, name: &str| (kind, Some(name.to_string()));
+                let named = |kind, name: &[u8]| (kind, Some(TracedText::from(name.to_vec())));
                 return match internal_name {
-                    "dev/zero" => (MappingKind::SharedAnon, None),
-                    "secretmem" => (MappingKind::Secretmem, None),
-                    n => match (n.strip_prefix("memfd:"), n.strip_prefix("SYSV")) {
+                    b"dev/zero" => (MappingKind::SharedAnon, None),
+                    b"secretmem" => (MappingKind::Secretmem, None),
+                    n => match (n.strip_prefix(b"memfd:"), n.strip_prefix(b"SYSV")) {
                         (Some(name), _) => named(MappingKind::Memfd, name),
-                        (_, Some(key)) => (MappingKind::SysvShm, Some(format!("0x{key}"))),
+                        (_, Some(key)) => named(MappingKind::SysvShm, &[b"0x", key].concat()),
                         _ => named(MappingKind::KernelFile, n),
                     },
                 };
@@ -130,10 +131,10 @@ pub struct Mapping {
     pub prot: u64,
     pub shared: bool,
     pub locked: bool,
-    pub path: Option<String>,
+    pub path: Option<crate::TracedText>,
     /// What names a mapping with no path: a memfd's name, a SysV segment's key, a kernel
     /// file's name.
-    pub name: Option<String>,
+    pub name: Option<crate::TracedText>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

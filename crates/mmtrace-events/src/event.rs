@@ -21,7 +21,7 @@ pub struct Context {
     pub cgroup_id: u64,
     pub mnt_ns: u32,
     pub pid_ns: u32,
-    pub comm: String,
+    pub comm: crate::TracedText,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

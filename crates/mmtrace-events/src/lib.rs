@@ -8,6 +8,10 @@ pub mod event;
 pub mod filter;
 pub mod scope;
 pub mod select;
+pub mod text;
 
-pub use catalog::{by_id, by_name, ArgDef, ArgType, ArgValue, EventDef, RetKind, Tag, CATALOG};
+pub use catalog::{
+    by_id, by_name, ArgDef, ArgType, ArgValue, EventDef, RetKind, Tag, Unit, CATALOG,
+};
 pub use event::Event;
+pub use text::TracedText;

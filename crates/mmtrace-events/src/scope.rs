@@ -103,8 +103,14 @@ impl Scope {
             ));
         };
         let values: Vec<&str> = rhs.split(',').map(str::trim).collect();
-        if values.iter().any(|v| v.is_empty()) {
+        if rhs.trim().is_empty() {
             return Err(format!("empty value after '{}'", op.symbol()));
+        }
+        if values.iter().any(|v| v.is_empty()) {
+            return Err(format!(
+                "empty item in '{}': remove the extra comma",
+                rhs.trim()
+            ));
         }
         match field.trim() {
             "pid" => self.numeric(Field::Pid, op, &values, "a process id such as 1234"),
@@ -123,6 +129,14 @@ impl Scope {
                 self.cgroups = values.iter().map(|v| v.to_string()).collect();
                 Ok(())
             }
+            flag @ ("container" | "not-container" | "follow") => Err(format!(
+                "{flag} takes no value: {}",
+                match flag {
+                    "follow" => "give follow alone, after the scopes whose descendants it adds",
+                    // Tracee's container=ID needs the container runtimes' ids, which mmtrace does not gather yet.
+                    _ => "it selects every process in a container (its own pid namespace), or every process outside one; matching container ids is not supported yet",
+                }
+            )),
             other => Err(format!(
                 "unknown scope field '{other}': expected pid, tid, uid, comm, tree, cgroup, container, not-container or follow"
             )),
@@ -209,6 +223,10 @@ fn ids(values: &[&str], what: &str) -> Result<Vec<u64>, String> {
         .iter()
         .map(|v| match v.parse::<u32>() {
             Ok(n) => Ok(u64::from(n)),
+            Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => Err(format!(
+                "'{v}' is out of range: expected {what}, at most {}",
+                u32::MAX
+            )),
             Err(_) => Err(format!("'{v}' is not a number: expected {what}")),
         })
         .collect()
@@ -287,6 +305,22 @@ mod tests {
         assert!(err(&["tree=1", "tree=2"]).contains("given twice"));
         assert!(err(&["container", "not-container"]).contains("exclude each other"));
         assert!(err(&[""]).contains("empty scope"));
-        assert!(err(&["pid=99999999999"]).contains("not a number"));
+        assert_eq!(
+            err(&["pid=99999999999999"]),
+            "scope 'pid=99999999999999': '99999999999999' is out of range: expected a process id such as 1234, at most 4294967295"
+        );
+        assert_eq!(
+            err(&["tree=1,2,,3"]),
+            "scope 'tree=1,2,,3': empty item in '1,2,,3': remove the extra comma"
+        );
+        assert!(err(&["pid=-1"]).contains("'-1' is not a number"));
+        let container = err(&["container=4f1d2c"]);
+        assert!(
+            container.starts_with("scope 'container=4f1d2c': container takes no value: it selects every process in a container")
+                && container.contains("matching container ids is not supported yet"),
+            "{container}"
+        );
+        assert!(err(&["not-container=x"]).contains("not-container takes no value"));
+        assert!(err(&["follow=1"]).contains("follow takes no value"));
     }
 }

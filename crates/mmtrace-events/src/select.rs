@@ -20,6 +20,8 @@ pub enum SelectError {
     NoMatch { pattern: String },
     #[error("empty item in event list '{list}': remove the extra comma")]
     EmptyItem { list: String },
+    #[error("empty event list: give names, -NAME, tag=SET or PREFIX*, or leave -e out to trace every event")]
+    EmptyList,
     #[error("event list '{list}' selects no event once exclusions apply")]
     NothingSelected { list: String },
     #[error(transparent)]
@@ -55,7 +57,8 @@ pub fn parse_selection(flags: &[&str]) -> Result<Selection, SelectError> {
                 filters.push(parse_filter(event, rest, flag)?);
                 list.push(name);
             }
-            None if flag.is_empty() => {}
+            // `-e ''` or `-e "$EVENTS"` with the variable unset: all events would be a surprise.
+            None if flag.is_empty() => return Err(SelectError::EmptyList),
             None => list.push(flag),
         }
     }
@@ -285,6 +288,9 @@ mod tests {
         assert!(
             matches!(parse_events(Some("xyzzy")), Err(SelectError::UnknownEvent { close, .. }) if close.is_empty())
         );
+        assert_eq!(parse_selection(&[""]), Err(SelectError::EmptyList));
+        assert_eq!(parse_selection(&["mmap", " "]), Err(SelectError::EmptyList));
+        assert_eq!(parse_selection(&[]).unwrap().events.len(), CATALOG.len());
     }
 }
 

@@ -64,16 +64,18 @@ pub struct TraceArgs {
     /// Events to trace: names, -NAME to exclude, tag=SET, PREFIX*; comma separated. Default: all.
     /// Filters, one per flag: EVENT.data.ARG OP VALUES or EVENT.retval OP VALUES, OP among
     /// = != < > <= >= (munmap.retval=-EINVAL, mlock2.data.flags=MLOCK_ONFAULT, mmap.data.length>=2M).
-    #[arg(short = 'e', long = "events", value_name = "LIST", action = clap::ArgAction::Append)]
+    // Values may start with '-' (`-e -mlock`, an exclusion), as the syntax above promises.
+    #[arg(short = 'e', long = "events", value_name = "LIST", action = clap::ArgAction::Append, allow_hyphen_values = true)]
     pub events: Vec<String>,
 
     /// Which processes, one condition per flag, all applying: pid, tid, uid with = != < > <= >=;
-    /// comm=NAMES, comm!=NAMES, tree=PIDS, cgroup=PATH|ID, container, not-container, follow.
+    /// comm=NAMES, comm!=NAMES, tree=PIDS, cgroup=PATH|ID, container, not-container, follow
+    /// (container and not-container take no value: container ids are not matched yet).
     #[arg(short = 's', long = "scope", value_name = "EXPR", action = clap::ArgAction::Append)]
     pub scope: Vec<String>,
 
-    /// Run CMD as this user (mmtrace itself runs as root, as under sudo).
-    #[arg(long = "user", value_name = "NAME", requires = "command")]
+    /// Run CMD as this user, a name or a numeric uid (mmtrace itself runs as root, as under sudo).
+    #[arg(long = "user", value_name = "USER", requires = "command")]
     pub user: Option<String>,
 
     /// Start CMD and trace it and all its descendants from its first instruction; mmtrace

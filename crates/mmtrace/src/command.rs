@@ -130,7 +130,12 @@ fn find_program(name: &str) -> anyhow::Result<PathBuf> {
         if executable(&p) {
             return Ok(p);
         }
-        bail!("cannot run '{name}': no such executable file");
+        let why = match p.metadata() {
+            Err(_) => "no such file",
+            Ok(m) if m.is_dir() => "it is a directory",
+            Ok(_) => "it is not executable: set its execute permission (chmod +x) or run it through its interpreter",
+        };
+        bail!("cannot run '{name}': {why}");
     }
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     std::env::split_paths(&path)
@@ -143,7 +148,7 @@ fn identity(name: &str) -> anyhow::Result<Identity> {
     if !rustix::process::geteuid().is_root() {
         bail!("--user needs mmtrace to run as root (for example under sudo)");
     }
-    let c_name = CString::new(name)?;
+    let c_name = CString::new(name).context("--user holds a NUL byte")?;
     let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 16384];
     let mut found: *mut libc::passwd = std::ptr::null_mut();
@@ -157,13 +162,22 @@ fn identity(name: &str) -> anyhow::Result<Identity> {
             &mut found,
         )
     };
+    // A number that names no user is a uid, as for sudo -u '#UID' and chown.
+    let uid = name.parse::<libc::uid_t>().ok();
+    if let (true, Some(uid)) = (found.is_null(), uid) {
+        // SAFETY: as above.
+        unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut found) };
+        if found.is_null() {
+            bail!("--user {name}: no user has uid {uid}: add one, or give a user name");
+        }
+    }
     if found.is_null() {
         bail!("--user {name}: no such user");
     }
     let mut groups = vec![0 as libc::gid_t; 256];
     let mut n = groups.len() as libc::c_int;
-    // SAFETY: groups has room for n entries; n is updated to the count.
-    if unsafe { libc::getgrouplist(c_name.as_ptr(), pw.pw_gid, groups.as_mut_ptr(), &mut n) } < 0 {
+    // SAFETY: groups has room for n entries; n is updated to the count; pw_name points into buf.
+    if unsafe { libc::getgrouplist(pw.pw_name, pw.pw_gid, groups.as_mut_ptr(), &mut n) } < 0 {
         bail!("--user {name}: belongs to more than 256 groups");
     }
     groups.truncate(n as usize);

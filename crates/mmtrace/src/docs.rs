@@ -98,8 +98,10 @@ pub fn page(e: &EventDef) -> String {
     section(4, errors);
     section(5, format!("{}\n", hooks(e)));
     let mut fields = String::from(
-        "Every JSON line carries these keys, in this order; the table shows the time, the \
-         thread's name, the host pid/tid, the duration and the call.\n\n| key | meaning |\n|---|---|\n",
+        "Every JSON line carries these keys, in this order; the table shows the time of day \
+         (under a header with the date), the thread's name, the host pid (and tid, for a thread \
+         other than the main one), the duration and the call, with sizes in KiB and MiB, and \
+         leaves out the least telling arguments and additions (marked `...`) to fit its width.\n\n| key | meaning |\n|---|---|\n",
     );
     for (key, meaning) in CONTEXT_FIELDS.iter().chain(&e.extra_fields()) {
         let _ = writeln!(fields, "| `{key}` | {} |", cell(meaning));

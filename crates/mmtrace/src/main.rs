@@ -44,12 +44,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes on one line.
+/// The error and its causes on one line, with no control character: an error can quote
+/// what a traced process, a recording or a command line held.
 fn one_line(err: &anyhow::Error) -> String {
-    err.chain()
+    let line = err
+        .chain()
         .map(|e| e.to_string())
         .collect::<Vec<_>>()
-        .join(": ")
+        .join(": ");
+    mmtrace_events::text::escape_controls(&line).into_owned()
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use mmtrace_events::decode::{signal_name, signal_number};
+use mmtrace_events::TracedText;
 
 /// How long to wait for the victim to exit before giving up on measuring it.
 const EXIT_WAIT: Duration = Duration::from_secs(30);
@@ -43,6 +44,19 @@ impl Rss {
     }
 }
 
+/// What a signal does to a process that has no handler for it, when that is not dying: with
+/// these the kill could never end in a release, and no handler is to blame.
+fn harmless(sig: u64) -> Option<&'static str> {
+    match sig as i32 {
+        libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => Some("stops a process"),
+        libc::SIGCONT => Some("resumes a process"),
+        libc::SIGCHLD | libc::SIGURG | libc::SIGWINCH => {
+            Some("is ignored by a process unless it handles it")
+        }
+        _ => None,
+    }
+}
+
 fn errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
@@ -54,6 +68,9 @@ pub fn run(pid: i32, signal: &str, release: bool) -> anyhow::Result<()> {
         );
     };
     let sig_name = signal_name(sig);
+    if let Some(what) = harmless(sig) {
+        bail!("{sig_name} {what}, it does not kill it: nothing would be reaped; use --signal KILL (the default) or TERM");
+    }
     if pid <= 0 {
         bail!("pid {pid} is not a process: give the pid of one process");
     }
@@ -68,8 +85,12 @@ pub fn run(pid: i32, signal: &str, release: bool) -> anyhow::Result<()> {
             bail!("this kernel has no process_mrelease (it needs Linux 5.15): nothing was killed; use --no-release to kill without it");
         }
     }
-    let comm = fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|c| c.trim_end().to_string())
+    // The victim chose its name: kept as bytes and escaped wherever it is printed.
+    let comm = fs::read(format!("/proc/{pid}/comm"))
+        .map(|mut c| {
+            c.pop_if(|b| *b == b'\n');
+            TracedText::from(c)
+        })
         .unwrap_or_default();
     // SAFETY: pidfd_open takes integers and returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };

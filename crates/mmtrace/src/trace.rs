@@ -65,14 +65,14 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     let whom = match &command {
         Some(c) => format!(
             " in {} (pid {}) and its descendants",
-            args.command[0],
+            mmtrace_events::text::escape(&args.command[0]),
             c.pid()
         ),
         None => String::new(),
     };
     eprintln!(
-        "mmtrace: tracing {} events{whom} through syscalls:sys_enter_*/sys_exit_* tracepoints; Ctrl-C to stop",
-        tracer.attached().len()
+        "mmtrace: tracing {}{whom} through syscalls:sys_enter_*/sys_exit_* tracepoints; Ctrl-C to stop",
+        event_types(tracer.attached().len())
     );
     if let Some(c) = command.as_mut() {
         c.release()?;
@@ -140,6 +140,11 @@ fn pump(
     (n == max, failure.or_else(|| sink.flush().err()))
 }
 
+/// "24 event types": the count is of kinds of event, not of events seen.
+fn event_types(n: usize) -> String {
+    format!("{n} event type{}", if n == 1 { "" } else { "s" })
+}
+
 fn ring_size(text: &str) -> anyhow::Result<u32> {
     match parse_size(text) {
         Some(n) if n.is_power_of_two() && (4096..=1 << 30).contains(&n) => Ok(n as u32),
@@ -155,8 +160,8 @@ fn summarize(tracer: &Tracer, seen: &[u64], elapsed: Duration, ring_bytes: u32) 
     let lost = tracer.lost();
     let filtered = tracer.filtered();
     eprintln!(
-        "mmtrace: {} events traced in {:.3} s",
-        lost.len(),
+        "mmtrace: {} traced in {:.3} s",
+        event_types(lost.len()),
         elapsed.as_secs_f64()
     );
     // Wide enough for the longest name, so the counts line up.

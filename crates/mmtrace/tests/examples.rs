@@ -206,10 +206,8 @@ fn traced_lines(
     let is_kernel_row = |l: &str| l.contains("  oom_") || l.contains("  sched_process_exit(");
     let rows: Vec<&str> = table
         .filter(|l| match is_kernel_row(l) {
-            true => {
-                l.contains(&format!(" {victim}/{victim} ")) || l.contains(&format!("(pid={victim}"))
-            }
-            false => l.contains(&format!(" {caller}/{caller} ")),
+            true => l.contains(&format!(" {victim} ")) || l.contains(&format!("(pid={victim}")),
+            false => l.contains(&format!(" {caller} ")),
         })
         .collect();
     assert_eq!(json.len(), rows.len(), "both traces see the same calls");
@@ -237,7 +235,12 @@ fn oom_victim() -> i32 {
     victim
 }
 
+/// The decoded arguments of the JSON line that the table row lacks, unless the row says it
+/// left arguments out to fit its width.
 fn decoded_missing_from(line: &str, row: &str) -> Vec<String> {
+    if row.contains("...)") {
+        return Vec::new();
+    }
     let v: Value = serde_json::from_str(line).unwrap();
     v["args"]
         .as_array()
@@ -355,6 +358,10 @@ fn example_lines_are_real_calls() {
             .unwrap_or_else(|| panic!("no committed table line of {}: {stale}", e.name));
         // Table rows differ only where addresses, descriptors, pids and times do.
         assert_eq!(decoded_missing_from(line, table_line), Vec::<String>::new());
+        assert!(
+            table_line.len() <= 120,
+            "a table in a file is 120 columns wide: {table_line}"
+        );
         let missing = decoded_missing_from(line, old_row);
         assert!(
             missing.is_empty(),

@@ -197,7 +197,7 @@ impl Record {
             duration: e.duration_ns,
             pid: c.host_pid,
             tid: c.host_tid,
-            comm: c.comm.clone(),
+            comm: c.comm.to_str_lossy().into_owned(),
             name: Cow::Borrowed(e.def.name),
             ret: e.ret,
             errno: e.error_name(),
@@ -205,9 +205,10 @@ impl Record {
                 def: e.def,
                 raw: std::array::from_fn(|i| e.raw_args.get(i).copied().unwrap_or(0)),
             },
-            target: x
-                .and_then(|x| x.target.as_ref())
-                .map(|t| (t.host_pid, Some(t.comm.clone()).filter(|n| !n.is_empty()))),
+            target: x.and_then(|x| x.target.as_ref()).map(|t| {
+                let comm = t.comm.to_str_lossy().into_owned();
+                (t.host_pid, Some(comm).filter(|n| !n.is_empty()))
+            }),
             freed: x.and_then(|x| x.freed_bytes()),
             reason: enrich::failure_reason(e).map(str::to_string),
             locked: x.and_then(|x| x.locked).map(|l| Locked {
@@ -218,7 +219,7 @@ impl Record {
             mapping: x.and_then(|x| x.mapping.as_ref()).map(|m| Mapping {
                 prot: Prot::Bits(m.prot),
                 kind: Some(Cow::Borrowed(m.kind.name())),
-                path: m.path.clone(),
+                path: m.path.as_ref().map(|p| p.to_str_lossy().into_owned()),
             }),
         }
     }

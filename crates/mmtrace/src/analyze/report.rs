@@ -2,6 +2,7 @@
 
 use std::io::{self, Write};
 
+use mmtrace_events::text::escape;
 use serde::Serialize;
 
 use super::kills::Kill;
@@ -292,7 +293,9 @@ impl Report {
         writeln!(
             out,
             "mmtrace analysis of {}: {} events from {} lines over {span}",
-            self.source, self.events, self.lines
+            escape(&self.source),
+            self.events,
+            self.lines
         )?;
         if self.skipped > 0 {
             writeln!(
@@ -306,7 +309,7 @@ impl Report {
                 }
             )?;
             for m in &self.malformed {
-                writeln!(out, "    line {}: {}", m.line, m.error)?;
+                writeln!(out, "    line {}: {}", m.line, escape(&m.error))?;
             }
         }
 
@@ -328,13 +331,17 @@ impl Report {
             writeln!(
                 out,
                 "  {} [{}] {}: {} (pid {}){times}",
-                f.id, f.severity, f.title, f.comm, f.pid
+                f.id,
+                f.severity,
+                f.title,
+                escape(&f.comm),
+                f.pid
             )?;
             writeln!(
                 out,
                 "    first at {}{line}: {}",
                 self.at(f.first_at),
-                f.detail
+                escape(&f.detail)
             )?;
             for line in wrap(f.explanation, WIDTH) {
                 writeln!(out, "    {line}")?;
@@ -386,7 +393,7 @@ impl Report {
                 out,
                 "  {:>8} {:<16} {:>9} {:>10} {:>6} {:>6} {:>6} {:>11} {:>11} {:>11}",
                 p.pid,
-                p.comm,
+                escape(&p.comm),
                 p.calls,
                 ns(p.time_ns),
                 p.lock_calls,
@@ -400,7 +407,7 @@ impl Report {
                 let list: Vec<String> = p
                     .failures
                     .iter()
-                    .map(|f| format!("{} {} x{}", f.event, f.errno, f.count))
+                    .map(|f| format!("{} {} x{}", escape(&f.event), escape(&f.errno), f.count))
                     .collect();
                 writeln!(out, "  {:>8} failed: {}", "", list.join(", "))?;
             }
@@ -413,7 +420,7 @@ impl Report {
                         format!(
                             "{} {} ({} calls, {})",
                             t.tid,
-                            t.comm,
+                            escape(&t.comm),
                             t.calls,
                             ns(t.time_ns)
                         )
@@ -437,10 +444,10 @@ impl Report {
         let name = k
             .target_name
             .as_deref()
-            .map_or(String::new(), |n| format!(" ({n})"));
+            .map_or(String::new(), |n| format!(" ({})", escape(n)));
         let by = match (&k.killer_name, k.killer_pid) {
             (Some(n), Some(p)) if k.via.as_deref() != Some("oom_kill") => {
-                format!(" by {n} (pid {p})")
+                format!(" by {} (pid {p})", escape(n))
             }
             _ => String::new(),
         };
@@ -475,9 +482,9 @@ impl Report {
                 out,
                 "    {}  {} via {}: {}",
                 self.at(t),
-                k.signal.as_deref().unwrap_or("?"),
-                k.via.as_deref().unwrap_or("?"),
-                k.signal_result.as_deref().unwrap_or("ok")
+                escape(k.signal.as_deref().unwrap_or("?")),
+                escape(k.via.as_deref().unwrap_or("?")),
+                escape(k.signal_result.as_deref().unwrap_or("ok"))
             )?,
             (None, None) => writeln!(out, "    signal not in the recording")?,
         }
@@ -488,13 +495,13 @@ impl Report {
             let reason = r
                 .reason
                 .as_deref()
-                .map_or(String::new(), |w| format!(" ({w})"));
+                .map_or(String::new(), |w| format!(" ({})", escape(w)));
             writeln!(
                 out,
                 "    {}  process_mrelease took {}: {}{reason}{freed}",
                 self.at(r.at),
                 ns(r.duration_ns),
-                r.result
+                escape(&r.result)
             )?;
         }
         if let Some(t) = k.exit_at {

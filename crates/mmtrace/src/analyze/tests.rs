@@ -423,3 +423,67 @@ proptest! {
         r.write(&mut out, Format::Json).unwrap();
     }
 }
+
+/// The real examples with their names, paths and error names replaced, and a W+X mmap of that
+/// path, so that the report quotes them in its processes, kills and detections.
+fn with_names(comm: &str, path: &str, errno: &str) -> Vec<String> {
+    let mut wx = example("mmap");
+    set_arg(&mut wx, "prot", json!(7));
+    wx["mapping"] = json!({"kind": "file", "prot": "PROT_READ|PROT_WRITE|PROT_EXEC"});
+    let mut failed = example("mlock2");
+    failed["returnValue"] = json!(-12);
+    EXAMPLES
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .chain([wx, failed])
+        .map(|mut v| {
+            v["processName"] = json!(comm);
+            if v.get("target").is_some() {
+                v["target"]["processName"] = json!(comm);
+            }
+            if v.get("mapping").is_some() {
+                v["mapping"]["path"] = json!(path);
+            }
+            if v.get("returnError").is_some() || v["returnValue"] == -12 {
+                v["returnError"] = json!(errno);
+            }
+            v.to_string()
+        })
+        .collect()
+}
+
+fn text_of(lines: &[String]) -> String {
+    let mut text = Vec::new();
+    analyze(lines).write(&mut text, Format::Text).unwrap();
+    String::from_utf8(text).unwrap()
+}
+
+proptest! {
+    // Each case analyzes a whole recording twice.
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever a recording says processes and files were called, the text report shows it
+    /// escaped: no control character, and no line of its own.
+    #[test]
+    fn text_report_escapes_what_recordings_name(
+        comm in any::<String>(),
+        path in any::<String>(),
+        errno in any::<String>(),
+    ) {
+        // Never empty: an empty name is a process that is gone, which the report says so.
+        let text = text_of(&with_names(&format!("c{comm}"), &format!("/{path}"), &format!("E{errno}")));
+        prop_assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{}", text);
+        let plain = text_of(&with_names("cx", "/x", "Ex"));
+        prop_assert_eq!(text.lines().count(), plain.lines().count(), "{}", text);
+    }
+}
+
+#[test]
+fn text_report_shows_names_as_strace_would() {
+    let text = text_of(&with_names("ev\x1b[31mRED\n", "/tmp/\n\x1b[2J", "ENOMEM"));
+    assert!(text.contains(r"ev\33[31mRED\n"), "{text}");
+    assert!(
+        text.contains(r"/tmp/\n\33[2J"),
+        "the W+X detection names the file: {text}"
+    );
+}

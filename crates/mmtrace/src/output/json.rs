@@ -245,7 +245,7 @@ fn write_caller(out: &mut Vec<u8>, c: &Context, host: &str) {
     out.raw(",\"pidNamespace\":");
     out.uint(c.pid_ns.into());
     out.raw(",\"processName\":");
-    out.string(&c.comm);
+    out.string(&c.comm.to_str_lossy());
     out.raw(",\"executable\":{\"path\":\"\"},\"hostName\":");
     out.string(host);
     out.raw(",\"containerId\":\"\",\"container\":{},\"kubernetes\":{}");
@@ -288,7 +288,7 @@ fn write_enrichment(out: &mut Vec<u8>, e: &Event, x: &Enrichment) {
         out.raw(",\"processId\":");
         out.uint(t.pid.into());
         out.raw(",\"processName\":");
-        out.string(&t.comm);
+        out.string(&t.comm.to_str_lossy());
         out.push(b'}');
     }
     if let Some(freed) = x.freed_bytes() {
@@ -338,13 +338,11 @@ fn write_enrichment(out: &mut Vec<u8>, e: &Event, x: &Enrichment) {
         out.raw(if m.shared { "true" } else { "false" });
         out.raw(",\"locked\":");
         out.raw(if m.locked { "true" } else { "false" });
-        if let Some(path) = &m.path {
-            out.raw(",\"path\":");
-            out.string(path);
-        }
-        if let Some(name) = &m.name {
-            out.raw(",\"name\":");
-            out.string(name);
+        for (key, text) in [(",\"path\":", &m.path), (",\"name\":", &m.name)] {
+            if let Some(text) = text {
+                out.raw(key);
+                out.string(&text.to_str_lossy());
+            }
         }
         out.push(b'}');
     }
@@ -383,8 +381,8 @@ pub fn write_alert(out: &mut Vec<u8>, e: &Event, caller: &[u8], alert: enrich::A
         .enrich
         .as_ref()
         .and_then(|x| x.mapping.as_ref())
-        .and_then(|m| m.path.as_deref());
-    out.string(path.unwrap_or(""));
+        .and_then(|m| m.path.as_ref());
+    out.string(&path.map_or_else(Default::default, |p| p.to_str_lossy()));
     out.raw("}],\"duration\":0}");
 }
 

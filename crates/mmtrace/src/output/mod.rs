@@ -10,7 +10,7 @@ use anyhow::{bail, Context as _};
 use mmtrace_events::Event;
 
 pub use json::JsonLines;
-pub use table::Table;
+pub use table::{Table, Width, DEFAULT_COLUMNS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -107,7 +107,13 @@ pub fn open(spec: &OutputSpec) -> anyhow::Result<Box<dyn Sink>> {
     };
     Ok(match spec.format {
         Format::Json => Box::new(JsonLines::new(writer)),
-        Format::Table => Box::new(Table::new(writer)),
+        Format::Table => Box::new(Table::new(
+            writer,
+            match spec.path {
+                None if io::stdout().is_terminal() => Width::Terminal,
+                _ => Width::Columns(DEFAULT_COLUMNS),
+            },
+        )),
         Format::None => Box::new(Discard),
     })
 }

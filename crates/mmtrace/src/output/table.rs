@@ -1,48 +1,136 @@
-//! An aligned, strace-like table for reading in a terminal.
+//! An aligned, strace-like table for reading in a terminal: one event per line, as wide as
+//! the terminal at most.
 //!
 //! Rows are built in place, field by field, rather than through `format!` and temporary
 //! strings: at half a million events a second those made the table fall behind the ring and
-//! lose events.
+//! lose events. A row too wide loses details, the least telling first (`Rank`), and says so
+//! with `...`; the JSON output keeps everything. What traced processes chose is escaped, so
+//! every row is ASCII and a byte is a column.
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use mmtrace_events::decode::Decoder;
 use mmtrace_events::enrich::{self, MappingKind};
-use mmtrace_events::{ArgValue, Event, RetKind};
+use mmtrace_events::text::escape_into;
+use mmtrace_events::{ArgDef, ArgValue, Event, RetKind};
 
 use super::{hex_digits, Sink, WRITE_BYTES};
 
+/// The width of a table that goes to a file or a pipe, as most terminals open.
+pub const DEFAULT_COLUMNS: usize = 120;
+/// Narrower than this, even the time, the name and the call do not fit: rows are cut then.
+const MIN_COLUMNS: usize = 40;
+
+/// How wide rows may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Width {
+    Columns(usize),
+    /// As wide as standard output's terminal, asked again at each flush so that a resized
+    /// window gets rows of its new width.
+    Terminal,
+}
+
+/// The columns of standard output's terminal, if it is one.
+fn terminal_columns() -> Option<usize> {
+    // SAFETY: TIOCGWINSZ writes one winsize into the one we hand it.
+    let ws = unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        (libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) == 0).then_some(ws)
+    };
+    ws.map(|ws| usize::from(ws.ws_col)).filter(|&c| c > 0)
+}
+
+impl Width {
+    fn columns(self) -> usize {
+        match self {
+            Width::Columns(n) => n,
+            Width::Terminal => terminal_columns().unwrap_or(DEFAULT_COLUMNS),
+        }
+        .max(MIN_COLUMNS)
+    }
+}
+
+/// How readily a detail leaves a row that does not fit: the higher, the sooner. What names
+/// what the call did (flags, advice, signals, memory freed) stays longest, then amounts, the
+/// target and the mapping touched, then bare addresses; zeros go early, and explanations in
+/// words first (`mmtrace explain` has them). Among equals the earlier in the row stays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Rank {
+    Named,
+    Amount,
+    Place,
+    Zero,
+    Words,
+}
+
+/// An argument or a part of what mmtrace adds, where the row being built holds it.
+#[derive(Debug, Clone, Copy)]
+struct Detail {
+    start: usize,
+    end: usize,
+    rank: Rank,
+    /// An argument, inside the parentheses; else a part inside `[...]`.
+    arg: bool,
+}
+
+/// Where the pieces of the row being built are, so that it can be put together again
+/// without some details.
+struct Layout {
+    /// Where the call's name starts.
+    call_at: usize,
+    /// Just after `name(`.
+    args_at: usize,
+    /// At the `)`.
+    args_end: usize,
+    /// Just after the result.
+    call_end: usize,
+}
+
 pub struct Table<W: Write> {
     out: W,
-    header_done: bool,
+    width: Width,
+    columns: usize,
     clock: TimeOfDay,
+    /// The local day the last header named.
+    day: Option<i64>,
     /// Whole rows not written yet.
     rows: String,
+    /// The details of the row being built.
+    details: Vec<Detail>,
+    /// Where a row too wide is put together again.
+    scratch: String,
 }
 
 impl<W: Write> Table<W> {
-    pub fn new(out: W) -> Self {
+    pub fn new(out: W, width: Width) -> Self {
         Table {
             out,
-            header_done: false,
+            width,
+            columns: width.columns(),
             clock: TimeOfDay::default(),
+            day: None,
             rows: String::with_capacity(2 * WRITE_BYTES),
+            details: Vec::with_capacity(16),
+            scratch: String::new(),
         }
     }
 }
 
-/// Local wall-clock time of day with microseconds. localtime_r costs more than the rest of a
-/// row, so its result is kept for the second it describes: a storm of a million events a
-/// second otherwise outruns the reader.
+/// Local wall-clock time of day with microseconds, and the date. localtime_r costs more than
+/// the rest of a row, so its result is kept for the second it describes: a storm of a million
+/// events a second otherwise outruns the reader.
 #[derive(Default)]
 struct TimeOfDay {
     second: u64,
     hms: String,
+    date: String,
+    /// Tells days apart: year and day of the year.
+    day: i64,
 }
 
 impl TimeOfDay {
-    fn write(&mut self, out: &mut String, epoch_ns: u64) {
+    fn update(&mut self, epoch_ns: u64) {
         let second = epoch_ns / 1_000_000_000;
         if second != self.second || self.hms.is_empty() {
             let secs = second as libc::time_t;
@@ -54,7 +142,21 @@ impl TimeOfDay {
             };
             self.second = second;
             self.hms = format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec);
+            let day = i64::from(tm.tm_year) * 366 + i64::from(tm.tm_yday);
+            if day != self.day || self.date.is_empty() {
+                self.day = day;
+                self.date = format!(
+                    "{}-{:02}-{:02}",
+                    i64::from(tm.tm_year) + 1900,
+                    tm.tm_mon + 1,
+                    tm.tm_mday
+                );
+            }
         }
+    }
+
+    /// The time of day of `epoch_ns`, which `update` was last given.
+    fn write(&self, out: &mut String, epoch_ns: u64) {
         out.push_str(&self.hms);
         out.push('.');
         zero_padded(out, epoch_ns % 1_000_000_000 / 1000, 6);
@@ -161,109 +263,224 @@ fn write_bytes(out: &mut String, n: u64) {
     out.push_str(UNITS[unit]);
 }
 
-/// `munmap(addr=0x10000, length=4096) = 0` or `... = -22 EINVAL`.
-fn write_call(out: &mut String, e: &Event) {
+/// One argument's value, with how telling it is: names before numbers, sizes in one style.
+fn write_arg(out: &mut String, def: &ArgDef, value: ArgValue) -> Rank {
+    let start = out.len();
+    if def.decoder.write(value.bits(), out) == Ok(true) {
+        // Flags with no bit set read 0x0: nothing to tell either.
+        return match &out[start..] {
+            "0x0" => Rank::Zero,
+            _ => Rank::Named,
+        };
+    }
+    if let Some(n) = def.bytes(value.bits()) {
+        write_bytes(out, n);
+        return if n == 0 { Rank::Zero } else { Rank::Amount };
+    }
+    match value {
+        ArgValue::Pointer(p) => {
+            hex(out, p);
+            return if p == 0 { Rank::Zero } else { Rank::Place };
+        }
+        ArgValue::Unsigned(v) => uint(out, v),
+        ArgValue::Signed(v) => int(out, v),
+    }
+    // No offset, no flags, no descriptor (fd=-1 of an anonymous mmap): nothing to tell. A pid
+    // of 0 or -1 is a process group or every process: much to tell.
+    match (def.name, value.bits() as i64) {
+        ("pid", _) => Rank::Amount,
+        (_, 0) | ("fd", -1) => Rank::Zero,
+        _ => Rank::Amount,
+    }
+}
+
+/// `munmap(addr=0x10000, length=4KiB) = 0` or `... = -22 EINVAL`, then what mmtrace adds.
+fn write_call(out: &mut String, details: &mut Vec<Detail>, e: &Event) -> Layout {
+    let call_at = out.len();
     out.push_str(e.def.name);
     out.push('(');
+    let args_at = out.len();
     for (i, (def, value)) in e.args().enumerate() {
         if i > 0 {
             out.push_str(", ");
         }
+        let start = out.len();
         out.push_str(def.name);
         out.push('=');
-        if def.decoder.write(value.bits(), out) != Ok(true) {
-            match value {
-                ArgValue::Pointer(p) => hex(out, p),
-                ArgValue::Unsigned(v) => uint(out, v),
-                ArgValue::Signed(v) => int(out, v),
-            }
-        }
+        let rank = write_arg(out, def, value);
+        details.push(Detail {
+            start,
+            end: out.len(),
+            rank,
+            arg: true,
+        });
     }
+    let args_end = out.len();
     out.push(')');
-    if e.def.ret == RetKind::None {
-        return;
-    }
-    out.push_str(" = ");
-    match (e.error_name(), e.def.ret) {
-        (Some(err), _) => {
-            int(out, e.ret);
-            out.push(' ');
-            out.push_str(&err);
+    if e.def.ret != RetKind::None {
+        out.push_str(" = ");
+        match (e.error_name(), e.def.ret) {
+            (Some(err), _) => {
+                int(out, e.ret);
+                out.push(' ');
+                out.push_str(&err);
+            }
+            (None, RetKind::Address | RetKind::Break) => hex(out, e.ret as u64),
+            (None, _) => int(out, e.ret),
         }
-        (None, RetKind::Address | RetKind::Break) => hex(out, e.ret as u64),
-        (None, _) => int(out, e.ret),
+    }
+    let call_end = out.len();
+    write_enrichment(out, details, e);
+    Layout {
+        call_at,
+        args_at,
+        args_end,
+        call_end,
     }
 }
 
-/// `  [target 1234 (victim) freed 61.0MiB]`: what mmtrace knows beyond the call itself.
-fn write_enrichment(out: &mut String, e: &Event) {
+/// `  [target 1234 (victim); freed 61MiB of 64MiB]`: what mmtrace knows beyond the call.
+fn write_enrichment(out: &mut String, details: &mut Vec<Detail>, e: &Event) {
     let Some(x) = &e.enrich else {
         return;
     };
-    let start = out.len();
-    let part = |out: &mut String| out.push_str(if out.len() == start { "  [" } else { "; " });
+    let open = out.len();
+    let mut part = |out: &mut String, rank: Rank, write: &dyn Fn(&mut String)| {
+        out.push_str(if out.len() == open { "  [" } else { "; " });
+        let start = out.len();
+        write(out);
+        details.push(Detail {
+            start,
+            end: out.len(),
+            rank,
+            arg: false,
+        });
+    };
     if let Some(t) = &x.target {
-        part(out);
-        out.push_str("target ");
-        uint(out, t.host_pid.into());
-        if t.pid != t.host_pid {
-            out.push_str(" ns ");
-            uint(out, t.pid.into());
-        }
-        out.push_str(" (");
-        out.push_str(if t.comm.is_empty() { "gone" } else { &t.comm });
-        out.push(')');
+        part(out, Rank::Amount, &|out| {
+            out.push_str("target ");
+            uint(out, t.host_pid.into());
+            if t.pid != t.host_pid {
+                out.push_str(" ns ");
+                uint(out, t.pid.into());
+            }
+            out.push_str(" (");
+            match t.comm.is_empty() {
+                true => out.push_str("gone"),
+                false => escape_into(out, t.comm.as_bytes()),
+            }
+            out.push(')');
+        });
     }
     if let (Some(freed), Some(before)) = (x.freed_bytes(), x.rss_before) {
-        part(out);
-        out.push_str("freed ");
-        write_bytes(out, freed);
-        out.push_str(" of ");
-        write_bytes(out, before.total());
+        part(out, Rank::Named, &|out| {
+            out.push_str("freed ");
+            write_bytes(out, freed);
+            out.push_str(" of ");
+            write_bytes(out, before.total());
+        });
     }
     if let Some(m) = &x.mapping {
-        part(out);
-        out.push_str("on ");
-        out.push_str(m.kind.name());
-        if m.kind != MappingKind::Unmapped {
-            out.push(' ');
-            let _ = Decoder::Prot.write(m.prot, out);
-        }
-        if let Some(path) = m.path.as_ref().or(m.name.as_ref()) {
-            out.push(' ');
-            out.push_str(path);
-        }
+        // The file a call touched says more than its address or length.
+        let rank = match m.path.as_ref().or(m.name.as_ref()) {
+            Some(_) => Rank::Named,
+            None => Rank::Amount,
+        };
+        part(out, rank, &|out| {
+            out.push_str("on ");
+            out.push_str(m.kind.name());
+            if m.kind != MappingKind::Unmapped {
+                out.push(' ');
+                let _ = Decoder::Prot.write(m.prot, out);
+            }
+            if let Some(path) = m.path.as_ref().or(m.name.as_ref()) {
+                out.push(' ');
+                escape_into(out, path.as_bytes());
+            }
+        });
     }
     if let Some(n) = x.unlocked_bytes.filter(|&n| n > 0) {
-        part(out);
-        out.push_str("unlocked ");
-        write_bytes(out, n);
+        part(out, Rank::Amount, &|out| {
+            out.push_str("unlocked ");
+            write_bytes(out, n);
+        });
     }
     if let Some(l) = &x.locked {
-        part(out);
-        out.push_str("locked ");
-        write_bytes(out, l.locked_bytes);
-        out.push('/');
-        match l.limit_bytes {
-            Some(limit) => write_bytes(out, limit),
-            None => out.push_str("unlimited"),
-        }
-        if l.cap_ipc_lock {
-            out.push_str(", CAP_IPC_LOCK");
-        }
+        part(out, Rank::Amount, &|out| {
+            out.push_str("locked ");
+            write_bytes(out, l.locked_bytes);
+            out.push('/');
+            match l.limit_bytes {
+                Some(limit) => write_bytes(out, limit),
+                None => out.push_str("unlimited"),
+            }
+            if l.cap_ipc_lock {
+                out.push_str(", CAP_IPC_LOCK");
+            }
+        });
     }
     if let Some(why) = enrich::failure_reason(e) {
-        part(out);
-        out.push_str(why);
+        part(out, Rank::Words, &|out| out.push_str(why));
     }
-    if out.len() > start {
+    if out.len() > open {
         out.push(']');
     }
 }
 
+/// The width of the row of `layout` with only the details `keep` marks.
+fn width_with(layout: &Layout, details: &[Detail], keep: u32) -> usize {
+    let (mut args, mut args_len, mut dropped, mut parts, mut parts_len) = (0, 0, false, 0, 0);
+    for (i, d) in details.iter().enumerate() {
+        match (d.arg, keep & 1 << i != 0) {
+            (true, true) => (args, args_len) = (args + 1, args_len + d.end - d.start),
+            (true, false) => dropped = true,
+            (false, true) => (parts, parts_len) = (parts + 1, parts_len + d.end - d.start),
+            (false, false) => {}
+        }
+    }
+    let commas = |n: usize| 2 * n.saturating_sub(1);
+    let elided = match (dropped, args) {
+        (false, _) => 0,
+        (true, 0) => "...".len(),
+        (true, _) => ", ...".len(),
+    };
+    let added = match parts {
+        0 => 0,
+        n => "  [".len() + parts_len + commas(n) + "]".len(),
+    };
+    (layout.args_at - layout.call_at)
+        + args_len
+        + commas(args)
+        + elided
+        + (layout.call_end - layout.args_end)
+        + added
+}
+
+/// Cuts the row from `row` on to `columns`, marking the cut: only when even the fixed part of
+/// a row does not fit a very narrow terminal.
+fn clip(out: &mut String, row: usize, columns: usize) {
+    if out.len() - row > columns {
+        out.truncate(out.floor_char_boundary(row + columns - "...".len()));
+        out.push_str("...");
+    }
+}
+
 impl<W: Write> Table<W> {
-    /// TIME, COMM and PID/TID, each with the space after it.
-    fn who(&mut self, e: &Event) {
+    /// The header, with the date the times below it are of.
+    fn header(&mut self) {
+        let row = self.rows.len();
+        let _ = write!(
+            self.rows,
+            "{:<15} {:<15} {:>11} {:>8}  CALL",
+            self.clock.date, "COMM", "PID/TID", "DURATION"
+        );
+        clip(&mut self.rows, row, self.columns);
+        self.rows.push('\n');
+    }
+
+    /// TIME, COMM, PID/TID (the pid alone when the thread is the main one) and DURATION,
+    /// each with the space after it.
+    fn who(&mut self, e: &Event, duration: Option<u64>) {
         let c = &e.ctx;
         let out = &mut self.rows;
         let start = out.len();
@@ -271,45 +488,113 @@ impl<W: Write> Table<W> {
         align_left(out, start, 15);
         out.push(' ');
         let start = out.len();
-        out.push_str(&c.comm);
-        align_left(out, start, 16);
+        escape_into(out, c.comm.as_bytes());
+        align_left(out, start, 15);
         out.push(' ');
         let start = out.len();
         uint(out, c.host_pid.into());
-        out.push('/');
-        uint(out, c.host_tid.into());
-        align_right(out, start, 15);
+        if c.host_tid != c.host_pid {
+            out.push('/');
+            uint(out, c.host_tid.into());
+        }
+        align_right(out, start, 11);
         out.push(' ');
+        let start = out.len();
+        if let Some(ns) = duration {
+            write_duration(out, ns);
+        }
+        align_right(out, start, 8);
+        out.push_str("  ");
+    }
+
+    /// Puts the call of `layout`, in the row that starts at `row`, together again without the
+    /// least telling details until the row fits.
+    fn fit(&mut self, row: usize, layout: &Layout) {
+        let columns = self.columns.saturating_sub(layout.call_at - row);
+        if self.rows.len() - layout.call_at <= columns {
+            return;
+        }
+        let details = &self.details;
+        let mut keep: u32 = (1 << details.len()) - 1;
+        while width_with(layout, details, keep) > columns {
+            // The least telling of those left, the last in the row among equals.
+            let Some(drop) = (0..details.len())
+                .filter(|&i| keep & 1 << i != 0)
+                .max_by_key(|&i| (details[i].rank, i))
+            else {
+                break;
+            };
+            keep &= !(1 << drop);
+        }
+        // A long detail that had to go can leave room for shorter ones dropped before it;
+        // zeros are not worth the room.
+        let mut dropped: Vec<usize> = (0..details.len())
+            .filter(|&i| keep & 1 << i == 0 && details[i].rank != Rank::Zero)
+            .collect();
+        dropped.sort_by_key(|&i| (details[i].rank, i));
+        for i in dropped {
+            if width_with(layout, details, keep | 1 << i) <= columns {
+                keep |= 1 << i;
+            }
+        }
+        let (rows, out) = (&self.rows, &mut self.scratch);
+        out.clear();
+        out.push_str(&rows[layout.call_at..layout.args_at]);
+        let mut first = true;
+        let mut dropped = false;
+        for (i, d) in details.iter().enumerate().filter(|(_, d)| d.arg) {
+            if keep & 1 << i == 0 {
+                dropped = true;
+                continue;
+            }
+            if !first {
+                out.push_str(", ");
+            }
+            out.push_str(&rows[d.start..d.end]);
+            first = false;
+        }
+        if dropped {
+            out.push_str(if first { "..." } else { ", ..." });
+        }
+        out.push_str(&rows[layout.args_end..layout.call_end]);
+        let mut first = true;
+        for (i, d) in details.iter().enumerate() {
+            if !d.arg && keep & 1 << i != 0 {
+                out.push_str(if first { "  [" } else { "; " });
+                out.push_str(&rows[d.start..d.end]);
+                first = false;
+            }
+        }
+        if !first {
+            out.push(']');
+        }
+        self.rows.truncate(layout.call_at);
+        self.rows.push_str(&self.scratch);
     }
 }
 
 impl<W: Write> Sink for Table<W> {
     fn event(&mut self, e: &Event) -> io::Result<()> {
-        if !self.header_done {
-            let _ = writeln!(
-                self.rows,
-                "{:<15} {:<16} {:>15} {:>9}  CALL",
-                "TIME", "COMM", "PID/TID", "DURATION"
-            );
-            self.header_done = true;
+        self.clock.update(e.ctx.timestamp);
+        if self.day != Some(self.clock.day) {
+            self.header();
+            self.day = Some(self.clock.day);
         }
-        self.who(e);
-        let start = self.rows.len();
+        let row = self.rows.len();
         // A kernel event is an instant: no duration to show.
-        if e.def.ret != RetKind::None {
-            write_duration(&mut self.rows, e.duration_ns);
-        }
-        align_right(&mut self.rows, start, 9);
-        self.rows.push_str("  ");
-        write_call(&mut self.rows, e);
-        write_enrichment(&mut self.rows, e);
+        let duration = (e.def.ret != RetKind::None).then_some(e.duration_ns);
+        self.who(e, duration);
+        self.details.clear();
+        let layout = write_call(&mut self.rows, &mut self.details, e);
+        self.fit(row, &layout);
+        clip(&mut self.rows, row, self.columns);
         self.rows.push('\n');
         if let Some((alert, _)) = enrich::alert(e) {
-            self.who(e);
-            let start = self.rows.len();
-            align_right(&mut self.rows, start, 9);
-            self.rows.push_str("  mem_prot_alert: ");
+            let row = self.rows.len();
+            self.who(e, None);
+            self.rows.push_str("mem_prot_alert: ");
             self.rows.push_str(alert.text());
+            clip(&mut self.rows, row, self.columns);
             self.rows.push('\n');
         }
         if self.rows.len() >= WRITE_BYTES {
@@ -322,6 +607,7 @@ impl<W: Write> Sink for Table<W> {
     fn flush(&mut self) -> io::Result<()> {
         self.out.write_all(self.rows.as_bytes())?;
         self.rows.clear();
+        self.columns = self.width.columns();
         self.out.flush()
     }
 }
@@ -384,5 +670,228 @@ mod tests {
             align_right(out, 1, 8);
         });
         assert_eq!(right, format!("x{:>8}", "12/34"));
+    }
+
+    use mmtrace_events::enrich::{Enrichment, Locked, Mapping, MappingKind, Rss, Target};
+    use mmtrace_events::event::Context;
+    use mmtrace_events::{by_name, TracedText};
+    use proptest::prelude::*;
+
+    const DAY_NS: u64 = 86_400_000_000_000;
+
+    fn event(name: &str, args: &[u64], ret: i64) -> Event {
+        let mut raw_args = [0; 8];
+        raw_args[..args.len()].copy_from_slice(args);
+        Event {
+            def: by_name(name).unwrap(),
+            ctx: Context {
+                // Noon UTC, so the local date is the same day in every time zone but the
+                // farthest ones; tests that need the day compare dates, not a fixed one.
+                timestamp: 20_000 * DAY_NS + DAY_NS / 2,
+                thread_start: 0,
+                cpu: 0,
+                pid: 4242,
+                tid: 4243,
+                ppid: 1,
+                host_pid: 4242,
+                host_tid: 4243,
+                host_ppid: 1,
+                uid: 0,
+                gid: 0,
+                cgroup_id: 1,
+                mnt_ns: 1,
+                pid_ns: 1,
+                comm: "worker".into(),
+            },
+            raw_args,
+            absent: 0,
+            ret,
+            duration_ns: 5_800,
+            enrich: None,
+        }
+    }
+
+    /// An mmap with every detail the table can show: wider than any terminal.
+    fn wide_mmap(comm: &[u8], path: &[u8]) -> Event {
+        let mut e = event("mmap", &[0, 8192, 3, 0x22, u64::MAX, 0], 0x7fea_2acc_9000);
+        e.ctx.comm = TracedText::from(comm.to_vec());
+        e.enrich = Some(Enrichment {
+            mapping: Some(Mapping {
+                kind: MappingKind::File,
+                start: 0x7fea_2acc_9000,
+                end: 0x7fea_2accb000,
+                prot: 3,
+                shared: false,
+                locked: false,
+                path: Some(TracedText::from(path.to_vec())),
+                name: None,
+            }),
+            locked: Some(Locked {
+                locked_bytes: 0,
+                limit_bytes: Some(8 << 20),
+                cap_ipc_lock: true,
+            }),
+            ..Enrichment::default()
+        });
+        e
+    }
+
+    fn table(events: &[Event], columns: usize) -> String {
+        let mut out = Vec::new();
+        let mut t = Table::new(&mut out, Width::Columns(columns));
+        for e in events {
+            t.event(e).unwrap();
+        }
+        t.flush().unwrap();
+        drop(t);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn rows_fit_keeping_names_before_addresses() {
+        let e = wide_mmap(b"worker", b"/usr/lib/x86_64-linux-gnu/libc.so.6");
+        let wide = table(std::slice::from_ref(&e), 1000);
+        let row = wide.lines().nth(1).unwrap();
+        assert!(
+            row.ends_with("  mmap(addr=0x0, length=8KiB, prot=PROT_READ|PROT_WRITE, flags=MAP_PRIVATE|MAP_ANONYMOUS, fd=-1, off=0) = 0x7fea2acc9000  [on file PROT_READ|PROT_WRITE /usr/lib/x86_64-linux-gnu/libc.so.6; locked 0B/8MiB, CAP_IPC_LOCK]"),
+            "nothing is dropped when it fits: {row}"
+        );
+        for columns in [40, 80, 100, 120, 160, 200] {
+            let text = table(std::slice::from_ref(&e), columns);
+            for line in text.lines() {
+                assert!(line.len() <= columns, "{columns}: {line}");
+            }
+            let row = text.lines().nth(1).unwrap();
+            assert!(row.starts_with("12:00:00.000000 worker"), "{row}");
+            if columns >= 100 {
+                assert!(row.contains(" 4242/4243 "), "{row}");
+                assert!(
+                    row.contains("  mmap(") && row.contains(") = 0x7fea2acc9000"),
+                    "{row}"
+                );
+                if columns >= 120 {
+                    assert!(
+                        row.contains("prot=PROT_READ|PROT_WRITE"),
+                        "{columns}: {row}"
+                    );
+                }
+                assert!(row.contains(", ...)"), "what was dropped is marked: {row}");
+                assert!(!row.contains("addr=0x0"), "zeros go first: {row}");
+            }
+        }
+        // Dropped by priority: the wider, the more is kept, and what is kept stays.
+        let kept = |columns| {
+            let text = table(std::slice::from_ref(&e), columns);
+            let row = text.lines().nth(1).unwrap().to_string();
+            ["length=", "prot=", "flags=", "fd=", "on file", "locked"]
+                .iter()
+                .filter(|d| row.contains(*d))
+                .count()
+        };
+        assert!(kept(120) <= kept(160) && kept(160) <= kept(200) && kept(200) <= kept(1000));
+        assert_eq!(kept(1000), 6);
+    }
+
+    #[test]
+    fn sizes_are_kib_and_mib_everywhere() {
+        let exit = event("sched_process_exit", &[9, 33_705_984, 557_056, 0], 0);
+        let mark = event(
+            "oom_mark_victim",
+            &[4242, 272_504, 32_916, 544, 0, 0, 128, 0],
+            0,
+        );
+        let mut mrelease = event("process_mrelease", &[3, 0], 0);
+        mrelease.enrich = Some(Enrichment {
+            target: Some(Target {
+                host_pid: 77,
+                pid: 77,
+                comm: "victim".into(),
+            }),
+            rss_before: Some(Rss {
+                anon: 64 << 20,
+                file: 0,
+                shmem: 0,
+            }),
+            rss_after: Some(Rss::default()),
+            ..Enrichment::default()
+        });
+        let text = table(&[exit, mark, mrelease], 1000);
+        assert!(
+            text.contains("sched_process_exit(exit_code=9, anon=32.1MiB, file=544KiB, shmem=0B)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("oom_mark_victim(pid=4242, total_vm=266.1MiB, anon_rss=32.1MiB, file_rss=544KiB, shmem_rss=0B, uid=0, pgtables=128KiB, oom_score_adj=0)"),
+            "kB from the kernel, shown as the rest: {text}"
+        );
+        assert!(
+            text.contains("process_mrelease(pidfd=3, flags=0) = 0  [target 77 (victim); freed 64MiB of 64MiB]"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_date_heads_the_table_once_a_day() {
+        let mut a = event("munmap", &[0x1000, 4096], 0);
+        let mut b = a.clone();
+        let mut c = a.clone();
+        a.ctx.host_tid = 4242;
+        b.ctx.timestamp += 1_000;
+        c.ctx.timestamp += DAY_NS;
+        let text = table(&[a, b, c], 120);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        let date = |line: &str| line.split_whitespace().next().unwrap().to_string();
+        for header in [lines[0], lines[3]] {
+            assert!(
+                header.ends_with(&format!(" {:<15} {:>11} DURATION  CALL", "COMM", "PID/TID")),
+                "{header}"
+            );
+            assert_eq!(date(header).len(), "2024-10-04".len(), "{header}");
+        }
+        assert_ne!(date(lines[0]), date(lines[3]), "a new day, a new header");
+        let who = |pid: &str| format!(" {:<15} {pid:>11} {:>8}  munmap(", "worker", "5.8us");
+        assert!(
+            lines[1].contains(&format!("{}addr=0x1000, length=4KiB) = 0", who("4242"))),
+            "the pid alone for a main thread: {}",
+            lines[1]
+        );
+        assert!(lines[2].contains(&who("4242/4243")), "{}", lines[2]);
+        assert_eq!(
+            lines[1].find(':'),
+            Some(2),
+            "times of day in the rows: {}",
+            lines[1]
+        );
+    }
+
+    proptest! {
+        /// Whatever a traced process calls itself or its files, its row is one line of
+        /// printable ASCII within the width, and the mapping's path can still be read back.
+        #[test]
+        fn hostile_names_stay_in_their_row(
+            comm in proptest::collection::vec(any::<u8>(), 0..16),
+            path in proptest::collection::vec(any::<u8>(), 0..48),
+            victim in proptest::collection::vec(any::<u8>(), 0..16),
+            columns in 40usize..300,
+        ) {
+            let mut mrelease = event("process_mrelease", &[3, 0], -22);
+            mrelease.ctx.comm = TracedText::from(comm.clone());
+            mrelease.enrich = Some(Enrichment {
+                target: Some(Target { host_pid: 77, pid: 1, comm: TracedText::from(victim) }),
+                ..Enrichment::default()
+            });
+            let events = [wide_mmap(&comm, &path), mrelease];
+            let text = table(&events, columns);
+            prop_assert_eq!(text.lines().count(), 1 + 2, "{}", text);
+            for line in text.lines() {
+                prop_assert!(line.bytes().all(|b| (b' '..=b'~').contains(&b)), "{}", line);
+                prop_assert!(line.len() <= columns, "{}", line);
+            }
+            let wide = table(&events[..1], 4096);
+            let mut escaped = String::from(" ");
+            escape_into(&mut escaped, &path);
+            prop_assert!(wide.contains(&format!("PROT_READ|PROT_WRITE{escaped}; locked")), "{}", wide);
+        }
     }
 }
