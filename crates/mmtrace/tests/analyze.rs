@@ -62,6 +62,13 @@ impl Gated {
         unsafe { libc::close(self.go) };
         status
     }
+
+    /// Lets it go without its calls: it exits at once.
+    fn abandon(self) {
+        unsafe { libc::close(self.go) };
+        let mut status = 0;
+        assert_eq!(unsafe { libc::waitpid(self.pid, &mut status, 0) }, self.pid);
+    }
 }
 
 unsafe fn map(len: usize, prot: i32) -> *mut u8 {
@@ -861,4 +868,201 @@ fn reap_on_a_kernel_without_process_mrelease_kills_nothing() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Two mmaps and mlockall(MCL_FUTURE) (MMT-007), then gone.
+fn first_of_pid() -> i32 {
+    unsafe {
+        map(PAGE, libc::PROT_READ);
+        map(PAGE, libc::PROT_READ);
+        libc::mlockall(libc::MCL_FUTURE);
+    }
+    0
+}
+
+/// Three mmaps and mlockall(MCL_FUTURE), from the second process to get the same pid.
+fn second_of_pid() -> i32 {
+    unsafe {
+        map(PAGE, libc::PROT_READ);
+        libc::mlockall(libc::MCL_FUTURE);
+        map(PAGE, libc::PROT_READ);
+    }
+    0
+}
+
+fn epoch_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// Forks `calls` as host pid `pid`, the pid the analysis keys on: /proc/sys/kernel/ns_last_pid
+/// of the host's pid namespace says which pid comes next. Other processes on the machine
+/// may take it first: it retries then.
+fn gated_as_pid(pid: i32, calls: fn() -> i32) -> Option<Gated> {
+    for _ in 0..200 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).unwrap();
+        let g = Gated::fork(calls);
+        if g.pid == pid {
+            return Some(g);
+        }
+        g.abandon();
+    }
+    None
+}
+
+/// A new pid namespace whose init (pid 1 inside) makes `calls`, then exits; returns its
+/// host pid once it has.
+fn pid_one_of_a_new_namespace(calls: fn() -> i32) -> i32 {
+    let mut fds = [0; 2];
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let helper = unsafe { libc::fork() };
+    if helper == 0 {
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWPID) != 0 {
+                libc::_exit(3);
+            }
+            let init = libc::fork();
+            if init == 0 {
+                libc::_exit(if libc::getpid() == 1 { calls() } else { 4 });
+            }
+            libc::write(fds[1], (&raw const init).cast(), 4);
+            let mut status = 0;
+            libc::waitpid(init, &mut status, 0);
+            libc::_exit(if status == 0 { 0 } else { 5 });
+        }
+    }
+    let mut init = 0i32;
+    assert_eq!(unsafe { libc::read(fds[0], (&raw mut init).cast(), 4) }, 4);
+    let mut status = 0;
+    assert_eq!(unsafe { libc::waitpid(helper, &mut status, 0) }, helper);
+    assert_eq!(status, 0, "the namespace's init failed");
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+    init
+}
+
+#[test]
+fn a_reused_pid_is_two_processes() {
+    if !bpf_allowed() || !root() {
+        return;
+    }
+    let dir = tempdir();
+    let path = format!("{dir}/reuse.json");
+    let report_path = format!("{dir}/report.json");
+    let tree = format!("tree={}", std::process::id());
+    let trace = Trace::start(
+        BIN,
+        &[
+            "-s",
+            &tree,
+            "-o",
+            &format!("json:{path}"),
+            "--analyze",
+            "--format",
+            "json",
+        ],
+        Stdio::from(std::fs::File::create(&report_path).unwrap()),
+    );
+    let tracer = trace.pid();
+
+    // The first process, its calls, its end; then the same host pid for the second.
+    let before_first = epoch_ns();
+    let first = Gated::fork(first_of_pid);
+    let after_first = epoch_ns();
+    let pid = first.pid;
+    first.release();
+    assert_eq!(first.wait(), 0);
+    let before_second = epoch_ns();
+    let Some(second) = gated_as_pid(pid, second_of_pid) else {
+        panic!("pid {pid} never came back in 200 forks");
+    };
+    let after_second = epoch_ns();
+    second.release();
+    assert_eq!(second.wait(), 0);
+    // Two containers' pid 1: the same pid in their namespaces, two processes on the host.
+    let inits = [
+        pid_one_of_a_new_namespace(first_of_pid),
+        pid_one_of_a_new_namespace(second_of_pid),
+    ];
+    std::thread::sleep(Duration::from_millis(200));
+    let (code, stderr) = trace.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    let live: Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    let recorded = analyze_json(&path);
+    for r in [&live, &recorded] {
+        let mut same: Vec<&Value> = r["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["pid"] == pid)
+            .collect();
+        same.sort_by_key(|p| p["startTime"].as_u64());
+        let calls: Vec<u64> = same.iter().map(|p| p["calls"].as_u64().unwrap()).collect();
+        assert_eq!(calls, [3, 3], "{same:?}");
+        // Each start is when the test forked it (the kernel stamps the fork; a few ms
+        // allowed for the boot-to-epoch conversion).
+        let slack = 5_000_000;
+        for (p, (lo, hi)) in same
+            .iter()
+            .zip([(before_first, after_first), (before_second, after_second)])
+        {
+            let start = p["startTime"].as_u64().unwrap();
+            assert!(
+                start + slack >= lo && start <= hi + slack,
+                "{p} not in [{lo}, {hi}]"
+            );
+        }
+        for init in inits {
+            assert_eq!(process(r, init)["calls"], 3, "pid 1 of its namespace");
+        }
+        // The tracer's own stop (SIGINT from this test) is no kill.
+        assert!(
+            !r["kills"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|k| k["targetPid"] == tracer),
+            "{}",
+            r["kills"]
+        );
+        // One detection, four processes: explained once, then each.
+        let future = r["detections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] == "MMT-007")
+            .unwrap();
+        let pids: Vec<&Value> = future["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| &i["pid"])
+            .filter(|&p| *p == pid || inits.iter().any(|i| p == i))
+            .collect();
+        assert_eq!(pids.len(), 4, "{future}");
+    }
+    let recording = std::fs::read_to_string(&path).unwrap();
+    let in_namespace = recording
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| inits.iter().any(|i| v["hostProcessId"] == *i))
+        .all(|v| v["processId"] == 1);
+    assert!(in_namespace, "the inits are pid 1 inside");
+
+    let out = Command::new(BIN).args(["analyze", &path]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let explanation = "A process called mlockall with MCL_FUTURE but not MCL_ONFAULT";
+    assert_eq!(text.matches(explanation).count(), 1, "{text}");
+    assert_eq!(
+        text.matches(&format!("(pid {pid}): first at")).count(),
+        2,
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
