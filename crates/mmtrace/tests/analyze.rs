@@ -1066,3 +1066,270 @@ fn a_reused_pid_is_two_processes() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+const STAGED_VICTIM: usize = 256 * MIB;
+/// How long the staged killer waits between SIGTERM and SIGKILL.
+const GRACE: Duration = Duration::from_millis(300);
+
+fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// What the staged killer measured itself: from just before its SIGKILL to the return of
+/// its second process_mrelease, that call's result, and from the SIGKILL to the exit.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+struct Staged {
+    back_ns: u64,
+    release: i64,
+    exit_ns: u64,
+}
+
+/// Kills `victim` as userspace OOM killers do: pidfd_open, SIGTERM, process_mrelease
+/// (EINVAL while the victim is not dying), a wait, SIGKILL, process_mrelease, then waits for
+/// the exit. Runs as a forked child, raw syscalls only; reports on `out`.
+fn staged_kill(victim: i32, out: i32) -> ! {
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, victim, 0);
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd, libc::SIGTERM, 0, 0);
+        libc::syscall(libc::SYS_process_mrelease, pidfd, 0);
+        let grace = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: GRACE.as_nanos() as i64,
+        };
+        libc::nanosleep(&grace, std::ptr::null_mut());
+        let killed = monotonic_ns();
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd, libc::SIGKILL, 0, 0);
+        let r = libc::syscall(libc::SYS_process_mrelease, pidfd, 0);
+        let released = monotonic_ns();
+        let release = if r == 0 {
+            0
+        } else {
+            -i64::from(*libc::__errno_location())
+        };
+        let mut fds = [libc::pollfd {
+            fd: pidfd as i32,
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        libc::poll(fds.as_mut_ptr(), 1, 30_000);
+        let report = Staged {
+            back_ns: released - killed,
+            release,
+            exit_ns: monotonic_ns() - killed,
+        };
+        libc::write(out, (&raw const report).cast(), size_of::<Staged>());
+        libc::_exit(0)
+    }
+}
+
+/// Like `hold`, but ignoring SIGTERM, as a victim that must be killed with SIGKILL does.
+fn stubborn_holder(starved: &Starved) -> i32 {
+    unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+    let pid = holder(STAGED_VICTIM, Some(starved));
+    unsafe { libc::signal(libc::SIGTERM, libc::SIG_DFL) };
+    pid
+}
+
+fn mem_available() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap()
+        * 1024
+}
+
+fn psi_some_avg10() -> f64 {
+    std::fs::read_to_string("/proc/pressure/memory")
+        .unwrap()
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().find_map(|f| f.strip_prefix("avg10=")))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// "memory back 12.345 ms after the kill" → 12.345 ms in ns.
+fn reap_back_ns(out: &str) -> u64 {
+    let rest = &out[out.find("memory back ").unwrap_or_else(|| panic!("{out}")) + 12..];
+    let ms: f64 = rest.split_whitespace().next().unwrap().parse().unwrap();
+    (ms * 1e6) as u64
+}
+
+/// The analysis and an independent measure of the same kill agree: within a millisecond
+/// and a tenth, the tracer's stamps being taken inside the calls the killer times around.
+fn agrees(analysis_ns: u64, measured_ns: u64) -> bool {
+    let slack = 1_000_000 + measured_ns / 10;
+    analysis_ns <= measured_ns + 1_000_000 && analysis_ns + slack >= measured_ns
+}
+
+fn kill_of(r: &Value, victim: i32) -> Value {
+    r["kills"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["targetPid"] == victim)
+        .unwrap_or_else(|| panic!("no kill of {victim}: {}", r["kills"]))
+        .clone()
+}
+
+#[test]
+fn a_staged_kill_is_timed_from_its_fatal_signal() {
+    if !bpf_allowed() || !root() {
+        return;
+    }
+    let dir = tempdir();
+    let path = format!("{dir}/staged.json");
+    let report_path = format!("{dir}/report.json");
+    let trace = Trace::start(
+        BIN,
+        &[
+            "-e",
+            "tag=oom",
+            "-o",
+            &format!("json:{path}"),
+            "--analyze",
+            "--format",
+            "json",
+        ],
+        Stdio::from(std::fs::File::create(&report_path).unwrap()),
+    );
+    // Starved of CPU, the victims cannot run their own exit: process_mrelease reaps them.
+    let starved = Starved::new("staged");
+    let victim = stubborn_holder(&starved);
+    std::thread::sleep(Duration::from_millis(100));
+    let (available_before, psi_before) = (mem_available(), psi_some_avg10());
+    let mut report = [0; 2];
+    assert_eq!(unsafe { libc::pipe(report.as_mut_ptr()) }, 0);
+    let killer = match unsafe { libc::fork() } {
+        0 => staged_kill(victim, report[1]),
+        pid => pid,
+    };
+    let mut staged = Staged::default();
+    let n = unsafe { libc::read(report[0], (&raw mut staged).cast(), size_of::<Staged>()) };
+    assert_eq!(n as usize, size_of::<Staged>());
+    assert_eq!(
+        unsafe { libc::waitpid(killer, std::ptr::null_mut(), 0) },
+        killer
+    );
+    assert_eq!(killed_by(victim), libc::SIGKILL);
+    let (available_after, psi_after) = (mem_available(), psi_some_avg10());
+    assert_eq!(staged.release, 0, "the victim was reaped: {staged:?}");
+
+    // `mmtrace reap` of a second victim, traced too: its own measure against the analysis.
+    let reaped = holder(128 * MIB, Some(&starved));
+    std::thread::sleep(Duration::from_millis(100));
+    let (code, reap_out, reap_err) = run(&["reap", &reaped.to_string()]);
+    assert_eq!(code, Some(0), "{reap_out}{reap_err}");
+    assert_eq!(killed_by(reaped), libc::SIGKILL);
+    std::thread::sleep(Duration::from_millis(200));
+    let (code, stderr) = trace.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "{stderr}");
+    drop(starved);
+
+    let live: Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    let recorded = analyze_json(&path);
+    assert_eq!(live["kills"], recorded["kills"]);
+    let k = kill_of(&recorded, victim);
+    let signals: Vec<(&str, &str)> = k["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["signal"].as_str().unwrap(), s["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(signals, [("SIGTERM", "ok"), ("SIGKILL", "ok")], "{k}");
+    assert_eq!(k["signal"], "SIGKILL", "the kill is the fatal signal: {k}");
+    assert_eq!(k["exitSignal"], "SIGKILL", "{k}");
+    assert_eq!(k["signalAt"], k["signals"][1]["at"], "{k}");
+    let results: Vec<&str> = k["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(results, ["EINVAL", "ok"], "{k}");
+    assert_eq!(k["memoryBackBy"], "process_mrelease", "{k}");
+    let back = k["memoryBackNs"].as_u64().unwrap();
+    assert!(
+        agrees(back, staged.back_ns),
+        "analysis {back} ns, the killer measured {} ns: {k}",
+        staged.back_ns
+    );
+    let freed = k["releases"][1]["freedBytes"].as_u64().unwrap();
+    assert!(freed >= STAGED_VICTIM as u64 * 9 / 10, "{k}");
+
+    // The pressure the tracer read when the SIGTERM came in, against the test's own reads.
+    let p = &k["pressure"];
+    let available = p["memAvailableBytes"].as_u64().unwrap();
+    let (lo, hi) = (
+        available_before.min(available_after),
+        available_before.max(available_after),
+    );
+    let slack = 64 * MIB as u64;
+    assert!(
+        available + slack >= lo && available <= hi + slack,
+        "MemAvailable {available} not within [{lo}, {hi}]: {p}"
+    );
+    let some = p["someAvg10"].as_f64().unwrap();
+    assert!(
+        some >= psi_before.min(psi_after) - 5.0 && some <= psi_before.max(psi_after) + 5.0,
+        "PSI some {some} against {psi_before} and {psi_after}"
+    );
+    let signal_at = k["signals"][0]["at"].as_u64().unwrap();
+    assert!(p["at"].as_u64().unwrap() >= signal_at, "{p}");
+
+    // `mmtrace reap` and the analysis of its own run agree.
+    let r = kill_of(&recorded, reaped);
+    assert_eq!(r["memoryBackBy"], "process_mrelease", "{r}");
+    let measured = reap_back_ns(&reap_out);
+    let back = r["memoryBackNs"].as_u64().unwrap();
+    assert!(
+        agrees(back, measured),
+        "analysis {back} ns, reap measured {measured} ns: {reap_out}"
+    );
+
+    let s = &recorded["killSummary"];
+    assert!(s["kills"].as_u64().unwrap() >= 2, "{s}");
+    assert!(s["releasedBytes"].as_u64().unwrap() >= freed, "{s}");
+    let einval = s["releaseFailures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["errno"] == "EINVAL")
+        .unwrap_or_else(|| panic!("{s}"));
+    assert!(einval["count"].as_u64().unwrap() >= 1, "{s}");
+
+    // The text: every step in time order, the fatal signal marked.
+    let out = Command::new(BIN).args(["analyze", &path]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let block = &text[text.find(&format!("  pid {victim} ")).unwrap()..];
+    let order = [
+        "SIGTERM via pidfd_send_signal: ok",
+        "process_mrelease took",
+        "SIGKILL via pidfd_send_signal: ok (the kill)",
+        "(by process_mrelease)",
+    ];
+    let at: Vec<usize> = order
+        .iter()
+        .map(|n| {
+            block
+                .find(n)
+                .unwrap_or_else(|| panic!("{n} missing: {block}"))
+        })
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{block}");
+    assert!(
+        text.contains("memory pressure at the kill: PSI some"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
