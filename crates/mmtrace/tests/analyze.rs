@@ -1333,3 +1333,102 @@ fn a_staged_kill_is_timed_from_its_fatal_signal() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+const STORM_CALLS_MADE: usize = 300_000;
+
+/// munmap of an unmapped page, as fast as it goes: more than a small ring can hold.
+fn munmap_storm() -> i32 {
+    for _ in 0..STORM_CALLS_MADE {
+        unsafe { libc::munmap(0x10000 as *mut libc::c_void, PAGE) };
+    }
+    0
+}
+
+#[test]
+fn lost_events_are_in_the_recording_and_the_report() {
+    if !bpf_allowed() {
+        return;
+    }
+    let dir = tempdir();
+    let path = format!("{dir}/storm.json");
+    let report_path = format!("{dir}/report.json");
+    let storm = Gated::fork(munmap_storm);
+    let scope = format!("pid={}", storm.pid);
+    let trace = Trace::start(
+        BIN,
+        &[
+            "-e",
+            "munmap",
+            "-s",
+            &scope,
+            "--buffer-size",
+            "4K",
+            "-o",
+            &format!("json:{path}"),
+            "--analyze",
+            "--format",
+            "json",
+        ],
+        Stdio::from(std::fs::File::create(&report_path).unwrap()),
+    );
+    storm.release();
+    assert_eq!(storm.wait(), 0);
+    std::thread::sleep(Duration::from_millis(200));
+    let (code, stderr) = trace.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    // Every call the storm made is either a line or counted lost, in band.
+    let recording = std::fs::read_to_string(&path).unwrap();
+    let mut delivered = 0u64;
+    let mut lost = 0u64;
+    let mut lost_all = 0u64;
+    let mut lost_lines = 0;
+    for line in recording.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        match v["eventName"].as_str().unwrap() {
+            "munmap" => delivered += 1,
+            "mmtrace_lost" => {
+                lost_lines += 1;
+                for a in v["args"].as_array().unwrap() {
+                    if a["name"] == "since" {
+                        continue;
+                    }
+                    // With --analyze the exits are traced too, for the analysis alone.
+                    let n = a["value"].as_u64().unwrap();
+                    lost_all += n;
+                    if a["name"] == "munmap" {
+                        lost += n;
+                    }
+                }
+            }
+            other => panic!("unexpected {other}: {line}"),
+        }
+    }
+    assert!(
+        lost > 0,
+        "a 4 KiB ring lost nothing of {STORM_CALLS_MADE} calls"
+    );
+    assert_eq!(
+        delivered + lost,
+        STORM_CALLS_MADE as u64,
+        "{lost_lines} lost lines"
+    );
+
+    let live: Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    let recorded = analyze_json(&path);
+    for r in [&live, &recorded] {
+        assert_eq!(r["lost"]["events"], lost_all, "{}", r["lost"]);
+        assert_eq!(r["lost"]["byEvent"]["munmap"], lost, "{}", r["lost"]);
+        let percent = r["lost"]["percent"].as_f64().unwrap();
+        let expected = lost_all as f64 * 100.0 / (lost_all + delivered) as f64;
+        assert!((percent - expected).abs() < 0.1, "{percent} vs {expected}");
+    }
+    let out = Command::new(BIN).args(["analyze", &path]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(&format!("PARTIAL: {lost_all} events were lost")),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
