@@ -285,6 +285,25 @@ fn root() -> bool {
     }
 }
 
+/// Starts `mmtrace trace ARGS -o json:PATH --analyze --format json`; the report at exit goes
+/// to stdout, as the events go to a file, and from there to a file in `dir`, returned.
+fn trace_analyzed(dir: &str, path: &str, args: &[&str]) -> (Trace, String) {
+    let report_path = format!("{dir}/report.json");
+    let out = format!("json:{path}");
+    let mut all = args.to_vec();
+    all.extend(["-o", &out, "--analyze", "--format", "json"]);
+    let trace = Trace::start(
+        BIN,
+        &all,
+        Stdio::from(std::fs::File::create(&report_path).unwrap()),
+    );
+    (trace, report_path)
+}
+
+fn read_report(path: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 fn analyze_json(path: &str) -> Value {
     let out = Command::new(BIN)
         .args(["analyze", path, "--format", "json"])
@@ -467,21 +486,7 @@ fn recordings_of_real_calls_give_known_answers_live_and_from_the_file() {
     let pids = [0, 1, 2, 3].map(|i| children[i].pid);
     let [ledger, _, killer, _] = pids;
     let tree = format!("tree={},{},{},{}", pids[0], pids[1], pids[2], pids[3]);
-    // The report goes to stdout because the events go to a file.
-    let report_path = format!("{dir}/report.json");
-    let trace = Trace::start(
-        BIN,
-        &[
-            "-s",
-            &tree,
-            "-o",
-            &format!("json:{path}"),
-            "--analyze",
-            "--format",
-            "json",
-        ],
-        Stdio::from(std::fs::File::create(&report_path).unwrap()),
-    );
+    let (trace, report_path) = trace_analyzed(&dir, &path, &["-s", &tree]);
     for c in &children {
         c.release();
     }
@@ -494,8 +499,7 @@ fn recordings_of_real_calls_give_known_answers_live_and_from_the_file() {
     drop(starved);
 
     // Live: the report at exit.
-    let live: Value =
-        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    let live = read_report(&report_path);
     assert_eq!(live["source"], "live trace");
     check_answers(&live, pids, true);
 
@@ -952,21 +956,8 @@ fn a_reused_pid_is_two_processes() {
     }
     let dir = tempdir();
     let path = format!("{dir}/reuse.json");
-    let report_path = format!("{dir}/report.json");
     let tree = format!("tree={}", std::process::id());
-    let trace = Trace::start(
-        BIN,
-        &[
-            "-s",
-            &tree,
-            "-o",
-            &format!("json:{path}"),
-            "--analyze",
-            "--format",
-            "json",
-        ],
-        Stdio::from(std::fs::File::create(&report_path).unwrap()),
-    );
+    let (trace, report_path) = trace_analyzed(&dir, &path, &["-s", &tree]);
     let tracer = trace.pid();
 
     // The first process, its calls, its end; then the same host pid for the second.
@@ -992,8 +983,7 @@ fn a_reused_pid_is_two_processes() {
     let (code, stderr) = trace.stop(libc::SIGINT);
     assert_eq!(code, Some(0), "{stderr}");
 
-    let live: Value =
-        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    let live = read_report(&report_path);
     let recorded = analyze_json(&path);
     for r in [&live, &recorded] {
         let mut same: Vec<&Value> = r["processes"]
@@ -1188,20 +1178,7 @@ fn a_staged_kill_is_timed_from_its_fatal_signal() {
     }
     let dir = tempdir();
     let path = format!("{dir}/staged.json");
-    let report_path = format!("{dir}/report.json");
-    let trace = Trace::start(
-        BIN,
-        &[
-            "-e",
-            "tag=oom",
-            "-o",
-            &format!("json:{path}"),
-            "--analyze",
-            "--format",
-            "json",
-        ],
-        Stdio::from(std::fs::File::create(&report_path).unwrap()),
-    );
+    let (trace, report_path) = trace_analyzed(&dir, &path, &["-e", "tag=oom"]);
     // Starved of CPU, the victims cannot run their own exit: process_mrelease reaps them.
     let starved = Starved::new("staged");
     let victim = stubborn_holder(&starved);
@@ -1235,8 +1212,7 @@ fn a_staged_kill_is_timed_from_its_fatal_signal() {
     assert_eq!(code, Some(0), "{stderr}");
     drop(starved);
 
-    let live: Value =
-        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    let live = read_report(&report_path);
     let recorded = analyze_json(&path);
     assert_eq!(live["kills"], recorded["kills"]);
     let k = kill_of(&recorded, victim);
@@ -1351,25 +1327,12 @@ fn lost_events_are_in_the_recording_and_the_report() {
     }
     let dir = tempdir();
     let path = format!("{dir}/storm.json");
-    let report_path = format!("{dir}/report.json");
     let storm = Gated::fork(munmap_storm);
     let scope = format!("pid={}", storm.pid);
-    let trace = Trace::start(
-        BIN,
-        &[
-            "-e",
-            "munmap",
-            "-s",
-            &scope,
-            "--buffer-size",
-            "4K",
-            "-o",
-            &format!("json:{path}"),
-            "--analyze",
-            "--format",
-            "json",
-        ],
-        Stdio::from(std::fs::File::create(&report_path).unwrap()),
+    let (trace, report_path) = trace_analyzed(
+        &dir,
+        &path,
+        &["-e", "munmap", "-s", &scope, "--buffer-size", "4K"],
     );
     storm.release();
     assert_eq!(storm.wait(), 0);
@@ -1414,8 +1377,7 @@ fn lost_events_are_in_the_recording_and_the_report() {
         "{lost_lines} lost lines"
     );
 
-    let live: Value =
-        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    let live = read_report(&report_path);
     let recorded = analyze_json(&path);
     for r in [&live, &recorded] {
         assert_eq!(r["lost"]["events"], lost_all, "{}", r["lost"]);
