@@ -164,6 +164,11 @@ impl Trace {
         Trace { child, stderr: rx }
     }
 
+    /// The tracer's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops it with `signal`; returns its exit code and the rest of its stderr.
     pub fn stop(mut self, signal: i32) -> (Option<i32>, String) {
         unsafe { libc::kill(self.child.id() as i32, signal) };

@@ -12,6 +12,10 @@ use mmtrace_bpf::{Clock, Ext, Record};
 #[allow(dead_code)]
 #[path = "../src/output/mod.rs"]
 mod output;
+// ... and the in-band lines the outputs write.
+#[allow(dead_code)]
+#[path = "../src/inband.rs"]
+mod inband;
 
 /// What the kernel side sends for a munmap of an unmapped page with lock accounting: a
 /// record, then the caller-side prefix of `struct ext` (locked memory and mapping).

@@ -6,6 +6,7 @@ mod command;
 mod docs;
 mod examples;
 mod explain;
+mod inband;
 mod list;
 mod output;
 mod reap;

@@ -15,6 +15,7 @@ use mmtrace_events::select::{parse_selection, parse_size};
 use crate::analyze;
 use crate::cli::TraceArgs;
 use crate::command::Command;
+use crate::inband::InBand;
 use crate::output::{self, OutputSpec, Sink};
 
 /// How long the reader sleeps when the kernel has not woken it: the latency of a quiet trace.
@@ -24,7 +25,7 @@ const BATCH: usize = 4096;
 
 pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     let flags: Vec<&str> = args.events.iter().map(String::as_str).collect();
-    let selection = parse_selection(&flags)?;
+    let mut selection = parse_selection(&flags)?;
     let scope_flags: Vec<&str> = args.scope.iter().map(String::as_str).collect();
     let scope = Scope::parse(&scope_flags)?;
     let spec = match &args.output {
@@ -36,7 +37,8 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
         Ok(list) => Feature::parse_list(&list)?,
         Err(_) => Vec::new(),
     };
-    let (mut sink, analysis) = analyze::live(output::open(&spec)?, args.analyze);
+    let (mut sink, analysis) =
+        analyze::live(output::open(&spec)?, args.analyze, &mut selection.events);
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
@@ -82,6 +84,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     let mut seen = vec![0u64; usize::from(u16::MAX) + 1];
     let mut failure = None;
     let mut busy = false;
+    let mut inband = InBand::new();
     while !stop.load(Ordering::Relaxed) && failure.is_none() {
         // Its calls were all committed before it exited: the last drain below delivers them.
         if command.as_mut().is_some_and(|c| c.poll_exit().is_some()) {
@@ -91,12 +94,27 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
         if !busy {
             tracer.wait(POLL)?;
         }
-        (busy, failure) = pump(&mut tracer, sink.as_mut(), &mut seen, BATCH);
+        (busy, failure) = pump(&mut tracer, sink.as_mut(), &mut inband, &mut seen, BATCH);
+        failure = failure.or_else(|| inband.tick(&tracer, sink.as_mut()).err());
     }
     tracer.detach();
     // What was committed before the hooks came off is still in the ring: deliver it.
     if failure.is_none() {
-        failure = pump(&mut tracer, sink.as_mut(), &mut seen, usize::MAX).1;
+        failure = pump(
+            &mut tracer,
+            sink.as_mut(),
+            &mut inband,
+            &mut seen,
+            usize::MAX,
+        )
+        .1;
+    }
+    // What was lost after the last line about it: the recording and the analysis say so too.
+    if failure.is_none() {
+        failure = inband
+            .finish(&tracer, sink.as_mut())
+            .and_then(|()| sink.flush())
+            .err();
     }
     summarize(&tracer, &seen, started.elapsed(), ring_bytes);
     if let Some(analysis) = analysis {
@@ -127,6 +145,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
 fn pump(
     tracer: &mut Tracer,
     sink: &mut dyn Sink,
+    inband: &mut InBand,
     seen: &mut [u64],
     max: usize,
 ) -> (bool, Option<io::Error>) {
@@ -134,7 +153,10 @@ fn pump(
     let n = tracer.drain_some(max, |event| {
         seen[usize::from(event.def.id)] += 1;
         if failure.is_none() {
-            failure = sink.event(&event).err();
+            failure = sink
+                .event(&event)
+                .and_then(|()| inband.after(&event, sink))
+                .err();
         }
     });
     (n == max, failure.or_else(|| sink.flush().err()))

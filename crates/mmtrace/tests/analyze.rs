@@ -62,6 +62,13 @@ impl Gated {
         unsafe { libc::close(self.go) };
         status
     }
+
+    /// Lets it go without its calls: it exits at once.
+    fn abandon(self) {
+        unsafe { libc::close(self.go) };
+        let mut status = 0;
+        assert_eq!(unsafe { libc::waitpid(self.pid, &mut status, 0) }, self.pid);
+    }
 }
 
 unsafe fn map(len: usize, prot: i32) -> *mut u8 {
@@ -278,6 +285,25 @@ fn root() -> bool {
     }
 }
 
+/// Starts `mmtrace trace ARGS -o json:PATH --analyze --format json`; the report at exit goes
+/// to stdout, as the events go to a file, and from there to a file in `dir`, returned.
+fn trace_analyzed(dir: &str, path: &str, args: &[&str]) -> (Trace, String) {
+    let report_path = format!("{dir}/report.json");
+    let out = format!("json:{path}");
+    let mut all = args.to_vec();
+    all.extend(["-o", &out, "--analyze", "--format", "json"]);
+    let trace = Trace::start(
+        BIN,
+        &all,
+        Stdio::from(std::fs::File::create(&report_path).unwrap()),
+    );
+    (trace, report_path)
+}
+
+fn read_report(path: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 fn analyze_json(path: &str) -> Value {
     let out = Command::new(BIN)
         .args(["analyze", path, "--format", "json"])
@@ -300,10 +326,24 @@ fn process(report: &Value, pid: i32) -> &Value {
         .unwrap_or_else(|| panic!("pid {pid} not in the report"))
 }
 
-fn detections(report: &Value, pid: i32) -> Vec<String> {
-    let mut ids: Vec<String> = report["detections"]
+/// Every process a detection was raised for, as (instance with its detection's "id").
+fn findings(report: &Value) -> Vec<Value> {
+    report["detections"]
         .as_array()
         .unwrap()
+        .iter()
+        .flat_map(|d| {
+            d["instances"].as_array().unwrap().iter().map(|i| {
+                let mut i = i.clone();
+                i["id"] = d["id"].clone();
+                i
+            })
+        })
+        .collect()
+}
+
+fn detections(report: &Value, pid: i32) -> Vec<String> {
+    let mut ids: Vec<String> = findings(report)
         .iter()
         .filter(|d| d["pid"] == pid)
         .map(|d| d["id"].as_str().unwrap().to_string())
@@ -347,12 +387,11 @@ fn check_answers(r: &Value, pids: [i32; 4], enriched: bool) {
         expected.insert(1, "MMT-002");
     }
     assert_eq!(detections(r, future), expected);
-    let mcl = r["detections"]
-        .as_array()
-        .unwrap()
+    let mcl = findings(r)
         .iter()
         .find(|d| d["pid"] == future && d["id"] == "MMT-007")
-        .unwrap();
+        .unwrap()
+        .clone();
     assert_eq!(
         mcl["count"], 1,
         "MCL_FUTURE|MCL_ONFAULT must not count: {mcl}"
@@ -399,22 +438,20 @@ fn check_answers(r: &Value, pids: [i32; 4], enriched: bool) {
         ])
     );
     assert_eq!(m["locked"]["peakBytes"], 15 * PAGE, "{m}");
-    let lock_failure = r["detections"]
-        .as_array()
-        .unwrap()
+    let lock_failure = findings(r)
         .iter()
         .find(|d| d["pid"] == limited && d["id"] == "MMT-004")
-        .unwrap();
+        .unwrap()
+        .clone();
     assert_eq!(lock_failure["count"], 2, "ENOMEM and EPERM: {lock_failure}");
     if enriched {
         // The limit in force at the end; the finding names the one it was near.
         assert_eq!(m["locked"]["limitBytes"], 0, "{m}");
-        let near = r["detections"]
-            .as_array()
-            .unwrap()
+        let near = findings(r)
             .iter()
             .find(|d| d["pid"] == limited && d["id"] == "MMT-003")
-            .unwrap();
+            .unwrap()
+            .clone();
         let detail = near["detail"].as_str().unwrap();
         assert!(
             detail.starts_with("60.0 KiB locked of a 64.0 KiB RLIMIT_MEMLOCK (93%)"),
@@ -449,21 +486,7 @@ fn recordings_of_real_calls_give_known_answers_live_and_from_the_file() {
     let pids = [0, 1, 2, 3].map(|i| children[i].pid);
     let [ledger, _, killer, _] = pids;
     let tree = format!("tree={},{},{},{}", pids[0], pids[1], pids[2], pids[3]);
-    // The report goes to stdout because the events go to a file.
-    let report_path = format!("{dir}/report.json");
-    let trace = Trace::start(
-        BIN,
-        &[
-            "-s",
-            &tree,
-            "-o",
-            &format!("json:{path}"),
-            "--analyze",
-            "--format",
-            "json",
-        ],
-        Stdio::from(std::fs::File::create(&report_path).unwrap()),
-    );
+    let (trace, report_path) = trace_analyzed(&dir, &path, &["-s", &tree]);
     for c in &children {
         c.release();
     }
@@ -476,8 +499,7 @@ fn recordings_of_real_calls_give_known_answers_live_and_from_the_file() {
     drop(starved);
 
     // Live: the report at exit.
-    let live: Value =
-        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    let live = read_report(&report_path);
     assert_eq!(live["source"], "live trace");
     check_answers(&live, pids, true);
 
@@ -489,8 +511,8 @@ fn recordings_of_real_calls_give_known_answers_live_and_from_the_file() {
     assert_eq!(recorded["processes"], live["processes"]);
     assert_eq!(recorded["kills"], live["kills"]);
     let without_lines = |r: &Value| {
-        let mut d = r["detections"].clone();
-        for f in d.as_array_mut().unwrap() {
+        let mut d = findings(r);
+        for f in &mut d {
             f.as_object_mut().unwrap().remove("line");
         }
         d
@@ -759,7 +781,7 @@ fn a_kernel_oom_kill_has_its_timeline() {
     let back = kill["memoryBackNs"].as_u64().unwrap();
     assert!(back <= exit - marked, "{kill}");
     assert!(
-        ["oom_reaper", "exit"].contains(&kill["memoryBackBy"].as_str().unwrap()),
+        ["oom_reaper", "teardown", "exit_start"].contains(&kill["memoryBackBy"].as_str().unwrap()),
         "{kill}"
     );
     let out = Command::new(BIN).args(["analyze", &path]).output().unwrap();
@@ -850,4 +872,525 @@ fn reap_on_a_kernel_without_process_mrelease_kills_nothing() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Two mmaps and mlockall(MCL_FUTURE) (MMT-007), then gone.
+fn first_of_pid() -> i32 {
+    unsafe {
+        map(PAGE, libc::PROT_READ);
+        map(PAGE, libc::PROT_READ);
+        libc::mlockall(libc::MCL_FUTURE);
+    }
+    0
+}
+
+/// Three mmaps and mlockall(MCL_FUTURE), from the second process to get the same pid.
+fn second_of_pid() -> i32 {
+    unsafe {
+        map(PAGE, libc::PROT_READ);
+        libc::mlockall(libc::MCL_FUTURE);
+        map(PAGE, libc::PROT_READ);
+    }
+    0
+}
+
+fn epoch_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// Forks `calls` as host pid `pid`, the pid the analysis keys on: /proc/sys/kernel/ns_last_pid
+/// of the host's pid namespace says which pid comes next. Other processes on the machine
+/// may take it first: it retries then.
+fn gated_as_pid(pid: i32, calls: fn() -> i32) -> Option<Gated> {
+    for _ in 0..200 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).unwrap();
+        let g = Gated::fork(calls);
+        if g.pid == pid {
+            return Some(g);
+        }
+        g.abandon();
+    }
+    None
+}
+
+/// A new pid namespace whose init (pid 1 inside) makes `calls`, then exits; returns its
+/// host pid once it has.
+fn pid_one_of_a_new_namespace(calls: fn() -> i32) -> i32 {
+    let mut fds = [0; 2];
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let helper = unsafe { libc::fork() };
+    if helper == 0 {
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWPID) != 0 {
+                libc::_exit(3);
+            }
+            let init = libc::fork();
+            if init == 0 {
+                libc::_exit(if libc::getpid() == 1 { calls() } else { 4 });
+            }
+            libc::write(fds[1], (&raw const init).cast(), 4);
+            let mut status = 0;
+            libc::waitpid(init, &mut status, 0);
+            libc::_exit(if status == 0 { 0 } else { 5 });
+        }
+    }
+    let mut init = 0i32;
+    assert_eq!(unsafe { libc::read(fds[0], (&raw mut init).cast(), 4) }, 4);
+    let mut status = 0;
+    assert_eq!(unsafe { libc::waitpid(helper, &mut status, 0) }, helper);
+    assert_eq!(status, 0, "the namespace's init failed");
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+    init
+}
+
+#[test]
+fn a_reused_pid_is_two_processes() {
+    if !bpf_allowed() || !root() {
+        return;
+    }
+    let dir = tempdir();
+    let path = format!("{dir}/reuse.json");
+    let tree = format!("tree={}", std::process::id());
+    let (trace, report_path) = trace_analyzed(&dir, &path, &["-s", &tree]);
+    let tracer = trace.pid();
+
+    // The first process, its calls, its end; then the same host pid for the second.
+    let before_first = epoch_ns();
+    let first = Gated::fork(first_of_pid);
+    let after_first = epoch_ns();
+    let pid = first.pid;
+    first.release();
+    assert_eq!(first.wait(), 0);
+    let before_second = epoch_ns();
+    let Some(second) = gated_as_pid(pid, second_of_pid) else {
+        panic!("pid {pid} never came back in 200 forks");
+    };
+    let after_second = epoch_ns();
+    second.release();
+    assert_eq!(second.wait(), 0);
+    // Two containers' pid 1: the same pid in their namespaces, two processes on the host.
+    let inits = [
+        pid_one_of_a_new_namespace(first_of_pid),
+        pid_one_of_a_new_namespace(second_of_pid),
+    ];
+    std::thread::sleep(Duration::from_millis(200));
+    let (code, stderr) = trace.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    let live = read_report(&report_path);
+    let recorded = analyze_json(&path);
+    for r in [&live, &recorded] {
+        let mut same: Vec<&Value> = r["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["pid"] == pid)
+            .collect();
+        same.sort_by_key(|p| p["startTime"].as_u64());
+        let calls: Vec<u64> = same.iter().map(|p| p["calls"].as_u64().unwrap()).collect();
+        assert_eq!(calls, [3, 3], "{same:?}");
+        // Each start is when the test forked it (the kernel stamps the fork; a few ms
+        // allowed for the boot-to-epoch conversion).
+        let slack = 5_000_000;
+        for (p, (lo, hi)) in same
+            .iter()
+            .zip([(before_first, after_first), (before_second, after_second)])
+        {
+            let start = p["startTime"].as_u64().unwrap();
+            assert!(
+                start + slack >= lo && start <= hi + slack,
+                "{p} not in [{lo}, {hi}]"
+            );
+        }
+        for init in inits {
+            assert_eq!(process(r, init)["calls"], 3, "pid 1 of its namespace");
+        }
+        // The tracer's own stop (SIGINT from this test) is no kill.
+        assert!(
+            !r["kills"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|k| k["targetPid"] == tracer),
+            "{}",
+            r["kills"]
+        );
+        // One detection, four processes: explained once, then each.
+        let future = r["detections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] == "MMT-007")
+            .unwrap();
+        let pids: Vec<&Value> = future["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| &i["pid"])
+            .filter(|&p| *p == pid || inits.iter().any(|i| p == i))
+            .collect();
+        assert_eq!(pids.len(), 4, "{future}");
+    }
+    let recording = std::fs::read_to_string(&path).unwrap();
+    let in_namespace = recording
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| inits.iter().any(|i| v["hostProcessId"] == *i))
+        .all(|v| v["processId"] == 1);
+    assert!(in_namespace, "the inits are pid 1 inside");
+
+    let out = Command::new(BIN).args(["analyze", &path]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let explanation = "A process called mlockall with MCL_FUTURE but not MCL_ONFAULT";
+    assert_eq!(text.matches(explanation).count(), 1, "{text}");
+    assert_eq!(
+        text.matches(&format!("(pid {pid}): first at")).count(),
+        2,
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+const STAGED_VICTIM: usize = 256 * MIB;
+/// How long the staged killer waits between SIGTERM and SIGKILL.
+const GRACE: Duration = Duration::from_millis(300);
+
+fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// What the staged killer measured itself: from just before its SIGKILL to the return of
+/// its second process_mrelease, that call's result, and from the SIGKILL to the exit.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+struct Staged {
+    back_ns: u64,
+    release: i64,
+    exit_ns: u64,
+}
+
+/// Kills `victim` as userspace OOM killers do: pidfd_open, SIGTERM, process_mrelease
+/// (EINVAL while the victim is not dying), a wait, SIGKILL, process_mrelease, then waits for
+/// the exit. Runs as a forked child, raw syscalls only; reports on `out`.
+fn staged_kill(victim: i32, out: i32) -> ! {
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, victim, 0);
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd, libc::SIGTERM, 0, 0);
+        libc::syscall(libc::SYS_process_mrelease, pidfd, 0);
+        let grace = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: GRACE.as_nanos() as i64,
+        };
+        libc::nanosleep(&grace, std::ptr::null_mut());
+        let killed = monotonic_ns();
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd, libc::SIGKILL, 0, 0);
+        let r = libc::syscall(libc::SYS_process_mrelease, pidfd, 0);
+        let released = monotonic_ns();
+        let release = if r == 0 {
+            0
+        } else {
+            -i64::from(*libc::__errno_location())
+        };
+        let mut fds = [libc::pollfd {
+            fd: pidfd as i32,
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        libc::poll(fds.as_mut_ptr(), 1, 30_000);
+        let report = Staged {
+            back_ns: released - killed,
+            release,
+            exit_ns: monotonic_ns() - killed,
+        };
+        libc::write(out, (&raw const report).cast(), size_of::<Staged>());
+        libc::_exit(0)
+    }
+}
+
+/// Like `hold`, but ignoring SIGTERM, as a victim that must be killed with SIGKILL does.
+fn stubborn_holder(starved: &Starved) -> i32 {
+    unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+    let pid = holder(STAGED_VICTIM, Some(starved));
+    unsafe { libc::signal(libc::SIGTERM, libc::SIG_DFL) };
+    pid
+}
+
+fn mem_available() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap()
+        * 1024
+}
+
+fn psi_some_avg10() -> f64 {
+    std::fs::read_to_string("/proc/pressure/memory")
+        .unwrap()
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().find_map(|f| f.strip_prefix("avg10=")))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// "memory back 12.345 ms after the kill" → 12.345 ms in ns.
+fn reap_back_ns(out: &str) -> u64 {
+    let rest = &out[out.find("memory back ").unwrap_or_else(|| panic!("{out}")) + 12..];
+    let ms: f64 = rest.split_whitespace().next().unwrap().parse().unwrap();
+    (ms * 1e6) as u64
+}
+
+/// The analysis and an independent measure of the same kill agree: within a millisecond
+/// and a tenth, the tracer's stamps being taken inside the calls the killer times around.
+fn agrees(analysis_ns: u64, measured_ns: u64) -> bool {
+    let slack = 1_000_000 + measured_ns / 10;
+    analysis_ns <= measured_ns + 1_000_000 && analysis_ns + slack >= measured_ns
+}
+
+fn kill_of(r: &Value, victim: i32) -> Value {
+    r["kills"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["targetPid"] == victim)
+        .unwrap_or_else(|| panic!("no kill of {victim}: {}", r["kills"]))
+        .clone()
+}
+
+#[test]
+fn a_staged_kill_is_timed_from_its_fatal_signal() {
+    if !bpf_allowed() || !root() {
+        return;
+    }
+    let dir = tempdir();
+    let path = format!("{dir}/staged.json");
+    let (trace, report_path) = trace_analyzed(&dir, &path, &["-e", "tag=oom"]);
+    // Starved of CPU, the victims cannot run their own exit: process_mrelease reaps them.
+    let starved = Starved::new("staged");
+    let victim = stubborn_holder(&starved);
+    std::thread::sleep(Duration::from_millis(100));
+    let (available_before, psi_before) = (mem_available(), psi_some_avg10());
+    let mut report = [0; 2];
+    assert_eq!(unsafe { libc::pipe(report.as_mut_ptr()) }, 0);
+    let killer = match unsafe { libc::fork() } {
+        0 => staged_kill(victim, report[1]),
+        pid => pid,
+    };
+    let mut staged = Staged::default();
+    let n = unsafe { libc::read(report[0], (&raw mut staged).cast(), size_of::<Staged>()) };
+    assert_eq!(n as usize, size_of::<Staged>());
+    assert_eq!(
+        unsafe { libc::waitpid(killer, std::ptr::null_mut(), 0) },
+        killer
+    );
+    assert_eq!(killed_by(victim), libc::SIGKILL);
+    let (available_after, psi_after) = (mem_available(), psi_some_avg10());
+    assert_eq!(staged.release, 0, "the victim was reaped: {staged:?}");
+
+    // `mmtrace reap` of a second victim, traced too: its own measure against the analysis.
+    let reaped = holder(128 * MIB, Some(&starved));
+    std::thread::sleep(Duration::from_millis(100));
+    let (code, reap_out, reap_err) = run(&["reap", &reaped.to_string()]);
+    assert_eq!(code, Some(0), "{reap_out}{reap_err}");
+    assert_eq!(killed_by(reaped), libc::SIGKILL);
+    std::thread::sleep(Duration::from_millis(200));
+    let (code, stderr) = trace.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "{stderr}");
+    drop(starved);
+
+    let live = read_report(&report_path);
+    let recorded = analyze_json(&path);
+    assert_eq!(live["kills"], recorded["kills"]);
+    let k = kill_of(&recorded, victim);
+    let signals: Vec<(&str, &str)> = k["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["signal"].as_str().unwrap(), s["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(signals, [("SIGTERM", "ok"), ("SIGKILL", "ok")], "{k}");
+    assert_eq!(k["signal"], "SIGKILL", "the kill is the fatal signal: {k}");
+    assert_eq!(k["exitSignal"], "SIGKILL", "{k}");
+    assert_eq!(k["signalAt"], k["signals"][1]["at"], "{k}");
+    let results: Vec<&str> = k["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(results, ["EINVAL", "ok"], "{k}");
+    assert_eq!(k["memoryBackBy"], "process_mrelease", "{k}");
+    let back = k["memoryBackNs"].as_u64().unwrap();
+    assert!(
+        agrees(back, staged.back_ns),
+        "analysis {back} ns, the killer measured {} ns: {k}",
+        staged.back_ns
+    );
+    let freed = k["releases"][1]["freedBytes"].as_u64().unwrap();
+    assert!(freed >= STAGED_VICTIM as u64 * 9 / 10, "{k}");
+
+    // The pressure the tracer read when the SIGTERM came in, against the test's own reads.
+    let p = &k["pressure"];
+    let available = p["memAvailableBytes"].as_u64().unwrap();
+    let (lo, hi) = (
+        available_before.min(available_after),
+        available_before.max(available_after),
+    );
+    let slack = 64 * MIB as u64;
+    assert!(
+        available + slack >= lo && available <= hi + slack,
+        "MemAvailable {available} not within [{lo}, {hi}]: {p}"
+    );
+    let some = p["someAvg10"].as_f64().unwrap();
+    assert!(
+        some >= psi_before.min(psi_after) - 5.0 && some <= psi_before.max(psi_after) + 5.0,
+        "PSI some {some} against {psi_before} and {psi_after}"
+    );
+    let signal_at = k["signals"][0]["at"].as_u64().unwrap();
+    assert!(p["at"].as_u64().unwrap() >= signal_at, "{p}");
+
+    // `mmtrace reap` and the analysis of its own run agree.
+    let r = kill_of(&recorded, reaped);
+    assert_eq!(r["memoryBackBy"], "process_mrelease", "{r}");
+    let measured = reap_back_ns(&reap_out);
+    let back = r["memoryBackNs"].as_u64().unwrap();
+    assert!(
+        agrees(back, measured),
+        "analysis {back} ns, reap measured {measured} ns: {reap_out}"
+    );
+
+    let s = &recorded["killSummary"];
+    assert!(s["kills"].as_u64().unwrap() >= 2, "{s}");
+    assert!(s["releasedBytes"].as_u64().unwrap() >= freed, "{s}");
+    let einval = s["releaseFailures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["errno"] == "EINVAL")
+        .unwrap_or_else(|| panic!("{s}"));
+    assert!(einval["count"].as_u64().unwrap() >= 1, "{s}");
+
+    // The text: every step in time order, the fatal signal marked.
+    let out = Command::new(BIN).args(["analyze", &path]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let block = &text[text.find(&format!("  pid {victim} ")).unwrap()..];
+    let order = [
+        "SIGTERM via pidfd_send_signal: ok",
+        "process_mrelease took",
+        "SIGKILL via pidfd_send_signal: ok (the kill)",
+        "(by process_mrelease)",
+    ];
+    let at: Vec<usize> = order
+        .iter()
+        .map(|n| {
+            block
+                .find(n)
+                .unwrap_or_else(|| panic!("{n} missing: {block}"))
+        })
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{block}");
+    assert!(
+        text.contains("memory pressure at the kill: PSI some"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+const STORM_CALLS_MADE: usize = 300_000;
+
+/// munmap of an unmapped page, as fast as it goes: more than a small ring can hold.
+fn munmap_storm() -> i32 {
+    for _ in 0..STORM_CALLS_MADE {
+        unsafe { libc::munmap(0x10000 as *mut libc::c_void, PAGE) };
+    }
+    0
+}
+
+#[test]
+fn lost_events_are_in_the_recording_and_the_report() {
+    if !bpf_allowed() {
+        return;
+    }
+    let dir = tempdir();
+    let path = format!("{dir}/storm.json");
+    let storm = Gated::fork(munmap_storm);
+    let scope = format!("pid={}", storm.pid);
+    let (trace, report_path) = trace_analyzed(
+        &dir,
+        &path,
+        &["-e", "munmap", "-s", &scope, "--buffer-size", "4K"],
+    );
+    storm.release();
+    assert_eq!(storm.wait(), 0);
+    std::thread::sleep(Duration::from_millis(200));
+    let (code, stderr) = trace.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    // Every call the storm made is either a line or counted lost, in band.
+    let recording = std::fs::read_to_string(&path).unwrap();
+    let mut delivered = 0u64;
+    let mut lost = 0u64;
+    let mut lost_all = 0u64;
+    let mut lost_lines = 0;
+    for line in recording.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        match v["eventName"].as_str().unwrap() {
+            "munmap" => delivered += 1,
+            "mmtrace_lost" => {
+                lost_lines += 1;
+                for a in v["args"].as_array().unwrap() {
+                    if a["name"] == "since" {
+                        continue;
+                    }
+                    // With --analyze the exits are traced too, for the analysis alone.
+                    let n = a["value"].as_u64().unwrap();
+                    lost_all += n;
+                    if a["name"] == "munmap" {
+                        lost += n;
+                    }
+                }
+            }
+            other => panic!("unexpected {other}: {line}"),
+        }
+    }
+    assert!(
+        lost > 0,
+        "a 4 KiB ring lost nothing of {STORM_CALLS_MADE} calls"
+    );
+    assert_eq!(
+        delivered + lost,
+        STORM_CALLS_MADE as u64,
+        "{lost_lines} lost lines"
+    );
+
+    let live = read_report(&report_path);
+    let recorded = analyze_json(&path);
+    for r in [&live, &recorded] {
+        assert_eq!(r["lost"]["events"], lost_all, "{}", r["lost"]);
+        assert_eq!(r["lost"]["byEvent"]["munmap"], lost, "{}", r["lost"]);
+        let percent = r["lost"]["percent"].as_f64().unwrap();
+        let expected = lost_all as f64 * 100.0 / (lost_all + delivered) as f64;
+        assert!((percent - expected).abs() < 0.1, "{percent} vs {expected}");
+    }
+    let out = Command::new(BIN).args(["analyze", &path]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(&format!("PARTIAL: {lost_all} events were lost")),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

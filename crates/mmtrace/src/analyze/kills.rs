@@ -1,12 +1,47 @@
-//! Kill-and-reap timelines: from the signal (or the kernel OOM killer's choice) through each
-//! process_mrelease to the exit, and how long the memory took to come back.
+//! Kill-and-reap timelines, as userspace OOM killers really kill: every signal (often
+//! SIGTERM, then SIGKILL when the victim ignores it) and every process_mrelease, the exit,
+//! and how long the memory took to come back after the fatal signal.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use mmtrace_events::decode::signal_name;
 use serde::Serialize;
 
 use super::record::Record;
+use crate::inband;
+
+/// The event that says a victim's address space is torn down: `mmap:exit_mmap`, stamped
+/// with the process the memory belonged to. The kernel side does not send it yet; when a
+/// recording has it, it is when the memory is back. Without it, only the exit's start is
+/// known (`sched_process_exit`, which fires before the process gives up its memory).
+pub const TEARDOWN_END: &str = "exit_mmap";
+
+/// A pressure sample belongs to a signal read at most this long before it.
+const PRESSURE_WINDOW_NS: u64 = 1_000_000_000;
+
+const SIGKILL: u64 = 9;
+
+/// Whether a signal's default action ends the process: all but the ones that are ignored,
+/// stop or continue it by default.
+fn terminates(sig: u64) -> bool {
+    // SIGCHLD, SIGCONT, SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU, SIGURG, SIGWINCH.
+    !matches!(sig, 0 | 17..=23 | 28)
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Signal {
+    pub at: u64,
+    pub signal: String,
+    #[serde(skip)]
+    number: u64,
+    /// pidfd_send_signal or kill.
+    pub via: String,
+    /// "ok" or the errno name.
+    pub result: String,
+    pub by_pid: u32,
+    pub by_name: String,
+}
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -39,6 +74,18 @@ pub struct Oom {
     pub reap_skipped: bool,
 }
 
+/// The machine's memory pressure as the tracer read it just after the kill's first signal.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pressure {
+    pub at: u64,
+    /// PSI `some` avg10, percent.
+    pub some_avg10: Option<f64>,
+    /// PSI `full` avg10, percent.
+    pub full_avg10: Option<f64>,
+    pub mem_available_bytes: Option<u64>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Kill {
@@ -50,7 +97,8 @@ pub struct Kill {
     pub killer_pid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub killer_name: Option<String>,
-    /// pidfd_send_signal, kill, or oom_kill for the kernel's OOM killer.
+    /// The kill itself: the first fatal signal (pidfd_send_signal or kill), or oom_kill for
+    /// the kernel's OOM killer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub via: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -59,21 +107,37 @@ pub struct Kill {
     pub signal_at: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signal_result: Option<String>,
+    /// Every signal sent to the victim, in order, the fatal one among them.
+    pub signals: Vec<Signal>,
     pub releases: Vec<Release>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oom: Option<Oom>,
+    /// When the victim began to exit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_at: Option<u64>,
-    /// Bytes the victim still held when it exited, when the recording says.
+    /// The signal the victim died of, when the exit says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_signal: Option<String>,
+    /// Bytes the victim still held when it began to exit, when the recording says.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held_at_exit: Option<u64>,
-    /// From the kill to the memory being back: the first successful process_mrelease's
-    /// return, the OOM reaper's finish, or the exit, whichever came first. The exit is
-    /// stamped as it starts, just before the process gives up its memory.
+    /// When its address space was torn down, when the recording has it (`exit_mmap`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub teardown_end_at: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pressure: Option<Pressure>,
+    /// From the kill to the memory being back: a successful process_mrelease's return, the
+    /// OOM reaper's finish, or the end of the victim's teardown, whichever came first. When
+    /// none is in the recording, the exit's start ("exit_start"), before the memory is
+    /// given back: a lower bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_back_at: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_back_ns: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_back_by: Option<&'static str>,
+    #[serde(skip)]
+    exit_signal_number: Option<u64>,
 }
 
 impl Kill {
@@ -87,52 +151,123 @@ impl Kill {
             signal: None,
             signal_at: None,
             signal_result: None,
+            signals: Vec::new(),
             releases: Vec::new(),
             oom: None,
             exit_at: None,
+            exit_signal: None,
             held_at_exit: None,
+            teardown_end_at: None,
+            pressure: None,
+            memory_back_at: None,
             memory_back_ns: None,
             memory_back_by: None,
+            exit_signal_number: None,
         }
     }
 
-    /// The kill: the signal, or the kernel OOM killer's choice.
+    /// The kill: the fatal signal, or the kernel OOM killer's choice.
     pub fn start(&self) -> Option<u64> {
         self.signal_at
             .or(self.oom.as_ref().map(|o| o.mark_victim_at))
     }
 
-    /// Works out when the memory was back, once every line is in.
+    /// The signal that ended the victim: the one its exit names; else SIGKILL, which cannot
+    /// be caught; else, once the victim is known to be dying (it exited, or
+    /// process_mrelease reaped it), the first signal whose default is to end it.
+    fn fatal(&self) -> Option<&Signal> {
+        let sent = |sig: u64| {
+            self.signals
+                .iter()
+                .find(|s| s.number == sig && s.result == "ok")
+        };
+        if let Some(s) = self.exit_signal_number.and_then(sent) {
+            return Some(s);
+        }
+        if let Some(s) = sent(SIGKILL) {
+            return Some(s);
+        }
+        let dying = self.exit_at.is_some() || self.releases.iter().any(|r| r.result == "ok");
+        self.signals
+            .iter()
+            .find(|s| dying && s.result == "ok" && terminates(s.number))
+    }
+
+    /// A signal that ended nothing (a SIGTERM handled, a SIGUSR1, the tracer's own stop) is
+    /// no kill. A process_mrelease is a killer at work, even on a process that never died.
+    fn is_kill(&self) -> bool {
+        self.signal_at.is_some() || self.oom.is_some() || !self.releases.is_empty()
+    }
+
+    /// Works out the fatal signal and when the memory was back, once every line is in.
     fn settle(&mut self) {
-        let start = self.start();
+        if let Some(s) = self.fatal().cloned() {
+            self.signal_at = Some(s.at);
+            self.signal = Some(s.signal);
+            self.via = Some(s.via);
+            self.signal_result = Some(s.result);
+            self.killer_pid = Some(s.by_pid);
+            self.killer_name = Some(s.by_name);
+        }
+        let Some(start) = self.start() else { return };
         let mut candidates: Vec<(u64, &'static str)> = Vec::new();
-        if let Some(r) = self.releases.iter().find(|r| r.result == "ok") {
+        if let Some(r) = self
+            .releases
+            .iter()
+            .find(|r| r.result == "ok" && r.at >= start)
+        {
             candidates.push((r.at.saturating_add(r.duration_ns), "process_mrelease"));
         }
         if let Some(at) = self.oom.as_ref().and_then(|o| o.reap_finish_at) {
             candidates.push((at, "oom_reaper"));
         }
-        if let Some(at) = self.exit_at {
-            candidates.push((at, "exit"));
+        if let Some(at) = self.teardown_end_at {
+            candidates.push((at, "teardown"));
         }
-        if let (Some(start), Some(&(at, by))) = (start, candidates.iter().min()) {
+        if candidates.is_empty() {
+            if let Some(at) = self.exit_at {
+                candidates.push((at, "exit_start"));
+            }
+        }
+        if let Some(&(at, by)) = candidates.iter().min() {
+            self.memory_back_at = Some(at);
             self.memory_back_ns = Some(at.saturating_sub(start));
             self.memory_back_by = Some(by);
         }
     }
 }
 
+/// One pidfd: the process it was opened for, and when.
+#[derive(Debug, Clone, Copy)]
+struct Pidfd {
+    pid: u32,
+    opened_at: u64,
+}
+
 /// Follows pidfds to the processes they name and collects one timeline per kill.
 #[derive(Debug, Default)]
 pub struct Kills {
-    /// (caller, fd) → the pid it was opened for.
-    pidfds: HashMap<(u32, i64), u32>,
+    /// caller → fd → the process it was opened for.
+    pidfds: HashMap<u32, HashMap<i64, Pidfd>>,
     kills: Vec<Kill>,
     /// The latest timeline of each victim.
     latest: HashMap<u32, usize>,
+    /// Timelines with a signal read and no pressure sample yet.
+    awaiting_pressure: Vec<usize>,
+    /// The tracer's own pid, in a live trace: signals to it are its stop, not a kill.
+    ignored: Option<u32>,
 }
 
 impl Kills {
+    pub fn ignore(&mut self, pid: u32) {
+        self.ignored = Some(pid);
+    }
+
+    /// The caller has exited: its pidfds are closed.
+    pub fn forget_caller(&mut self, pid: u32) {
+        self.pidfds.remove(&pid);
+    }
+
     pub fn apply(&mut self, r: &Record) {
         match &*r.name {
             "pidfd_open" if r.ok() => {
@@ -142,7 +277,11 @@ impl Kills {
                     .map(|t| t.0)
                     .or_else(|| r.arg_u64("pid").and_then(|p| u32::try_from(p).ok()));
                 if let Some(pid) = pid {
-                    self.pidfds.insert((r.pid, r.ret), pid);
+                    let opened_at = r.end();
+                    self.pidfds
+                        .entry(r.pid)
+                        .or_default()
+                        .insert(r.ret, Pidfd { pid, opened_at });
                 }
             }
             "pidfd_send_signal" | "kill" => {
@@ -151,21 +290,33 @@ impl Kills {
                 if sig == 0 {
                     return;
                 }
-                let Some(pid) = self.target_of(r) else { return };
-                let k = self.timeline(pid, r, true);
-                // A second signal to a victim still dying adds nothing: keep the first.
-                if k.signal_at.is_none() {
-                    k.signal_at = Some(r.ts);
-                    k.signal = Some(signal_name(sig));
-                    k.via = Some(r.name.to_string());
-                    k.signal_result = Some(r.errno.clone().unwrap_or_else(|| "ok".into()));
-                    k.killer_pid = Some(r.pid);
-                    k.killer_name = Some(r.comm.clone());
+                let Some((pid, opened_at)) = self.target_of(r) else {
+                    return;
+                };
+                if Some(pid) == self.ignored {
+                    return;
+                }
+                let i = self.timeline(pid, r, Some(opened_at));
+                let k = &mut self.kills[i];
+                k.signals.push(Signal {
+                    at: r.ts,
+                    signal: signal_name(sig),
+                    number: sig,
+                    via: r.name.to_string(),
+                    result: r.errno.clone().unwrap_or_else(|| "ok".into()),
+                    by_pid: r.pid,
+                    by_name: r.comm.clone(),
+                });
+                if k.pressure.is_none() {
+                    self.awaiting_pressure.push(i);
                 }
             }
             "process_mrelease" => {
-                let Some(pid) = self.target_of(r) else { return };
-                let k = self.timeline(pid, r, false);
+                let Some((pid, _)) = self.target_of(r) else {
+                    return;
+                };
+                let i = self.timeline(pid, r, None);
+                let k = &mut self.kills[i];
                 k.releases.push(Release {
                     at: r.ts,
                     duration_ns: r.duration,
@@ -184,7 +335,8 @@ impl Kills {
                     return;
                 };
                 let comm = r.arg_str("comm").map(str::to_string);
-                let k = self.timeline(pid, r, true);
+                let i = self.timeline(pid, r, Some(0));
+                let k = &mut self.kills[i];
                 k.via = Some("oom_kill".into());
                 k.signal = Some("SIGKILL".into());
                 k.target_name = comm.or(k.target_name.take());
@@ -195,6 +347,9 @@ impl Kills {
                     shmem_rss_kb: r.arg_u64("shmem_rss"),
                     ..Oom::default()
                 });
+                if k.pressure.is_none() {
+                    self.awaiting_pressure.push(i);
+                }
             }
             "oom_start_task_reaping" | "oom_finish_task_reaping" | "oom_skip_task_reaping" => {
                 let Some(pid) = r.arg_u64("pid").and_then(|p| u32::try_from(p).ok()) else {
@@ -218,6 +373,12 @@ impl Kills {
                 let k = &mut self.kills[i];
                 if k.exit_at.is_none() {
                     k.exit_at = Some(r.ts);
+                    // The low 7 bits of a wait status are the signal that ended it.
+                    let sig = r.arg_u64("exit_code").map_or(0, |c| c & 0x7f);
+                    if sig != 0 {
+                        k.exit_signal = Some(signal_name(sig));
+                        k.exit_signal_number = Some(sig);
+                    }
                     // The kernel's counters are per-CPU sums that can dip below zero once
                     // process_mrelease has taken the pages: such a value means nothing held.
                     k.held_at_exit = ["anon", "file", "shmem"].iter().try_fold(0u64, |sum, a| {
@@ -225,47 +386,161 @@ impl Kills {
                     });
                 }
             }
+            TEARDOWN_END => {
+                if let Some(&i) = self.latest.get(&r.pid) {
+                    self.kills[i].teardown_end_at.get_or_insert(r.ts);
+                }
+            }
+            inband::PRESSURE => {
+                let arg = |name| r.json_args().find(|(n, _)| *n == name).map(|(_, v)| v);
+                let sample = Pressure {
+                    at: r.ts,
+                    some_avg10: arg("some_avg10").and_then(|v| v.as_f64()),
+                    full_avg10: arg("full_avg10").and_then(|v| v.as_f64()),
+                    mem_available_bytes: arg("mem_available").and_then(|v| v.as_u64()),
+                };
+                for i in std::mem::take(&mut self.awaiting_pressure) {
+                    let k = &mut self.kills[i];
+                    let read = k
+                        .signals
+                        .last()
+                        .map(|s| s.at)
+                        .or(k.oom.as_ref().map(|o| o.mark_victim_at))
+                        .unwrap_or(0);
+                    if k.pressure.is_none()
+                        && (read..=read.saturating_add(PRESSURE_WINDOW_NS)).contains(&r.ts)
+                    {
+                        k.pressure = Some(sample);
+                    }
+                }
+            }
             _ => {}
         }
     }
 
-    fn target_of(&self, r: &Record) -> Option<u32> {
-        if let Some((pid, _)) = &r.target {
-            return Some(*pid);
-        }
+    /// The victim of a signal or process_mrelease, and when its pidfd was opened (0 when
+    /// it is named by pid).
+    fn target_of(&self, r: &Record) -> Option<(u32, u64)> {
         if r.name == "kill" {
-            return r
+            let pid = r
                 .arg_i64("pid")
                 .filter(|&p| p > 0)
                 .and_then(|p| u32::try_from(p).ok());
+            return r.target.as_ref().map(|t| t.0).or(pid).map(|p| (p, 0));
         }
-        self.pidfds.get(&(r.pid, r.arg_i64("pidfd")?)).copied()
+        let fd = r
+            .arg_i64("pidfd")
+            .and_then(|fd| self.pidfds.get(&r.pid)?.get(&fd).copied());
+        match (&r.target, fd) {
+            (Some((pid, _)), fd) => Some((*pid, fd.map_or(0, |f| f.opened_at))),
+            (None, Some(f)) => Some((f.pid, f.opened_at)),
+            (None, None) => None,
+        }
     }
 
-    /// The timeline `r` belongs to. A new kill of a pid whose last victim has exited is a
-    /// new timeline (the pid was reused); a process_mrelease after the exit is not: it is
-    /// the reaper arriving late, and belongs to the kill it follows.
-    fn timeline(&mut self, pid: u32, r: &Record, new_kill: bool) -> &mut Kill {
-        let i = match self.latest.get(&pid) {
-            Some(&i) if !new_kill || self.kills[i].exit_at.is_none() => i,
+    /// The timeline `r` belongs to. A kill (`opened_at` given) of a pid whose last victim
+    /// has exited is a new timeline, as the pid was reused, unless it comes through a
+    /// pidfd opened before that exit, which can only name the process that exited. A
+    /// process_mrelease after the exit is the reaper arriving late: it belongs to the kill
+    /// it follows.
+    fn timeline(&mut self, pid: u32, r: &Record, opened_at: Option<u64>) -> usize {
+        let i = match (self.latest.get(&pid), opened_at) {
+            (Some(&i), None) => i,
+            (Some(&i), Some(opened))
+                if self.kills[i]
+                    .exit_at
+                    .is_none_or(|e| opened != 0 && opened < e) =>
+            {
+                i
+            }
             _ => {
                 self.kills.push(Kill::new(pid));
                 self.latest.insert(pid, self.kills.len() - 1);
                 self.kills.len() - 1
             }
         };
-        let k = &mut self.kills[i];
         if let Some((_, Some(name))) = &r.target {
-            k.target_name = Some(name.clone());
+            self.kills[i].target_name = Some(name.clone());
         }
-        k
+        i
     }
 
+    /// The kills, each settled; timelines that turned out to be no kill are left out.
     pub fn finish(&self) -> Vec<Kill> {
         let mut kills = self.kills.clone();
         for k in &mut kills {
             k.settle();
         }
+        kills.retain(Kill::is_kill);
         kills
+    }
+}
+
+/// Over all kills: what a user compares killers and settings by.
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub kills: usize,
+    /// Kills whose memory-back time is known, and its median and maximum.
+    pub memory_back_known: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_back_median_ns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_back_max_ns: Option<u64>,
+    /// Kills whose memory-back time is only the exit's start (a lower bound).
+    pub memory_back_at_exit_start: usize,
+    /// Bytes successful process_mrelease calls freed.
+    pub released_bytes: u64,
+    /// Bytes victims still held when they began to exit, left to their own exit to free.
+    pub left_to_exit_bytes: u64,
+    /// Failed process_mrelease calls, by errno and reason.
+    pub release_failures: Vec<ReleaseFailure>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseFailure {
+    pub errno: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub count: u64,
+}
+
+pub fn summary(kills: &[Kill]) -> Summary {
+    let mut back: Vec<u64> = kills.iter().filter_map(|k| k.memory_back_ns).collect();
+    back.sort_unstable();
+    let mut failures: BTreeMap<(String, Option<String>), u64> = BTreeMap::new();
+    for r in kills.iter().flat_map(|k| &k.releases) {
+        if r.result != "ok" {
+            *failures
+                .entry((r.result.clone(), r.reason.clone()))
+                .or_default() += 1;
+        }
+    }
+    Summary {
+        kills: kills.len(),
+        memory_back_known: back.len(),
+        // The lower middle of an even count: a time one kill really took.
+        memory_back_median_ns: back.get(back.len().saturating_sub(1) / 2).copied(),
+        memory_back_max_ns: back.last().copied(),
+        memory_back_at_exit_start: kills
+            .iter()
+            .filter(|k| k.memory_back_by == Some("exit_start"))
+            .count(),
+        released_bytes: kills
+            .iter()
+            .flat_map(|k| &k.releases)
+            .filter(|r| r.result == "ok")
+            .filter_map(|r| r.freed_bytes)
+            .sum(),
+        left_to_exit_bytes: kills.iter().filter_map(|k| k.held_at_exit).sum(),
+        release_failures: failures
+            .into_iter()
+            .map(|((errno, reason), count)| ReleaseFailure {
+                errno,
+                reason,
+                count,
+            })
+            .collect(),
     }
 }

@@ -4,29 +4,47 @@ use std::cell::RefCell;
 use std::io::{self, Write};
 use std::rc::Rc;
 
-use mmtrace_events::Event;
+use mmtrace_events::{by_name, Event, EventDef};
 
 use super::{Analyzer, Format};
+use crate::inband::Note;
 use crate::output::{Format as OutputFormat, OutputSpec, Sink};
 
 /// The chosen output, followed by the analyzer.
 struct Live {
     inner: Box<dyn Sink>,
     analyzer: Rc<RefCell<Analyzer>>,
+    /// An event traced for the analysis alone, kept out of the output.
+    hidden: Option<&'static EventDef>,
 }
+
+/// The analysis folds a process into its report once it has exited, which keeps its state
+/// bounded; it learns of exits from sched_process_exit.
+const EXITS: &str = "sched_process_exit";
 
 /// The analysis of a live trace, to report once tracing ends.
 pub struct Analysis(Rc<RefCell<Analyzer>>);
 
-/// With `analyze`, puts the analyzer behind `sink`; without, leaves the sink alone.
-pub fn wrap(sink: Box<dyn Sink>, analyze: bool) -> (Box<dyn Sink>, Option<Analysis>) {
+/// With `analyze`, puts the analyzer behind `sink`, and adds to `events` what the analysis
+/// needs that the user did not select; without, leaves both alone.
+pub fn wrap(
+    sink: Box<dyn Sink>,
+    analyze: bool,
+    events: &mut Vec<&'static EventDef>,
+) -> (Box<dyn Sink>, Option<Analysis>) {
     if !analyze {
         return (sink, None);
     }
-    let analyzer = Rc::new(RefCell::new(Analyzer::new()));
+    let hidden = match events.iter().any(|e| e.name == EXITS) {
+        true => None,
+        false => by_name(EXITS),
+    };
+    events.extend(hidden);
+    let analyzer = Rc::new(RefCell::new(Analyzer::live()));
     let live = Live {
         inner: sink,
         analyzer: Rc::clone(&analyzer),
+        hidden,
     };
     (Box::new(live), Some(Analysis(analyzer)))
 }
@@ -52,7 +70,15 @@ impl Sink for Live {
         // Read straight from the event: writing a JSON line and parsing it back cost more
         // than the ring could wait for at 150,000 events a second.
         self.analyzer.borrow_mut().event(event);
+        if self.hidden.is_some_and(|h| std::ptr::eq(h, event.def)) {
+            return Ok(());
+        }
         self.inner.event(event)
+    }
+
+    fn note(&mut self, note: &Note) -> io::Result<()> {
+        self.analyzer.borrow_mut().note(note);
+        self.inner.note(note)
     }
 
     fn flush(&mut self) -> io::Result<()> {

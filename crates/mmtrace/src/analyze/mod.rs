@@ -7,7 +7,7 @@ mod live;
 mod record;
 mod report;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::Path;
@@ -16,11 +16,13 @@ use anyhow::Context as _;
 use mmtrace_events::decode::{write_and_exec, MAP_LOCKED, MCL_FUTURE, MCL_ONFAULT, PROT_EXEC};
 
 use detections::{Detection, NEAR_LIMIT_PERCENT, STORM_CALLS};
-use kills::Kills;
+use kills::{Kills, TEARDOWN_END};
 use ledger::Ledger;
 pub use live::wrap as live;
 use record::Record;
 pub use report::{Format, Report};
+
+use crate::inband;
 
 /// How far out of order, by return time, events may arrive. They are written to the ring in
 /// the order calls return, give or take the moments between a call's return and its record,
@@ -29,6 +31,8 @@ pub use report::{Format, Report};
 const REORDER_NS: u64 = 50_000_000;
 /// Malformed lines reported one by one; past this only counted.
 const MALFORMED_SHOWN: usize = 20;
+/// Processes a detection is described for; past this, further ones are only counted.
+const MAX_INSTANCES: usize = 100;
 
 #[derive(Debug, Default)]
 struct Thread {
@@ -37,8 +41,21 @@ struct Thread {
     time_ns: u64,
 }
 
+/// A process as the analysis tells processes apart: its host pid and its start time, so a
+/// reused pid never merges two processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Key {
+    pid: u32,
+    start: u64,
+}
+
 #[derive(Debug, Default)]
 struct Process {
+    /// When the process started, ns since the epoch: its leader's threadStartTime. Until a
+    /// line of the leader is seen, the earliest start of its threads seen, which the process
+    /// started no later than.
+    start: u64,
+    start_exact: bool,
     comm: String,
     calls: u64,
     time_ns: u64,
@@ -50,18 +67,69 @@ struct Process {
     /// Return times of the munmaps of the last second.
     munmaps: VecDeque<u64>,
     munmap_peak: usize,
+    /// Its detections: the detection and its finding, None past `MAX_INSTANCES`.
+    findings: Vec<(&'static Detection, Option<usize>)>,
+    /// Calls raised as MMT-001 or MMT-002 within the reorder window (detection, entry
+    /// time), so the `mem_prot_alert` line about the same call adds nothing.
+    prot_seen: VecDeque<(&'static str, u64)>,
+}
+
+impl Process {
+    fn new(r: &Record) -> Process {
+        Process {
+            start: r.thread_start,
+            start_exact: r.tid == r.pid,
+            ..Process::default()
+        }
+    }
+
+    /// Whether `r` comes from another process that got the same pid.
+    ///
+    /// The key is the host pid and the process's start, Tracee's process identity. A line
+    /// carries its thread's start (threadStartTime), which is the process's start when the
+    /// thread is the leader (tid == pid; exec keeps it). A thread never starts before its
+    /// process, so a leader whose start differs from the one known (or, when only other
+    /// threads were seen, is later than the earliest of them) is a new process. A line of
+    /// another thread is taken as this process's: the kernel side does not send the
+    /// leader's start with it, and a reused pid whose first traced call comes from a second
+    /// thread, before the leader makes any, is the one case this cannot tell. The exit, when
+    /// traced, ends a process for certain (`Analyzer::exit`).
+    fn is_other(&self, r: &Record) -> bool {
+        if r.tid != r.pid || r.thread_start == 0 {
+            return false;
+        }
+        match self.start_exact {
+            true => r.thread_start != self.start,
+            false => r.thread_start > self.start,
+        }
+    }
+
+    fn key(&self, pid: u32) -> Key {
+        Key {
+            pid,
+            start: self.start,
+        }
+    }
 }
 
 /// One detection raised for one process: the first occurrence and how many followed.
 #[derive(Debug, Clone)]
 struct Finding {
     detection: &'static Detection,
-    pid: u32,
+    key: Key,
     comm: String,
     first_at: u64,
     line: usize,
     count: u64,
     detail: String,
+}
+
+/// Instances of one detection past `MAX_INSTANCES`: only counted.
+#[derive(Debug, Default, Clone, Copy)]
+struct Overflow {
+    kept: usize,
+    processes: u64,
+    count: u64,
 }
 
 /// Reads events one at a time, in any order within `REORDER_NS`, and builds the report.
@@ -76,18 +144,34 @@ pub struct Analyzer {
     skipped: u64,
     first_ts: Option<u64>,
     last_ts: u64,
+    /// The processes not known to have exited, by host pid: two never share a pid at once.
     processes: HashMap<u32, Process>,
+    /// The processes that have exited, folded into what the report needs, so the state
+    /// stays bounded however many processes come and go.
+    folded: report::Folded,
     kills: Kills,
     findings: Vec<Finding>,
-    finding_index: HashMap<(&'static str, u32), usize>,
-    /// Calls already raised as MMT-001 or MMT-002 (detection, pid, entry time), so the
-    /// `mem_prot_alert` line about the same call adds nothing.
-    prot_seen: HashSet<(&'static str, u32, u64)>,
+    overflow: HashMap<&'static str, Overflow>,
+    /// Events the recording says were lost, per event (in-band `mmtrace_lost` lines).
+    lost: BTreeMap<String, u64>,
 }
 
 impl Analyzer {
     pub fn new() -> Analyzer {
         Analyzer::default()
+    }
+
+    /// A live analysis: signals to the tracer itself (its stop) are no kill.
+    pub fn live() -> Analyzer {
+        let mut a = Analyzer::default();
+        a.kills.ignore(std::process::id());
+        a
+    }
+
+    /// Takes one in-band line of a live trace.
+    pub fn note(&mut self, note: &crate::inband::Note) {
+        self.lines += 1;
+        self.push(Record::from_note(note));
     }
 
     /// Takes one live event, and the alert it raises if any.
@@ -131,19 +215,43 @@ impl Analyzer {
     }
 
     fn apply(&mut self, r: &Record) {
+        if r.name == inband::LOST {
+            for (event, n) in r.json_args().filter(|(name, _)| *name != "since") {
+                *self.lost.entry(event.to_string()).or_default() += n.as_u64().unwrap_or(0);
+            }
+            return;
+        }
+        if r.name == inband::PRESSURE {
+            self.kills.apply(r);
+            return;
+        }
         self.events += 1;
         self.first_ts = Some(self.first_ts.map_or(r.ts, |t| t.min(r.ts)));
         self.last_ts = self.last_ts.max(r.end());
         self.kills.apply(r);
+        if r.name == "sched_process_exit" {
+            self.exit(r.pid);
+            return;
+        }
+        if r.name.starts_with("oom_") || r.name == TEARDOWN_END {
+            return;
+        }
+        if self.processes.get(&r.pid).is_some_and(|p| p.is_other(r)) {
+            self.exit(r.pid);
+        }
+        let p = self
+            .processes
+            .entry(r.pid)
+            .or_insert_with(|| Process::new(r));
+        if !p.start_exact && (r.tid == r.pid || (r.thread_start != 0 && r.thread_start < p.start)) {
+            p.start = r.thread_start;
+            p.start_exact = r.tid == r.pid;
+        }
+        p.comm.clone_from(&r.comm);
         if r.name == "mem_prot_alert" {
             self.prot_alert(r);
             return;
         }
-        if r.name.starts_with("oom_") || r.name == "sched_process_exit" {
-            return;
-        }
-        let p = self.processes.entry(r.pid).or_default();
-        p.comm.clone_from(&r.comm);
         p.calls += 1;
         p.time_ns = p.time_ns.saturating_add(r.duration);
         let t = p.threads.entry(r.tid).or_default();
@@ -287,6 +395,16 @@ impl Analyzer {
         }
     }
 
+    /// The process with host pid `pid` has exited: fold it into the report.
+    fn exit(&mut self, pid: u32) {
+        let Some(p) = self.processes.remove(&pid) else {
+            return;
+        };
+        self.kills.forget_caller(pid);
+        settle_findings(&mut self.findings, &p);
+        self.folded.add(report::process(p.key(pid), &p));
+    }
+
     fn prot_alert(&mut self, r: &Record) {
         let alert = r.arg_str("alert").unwrap_or("");
         let det = match alert {
@@ -294,7 +412,12 @@ impl Analyzer {
             "mprotect W to X" | "mprotect added X" => detections::W_TO_X,
             _ => return,
         };
-        if self.prot_seen.contains(&(det.id, r.pid, r.ts)) {
+        let seen = self.processes.get(&r.pid).is_some_and(|p| {
+            p.prot_seen
+                .iter()
+                .any(|&(id, ts)| id == det.id && ts == r.ts)
+        });
+        if seen {
             return;
         }
         let path = r.arg_str("pathname").filter(|p| !p.is_empty());
@@ -329,29 +452,43 @@ impl Analyzer {
 
     /// Counts the detection against the process; the first occurrence is the one described.
     fn raise(&mut self, detection: &'static Detection, r: &Record, detail: String) {
+        let Some(p) = self.processes.get_mut(&r.pid) else {
+            return;
+        };
         if std::ptr::eq(detection, detections::WX_MAPPING)
             || std::ptr::eq(detection, detections::W_TO_X)
         {
-            self.prot_seen.insert((detection.id, r.pid, r.ts));
-        }
-        let key = (detection.id, r.pid);
-        if let Some(&i) = self.finding_index.get(&key) {
-            // A storm is one finding however long it lasts; the report gives its peak rate.
-            if !std::ptr::eq(detection, detections::MUNMAP_STORM) {
-                self.findings[i].count += 1;
+            let window = r.ts.saturating_sub(2 * REORDER_NS);
+            while p.prot_seen.front().is_some_and(|&(_, ts)| ts < window) {
+                p.prot_seen.pop_front();
             }
-            return;
+            p.prot_seen.push_back((detection.id, r.ts));
         }
-        self.finding_index.insert(key, self.findings.len());
-        self.findings.push(Finding {
-            detection,
-            pid: r.pid,
-            comm: r.comm.clone(),
-            first_at: r.ts,
-            line: r.line,
-            count: 1,
-            detail,
-        });
+        // A storm is one finding however long it lasts; the report gives its peak rate.
+        let again = u64::from(!std::ptr::eq(detection, detections::MUNMAP_STORM));
+        let overflow = self.overflow.entry(detection.id).or_default();
+        match p.findings.iter().find(|(d, _)| std::ptr::eq(*d, detection)) {
+            Some((_, Some(i))) => self.findings[*i].count += again,
+            Some((_, None)) => overflow.count += again,
+            None if overflow.kept >= MAX_INSTANCES => {
+                overflow.processes += 1;
+                overflow.count += 1;
+                p.findings.push((detection, None));
+            }
+            None => {
+                overflow.kept += 1;
+                p.findings.push((detection, Some(self.findings.len())));
+                self.findings.push(Finding {
+                    detection,
+                    key: p.key(r.pid),
+                    comm: r.comm.clone(),
+                    first_at: r.ts,
+                    line: r.line,
+                    count: 1,
+                    detail,
+                });
+            }
+        }
     }
 
     /// Applies what is still waiting for order and builds the report.
@@ -359,11 +496,22 @@ impl Analyzer {
         while let Some((_, r)) = self.pending.pop_first() {
             self.apply(&r);
         }
+        for p in self.processes.values() {
+            settle_findings(&mut self.findings, p);
+        }
         report::build(self, source)
     }
 }
 
-/// `mmtrace analyze FILE`.
+/// What a finding can say only once its process is done: a storm's peak rate.
+fn settle_findings(findings: &mut [Finding], p: &Process) {
+    for &(d, i) in &p.findings {
+        if let (true, Some(i)) = (std::ptr::eq(d, detections::MUNMAP_STORM), i) {
+            findings[i].detail = format!("up to {} munmap calls within one second", p.munmap_peak);
+        }
+    }
+}
+
 /// `mmtrace analyze FILE`; `-` reads standard input, for `mmtrace trace -o json | mmtrace analyze -`.
 pub fn run(path: &Path, format: Format) -> anyhow::Result<()> {
     let stdin = path == Path::new("-");

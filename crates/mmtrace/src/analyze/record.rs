@@ -7,6 +7,8 @@ use mmtrace_events::{by_name, enrich, Event, EventDef};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::inband::Note;
+
 /// The mapping at an address before a call (the `mapping` object).
 #[derive(Debug, Clone)]
 pub struct Mapping {
@@ -54,6 +56,7 @@ pub struct Locked {
 #[serde(rename_all = "camelCase")]
 struct Line {
     timestamp: Option<Value>,
+    thread_start_time: Option<Value>,
     host_process_id: Option<Value>,
     host_thread_id: Option<Value>,
     process_name: Option<Value>,
@@ -100,6 +103,8 @@ pub struct Record {
     /// Entry time, ns since the epoch.
     pub ts: u64,
     pub duration: u64,
+    /// When the calling thread started, ns since the epoch; 0 when the recording lacks it.
+    pub thread_start: u64,
     pub pid: u32,
     pub tid: u32,
     pub comm: String,
@@ -168,6 +173,11 @@ impl Record {
             line,
             ts,
             duration: l.duration.as_ref().and_then(Value::as_u64).unwrap_or(0),
+            thread_start: l
+                .thread_start_time
+                .as_ref()
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
             pid,
             tid: l.host_thread_id.as_ref().and_then(as_u32).unwrap_or(pid),
             comm: text_of(l.process_name.as_ref()).unwrap_or_default(),
@@ -195,6 +205,7 @@ impl Record {
             line: 0,
             ts: c.timestamp,
             duration: e.duration_ns,
+            thread_start: c.thread_start,
             pid: c.host_pid,
             tid: c.host_tid,
             comm: c.comm.to_str_lossy().into_owned(),
@@ -222,6 +233,47 @@ impl Record {
                 path: m.path.as_ref().map(|p| p.to_str_lossy().into_owned()),
             }),
         }
+    }
+
+    /// An in-band line of a live trace, as the JSON output writes it.
+    pub fn from_note(note: &Note) -> Record {
+        let (name, at, args) = note.parts();
+        let pid = std::process::id();
+        Record {
+            line: 0,
+            ts: at,
+            duration: 0,
+            thread_start: 0,
+            pid,
+            tid: pid,
+            comm: "mmtrace".into(),
+            name: Cow::Borrowed(name),
+            ret: 0,
+            errno: None,
+            args: Args::Json(
+                args.into_iter()
+                    .map(|(name, _, value)| Arg {
+                        name: name.to_string(),
+                        value,
+                        decoded: None,
+                    })
+                    .collect(),
+            ),
+            target: None,
+            freed: None,
+            reason: None,
+            locked: None,
+            mapping: None,
+        }
+    }
+
+    /// The arguments of a JSON line, by name; live events have none this way.
+    pub fn json_args(&self) -> impl Iterator<Item = (&str, &Value)> {
+        let args = match &self.args {
+            Args::Json(args) => args.as_slice(),
+            Args::Raw { .. } => &[],
+        };
+        args.iter().map(|a| (a.name.as_str(), &a.value))
     }
 
     /// The `mem_prot_alert` line a live event raises, as the JSON output writes it after the

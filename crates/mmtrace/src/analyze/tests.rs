@@ -121,7 +121,7 @@ fn real_example_lines_give_the_known_answers() {
     let raised: Vec<&str> = r
         .detections
         .iter()
-        .filter(|d| d.pid == caller)
+        .filter(|d| d.instances.iter().any(|i| i.pid == caller))
         .map(|d| d.id)
         .collect();
     assert!(raised.is_empty(), "{raised:?}");
@@ -187,9 +187,9 @@ fn constructed_locked_near_the_limit_fires_unless_cap_ipc_lock() {
     assert_eq!(p.locked.limit_bytes, Some(8 * MIB));
     assert_eq!(ids(&r), ["MMT-003"]);
     assert!(
-        r.detections[0].detail.contains("(93%)"),
+        r.detections[0].instances[0].detail.contains("(93%)"),
         "{}",
-        r.detections[0].detail
+        r.detections[0].instances[0].detail
     );
 
     let r = analyze(&[near(8 * MIB, true, 0)]);
@@ -253,7 +253,7 @@ fn constructed_failed_release_says_why() {
     v["returnValue"] = json!(-22);
     let r = analyze(&[v.to_string()]);
     assert_eq!(ids(&r), ["MMT-005"]);
-    assert!(r.detections[0]
+    assert!(r.detections[0].instances[0]
         .detail
         .contains("pid 7 returned EINVAL: target is not dying"));
     assert_eq!(

@@ -9,6 +9,7 @@ use mmtrace_events::event::Context;
 use mmtrace_events::{ArgValue, Event, EventDef};
 
 use super::{hex_digits, Sink, WRITE_BYTES};
+use crate::inband::Note;
 
 pub struct JsonLines<W: Write> {
     out: W,
@@ -386,7 +387,59 @@ pub fn write_alert(out: &mut Vec<u8>, e: &Event, caller: &[u8], alert: enrich::A
     out.raw("}],\"duration\":0}");
 }
 
+/// An in-band line (see inband.rs): Tracee's keys, with mmtrace itself as the caller and
+/// the figures as arguments, so that a Tracee consumer reads an event it does not know.
+fn write_note(out: &mut Vec<u8>, note: &Note, host: &str) {
+    let (name, at, args) = note.parts();
+    let pid = std::process::id();
+    let me = Context {
+        timestamp: at,
+        thread_start: 0,
+        cpu: 0,
+        pid,
+        tid: pid,
+        ppid: 0,
+        host_pid: pid,
+        host_tid: pid,
+        host_ppid: 0,
+        uid: 0,
+        gid: 0,
+        cgroup_id: 0,
+        mnt_ns: 0,
+        pid_ns: 0,
+        comm: "mmtrace".into(),
+    };
+    let mut caller = Vec::new();
+    write_caller(&mut caller, &me, host);
+    write_context(out, &me, &caller);
+    out.raw(",\"eventId\":\"");
+    out.raw(name);
+    out.raw("\",\"eventName\":\"");
+    out.raw(name);
+    out.raw("\",\"matchedPolicies\":[],\"argsNum\":");
+    out.uint(args.len() as u64);
+    out.raw(",\"returnValue\":0,\"syscall\":\"\",\"stackAddresses\":[],\"contextFlags\":{\"containerStarted\":false,\"isCompat\":false},\"threadEntityId\":0,\"processEntityId\":0,\"parentEntityId\":0,\"args\":[");
+    for (i, (name, ty, value)) in args.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.raw("{\"name\":\"");
+        out.raw(name);
+        out.raw("\",\"type\":\"");
+        out.raw(ty);
+        out.raw("\",\"value\":");
+        out.raw(&value.to_string());
+        out.push(b'}');
+    }
+    out.raw("],\"duration\":0}\n");
+}
+
 impl<W: Write> Sink for JsonLines<W> {
+    fn note(&mut self, note: &Note) -> io::Result<()> {
+        write_note(&mut self.lines, note, &self.caller.host);
+        Ok(())
+    }
+
     fn event(&mut self, e: &Event) -> io::Result<()> {
         let caller = self.caller.keys(&e.ctx);
         let id = usize::from(e.def.id);

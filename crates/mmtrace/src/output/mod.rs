@@ -9,6 +9,8 @@ use std::io::{self, IsTerminal, Write};
 use anyhow::{bail, Context as _};
 use mmtrace_events::Event;
 
+use crate::inband::Note;
+
 pub use json::JsonLines;
 pub use table::{Table, Width, DEFAULT_COLUMNS};
 
@@ -83,6 +85,10 @@ fn hex_digits(v: u64, buf: &mut [u8; 16]) -> &[u8] {
 pub trait Sink {
     fn event(&mut self, event: &Event) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
+    /// An in-band line: only outputs that make recordings write it.
+    fn note(&mut self, _note: &Note) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Discards events: for counting only.

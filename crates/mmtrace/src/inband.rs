@@ -1,0 +1,171 @@
+//! What `mmtrace trace` adds to the event stream itself, in band: the events the ring lost,
+//! per event and when, and the memory pressure a killer saw near each kill. A recording then
+//! carries them, so its analysis can say what it lacks and what the killers decided on.
+
+use std::fs;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mmtrace_bpf::Tracer;
+use mmtrace_events::Event;
+use serde_json::{json, Value};
+
+use crate::output::Sink;
+
+/// The event names of the in-band lines. Tracee consumers skip events they do not know.
+pub const LOST: &str = "mmtrace_lost";
+pub const PRESSURE: &str = "mmtrace_pressure";
+
+/// How often losses are looked for while tracing; a line is written only when some happened.
+const LOST_EVERY: Duration = Duration::from_secs(1);
+/// At most one pressure sample this often: a burst of kills shares one.
+const PRESSURE_EVERY: Duration = Duration::from_millis(100);
+
+/// Memory pressure as killers read it: PSI `some` and `full` avg10 from /proc/pressure/memory
+/// (percent of the last 10 s stalled on memory) and MemAvailable from /proc/meminfo.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pressure {
+    /// When it was read, ns since the epoch.
+    pub at: u64,
+    pub some_avg10: Option<f64>,
+    pub full_avg10: Option<f64>,
+    pub mem_available: Option<u64>,
+}
+
+impl Pressure {
+    pub fn sample() -> Pressure {
+        let psi = fs::read_to_string("/proc/pressure/memory").unwrap_or_default();
+        let avg10 = |kind: &str| {
+            psi.lines()
+                .find(|l| l.starts_with(kind))?
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix("avg10="))?
+                .parse()
+                .ok()
+        };
+        let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let available = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemAvailable:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024);
+        Pressure {
+            at: now(),
+            some_avg10: avg10("some"),
+            full_avg10: avg10("full"),
+            mem_available: available,
+        }
+    }
+}
+
+/// One in-band line's content.
+#[derive(Debug, Clone)]
+pub enum Note {
+    /// Events lost from `since` to `at`, per event; only events that lost some.
+    Lost {
+        at: u64,
+        since: u64,
+        counts: Vec<(&'static str, u64)>,
+    },
+    Pressure(Pressure),
+}
+
+impl Note {
+    /// The line's event name, time, and arguments (name, Tracee type, value).
+    pub fn parts(&self) -> (&'static str, u64, Vec<(&'static str, &'static str, Value)>) {
+        match self {
+            Note::Lost { at, since, counts } => {
+                let mut args = vec![("since", "uint64", json!(since))];
+                args.extend(counts.iter().map(|&(e, n)| (e, "uint64", json!(n))));
+                (LOST, *at, args)
+            }
+            Note::Pressure(p) => {
+                // Two decimals, as the kernel prints them.
+                let avg = |v: Option<f64>| json!(v.map(|v| (v * 100.0).round() / 100.0));
+                let args = vec![
+                    ("some_avg10", "float64", avg(p.some_avg10)),
+                    ("full_avg10", "float64", avg(p.full_avg10)),
+                    ("mem_available", "uint64", json!(p.mem_available)),
+                ];
+                (PRESSURE, p.at, args)
+            }
+        }
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Whether `e` is a signal that may kill, or the kernel OOM killer's choice.
+fn is_kill(e: &Event) -> bool {
+    match e.def.name {
+        "kill" | "pidfd_send_signal" => e.arg("sig").is_some_and(|s| s.bits() != 0),
+        "oom_mark_victim" => true,
+        _ => false,
+    }
+}
+
+/// The trace loop's side of in-band lines.
+pub struct InBand {
+    /// Lost counts already reported, per attached event, in `Tracer::lost` order.
+    reported: Vec<u64>,
+    since: u64,
+    last_lost_check: Instant,
+    last_pressure: Option<Instant>,
+}
+
+impl InBand {
+    pub fn new() -> InBand {
+        InBand {
+            reported: Vec::new(),
+            since: now(),
+            last_lost_check: Instant::now(),
+            last_pressure: None,
+        }
+    }
+
+    /// After each event: a kill gets the pressure of the moment it was read.
+    pub fn after(&mut self, e: &Event, sink: &mut dyn Sink) -> std::io::Result<()> {
+        if !is_kill(e)
+            || self
+                .last_pressure
+                .is_some_and(|t| t.elapsed() < PRESSURE_EVERY)
+        {
+            return Ok(());
+        }
+        self.last_pressure = Some(Instant::now());
+        sink.note(&Note::Pressure(Pressure::sample()))
+    }
+
+    /// Between batches: the losses since the last line, once a second.
+    pub fn tick(&mut self, tracer: &Tracer, sink: &mut dyn Sink) -> std::io::Result<()> {
+        if self.last_lost_check.elapsed() < LOST_EVERY {
+            return Ok(());
+        }
+        self.finish(tracer, sink)
+    }
+
+    /// The losses not reported yet; called once more after the last drain.
+    pub fn finish(&mut self, tracer: &Tracer, sink: &mut dyn Sink) -> std::io::Result<()> {
+        self.last_lost_check = Instant::now();
+        let lost = tracer.lost();
+        self.reported.resize(lost.len(), 0);
+        let counts: Vec<(&'static str, u64)> = lost
+            .iter()
+            .zip(&mut self.reported)
+            .filter_map(|(&(e, n), seen)| {
+                let new = n.saturating_sub(*seen);
+                *seen = n;
+                (new > 0).then_some((e.name, new))
+            })
+            .collect();
+        let at = now();
+        let since = std::mem::replace(&mut self.since, at);
+        if counts.is_empty() {
+            return Ok(());
+        }
+        sink.note(&Note::Lost { at, since, counts })
+    }
+}
