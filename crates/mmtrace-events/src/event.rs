@@ -47,14 +47,14 @@ impl Event {
         self.def
             .args
             .iter()
-            .zip(self.raw_args)
-            .map(|(def, raw)| (def, def.ty.value(raw)))
+            .enumerate()
+            .map(|(i, def)| (def, def.value(i, &self.raw_args)))
     }
 
     /// The raw argument named `name`, typed.
     pub fn arg(&self, name: &str) -> Option<ArgValue> {
         let i = self.def.args.iter().position(|a| a.name == name)?;
-        Some(self.def.args[i].ty.value(self.raw_args[i]))
+        Some(self.def.args[i].value(i, &self.raw_args))
     }
 
     /// The errno name of a failed call (`EINVAL`), None on success.

@@ -8,8 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use mmtrace_bpf::{Options, Tracer};
+use mmtrace_events::catalog::MEM_PROT_ALERT;
+use mmtrace_events::enrich::ProtAlert;
 use mmtrace_events::scope::Scope;
-use mmtrace_events::select::{parse_selection, parse_size};
+use mmtrace_events::select::{parse_selection, parse_size, Selection};
+use mmtrace_events::Event;
 
 use crate::analyze;
 use crate::cli::TraceArgs;
@@ -43,6 +46,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
         false => Some(Command::spawn(&args.command, args.user.as_deref())?),
     };
 
+    let show = Show::new(&selection);
     let mut opts = Options::new(selection.events);
     opts.filters = selection.filters;
     opts.scope = scope;
@@ -82,12 +86,12 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
         if !busy {
             tracer.wait(POLL)?;
         }
-        (busy, failure) = pump(&mut tracer, sink.as_mut(), &mut seen, BATCH);
+        (busy, failure) = pump(&mut tracer, sink.as_mut(), &show, &mut seen, BATCH);
     }
     tracer.detach();
     // What was committed before the hooks came off is still in the ring: deliver it.
     if failure.is_none() {
-        failure = pump(&mut tracer, sink.as_mut(), &mut seen, usize::MAX).1;
+        failure = pump(&mut tracer, sink.as_mut(), &show, &mut seen, usize::MAX).1;
     }
     summarize(&tracer, &seen, started.elapsed(), ring_bytes);
     if let Some(analysis) = analysis {
@@ -113,11 +117,43 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// What reaches the output of the events traced.
+struct Show {
+    /// By event id: false for events traced only for the alerts they raise.
+    lines: Vec<bool>,
+    /// Whether mem_prot_alert was selected.
+    alerts: bool,
+}
+
+impl Show {
+    fn new(selection: &Selection) -> Show {
+        let mut lines = vec![true; usize::from(u16::MAX) + 1];
+        for e in &selection.hidden {
+            lines[usize::from(e.id)] = false;
+        }
+        Show {
+            lines,
+            alerts: selection.raised.contains(&&MEM_PROT_ALERT),
+        }
+    }
+
+    fn event(&self, sink: &mut dyn Sink, event: &Event) -> io::Result<()> {
+        if self.lines[usize::from(event.def.id)] {
+            sink.event(event)?;
+        }
+        match ProtAlert::of(event) {
+            Some(alert) if self.alerts => sink.alert(event, &alert),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Moves up to `max` events from the ring to the sink and flushes it; returns whether the
 /// batch was full (more may be waiting) and the first write error.
 fn pump(
     tracer: &mut Tracer,
     sink: &mut dyn Sink,
+    show: &Show,
     seen: &mut [u64],
     max: usize,
 ) -> (bool, Option<io::Error>) {
@@ -125,7 +161,7 @@ fn pump(
     let n = tracer.drain_some(max, |event| {
         seen[usize::from(event.def.id)] += 1;
         if failure.is_none() {
-            failure = sink.event(&event).err();
+            failure = show.event(sink, &event).err();
         }
     });
     (n == max, failure.or_else(|| sink.flush().err()))

@@ -4,6 +4,7 @@ use std::cell::RefCell;
 use std::io::{self, Write};
 use std::rc::Rc;
 
+use mmtrace_events::enrich::ProtAlert;
 use mmtrace_events::Event;
 
 use super::{Analyzer, Format};
@@ -53,6 +54,11 @@ impl Sink for Live {
         // than the ring could wait for at 150,000 events a second.
         self.analyzer.borrow_mut().event(event);
         self.inner.event(event)
+    }
+
+    fn alert(&mut self, event: &Event, alert: &ProtAlert) -> io::Result<()> {
+        self.analyzer.borrow_mut().alert(event, alert);
+        self.inner.alert(event, alert)
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -14,6 +14,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use mmtrace_events::decode::{write_and_exec, MAP_LOCKED, MCL_FUTURE, MCL_ONFAULT, PROT_EXEC};
+use mmtrace_events::enrich::{Alert, ProtAlert};
 
 use detections::{Detection, NEAR_LIMIT_PERCENT, STORM_CALLS};
 use kills::Kills;
@@ -94,10 +95,12 @@ impl Analyzer {
     pub fn event(&mut self, e: &mmtrace_events::Event) {
         self.lines += 1;
         self.push(Record::from_event(e));
-        if let Some(alert) = Record::alert_of(e) {
-            self.lines += 1;
-            self.push(alert);
-        }
+    }
+
+    /// Takes the mem_prot_alert a live event raised, as the JSON output writes it.
+    pub fn alert(&mut self, e: &mmtrace_events::Event, alert: &ProtAlert) {
+        self.lines += 1;
+        self.push(Record::alert_of(e, alert));
     }
 
     /// Takes one line of a recording; `number` counts from 1.
@@ -288,18 +291,20 @@ impl Analyzer {
     }
 
     fn prot_alert(&mut self, r: &Record) {
-        let alert = r.arg_str("alert").unwrap_or("");
+        let Some(alert) = r.arg_str("alert").and_then(Alert::parse) else {
+            return;
+        };
         let det = match alert {
-            "mmap W+X" | "mprotect X to W+X" => detections::WX_MAPPING,
-            "mprotect W to X" | "mprotect added X" => detections::W_TO_X,
-            _ => return,
+            Alert::MmapWx | Alert::MprotectXToWx => detections::WX_MAPPING,
+            Alert::MprotectWToX | Alert::MprotectAddedX => detections::W_TO_X,
         };
         if self.prot_seen.contains(&(det.id, r.pid, r.ts)) {
             return;
         }
         let path = r.arg_str("pathname").filter(|p| !p.is_empty());
         let detail = format!(
-            "{alert} at {}{}",
+            "{} at {}{}",
+            alert.text(),
             r.arg_str("addr").unwrap_or("?"),
             path.map_or(String::new(), |p| format!(" ({p})"))
         );

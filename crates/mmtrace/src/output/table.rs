@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use mmtrace_events::decode::Decoder;
-use mmtrace_events::enrich;
+use mmtrace_events::enrich::{self, ProtAlert};
 use mmtrace_events::{ArgValue, Event, RetKind};
 
 use super::{hex_digits, Sink, WRITE_BYTES};
@@ -176,6 +176,7 @@ fn write_call(out: &mut String, e: &Event) {
                 ArgValue::Pointer(p) => hex(out, p),
                 ArgValue::Unsigned(v) => uint(out, v),
                 ArgValue::Signed(v) => int(out, v),
+                ArgValue::Bool(b) => out.push_str(if b { "true" } else { "false" }),
             }
         }
     }
@@ -281,6 +282,16 @@ impl<W: Write> Table<W> {
     }
 }
 
+impl<W: Write> Table<W> {
+    fn write_if_full(&mut self) -> io::Result<()> {
+        if self.rows.len() >= WRITE_BYTES {
+            self.out.write_all(self.rows.as_bytes())?;
+            self.rows.clear();
+        }
+        Ok(())
+    }
+}
+
 impl<W: Write> Sink for Table<W> {
     fn event(&mut self, e: &Event) -> io::Result<()> {
         if !self.header_done {
@@ -302,19 +313,17 @@ impl<W: Write> Sink for Table<W> {
         write_call(&mut self.rows, e);
         write_enrichment(&mut self.rows, e);
         self.rows.push('\n');
-        if let Some((alert, _)) = enrich::alert(e) {
-            self.who(e);
-            let start = self.rows.len();
-            align_right(&mut self.rows, start, 9);
-            self.rows.push_str("  mem_prot_alert: ");
-            self.rows.push_str(alert.text());
-            self.rows.push('\n');
-        }
-        if self.rows.len() >= WRITE_BYTES {
-            self.out.write_all(self.rows.as_bytes())?;
-            self.rows.clear();
-        }
-        Ok(())
+        self.write_if_full()
+    }
+
+    fn alert(&mut self, e: &Event, alert: &ProtAlert) -> io::Result<()> {
+        self.who(e);
+        let start = self.rows.len();
+        align_right(&mut self.rows, start, 9);
+        self.rows.push_str("  mem_prot_alert: ");
+        self.rows.push_str(alert.alert.text());
+        self.rows.push('\n');
+        self.write_if_full()
     }
 
     fn flush(&mut self) -> io::Result<()> {
