@@ -65,8 +65,9 @@ pub fn page<S: Origin>(e: &EventDef<S>) -> String {
     section(
         1,
         format!(
-            "| x86_64 | arm64 | added in | sets |\n|---|---|---|---|\n\
-             | {x86_64} | {aarch64} | Linux {} | {} |\n",
+            "| x86_64 | arm64 | eventId | added in | sets |\n|---|---|---|---|---|\n\
+             | {x86_64} | {aarch64} | {} | Linux {} | {} |\n",
+            e.event_id,
             e.since,
             sets.join(", ")
         ),

@@ -320,9 +320,10 @@ pub fn text<S: Origin>(e: &EventDef<S>) -> String {
     section(
         1,
         format!(
-            "{IN}{}; added in Linux {}\n{IN}sets: {}\n",
+            "{IN}{}; added in Linux {}\n{IN}eventId: {}\n{IN}sets: {}\n",
             S::origin(e),
             e.since,
+            e.event_id,
             e.sets.join(", ")
         ),
     );
