@@ -280,13 +280,23 @@ mod tests {
             assert_eq!((e.name(), e.arg("pid")), (name, Some(Signed(4242))));
             assert!(e.enrich.is_none());
         }
-        let exit = Record::parse(bytes(&record(1004, &[9, 1 << 20, 8192, 0])), &clock()).unwrap();
+        // exit(3): the status in bits 8-15 of task->exit_code, as Tracee splits it.
+        let exit =
+            Record::parse(bytes(&record(1004, &[3 << 8, 1 << 20, 8192, 0])), &clock()).unwrap();
         assert_eq!(
-            (exit.name(), exit.arg("exit_code"), exit.arg("anon")),
+            (
+                exit.name(),
+                exit.arg("exit_code"),
+                exit.arg("signal_code"),
+                exit.arg("anon"),
+                exit.arg("file")
+            ),
             (
                 "sched_process_exit",
-                Some(Signed(9)),
-                Some(Unsigned(1 << 20))
+                Some(Signed(3)),
+                Some(Signed(0)),
+                Some(Unsigned(1 << 20)),
+                Some(Unsigned(8192))
             )
         );
     }

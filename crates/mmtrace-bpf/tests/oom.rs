@@ -6,6 +6,7 @@ mod common;
 
 use common::trace_others;
 use mmtrace_bpf::features::Feature;
+use mmtrace_events::ArgValue;
 use mmtrace_testkit::Memcg;
 
 const LIMIT: u64 = 32 << 20;
@@ -67,9 +68,11 @@ fn a_memcg_oom_kill_shows_victim_and_exit() {
         .find(|e| e.name() == "sched_process_exit")
         .unwrap_or_else(|| panic!("{names:?}"));
     assert_eq!(
-        exit.raw_args[0] & 0x7f,
-        libc::SIGKILL as u64,
-        "exit_code carries the signal"
+        exit.arg("signal_code"),
+        Some(ArgValue::Signed(libc::SIGKILL.into())),
+        "signal_code is the signal"
     );
+    assert_eq!(exit.arg("exit_code"), Some(ArgValue::Signed(0)));
+    assert_eq!(exit.arg("process_group_exit"), Some(ArgValue::Bool(true)));
     assert!(exit.ctx.timestamp >= mark.ctx.timestamp);
 }

@@ -45,6 +45,9 @@ pub enum ArgType {
     I64,
     I32,
     U32,
+    /// Text mmtrace writes itself. No register holds one, so only raised events have it.
+    Str,
+    Bool,
 }
 
 impl ArgType {
@@ -55,6 +58,8 @@ impl ArgType {
             ArgType::I64 => "int64",
             ArgType::I32 => "int32",
             ArgType::U32 => "uint32",
+            ArgType::Str => "string",
+            ArgType::Bool => "bool",
         }
     }
 
@@ -62,7 +67,8 @@ impl ArgType {
     pub fn value(self, raw: u64) -> ArgValue {
         match self {
             ArgType::Pointer => ArgValue::Pointer(raw),
-            ArgType::U64 => ArgValue::Unsigned(raw),
+            ArgType::U64 | ArgType::Str => ArgValue::Unsigned(raw),
+            ArgType::Bool => ArgValue::Bool(raw != 0),
             ArgType::I64 => ArgValue::Signed(raw as i64),
             ArgType::I32 => ArgValue::Signed(raw as u32 as i32 as i64),
             ArgType::U32 => ArgValue::Unsigned(raw as u32 as u64),
@@ -76,6 +82,7 @@ pub enum ArgValue {
     Pointer(u64),
     Unsigned(u64),
     Signed(i64),
+    Bool(bool),
 }
 
 impl ArgValue {
@@ -84,6 +91,7 @@ impl ArgValue {
         match self {
             ArgValue::Pointer(v) | ArgValue::Unsigned(v) => v,
             ArgValue::Signed(v) => v as u64,
+            ArgValue::Bool(b) => b.into(),
         }
     }
 }
@@ -96,6 +104,8 @@ pub struct ArgDef {
     pub decoder: Decoder,
     /// What the number measures, so that text outputs can show sizes in one style.
     pub unit: Unit,
+    /// Where the value is in the record's fields.
+    pub field: Field,
 }
 
 /// The unit of an argument that is an amount of memory.
@@ -108,7 +118,41 @@ pub enum Unit {
     KiB,
 }
 
+/// Where an argument's value is in a record: where Tracee's order differs from what the
+/// kernel side sends, or Tracee splits a field in two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// The field at the argument's own position.
+    Own,
+    /// The field at another position.
+    At(usize),
+    /// Bits of a field: `(field >> shift) & mask`.
+    Bits { at: usize, shift: u32, mask: u64 },
+    /// Always this value: what the kernel side sends only when it holds.
+    Always(u64),
+}
+
 impl ArgDef {
+    /// The typed value of the argument at position `own` among a record's `fields`.
+    pub fn value(&self, own: usize, fields: &[u64]) -> ArgValue {
+        let at = |i: usize| fields.get(i).copied().unwrap_or(0);
+        self.ty.value(match self.field {
+            Field::Own => at(own),
+            Field::At(i) => at(i),
+            Field::Bits { at: i, shift, mask } => (at(i) >> shift) & mask,
+            Field::Always(v) => v,
+        })
+    }
+
+    /// The record field the value comes from, if any (an `Always` value has none).
+    pub fn record_field(&self, own: usize) -> Option<usize> {
+        match self.field {
+            Field::Own => Some(own),
+            Field::At(i) | Field::Bits { at: i, .. } => Some(i),
+            Field::Always(_) => None,
+        }
+    }
+
     /// The amount of memory `raw` stands for, in bytes, if the argument is one.
     pub fn bytes(&self, raw: u64) -> Option<u64> {
         match self.unit {
@@ -243,12 +287,25 @@ pub enum Source {
     },
 }
 
+/// An event mmtrace raises itself, in userspace, from the records of the events it names:
+/// it has no hook of its own, so the loader never sees it.
 #[derive(Debug)]
-pub struct EventDef {
+pub struct Raised {
+    pub by: &'static [&'static str],
+}
+
+/// One catalog entry. `S` says where its records come from: a hook (`Source`, what the loader
+/// attaches) or other events' records (`Raised`).
+#[derive(Debug)]
+pub struct EventDef<S: 'static = Source> {
     pub name: &'static str,
     /// The id carried by kernel records: the x86_64 syscall number for syscalls.
     pub id: u16,
-    pub source: Source,
+    /// The id JSON lines carry as eventId: Tracee's where Tracee has the event (its syscall
+    /// events are numbered by the x86_64 syscall number), and one of the ids Tracee leaves to
+    /// extended builds (1500-1999) where it has not, so it never names another Tracee event.
+    pub event_id: u16,
+    pub source: S,
     pub args: &'static [ArgDef],
     pub ret: RetKind,
     /// What the kernel side adds to the raw record.
@@ -262,14 +319,14 @@ pub struct EventDef {
 }
 
 /// Entries are unique by id, so identity is the id.
-impl PartialEq for EventDef {
+impl<S> PartialEq for EventDef<S> {
     fn eq(&self, other: &Self) -> bool {
         self.id == other.id
     }
 }
-impl Eq for EventDef {}
+impl<S> Eq for EventDef<S> {}
 
-impl EventDef {
+impl<S> EventDef<S> {
     /// The JSON keys mmtrace adds to this event beyond Tracee's, with their meaning.
     pub fn extra_fields(&self) -> Vec<(&'static str, &'static str)> {
         let mut fields: Vec<(&str, &str)> = self
@@ -305,6 +362,19 @@ const fn arg(name: &'static str, ty: ArgType, tags: &'static [Tag], decoder: Dec
         tags,
         decoder,
         unit: Unit::None,
+        field: Field::Own,
+    }
+}
+
+/// A kernel event's argument read from `field` of the record.
+const fn field(name: &'static str, ty: ArgType, decoder: Decoder, field: Field) -> ArgDef {
+    ArgDef {
+        name,
+        ty,
+        tags: K,
+        decoder,
+        unit: Unit::None,
+        field,
     }
 }
 
@@ -313,8 +383,20 @@ const KU: &[Tag] = &[Tag::K, Tag::U];
 const KU_OPT: &[Tag] = &[Tag::K, Tag::U, Tag::Opt];
 const KU_TOCTOU: &[Tag] = &[Tag::K, Tag::U, Tag::Toctou];
 
-use ArgType::{Pointer, I32, I64, U32, U64};
+use ArgType::{Bool, Pointer, Str, I32, I64, U32, U64};
 use Decoder as D;
+
+/// task->exit_code as wait() reads it: the status in bits 8-15, the signal in the low byte.
+const EXIT_STATUS: Field = Field::Bits {
+    at: 0,
+    shift: 8,
+    mask: 0xff,
+};
+const EXIT_SIGNAL: Field = Field::Bits {
+    at: 0,
+    shift: 0,
+    mask: 0xff,
+};
 
 const MAP_SETS: &[&str] = &["syscalls", "proc", "proc_mem", "mapping"];
 const LOCK_SETS: &[&str] = &["syscalls", "proc", "proc_mem", "mlock"];
@@ -325,6 +407,7 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "mmap",
         id: 9,
+        event_id: 9,
         source: Source::Syscall {
             x86_64: 9,
             aarch64: 222,
@@ -347,6 +430,7 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "mprotect",
         id: 10,
+        event_id: 10,
         source: Source::Syscall {
             x86_64: 10,
             aarch64: 226,
@@ -366,6 +450,7 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "munmap",
         id: 11,
+        event_id: 11,
         source: Source::Syscall {
             x86_64: 11,
             aarch64: 215,
@@ -384,6 +469,7 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "brk",
         id: 12,
+        event_id: 12,
         source: Source::Syscall {
             x86_64: 12,
             aarch64: 214,
@@ -399,6 +485,7 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "mremap",
         id: 25,
+        event_id: 25,
         source: Source::Syscall {
             x86_64: 25,
             aarch64: 216,
@@ -420,6 +507,7 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "madvise",
         id: 28,
+        event_id: 28,
         source: Source::Syscall {
             x86_64: 28,
             aarch64: 233,
@@ -439,6 +527,7 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "kill",
         id: 62,
+        event_id: 62,
         source: Source::Syscall {
             x86_64: 62,
             aarch64: 129,
@@ -454,6 +543,7 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "mlock",
         id: 149,
+        event_id: 149,
         source: Source::Syscall {
             x86_64: 149,
             aarch64: 228,
@@ -472,6 +562,7 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "munlock",
         id: 150,
+        event_id: 150,
         source: Source::Syscall {
             x86_64: 150,
             aarch64: 229,
@@ -490,6 +581,7 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "mlockall",
         id: 151,
+        event_id: 151,
         source: Source::Syscall {
             x86_64: 151,
             aarch64: 230,
@@ -505,6 +597,7 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "munlockall",
         id: 152,
+        event_id: 152,
         source: Source::Syscall {
             x86_64: 152,
             aarch64: 231,
@@ -520,6 +613,7 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "mlock2",
         id: 325,
+        event_id: 325,
         source: Source::Syscall {
             x86_64: 325,
             aarch64: 284,
@@ -539,6 +633,7 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "pkey_mprotect",
         id: 329,
+        event_id: 329,
         source: Source::Syscall {
             x86_64: 329,
             aarch64: 288,
@@ -559,6 +654,7 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "pidfd_send_signal",
         id: 424,
+        event_id: 424,
         source: Source::Syscall {
             x86_64: 424,
             aarch64: 424,
@@ -579,6 +675,7 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "pidfd_open",
         id: 434,
+        event_id: 434,
         source: Source::Syscall {
             x86_64: 434,
             aarch64: 434,
@@ -597,6 +694,7 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "process_madvise",
         id: 440,
+        event_id: 440,
         source: Source::Syscall {
             x86_64: 440,
             aarch64: 440,
@@ -618,6 +716,7 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "memfd_secret",
         id: 447,
+        event_id: 447,
         source: Source::Syscall {
             x86_64: 447,
             aarch64: 447,
@@ -633,6 +732,7 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "process_mrelease",
         id: 448,
+        event_id: 448,
         source: Source::Syscall {
             x86_64: 448,
             aarch64: 448,
@@ -648,6 +748,7 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "mseal",
         id: 462,
+        event_id: 1504,
         source: Source::Syscall {
             x86_64: 462,
             aarch64: 462,
@@ -667,6 +768,7 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "oom_mark_victim",
         id: 1000,
+        event_id: 1500,
         source: Source::Tracepoint {
             category: "oom",
             name: "mark_victim",
@@ -692,6 +794,7 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "oom_start_task_reaping",
         id: 1001,
+        event_id: 1501,
         source: Source::Tracepoint {
             category: "oom",
             name: "start_task_reaping",
@@ -708,6 +811,7 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "oom_finish_task_reaping",
         id: 1002,
+        event_id: 1502,
         source: Source::Tracepoint {
             category: "oom",
             name: "finish_task_reaping",
@@ -724,6 +828,7 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "oom_skip_task_reaping",
         id: 1003,
+        event_id: 1503,
         source: Source::Tracepoint {
             category: "oom",
             name: "skip_task_reaping",
@@ -740,16 +845,21 @@ pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "sched_process_exit",
         id: 1004,
+        event_id: 716,
         source: Source::Tracepoint {
             category: "sched",
             name: "sched_process_exit",
             program: "on_exit",
         },
+        // Tracee's three first, split from task->exit_code as Tracee does; the kernel side
+        // sends (exit_code, anon, file, shmem), and only when the whole process exits.
         args: &[
-            arg("exit_code", I32, K, D::None),
-            arg("anon", U64, K, D::None).in_unit(Unit::Bytes),
-            arg("file", U64, K, D::None).in_unit(Unit::Bytes),
-            arg("shmem", U64, K, D::None).in_unit(Unit::Bytes),
+            field("exit_code", I32, D::None, EXIT_STATUS),
+            field("signal_code", I32, D::Signal, EXIT_SIGNAL),
+            field("process_group_exit", Bool, D::None, Field::Always(1)),
+            field("anon", U64, D::None, Field::At(1)).in_unit(Unit::Bytes),
+            field("file", U64, D::None, Field::At(2)).in_unit(Unit::Bytes),
+            field("shmem", U64, D::None, Field::At(3)).in_unit(Unit::Bytes),
         ],
         ret: RetKind::None,
         extras: &[],
@@ -759,6 +869,52 @@ pub static CATALOG: &[EventDef] = &[
         doc: &docs::SCHED_PROCESS_EXIT,
     },
 ];
+
+/// Events mmtrace raises itself from the records of others.
+pub static RAISED: &[&EventDef<Raised>] = &[&MEM_PROT_ALERT];
+
+/// Tracee's W+X alert. Tracee raises it from LSM hooks; mmtrace from the exits of the calls
+/// that change protections, with the mapping the kernel side read. Its arguments are
+/// Tracee's, in Tracee's order.
+pub static MEM_PROT_ALERT: EventDef<Raised> = EventDef {
+    name: "mem_prot_alert",
+    // No kernel record carries it; an id no syscall has, so counters indexed by id stay apart.
+    id: 724,
+    event_id: 724,
+    source: Raised {
+        by: &["mmap", "mprotect", "pkey_mprotect"],
+    },
+    args: &[
+        arg("alert", Str, K, D::None),
+        arg("addr", Pointer, KU, D::None),
+        arg("len", U64, K, D::None),
+        arg("prot", I32, K, D::Prot),
+        arg("prev_prot", I32, K, D::Prot),
+        arg("pathname", Str, K, D::None),
+        arg("dev", U32, K, D::None),
+        arg("inode", U64, K, D::None),
+        arg("ctime", U64, K, D::None),
+    ],
+    ret: RetKind::None,
+    extras: &[],
+    sets: &["mapping"],
+    since: "1.0",
+    summary: "memory made writable and executable, or executable after being writable",
+    doc: &docs::MEM_PROT_ALERT,
+};
+
+/// Every catalog name, hooked events first, in catalog order.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    CATALOG
+        .iter()
+        .map(|e| e.name)
+        .chain(RAISED.iter().map(|e| e.name))
+}
+
+/// The raised event named `name`.
+pub fn raised(name: &str) -> Option<&'static EventDef<Raised>> {
+    RAISED.iter().copied().find(|e| e.name == name)
+}
 
 /// The catalog entry named `name`.
 pub fn by_name(name: &str) -> Option<&'static EventDef> {
@@ -787,12 +943,82 @@ mod tests {
 
     #[test]
     fn names_and_ids_are_unique() {
-        for (i, a) in CATALOG.iter().enumerate() {
-            for b in &CATALOG[i + 1..] {
-                assert_ne!(a.name, b.name);
-                assert_ne!(a.id, b.id);
+        let all: Vec<(&str, u16, u16)> = CATALOG
+            .iter()
+            .map(|e| (e.name, e.id, e.event_id))
+            .chain(RAISED.iter().map(|e| (e.name, e.id, e.event_id)))
+            .collect();
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                assert_ne!(a.0, b.0);
+                assert_ne!(a.1, b.1, "{} and {}", a.0, b.0);
+                assert_ne!(a.2, b.2, "{} and {}", a.0, b.0);
             }
         }
+    }
+
+    /// Tracee v0.24.1's ids (pkg/events/core.go and core_amd64.go) for the events it has;
+    /// every other event takes an id from the range Tracee leaves to extended builds. mseal's
+    /// syscall number, 462, is Tracee's id for the 32-bit mpx syscall.
+    #[test]
+    fn event_ids_are_tracee_ids() {
+        const TRACEE: &[(&str, u16)] = &[("sched_process_exit", 716), ("mem_prot_alert", 724)];
+        const NOT_IN_TRACEE: &[&str] = &[
+            "mseal",
+            "oom_mark_victim",
+            "oom_start_task_reaping",
+            "oom_finish_task_reaping",
+            "oom_skip_task_reaping",
+        ];
+        let all = CATALOG
+            .iter()
+            .map(|e| (e.name, e.event_id, Some(&e.source)))
+            .chain(RAISED.iter().map(|e| (e.name, e.event_id, None)));
+        for (name, event_id, source) in all {
+            if NOT_IN_TRACEE.contains(&name) {
+                assert!((1500..=1999).contains(&event_id), "{name}");
+            } else if let Some(&(_, id)) = TRACEE.iter().find(|(n, _)| *n == name) {
+                assert_eq!(event_id, id, "{name}");
+            } else {
+                // Tracee numbers its syscall events by the x86_64 syscall number.
+                let Some(Source::Syscall { x86_64, .. }) = source else {
+                    panic!("{name}: say whether Tracee has it");
+                };
+                assert_eq!(event_id, *x86_64, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn tracee_order_first_then_ours() {
+        let names = |args: &[ArgDef]| args.iter().map(|a| a.name).collect::<Vec<_>>();
+        assert_eq!(
+            names(MEM_PROT_ALERT.args),
+            [
+                "alert",
+                "addr",
+                "len",
+                "prot",
+                "prev_prot",
+                "pathname",
+                "dev",
+                "inode",
+                "ctime"
+            ]
+        );
+        let exit = by_name("sched_process_exit").unwrap();
+        assert_eq!(
+            names(exit.args)[..3],
+            ["exit_code", "signal_code", "process_group_exit"]
+        );
+        // exit(3), and a SIGKILL that dumped no core, as task->exit_code holds them.
+        let fields = |code| [code, 4096, 0, 0];
+        let value = |i: usize, code| exit.args[i].value(i, &fields(code));
+        assert_eq!(value(0, 3 << 8), ArgValue::Signed(3));
+        assert_eq!(value(1, 3 << 8), ArgValue::Signed(0));
+        assert_eq!(value(1, 9), ArgValue::Signed(9));
+        assert_eq!(value(2, 9), ArgValue::Bool(true));
+        assert_eq!(value(3, 9), ArgValue::Unsigned(4096));
     }
 
     #[test]
@@ -806,6 +1032,10 @@ mod tests {
                 Source::Tracepoint { .. } => {
                     assert!(e.id >= 1000 && e.args.len() <= 8, "{}", e.name)
                 }
+            }
+            // Syscall arguments are the registers, in order.
+            if matches!(e.source, Source::Syscall { .. }) {
+                assert!(e.args.iter().all(|a| a.field == Field::Own), "{}", e.name);
             }
         }
     }

@@ -1003,7 +1003,11 @@ pub static SCHED_PROCESS_EXIT: EventDoc = EventDoc {
         before the process lets go of its address space, so anon, file and shmem are what its \
         exit is about to free, in bytes.",
     args: &[
-        "the exit status as wait() would see it: code << 8, or the killing signal",
+        "the exit status the process passed to exit(), as Tracee reads it: task->exit_code \
+         >> 8 (0 when a signal killed it)",
+        "the signal that killed it, as Tracee reads it: the low byte of task->exit_code, with \
+         0x80 added when it dumped core; 0 for a normal exit",
+        "true: mmtrace reports only the exit of a whole process, the last of its threads",
         "resident anonymous memory still held, bytes",
         "resident file-backed memory still held, bytes",
         "resident shared memory still held, bytes",
@@ -1017,6 +1021,42 @@ pub static SCHED_PROCESS_EXIT: EventDoc = EventDoc {
          shmem then read 0.",
     ],
     related: &["oom_mark_victim", "process_mrelease", "pidfd_send_signal"],
+};
+
+pub static MEM_PROT_ALERT: EventDoc = EventDoc {
+    description: "Raised after a successful call that leaves memory writable and executable or \
+        makes it executable: mmap with PROT_WRITE|PROT_EXEC, and mprotect or pkey_mprotect \
+        adding PROT_EXEC, going from executable to writable and executable, or from writable \
+        to executable. These are Tracee's four alerts, with Tracee's texts and arguments. \
+        Tracee raises it from LSM hooks; mmtrace raises it from the call's own record and the \
+        mapping the kernel side read before an mprotect, so it follows that call's line, \
+        with the same context.",
+    args: &[
+        "which of Tracee's four alerts, as Tracee's text: \"Mmaped region with W+E \
+         permissions!\", \"Protection changed to Executable!\", \"Protection changed from E \
+         to W+E!\" or \"Protection changed from W to E!\"",
+        "start of the range: where mmap placed the mapping, or mprotect's addr",
+        "bytes in the range, as the call asked",
+        "the protection the call set",
+        "the protection of the mapping before the call (0 for mmap: there was none)",
+        "the file mapped there, empty for anonymous memory or when the mapping was not read \
+         (--no-enrich)",
+        "the file's device: 0, not gathered yet",
+        "the file's inode: 0, not gathered yet",
+        "the file's inode change time: 0, not gathered yet",
+    ],
+    errnos: &[],
+    use_case: "Catch code injection and unpacking: shellcode loaders and packers map or flip \
+        memory to executable after writing it. `-e mem_prot_alert` traces the three calls but \
+        prints only the alerts.",
+    pitfalls: &[
+        "JIT runtimes (V8, the JVM, .NET, LuaJIT) raise it all the time; scope them out with \
+         -s comm!=NAME rather than reading every alert.",
+        "An mprotect alert needs the mapping read before the call: with --no-enrich only \
+         mmap's alert is raised.",
+        "An mprotect over several mappings is judged by the first one, at addr.",
+    ],
+    related: &["mmap", "mprotect", "pkey_mprotect"],
 };
 
 #[cfg(test)]

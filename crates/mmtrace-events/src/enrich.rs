@@ -169,13 +169,76 @@ pub enum Alert {
 }
 
 impl Alert {
+    const ALL: [Alert; 4] = [
+        Alert::MmapWx,
+        Alert::MprotectAddedX,
+        Alert::MprotectXToWx,
+        Alert::MprotectWToX,
+    ];
+
+    /// Tracee's text for it (trace.MemProtAlert's String), as Tracee prints it.
     pub fn text(self) -> &'static str {
+        match self {
+            Alert::MmapWx => "Mmaped region with W+E permissions!",
+            Alert::MprotectAddedX => "Protection changed to Executable!",
+            Alert::MprotectXToWx => "Protection changed from E to W+E!",
+            Alert::MprotectWToX => "Protection changed from W to E!",
+        }
+    }
+
+    /// The text mmtrace wrote before it took Tracee's, which older recordings hold.
+    fn old_text(self) -> &'static str {
         match self {
             Alert::MmapWx => "mmap W+X",
             Alert::MprotectAddedX => "mprotect added X",
             Alert::MprotectXToWx => "mprotect X to W+X",
             Alert::MprotectWToX => "mprotect W to X",
         }
+    }
+
+    /// The alert a recorded line names, in Tracee's text or mmtrace's older one.
+    pub fn parse(text: &str) -> Option<Alert> {
+        Alert::ALL
+            .into_iter()
+            .find(|a| a.text() == text || a.old_text() == text)
+    }
+}
+
+/// A mem_prot_alert's argument values, in the catalog's order: what the JSON line and the
+/// analysis both report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtAlert<'a> {
+    pub alert: Alert,
+    pub addr: u64,
+    pub len: u64,
+    pub prot: u64,
+    pub prev_prot: u64,
+    /// Empty for anonymous memory, or when the mapping was not read.
+    pub pathname: &'a [u8],
+}
+
+impl ProtAlert<'_> {
+    /// The alert a successful mmap or mprotect raises, with what it is about.
+    pub fn of(e: &Event) -> Option<ProtAlert<'_>> {
+        let (alert, prev_prot) = alert(e)?;
+        let raw = |name| e.arg(name).map_or(0, |v| v.bits());
+        Some(ProtAlert {
+            alert,
+            // mmap's addr argument is only a hint; where the mapping went is what it returned.
+            addr: match e.def.name {
+                "mmap" => e.ret as u64,
+                _ => raw("addr"),
+            },
+            len: e.arg("len").or(e.arg("length")).map_or(0, |v| v.bits()),
+            prot: raw("prot"),
+            prev_prot,
+            pathname: e
+                .enrich
+                .as_ref()
+                .and_then(|x| x.mapping.as_ref())
+                .and_then(|m| m.path.as_ref())
+                .map_or(&[][..], TracedText::as_bytes),
+        })
     }
 }
 

@@ -51,10 +51,15 @@ impl Event {
         self.def
             .args
             .iter()
-            .zip(self.raw_args)
             .enumerate()
-            .filter(|(i, _)| self.absent & (1 << i) == 0)
-            .map(|(_, (def, raw))| (def, def.ty.value(raw)))
+            .filter(|(i, def)| !self.is_absent(def, *i))
+            .map(|(i, def)| (def, def.value(i, &self.raw_args)))
+    }
+
+    /// Whether the argument at position `own` reads a record field this kernel lacks.
+    fn is_absent(&self, def: &crate::ArgDef, own: usize) -> bool {
+        def.record_field(own)
+            .is_some_and(|f| f < 8 && self.absent & (1 << f) != 0)
     }
 
     /// How many arguments `args` yields.
@@ -65,7 +70,8 @@ impl Event {
     /// The raw argument named `name`, typed; None when absent on this kernel.
     pub fn arg(&self, name: &str) -> Option<ArgValue> {
         let i = self.def.args.iter().position(|a| a.name == name)?;
-        (self.absent & (1 << i) == 0).then(|| self.def.args[i].ty.value(self.raw_args[i]))
+        let def = &self.def.args[i];
+        (!self.is_absent(def, i)).then(|| def.value(i, &self.raw_args))
     }
 
     /// The errno name of a failed call (`EINVAL`), None on success.

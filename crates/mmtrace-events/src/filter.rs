@@ -73,7 +73,8 @@ impl ArgFilter {
                 ArgType::I32 => (true, 4),
                 ArgType::U32 => (false, 4),
                 ArgType::I64 => (true, 8),
-                ArgType::U64 | ArgType::Pointer => (false, 8),
+                // Raised events' text cannot be filtered: no filter reaches them.
+                ArgType::U64 | ArgType::Pointer | ArgType::Str | ArgType::Bool => (false, 8),
             },
         }
     }

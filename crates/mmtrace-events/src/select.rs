@@ -1,7 +1,7 @@
 //! The `-e/--events` syntax: names, `-name` to exclude, `tag=SET`, `prefix*`, and filters
 //! on arguments and return values (`EVENT.data.ARG OP VALUES`, `EVENT.retval OP VALUES`).
 
-use crate::catalog::{self, EventDef, CATALOG};
+use crate::catalog::{self, EventDef, Raised, CATALOG, RAISED};
 use crate::filter::{parse_filter, split_op, ArgFilter, FilterError};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -24,6 +24,8 @@ pub enum SelectError {
     EmptyList,
     #[error("event list '{list}' selects no event once exclusions apply")]
     NothingSelected { list: String },
+    #[error("{name} cannot be filtered: mmtrace raises it from {by}; filter those instead")]
+    RaisedFilter { name: &'static str, by: String },
     #[error(transparent)]
     Filter(#[from] FilterError),
 }
@@ -31,8 +33,13 @@ pub enum SelectError {
 /// What `-e` selected: the events, and the filters on their calls.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selection {
+    /// The events to attach: those named, and those whose records raise a named raised event.
     pub events: Vec<&'static EventDef>,
     pub filters: Vec<ArgFilter>,
+    /// The raised events named (mem_prot_alert).
+    pub raised: Vec<&'static EventDef<Raised>>,
+    /// Events attached only for a raised event: their own lines are not shown.
+    pub hidden: Vec<&'static EventDef>,
 }
 
 /// `EVENT.field OP VALUES`: a filter when what precedes the operator names an event's field.
@@ -50,9 +57,15 @@ pub fn parse_selection(flags: &[&str]) -> Result<Selection, SelectError> {
     for flag in flags.iter().map(|f| f.trim()) {
         match as_filter(flag) {
             Some((name, rest)) => {
+                if let Some(raised) = catalog::raised(name) {
+                    return Err(SelectError::RaisedFilter {
+                        name: raised.name,
+                        by: raised.source.by.join(", "),
+                    });
+                }
                 let event = catalog::by_name(name).ok_or_else(|| SelectError::UnknownEvent {
                     name: name.into(),
-                    close: closest(name, CATALOG.iter().map(|e| e.name)),
+                    close: closest(name, catalog::names()),
                 })?;
                 filters.push(parse_filter(event, rest, flag)?);
                 list.push(name);
@@ -62,8 +75,26 @@ pub fn parse_selection(flags: &[&str]) -> Result<Selection, SelectError> {
             None => list.push(flag),
         }
     }
-    let events = parse_events(Some(&list.join(",")))?;
-    Ok(Selection { events, filters })
+    let (events, raised) = choose(Some(&list.join(",")))?;
+    let raisers: Vec<_> = CATALOG
+        .iter()
+        .filter(|e| raised.iter().any(|r| r.source.by.contains(&e.name)))
+        .collect();
+    let hidden = raisers
+        .iter()
+        .copied()
+        .filter(|e| !events.contains(e))
+        .collect();
+    let events = CATALOG
+        .iter()
+        .filter(|e| events.contains(e) || raisers.contains(e))
+        .collect();
+    Ok(Selection {
+        events,
+        filters,
+        raised,
+        hidden,
+    })
 }
 
 fn suggest(close: &[&str]) -> String {
@@ -92,13 +123,23 @@ pub fn closest<'a>(typo: &str, names: impl IntoIterator<Item = &'a str>) -> Vec<
         .collect()
 }
 
-/// The events a list selects, in catalog order; None or an empty list means all of them.
+/// The events a list selects, with those a selected raised event needs, in catalog order;
+/// None or an empty list means all of them.
 pub fn parse_events(list: Option<&str>) -> Result<Vec<&'static EventDef>, SelectError> {
+    Ok(parse_selection(&[list.unwrap_or_default()])?.events)
+}
+
+/// The hooked and the raised events a list names, each in catalog order.
+type Chosen = (Vec<&'static EventDef>, Vec<&'static EventDef<Raised>>);
+
+/// The events a list names; None or an empty list means all of them.
+fn choose(list: Option<&str>) -> Result<Chosen, SelectError> {
     let Some(list) = list.filter(|l| !l.trim().is_empty()) else {
-        return Ok(CATALOG.iter().collect());
+        return Ok((CATALOG.iter().collect(), RAISED.to_vec()));
     };
-    let mut include = vec![false; CATALOG.len()];
-    let mut exclude = vec![false; CATALOG.len()];
+    let n = CATALOG.len() + RAISED.len();
+    let mut include = vec![false; n];
+    let mut exclude = vec![false; n];
     let mut any_include = false;
     for item in list.split(',').map(str::trim) {
         if item.is_empty() {
@@ -115,25 +156,36 @@ pub fn parse_events(list: Option<&str>) -> Result<Vec<&'static EventDef>, Select
             target[i] = true;
         }
     }
-    let chosen: Vec<_> = CATALOG
+    let chosen = |i: usize| (include[i] || !any_include) && !exclude[i];
+    let hooked: Vec<_> = CATALOG
         .iter()
         .enumerate()
-        .filter(|&(i, _)| (include[i] || !any_include) && !exclude[i])
+        .filter(|&(i, _)| chosen(i))
         .map(|(_, e)| e)
         .collect();
-    if chosen.is_empty() {
+    let raised: Vec<_> = RAISED
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| chosen(CATALOG.len() + i))
+        .map(|(_, &e)| e)
+        .collect();
+    if hooked.is_empty() && raised.is_empty() {
         return Err(SelectError::NothingSelected { list: list.into() });
     }
-    Ok(chosen)
+    Ok((hooked, raised))
 }
 
-/// Indexes of the catalog entries one pattern names.
+/// Indexes of the entries one pattern names: the hooked events, then the raised ones.
 fn matching(pattern: &str) -> Result<Vec<usize>, SelectError> {
-    let indexes = |pred: &dyn Fn(&EventDef) -> bool| -> Vec<usize> {
-        CATALOG
-            .iter()
+    let entries = CATALOG
+        .iter()
+        .map(|e| (e.name, e.sets))
+        .chain(RAISED.iter().map(|e| (e.name, e.sets)));
+    let indexes = |pred: &dyn Fn(&str, &[&str]) -> bool| -> Vec<usize> {
+        entries
+            .clone()
             .enumerate()
-            .filter(|(_, e)| pred(e))
+            .filter(|(_, (name, sets))| pred(name, sets))
             .map(|(i, _)| i)
             .collect()
     };
@@ -141,7 +193,7 @@ fn matching(pattern: &str) -> Result<Vec<usize>, SelectError> {
         .strip_prefix("tag=")
         .or_else(|| pattern.strip_prefix("set="))
     {
-        let hits = indexes(&|e| e.in_set(set));
+        let hits = indexes(&|_, sets| sets.contains(&set));
         if hits.is_empty() {
             return Err(SelectError::UnknownSet {
                 name: set.into(),
@@ -151,7 +203,7 @@ fn matching(pattern: &str) -> Result<Vec<usize>, SelectError> {
         return Ok(hits);
     }
     if let Some(prefix) = pattern.strip_suffix('*') {
-        let hits = indexes(&|e| e.name.starts_with(prefix));
+        let hits = indexes(&|name, _| name.starts_with(prefix));
         if hits.is_empty() {
             return Err(SelectError::NoMatch {
                 pattern: pattern.into(),
@@ -159,11 +211,11 @@ fn matching(pattern: &str) -> Result<Vec<usize>, SelectError> {
         }
         return Ok(hits);
     }
-    let hits = indexes(&|e| e.name == pattern);
+    let hits = indexes(&|name, _| name == pattern);
     if hits.is_empty() {
         return Err(SelectError::UnknownEvent {
             name: pattern.into(),
-            close: closest(pattern, CATALOG.iter().map(|e| e.name)),
+            close: closest(pattern, catalog::names()),
         });
     }
     Ok(hits)
@@ -201,6 +253,29 @@ mod tests {
         );
         // A set name with '=' is not a filter.
         assert_eq!(parse_selection(&["tag=oom"]).unwrap().filters.len(), 0);
+    }
+
+    #[test]
+    fn raised_events_attach_what_raises_them() {
+        let sel = parse_selection(&["mem_prot_alert"]).unwrap();
+        let names = |v: &[&EventDef]| v.iter().map(|e| e.name).collect::<Vec<_>>();
+        assert_eq!(names(&sel.events), ["mmap", "mprotect", "pkey_mprotect"]);
+        assert_eq!(names(&sel.hidden), ["mmap", "mprotect", "pkey_mprotect"]);
+        assert_eq!(sel.raised, [&catalog::MEM_PROT_ALERT]);
+        let sel = parse_selection(&["mmap,mem_prot_alert"]).unwrap();
+        assert_eq!(names(&sel.hidden), ["mprotect", "pkey_mprotect"]);
+        let sel = parse_selection(&["tag=mapping"]).unwrap();
+        assert_eq!(sel.raised.len(), 1);
+        assert!(sel.hidden.is_empty());
+        assert!(parse_selection(&["mlock"]).unwrap().raised.is_empty());
+        let err = parse_selection(&["mem_prot_alert.data.prot=7"]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("raises it from mmap, mprotect, pkey_mprotect"),
+            "{err}"
+        );
+        let err = parse_events(Some("mem_prot_alrt")).unwrap_err().to_string();
+        assert!(err.contains("did you mean 'mem_prot_alert'"), "{err}");
     }
 
     fn names(list: &str) -> Vec<&'static str> {
@@ -244,7 +319,14 @@ mod tests {
                 "process_mrelease"
             ]
         );
-        assert_eq!(names("-mmap").len(), CATALOG.len() - 1);
+        // mmap still raises mem_prot_alert, which stays selected: traced, not shown.
+        let sel = parse_selection(&["-mmap"]).unwrap();
+        assert_eq!(sel.events.len(), CATALOG.len());
+        assert_eq!(
+            sel.hidden.iter().map(|e| e.name).collect::<Vec<_>>(),
+            ["mmap"]
+        );
+        assert_eq!(names("-mmap,-mem_prot_alert").len(), CATALOG.len() - 1);
         assert_eq!(names(" munmap , mmap "), ["mmap", "munmap"]);
     }
 

@@ -1,5 +1,7 @@
 //! The example lines of the event reference: real mmtrace output of real calls.
 
+use mmtrace_events::catalog;
+
 // Captured by tests/examples.rs, and built in so that `explain` can show them anywhere.
 const JSON_LINES: &str = include_str!("../../../docs/events/examples.jsonl");
 const TABLE_LINES: &str = include_str!("../../../docs/events/examples.table");
@@ -39,8 +41,13 @@ pub fn of(event: &str) -> Option<Example> {
         .find(|l| l.contains(&format!("\"eventName\":\"{event}\",")))?;
     let mut rows = TABLE_LINES.lines();
     let table_header = rows.next()?;
-    // The call column follows two spaces, so `  mlock(` cannot match munlock or mlock2.
-    let table = rows.find(|l| l.contains(&format!("  {event}(")))?;
+    // The call column follows two spaces, so `  mlock(` cannot match munlock or mlock2; a
+    // raised event's row shows `  name: ` and its text.
+    let marker = match catalog::raised(event) {
+        Some(_) => format!("  {event}: "),
+        None => format!("  {event}("),
+    };
+    let table = rows.find(|l| l.contains(&marker))?;
     Some(Example {
         json,
         table_header,
@@ -52,21 +59,16 @@ pub fn of(event: &str) -> Option<Example> {
 mod tests {
     use super::*;
     use crate::explain::CONTEXT_FIELDS;
-    use mmtrace_events::CATALOG;
+    use mmtrace_events::{EventDef, CATALOG};
     use serde_json::Value;
 
     #[test]
     fn one_example_per_event_and_no_other() {
-        let examples = CATALOG.len() - NOT_CAPTURED.len();
+        let examples = catalog::names().count() - NOT_CAPTURED.len();
         assert_eq!(JSON_LINES.lines().count(), examples);
         assert_eq!(TABLE_LINES.lines().count(), examples + 1);
-        for e in CATALOG {
-            assert_eq!(
-                of(e.name).is_some(),
-                missing_reason(e.name).is_none(),
-                "{}",
-                e.name
-            );
+        for name in catalog::names() {
+            assert_eq!(of(name).is_some(), missing_reason(name).is_none(), "{name}");
         }
     }
 
@@ -75,44 +77,8 @@ mod tests {
     #[test]
     fn examples_match_the_json_schema() {
         for e in CATALOG.iter().filter(|e| missing_reason(e.name).is_none()) {
-            let line = of(e.name).unwrap().json;
-            let v: Value = serde_json::from_str(line).unwrap_or_else(|err| panic!("{line}: {err}"));
-            let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-            let failed = v.get("returnError").is_some();
-            let expected: Vec<&str> = CONTEXT_FIELDS
-                .iter()
-                .map(|&(key, _)| key)
-                .filter(|&key| key != "returnError" || failed)
-                .collect();
-            assert_eq!(keys[..expected.len()], expected, "{}", e.name);
-            // After the common keys, only what the catalog documents for this event.
-            let extra = e.extra_fields();
-            for key in &keys[expected.len()..] {
-                assert!(
-                    extra.iter().any(|(k, _)| k == key),
-                    "{}: undocumented key {key}",
-                    e.name
-                );
-            }
-            assert_eq!(v["eventName"], e.name);
+            let v = check_shape(e, &e.extra_fields());
             assert_eq!(v["syscall"], e.name);
-            assert_eq!(v["eventId"], e.id.to_string());
-            assert_eq!(v["argsNum"], e.args.len());
-            let args = v["args"].as_array().unwrap();
-            assert_eq!(args.len(), e.args.len(), "{}", e.name);
-            for (a, def) in args.iter().zip(e.args) {
-                assert_eq!(a["name"], def.name, "{}", e.name);
-                assert_eq!(a["type"], def.ty.tracee_name(), "{}", e.name);
-                assert!(!a["value"].is_null(), "{}", e.name);
-                assert_eq!(
-                    a.get("decoded").is_some(),
-                    !def.decoder.names().is_empty(),
-                    "{} {}: decoded exactly where the catalog has names",
-                    e.name,
-                    def.name
-                );
-            }
-            assert!(v["returnValue"].is_i64());
             // Calls take time and come from the example caller; kernel events are instants,
             // from the OOM victim (or whoever the kernel acted for).
             let call = matches!(e.source, mmtrace_events::catalog::Source::Syscall { .. });
@@ -121,6 +87,54 @@ mod tests {
                 assert_eq!(v["processName"], "mmtrace-example");
             }
         }
+        for e in catalog::RAISED {
+            // Raised in the context of the call that raised it, as an instant.
+            let v = check_shape(e, &[]);
+            assert!(e.source.by.contains(&v["syscall"].as_str().unwrap()));
+            assert_eq!(v["processName"], "mmtrace-example");
+            assert_eq!(v["duration"], 0);
+        }
+    }
+
+    /// Checks `e`'s example against the keys and the catalog; `extra` are the keys it may add.
+    fn check_shape<S>(e: &EventDef<S>, extra: &[(&str, &str)]) -> Value {
+        let line = of(e.name).unwrap().json;
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|err| panic!("{line}: {err}"));
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        let failed = v.get("returnError").is_some();
+        let expected: Vec<&str> = CONTEXT_FIELDS
+            .iter()
+            .map(|&(key, _)| key)
+            .filter(|&key| key != "returnError" || failed)
+            .collect();
+        assert_eq!(keys[..expected.len()], expected, "{}", e.name);
+        // After the common keys, only what the catalog documents for this event.
+        for key in &keys[expected.len()..] {
+            assert!(
+                extra.iter().any(|(k, _)| k == key),
+                "{}: undocumented key {key}",
+                e.name
+            );
+        }
+        assert_eq!(v["eventName"], e.name);
+        assert_eq!(v["eventId"], e.event_id.to_string());
+        assert_eq!(v["argsNum"], e.args.len());
+        let args = v["args"].as_array().unwrap();
+        assert_eq!(args.len(), e.args.len(), "{}", e.name);
+        for (a, def) in args.iter().zip(e.args) {
+            assert_eq!(a["name"], def.name, "{}", e.name);
+            assert_eq!(a["type"], def.ty.tracee_name(), "{}", e.name);
+            assert!(!a["value"].is_null(), "{}", e.name);
+            assert_eq!(
+                a.get("decoded").is_some(),
+                !def.decoder.names().is_empty(),
+                "{} {}: decoded exactly where the catalog has names",
+                e.name,
+                def.name
+            );
+        }
+        assert!(v["returnValue"].is_i64());
+        v
     }
 
     #[test]

@@ -3,10 +3,10 @@
 use std::io::{self, Write};
 
 use mmtrace_bpf::features::Feature;
-use mmtrace_events::catalog::Source;
+use mmtrace_events::catalog::{self, Raised, Source};
 use mmtrace_events::decode::{errno_number, Decoder};
 use mmtrace_events::select::{closest, SelectError};
-use mmtrace_events::{by_name, ArgDef, EventDef, RetKind, Tag, CATALOG};
+use mmtrace_events::{by_name, ArgDef, EventDef, RetKind, Tag};
 
 use crate::examples;
 
@@ -78,7 +78,12 @@ pub const CONTEXT_FIELDS: &[(&str, &str)] = &[
     ("containerId", "empty: kept for Tracee, not filled in yet"),
     ("container", "{}: kept for Tracee, not filled in yet"),
     ("kubernetes", "{}: kept for Tracee, not filled in yet"),
-    ("eventId", "the x86_64 syscall number, as a string"),
+    (
+        "eventId",
+        "Tracee's id for the event, as a decimal string: the x86_64 syscall number for a \
+         syscall, Tracee's own id for its other events, 1500-1999 for events Tracee lacks \
+         (`mmtrace list` shows them)",
+    ),
     ("eventName", "the event name, as `mmtrace list` shows it"),
     ("matchedPolicies", "[]: kept for Tracee"),
     ("argsNum", "how many arguments follow in args"),
@@ -107,19 +112,23 @@ pub const CONTEXT_FIELDS: &[(&str, &str)] = &[
 ];
 
 pub fn run(name: &str) -> anyhow::Result<()> {
-    let def = by_name(name).ok_or_else(|| SelectError::UnknownEvent {
-        name: name.to_string(),
-        close: closest(name, CATALOG.iter().map(|e| e.name)),
-    })?;
-    let mut out = io::stdout().lock();
-    out.write_all(text(def).as_bytes())?;
     let kernel = crate::list::Kernel::probe();
-    writeln!(out, "\nOn this kernel: {}", kernel.status(def).1)?;
+    let (page, status) = match (by_name(name), catalog::raised(name)) {
+        (Some(def), _) => (text(def), kernel.status(def).1),
+        (None, Some(def)) => (text(def), kernel.raised_status(def.source.by).1),
+        (None, None) => Err(SelectError::UnknownEvent {
+            name: name.to_string(),
+            close: closest(name, catalog::names()),
+        })?,
+    };
+    let mut out = io::stdout().lock();
+    out.write_all(page.as_bytes())?;
+    writeln!(out, "\nOn this kernel: {status}")?;
     Ok(())
 }
 
 /// What a successful result is, and how a failure shows.
-pub fn returns(e: &EventDef) -> &'static str {
+pub fn returns<S>(e: &EventDef<S>) -> &'static str {
     match e.ret {
         RetKind::Zero => {
             "0 on success. On failure the kernel returns -errno: returnValue holds the \
@@ -145,60 +154,100 @@ pub fn returns(e: &EventDef) -> &'static str {
     }
 }
 
-/// Where an event comes from: syscall numbers, or the tracepoint of a kernel event.
-pub fn origin(e: &EventDef) -> String {
-    match e.source {
-        Source::Syscall { x86_64, aarch64 } => format!("syscall: x86_64 {x86_64}, arm64 {aarch64}"),
-        Source::Tracepoint { category, name, .. } => {
-            format!("kernel event: tracepoint {category}:{name}")
+/// What the reference says of where an entry's records come from: a hook, or the records of
+/// the events that raise it.
+pub trait Origin: Sized + 'static {
+    /// Syscall numbers, a tracepoint, or the raising events, in a line.
+    fn origin(e: &EventDef<Self>) -> String;
+    /// The hooks mmtrace attaches, and what happens where they are missing.
+    fn hooks(e: &EventDef<Self>) -> String;
+    /// The x86_64 and arm64 cells of a page's table.
+    fn numbers(e: &EventDef<Self>) -> (String, String);
+}
+
+impl Origin for Source {
+    fn origin(e: &EventDef) -> String {
+        match e.source {
+            Source::Syscall { x86_64, aarch64 } => {
+                format!("syscall: x86_64 {x86_64}, arm64 {aarch64}")
+            }
+            Source::Tracepoint { category, name, .. } => {
+                format!("kernel event: tracepoint {category}:{name}")
+            }
         }
+    }
+
+    fn hooks(e: &EventDef) -> String {
+        let mut text = match e.source {
+            Source::Syscall { .. } => format!(
+                "Two tracepoints: syscalls:sys_enter_{n} saves the arguments and the entry time \
+                 in task-local storage, and syscalls:sys_exit_{n} sends one record with the \
+                 result and the duration through the ring buffer. There is no fallback hook: on \
+                 a kernel without these tracepoints (older than Linux {since}, or built without \
+                 CONFIG_FTRACE_SYSCALLS) `mmtrace trace` reports {n} as unavailable and traces \
+                 the other selected events, failing only if none is left, and `mmtrace list` \
+                 shows it as not available.",
+                n = e.name,
+                since = e.since
+            ),
+            Source::Tracepoint {
+                category,
+                name,
+                program,
+            } => format!(
+                "One tracepoint, {category}:{name}, whose program ({program}) sends one record \
+                 through the ring buffer when it fires. There is no fallback hook: on a kernel \
+                 without it (older than Linux {since}) `mmtrace trace` reports {n} as \
+                 unavailable and traces the other selected events.",
+                n = e.name,
+                since = e.since
+            ),
+        };
+        for f in Feature::ALL.into_iter().filter(|f| f.affects(e)) {
+            text.push_str(&format!(
+                " On a kernel without {}, {} is left out (not written as 0), and the start \
+                 line says so.",
+                f.needs(),
+                f.gives()
+            ));
+        }
+        text
+    }
+
+    fn numbers(e: &EventDef) -> (String, String) {
+        match e.source {
+            Source::Syscall { x86_64, aarch64 } => (x86_64.to_string(), aarch64.to_string()),
+            Source::Tracepoint { category, name, .. } => {
+                let tp = format!("tracepoint `{category}:{name}`");
+                (tp.clone(), tp)
+            }
+        }
+    }
+}
+
+impl Origin for Raised {
+    fn origin(e: &EventDef<Raised>) -> String {
+        format!("raised by mmtrace from {}", e.source.by.join(", "))
+    }
+
+    fn hooks(e: &EventDef<Raised>) -> String {
+        format!(
+            "None of its own: mmtrace raises it from the records of {by}, whose hooks it \
+             attaches when {n} is selected. `-e {n}` alone shows only the {n} lines; \
+             `-e -{n}` leaves them out.",
+            by = e.source.by.join(", "),
+            n = e.name
+        )
+    }
+
+    fn numbers(e: &EventDef<Raised>) -> (String, String) {
+        let by = format!("raised from {}", e.source.by.join(", "));
+        (by.clone(), by)
     }
 }
 
 /// What the Errors section says of an event that cannot fail.
 pub const NO_ERRORS: &str = "None: a kernel event is not a call and cannot fail.";
-
-/// The hooks mmtrace attaches for this event, and what happens where they are missing.
-pub fn hooks(e: &EventDef) -> String {
-    let mut text = hook_text(e);
-    for f in Feature::ALL.into_iter().filter(|f| f.affects(e)) {
-        text.push_str(&format!(
-            " On a kernel without {}, {} is left out (not written as 0), and the start line \
-             says so.",
-            f.needs(),
-            f.gives()
-        ));
-    }
-    text
-}
-
-fn hook_text(e: &EventDef) -> String {
-    match e.source {
-        Source::Syscall { .. } => format!(
-            "Two tracepoints: syscalls:sys_enter_{n} saves the arguments and the entry time in \
-             task-local storage, and syscalls:sys_exit_{n} sends one record with the result and \
-             the duration through the ring buffer. There is no fallback hook: on a kernel \
-             without these tracepoints (older than Linux {since}, or built without \
-             CONFIG_FTRACE_SYSCALLS) `mmtrace trace` reports {n} as unavailable and traces the \
-             other selected events, failing only if none is left, and `mmtrace list` shows it \
-             as not available.",
-            n = e.name,
-            since = e.since
-        ),
-        Source::Tracepoint {
-            category,
-            name,
-            program,
-        } => format!(
-            "One tracepoint, {category}:{name}, whose program ({program}) sends one record \
-             through the ring buffer when it fires. There is no fallback hook: on a kernel \
-             without it (older than Linux {since}) `mmtrace trace` reports {n} as unavailable \
-             and traces the other selected events.",
-            n = e.name,
-            since = e.since
-        ),
-    }
-}
 
 /// The names an argument's decoder knows, with their values: hex for bit sets, decimal for
 /// enumerations.
@@ -271,7 +320,7 @@ const IN: &str = "    ";
 const IN2: &str = "        ";
 
 /// The whole reference of one event as plain text.
-pub fn text(e: &EventDef) -> String {
+pub fn text<S: Origin>(e: &EventDef<S>) -> String {
     let d = e.doc;
     let mut out = format!("{}: {}\n", e.name, e.summary);
     let mut section = |i: usize, body: String| {
@@ -284,9 +333,10 @@ pub fn text(e: &EventDef) -> String {
     section(
         1,
         format!(
-            "{IN}{}; added in Linux {}\n{IN}sets: {}\n",
-            origin(e),
+            "{IN}{}; added in Linux {}\n{IN}eventId: {}\n{IN}sets: {}\n",
+            S::origin(e),
             e.since,
+            e.event_id,
             e.sets.join(", ")
         ),
     );
@@ -303,7 +353,7 @@ pub fn text(e: &EventDef) -> String {
         errors = wrap(NO_ERRORS, IN, IN);
     }
     section(4, errors);
-    section(5, wrap(&hooks(e), IN, IN));
+    section(5, wrap(&S::hooks(e), IN, IN));
     let fields: String = CONTEXT_FIELDS
         .iter()
         .chain(&e.extra_fields())
@@ -319,7 +369,7 @@ pub fn text(e: &EventDef) -> String {
     out
 }
 
-fn text_args(e: &EventDef) -> String {
+fn text_args<S>(e: &EventDef<S>) -> String {
     if e.args.is_empty() {
         return format!("{IN}none\n");
     }
@@ -347,7 +397,7 @@ fn text_args(e: &EventDef) -> String {
     out
 }
 
-fn text_example(e: &EventDef) -> String {
+fn text_example<S>(e: &EventDef<S>) -> String {
     match examples::of(e.name) {
         Some(ex) => format!(
             "{IN}A real call, as a JSON line (mmtrace trace -o json):\n{IN}{}\n\n\
@@ -365,6 +415,7 @@ fn text_example(e: &EventDef) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use mmtrace_events::CATALOG;
 
     /// The body under each title, for every title in order.
     fn bodies(page: &str, heading: impl Fn(&str) -> String) -> Vec<&str> {
@@ -427,6 +478,17 @@ pub(crate) mod tests {
                 ),
                 None => assert!(page.contains("None captured: "), "{}: says why", e.name),
             }
+        }
+    }
+
+    #[test]
+    fn raised_events_are_explained() {
+        let page = text(&catalog::MEM_PROT_ALERT);
+        assert!(page.starts_with("mem_prot_alert: "));
+        assert_every_section_filled(&page, |t| format!("\n{}\n", t.to_uppercase()));
+        assert!(page.contains("raised by mmtrace from mmap, mprotect, pkey_mprotect"));
+        for arg in ["alert: string", "prev_prot: int32", "ctime: uint64"] {
+            assert!(page.contains(arg), "{arg}");
         }
     }
 

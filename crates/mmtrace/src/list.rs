@@ -4,7 +4,8 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use mmtrace_bpf::features::Features;
-use mmtrace_events::{EventDef, CATALOG};
+use mmtrace_events::catalog::{self, RAISED};
+use mmtrace_events::{ArgDef, EventDef, CATALOG};
 
 /// What the running kernel offers, as far as this process may find out: tracepoints need
 /// tracefs, and the feature probes load programs (root, or CAP_BPF and CAP_PERFMON).
@@ -56,37 +57,63 @@ impl Kernel {
             }
         }
     }
+
+    /// A raised event is there as far as the events that raise it are: the status of the
+    /// first of them that the kernel has, or of the first one.
+    pub fn raised_status(&self, by: &[&str]) -> (&'static str, String) {
+        let statuses: Vec<_> = by
+            .iter()
+            .filter_map(|&n| catalog::by_name(n))
+            .map(|e| (e.name, self.status(e)))
+            .collect();
+        let pick = statuses
+            .iter()
+            .find(|(_, (word, _))| matches!(*word, "yes" | "partial"))
+            .or(statuses.first());
+        match pick {
+            Some((name, (word, why))) => (word, format!("as {name} is: {why}")),
+            None => ("unknown", "raised by no event in the catalog".into()),
+        }
+    }
 }
 
 pub fn run() -> anyhow::Result<()> {
     let kernel = Kernel::probe();
     let mut out = io::stdout().lock();
     // As wide as the longest name, so the columns line up whatever the catalog holds.
-    let width = CATALOG.iter().map(|e| e.name.len()).max().unwrap_or(0);
+    let width = catalog::names().map(str::len).max().unwrap_or(0);
     writeln!(
         out,
         "{:<width$} {:>4}  {:<9} {:<34} ARGUMENTS",
         "EVENT", "ID", "AVAILABLE", "SETS"
     )?;
     let mut notes = Vec::new();
+    let mut row =
+        |name: &str, id: u16, (available, why): (&str, String), sets: &[&str], args: &[ArgDef]| {
+            if available == "partial" {
+                notes.push(format!("{name}: {why}"));
+            }
+            let args: Vec<_> = args
+                .iter()
+                .map(|a| format!("{}:{}", a.name, a.ty.tracee_name()))
+                .collect();
+            writeln!(
+                out,
+                "{name:<width$} {id:>4}  {available:<9} {:<34} {}",
+                sets.join(","),
+                args.join(" ")
+            )
+        };
     for e in CATALOG {
-        let (available, why) = kernel.status(e);
-        if available == "partial" {
-            notes.push(format!("{}: {why}", e.name));
-        }
-        let args: Vec<_> = e
-            .args
-            .iter()
-            .map(|a| format!("{}:{}", a.name, a.ty.tracee_name()))
-            .collect();
-        writeln!(
-            out,
-            "{:<width$} {:>4}  {:<9} {:<34} {}",
+        row(e.name, e.event_id, kernel.status(e), e.sets, e.args)?;
+    }
+    for e in RAISED {
+        row(
             e.name,
-            e.id,
-            available,
-            e.sets.join(","),
-            args.join(" ")
+            e.event_id,
+            kernel.raised_status(e.source.by),
+            e.sets,
+            e.args,
         )?;
     }
     if let Err(why) = &kernel.features {

@@ -9,8 +9,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use mmtrace_bpf::features::{Feature, FEATURES_OFF_VAR};
 use mmtrace_bpf::{Options, Tracer};
+use mmtrace_events::catalog::MEM_PROT_ALERT;
+use mmtrace_events::enrich::ProtAlert;
 use mmtrace_events::scope::Scope;
-use mmtrace_events::select::{parse_selection, parse_size};
+use mmtrace_events::select::{parse_selection, parse_size, Selection};
+use mmtrace_events::Event;
 
 use crate::analyze;
 use crate::cli::TraceArgs;
@@ -50,6 +53,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
         false => Some(Command::spawn(&args.command, args.user.as_deref())?),
     };
 
+    let show = Show::new(&selection);
     let mut opts = Options::new(selection.events);
     opts.filters = selection.filters;
     opts.scope = scope;
@@ -94,7 +98,14 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
         if !busy {
             tracer.wait(POLL)?;
         }
-        (busy, failure) = pump(&mut tracer, sink.as_mut(), &mut inband, &mut seen, BATCH);
+        (busy, failure) = pump(
+            &mut tracer,
+            sink.as_mut(),
+            &show,
+            &mut inband,
+            &mut seen,
+            BATCH,
+        );
         failure = failure.or_else(|| inband.tick(&tracer, sink.as_mut()).err());
     }
     tracer.detach();
@@ -103,6 +114,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
         failure = pump(
             &mut tracer,
             sink.as_mut(),
+            &show,
             &mut inband,
             &mut seen,
             usize::MAX,
@@ -140,11 +152,43 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// What reaches the output of the events traced.
+struct Show {
+    /// By event id: false for events traced only for the alerts they raise.
+    lines: Vec<bool>,
+    /// Whether mem_prot_alert was selected.
+    alerts: bool,
+}
+
+impl Show {
+    fn new(selection: &Selection) -> Show {
+        let mut lines = vec![true; usize::from(u16::MAX) + 1];
+        for e in &selection.hidden {
+            lines[usize::from(e.id)] = false;
+        }
+        Show {
+            lines,
+            alerts: selection.raised.contains(&&MEM_PROT_ALERT),
+        }
+    }
+
+    fn event(&self, sink: &mut dyn Sink, event: &Event) -> io::Result<()> {
+        if self.lines[usize::from(event.def.id)] {
+            sink.event(event)?;
+        }
+        match ProtAlert::of(event) {
+            Some(alert) if self.alerts => sink.alert(event, &alert),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Moves up to `max` events from the ring to the sink and flushes it; returns whether the
 /// batch was full (more may be waiting) and the first write error.
 fn pump(
     tracer: &mut Tracer,
     sink: &mut dyn Sink,
+    show: &Show,
     inband: &mut InBand,
     seen: &mut [u64],
     max: usize,
@@ -153,8 +197,8 @@ fn pump(
     let n = tracer.drain_some(max, |event| {
         seen[usize::from(event.def.id)] += 1;
         if failure.is_none() {
-            failure = sink
-                .event(&event)
+            failure = show
+                .event(sink, &event)
                 .and_then(|()| inband.after(&event, sink))
                 .err();
         }

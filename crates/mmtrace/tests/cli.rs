@@ -233,15 +233,29 @@ fn list_shows_every_catalog_event() {
         sets_at.iter().all(|&at| at.is_some() && at == sets_at[0]),
         "{text}"
     );
+    let row = |name: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .expect(name)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
     for e in mmtrace_events::CATALOG {
-        let row = text
-            .lines()
-            .find(|l| l.split_whitespace().next() == Some(e.name))
-            .expect(e.name);
+        let row = row(e.name);
         assert!(
-            row.contains(&e.id.to_string()) && row.contains(e.sets[0]),
-            "{row}"
+            row[1] == e.event_id.to_string() && row[3].split(',').eq(e.sets.iter().copied()),
+            "{row:?}"
         );
+    }
+    // Tracee's ids where Tracee has the event, the extended range for mmtrace's own.
+    for (name, id) in [
+        ("mmap", "9"),
+        ("sched_process_exit", "716"),
+        ("mem_prot_alert", "724"),
+        ("oom_mark_victim", "1500"),
+        ("mseal", "1504"),
+    ] {
+        assert_eq!(row(name)[1], id, "{name}");
     }
 }
 

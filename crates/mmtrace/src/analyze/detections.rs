@@ -62,8 +62,9 @@ pub static DETECTIONS: [Detection; 8] = [
             (JavaScript engines, the JVM, LuaJIT, .NET, some regex engines) do this legitimately; \
             most modern ones switch a page between writable and executable instead of holding both.",
         trigger: "an mmap or mprotect/pkey_mprotect call that succeeded with PROT_WRITE and \
-            PROT_EXEC in `prot`, or a `mem_prot_alert` line with alert `mmap W+X` or \
-            `mprotect X to W+X`. Works from the call arguments alone.",
+            PROT_EXEC in `prot`, or a `mem_prot_alert` line with alert `Mmaped region \
+            with W+E permissions!` or `Protection changed from E to W+E!` (`mmap W+X` or \
+            `mprotect X to W+X` from older mmtrace). Works from the call arguments alone.",
         advice: "If the process is not a JIT runtime, find out what it runs from that memory: \
             dump the range from /proc/PID/mem while it lives, check how the process was started. \
             For a JIT, prefer a runtime mode that keeps W^X (dual mappings or toggling).",
@@ -80,7 +81,8 @@ pub static DETECTIONS: [Detection; 8] = [
             detection is low severity: judge it by which process raised it.",
         trigger: "an mprotect or pkey_mprotect that succeeded with PROT_EXEC where the mapping \
             was writable before the call, known from the `mapping.prot` the tracer records, or a \
-            `mem_prot_alert` line with alert `mprotect W to X` or `mprotect added X`. Without \
+            `mem_prot_alert` line with alert `Protection changed from W to E!` or `Protection \
+            changed to Executable!` (`mprotect W to X` or `mprotect added X` from older mmtrace). Without \
             the mapping's previous protection in the recording it cannot be told apart from an \
             ordinary mprotect and is not raised.",
         advice: "Expected from JIT runtimes and language VMs; elsewhere, look at what the process \

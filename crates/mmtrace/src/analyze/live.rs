@@ -4,6 +4,7 @@ use std::cell::RefCell;
 use std::io::{self, Write};
 use std::rc::Rc;
 
+use mmtrace_events::enrich::ProtAlert;
 use mmtrace_events::{by_name, Event, EventDef};
 
 use super::{Analyzer, Format};
@@ -79,6 +80,11 @@ impl Sink for Live {
     fn note(&mut self, note: &Note) -> io::Result<()> {
         self.analyzer.borrow_mut().note(note);
         self.inner.note(note)
+    }
+
+    fn alert(&mut self, event: &Event, alert: &ProtAlert) -> io::Result<()> {
+        self.analyzer.borrow_mut().alert(event, alert);
+        self.inner.alert(event, alert)
     }
 
     fn flush(&mut self) -> io::Result<()> {

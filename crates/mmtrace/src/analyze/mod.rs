@@ -14,6 +14,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use mmtrace_events::decode::{write_and_exec, MAP_LOCKED, MCL_FUTURE, MCL_ONFAULT, PROT_EXEC};
+use mmtrace_events::enrich::{Alert, ProtAlert};
 
 use detections::{Detection, NEAR_LIMIT_PERCENT, STORM_CALLS};
 use kills::{Kills, TEARDOWN_END};
@@ -178,10 +179,12 @@ impl Analyzer {
     pub fn event(&mut self, e: &mmtrace_events::Event) {
         self.lines += 1;
         self.push(Record::from_event(e));
-        if let Some(alert) = Record::alert_of(e) {
-            self.lines += 1;
-            self.push(alert);
-        }
+    }
+
+    /// Takes the mem_prot_alert a live event raised, as the JSON output writes it.
+    pub fn alert(&mut self, e: &mmtrace_events::Event, alert: &ProtAlert) {
+        self.lines += 1;
+        self.push(Record::alert_of(e, alert));
     }
 
     /// Takes one line of a recording; `number` counts from 1.
@@ -406,11 +409,12 @@ impl Analyzer {
     }
 
     fn prot_alert(&mut self, r: &Record) {
-        let alert = r.arg_str("alert").unwrap_or("");
+        let Some(alert) = r.arg_str("alert").and_then(Alert::parse) else {
+            return;
+        };
         let det = match alert {
-            "mmap W+X" | "mprotect X to W+X" => detections::WX_MAPPING,
-            "mprotect W to X" | "mprotect added X" => detections::W_TO_X,
-            _ => return,
+            Alert::MmapWx | Alert::MprotectXToWx => detections::WX_MAPPING,
+            Alert::MprotectWToX | Alert::MprotectAddedX => detections::W_TO_X,
         };
         let seen = self.processes.get(&r.pid).is_some_and(|p| {
             p.prot_seen
@@ -422,7 +426,8 @@ impl Analyzer {
         }
         let path = r.arg_str("pathname").filter(|p| !p.is_empty());
         let detail = format!(
-            "{alert} at {}{}",
+            "{} at {}{}",
+            alert.text(),
             r.arg_str("addr").unwrap_or("?"),
             path.map_or(String::new(), |p| format!(" ({p})"))
         );

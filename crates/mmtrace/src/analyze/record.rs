@@ -2,8 +2,10 @@
 
 use std::borrow::Cow;
 
+use mmtrace_events::catalog::MEM_PROT_ALERT;
 use mmtrace_events::decode::{errno_name, Decoder};
-use mmtrace_events::{by_name, enrich, Event, EventDef};
+use mmtrace_events::enrich::ProtAlert;
+use mmtrace_events::{by_name, enrich, ArgValue, Event, EventDef};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -278,33 +280,25 @@ impl Record {
 
     /// The `mem_prot_alert` line a live event raises, as the JSON output writes it after the
     /// call.
-    pub fn alert_of(e: &Event) -> Option<Record> {
-        let (alert, before) = enrich::alert(e)?;
+    pub fn alert_of(e: &Event, a: &ProtAlert) -> Record {
         let call = Record::from_event(e);
-        // mmap's addr argument is only a hint; where the mapping went is what it returned.
-        let addr = match e.def.name {
-            "mmap" => e.ret as u64,
-            _ => call.arg_u64("addr").unwrap_or(0),
-        };
-        let len = call.arg_u64("len").or(call.arg_u64("length")).unwrap_or(0);
-        let path = call.mapping.as_ref().and_then(|m| m.path.clone());
         let arg = |name: &str, value: Value| Arg {
             name: name.to_string(),
             value,
             decoded: None,
         };
-        Some(Record {
-            name: Cow::Borrowed("mem_prot_alert"),
+        Record {
+            name: Cow::Borrowed(MEM_PROT_ALERT.name),
             ret: 0,
             errno: None,
             duration: 0,
             args: Args::Json(vec![
-                arg("alert", json!(alert.text())),
-                arg("addr", json!(format!("{addr:#x}"))),
-                arg("len", json!(len)),
-                arg("prot", json!(call.arg_u64("prot").unwrap_or(0))),
-                arg("prev_prot", json!(before)),
-                arg("pathname", json!(path.unwrap_or_default())),
+                arg("alert", json!(a.alert.text())),
+                arg("addr", json!(format!("{:#x}", a.addr))),
+                arg("len", json!(a.len)),
+                arg("prot", json!(a.prot)),
+                arg("prev_prot", json!(a.prev_prot)),
+                arg("pathname", json!(String::from_utf8_lossy(a.pathname))),
             ]),
             target: None,
             freed: None,
@@ -312,7 +306,7 @@ impl Record {
             locked: None,
             mapping: None,
             ..call
-        })
+        }
     }
 
     /// When the call returned: what it did took effect then.
@@ -332,11 +326,11 @@ impl Record {
     }
 
     /// A live event's argument: its catalog entry and raw value.
-    fn raw_arg(&self, name: &str) -> Option<(&'static mmtrace_events::ArgDef, u64)> {
+    fn raw_arg(&self, name: &str) -> Option<(&'static mmtrace_events::ArgDef, ArgValue)> {
         match &self.args {
             Args::Raw { def, raw } => {
                 let i = def.args.iter().position(|a| a.name == name)?;
-                Some((&def.args[i], *raw.get(i)?))
+                Some((&def.args[i], def.args[i].value(i, raw)))
             }
             Args::Json(_) => None,
         }
@@ -344,8 +338,8 @@ impl Record {
 
     /// An argument as an unsigned number; pointers are hex strings, as in Tracee.
     pub fn arg_u64(&self, name: &str) -> Option<u64> {
-        if let Some((def, raw)) = self.raw_arg(name) {
-            return Some(def.ty.value(raw).bits());
+        if let Some((_, value)) = self.raw_arg(name) {
+            return Some(value.bits());
         }
         match &self.json_arg(name)?.value {
             Value::Number(n) => n.as_u64().or_else(|| n.as_i64().map(|v| v as u64)),
@@ -368,8 +362,7 @@ impl Record {
 
     /// The argument's names (`MCL_FUTURE`), falling back to its value.
     pub fn arg_text(&self, name: &str) -> Option<String> {
-        if let Some((def, raw)) = self.raw_arg(name) {
-            let value = def.ty.value(raw);
+        if let Some((def, value)) = self.raw_arg(name) {
             return Some(
                 def.decoder
                     .decode(value.bits())

@@ -3,8 +3,9 @@
 use std::fmt;
 use std::io::{self, Write};
 
+use mmtrace_events::catalog::MEM_PROT_ALERT;
 use mmtrace_events::decode::Decoder;
-use mmtrace_events::enrich::{self, Enrichment, MappingKind, Rss};
+use mmtrace_events::enrich::{self, Enrichment, MappingKind, ProtAlert, Rss};
 use mmtrace_events::event::Context;
 use mmtrace_events::{ArgValue, Event, EventDef};
 
@@ -101,6 +102,7 @@ pub fn write_event(out: &mut Vec<u8>, e: &Event, caller: &[u8], kind: &Kind) {
             ArgValue::Pointer(p) => out.hex(p),
             ArgValue::Unsigned(v) => out.uint(v),
             ArgValue::Signed(v) => out.int(v),
+            ArgValue::Bool(b) => out.raw(if b { "true" } else { "false" }),
         }
         out.decoded(def.decoder, value.bits());
         out.push(b'}');
@@ -120,16 +122,17 @@ pub struct Kind {
 }
 
 impl Kind {
-    fn new(def: &EventDef) -> Kind {
+    /// The keys of `def`'s lines; `syscall` names the call they come from.
+    fn new<S>(def: &EventDef<S>, syscall: &str) -> Kind {
         let mut head = Vec::new();
         head.raw(",\"eventId\":\"");
-        head.uint(def.id.into());
+        head.uint(def.event_id.into());
         head.raw("\",\"eventName\":\"");
         head.raw(def.name);
         head.raw("\",\"matchedPolicies\":[],\"argsNum\":");
         let mut middle = Vec::new();
         middle.raw(",\"syscall\":\"");
-        middle.raw(def.name);
+        middle.raw(syscall);
         middle.raw(
             "\",\"stackAddresses\":[],\"contextFlags\":{\"containerStarted\":false,\"isCompat\":false},\
              \"threadEntityId\":0,\"processEntityId\":0,\"parentEntityId\":0,\"args\":[",
@@ -353,38 +356,46 @@ fn write_enrichment(out: &mut Vec<u8>, e: &Event, x: &Enrichment) {
     }
 }
 
-/// Tracee's mem_prot_alert, as its own line after the call that raised it.
-pub fn write_alert(out: &mut Vec<u8>, e: &Event, caller: &[u8], alert: enrich::Alert, before: u64) {
+/// Tracee's mem_prot_alert, as its own line after the call that raised it, from that call's
+/// context.
+pub fn write_alert(out: &mut Vec<u8>, e: &Event, caller: &[u8], a: &ProtAlert) {
+    let def = &MEM_PROT_ALERT;
+    let kind = Kind::new(def, e.def.name);
     write_context(out, &e.ctx, caller);
-    out.raw(",\"eventId\":\"mem_prot_alert\",\"eventName\":\"mem_prot_alert\",\"matchedPolicies\":[],\"argsNum\":6,\"returnValue\":0,\"syscall\":\"");
-    out.raw(e.def.name);
-    out.raw("\",\"stackAddresses\":[],\"contextFlags\":{\"containerStarted\":false,\"isCompat\":false},\"threadEntityId\":0,\"processEntityId\":0,\"parentEntityId\":0,\"args\":[{\"name\":\"alert\",\"type\":\"string\",\"value\":");
-    out.string(alert.text());
-    let raw = |name| e.arg(name).map_or(0, |v| v.bits());
-    out.raw("},{\"name\":\"addr\",\"type\":\"trace.Pointer\",\"value\":");
-    // mmap's addr argument is only a hint; where the mapping went is what it returned.
-    out.hex(if e.def.name == "mmap" {
-        e.ret as u64
-    } else {
-        raw("addr")
-    });
-    out.raw("},{\"name\":\"len\",\"type\":\"uint64\",\"value\":");
-    out.uint(e.arg("len").or(e.arg("length")).map_or(0, |v| v.bits()));
-    for (name, prot) in [("prot", raw("prot")), ("prev_prot", before)] {
-        out.raw("},{\"name\":\"");
-        out.raw(name);
-        out.raw("\",\"type\":\"int32\",\"value\":");
-        out.uint(prot);
-        out.decoded(Decoder::Prot, prot);
+    out.extend_from_slice(&kind.head);
+    out.int(0);
+    out.extend_from_slice(&kind.middle);
+    for (prefix, arg) in kind.args.iter().zip(def.args) {
+        out.extend_from_slice(prefix);
+        match arg.name {
+            "alert" => out.string(a.alert.text()),
+            "addr" => out.hex(a.addr),
+            "pathname" => out.string(&String::from_utf8_lossy(a.pathname)),
+            name => {
+                let v = match name {
+                    "len" => a.len,
+                    "prot" => a.prot,
+                    "prev_prot" => a.prev_prot,
+                    // dev, inode and ctime: the kernel side does not read them yet.
+                    _ => 0,
+                };
+                out.uint(v);
+                out.decoded(arg.decoder, v);
+            }
+        }
+        out.push(b'}');
     }
-    out.raw("},{\"name\":\"pathname\",\"type\":\"string\",\"value\":");
-    let path = e
-        .enrich
-        .as_ref()
-        .and_then(|x| x.mapping.as_ref())
-        .and_then(|m| m.path.as_ref());
-    out.string(&path.map_or_else(Default::default, |p| p.to_str_lossy()));
-    out.raw("}],\"duration\":0}");
+    out.raw("],\"duration\":0}");
+}
+
+impl<W: Write> JsonLines<W> {
+    fn write_if_full(&mut self) -> io::Result<()> {
+        if self.lines.len() >= WRITE_BYTES {
+            self.out.write_all(&self.lines)?;
+            self.lines.clear();
+        }
+        Ok(())
+    }
 }
 
 /// An in-band line (see inband.rs): Tracee's keys, with mmtrace itself as the caller and
@@ -446,18 +457,17 @@ impl<W: Write> Sink for JsonLines<W> {
         if self.kinds.len() <= id {
             self.kinds.resize_with(id + 1, || None);
         }
-        let kind = self.kinds[id].get_or_insert_with(|| Kind::new(e.def));
+        let kind = self.kinds[id].get_or_insert_with(|| Kind::new(e.def, e.def.name));
         write_event(&mut self.lines, e, caller, kind);
         self.lines.push(b'\n');
-        if let Some((alert, before)) = enrich::alert(e) {
-            write_alert(&mut self.lines, e, caller, alert, before);
-            self.lines.push(b'\n');
-        }
-        if self.lines.len() >= WRITE_BYTES {
-            self.out.write_all(&self.lines)?;
-            self.lines.clear();
-        }
-        Ok(())
+        self.write_if_full()
+    }
+
+    fn alert(&mut self, e: &Event, alert: &ProtAlert) -> io::Result<()> {
+        let caller = self.caller.keys(&e.ctx);
+        write_alert(&mut self.lines, e, caller, alert);
+        self.lines.push(b'\n');
+        self.write_if_full()
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io::{self, IsTerminal, Write};
 
 use anyhow::{bail, Context as _};
+use mmtrace_events::enrich::ProtAlert;
 use mmtrace_events::Event;
 
 use crate::inband::Note;
@@ -84,6 +85,8 @@ fn hex_digits(v: u64, buf: &mut [u8; 16]) -> &[u8] {
 /// Where events go.
 pub trait Sink {
     fn event(&mut self, event: &Event) -> io::Result<()>;
+    /// The mem_prot_alert `event` raised, right after the event when both are shown.
+    fn alert(&mut self, event: &Event, alert: &ProtAlert) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
     /// An in-band line: only outputs that make recordings write it.
     fn note(&mut self, _note: &Note) -> io::Result<()> {
@@ -96,6 +99,9 @@ struct Discard;
 
 impl Sink for Discard {
     fn event(&mut self, _: &Event) -> io::Result<()> {
+        Ok(())
+    }
+    fn alert(&mut self, _: &Event, _: &ProtAlert) -> io::Result<()> {
         Ok(())
     }
     fn flush(&mut self) -> io::Result<()> {

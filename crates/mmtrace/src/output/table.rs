@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use mmtrace_events::decode::Decoder;
-use mmtrace_events::enrich::{self, MappingKind};
+use mmtrace_events::enrich::{self, MappingKind, ProtAlert};
 use mmtrace_events::text::escape_into;
 use mmtrace_events::{ArgDef, ArgValue, Event, RetKind};
 
@@ -284,6 +284,7 @@ fn write_arg(out: &mut String, def: &ArgDef, value: ArgValue) -> Rank {
         }
         ArgValue::Unsigned(v) => uint(out, v),
         ArgValue::Signed(v) => int(out, v),
+        ArgValue::Bool(b) => out.push_str(if b { "true" } else { "false" }),
     }
     // No offset, no flags, no descriptor (fd=-1 of an anonymous mmap): nothing to tell. A pid
     // of 0 or -1 is a process group or every process: much to tell.
@@ -573,6 +574,16 @@ impl<W: Write> Table<W> {
     }
 }
 
+impl<W: Write> Table<W> {
+    fn write_if_full(&mut self) -> io::Result<()> {
+        if self.rows.len() >= WRITE_BYTES {
+            self.out.write_all(self.rows.as_bytes())?;
+            self.rows.clear();
+        }
+        Ok(())
+    }
+}
+
 impl<W: Write> Sink for Table<W> {
     fn event(&mut self, e: &Event) -> io::Result<()> {
         self.clock.update(e.ctx.timestamp);
@@ -589,19 +600,17 @@ impl<W: Write> Sink for Table<W> {
         self.fit(row, &layout);
         clip(&mut self.rows, row, self.columns);
         self.rows.push('\n');
-        if let Some((alert, _)) = enrich::alert(e) {
-            let row = self.rows.len();
-            self.who(e, None);
-            self.rows.push_str("mem_prot_alert: ");
-            self.rows.push_str(alert.text());
-            clip(&mut self.rows, row, self.columns);
-            self.rows.push('\n');
-        }
-        if self.rows.len() >= WRITE_BYTES {
-            self.out.write_all(self.rows.as_bytes())?;
-            self.rows.clear();
-        }
-        Ok(())
+        self.write_if_full()
+    }
+
+    fn alert(&mut self, e: &Event, alert: &ProtAlert) -> io::Result<()> {
+        let row = self.rows.len();
+        self.who(e, None);
+        self.rows.push_str("mem_prot_alert: ");
+        self.rows.push_str(alert.alert.text());
+        clip(&mut self.rows, row, self.columns);
+        self.rows.push('\n');
+        self.write_if_full()
     }
 
     fn flush(&mut self) -> io::Result<()> {
