@@ -448,6 +448,9 @@ fn with_names(comm: &str, path: &str, errno: &str) -> Vec<String> {
             if v.get("mapping").is_some() {
                 v["mapping"]["path"] = json!(path);
             }
+            if v["eventName"] == "mem_prot_alert" {
+                set_arg(&mut v, "pathname", json!(path));
+            }
             if v.get("returnError").is_some() || v["returnValue"] == -12 {
                 v["returnError"] = json!(errno);
             }

@@ -363,7 +363,8 @@ pub fn write_alert(out: &mut Vec<u8>, e: &Event, caller: &[u8], a: &ProtAlert) {
     let kind = Kind::new(def, e.def.name);
     write_context(out, &e.ctx, caller);
     out.extend_from_slice(&kind.head);
-    out.int(0);
+    out.uint(def.args.len() as u64);
+    out.raw(",\"returnValue\":0");
     out.extend_from_slice(&kind.middle);
     for (prefix, arg) in kind.args.iter().zip(def.args) {
         out.extend_from_slice(prefix);

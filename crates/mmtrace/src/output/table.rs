@@ -826,7 +826,10 @@ mod tests {
         });
         let text = table(&[exit, mark, mrelease], 1000);
         assert!(
-            text.contains("sched_process_exit(exit_code=9, anon=32.1MiB, file=544KiB, shmem=0B)"),
+            text.contains(
+                "sched_process_exit(exit_code=0, signal_code=SIGKILL, process_group_exit=true, \
+                 anon=32.1MiB, file=544KiB, shmem=0B)"
+            ),
             "{text}"
         );
         assert!(
