@@ -373,8 +373,12 @@ impl Kills {
                 let k = &mut self.kills[i];
                 if k.exit_at.is_none() {
                     k.exit_at = Some(r.ts);
-                    // The low 7 bits of a wait status are the signal that ended it.
-                    let sig = r.arg_u64("exit_code").map_or(0, |c| c & 0x7f);
+                    // Tracee's signal_code; recordings from before it carried the raw wait
+                    // status as exit_code, whose low 7 bits are the signal that ended it.
+                    let sig = match r.arg_u64("signal_code") {
+                        Some(sig) => sig,
+                        None => r.arg_u64("exit_code").map_or(0, |c| c & 0x7f),
+                    };
                     if sig != 0 {
                         k.exit_signal = Some(signal_name(sig));
                         k.exit_signal_number = Some(sig);
