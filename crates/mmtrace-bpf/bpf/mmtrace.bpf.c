@@ -866,13 +866,15 @@ static __always_inline void read_path(struct file *f, char *out)
 }
 
 /* A file made by the kernel for itself (alloc_file_pseudo on a kern_mount) rather than opened
- * by path: its dentry is its own parent and its mount belongs to no namespace. */
+ * by path: its mount belongs to no namespace and its dentry is its own parent. Both, as an
+ * overlayfs file's mapping holds the real file on a private mount, with a real path. */
 static __always_inline int internal_file(struct file *f)
 {
 	struct vfsmount *vfs = BPF_CORE_READ(f, f_path.mnt);
 	struct mount *mnt = (void *)vfs - bpf_core_field_offset(struct mount, mnt);
+	struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
 
-	return BPF_CORE_READ(mnt, mnt_ns) == MNT_NS_INTERNAL;
+	return BPF_CORE_READ(mnt, mnt_ns) == MNT_NS_INTERNAL && BPF_CORE_READ(d, d_parent) == d;
 }
 
 static __always_inline void fill_vma(struct ext *x, struct task_struct *t, char *path, __u64 addr)

@@ -367,8 +367,21 @@ fn every_mapping_kind_is_reported_as_it_is() {
     touch_all(shared, true);
     expected.push((shared, MappingKind::SharedAnon, None));
 
+    // On a tmpfs of its own: a file on overlayfs (a VM's /tmp, a container's root) is mapped
+    // through its upper layer, whose path is not the one the test opened.
     let dir = std::env::temp_dir().join(format!("mmtrace-kinds-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    let dir_c = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+    let mounted = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            dir_c.as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(mounted, 0, "{}", std::io::Error::last_os_error());
     let path = dir.join("data");
     std::fs::write(&path, vec![0u8; PAGE]).unwrap();
     let file = std::fs::OpenOptions::new()
@@ -464,6 +477,8 @@ fn every_mapping_kind_is_reported_as_it_is() {
     }
 
     let got = events_of(&mut t, tid());
+    drop(file);
+    unsafe { libc::umount2(dir_c.as_ptr(), libc::MNT_DETACH) };
     std::fs::remove_dir_all(&dir).unwrap();
     for (addr, kind, name) in &expected {
         let calls: Vec<&Event> = got
