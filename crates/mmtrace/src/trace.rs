@@ -1,13 +1,12 @@
 //! `mmtrace trace`: attach, stream events to the chosen output, stop on a signal, summarize.
 
-use std::io;
+use std::fmt::Write as _;
+use std::io::{self, Write};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
-use mmtrace_bpf::{Options, Tracer};
+use anyhow::bail;
+use mmtrace_bpf::{Options, Record, Tracer};
 use mmtrace_events::scope::Scope;
 use mmtrace_events::select::{parse_selection, parse_size};
 
@@ -15,11 +14,17 @@ use crate::analyze;
 use crate::cli::TraceArgs;
 use crate::command::Command;
 use crate::output::{self, OutputSpec, Sink};
+use crate::privilege;
+use crate::signals::Signals;
+use crate::teardown;
 
 /// How long the reader sleeps when the kernel has not woken it: the latency of a quiet trace.
 const POLL: Duration = Duration::from_millis(10);
 /// Events handled between checks for Ctrl-C while the ring stays busy.
 const BATCH: usize = 4096;
+/// The exit status of a process killed by SIGPIPE, as a shell shows it: mmtrace's when the
+/// reader of its output or of its messages went away.
+const BROKEN_PIPE: u8 = 128 + libc::SIGPIPE as u8;
 
 pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     let flags: Vec<&str> = args.events.iter().map(String::as_str).collect();
@@ -31,17 +36,20 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
         None => OutputSpec::default_for_stdout(),
     };
     let ring_bytes = ring_size(&args.buffer_size)?;
-    let (mut sink, analysis) = analyze::live(output::open(&spec)?, args.analyze);
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .context("installing the signal handler")?;
-    }
+    let (output, delivery) = output::open(&spec)?;
+    let (mut sink, analysis) = analyze::live(output, args.analyze);
     // Forked before the tracer starts, so its pid can be traced from its very first call.
+    // Like strace's trace on stderr, the events keep stdout to themselves when they use it.
     let mut command = match args.command.is_empty() {
         true => None,
-        false => Some(Command::spawn(&args.command, args.user.as_deref())?),
+        false => Some(Command::spawn(
+            &args.command,
+            args.user.as_deref(),
+            spec.events_on_stdout(),
+        )?),
     };
+    // Installed after the fork, so the command starts with the default handlers.
+    let signals = Signals::install()?;
 
     let mut opts = Options::new(selection.events);
     opts.filters = selection.filters;
@@ -50,8 +58,13 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     opts.ring_bytes = ring_bytes;
     opts.enrich = !args.no_enrich;
     let mut tracer = Tracer::start(&opts)?;
+    privilege::drop_after_attach(&tracer, command.is_some())?;
+    let mut stderr = Messages::default();
     for u in tracer.unavailable() {
-        eprintln!("mmtrace: {} unavailable: {}", u.event.name, u.reason);
+        stderr.say(&format!(
+            "mmtrace: {} unavailable: {}\n",
+            u.event.name, u.reason
+        ));
     }
     let whom = match &command {
         Some(c) => format!(
@@ -61,74 +74,119 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
         ),
         None => String::new(),
     };
-    eprintln!(
-        "mmtrace: tracing {} events{whom} through syscalls:sys_enter_*/sys_exit_* tracepoints; Ctrl-C to stop",
+    stderr.say(&format!(
+        "mmtrace: tracing {} events{whom} through syscalls:sys_enter_*/sys_exit_* tracepoints; Ctrl-C to stop\n",
         tracer.attached().len()
-    );
+    ));
     if let Some(c) = command.as_mut() {
         c.release()?;
     }
 
     let started = Instant::now();
     let mut seen = vec![0u64; usize::from(u16::MAX) + 1];
-    let mut failure = None;
     let mut busy = false;
-    while !stop.load(Ordering::Relaxed) && failure.is_none() {
-        // Its calls were all committed before it exited: the last drain below delivers them.
-        if command.as_mut().is_some_and(|c| c.poll_exit().is_some()) {
-            break;
+    loop {
+        let received = signals.take();
+        match command.as_mut() {
+            // With a command, the trace lasts as long as it does: the signals are its.
+            Some(c) => {
+                for r in received {
+                    // The terminal sent it to the command's process group as well.
+                    if !(r.by_terminal && c.in_our_group()) {
+                        c.signal(r.signal);
+                    }
+                }
+                // Its calls were all committed before it exited: the last drain delivers them.
+                if c.poll_exit().is_some() {
+                    break;
+                }
+            }
+            None if !received.is_empty() => break,
+            // Nothing more can be written: stop, as `mmtrace trace | head` expects.
+            None if delivery.failure().is_some() => break,
+            None => {}
         }
         // Only wait when the last batch emptied the ring.
         if !busy {
             tracer.wait(POLL)?;
         }
-        (busy, failure) = pump(&mut tracer, sink.as_mut(), &mut seen, BATCH);
+        busy = pump(&mut tracer, sink.as_mut(), &mut seen, BATCH);
     }
-    tracer.detach();
-    // What was committed before the hooks came off is still in the ring: deliver it.
-    if failure.is_none() {
-        failure = pump(&mut tracer, sink.as_mut(), &mut seen, usize::MAX).1;
+    // The hooks come off only after mmtrace exits, which takes seconds (see teardown.rs): the
+    // trace stops here, and what was committed before is in the ring. There is no more of it
+    // than the ring holds, so a producer as fast as the reader cannot keep this going.
+    pump(
+        &mut tracer,
+        sink.as_mut(),
+        &mut seen,
+        ring_records(ring_bytes),
+    );
+    stderr.say(&summary(&tracer, &seen, started.elapsed(), ring_bytes));
+    if let Some(e) = delivery.failure() {
+        let target = spec.path.as_deref().unwrap_or("standard output");
+        stderr.say(&format!(
+            "mmtrace: error: {} events traced were not written: writing to {target} failed: {e}\n",
+            delivery.unwritten()
+        ));
     }
-    summarize(&tracer, &seen, started.elapsed(), ring_bytes);
     if let Some(analysis) = analysis {
-        analysis
-            .print(args.format, &spec)
-            .context("printing the analysis")?;
+        if let Err(e) = analysis.print(args.format, &spec) {
+            stderr.failed(e);
+        }
     }
 
-    // Like strace -f: the command's status, or 130 when Ctrl-C left it running untraced.
-    let code = match command.as_mut().map(|c| c.poll_exit()) {
-        None => ExitCode::SUCCESS,
-        Some(Some(status)) => ExitCode::from(status.clamp(0, 255) as u8),
-        Some(None) => ExitCode::from(130),
-    };
-    match failure {
-        None => Ok(code),
-        // The reader of our output went away (`mmtrace trace | head`): a normal end.
-        Some(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(code),
-        Some(e) => {
-            let target = spec.path.as_deref().unwrap_or("standard output");
-            Err(e).with_context(|| format!("writing events to {target} failed; free space or choose another output with -o"))
+    teardown::detach_after_exit(tracer);
+
+    let failure = delivery.failure().map(|e| e.kind()).or(stderr.failure);
+    Ok(match (failure, command.as_mut()) {
+        (Some(io::ErrorKind::BrokenPipe), _) => ExitCode::from(BROKEN_PIPE),
+        (Some(_), _) => ExitCode::FAILURE,
+        // Like strace -f: the command's status.
+        (None, Some(c)) => {
+            let status = c.poll_exit().unwrap_or(0);
+            ExitCode::from(status.clamp(0, 255) as u8)
         }
+        (None, None) => ExitCode::SUCCESS,
+    })
+}
+
+/// mmtrace's own lines on stderr. Unlike eprintln!, a closed stderr does not panic: the trace
+/// goes on, and the first failure is kept for the exit status.
+#[derive(Default)]
+struct Messages {
+    failure: Option<io::ErrorKind>,
+}
+
+impl Messages {
+    fn say(&mut self, text: &str) {
+        if self.failure.is_none() {
+            if let Err(e) = io::stderr().lock().write_all(text.as_bytes()) {
+                self.failed(e);
+            }
+        }
+    }
+
+    fn failed(&mut self, e: io::Error) {
+        self.failure.get_or_insert(e.kind());
     }
 }
 
 /// Moves up to `max` events from the ring to the sink and flushes it; returns whether the
-/// batch was full (more may be waiting) and the first write error.
-fn pump(
-    tracer: &mut Tracer,
-    sink: &mut dyn Sink,
-    seen: &mut [u64],
-    max: usize,
-) -> (bool, Option<io::Error>) {
-    let mut failure = None;
+/// batch was full (more may be waiting).
+fn pump(tracer: &mut Tracer, sink: &mut dyn Sink, seen: &mut [u64], max: usize) -> bool {
     let n = tracer.drain_some(max, |event| {
         seen[usize::from(event.def.id)] += 1;
-        if failure.is_none() {
-            failure = sink.event(&event).err();
-        }
+        // The output keeps its own failures, and counts the events they cost.
+        let _ = sink.event(&event);
     });
-    (n == max, failure.or_else(|| sink.flush().err()))
+    let _ = sink.flush();
+    n == max
+}
+
+/// The most records the ring can hold: each is a `Record` at least, behind the ring's 8-byte
+/// header.
+fn ring_records(ring_bytes: u32) -> usize {
+    ring_bytes as usize / (std::mem::size_of::<Record>() + 8)
 }
 
 fn ring_size(text: &str) -> anyhow::Result<u32> {
@@ -140,12 +198,15 @@ fn ring_size(text: &str) -> anyhow::Result<u32> {
     }
 }
 
-/// The exit summary on stderr: per event, calls seen, calls the kernel filtered out, and
-/// calls lost, with a warning whenever any was lost.
-fn summarize(tracer: &Tracer, seen: &[u64], elapsed: Duration, ring_bytes: u32) {
+/// The exit summary: per event, calls seen, calls the kernel filtered out, and calls lost,
+/// with a warning whenever any was lost.
+fn summary(tracer: &Tracer, seen: &[u64], elapsed: Duration, ring_bytes: u32) -> String {
     let lost = tracer.lost();
     let filtered = tracer.filtered();
-    eprintln!(
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = writeln!(
+        out,
         "mmtrace: {} events traced in {:.3} s",
         lost.len(),
         elapsed.as_secs_f64()
@@ -157,7 +218,8 @@ fn summarize(tracer: &Tracer, seen: &[u64], elapsed: Duration, ring_bytes: u32) 
         .max()
         .unwrap_or(0)
         .max(5);
-    eprintln!(
+    let _ = writeln!(
+        out,
         "  {:<w$} {:>12} {:>11} {:>12}",
         "event", "seen", "lost", "filtered"
     );
@@ -167,22 +229,26 @@ fn summarize(tracer: &Tracer, seen: &[u64], elapsed: Duration, ring_bytes: u32) 
         for (t, v) in totals.iter_mut().zip(row) {
             *t += v;
         }
-        eprintln!(
+        let _ = writeln!(
+            out,
             "  {:<w$} {:>12} {:>11} {:>12}",
             event.name, row[0], row[1], row[2]
         );
     }
-    eprintln!(
+    let _ = writeln!(
+        out,
         "  {:<w$} {:>12} {:>11} {:>12}",
         "total", totals[0], totals[1], totals[2]
     );
     if totals[1] > 0 {
-        eprintln!(
+        let _ = writeln!(
+            out,
             "mmtrace: warning: {} events lost because the ring buffer ({} KiB) was full: raise --buffer-size",
             totals[1],
             ring_bytes >> 10
         );
     }
+    out
 }
 
 #[cfg(test)]

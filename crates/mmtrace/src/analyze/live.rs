@@ -7,7 +7,7 @@ use std::rc::Rc;
 use mmtrace_events::Event;
 
 use super::{Analyzer, Format};
-use crate::output::{Format as OutputFormat, OutputSpec, Sink};
+use crate::output::{OutputSpec, Sink};
 
 /// The chosen output, followed by the analyzer.
 struct Live {
@@ -35,8 +35,7 @@ impl Analysis {
     /// Prints the report on stdout, or on stderr when the events themselves went to stdout.
     pub fn print(self, format: Format, spec: &OutputSpec) -> io::Result<()> {
         let report = self.0.borrow_mut().finish("live trace");
-        let events_on_stdout = spec.path.is_none() && spec.format != OutputFormat::None;
-        if events_on_stdout {
+        if spec.events_on_stdout() {
             let mut err = io::stderr().lock();
             report.write(&mut err, format)
         } else {
