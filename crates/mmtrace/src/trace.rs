@@ -124,8 +124,12 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     stderr.say(&summary(&tracer, &seen, started.elapsed(), ring_bytes));
     if let Some(e) = delivery.failure() {
         let target = spec.path.as_deref().unwrap_or("standard output");
+        let advice = match e.kind() {
+            io::ErrorKind::BrokenPipe => "",
+            _ => "; free space or choose another output with -o",
+        };
         stderr.say(&format!(
-            "mmtrace: error: {} events traced were not written: writing to {target} failed: {e}\n",
+            "mmtrace: error: {} events traced were not written: writing to {target} failed: {e}{advice}\n",
             delivery.unwritten()
         ));
     }
