@@ -24,20 +24,21 @@ fn helper_makes_calls() {
     }
 }
 
-/// `mmtrace trace ARGS -- THIS_TEST_BINARY` making `calls` failing mlock2 calls.
-fn trace_helper(args: &[&str], calls: u32) -> Command {
+/// `mmtrace trace ARGS -- THIS_TEST_BINARY` running the test `helper`.
+fn trace_helper(args: &[&str], helper: &str) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.arg("trace")
         .args(args)
         .arg("--")
         .arg(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "helper_makes_calls",
-            "--test-threads=1",
-            "--nocapture",
-        ])
-        .env(HELPER_CALLS, calls.to_string());
+        .args(["--exact", helper, "--test-threads=1", "--nocapture"]);
+    cmd
+}
+
+/// `mmtrace trace ARGS` with a command making `calls` failing mlock2 calls.
+fn trace_calls(args: &[&str], calls: u32) -> Command {
+    let mut cmd = trace_helper(args, "helper_makes_calls");
+    cmd.env(HELPER_CALLS, calls.to_string());
     cmd
 }
 
@@ -94,6 +95,101 @@ fn signals_reach_the_command_and_mmtrace_exits_with_its_status() {
             "sleep (pid {sleep}) is gone"
         );
     }
+}
+
+/// Run as the command in `a_terminals_ctrl_c_reaches_the_command_once`: counts the SIGINTs
+/// of its first two seconds, writing the count to the file its environment names, and says
+/// when it is ready by creating that file's `.ready`.
+#[test]
+fn helper_counts_sigint() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNT: AtomicU32 = AtomicU32::new(0);
+    extern "C" fn count(_: libc::c_int) {
+        COUNT.fetch_add(1, Ordering::Relaxed);
+    }
+    let Some(path) = std::env::var_os(SIGINT_COUNT) else {
+        return;
+    };
+    let path = path.to_str().unwrap().to_string();
+    unsafe { libc::signal(libc::SIGINT, count as *const () as libc::sighandler_t) };
+    std::fs::write(format!("{path}.ready"), "").unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::write(&path, COUNT.load(Ordering::Relaxed).to_string()).unwrap();
+}
+
+const SIGINT_COUNT: &str = "MMTRACE_TEST_SIGINT_COUNT";
+
+#[test]
+fn a_terminals_ctrl_c_reaches_the_command_once() {
+    use std::io::Write;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    if !bpf_allowed() {
+        return;
+    }
+    // A terminal of its own, whose foreground process group is mmtrace's and its command's,
+    // as under an interactive shell.
+    let master = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY) };
+    assert!(master >= 0);
+    let mut master = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(master) });
+    let mut name = [0 as libc::c_char; 64];
+    unsafe {
+        assert_eq!(libc::grantpt(master.as_raw_fd()), 0);
+        assert_eq!(libc::unlockpt(master.as_raw_fd()), 0);
+        assert_eq!(
+            libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()),
+            0
+        );
+    }
+    let name = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) };
+    let terminal = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.to_str().unwrap())
+        .unwrap();
+    let tty = terminal.as_raw_fd();
+    let path = format!("{}/count", tempdir("tty"));
+    let mut cmd = trace_helper(&["-e", "mlock2", "-o", "none"], "helper_counts_sigint");
+    cmd.env(SIGINT_COUNT, &path)
+        .stdin(terminal.try_clone().unwrap())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    let mut child = unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 || libc::ioctl(tty, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+    .spawn()
+    .unwrap();
+    let start = Instant::now();
+    while !std::path::Path::new(&format!("{path}.ready")).exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the command never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // A second SIGINT passed on by mmtrace can merge with the terminal's while both are
+    // pending, so one Ctrl-C might not show it: three make it all but certain to show.
+    for _ in 0..3 {
+        master.write_all(b"\x03").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let status = wait_for(&mut child, Duration::from_secs(30));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the command handled them and went on"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "3",
+        "one SIGINT for each Ctrl-C, not two"
+    );
 }
 
 #[test]
@@ -182,7 +278,7 @@ fn events_for_a_closed_stdout_are_counted_as_not_written() {
     }
     let (read_end, write_end) = std::io::pipe().unwrap();
     drop(read_end);
-    let out = trace_helper(&["-e", "mlock2", "-o", "json"], 50)
+    let out = trace_calls(&["-e", "mlock2", "-o", "json"], 50)
         .stdout(write_end)
         .output()
         .unwrap();
@@ -231,7 +327,7 @@ fn a_full_disk_leaves_whole_lines_and_counts_the_rest() {
     let disk = Tmpfs::mount("1m");
     let path = format!("{}/out.json", disk.0);
     let calls = 3000;
-    let out = trace_helper(&["-e", "mlock2", "-o", &format!("json:{path}")], calls)
+    let out = trace_calls(&["-e", "mlock2", "-o", &format!("json:{path}")], calls)
         .stdout(Stdio::null())
         .output()
         .unwrap();
@@ -263,7 +359,7 @@ fn the_commands_stdout_stays_out_of_events_on_stdout() {
     if !bpf_allowed() {
         return;
     }
-    let out = trace_helper(&["-e", "mlock2", "-o", "json"], 300)
+    let out = trace_calls(&["-e", "mlock2", "-o", "json"], 300)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
