@@ -15,11 +15,17 @@ pub fn detach_after_exit(mut tracer: Tracer) {
     let Ok((wait_end, exit_end)) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) else {
         return tracer.detach();
     };
-    // SAFETY: mmtrace has one thread here; the child only closes descriptors, reads and exits.
+    // Listed before the fork: the child must not allocate, as another thread may have held
+    // the allocator's lock when it forked.
+    let others = non_bpf_fds(&[wait_end.as_raw_fd(), exit_end.as_raw_fd()]);
+    // SAFETY: the child closes descriptors, reads, detaches (closing more) and exits.
     match unsafe { libc::fork() } {
         0 => {
             drop(exit_end);
-            close_all_but_bpf(wait_end.as_raw_fd());
+            for &fd in &others {
+                // SAFETY: the child owns its copies of the descriptors and uses none of these.
+                unsafe { libc::close(fd) };
+            }
             let _ = rustix::thread::set_name(c"mmtrace-detach");
             // End of file once mmtrace has exited and given up its references to the links: if
             // it still held one when the child closed its own, mmtrace would do the slow part.
@@ -36,23 +42,23 @@ pub fn detach_after_exit(mut tracer: Tracer) {
     }
 }
 
-/// Closes every descriptor but the BPF objects and `keep`: the child must not hold mmtrace's
-/// output, its terminal or a pipe whose reader waits for the end.
-fn close_all_but_bpf(keep: RawFd) {
+/// Every open descriptor but the BPF objects and `keep`: the child must not hold mmtrace's
+/// output, its terminal, or a pipe whose reader waits for the end.
+fn non_bpf_fds(keep: &[RawFd]) -> Vec<RawFd> {
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
-        return;
+        return Vec::new();
     };
     let fds: Vec<RawFd> = dir
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
-    for fd in fds {
-        let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap_or_default();
-        let bpf = target
-            .to_str()
-            .is_some_and(|t| t.starts_with("anon_inode:bpf") || t == "anon_inode:[perf_event]");
-        if fd != keep && !bpf {
-            // SAFETY: the child owns its copies of the descriptors and uses none of these.
-            unsafe { libc::close(fd) };
-        }
-    }
+    fds.into_iter()
+        .filter(|fd| {
+            let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap_or_default();
+            let bpf = target
+                .to_str()
+                .is_some_and(|t| t.starts_with("anon_inode:bpf") || t == "anon_inode:[perf_event]");
+            // The directory's own descriptor, closed by now, reads as nothing.
+            !bpf && !keep.contains(fd) && !target.as_os_str().is_empty()
+        })
+        .collect()
 }
