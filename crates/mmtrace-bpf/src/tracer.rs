@@ -316,6 +316,9 @@ impl Tracer {
     }
 
     /// Detaches every hook: no new records arrive, the ones in the ring stay for a last drain.
+    /// Each tracepoint link waits, as it closes, for the kernel to retire its probe: an RCU
+    /// grace period, about 70 ms, under a mutex all tracepoints share (perf_trace_destroy
+    /// holds event_mutex), so closing them on parallel threads gains nothing.
     pub fn detach(&mut self) {
         for (name, link) in self.links.drain(..) {
             if let Some(prog) = self.bpf.program_mut(name) {
@@ -325,6 +328,13 @@ impl Tracer {
                 }
             }
         }
+    }
+
+    /// Whether the counters can be read with the privileges the process now holds: before
+    /// Linux 6.5, with unprivileged BPF disabled, every bpf() command needs CAP_BPF, even on
+    /// a map whose descriptor the caller holds.
+    pub fn counters_readable(&self) -> bool {
+        self.lost.get(&0, 0).is_ok()
     }
 
     /// Calls the kernel side saw but could not deliver (ring full), per event.

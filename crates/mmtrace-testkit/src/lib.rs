@@ -132,6 +132,8 @@ impl Drop for Memcg {
 pub struct Trace {
     child: std::process::Child,
     stderr: std::sync::mpsc::Receiver<String>,
+    /// The line that said it was attached.
+    pub ready: String,
 }
 
 impl Trace {
@@ -153,15 +155,19 @@ impl Trace {
                 let _ = tx.send(line);
             }
         });
-        loop {
+        let ready = loop {
             let line = rx
                 .recv_timeout(std::time::Duration::from_secs(30))
                 .expect("mmtrace never attached");
             if line.starts_with("mmtrace: tracing") {
-                break;
+                break line;
             }
+        };
+        Trace {
+            child,
+            stderr: rx,
+            ready,
         }
-        Trace { child, stderr: rx }
     }
 
     /// The tracer's pid.

@@ -68,7 +68,8 @@ fn main() -> anyhow::Result<()> {
     let bytes = munmap_record();
     let clock = Clock::now();
     for format in ["json", "table"] {
-        let mut sink = output::open(&output::OutputSpec::parse(&format!("{format}:/dev/null"))?)?;
+        let (mut sink, _) =
+            output::open(&output::OutputSpec::parse(&format!("{format}:/dev/null"))?)?;
         let mut best = f64::MAX;
         for _ in 0..5 {
             let start = Instant::now();

@@ -15,7 +15,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Trace memory-management syscalls until Ctrl-C or SIGTERM, then print a summary.
+    /// Trace memory-management syscalls until Ctrl-C, SIGTERM or SIGHUP (or until CMD ends),
+    /// then print a summary.
     Trace(TraceArgs),
     /// List every event with its id, sets, arguments and whether this kernel offers it.
     List,
@@ -79,7 +80,8 @@ pub struct TraceArgs {
     pub user: Option<String>,
 
     /// Start CMD and trace it and all its descendants from its first instruction; mmtrace
-    /// exits with CMD's exit status.
+    /// passes SIGINT, SIGTERM and SIGHUP on to it and exits with CMD's exit status. CMD's
+    /// stdout goes to stderr when the events go to stdout.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 

@@ -22,8 +22,13 @@ struct Identity {
 }
 
 impl Command {
-    /// Forks the child; it execs `argv` once `release` is called.
-    pub fn spawn(argv: &[String], user: Option<&str>) -> anyhow::Result<Command> {
+    /// Forks the child; it execs `argv` once `release` is called. With `stdout_to_stderr` its
+    /// standard output is mmtrace's standard error, so it cannot mix into events on stdout.
+    pub fn spawn(
+        argv: &[String],
+        user: Option<&str>,
+        stdout_to_stderr: bool,
+    ) -> anyhow::Result<Command> {
         let program = find_program(&argv[0])?;
         let identity = user.map(identity).transpose()?;
         let c_program = CString::new(program.as_os_str().as_bytes())?;
@@ -43,6 +48,14 @@ impl Command {
             -1 => Err(std::io::Error::last_os_error()).context("forking the command"),
             0 => {
                 drop(go_end);
+                // Rust ignores SIGPIPE, and an ignored signal stays ignored across exec: the
+                // command must die of a closed pipe as it would under a shell.
+                // SAFETY: async-signal-safe calls only.
+                unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+                if stdout_to_stderr {
+                    // SAFETY: duplicates a descriptor this process holds.
+                    unsafe { libc::dup2(2, 1) };
+                }
                 let mut byte = [0u8];
                 // EOF instead of a byte means mmtrace gave up: do not run untraced.
                 if rustix::io::read(&wait_end, &mut byte) != Ok(1) {
@@ -81,6 +94,21 @@ impl Command {
             rustix::io::write(&go, &[1]).context("starting the command")?;
         }
         Ok(())
+    }
+
+    /// Passes `signal` on to the command, unless it has been reaped (its pid may be reused).
+    pub fn signal(&mut self, signal: i32) {
+        if self.poll_exit().is_none() {
+            // SAFETY: signals only our own child, not yet reaped.
+            unsafe { libc::kill(self.pid, signal) };
+        }
+    }
+
+    /// Whether the command is in mmtrace's process group, and so gets the terminal's Ctrl-C
+    /// itself.
+    pub fn in_our_group(&self) -> bool {
+        // SAFETY: plain queries.
+        unsafe { libc::getpgid(self.pid) == libc::getpgid(0) }
     }
 
     /// The exit code the shell would show, once the command has ended.

@@ -9,10 +9,14 @@ mod explain;
 mod inband;
 mod list;
 mod output;
+mod privilege;
 mod reap;
+mod signals;
+mod teardown;
 mod trace;
 
 use clap::Parser;
+use std::io::Write as _;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -39,7 +43,8 @@ fn main() -> ExitCode {
         // The reader of our output went away (`mmtrace list | head`): a normal end.
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("mmtrace: error: {}", one_line(&err));
+            // Not eprintln!, which panics when stderr is closed.
+            let _ = writeln!(std::io::stderr(), "mmtrace: error: {}", one_line(&err));
             ExitCode::FAILURE
         }
     }

@@ -1,14 +1,13 @@
 //! `mmtrace trace`: attach, stream events to the chosen output, stop on a signal, summarize.
 
-use std::io;
+use std::fmt::Write as _;
+use std::io::{self, Write};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use mmtrace_bpf::features::{Feature, FEATURES_OFF_VAR};
-use mmtrace_bpf::{Options, Tracer};
+use mmtrace_bpf::{Options, Record, Tracer};
 use mmtrace_events::catalog::MEM_PROT_ALERT;
 use mmtrace_events::enrich::ProtAlert;
 use mmtrace_events::scope::Scope;
@@ -20,11 +19,17 @@ use crate::cli::TraceArgs;
 use crate::command::Command;
 use crate::inband::InBand;
 use crate::output::{self, OutputSpec, Sink};
+use crate::privilege;
+use crate::signals::Signals;
+use crate::teardown;
 
 /// How long the reader sleeps when the kernel has not woken it: the latency of a quiet trace.
 const POLL: Duration = Duration::from_millis(10);
 /// Events handled between checks for Ctrl-C while the ring stays busy.
 const BATCH: usize = 4096;
+/// The exit status of a process killed by SIGPIPE, as a shell shows it: mmtrace's when the
+/// reader of its output or of its messages went away.
+const BROKEN_PIPE: u8 = 128 + libc::SIGPIPE as u8;
 
 pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     let flags: Vec<&str> = args.events.iter().map(String::as_str).collect();
@@ -40,18 +45,20 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
         Ok(list) => Feature::parse_list(&list)?,
         Err(_) => Vec::new(),
     };
-    let (mut sink, analysis) =
-        analyze::live(output::open(&spec)?, args.analyze, &mut selection.events);
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .context("installing the signal handler")?;
-    }
+    let (output, delivery) = output::open(&spec)?;
+    let (mut sink, analysis) = analyze::live(output, args.analyze, &mut selection.events);
     // Forked before the tracer starts, so its pid can be traced from its very first call.
+    // Like strace's trace on stderr, the events keep stdout to themselves when they use it.
     let mut command = match args.command.is_empty() {
         true => None,
-        false => Some(Command::spawn(&args.command, args.user.as_deref())?),
+        false => Some(Command::spawn(
+            &args.command,
+            args.user.as_deref(),
+            spec.events_on_stdout(),
+        )?),
     };
+    // Installed after the fork, so the command starts with the default handlers.
+    let signals = Signals::install()?;
 
     let show = Show::new(&selection);
     let mut opts = Options::new(selection.events);
@@ -62,11 +69,16 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     opts.enrich = !args.no_enrich;
     opts.features_off = features_off;
     let mut tracer = Tracer::start(&opts)?;
+    privilege::drop_after_attach(&tracer, command.is_some())?;
+    let mut stderr = Messages::default();
     for u in tracer.unavailable() {
-        eprintln!("mmtrace: {} unavailable: {}", u.event.name, u.reason);
+        stderr.say(&format!(
+            "mmtrace: {} unavailable: {}\n",
+            u.event.name, u.reason
+        ));
     }
     if let Some(off) = tracer.features().summary(tracer.attached()) {
-        eprintln!("mmtrace: {off}");
+        stderr.say(&format!("mmtrace: {off}\n"));
     }
     let whom = match &command {
         Some(c) => format!(
@@ -76,29 +88,44 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
         ),
         None => String::new(),
     };
-    eprintln!(
-        "mmtrace: tracing {}{whom} through syscalls:sys_enter_*/sys_exit_* tracepoints; Ctrl-C to stop",
+    stderr.say(&format!(
+        "mmtrace: tracing {}{whom} through syscalls:sys_enter_*/sys_exit_* tracepoints; Ctrl-C to stop\n",
         event_types(tracer.attached().len())
-    );
+    ));
     if let Some(c) = command.as_mut() {
         c.release()?;
     }
 
     let started = Instant::now();
     let mut seen = vec![0u64; usize::from(u16::MAX) + 1];
-    let mut failure = None;
     let mut busy = false;
     let mut inband = InBand::new();
-    while !stop.load(Ordering::Relaxed) && failure.is_none() {
-        // Its calls were all committed before it exited: the last drain below delivers them.
-        if command.as_mut().is_some_and(|c| c.poll_exit().is_some()) {
-            break;
+    loop {
+        let received = signals.take();
+        match command.as_mut() {
+            // With a command, the trace lasts as long as it does: the signals are its.
+            Some(c) => {
+                for r in received {
+                    // The terminal sent it to the command's process group as well.
+                    if !(r.by_terminal && c.in_our_group()) {
+                        c.signal(r.signal);
+                    }
+                }
+                // Its calls were all committed before it exited: the last drain delivers them.
+                if c.poll_exit().is_some() {
+                    break;
+                }
+            }
+            None if !received.is_empty() => break,
+            // Nothing more can be written: stop, as `mmtrace trace | head` expects.
+            None if delivery.failure().is_some() => break,
+            None => {}
         }
         // Only wait when the last batch emptied the ring.
         if !busy {
             tracer.wait(POLL)?;
         }
-        (busy, failure) = pump(
+        busy = pump(
             &mut tracer,
             sink.as_mut(),
             &show,
@@ -106,49 +133,74 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
             &mut seen,
             BATCH,
         );
-        failure = failure.or_else(|| inband.tick(&tracer, sink.as_mut()).err());
+        // The output keeps its own failures, and counts the lines they cost.
+        let _ = inband.tick(&tracer, sink.as_mut());
     }
-    tracer.detach();
-    // What was committed before the hooks came off is still in the ring: deliver it.
-    if failure.is_none() {
-        failure = pump(
-            &mut tracer,
-            sink.as_mut(),
-            &show,
-            &mut inband,
-            &mut seen,
-            usize::MAX,
-        )
-        .1;
-    }
+    // The hooks come off only after mmtrace exits, which takes seconds (see teardown.rs): the
+    // trace stops here, and what was committed before is in the ring. There is no more of it
+    // than the ring holds, so a producer as fast as the reader cannot keep this going.
+    pump(
+        &mut tracer,
+        sink.as_mut(),
+        &show,
+        &mut inband,
+        &mut seen,
+        ring_records(ring_bytes),
+    );
     // What was lost after the last line about it: the recording and the analysis say so too.
-    if failure.is_none() {
-        failure = inband
-            .finish(&tracer, sink.as_mut())
-            .and_then(|()| sink.flush())
-            .err();
+    let _ = inband.finish(&tracer, sink.as_mut());
+    let _ = sink.flush();
+    stderr.say(&summary(&tracer, &seen, started.elapsed(), ring_bytes));
+    if let Some(e) = delivery.failure() {
+        let target = spec.path.as_deref().unwrap_or("standard output");
+        let advice = match e.kind() {
+            io::ErrorKind::BrokenPipe => "",
+            _ => "; free space or choose another output with -o",
+        };
+        stderr.say(&format!(
+            "mmtrace: error: {} events traced were not written: writing to {target} failed: {e}{advice}\n",
+            delivery.unwritten()
+        ));
     }
-    summarize(&tracer, &seen, started.elapsed(), ring_bytes);
     if let Some(analysis) = analysis {
-        analysis
-            .print(args.format, &spec)
-            .context("printing the analysis")?;
+        if let Err(e) = analysis.print(args.format, &spec) {
+            stderr.failed(e);
+        }
     }
 
-    // Like strace -f: the command's status, or 130 when Ctrl-C left it running untraced.
-    let code = match command.as_mut().map(|c| c.poll_exit()) {
-        None => ExitCode::SUCCESS,
-        Some(Some(status)) => ExitCode::from(status.clamp(0, 255) as u8),
-        Some(None) => ExitCode::from(130),
-    };
-    match failure {
-        None => Ok(code),
-        // The reader of our output went away (`mmtrace trace | head`): a normal end.
-        Some(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(code),
-        Some(e) => {
-            let target = spec.path.as_deref().unwrap_or("standard output");
-            Err(e).with_context(|| format!("writing events to {target} failed; free space or choose another output with -o"))
+    teardown::detach_after_exit(tracer);
+
+    let failure = delivery.failure().map(|e| e.kind()).or(stderr.failure);
+    Ok(match (failure, command.as_mut()) {
+        (Some(io::ErrorKind::BrokenPipe), _) => ExitCode::from(BROKEN_PIPE),
+        (Some(_), _) => ExitCode::FAILURE,
+        // Like strace -f: the command's status.
+        (None, Some(c)) => {
+            let status = c.poll_exit().unwrap_or(0);
+            ExitCode::from(status.clamp(0, 255) as u8)
         }
+        (None, None) => ExitCode::SUCCESS,
+    })
+}
+
+/// mmtrace's own lines on stderr. Unlike eprintln!, a closed stderr does not panic: the trace
+/// goes on, and the first failure is kept for the exit status.
+#[derive(Default)]
+struct Messages {
+    failure: Option<io::ErrorKind>,
+}
+
+impl Messages {
+    fn say(&mut self, text: &str) {
+        if self.failure.is_none() {
+            if let Err(e) = io::stderr().lock().write_all(text.as_bytes()) {
+                self.failed(e);
+            }
+        }
+    }
+
+    fn failed(&mut self, e: io::Error) {
+        self.failure.get_or_insert(e.kind());
     }
 }
 
@@ -184,7 +236,7 @@ impl Show {
 }
 
 /// Moves up to `max` events from the ring to the sink and flushes it; returns whether the
-/// batch was full (more may be waiting) and the first write error.
+/// batch was full (more may be waiting).
 fn pump(
     tracer: &mut Tracer,
     sink: &mut dyn Sink,
@@ -192,18 +244,21 @@ fn pump(
     inband: &mut InBand,
     seen: &mut [u64],
     max: usize,
-) -> (bool, Option<io::Error>) {
-    let mut failure = None;
+) -> bool {
     let n = tracer.drain_some(max, |event| {
         seen[usize::from(event.def.id)] += 1;
-        if failure.is_none() {
-            failure = show
-                .event(sink, &event)
-                .and_then(|()| inband.after(&event, sink))
-                .err();
-        }
+        // The output keeps its own failures, and counts the events they cost.
+        let _ = show.event(sink, &event);
+        let _ = inband.after(&event, sink);
     });
-    (n == max, failure.or_else(|| sink.flush().err()))
+    let _ = sink.flush();
+    n == max
+}
+
+/// The most records the ring can hold: each is a `Record` at least, behind the ring's 8-byte
+/// header.
+fn ring_records(ring_bytes: u32) -> usize {
+    ring_bytes as usize / (std::mem::size_of::<Record>() + 8)
 }
 
 /// "24 event types": the count is of kinds of event, not of events seen.
@@ -220,12 +275,15 @@ fn ring_size(text: &str) -> anyhow::Result<u32> {
     }
 }
 
-/// The exit summary on stderr: per event, calls seen, calls the kernel filtered out, and
-/// calls lost, with a warning whenever any was lost.
-fn summarize(tracer: &Tracer, seen: &[u64], elapsed: Duration, ring_bytes: u32) {
+/// The exit summary: per event, calls seen, calls the kernel filtered out, and calls lost,
+/// with a warning whenever any was lost.
+fn summary(tracer: &Tracer, seen: &[u64], elapsed: Duration, ring_bytes: u32) -> String {
     let lost = tracer.lost();
     let filtered = tracer.filtered();
-    eprintln!(
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = writeln!(
+        out,
         "mmtrace: {} traced in {:.3} s",
         event_types(lost.len()),
         elapsed.as_secs_f64()
@@ -237,7 +295,8 @@ fn summarize(tracer: &Tracer, seen: &[u64], elapsed: Duration, ring_bytes: u32) 
         .max()
         .unwrap_or(0)
         .max(5);
-    eprintln!(
+    let _ = writeln!(
+        out,
         "  {:<w$} {:>12} {:>11} {:>12}",
         "event", "seen", "lost", "filtered"
     );
@@ -247,22 +306,26 @@ fn summarize(tracer: &Tracer, seen: &[u64], elapsed: Duration, ring_bytes: u32) 
         for (t, v) in totals.iter_mut().zip(row) {
             *t += v;
         }
-        eprintln!(
+        let _ = writeln!(
+            out,
             "  {:<w$} {:>12} {:>11} {:>12}",
             event.name, row[0], row[1], row[2]
         );
     }
-    eprintln!(
+    let _ = writeln!(
+        out,
         "  {:<w$} {:>12} {:>11} {:>12}",
         "total", totals[0], totals[1], totals[2]
     );
     if totals[1] > 0 {
-        eprintln!(
+        let _ = writeln!(
+            out,
             "mmtrace: warning: {} events lost because the ring buffer ({} KiB) was full: raise --buffer-size",
             totals[1],
             ring_bytes >> 10
         );
     }
+    out
 }
 
 #[cfg(test)]

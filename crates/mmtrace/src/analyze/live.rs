@@ -9,7 +9,7 @@ use mmtrace_events::{by_name, Event, EventDef};
 
 use super::{Analyzer, Format};
 use crate::inband::Note;
-use crate::output::{Format as OutputFormat, OutputSpec, Sink};
+use crate::output::{OutputSpec, Sink};
 
 /// The chosen output, followed by the analyzer.
 struct Live {
@@ -54,8 +54,7 @@ impl Analysis {
     /// Prints the report on stdout, or on stderr when the events themselves went to stdout.
     pub fn print(self, format: Format, spec: &OutputSpec) -> io::Result<()> {
         let report = self.0.borrow_mut().finish("live trace");
-        let events_on_stdout = spec.path.is_none() && spec.format != OutputFormat::None;
-        if events_on_stdout {
+        if spec.events_on_stdout() {
             let mut err = io::stderr().lock();
             report.write(&mut err, format)
         } else {

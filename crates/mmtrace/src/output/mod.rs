@@ -3,8 +3,11 @@
 mod json;
 mod table;
 
+use std::cell::{Cell, RefCell};
 use std::fs::File;
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, IsTerminal, Seek, Write};
+use std::os::fd::AsFd;
+use std::rc::Rc;
 
 use anyhow::{bail, Context as _};
 use mmtrace_events::enrich::ProtAlert;
@@ -58,6 +61,11 @@ impl OutputSpec {
         };
         OutputSpec { format, path: None }
     }
+
+    /// Whether events are written to standard output.
+    pub fn events_on_stdout(&self) -> bool {
+        self.path.is_none() && self.format != Format::None
+    }
 }
 
 /// The sinks gather lines in a buffer of their own and write it once it holds this much (and
@@ -109,25 +117,193 @@ impl Sink for Discard {
     }
 }
 
-/// Opens the sink before anything is attached, so an unwritable path fails early.
-pub fn open(spec: &OutputSpec) -> anyhow::Result<Box<dyn Sink>> {
-    let writer: Box<dyn Write> = match &spec.path {
-        Some(path) => Box::new(File::create(path).with_context(|| {
+/// Opens the sink before anything is attached, so an unwritable path fails early. The sink
+/// never fails: once a write does, it writes no more and counts what it drops, in the
+/// `Delivery` returned with it.
+pub fn open(spec: &OutputSpec) -> anyhow::Result<(Box<dyn Sink>, Delivery)> {
+    let delivery = Delivery::default();
+    let file = match &spec.path {
+        _ if spec.format == Format::None => return Ok((Box::new(Discard), delivery)),
+        Some(path) => File::create(path).with_context(|| {
             format!("cannot write output file {path}: check the directory exists and is writable")
-        })?),
-        None => Box::new(io::stdout().lock()),
+        })?,
+        // Its own descriptor, written without the line buffering of `io::stdout`: the sinks
+        // hand over whole lines already.
+        None => File::from(
+            io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .context("standard output is closed: give a file with -o FORMAT:PATH")?,
+        ),
     };
-    Ok(match spec.format {
-        Format::Json => Box::new(JsonLines::new(writer)),
-        Format::Table => Box::new(Table::new(
-            writer,
+    let out = WholeLines {
+        file,
+        state: Rc::clone(&delivery.0),
+    };
+    let inner: Box<dyn Sink> = match spec.format {
+        Format::Json => Box::new(JsonLines::new(out)),
+        _ => Box::new(Table::new(
+            out,
             match spec.path {
                 None if io::stdout().is_terminal() => Width::Terminal,
                 _ => Width::Columns(DEFAULT_COLUMNS),
             },
         )),
-        Format::None => Box::new(Discard),
-    })
+    };
+    let ledger = Ledger {
+        inner,
+        state: Rc::clone(&delivery.0),
+        pending: 0,
+    };
+    Ok((Box::new(ledger), delivery))
+}
+
+/// What became of the events handed to the output.
+#[derive(Clone, Default)]
+pub struct Delivery(Rc<DeliveryState>);
+
+#[derive(Default)]
+struct DeliveryState {
+    /// Successful writes so far: each one took every line the sink held.
+    writes: Cell<u64>,
+    failure: RefCell<Option<io::Error>>,
+    unwritten: Cell<u64>,
+}
+
+impl Delivery {
+    /// Events traced but not written, because a write had failed.
+    pub fn unwritten(&self) -> u64 {
+        self.0.unwritten.get()
+    }
+
+    /// The write that failed, after which nothing more was written.
+    pub fn failure(&self) -> Option<std::cell::Ref<'_, io::Error>> {
+        std::cell::Ref::filter_map(self.0.failure.borrow(), Option::as_ref).ok()
+    }
+}
+
+/// Counts the events a sink holds between its writes, so that when one fails, the events that
+/// write carried are known.
+struct Ledger {
+    inner: Box<dyn Sink>,
+    state: Rc<DeliveryState>,
+    /// Events handed to `inner` since its last successful write.
+    pending: u64,
+}
+
+impl Ledger {
+    fn settle(&mut self, writes_before: u64, result: io::Result<()>) {
+        match result {
+            Ok(()) if self.state.writes.get() != writes_before => self.pending = 0,
+            Ok(()) => {}
+            Err(e) => {
+                self.state
+                    .unwritten
+                    .set(self.state.unwritten.get() + self.pending);
+                self.pending = 0;
+                *self.state.failure.borrow_mut() = Some(e);
+            }
+        }
+    }
+}
+
+impl Ledger {
+    /// Hands one line to the inner sink, unless a write has failed: writing on after that
+    /// would leave a hole in the middle of the output. `counts` says whether it is an event.
+    fn line(&mut self, counts: bool, write: impl FnOnce(&mut dyn Sink) -> io::Result<()>) {
+        let n = u64::from(counts);
+        if self.state.failure.borrow().is_some() {
+            self.state.unwritten.set(self.state.unwritten.get() + n);
+            return;
+        }
+        self.pending += n;
+        let writes = self.state.writes.get();
+        let result = write(self.inner.as_mut());
+        self.settle(writes, result);
+    }
+}
+
+impl Sink for Ledger {
+    fn event(&mut self, event: &Event) -> io::Result<()> {
+        self.line(true, |s| s.event(event));
+        Ok(())
+    }
+
+    fn alert(&mut self, event: &Event, alert: &ProtAlert) -> io::Result<()> {
+        self.line(false, |s| s.alert(event, alert));
+        Ok(())
+    }
+
+    fn note(&mut self, note: &Note) -> io::Result<()> {
+        self.line(false, |s| s.note(note));
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.state.failure.borrow().is_none() {
+            let writes = self.state.writes.get();
+            let result = self.inner.flush();
+            self.settle(writes, result);
+        }
+        Ok(())
+    }
+}
+
+/// Writes what the sinks hand it, always whole lines, whole or not at all: when a write fails
+/// part way (a full disk), the part already in the file is cut off again, so the file ends
+/// with a whole line.
+struct WholeLines {
+    file: File,
+    state: Rc<DeliveryState>,
+}
+
+impl WholeLines {
+    /// Cuts the last `n` bytes written off a regular file, unless someone wrote after them;
+    /// a pipe's reader is gone when its writes fail, and nothing can be taken back from it.
+    fn take_back(&mut self, n: usize) -> io::Result<()> {
+        let meta = self.file.metadata()?;
+        let end = self.file.stream_position()?;
+        if meta.is_file() && meta.len() == end {
+            self.file.set_len(end - n as u64)?;
+        }
+        Ok(())
+    }
+}
+
+impl Write for WholeLines {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_all(buf).map(|()| buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let err = match self.file.write(&buf[done..]) {
+                Ok(0) => io::Error::from(io::ErrorKind::WriteZero),
+                Ok(n) => {
+                    done += n;
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => e,
+            };
+            if done > 0 {
+                if let Err(cut) = self.take_back(done) {
+                    return Err(io::Error::new(
+                        err.kind(),
+                        format!("{err}, and cutting off the partly written line failed: {cut}"),
+                    ));
+                }
+            }
+            return Err(err);
+        }
+        self.state.writes.set(self.state.writes.get() + 1);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

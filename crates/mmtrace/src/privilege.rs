@@ -1,0 +1,74 @@
+//! Least privilege: once its programs are attached, mmtrace gives up the capabilities it no
+//! longer needs, as Tracee does. What is left to do needs almost none: the ring buffer is
+//! already mapped and is read from memory; the counters are read through map descriptors
+//! mmtrace holds; detaching is closing descriptors; the output is already open.
+//!
+//! rustix's capget/capset and prctl wrappers do this without libcap, and rustix is already
+//! how mmtrace makes its other system calls; the `caps` crate would add a dependency for the
+//! same three calls.
+
+use anyhow::Context as _;
+use mmtrace_bpf::Tracer;
+use rustix::thread::{self, CapabilitySet, CapabilitySets};
+
+/// Drops every capability but those the rest of the trace needs: CAP_KILL when it passes
+/// signals on to a command (which may run as another user, with --user or by changing its own
+/// ids), and CAP_BPF (or CAP_SYS_ADMIN before Linux 5.8) where the running kernel checks it
+/// on every bpf() command. Capabilities belong to a thread, so this must run while the
+/// process has no other.
+pub fn drop_after_attach(tracer: &Tracer, signals_command: bool) -> anyhow::Result<()> {
+    let threads = std::fs::read_dir("/proc/self/task")
+        .map(Iterator::count)
+        .unwrap_or(1);
+    anyhow::ensure!(
+        threads == 1,
+        "dropping capabilities with {threads} threads running: capabilities are per thread, so drop them before starting any"
+    );
+    let held = thread::capabilities(None).context("reading mmtrace's capabilities")?;
+    let keep = match signals_command {
+        true => held.permitted & CapabilitySet::KILL,
+        false => CapabilitySet::empty(),
+    };
+    // Before capset, while CAP_SETPCAP is still effective: no exec, not even of a setuid
+    // program, can give the others back.
+    drop_bounding_set_but(keep);
+    rustix::thread::set_no_new_privs(true).context("setting no_new_privs")?;
+
+    // Try the counters with only what is kept in effect; the permitted set still allows
+    // taking back what this kernel turns out to need.
+    let mut sets = CapabilitySets {
+        effective: keep,
+        permitted: held.permitted,
+        inheritable: CapabilitySet::empty(),
+    };
+    for extra in [
+        CapabilitySet::empty(),
+        CapabilitySet::BPF,
+        CapabilitySet::SYS_ADMIN,
+    ] {
+        sets.effective = keep | (extra & held.permitted);
+        thread::set_capabilities(None, sets).context("dropping capabilities")?;
+        if tracer.counters_readable() {
+            break;
+        }
+    }
+    let _ = thread::clear_ambient_capability_set();
+    sets.permitted = sets.effective;
+    thread::set_capabilities(None, sets).context("dropping capabilities")
+}
+
+/// Drops every capability but `keep` from the bounding set, as far as this process may: it
+/// needs CAP_SETPCAP, which a process given only CAP_BPF and CAP_PERFMON lacks (and then has
+/// nothing in the bounding set to fear from exec either, as no_new_privs covers it).
+fn drop_bounding_set_but(keep: CapabilitySet) {
+    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(40);
+    for cap in 0..=last.min(63) {
+        let one = CapabilitySet::from_bits_retain(1 << cap);
+        if !keep.contains(one) && thread::remove_capability_from_bounding_set(one).is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,454 @@
+//! How `mmtrace trace` starts, stops and fails, with real processes: signals reach the command
+//! it runs, closed pipes and full disks cost events but never a panic or a cut line, the
+//! command's output stays out of the events, and capabilities go once the hooks are on.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mmtrace_testkit::{bpf_allowed, Trace};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mmtrace");
+const HELPER_CALLS: &str = "MMTRACE_TEST_CALLS";
+
+/// Run as the command in the tests below: makes the number of failing mlock2 calls its
+/// environment asks for, printing a line on stdout before each.
+#[test]
+fn helper_makes_calls() {
+    let Some(n) = std::env::var_os(HELPER_CALLS) else {
+        return;
+    };
+    for i in 0..n.to_str().unwrap().parse::<u32>().unwrap() {
+        println!("the command's own line {i}");
+        unsafe { libc::syscall(libc::SYS_mlock2, 0x10000u64, 4096u64, 0x8u64) };
+    }
+}
+
+/// `mmtrace trace ARGS -- THIS_TEST_BINARY` running the test `helper`.
+fn trace_helper(args: &[&str], helper: &str) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("trace")
+        .args(args)
+        .arg("--")
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", helper, "--test-threads=1", "--nocapture"]);
+    cmd
+}
+
+/// `mmtrace trace ARGS` with a command making `calls` failing mlock2 calls.
+fn trace_calls(args: &[&str], calls: u32) -> Command {
+    let mut cmd = trace_helper(args, "helper_makes_calls");
+    cmd.env(HELPER_CALLS, calls.to_string());
+    cmd
+}
+
+/// The count in "mmtrace: error: N events traced were not written".
+fn unwritten(stderr: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("events traced were not written"))
+        .unwrap_or_else(|| panic!("no count of unwritten events: {stderr}"));
+    line["mmtrace: error: ".len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Waits for `child`, failing the test after `limit`.
+fn wait_for(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(start.elapsed() < limit, "still running after {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The pid of the command, from "... in CMD (pid N) and its descendants".
+fn command_pid(ready: &str) -> i32 {
+    let at = ready.find("(pid ").expect(ready) + "(pid ".len();
+    ready[at..].split(')').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn signals_reach_the_command_and_mmtrace_exits_with_its_status() {
+    if !bpf_allowed() {
+        return;
+    }
+    for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        let run = Trace::start(
+            BIN,
+            &["-e", "mlock2", "-o", "none", "--", "sleep", "30"],
+            Stdio::null(),
+        );
+        let sleep = command_pid(&run.ready);
+        let (code, stderr) = run.stop(signal);
+        assert_eq!(code, Some(128 + signal), "signal {signal}: {stderr}");
+        assert!(stderr.contains("  total "), "the summary: {stderr}");
+        // Reaped by mmtrace, not left running untraced.
+        assert!(
+            !std::path::Path::new(&format!("/proc/{sleep}")).exists(),
+            "sleep (pid {sleep}) is gone"
+        );
+    }
+}
+
+/// Run as the command in `a_terminals_ctrl_c_reaches_the_command_once`: counts the SIGINTs
+/// of its first two seconds, writing the count to the file its environment names, and says
+/// when it is ready by creating that file's `.ready`.
+#[test]
+fn helper_counts_sigint() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNT: AtomicU32 = AtomicU32::new(0);
+    extern "C" fn count(_: libc::c_int) {
+        COUNT.fetch_add(1, Ordering::Relaxed);
+    }
+    let Some(path) = std::env::var_os(SIGINT_COUNT) else {
+        return;
+    };
+    let path = path.to_str().unwrap().to_string();
+    unsafe { libc::signal(libc::SIGINT, count as *const () as libc::sighandler_t) };
+    std::fs::write(format!("{path}.ready"), "").unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::write(&path, COUNT.load(Ordering::Relaxed).to_string()).unwrap();
+}
+
+const SIGINT_COUNT: &str = "MMTRACE_TEST_SIGINT_COUNT";
+
+#[test]
+fn a_terminals_ctrl_c_reaches_the_command_once() {
+    use std::io::Write;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    if !bpf_allowed() {
+        return;
+    }
+    // A terminal of its own, whose foreground process group is mmtrace's and its command's,
+    // as under an interactive shell.
+    let master = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY) };
+    assert!(master >= 0);
+    let mut master = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(master) });
+    let mut name = [0 as libc::c_char; 64];
+    unsafe {
+        assert_eq!(libc::grantpt(master.as_raw_fd()), 0);
+        assert_eq!(libc::unlockpt(master.as_raw_fd()), 0);
+        assert_eq!(
+            libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()),
+            0
+        );
+    }
+    let name = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) };
+    let terminal = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.to_str().unwrap())
+        .unwrap();
+    let tty = terminal.as_raw_fd();
+    let path = format!("{}/count", tempdir("tty"));
+    let mut cmd = trace_helper(&["-e", "mlock2", "-o", "none"], "helper_counts_sigint");
+    cmd.env(SIGINT_COUNT, &path)
+        .stdin(terminal.try_clone().unwrap())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    let mut child = unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 || libc::ioctl(tty, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+    .spawn()
+    .unwrap();
+    let start = Instant::now();
+    while !std::path::Path::new(&format!("{path}.ready")).exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the command never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // A second SIGINT passed on by mmtrace can merge with the terminal's while both are
+    // pending, so one Ctrl-C might not show it: three make it all but certain to show.
+    for _ in 0..3 {
+        master.write_all(b"\x03").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let status = wait_for(&mut child, Duration::from_secs(30));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the command handled them and went on"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "3",
+        "one SIGINT for each Ctrl-C, not two"
+    );
+}
+
+#[test]
+fn the_trace_lasts_until_the_command_has_handled_the_signal() {
+    if !bpf_allowed() {
+        return;
+    }
+    let dir = tempdir("handled");
+    let path = format!("{dir}/out.json");
+    let me = std::env::current_exe().unwrap();
+    let ready = format!("{dir}/ready");
+    // The command answers SIGTERM with three more calls, then its own status.
+    let script = format!(
+        "trap '{HELPER_CALLS}=3 \"$0\" --exact helper_makes_calls --test-threads=1 >/dev/null; exit 42' TERM; \
+         : >{ready}; while :; do sleep 0.05; done"
+    );
+    let json = format!("json:{path}");
+    let run = Trace::start(
+        BIN,
+        &[
+            "-e",
+            "mlock2",
+            "-o",
+            &json,
+            "--",
+            "sh",
+            "-c",
+            &script,
+            me.to_str().unwrap(),
+        ],
+        Stdio::null(),
+    );
+    let start = Instant::now();
+    while !std::path::Path::new(&ready).exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the trap was never set"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (code, stderr) = run.stop(libc::SIGTERM);
+    assert_eq!(code, Some(42), "the command's status: {stderr}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let calls = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["eventName"] == "mlock2" && v["returnValue"] == -22)
+        .count();
+    assert_eq!(calls, 3, "the calls made after the signal: {text}");
+}
+
+#[test]
+fn without_a_command_sighup_stops_the_trace() {
+    if !bpf_allowed() {
+        return;
+    }
+    let run = Trace::start(BIN, &["-e", "mlock2", "-o", "none"], Stdio::null());
+    let (code, stderr) = run.stop(libc::SIGHUP);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("  total "), "the summary: {stderr}");
+}
+
+#[test]
+fn a_closed_stderr_is_no_panic_and_the_status_says_so() {
+    if !bpf_allowed() {
+        return;
+    }
+    // mmtrace trace -o none -e mlock -- sleep 0.2 2>&1 | head -c 1
+    let (mut read_end, write_end) = std::io::pipe().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["trace", "-o", "none", "-e", "mlock", "--", "sleep", "0.2"])
+        .stdout(write_end.try_clone().unwrap())
+        .stderr(write_end)
+        .spawn()
+        .unwrap();
+    read_end.read_exact(&mut [0u8]).unwrap();
+    drop(read_end);
+    let status = wait_for(&mut child, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(141), "128 + SIGPIPE, not a panic's 101");
+}
+
+#[test]
+fn events_for_a_closed_stdout_are_counted_as_not_written() {
+    if !bpf_allowed() {
+        return;
+    }
+    let (read_end, write_end) = std::io::pipe().unwrap();
+    drop(read_end);
+    let out = trace_calls(&["-e", "mlock2", "-o", "json"], 50)
+        .stdout(write_end)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert_eq!(
+        unwritten(&stderr),
+        50,
+        "every call the command made: {stderr}"
+    );
+}
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
+struct Tmpfs(String);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempdir("tmpfs");
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "mmtrace-test",
+                &dir,
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount -t tmpfs on {dir}");
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_leaves_whole_lines_and_counts_the_rest() {
+    if !bpf_allowed() || !rustix::process::geteuid().is_root() {
+        return;
+    }
+    let disk = Tmpfs::mount("1m");
+    let path = format!("{}/out.json", disk.0);
+    let calls = 3000;
+    let out = trace_calls(&["-e", "mlock2", "-o", &format!("json:{path}")], calls)
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "writing to {path} failed: No space left on device"
+        )),
+        "{stderr}"
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.ends_with('\n'), "the file ends with a whole line");
+    let written = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect(l))
+        .filter(|v| v["eventName"] == "mlock2")
+        .count() as u64;
+    assert!(written > 0, "the disk took some");
+    assert_eq!(
+        written + unwritten(&stderr),
+        u64::from(calls),
+        "every call is written or counted: {stderr}"
+    );
+}
+
+#[test]
+fn the_commands_stdout_stays_out_of_events_on_stdout() {
+    if !bpf_allowed() {
+        return;
+    }
+    let out = trace_calls(&["-e", "mlock2", "-o", "json"], 300)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let events: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect(l))
+        .collect();
+    assert_eq!(events.len(), 300, "{stderr}");
+    let own = stderr.matches("the command's own line ").count();
+    assert_eq!(own, 300, "the command's stdout went to stderr");
+}
+
+/// The capability sets of `pid`, from /proc.
+fn capabilities(pid: u32) -> [(String, u64); 3] {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    ["CapEff", "CapPrm", "CapBnd"].map(|key| {
+        let hex = status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}:")))
+            .unwrap()
+            .trim();
+        (key.to_string(), u64::from_str_radix(hex, 16).unwrap())
+    })
+}
+
+#[test]
+fn capabilities_are_dropped_once_attached() {
+    if !bpf_allowed() {
+        return;
+    }
+    let path = format!("{}/out.json", tempdir("caps"));
+    let json = format!("json:{path}");
+    let run = Trace::start(
+        BIN,
+        &["-e", "mlock2", "-e", "mlock2.retval=-EINVAL", "-o", &json],
+        Stdio::null(),
+    );
+    for (set, caps) in capabilities(run.pid()) {
+        assert_eq!(caps, 0, "{set}");
+    }
+    // Bad flags: EINVAL, traced.
+    unsafe { libc::syscall(libc::SYS_mlock2, 0x10000u64, 4096u64, 0x8u64) };
+    // Nothing mapped there: ENOMEM, which the filter leaves out and counts.
+    unsafe { libc::syscall(libc::SYS_mlock2, 0x10000u64, 4096u64, 0u64) };
+    let (code, stderr) = run.stop(libc::SIGTERM);
+    assert_eq!(code, Some(0), "{stderr}");
+    let me = format!("\"hostThreadId\":{},", mmtrace_testkit::tid());
+    assert!(
+        std::fs::read_to_string(&path).unwrap().contains(&me),
+        "still tracing without them"
+    );
+    let row = stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with("mlock2"))
+        .expect(&stderr);
+    let filtered: u64 = row.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(filtered >= 1, "the counters are still read: {row}");
+}
+
+#[test]
+fn with_a_command_of_another_user_only_cap_kill_stays() {
+    if !bpf_allowed() || !rustix::process::geteuid().is_root() {
+        return;
+    }
+    const CAP_KILL: u64 = 1 << 5;
+    let run = Trace::start(
+        BIN,
+        &[
+            "-o", "none", "-e", "mlock2", "--user", "nobody", "--", "sleep", "30",
+        ],
+        Stdio::null(),
+    );
+    for (set, caps) in capabilities(run.pid()) {
+        assert_eq!(caps, CAP_KILL, "{set}");
+    }
+    // Which it needs to pass the signal on to a process of another user.
+    let (code, stderr) = run.stop(libc::SIGTERM);
+    assert_eq!(code, Some(128 + libc::SIGTERM), "{stderr}");
+}
+
+/// A fresh directory under the target dir, which tests may write to.
+fn tempdir(tag: &str) -> String {
+    let dir = format!(
+        "{}/lifecycle-{tag}-{}",
+        env!("CARGO_TARGET_TMPDIR"),
+        std::process::id()
+    );
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
