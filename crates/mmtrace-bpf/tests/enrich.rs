@@ -22,15 +22,7 @@ fn hog(bytes: usize) -> i32 {
     assert_eq!(unsafe { libc::pipe(ready.as_mut_ptr()) }, 0);
     match unsafe { libc::fork() } {
         0 => unsafe {
-            let p = libc::mmap(
-                null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            libc::memset(p, 1, bytes);
+            mmtrace_testkit::touch_anon(bytes);
             libc::write(ready[1], [1u8].as_ptr().cast(), 1);
             loop {
                 libc::pause();

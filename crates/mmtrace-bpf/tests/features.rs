@@ -65,19 +65,10 @@ fn without_find_vma_calls_keep_everything_but_the_mapping() {
 /// A child that maps and touches 8 MiB, then exits with status 3.
 fn exiting_child() -> i32 {
     match unsafe { libc::fork() } {
-        0 => unsafe {
-            let bytes = 8 << 20;
-            let p = libc::mmap(
-                null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            libc::memset(p, 1, bytes);
-            libc::_exit(3)
-        },
+        0 => {
+            mmtrace_testkit::touch_anon(8 << 20);
+            unsafe { libc::_exit(3) }
+        }
         pid => pid,
     }
 }

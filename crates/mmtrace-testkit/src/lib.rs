@@ -106,19 +106,27 @@ impl Memcg {
                 let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
                 libc::write(fd, digits[i..].as_ptr().cast(), digits.len() - i);
                 libc::close(fd);
-                let p = libc::mmap(
-                    std::ptr::null_mut(),
-                    bytes,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                );
-                libc::memset(p, 1, bytes);
+                touch_anon(bytes);
                 libc::_exit(0)
             },
             pid => pid,
         }
+    }
+}
+
+/// Maps `bytes` of private anonymous memory and touches every page, with syscalls and memset
+/// alone, so a child forked from a threaded test may call it.
+pub fn touch_anon(bytes: usize) {
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        libc::memset(p, 1, bytes);
     }
 }
 
