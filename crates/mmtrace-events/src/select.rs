@@ -126,7 +126,8 @@ pub fn closest<'a>(typo: &str, names: impl IntoIterator<Item = &'a str>) -> Vec<
 /// The events a list selects, with those a selected raised event needs, in catalog order;
 /// None or an empty list means all of them.
 pub fn parse_events(list: Option<&str>) -> Result<Vec<&'static EventDef>, SelectError> {
-    Ok(parse_selection(&[list.unwrap_or_default()])?.events)
+    let flags: Vec<&str> = list.into_iter().collect();
+    Ok(parse_selection(&flags)?.events)
 }
 
 /// The hooked and the raised events a list names, each in catalog order.
