@@ -605,8 +605,6 @@ static __always_inline int in_scope(struct task_struct *t)
 	__u32 tgid = t->tgid;
 	__u8 mark = 0;
 
-	if (tgid == self_tgid)
-		return 0;
 	if (scope_tree || scope_follow)
 		mark = tracked_marks(tgid);
 	if (scope_tree && !(mark & TRACKED_TREE))
@@ -953,6 +951,10 @@ static __always_inline int on_enter(struct sys_enter_ctx *ctx, int nargs)
 	struct record_path *slot;
 	__u8 want;
 
+	/* The tracer's own calls (its reads, the ring's mmaps) are not traced, nor counted as
+	 * filtered: that column is about what the user's scope and filters left out. */
+	if (t->tgid == self_tgid)
+		return 0;
 	if (!in_scope(t)) {
 		count(&filtered, ctx->nr);
 		return 0;
@@ -1212,7 +1214,7 @@ int on_exit(struct exit_ctx *ctx)
 	struct task_struct *t = bpf_get_current_task_btf();
 	__u32 tgid = t->tgid;
 
-	if (exit_events && group_dead(ctx, t)) {
+	if (exit_events && tgid != self_tgid && group_dead(ctx, t)) {
 		if (!in_scope(t)) {
 			count(&filtered, ID_SCHED_PROCESS_EXIT);
 		} else {
