@@ -290,6 +290,7 @@ _Static_assert(sizeof(struct record) == 168, "struct record must match Record in
  * shm, secretmem), which has a name but no path; user space tells them apart by the name. */
 enum { VMA_UNMAPPED, VMA_ANON, VMA_FILE, VMA_STACK, VMA_HEAP, VMA_SHARED, VMA_INTERNAL };
 
+#define ENOENT 2
 #define PATH_BUF 512
 #define NAME_MAX_READ 256
 #define PATH_DEPTH 24
@@ -879,12 +880,18 @@ static __always_inline void fill_vma(struct ext *x, struct task_struct *t, char 
 {
 	struct vma_ctx c = {};
 	struct file *file;
+	long err;
 
-	x->flags |= E_VMA;
 	path[0] = 0;
 	/* The slot is reused from call to call: nothing of an earlier mapping may stay. */
 	x->vma_start = x->vma_end = x->vma_flags = 0;
-	if (bpf_find_vma(t, addr, vma_found, &c, 0)) {
+	err = bpf_find_vma(t, addr, vma_found, &c, 0);
+	/* -EBUSY: another thread held the mmap lock and the mapping could not be read. None is
+	 * said then, rather than "unmapped". */
+	if (err && err != -ENOENT)
+		return;
+	x->flags |= E_VMA;
+	if (err) {
 		x->vma_kind = VMA_UNMAPPED;
 		return;
 	}
