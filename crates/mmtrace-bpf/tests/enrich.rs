@@ -215,7 +215,10 @@ fn file_mappings_report_their_path() {
     let Some(mut t) = trace("mmap,munmap,madvise") else {
         return;
     };
-    let exe = std::env::current_exe().unwrap();
+    let dir = common::TmpfsDir::new("paths");
+    let exe = dir.path.join("mapped");
+    std::fs::write(&exe, vec![1u8; PAGE]).unwrap();
+    let exe = exe.canonicalize().unwrap();
     let file = std::fs::File::open(&exe).unwrap();
     let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
     let p =
@@ -359,22 +362,8 @@ fn every_mapping_kind_is_reported_as_it_is() {
     touch_all(shared, true);
     expected.push((shared, MappingKind::SharedAnon, None));
 
-    // On a tmpfs of its own: a file on overlayfs (a VM's /tmp, a container's root) is mapped
-    // through its upper layer, whose path is not the one the test opened.
-    let dir = std::env::temp_dir().join(format!("mmtrace-kinds-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let dir_c = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
-    let mounted = unsafe {
-        libc::mount(
-            c"tmpfs".as_ptr(),
-            dir_c.as_ptr(),
-            c"tmpfs".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(mounted, 0, "{}", std::io::Error::last_os_error());
-    let path = dir.join("data");
+    let dir = common::TmpfsDir::new("kinds");
+    let path = dir.path.join("data");
     std::fs::write(&path, vec![0u8; PAGE]).unwrap();
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -470,8 +459,7 @@ fn every_mapping_kind_is_reported_as_it_is() {
 
     let got = events_of(&mut t, tid());
     drop(file);
-    unsafe { libc::umount2(dir_c.as_ptr(), libc::MNT_DETACH) };
-    std::fs::remove_dir_all(&dir).unwrap();
+    drop(dir);
     for (addr, kind, name) in &expected {
         let calls: Vec<&Event> = got
             .iter()

@@ -58,3 +58,42 @@ pub fn kernel_ret(rc: libc::c_long) -> i64 {
         rc
     }
 }
+
+/// A folder on a tmpfs of its own, unmounted and removed on drop. Files there are mapped as
+/// themselves: a file on overlayfs (a VM's /tmp, a container's root, a checkout under an
+/// overlay) is mapped through its layer, whose path is not the one the test opened.
+pub struct TmpfsDir {
+    pub path: std::path::PathBuf,
+    c_path: std::ffi::CString,
+}
+
+impl TmpfsDir {
+    pub fn new(tag: &str) -> TmpfsDir {
+        let path = std::env::temp_dir().join(format!("mmtrace-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap();
+        let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        let rc = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                c_path.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "mounting a tmpfs: {}",
+            std::io::Error::last_os_error()
+        );
+        TmpfsDir { path, c_path }
+    }
+}
+
+impl Drop for TmpfsDir {
+    fn drop(&mut self) {
+        unsafe { libc::umount2(self.c_path.as_ptr(), libc::MNT_DETACH) };
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
