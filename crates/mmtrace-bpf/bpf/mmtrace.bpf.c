@@ -287,10 +287,12 @@ _Static_assert(sizeof(struct record) == 168, "struct record must match Record in
 #define E_UNLOCKED 32
 
 /* VMA_INTERNAL: a file on a mount of the kernel's own (shared anonymous memory, memfd, SysV
- * shm, secretmem), which has a name but no path; user space tells them apart by the name. */
-enum { VMA_UNMAPPED, VMA_ANON, VMA_FILE, VMA_STACK, VMA_HEAP, VMA_SHARED, VMA_INTERNAL };
+ * shm, secretmem), which has a name but no path; user space tells them apart by the name.
+ * VMA_UNREAD: the mmap lock stayed taken by another thread and the mapping was not read. */
+enum { VMA_UNMAPPED, VMA_ANON, VMA_FILE, VMA_STACK, VMA_HEAP, VMA_SHARED, VMA_INTERNAL, VMA_UNREAD };
 
 #define ENOENT 2
+#define EBUSY 16
 #define PATH_BUF 512
 #define NAME_MAX_READ 256
 #define PATH_DEPTH 24
@@ -876,25 +878,43 @@ static __always_inline int internal_file(struct file *f)
 	return BPF_CORE_READ(mnt, mnt_ns) == MNT_NS_INTERNAL && BPF_CORE_READ(d, d_parent) == d;
 }
 
-static __always_inline void fill_vma(struct ext *x, struct task_struct *t, char *path, __u64 addr)
-{
-	struct vma_ctx c = {};
-	struct file *file;
+/* bpf_find_vma only try-locks the mmap lock, so any thread of the caller that maps, unmaps
+ * or faults at the same moment makes it fail with -EBUSY. The holder keeps the lock for
+ * microseconds, so the read is tried again, a bounded number of times, before the mapping is
+ * given up as unread. */
+#define VMA_TRIES 512
+
+struct vma_try {
+	__u64 addr;
 	long err;
+	struct vma_ctx c;
+};
+
+static long vma_try(__u32 i, struct vma_try *v)
+{
+	v->err = bpf_find_vma(bpf_get_current_task_btf(), v->addr, vma_found, &v->c, 0);
+	return v->err != -EBUSY;
+}
+
+static __always_inline void fill_vma(struct ext *x, char *path, __u64 addr)
+{
+	struct vma_try v = { .addr = addr, .err = -EBUSY };
+	struct vma_ctx c;
+	struct file *file;
 
 	path[0] = 0;
 	/* The slot is reused from call to call: nothing of an earlier mapping may stay. */
 	x->vma_start = x->vma_end = x->vma_flags = 0;
-	err = bpf_find_vma(t, addr, vma_found, &c, 0);
-	/* -EBUSY: another thread held the mmap lock and the mapping could not be read. None is
-	 * said then, rather than "unmapped". */
-	if (err && err != -ENOENT)
+	bpf_loop(VMA_TRIES, vma_try, &v, 0);
+	if (v.err && v.err != -ENOENT && v.err != -EBUSY)
 		return;
 	x->flags |= E_VMA;
-	if (err) {
-		x->vma_kind = VMA_UNMAPPED;
+	/* Unread is said as such, never as "unmapped". */
+	if (v.err) {
+		x->vma_kind = v.err == -EBUSY ? VMA_UNREAD : VMA_UNMAPPED;
 		return;
 	}
+	c = v.c;
 	x->vma_start = c.start;
 	x->vma_end = c.end;
 	x->vma_flags = c.flags;
@@ -929,7 +949,7 @@ static __always_inline void enter_extras(struct record_path *slot, struct task_s
 		}
 	}
 	if (have_find_vma && (want & X_VMA))
-		fill_vma(x, t, slot->path, slot->base.args[0]);
+		fill_vma(x, slot->path, slot->base.args[0]);
 	if (want & X_UNLOCKED) {
 		x->locked_before = t->mm->locked_vm;
 		x->flags |= E_UNLOCKED;
@@ -949,7 +969,7 @@ static __always_inline void exit_extras(struct record_path *slot, struct task_st
 	if (want & X_LOCKED)
 		fill_locked(x, t);
 	if (have_find_vma && (want & X_VMA_RET) && (ret < -4095 || ret >= 0))
-		fill_vma(x, t, slot->path, ret);
+		fill_vma(x, slot->path, ret);
 }
 
 static __always_inline int on_enter(struct sys_enter_ctx *ctx, int nargs)

@@ -12,6 +12,14 @@ use std::ptr::null_mut;
 const PAGE: usize = 4096;
 const MIB: u64 = 1 << 20;
 
+/// The tests share one address space, and fork or a mapping call in one holds its mmap lock
+/// while another's mapping is read: that read then comes back, rightly, as unread. Run one
+/// at a time, the mapping each test reads is the one it made; contention has a test of its own.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn sys(nr: libc::c_long, a: u64, b: u64, c: u64, d: u64) -> i64 {
     common::kernel_ret(unsafe { libc::syscall(nr, a, b, c, d) })
 }
@@ -42,6 +50,7 @@ fn hog(bytes: usize) -> i32 {
 
 #[test]
 fn process_mrelease_names_the_target_and_what_it_freed() {
+    let _serial = serial();
     let Some(mut t) = trace("pidfd_open,pidfd_send_signal,process_mrelease") else {
         return;
     };
@@ -106,6 +115,7 @@ fn process_mrelease_names_the_target_and_what_it_freed() {
 
 #[test]
 fn locked_memory_against_the_limit_and_implicit_unlock() {
+    let _serial = serial();
     // The limit is set in a child so the rest of the test process keeps its own.
     let Some(mut t) = trace_others("mlock,munmap") else {
         return;
@@ -174,6 +184,7 @@ fn alert_of(e: &Event) -> Option<Alert> {
 
 #[test]
 fn protection_changes_raise_tracee_alerts() {
+    let _serial = serial();
     let Some(mut t) = trace("mmap,mprotect") else {
         return;
     };
@@ -212,6 +223,7 @@ fn protection_changes_raise_tracee_alerts() {
 
 #[test]
 fn file_mappings_report_their_path() {
+    let _serial = serial();
     let Some(mut t) = trace("mmap,munmap,madvise") else {
         return;
     };
@@ -252,7 +264,69 @@ fn file_mappings_report_their_path() {
 }
 
 #[test]
+fn a_mapping_behind_a_held_lock_is_unread_never_wrong() {
+    let _serial = serial();
+    let Some(mut t) = trace("madvise") else {
+        return;
+    };
+    let dir = common::TmpfsDir::new("contended");
+    let path = dir.path.join("mapped");
+    std::fs::write(&path, vec![1u8; PAGE]).unwrap();
+    let path = path.canonicalize().unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    let p =
+        unsafe { libc::mmap(null_mut(), PAGE, libc::PROT_READ, libc::MAP_PRIVATE, fd, 0) } as u64;
+    // A second thread keeps the address space's lock taken for writing: mprotect over many
+    // populated pages changes each page table entry under it.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let calls = std::thread::scope(|s| {
+        s.spawn(|| {
+            let big = 64 << 20;
+            let rw = libc::PROT_READ | libc::PROT_WRITE;
+            let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE;
+            let region = unsafe { libc::mmap(null_mut(), big, rw, flags, -1, 0) };
+            let mut prot = rw;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                prot ^= libc::PROT_WRITE;
+                unsafe { libc::mprotect(region, big, prot) };
+            }
+            unsafe { libc::munmap(region, big) };
+        });
+        for _ in 0..500 {
+            sys(
+                libc::SYS_madvise,
+                p,
+                PAGE as u64,
+                libc::MADV_NORMAL as u64,
+                0,
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        events_of(&mut t, tid())
+    });
+    unsafe { libc::munmap(p as *mut libc::c_void, PAGE) };
+    assert_eq!(calls.len(), 500);
+    let mut unread = 0;
+    for e in &calls {
+        let m = e.enrich.as_ref().and_then(|x| x.mapping.as_ref());
+        let m = m.unwrap_or_else(|| panic!("no mapping: {e:?}"));
+        if m.kind == MappingKind::Unread {
+            unread += 1;
+            assert_eq!((m.start, m.end, m.prot, &m.path), (0, 0, 0, &None), "{m:?}");
+            continue;
+        }
+        assert_eq!(
+            (m.kind, m.start, m.path.as_ref().map(|p| p.to_str_lossy())),
+            (MappingKind::File, p, path.to_str().map(Into::into)),
+        );
+    }
+    eprintln!("{unread} of 500 mappings unread under contention");
+}
+
+#[test]
 fn a_target_in_another_pid_namespace_gets_both_pids() {
+    let _serial = serial();
     let Some(mut t) = trace("pidfd_open,pidfd_send_signal") else {
         return;
     };
@@ -304,6 +378,7 @@ fn a_target_in_another_pid_namespace_gets_both_pids() {
 
 #[test]
 fn without_enrichment_calls_carry_the_call_alone() {
+    let _serial = serial();
     let Some(mut t) = trace_with("mmap,mlock,munmap,pidfd_open", |o| o.enrich = false) else {
         return;
     };
@@ -324,6 +399,7 @@ fn without_enrichment_calls_carry_the_call_alone() {
 /// the kind, the range and the name the events carry are those of what the test mapped.
 #[test]
 fn every_mapping_kind_is_reported_as_it_is() {
+    let _serial = serial();
     let Some(mut t) = trace("madvise,mprotect,mremap,munmap") else {
         return;
     };

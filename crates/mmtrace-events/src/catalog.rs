@@ -240,12 +240,15 @@ impl Extra {
                  heap, shared-anon, memfd, sysv-shm, secretmem, kernel-file), prot, \
                  shared, locked, path for files and name for memfds (their name), SysV \
                  segments (their key) and kernel files; only {\"kind\":\"unmapped\"} \
-                 when nothing is mapped there",
+                 when nothing is mapped there, and {\"kind\":\"unread\"} when another \
+                 thread held the address space's lock throughout",
             )],
             Extra::MappingAfter => &[(
                 "mapping",
                 "the mapping the call created: start, end, kind, prot, shared, locked, path \
-                 for files and name for memfds, SysV segments and kernel files",
+                 for files and name for memfds, SysV segments and kernel files; only \
+                 {\"kind\":\"unread\"} when another thread held the address space's lock \
+                 throughout",
             )],
             Extra::Unlocked => &[(
                 "unlockedBytes",

@@ -59,10 +59,17 @@ pub enum MappingKind {
     Secretmem,
     /// Another file the kernel made for itself (perf, io_uring, DRM buffers...), by name.
     KernelFile,
+    /// Not read: another thread of the process held its mmap lock throughout.
+    Unread,
 }
 
 impl MappingKind {
-    pub const ALL: [MappingKind; 11] = [
+    /// Whether the kind is all there is to say: no range, protection or name.
+    pub fn is_bare(self) -> bool {
+        matches!(self, MappingKind::Unmapped | MappingKind::Unread)
+    }
+
+    pub const ALL: [MappingKind; 12] = [
         MappingKind::Unmapped,
         MappingKind::Anon,
         MappingKind::File,
@@ -74,6 +81,7 @@ impl MappingKind {
         MappingKind::SysvShm,
         MappingKind::Secretmem,
         MappingKind::KernelFile,
+        MappingKind::Unread,
     ];
 
     pub fn name(self) -> &'static str {
@@ -89,6 +97,7 @@ impl MappingKind {
             MappingKind::SysvShm => "sysv-shm",
             MappingKind::Secretmem => "secretmem",
             MappingKind::KernelFile => "kernel-file",
+            MappingKind::Unread => "unread",
         }
     }
 
@@ -97,12 +106,14 @@ impl MappingKind {
     /// SysV key), as the kernel names these files in mm/shmem.c, ipc/shm.c, mm/secretmem.c.
     pub fn from_kernel(kind: u32, internal_name: &[u8]) -> (MappingKind, Option<TracedText>) {
         const VMA_INTERNAL: u32 = 6;
+        const VMA_UNREAD: u32 = 7;
         let kind = match kind {
             1 => MappingKind::Anon,
             2 => MappingKind::File,
             3 => MappingKind::Stack,
             4 => MappingKind::Heap,
             5 => MappingKind::Shared,
+            VMA_UNREAD => MappingKind::Unread,
             VMA_INTERNAL => {
                 let named = |kind, name: &[u8]| (kind, Some(TracedText::from(name.to_vec())));
                 return match internal_name {

@@ -5,7 +5,7 @@ use std::io::{self, Write};
 
 use mmtrace_events::catalog::MEM_PROT_ALERT;
 use mmtrace_events::decode::Decoder;
-use mmtrace_events::enrich::{self, Enrichment, MappingKind, ProtAlert, Rss};
+use mmtrace_events::enrich::{self, Enrichment, ProtAlert, Rss};
 use mmtrace_events::event::Context;
 use mmtrace_events::{ArgValue, Event, EventDef};
 
@@ -320,11 +320,7 @@ fn write_enrichment(out: &mut Vec<u8>, e: &Event, x: &Enrichment) {
         out.raw(if l.cap_ipc_lock { "true" } else { "false" });
         out.push(b'}');
     }
-    if let Some(m) = x
-        .mapping
-        .as_ref()
-        .filter(|m| m.kind == MappingKind::Unmapped)
-    {
+    if let Some(m) = x.mapping.as_ref().filter(|m| m.kind.is_bare()) {
         out.raw(",\"mapping\":{\"kind\":\"");
         out.raw(m.kind.name());
         out.raw("\"}");

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use mmtrace_events::decode::Decoder;
-use mmtrace_events::enrich::{self, MappingKind, ProtAlert};
+use mmtrace_events::enrich::{self, ProtAlert};
 use mmtrace_events::text::escape_into;
 use mmtrace_events::{ArgDef, ArgValue, Event, RetKind};
 
@@ -390,7 +390,7 @@ fn write_enrichment(out: &mut String, details: &mut Vec<Detail>, e: &Event) {
         part(out, rank, &|out| {
             out.push_str("on ");
             out.push_str(m.kind.name());
-            if m.kind != MappingKind::Unmapped {
+            if !m.kind.is_bare() {
                 out.push(' ');
                 let _ = Decoder::Prot.write(m.prot, out);
             }
