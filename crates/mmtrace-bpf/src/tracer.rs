@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, RingBuf};
 use aya::programs::trace_point::TracePointLinkId;
-use aya::programs::{RawTracePoint, TracePoint};
+use aya::programs::{Program, RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use mmtrace_events::catalog::Source;
 use mmtrace_events::filter::ArgFilter;
@@ -211,6 +211,19 @@ impl Tracer {
             .load(crate::BPF_OBJECT)
             .map_err(|e| Error::Load(one_line(&e)))?;
         fill_maps(&mut bpf, &ks, &filters)?;
+        let mut programs: Vec<&str> = Vec::new();
+        if ks.needs_process_hooks() {
+            programs.extend(["on_fork", "on_exit"]);
+        }
+        for event in &available {
+            match event.source {
+                Source::Syscall { .. } => {
+                    programs.extend([ENTER_PROGRAMS[event.args.len()], "sys_exit"])
+                }
+                Source::Tracepoint { program, .. } => programs.push(program),
+            }
+        }
+        load_programs(&mut bpf, &programs)?;
 
         // Process hooks first, so no child forked while the syscall hooks go on is missed.
         let mut process_links = Vec::new();
@@ -386,20 +399,57 @@ fn attach(
         .ok_or_else(|| fail(format!("program {program} is missing from the BPF object")))?
         .try_into()
         .map_err(|e| fail(one_line(&e)))?;
-    if prog.fd().is_err() {
-        prog.load().map_err(|e| {
-            // The whole verifier log, for a kernel on which the one line is not enough.
-            if std::env::var_os(VERIFIER_LOG_VAR).is_some() {
-                eprintln!("{e:#}");
-            }
-            Error::Load(format!(
-                "{program}: {} (set {VERIFIER_LOG_VAR}=1 for the verifier's whole log)",
-                one_line(&e)
-            ))
-        })?;
-    }
     prog.attach(category, tracepoint)
         .map_err(|e| fail(one_line(&e)))
+}
+
+/// Loads (has the kernel verify) the programs named, each once, on as many threads as there are
+/// cores: verification is most of the time to start, and the kernel verifies a privileged
+/// caller's programs side by side.
+fn load_programs(bpf: &mut Ebpf, names: &[&str]) -> Result<(), Error> {
+    let queue: Vec<(&str, &mut Program)> = bpf
+        .programs_mut()
+        .filter(|(name, _)| names.contains(name))
+        .collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(queue.len());
+    let queue = std::sync::Mutex::new(queue);
+    let next = || queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    while let Some((name, prog)) = next() {
+                        load_program(name, prog)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| {
+            w.join()
+                .unwrap_or_else(|_| Err(Error::Load("a loading thread panicked".into())))
+        })
+    })
+}
+
+fn load_program(name: &str, prog: &mut Program) -> Result<(), Error> {
+    let loaded = match prog {
+        Program::TracePoint(p) => p.load(),
+        Program::RawTracePoint(p) => p.load(),
+        _ => return Err(Error::Load(format!("{name}: not a tracepoint program"))),
+    };
+    loaded.map_err(|e| {
+        // The whole verifier log, for a kernel on which the one line is not enough.
+        if std::env::var_os(VERIFIER_LOG_VAR).is_some() {
+            eprintln!("{e:#}");
+        }
+        Error::Load(format!(
+            "{name}: {} (set {VERIFIER_LOG_VAR}=1 for the verifier's whole log)",
+            one_line(&e)
+        ))
+    })
 }
 
 /// Fills the scope's and filters' maps before any hook can read them.
@@ -457,7 +507,6 @@ fn attach_process_hooks(bpf: &mut Ebpf) -> Result<Vec<(&'static str, TracePointL
         .ok_or_else(|| Error::Load("program on_fork is missing".into()))?
         .try_into()
         .map_err(|e| fail("on_fork", &e))?;
-    fork.load().map_err(|e| fail("loading on_fork", &e))?;
     // Its link lives as long as the program; it only maintains the map, so it is left
     // attached when the syscall hooks come off.
     fork.attach("sched_process_fork")
@@ -467,7 +516,6 @@ fn attach_process_hooks(bpf: &mut Ebpf) -> Result<Vec<(&'static str, TracePointL
         .ok_or_else(|| Error::Load("program on_exit is missing".into()))?
         .try_into()
         .map_err(|e| fail("on_exit", &e))?;
-    exit.load().map_err(|e| fail("loading on_exit", &e))?;
     let link = exit
         .attach("sched", "sched_process_exit")
         .map_err(|e| fail("sched_process_exit", &e))?;
