@@ -69,7 +69,7 @@ fn main() -> anyhow::Result<()> {
     let clock = Clock::now();
     for format in ["json", "table"] {
         let (mut sink, _) =
-            output::open(&output::OutputSpec::parse(&format!("{format}:/dev/null"))?)?;
+            output::open(&output::Outputs::parse(&[format!("{format}:/dev/null")])?)?;
         let mut best = f64::MAX;
         for _ in 0..5 {
             let start = Instant::now();

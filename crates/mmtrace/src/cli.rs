@@ -85,9 +85,10 @@ pub struct TraceArgs {
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 
-    /// Output: table, json or none, optionally :PATH. Default: table on a terminal, else json.
-    #[arg(short = 'o', long = "output", value_name = "FORMAT[:PATH]")]
-    pub output: Option<String>,
+    /// Output: table, json or none, optionally :PATH; repeat it for several outputs of the
+    /// same events (at most one on stdout). Default: table on a terminal, else json.
+    #[arg(short = 'o', long = "output", value_name = "FORMAT[:PATH]", action = clap::ArgAction::Append)]
+    pub output: Vec<String>,
 
     /// Ring buffer size (power of two, at least 4K; suffixes K, M, G). Raise it if events are lost.
     #[arg(long = "buffer-size", value_name = "SIZE", default_value = "8M")]

@@ -18,7 +18,7 @@ use crate::analyze;
 use crate::cli::TraceArgs;
 use crate::command::Command;
 use crate::inband::InBand;
-use crate::output::{self, OutputSpec, Sink};
+use crate::output::{self, Outputs, Sink};
 use crate::privilege;
 use crate::signals::Signals;
 use crate::teardown;
@@ -36,16 +36,13 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     let mut selection = parse_selection(&flags)?;
     let scope_flags: Vec<&str> = args.scope.iter().map(String::as_str).collect();
     let scope = Scope::parse(&scope_flags)?;
-    let spec = match &args.output {
-        Some(text) => OutputSpec::parse(text)?,
-        None => OutputSpec::default_for_stdout(),
-    };
+    let outputs = Outputs::parse(&args.output)?;
     let ring_bytes = ring_size(&args.buffer_size)?;
     let features_off = match std::env::var(FEATURES_OFF_VAR) {
         Ok(list) => Feature::parse_list(&list)?,
         Err(_) => Vec::new(),
     };
-    let (output, delivery) = output::open(&spec)?;
+    let (output, deliveries) = output::open(&outputs)?;
     let (mut sink, analysis) = analyze::live(output, args.analyze, &mut selection.events);
     // Forked before the tracer starts, so its pid can be traced from its very first call.
     // Like strace's trace on stderr, the events keep stdout to themselves when they use it.
@@ -54,7 +51,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
         false => Some(Command::spawn(
             &args.command,
             args.user.as_deref(),
-            spec.events_on_stdout(),
+            outputs.events_on_stdout(),
         )?),
     };
     // Installed after the fork, so the command starts with the default handlers.
@@ -118,7 +115,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
             }
             None if !received.is_empty() => break,
             // Nothing more can be written: stop, as `mmtrace trace | head` expects.
-            None if delivery.failure().is_some() => break,
+            None if deliveries.all_failed() => break,
             None => {}
         }
         // Only wait when the last batch emptied the ring.
@@ -151,8 +148,10 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     let _ = inband.finish(&tracer, sink.as_mut());
     let _ = sink.flush();
     stderr.say(&summary(&tracer, &seen, started.elapsed(), ring_bytes));
-    if let Some(e) = delivery.failure() {
-        let target = spec.path.as_deref().unwrap_or("standard output");
+    for (target, delivery) in deliveries.failed() {
+        let Some(e) = delivery.failure() else {
+            continue;
+        };
         let advice = match e.kind() {
             io::ErrorKind::BrokenPipe => "",
             _ => "; free space or choose another output with -o",
@@ -163,14 +162,24 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     if let Some(analysis) = analysis {
-        if let Err(e) = analysis.print(args.format, &spec) {
+        if let Err(e) = analysis.print(args.format, outputs.events_on_stdout()) {
             stderr.failed(e);
         }
     }
 
     teardown::detach_after_exit(tracer);
 
-    let failure = delivery.failure().map(|e| e.kind()).or(stderr.failure);
+    // A closed pipe anywhere says so in the status, as a shell expects of `| head`.
+    let kinds: Vec<io::ErrorKind> = deliveries
+        .failed()
+        .filter_map(|(_, d)| d.failure().map(|e| e.kind()))
+        .collect();
+    let failure = kinds
+        .iter()
+        .copied()
+        .find(|k| *k == io::ErrorKind::BrokenPipe)
+        .or(kinds.first().copied())
+        .or(stderr.failure);
     Ok(match (failure, command.as_mut()) {
         (Some(io::ErrorKind::BrokenPipe), _) => ExitCode::from(BROKEN_PIPE),
         (Some(_), _) => ExitCode::FAILURE,

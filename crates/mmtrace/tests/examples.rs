@@ -224,7 +224,7 @@ fn traced_lines(
             false => l.contains(&format!(" {caller} ")),
         })
         .collect();
-    assert_eq!(json.len(), rows.len(), "both traces see the same calls");
+    assert_eq!(json.len(), rows.len(), "both outputs show the same calls");
     let pairs = json
         .into_iter()
         .zip(rows)
@@ -286,8 +286,8 @@ fn shape(line: &str) -> Value {
     })
 }
 
-/// Makes one call of every catalog event, traces it with two `mmtrace trace` runs (JSON lines
-/// and table), and checks the lines committed in docs/events/ against the fresh capture; with
+/// Makes one call of every catalog event, traces it with one `mmtrace trace` writing both JSON
+/// lines and a table (so each pair of lines is one event, down to its duration), and checks the lines committed in docs/events/ against the fresh capture; with
 /// MMTRACE_UPDATE_EXAMPLES=1 it rewrites them instead. Loading BPF needs root: without it the
 /// test skips, except under CI.
 #[test]
@@ -302,17 +302,18 @@ fn example_lines_are_real_calls() {
     );
     std::fs::create_dir_all(&dir).unwrap();
     let (json_path, table_path) = (format!("{dir}/out.json"), format!("{dir}/out.txt"));
-    // Only this test's own processes: a storm elsewhere on the machine could fill one
-    // trace's ring and not the other's.
+    // Only this test's own processes: a storm elsewhere on the machine could fill the ring.
     let tree = format!("tree={}", std::process::id());
-    let json_trace = Trace::start(
+    let trace = Trace::start(
         BIN,
-        &["-s", &tree, "-o", &format!("json:{json_path}")],
-        Stdio::null(),
-    );
-    let table_trace = Trace::start(
-        BIN,
-        &["-s", &tree, "-o", &format!("table:{table_path}")],
+        &[
+            "-s",
+            &tree,
+            "-o",
+            &format!("json:{json_path}"),
+            "-o",
+            &format!("table:{table_path}"),
+        ],
         Stdio::null(),
     );
     let pid = spawn_caller();
@@ -324,8 +325,7 @@ fn example_lines_are_real_calls() {
         libc::WEXITSTATUS(status)
     );
     let victim = oom_victim();
-    stop(json_trace);
-    stop(table_trace);
+    stop(trace);
     let (header, lines) = traced_lines(
         &std::fs::read_to_string(&json_path).unwrap(),
         &std::fs::read_to_string(&table_path).unwrap(),

@@ -326,11 +326,17 @@ fn a_full_disk_leaves_whole_lines_and_counts_the_rest() {
     }
     let disk = Tmpfs::mount("1m");
     let path = format!("{}/out.json", disk.0);
+    // A second output on a disk with room gets every event still.
+    let roomy = format!("{}/out.json", tempdir("roomy"));
     let calls = 3000;
-    let out = trace_calls(&["-e", "mlock2", "-o", &format!("json:{path}")], calls)
-        .stdout(Stdio::null())
-        .output()
-        .unwrap();
+    let outputs = [format!("json:{path}"), format!("json:{roomy}")];
+    let out = trace_calls(
+        &["-e", "mlock2", "-o", &outputs[0], "-o", &outputs[1]],
+        calls,
+    )
+    .stdout(Stdio::null())
+    .output()
+    .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -352,6 +358,12 @@ fn a_full_disk_leaves_whole_lines_and_counts_the_rest() {
         u64::from(calls),
         "every call is written or counted: {stderr}"
     );
+    let all = std::fs::read_to_string(&roomy).unwrap();
+    let mlock2 = all
+        .lines()
+        .filter(|l| l.contains("\"eventName\":\"mlock2\""))
+        .count();
+    assert_eq!(mlock2, calls as usize, "the other output has every call");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use mmtrace_events::{by_name, Event, EventDef};
 
 use super::{Analyzer, Format};
 use crate::inband::Note;
-use crate::output::{OutputSpec, Sink};
+use crate::output::Sink;
 
 /// The chosen output, followed by the analyzer.
 struct Live {
@@ -52,9 +52,10 @@ pub fn wrap(
 
 impl Analysis {
     /// Prints the report on stdout, or on stderr when the events themselves went to stdout.
-    pub fn print(self, format: Format, spec: &OutputSpec) -> io::Result<()> {
+    /// On stderr when the events are on stdout, not to mix with them.
+    pub fn print(self, format: Format, events_on_stdout: bool) -> io::Result<()> {
         let report = self.0.borrow_mut().finish("live trace");
-        if spec.events_on_stdout() {
+        if events_on_stdout {
             let mut err = io::stderr().lock();
             report.write(&mut err, format)
         } else {

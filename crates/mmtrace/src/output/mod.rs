@@ -68,6 +68,41 @@ impl OutputSpec {
     }
 }
 
+/// Every `-o` of a trace: the same events to each, as Tracee's repeated `--output` does, so a
+/// recording and a table on the terminal show the very same calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outputs(Vec<OutputSpec>);
+
+impl Outputs {
+    /// The `-o` values in order; none means the default for standard output.
+    pub fn parse(texts: &[String]) -> anyhow::Result<Outputs> {
+        if texts.is_empty() {
+            return Ok(Outputs(vec![OutputSpec::default_for_stdout()]));
+        }
+        let specs = texts
+            .iter()
+            .map(|t| OutputSpec::parse(t))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if specs.len() > 1 && specs.iter().any(|s| s.format == Format::None) {
+            bail!("-o none cannot be combined with other outputs: give either none or the outputs wanted");
+        }
+        if specs.iter().filter(|s| s.events_on_stdout()).count() > 1 {
+            bail!("two outputs on standard output would mix their lines: give all but one a path, as in -o json:/tmp/trace.json");
+        }
+        let mut paths: Vec<&str> = specs.iter().filter_map(|s| s.path.as_deref()).collect();
+        paths.sort_unstable();
+        if let Some(w) = paths.windows(2).find(|w| w[0] == w[1]) {
+            bail!("two outputs write to {}: give each its own file", w[0]);
+        }
+        Ok(Outputs(specs))
+    }
+
+    /// Whether events are written to standard output.
+    pub fn events_on_stdout(&self) -> bool {
+        self.0.iter().any(OutputSpec::events_on_stdout)
+    }
+}
+
 /// The sinks gather lines in a buffer of their own and write it once it holds this much (and
 /// on flush), rather than through a BufWriter: copying each line into one was as costly as
 /// writing the line.
@@ -117,10 +152,29 @@ impl Sink for Discard {
     }
 }
 
-/// Opens the sink before anything is attached, so an unwritable path fails early. The sink
-/// never fails: once a write does, it writes no more and counts what it drops, in the
-/// `Delivery` returned with it.
-pub fn open(spec: &OutputSpec) -> anyhow::Result<(Box<dyn Sink>, Delivery)> {
+/// Opens every output before anything is attached, so an unwritable path fails early. The
+/// sink never fails: once a write to an output does, that output writes no more and counts
+/// what it drops, in its `Delivery`.
+pub fn open(outputs: &Outputs) -> anyhow::Result<(Box<dyn Sink>, Deliveries)> {
+    let mut sinks = Vec::new();
+    let mut deliveries = Vec::new();
+    for spec in &outputs.0 {
+        let (sink, delivery) = open_one(spec)?;
+        let target = spec
+            .path
+            .clone()
+            .unwrap_or_else(|| "standard output".into());
+        sinks.push(sink);
+        deliveries.push((target, delivery));
+    }
+    let sink = match sinks.len() {
+        1 => sinks.pop().expect("one sink"),
+        _ => Box::new(Tee(sinks)),
+    };
+    Ok((sink, Deliveries(deliveries)))
+}
+
+fn open_one(spec: &OutputSpec) -> anyhow::Result<(Box<dyn Sink>, Delivery)> {
     let delivery = Delivery::default();
     let file = match &spec.path {
         _ if spec.format == Format::None => return Ok((Box::new(Discard), delivery)),
@@ -156,6 +210,43 @@ pub fn open(spec: &OutputSpec) -> anyhow::Result<(Box<dyn Sink>, Delivery)> {
         pending: 0,
     };
     Ok((Box::new(ledger), delivery))
+}
+
+/// The same lines to several outputs. Each output keeps its own failures (a `Ledger`), so one
+/// that fails does not stop the others.
+struct Tee(Vec<Box<dyn Sink>>);
+
+impl Sink for Tee {
+    fn event(&mut self, event: &Event) -> io::Result<()> {
+        self.0.iter_mut().try_for_each(|s| s.event(event))
+    }
+    fn alert(&mut self, event: &Event, alert: &ProtAlert) -> io::Result<()> {
+        self.0.iter_mut().try_for_each(|s| s.alert(event, alert))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.iter_mut().try_for_each(|s| s.flush())
+    }
+    fn note(&mut self, note: &Note) -> io::Result<()> {
+        self.0.iter_mut().try_for_each(|s| s.note(note))
+    }
+}
+
+/// What became of the events at each output, by where it writes.
+pub struct Deliveries(Vec<(String, Delivery)>);
+
+impl Deliveries {
+    /// Whether no output can take another line.
+    pub fn all_failed(&self) -> bool {
+        self.0.iter().all(|(_, d)| d.failure().is_some())
+    }
+
+    /// The outputs whose writes failed: where they wrote, and what became of their events.
+    pub fn failed(&self) -> impl Iterator<Item = (&str, &Delivery)> {
+        self.0
+            .iter()
+            .filter(|(_, d)| d.failure().is_some())
+            .map(|(t, d)| (t.as_str(), d))
+    }
 }
 
 /// What became of the events handed to the output.
@@ -332,5 +423,28 @@ mod tests {
             .contains("unknown output format 'yaml'"));
         assert!(OutputSpec::parse("json:").is_err());
         assert!(OutputSpec::parse("none:/x").is_err());
+    }
+
+    #[test]
+    fn several_outputs() {
+        let parse = |texts: &[&str]| {
+            Outputs::parse(&texts.iter().map(|t| t.to_string()).collect::<Vec<_>>())
+                .map_err(|e| e.to_string())
+        };
+        let both = parse(&["json:/tmp/a", "table"]).unwrap();
+        assert!(both.events_on_stdout());
+        assert!(!parse(&["json:/tmp/a", "table:/tmp/b"])
+            .unwrap()
+            .events_on_stdout());
+        for (texts, error) in [
+            (&["json", "table"][..], "two outputs on standard output"),
+            (
+                &["json:/tmp/a", "table:/tmp/a"],
+                "two outputs write to /tmp/a",
+            ),
+            (&["none", "json:/tmp/a"], "-o none cannot be combined"),
+        ] {
+            assert!(parse(texts).unwrap_err().contains(error), "{texts:?}");
+        }
     }
 }
