@@ -108,6 +108,13 @@ struct path {
 	struct dentry *dentry;
 } __attribute__((preserve_access_index));
 
+/* Since 6.8 a mapping of an overlayfs file (every file of a podman or docker container) holds
+ * the layer's real file, on the layer's private mount, and the path the process opened beside
+ * it; in 6.18 inside an anonymous union, which CO-RE finds by the field's name. */
+struct backing_file___user {
+	struct path user_path;
+} __attribute__((preserve_access_index));
+
 struct super_block {
 	unsigned long s_magic;
 } __attribute__((preserve_access_index));
@@ -849,11 +856,10 @@ static long path_step(__u64 i, struct path_walk *w)
 	return 0;
 }
 
-static __always_inline void read_path(struct file *f, char *out)
+static __always_inline void read_path(struct vfsmount *vfs, struct dentry *d, char *out)
 {
-	struct vfsmount *vfs = BPF_CORE_READ(f, f_path.mnt);
 	struct path_walk w = {
-		.d = BPF_CORE_READ(f, f_path.dentry),
+		.d = d,
 		.mnt = (void *)vfs - bpf_core_field_offset(struct mount, mnt),
 	};
 	__u32 zero = 0;
@@ -866,16 +872,13 @@ static __always_inline void read_path(struct file *f, char *out)
 	__builtin_memcpy(out, buf, PATH_BUF);
 }
 
-/* A file made by the kernel for itself (alloc_file_pseudo on a kern_mount) rather than opened
- * by path: its mount belongs to no namespace and its dentry is its own parent. Both, as an
- * overlayfs file's mapping holds the real file on a private mount, with a real path. */
-static __always_inline int internal_file(struct file *f)
+/* A mount of the kernel's own, in no namespace: a kern_mount, or a private clone such as an
+ * overlayfs layer's. */
+static __always_inline int private_mount(struct vfsmount *vfs)
 {
-	struct vfsmount *vfs = BPF_CORE_READ(f, f_path.mnt);
 	struct mount *mnt = (void *)vfs - bpf_core_field_offset(struct mount, mnt);
-	struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
 
-	return BPF_CORE_READ(mnt, mnt_ns) == MNT_NS_INTERNAL && BPF_CORE_READ(d, d_parent) == d;
+	return BPF_CORE_READ(mnt, mnt_ns) == MNT_NS_INTERNAL;
 }
 
 /* bpf_find_vma only try-locks the mmap lock, so any thread of the caller that maps, unmaps
@@ -899,6 +902,8 @@ static long vma_try(__u32 i, struct vma_try *v)
 static __always_inline void fill_vma(struct ext *x, char *path, __u64 addr)
 {
 	struct vma_try v = { .addr = addr, .err = -EBUSY };
+	struct vfsmount *vfs;
+	struct dentry *d;
 	struct vma_ctx c;
 	struct file *file;
 
@@ -924,13 +929,26 @@ static __always_inline void fill_vma(struct ext *x, char *path, __u64 addr)
 	file = c.file;
 	if (!file)
 		return;
-	if (internal_file(file)) {
-		x->vma_kind = VMA_INTERNAL;
-		bpf_probe_read_kernel_str(path, NAME_MAX_READ,
-					  dentry_name(BPF_CORE_READ(file, f_path.dentry)));
-	} else {
-		read_path(file, path);
+	vfs = BPF_CORE_READ(file, f_path.mnt);
+	d = BPF_CORE_READ(file, f_path.dentry);
+	if (private_mount(vfs)) {
+		/* A file made by the kernel for itself (alloc_file_pseudo) rather than opened by
+		 * path: its dentry is its own parent, and it has a name but no path. */
+		if (BPF_CORE_READ(d, d_parent) == d) {
+			x->vma_kind = VMA_INTERNAL;
+			bpf_probe_read_kernel_str(path, NAME_MAX_READ, dentry_name(d));
+			return;
+		}
+		/* An overlayfs layer's file: the path is the one the process opened. Before 6.8
+		 * the file's own path is that one already. */
+		if (bpf_core_field_exists(struct backing_file___user, user_path)) {
+			struct backing_file___user *bf = (void *)file;
+
+			vfs = BPF_CORE_READ(bf, user_path.mnt);
+			d = BPF_CORE_READ(bf, user_path.dentry);
+		}
 	}
+	read_path(vfs, d, path);
 }
 
 /* Facts that must be read before the call changes them. */

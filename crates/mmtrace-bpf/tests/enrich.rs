@@ -227,8 +227,25 @@ fn file_mappings_report_their_path() {
     let Some(mut t) = trace("mmap,munmap,madvise") else {
         return;
     };
-    let dir = common::TmpfsDir::new("paths");
-    let exe = dir.path.join("mapped");
+    let dir = common::Mounted::tmpfs("paths");
+    mapped_file_is_reported_by_its_path(&mut t, &dir.path);
+}
+
+/// A container's files are on an overlayfs, and their mappings hold the layer's file: the
+/// path is still the one the process opened.
+#[test]
+fn overlay_files_report_the_path_the_process_opened() {
+    let _serial = serial();
+    let Some(mut t) = trace("mmap,munmap,madvise") else {
+        return;
+    };
+    let layers = common::Mounted::tmpfs("layers");
+    let merged = common::Mounted::overlay("merged", &layers);
+    mapped_file_is_reported_by_its_path(&mut t, &merged.path);
+}
+
+fn mapped_file_is_reported_by_its_path(t: &mut mmtrace_bpf::Tracer, dir: &std::path::Path) {
+    let exe = dir.join("mapped");
     std::fs::write(&exe, vec![1u8; PAGE]).unwrap();
     let exe = exe.canonicalize().unwrap();
     let file = std::fs::File::open(&exe).unwrap();
@@ -243,7 +260,7 @@ fn file_mappings_report_their_path() {
         0,
     );
     sys(libc::SYS_munmap, p, PAGE as u64, 0, 0);
-    let got = events_of(&mut t, tid());
+    let got = events_of(t, tid());
     assert_eq!(got.len(), 3, "{got:#?}");
     let path = exe.to_str().unwrap();
     for e in &got {
@@ -269,7 +286,7 @@ fn a_mapping_behind_a_held_lock_is_unread_never_wrong() {
     let Some(mut t) = trace("madvise") else {
         return;
     };
-    let dir = common::TmpfsDir::new("contended");
+    let dir = common::Mounted::tmpfs("contended");
     let path = dir.path.join("mapped");
     std::fs::write(&path, vec![1u8; PAGE]).unwrap();
     let path = path.canonicalize().unwrap();
@@ -438,7 +455,7 @@ fn every_mapping_kind_is_reported_as_it_is() {
     touch_all(shared, true);
     expected.push((shared, MappingKind::SharedAnon, None));
 
-    let dir = common::TmpfsDir::new("kinds");
+    let dir = common::Mounted::tmpfs("kinds");
     let path = dir.path.join("data");
     std::fs::write(&path, vec![0u8; PAGE]).unwrap();
     let file = std::fs::OpenOptions::new()

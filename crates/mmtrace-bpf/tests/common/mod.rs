@@ -59,39 +59,62 @@ pub fn kernel_ret(rc: libc::c_long) -> i64 {
     }
 }
 
-/// A folder on a tmpfs of its own, unmounted and removed on drop. Files there are mapped as
-/// themselves: a file on overlayfs (a VM's /tmp, a container's root, a checkout under an
-/// overlay) is mapped through its layer, whose path is not the one the test opened.
-pub struct TmpfsDir {
+/// A folder with a file system of its own mounted on it, unmounted and removed on drop.
+pub struct Mounted {
     pub path: std::path::PathBuf,
     c_path: std::ffi::CString,
 }
 
-impl TmpfsDir {
-    pub fn new(tag: &str) -> TmpfsDir {
+impl Mounted {
+    /// A tmpfs: files there are mapped as themselves.
+    pub fn tmpfs(tag: &str) -> Mounted {
+        Mounted::new(tag, c"tmpfs", None)
+    }
+
+    /// An overlayfs with its layers in `under`, as a container's root is: its files are
+    /// mapped through their layer's file.
+    pub fn overlay(tag: &str, under: &Mounted) -> Mounted {
+        let layer = |name: &str| {
+            let dir = under.path.join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            dir.to_str().unwrap().to_string()
+        };
+        let data = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            layer("lower"),
+            layer("upper"),
+            layer("work")
+        );
+        Mounted::new(tag, c"overlay", Some(&data))
+    }
+
+    fn new(tag: &str, fstype: &std::ffi::CStr, data: Option<&str>) -> Mounted {
         let path = std::env::temp_dir().join(format!("mmtrace-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&path).unwrap();
         let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        let data = data.map(|d| std::ffi::CString::new(d).unwrap());
         let rc = unsafe {
             libc::mount(
-                c"tmpfs".as_ptr(),
+                fstype.as_ptr(),
                 c_path.as_ptr(),
-                c"tmpfs".as_ptr(),
+                fstype.as_ptr(),
                 0,
-                std::ptr::null(),
+                data.as_ref()
+                    .map_or(std::ptr::null(), |d| d.as_ptr().cast()),
             )
         };
         assert_eq!(
             rc,
             0,
-            "mounting a tmpfs: {}",
+            "mounting {fstype:?} on {}: {}",
+            path.display(),
             std::io::Error::last_os_error()
         );
-        TmpfsDir { path, c_path }
+        Mounted { path, c_path }
     }
 }
 
-impl Drop for TmpfsDir {
+impl Drop for Mounted {
     fn drop(&mut self) {
         unsafe { libc::umount2(self.c_path.as_ptr(), libc::MNT_DETACH) };
         let _ = std::fs::remove_dir(&self.path);
