@@ -136,6 +136,11 @@ impl Drop for Memcg {
     }
 }
 
+/// How long a test waits for mmtrace to attach, or for a process to react, before calling it
+/// hung: generous, because under emulation (the other kernels' VMs run under TCG) verifying
+/// the programs alone takes tens of seconds on a busy machine.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(180);
+
 /// A running `mmtrace trace`, started and attached.
 pub struct Trace {
     child: std::process::Child,
@@ -164,9 +169,7 @@ impl Trace {
             }
         });
         let ready = loop {
-            let line = rx
-                .recv_timeout(std::time::Duration::from_secs(30))
-                .expect("mmtrace never attached");
+            let line = rx.recv_timeout(PATIENCE).expect("mmtrace never attached");
             if line.starts_with("mmtrace: tracing") {
                 break line;
             }

@@ -240,8 +240,16 @@ struct Starved {
 impl Starved {
     fn new(tag: &str) -> Starved {
         let name = format!("mmtrace-test-{}-{tag}", std::process::id());
-        let v2 = std::fs::read_to_string("/sys/fs/cgroup/cgroup.subtree_control")
-            .is_ok_and(|c| c.split_whitespace().any(|c| c == "cpu"));
+        let has_cpu = |file: &str| {
+            std::fs::read_to_string(format!("/sys/fs/cgroup/{file}"))
+                .is_ok_and(|c| c.split_whitespace().any(|c| c == "cpu"))
+        };
+        // A fresh cgroup v2 hierarchy (a VM's) may have the controller without handing it
+        // down yet.
+        if has_cpu("cgroup.controllers") && !has_cpu("cgroup.subtree_control") {
+            std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+cpu").unwrap();
+        }
+        let v2 = has_cpu("cgroup.subtree_control");
         let dir = if v2 {
             let dir = format!("/sys/fs/cgroup/{name}");
             std::fs::create_dir_all(&dir).unwrap();

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mmtrace_testkit::{bpf_allowed, Trace};
+use mmtrace_testkit::{bpf_allowed, Trace, PATIENCE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mmtrace");
 const HELPER_CALLS: &str = "MMTRACE_TEST_CALLS";
@@ -167,10 +167,7 @@ fn a_terminals_ctrl_c_reaches_the_command_once() {
     .unwrap();
     let start = Instant::now();
     while !std::path::Path::new(&format!("{path}.ready")).exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the command never started"
-        );
+        assert!(start.elapsed() < PATIENCE, "the command never started");
         std::thread::sleep(Duration::from_millis(10));
     }
     // A second SIGINT passed on by mmtrace can merge with the terminal's while both are
@@ -179,7 +176,7 @@ fn a_terminals_ctrl_c_reaches_the_command_once() {
         master.write_all(b"\x03").unwrap();
         std::thread::sleep(Duration::from_millis(300));
     }
-    let status = wait_for(&mut child, Duration::from_secs(30));
+    let status = wait_for(&mut child, PATIENCE);
     assert_eq!(
         status.code(),
         Some(0),
@@ -224,10 +221,7 @@ fn the_trace_lasts_until_the_command_has_handled_the_signal() {
     );
     let start = Instant::now();
     while !std::path::Path::new(&ready).exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the trap was never set"
-        );
+        assert!(start.elapsed() < PATIENCE, "the trap was never set");
         std::thread::sleep(Duration::from_millis(10));
     }
     let (code, stderr) = run.stop(libc::SIGTERM);
@@ -267,7 +261,7 @@ fn a_closed_stderr_is_no_panic_and_the_status_says_so() {
         .unwrap();
     read_end.read_exact(&mut [0u8]).unwrap();
     drop(read_end);
-    let status = wait_for(&mut child, Duration::from_secs(30));
+    let status = wait_for(&mut child, PATIENCE);
     assert_eq!(status.code(), Some(141), "128 + SIGPIPE, not a panic's 101");
 }
 
