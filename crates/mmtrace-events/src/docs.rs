@@ -1020,7 +1020,12 @@ pub static SCHED_PROCESS_EXIT: EventDoc = EventDoc {
         "Before Linux 6.16 the memory has already been released when it fires: anon, file and \
          shmem then read 0.",
     ],
-    related: &["oom_mark_victim", "process_mrelease", "pidfd_send_signal"],
+    related: &[
+        "exit_mmap",
+        "oom_mark_victim",
+        "process_mrelease",
+        "pidfd_send_signal",
+    ],
 };
 
 pub static EXIT_MMAP: EventDoc = EventDoc {
