@@ -11,6 +11,7 @@ use mmtrace_events::Event;
 
 const MIB: usize = 1 << 20;
 
+/// The clock the kernel side stamps records with.
 fn boottime_ns() -> u64 {
     let mut t = libc::timespec {
         tv_sec: 0,

@@ -152,7 +152,10 @@ mod tests {
             why,
             "not available: the kernel has no hook for it (added in Linux 6.1)"
         );
-        assert_eq!(kernel.status(by_name("sched_process_exit").unwrap()).0, "yes");
+        assert_eq!(
+            kernel.status(by_name("sched_process_exit").unwrap()).0,
+            "yes"
+        );
         std::fs::remove_dir_all(&root).unwrap();
     }
 }
