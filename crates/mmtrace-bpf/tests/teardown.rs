@@ -191,3 +191,82 @@ fn an_exec_is_not_a_teardown() {
         "/bin/true's {new}, not the old {old}"
     );
 }
+
+extern "C" fn park(_: *mut libc::c_void) -> *mut libc::c_void {
+    loop {
+        unsafe { libc::pause() };
+    }
+}
+
+/// A process whose main thread exits first: its other thread tears the address space down
+/// when the process is killed. Still the process's own teardown, and still in a tree scope,
+/// which the main thread's exit must not have forgotten.
+#[test]
+fn a_teardown_by_a_later_thread_is_the_process_s() {
+    let (mut ready, mut go) = ([0; 2], [0; 2]);
+    assert_eq!(unsafe { libc::pipe(ready.as_mut_ptr()) }, 0);
+    assert_eq!(unsafe { libc::pipe(go.as_mut_ptr()) }, 0);
+    let victim = match unsafe { libc::fork() } {
+        0 => unsafe {
+            mmtrace_testkit::touch_anon(64 * MIB);
+            let mut thread = 0;
+            if libc::pthread_create(&mut thread, std::ptr::null(), park, std::ptr::null_mut()) != 0
+            {
+                libc::_exit(125);
+            }
+            libc::write(ready[1], b"r".as_ptr().cast(), 1);
+            let mut b = 0u8;
+            libc::read(go[0], (&raw mut b).cast(), 1);
+            // The main thread alone.
+            libc::syscall(libc::SYS_exit, 0);
+            libc::_exit(126)
+        },
+        pid => pid,
+    };
+    let mut b = 0u8;
+    unsafe {
+        libc::close(ready[1]);
+        libc::close(go[0]);
+        assert_eq!(libc::read(ready[0], (&raw mut b).cast(), 1), 1);
+    }
+    let Some(mut t) = trace_with("exit_mmap", |o| {
+        o.scope = Scope::parse(&[&format!("tree={victim}")]).unwrap();
+    }) else {
+        unsafe {
+            libc::kill(victim, libc::SIGKILL);
+            libc::waitpid(victim, std::ptr::null_mut(), 0);
+        }
+        return;
+    };
+    let size = vm_size(victim);
+    assert_eq!(unsafe { libc::write(go[1], b"g".as_ptr().cast(), 1) }, 1);
+    // The main thread is a zombie once it has gone through its exit.
+    let main = format!("/proc/{victim}/task/{victim}/stat");
+    let zombie = || {
+        std::fs::read_to_string(&main).is_ok_and(|s| {
+            s.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z'))
+        })
+    };
+    for _ in 0..500 {
+        if zombie() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!(zombie(), "the main thread exited alone");
+    assert!(teardowns(&mut t).is_empty(), "not torn down yet");
+    unsafe {
+        assert_eq!(libc::kill(victim, libc::SIGKILL), 0);
+        assert_eq!(libc::waitpid(victim, std::ptr::null_mut(), 0), victim);
+    }
+    let got = teardowns(&mut t);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let e = &got[0];
+    assert_eq!(e.ctx.host_pid, victim as u32);
+    assert_ne!(
+        e.ctx.host_tid, victim as u32,
+        "torn down by the other thread"
+    );
+    assert_eq!(e.arg("vm_size").unwrap().bits(), size);
+}
