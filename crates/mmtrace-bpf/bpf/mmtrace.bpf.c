@@ -1290,8 +1290,9 @@ struct exit_mmap_ctx {
  * exit_mm(), which clears current->mm first, in a task already marked PF_EXITING; exec's
  * teardown of the old mm runs with the new one in place, and a teardown by another holder of
  * the last reference (a /proc reader, khugepaged) with that holder's own mm or none: neither
- * is reported, the victim's memory is not what they say. total_vm is intact here: only
- * munmap, mremap and brk lower it, and exit_mmap() frees the mappings without them. */
+ * is reported, the victim's memory is not what they say. total_vm is intact here: only the
+ * unmapping of a range (munmap, mremap, brk, MAP_FIXED) lowers it, and exit_mmap() frees
+ * the mappings without that accounting. */
 SEC("tracepoint")
 int on_exit_mmap(struct exit_mmap_ctx *ctx)
 {
