@@ -52,6 +52,7 @@ struct percpu_counter {
 } __attribute__((preserve_access_index));
 
 struct mm_struct {
+	unsigned long total_vm;
 	unsigned long locked_vm;
 	unsigned long start_brk;
 	unsigned long brk;
@@ -198,6 +199,7 @@ struct task_struct {
 	struct task_struct *group_leader;
 	struct pid *thread_pid;
 	struct nsproxy *nsproxy;
+	unsigned int flags;
 	int exit_code;
 	struct mm_struct *mm;
 	struct files_struct *files;
@@ -1136,18 +1138,24 @@ int sys_exit(struct sys_exit_ctx *ctx)
 	return 0;
 }
 
-/* A child inherits its parent's mark, so trees and followed processes stay whole. */
+/* A child inherits its parent's mark, so trees and followed processes stay whole. A new
+ * process starts from its parent's marks alone: its tgid may be that of a tracked process
+ * that has exited. Tracking is forgotten here, when the tgid is handed out again, and not at
+ * exit: a process's teardown (exit_mmap) can end after every one of its exit hooks has run,
+ * in whichever thread let go of the address space last, and it must still be in scope. */
 SEC("raw_tracepoint/sched_process_fork")
 int on_fork(struct fork_ctx *ctx)
 {
 	struct task_struct *child = (struct task_struct *)ctx->args[1];
 	__u8 marks = tracked_marks(bpf_get_current_task_btf()->tgid);
-	__u32 tgid;
+	__u32 tgid = BPF_CORE_READ(child, tgid);
 
-	if (!marks)
-		return 0;
-	tgid = BPF_CORE_READ(child, tgid);
-	tracked_add(tgid, marks);
+	/* The child has not run yet, and no live task has its tgid: nobody reads its marks
+	 * between the two updates. */
+	if (BPF_CORE_READ(child, pid) == tgid)
+		tracked_clear(tgid);
+	if (marks)
+		tracked_add(tgid, marks);
 	return 0;
 }
 
@@ -1158,6 +1166,7 @@ int on_fork(struct fork_ctx *ctx)
 #define ID_OOM_FINISH_TASK_REAPING 1002
 #define ID_OOM_SKIP_TASK_REAPING 1003
 #define ID_SCHED_PROCESS_EXIT 1004
+#define ID_EXIT_MMAP 1005
 
 /* A kernel event is an instant: stamped when it fires, no duration, no result. */
 static __always_inline void stamp(struct record *r, __u32 id)
@@ -1250,9 +1259,8 @@ static __always_inline int group_dead(struct exit_ctx *ctx, struct task_struct *
 	return t->signal->live.counter == 0;
 }
 
-/* One hook for both jobs, so the event is judged in scope before tracking forgets the
- * process. Since 6.16 the tracepoint fires before exit_mm, so the memory is still there;
- * before, the mm is gone and the memory fields are absent, not zero. */
+/* Since 6.16 the tracepoint fires before exit_mm, so the memory is still there; before, the
+ * mm is gone and the memory fields are absent, not zero. */
 SEC("tracepoint")
 int on_exit(struct exit_ctx *ctx)
 {
@@ -1284,10 +1292,48 @@ int on_exit(struct exit_ctx *ctx)
 			}
 		}
 	}
-	/* Forget the process, so its tgid can be reused by a stranger. A leader that exits
-	 * before its other threads takes them out of the trace with it. */
-	if (t->pid == tgid)
-		tracked_clear(tgid);
+	return 0;
+}
+
+#define PF_EXITING 0x4
+
+struct exit_mmap_ctx {
+	__u64 common;
+	struct mm_struct *mm;
+	void *mt;
+};
+
+/* The end of exit_mmap(): the address space's pages and page tables are freed. It runs in
+ * whoever dropped the last reference to the mm. The process's own teardown is the one in
+ * exit_mm(), which clears current->mm first, in a task already marked PF_EXITING; exec's
+ * teardown of the old mm runs with the new one in place, and a teardown by another holder of
+ * the last reference (a /proc reader, khugepaged) with that holder's own mm or none: neither
+ * is reported, the victim's memory is not what they say. total_vm is intact here: only the
+ * unmapping of a range (munmap, mremap, brk, MAP_FIXED) lowers it, and exit_mmap() frees
+ * the mappings without that accounting. */
+SEC("tracepoint")
+int on_exit_mmap(struct exit_mmap_ctx *ctx)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	/* Read apart: inside BPF_CORE_READ the context's own type would be relocated too. */
+	struct mm_struct *mm = ctx->mm;
+	struct record *r;
+
+	if (t->mm || !(t->flags & PF_EXITING) || t->tgid == self_tgid)
+		return 0;
+	if (!in_scope(t)) {
+		count(&filtered, ID_EXIT_MMAP);
+		return 0;
+	}
+	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (!r) {
+		count(&lost, ID_EXIT_MMAP);
+		return 0;
+	}
+	__builtin_memset(r->args, 0, sizeof(r->args));
+	r->args[0] = BPF_CORE_READ(mm, total_vm) * page_size;
+	stamp(r, ID_EXIT_MMAP);
+	submit(r);
 	return 0;
 }
 

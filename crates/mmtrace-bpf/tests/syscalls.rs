@@ -363,11 +363,17 @@ fn memfd_secret() {
     }
 }
 
-/// Syscalls are traced here, kernel events in oom.rs (the reaping ones attach there but fire
-/// only for victims no test can make; src/record.rs decodes them from known records).
+/// Syscalls are traced here, kernel events in oom.rs and teardown.rs (the reaping ones attach
+/// there but fire only for victims no test can make; src/record.rs decodes them from known
+/// records).
 #[test]
 fn every_catalog_event_is_covered_here() {
-    let source = [include_str!("syscalls.rs"), include_str!("oom.rs")].concat();
+    let source = [
+        include_str!("syscalls.rs"),
+        include_str!("oom.rs"),
+        include_str!("teardown.rs"),
+    ]
+    .concat();
     for e in CATALOG.iter().filter(|e| !e.name.contains("task_reaping")) {
         assert!(
             source.contains(&format!("\"{}\"", e.name)),

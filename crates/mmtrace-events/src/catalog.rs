@@ -871,6 +871,23 @@ pub static CATALOG: &[EventDef] = &[
         summary: "a process exits, with the memory it still held",
         doc: &docs::SCHED_PROCESS_EXIT,
     },
+    EventDef {
+        name: "exit_mmap",
+        id: 1005,
+        event_id: 1505,
+        source: Source::Tracepoint {
+            category: "mmap",
+            name: "exit_mmap",
+            program: "on_exit_mmap",
+        },
+        args: &[arg("vm_size", U64, K, D::None).in_unit(Unit::Bytes)],
+        ret: RetKind::None,
+        extras: &[],
+        sets: &["oom", "proc"],
+        since: "6.1",
+        summary: "an exiting process has freed its address space: its memory is back",
+        doc: &docs::EXIT_MMAP,
+    },
 ];
 
 /// Events mmtrace raises itself from the records of others.
@@ -972,6 +989,7 @@ mod tests {
             "oom_start_task_reaping",
             "oom_finish_task_reaping",
             "oom_skip_task_reaping",
+            "exit_mmap",
         ];
         let all = CATALOG
             .iter()

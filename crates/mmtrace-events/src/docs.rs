@@ -1020,7 +1020,50 @@ pub static SCHED_PROCESS_EXIT: EventDoc = EventDoc {
         "Before Linux 6.16 the memory has already been released when it fires: anon, file and \
          shmem then read 0.",
     ],
-    related: &["oom_mark_victim", "process_mrelease", "pidfd_send_signal"],
+    related: &[
+        "exit_mmap",
+        "oom_mark_victim",
+        "process_mrelease",
+        "pidfd_send_signal",
+    ],
+};
+
+pub static EXIT_MMAP: EventDoc = EventDoc {
+    description: "A process has torn its address space down: the kernel's exit_mmap() has \
+        unmapped every mapping and freed the pages and page tables, so the memory the process \
+        held is back (file pages stay in the page cache, and shared pages while others map them). \
+        It fires at the \
+        end of the teardown, in the context of the exiting process's last thread to let go of \
+        the address space, and is in scope like any event. Since Linux 6.16 the process's \
+        sched_process_exit comes before it, when the teardown has not begun; before 6.16, \
+        after it.",
+    args: &[
+        "the size of the address space torn down, bytes: its total_vm, what VmSize in \
+        /proc/PID/status showed, mapped and unmapped pages alike",
+    ],
+    errnos: &[],
+    use_case: "End a kill-to-memory-back timeline where neither process_mrelease nor the OOM \
+        reaper freed the memory: `mmtrace analyze` counts the memory back from the fatal \
+        signal to this event (\"by teardown\") instead of the exit's start, which comes before \
+        any memory is freed.",
+    pitfalls: &[
+        "Only a process's own teardown is reported, when it exits. Exec frees the old address \
+         space too, but the process lives on: that teardown is not reported.",
+        "When another process holds the last reference to the address space at the exit (a \
+         /proc reader, khugepaged), that holder runs the teardown a little later \
+         and nothing is reported: the analysis then falls back on the exit's start.",
+        "Processes that share one address space without being threads (CLONE_VM) tear it down \
+         once, in the last of them to exit: the event names that one.",
+        "After process_mrelease or the OOM reaper the pages are already gone: the event still \
+         comes, when the rest (page tables, mapping structures) is freed.",
+        "Kernels before 6.1 have no mmap:exit_mmap tracepoint: `mmtrace list` shows the event \
+         as not available there, and the analysis falls back on the exit's start.",
+    ],
+    related: &[
+        "sched_process_exit",
+        "process_mrelease",
+        "oom_finish_task_reaping",
+    ],
 };
 
 pub static MEM_PROT_ALERT: EventDoc = EventDoc {
@@ -1164,7 +1207,8 @@ mod tests {
             | "oom_start_task_reaping"
             | "oom_finish_task_reaping"
             | "oom_skip_task_reaping"
-            | "sched_process_exit" => &[],
+            | "sched_process_exit"
+            | "exit_mmap" => &[],
             other => panic!("{other} has no kernel errno list here: read its source and add one"),
         }
     }

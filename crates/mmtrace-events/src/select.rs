@@ -310,7 +310,7 @@ mod tests {
             ["mlock", "mlockall", "mlock2"]
         );
         assert_eq!(
-            names("tag=oom,-oom_*,-sched_*"),
+            names("tag=oom,-oom_*,-sched_*,-exit_mmap"),
             [
                 "kill",
                 "pidfd_send_signal",

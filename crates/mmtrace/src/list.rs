@@ -130,3 +130,32 @@ pub fn run() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mmtrace_events::by_name;
+
+    /// A kernel before 6.1 has sched_process_exit but no mmap:exit_mmap: its tracefs lacks
+    /// that directory, and only exit_mmap is shown as not available, with the version.
+    #[test]
+    fn a_missing_tracepoint_turns_off_its_event_alone() {
+        let root = std::env::temp_dir().join(format!("mmtrace-list-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("events/sched/sched_process_exit")).unwrap();
+        let kernel = Kernel {
+            tracefs: Some(Box::leak(root.clone().into_boxed_path())),
+            features: Ok(Features::default()),
+        };
+        let (word, why) = kernel.status(by_name("exit_mmap").unwrap());
+        assert_eq!(word, "no");
+        assert_eq!(
+            why,
+            "not available: the kernel has no hook for it (added in Linux 6.1)"
+        );
+        assert_eq!(
+            kernel.status(by_name("sched_process_exit").unwrap()).0,
+            "yes"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

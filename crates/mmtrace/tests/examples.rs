@@ -204,7 +204,9 @@ fn traced_lines(
     victim: i32,
 ) -> (String, Vec<(String, String, String)>) {
     // Calls come from the caller; kernel events concern the victim.
-    let kernel = |name: &str| name.starts_with("oom_") || name == "sched_process_exit";
+    let kernel = |name: &str| {
+        name.starts_with("oom_") || name == "sched_process_exit" || name == "exit_mmap"
+    };
     let mine = |v: &Value| match v["eventName"].as_str() {
         Some(n) if kernel(n) => v["hostProcessId"] == victim || v["args"][0]["value"] == victim,
         _ => v["hostProcessId"] == caller,
@@ -218,7 +220,9 @@ fn traced_lines(
         .collect();
     let mut table = table.lines();
     let header = table.next().expect("a table header").to_string();
-    let is_kernel_row = |l: &str| l.contains("  oom_") || l.contains("  sched_process_exit(");
+    let is_kernel_row = |l: &str| {
+        l.contains("  oom_") || l.contains("  sched_process_exit(") || l.contains("  exit_mmap(")
+    };
     let rows: Vec<&str> = table
         .filter(|l| match is_kernel_row(l) {
             true => l.contains(&format!(" {victim} ")) || l.contains(&format!("(pid={victim}")),
