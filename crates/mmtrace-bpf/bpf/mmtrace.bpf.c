@@ -1246,7 +1246,6 @@ int oom_skip_task_reaping(struct reaping_ctx *ctx)
 	return reaping(ctx, ID_OOM_SKIP_TASK_REAPING);
 }
 
-const volatile __u32 exit_events = 0; /* sched_process_exit is selected */
 const volatile __u32 page_size = 4096;
 
 /* Whether the exiting thread is the process's last. Since 6.16 the tracepoint says so; before,
@@ -1265,9 +1264,8 @@ SEC("tracepoint")
 int on_exit(struct exit_ctx *ctx)
 {
 	struct task_struct *t = bpf_get_current_task_btf();
-	__u32 tgid = t->tgid;
 
-	if (exit_events && tgid != self_tgid && group_dead(ctx, t)) {
+	if (t->tgid != self_tgid && group_dead(ctx, t)) {
 		if (!in_scope(t)) {
 			count(&filtered, ID_SCHED_PROCESS_EXIT);
 		} else {

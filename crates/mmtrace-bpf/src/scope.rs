@@ -170,7 +170,7 @@ impl KernelScope {
         }
     }
 
-    /// Whether processes must be followed through fork and exit.
+    /// Whether processes must be followed through fork.
     pub fn needs_process_hooks(&self) -> bool {
         self.tree || self.follow
     }

@@ -174,7 +174,6 @@ impl Tracer {
         let have_find_vma = flag(features.has(Feature::FindVma));
         let exit_before_mm = flag(features.has(Feature::ExitMemory));
         let victim_fields = flag(features.has(Feature::VictimFields));
-        let exit_events = flag(available.iter().any(|e| e.name == "sched_process_exit"));
         let page_size = rustix::param::page_size() as u32;
         let ncgroups = ks.cgroups.len() as u32;
         let has_filters = flag(!filters.is_empty());
@@ -200,7 +199,6 @@ impl Tracer {
             .override_global("scope_cgroup_levels", &cg_levels, true)
             .override_global("has_arg_filters", &has_filters, true)
             .override_global("extras", &extras, true)
-            .override_global("exit_events", &exit_events, true)
             .override_global("page_size", &page_size, true)
             .override_global("wakeup_bytes", &wakeup_bytes, true)
             .override_global("have_find_vma", &have_find_vma, true)
@@ -213,7 +211,7 @@ impl Tracer {
         fill_maps(&mut bpf, &ks, &filters)?;
         let mut programs: Vec<&str> = Vec::new();
         if ks.needs_process_hooks() {
-            programs.extend(["on_fork", "on_exit"]);
+            programs.push("on_fork");
         }
         for event in &available {
             match event.source {
@@ -225,10 +223,9 @@ impl Tracer {
         }
         load_programs(&mut bpf, &programs)?;
 
-        // Process hooks first, so no child forked while the syscall hooks go on is missed.
-        let mut process_links = Vec::new();
+        // The fork hook first, so no child forked while the syscall hooks go on is missed.
         if ks.needs_process_hooks() {
-            process_links = attach_process_hooks(&mut bpf)?;
+            attach_fork_hook(&mut bpf)?;
         }
 
         let mut links = Vec::new();
@@ -245,10 +242,6 @@ impl Tracer {
                         attach(&mut bpf, "sys_exit", event, "syscalls", &tp)?,
                     ));
                 }
-                // The exit hook is already on when processes are being tracked.
-                Source::Tracepoint {
-                    program: "on_exit", ..
-                } if ks.needs_process_hooks() => {}
                 Source::Tracepoint {
                     category,
                     name,
@@ -260,7 +253,6 @@ impl Tracer {
             attached.push(event);
         }
 
-        links.extend(process_links);
         let ring = take_map(&mut bpf, "events")?;
         let lost = take_map(&mut bpf, "lost")?;
         let filtered = take_map(&mut bpf, "filtered")?;
@@ -496,8 +488,9 @@ where
     M::try_from(map).map_err(|e| Error::Load(format!("map {name}: {}", one_line(&e))))
 }
 
-/// The fork and exit hooks that keep the tracked-process map current.
-fn attach_process_hooks(bpf: &mut Ebpf) -> Result<Vec<(&'static str, TracePointLinkId)>, Error> {
+/// The fork hook that keeps the tracked-process map current. Its link lives as long as the
+/// program; it only maintains the map, so it is left attached when the syscall hooks come off.
+fn attach_fork_hook(bpf: &mut Ebpf) -> Result<(), Error> {
     let fail = |what: &str, e: &dyn std::error::Error| Error::Attach {
         event: "process tracking",
         detail: format!("{what}: {}", one_line(e)),
@@ -507,19 +500,9 @@ fn attach_process_hooks(bpf: &mut Ebpf) -> Result<Vec<(&'static str, TracePointL
         .ok_or_else(|| Error::Load("program on_fork is missing".into()))?
         .try_into()
         .map_err(|e| fail("on_fork", &e))?;
-    // Its link lives as long as the program; it only maintains the map, so it is left
-    // attached when the syscall hooks come off.
     fork.attach("sched_process_fork")
         .map_err(|e| fail("sched_process_fork", &e))?;
-    let exit: &mut TracePoint = bpf
-        .program_mut("on_exit")
-        .ok_or_else(|| Error::Load("program on_exit is missing".into()))?
-        .try_into()
-        .map_err(|e| fail("on_exit", &e))?;
-    let link = exit
-        .attach("sched", "sched_process_exit")
-        .map_err(|e| fail("sched_process_exit", &e))?;
-    Ok(vec![("on_exit", link)])
+    Ok(())
 }
 
 fn take_map<M>(bpf: &mut Ebpf, name: &str) -> Result<M, Error>

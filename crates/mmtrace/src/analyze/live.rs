@@ -15,13 +15,14 @@ use crate::output::Sink;
 struct Live {
     inner: Box<dyn Sink>,
     analyzer: Rc<RefCell<Analyzer>>,
-    /// An event traced for the analysis alone, kept out of the output.
-    hidden: Option<&'static EventDef>,
+    /// Events traced for the analysis alone, kept out of the output.
+    hidden: Vec<&'static EventDef>,
 }
 
-/// The analysis folds a process into its report once it has exited, which keeps its state
-/// bounded; it learns of exits from sched_process_exit.
-const EXITS: &str = "sched_process_exit";
+/// What the analysis needs whatever was selected: it folds a process into its report once it
+/// has exited, which keeps its state bounded, and a kill's memory is back when the victim's
+/// teardown ends.
+const NEEDED: [&str; 2] = ["sched_process_exit", "exit_mmap"];
 
 /// The analysis of a live trace, to report once tracing ends.
 pub struct Analysis(Rc<RefCell<Analyzer>>);
@@ -36,11 +37,12 @@ pub fn wrap(
     if !analyze {
         return (sink, None);
     }
-    let hidden = match events.iter().any(|e| e.name == EXITS) {
-        true => None,
-        false => by_name(EXITS),
-    };
-    events.extend(hidden);
+    let hidden: Vec<&'static EventDef> = NEEDED
+        .iter()
+        .filter(|&&name| !events.iter().any(|e| e.name == name))
+        .filter_map(|&name| by_name(name))
+        .collect();
+    events.extend(&hidden);
     let analyzer = Rc::new(RefCell::new(Analyzer::live()));
     let live = Live {
         inner: sink,
@@ -52,7 +54,6 @@ pub fn wrap(
 
 impl Analysis {
     /// Prints the report on stdout, or on stderr when the events themselves went to stdout.
-    /// On stderr when the events are on stdout, not to mix with them.
     pub fn print(self, format: Format, events_on_stdout: bool) -> io::Result<()> {
         let report = self.0.borrow_mut().finish("live trace");
         if events_on_stdout {
@@ -71,7 +72,7 @@ impl Sink for Live {
         // Read straight from the event: writing a JSON line and parsing it back cost more
         // than the ring could wait for at 150,000 events a second.
         self.analyzer.borrow_mut().event(event);
-        if self.hidden.is_some_and(|h| std::ptr::eq(h, event.def)) {
+        if self.hidden.iter().any(|&h| std::ptr::eq(h, event.def)) {
             return Ok(());
         }
         self.inner.event(event)
