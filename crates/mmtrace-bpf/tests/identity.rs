@@ -112,17 +112,29 @@ fn a_thread_carries_its_process_start_and_its_parents() {
     .join()
     .unwrap();
     assert_ne!(thread, me, "a thread other than the main one");
-    assert_ne!(stat.0, start_ticks("/proc/self/stat"), "started ticks apart");
+    assert_ne!(
+        stat.0,
+        start_ticks("/proc/self/stat"),
+        "started ticks apart"
+    );
     let e = one_munmap(events_of(&mut t, thread), "thread");
     let mine = &e.ctx;
     assert_eq!((mine.host_pid, mine.host_tid), (me, thread));
     let (lo, hi) = window(stat.0);
     let at = i128::from(mine.thread_start);
-    assert!(lo <= at && at < hi, "thread start {at} not in [{lo}, {hi}) from {}", stat.1);
+    assert!(
+        lo <= at && at < hi,
+        "thread start {at} not in [{lo}, {hi}) from {}",
+        stat.1
+    );
     started_as(mine.process_start, "/proc/self/stat", "process start");
     let parent = std::os::unix::process::parent_id();
     assert_eq!(mine.host_ppid, parent);
-    started_as(mine.parent_start, &format!("/proc/{parent}/stat"), "parent start");
+    started_as(
+        mine.parent_start,
+        &format!("/proc/{parent}/stat"),
+        "parent start",
+    );
     process_id_as(mine, "/proc/self/stat");
     assert_ne!(mine.process_entity_id(), mine.thread_entity_id());
 
