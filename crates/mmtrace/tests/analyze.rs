@@ -949,6 +949,51 @@ fn pid_one_of_a_new_namespace(calls: fn() -> i32) -> i32 {
     init
 }
 
+/// Runs `first` in a forked process, then `second` in another that gets the same host pid;
+/// returns the pid and the time windows in which each was forked.
+fn one_pid_twice(first: fn() -> i32, second: fn() -> i32) -> (i32, [(u64, u64); 2]) {
+    let before_first = epoch_ns();
+    let gated = Gated::fork(first);
+    let after_first = epoch_ns();
+    let pid = gated.pid;
+    gated.release();
+    assert_eq!(gated.wait(), 0, "the first process failed");
+    let before_second = epoch_ns();
+    let Some(gated) = gated_as_pid(pid, second) else {
+        panic!("pid {pid} never came back in 200 forks");
+    };
+    let after_second = epoch_ns();
+    gated.release();
+    assert_eq!(gated.wait(), 0, "the second process failed");
+    (
+        pid,
+        [(before_first, after_first), (before_second, after_second)],
+    )
+}
+
+/// The report's processes with host pid `pid`, oldest first, each checked to have started
+/// when the test forked it (the kernel stamps the fork; a few ms allowed for the
+/// boot-to-epoch conversion).
+fn processes_of_pid(r: &Value, pid: i32, forked: [(u64, u64); 2]) -> Vec<&Value> {
+    let mut same: Vec<&Value> = r["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["pid"] == pid)
+        .collect();
+    same.sort_by_key(|p| p["startTime"].as_u64());
+    assert_eq!(same.len(), 2, "{same:?}");
+    let slack = 5_000_000;
+    for (p, (lo, hi)) in same.iter().zip(forked) {
+        let start = p["startTime"].as_u64().unwrap();
+        assert!(
+            start + slack >= lo && start <= hi + slack,
+            "{p} not in [{lo}, {hi}]"
+        );
+    }
+    same
+}
+
 #[test]
 fn a_reused_pid_is_two_processes() {
     if !bpf_allowed() || !root() {
@@ -961,19 +1006,7 @@ fn a_reused_pid_is_two_processes() {
     let tracer = trace.pid();
 
     // The first process, its calls, its end; then the same host pid for the second.
-    let before_first = epoch_ns();
-    let first = Gated::fork(first_of_pid);
-    let after_first = epoch_ns();
-    let pid = first.pid;
-    first.release();
-    assert_eq!(first.wait(), 0);
-    let before_second = epoch_ns();
-    let Some(second) = gated_as_pid(pid, second_of_pid) else {
-        panic!("pid {pid} never came back in 200 forks");
-    };
-    let after_second = epoch_ns();
-    second.release();
-    assert_eq!(second.wait(), 0);
+    let (pid, forked) = one_pid_twice(first_of_pid, second_of_pid);
     // Two containers' pid 1: the same pid in their namespaces, two processes on the host.
     let inits = [
         pid_one_of_a_new_namespace(first_of_pid),
@@ -986,28 +1019,9 @@ fn a_reused_pid_is_two_processes() {
     let live = read_report(&report_path);
     let recorded = analyze_json(&path);
     for r in [&live, &recorded] {
-        let mut same: Vec<&Value> = r["processes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|p| p["pid"] == pid)
-            .collect();
-        same.sort_by_key(|p| p["startTime"].as_u64());
+        let same = processes_of_pid(r, pid, forked);
         let calls: Vec<u64> = same.iter().map(|p| p["calls"].as_u64().unwrap()).collect();
         assert_eq!(calls, [3, 3], "{same:?}");
-        // Each start is when the test forked it (the kernel stamps the fork; a few ms
-        // allowed for the boot-to-epoch conversion).
-        let slack = 5_000_000;
-        for (p, (lo, hi)) in same
-            .iter()
-            .zip([(before_first, after_first), (before_second, after_second)])
-        {
-            let start = p["startTime"].as_u64().unwrap();
-            assert!(
-                start + slack >= lo && start <= hi + slack,
-                "{p} not in [{lo}, {hi}]"
-            );
-        }
         for init in inits {
             assert_eq!(process(r, init)["calls"], 3, "pid 1 of its namespace");
         }
@@ -1130,19 +1144,7 @@ fn a_reused_pid_whose_calls_come_from_other_threads_is_two_processes() {
     // Only mlock2: the recording has no exit of the first process to end it.
     let (trace, report_path) = trace_analyzed(&dir, &path, &["-e", "mlock2", "-s", &tree]);
 
-    let before_first = epoch_ns();
-    let first = Gated::fork(first_program);
-    let after_first = epoch_ns();
-    let pid = first.pid;
-    first.release();
-    assert_eq!(first.wait(), 0);
-    let before_second = epoch_ns();
-    let Some(second) = gated_as_pid(pid, exec_second) else {
-        panic!("pid {pid} never came back in 200 forks");
-    };
-    let after_second = epoch_ns();
-    second.release();
-    assert_eq!(second.wait(), 0, "the second program failed");
+    let (pid, forked) = one_pid_twice(first_program, exec_second);
     std::thread::sleep(Duration::from_millis(200));
     let (code, stderr) = trace.stop(libc::SIGINT);
     assert_eq!(code, Some(0), "{stderr}");
@@ -1174,13 +1176,7 @@ fn a_reused_pid_whose_calls_come_from_other_threads_is_two_processes() {
     // Names of the threads that made the calls: the test harness names them after the test.
     let first_comm = mmtrace_testkit::comm();
     for r in [read_report(&report_path), analyze_json(&path)] {
-        let mut same: Vec<&Value> = r["processes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|p| p["pid"] == pid)
-            .collect();
-        same.sort_by_key(|p| p["startTime"].as_u64());
+        let same = processes_of_pid(&r, pid, forked);
         let found: Vec<(&Value, &Value)> = same.iter().map(|p| (&p["comm"], &p["calls"])).collect();
         assert_eq!(
             found,
@@ -1198,17 +1194,6 @@ fn a_reused_pid_whose_calls_come_from_other_threads_is_two_processes() {
             .collect();
         assert_eq!(threads.len(), 2, "{}", same[1]);
         assert!(threads.iter().all(|&t| *t != pid), "{}", same[1]);
-        let slack = 5_000_000;
-        for (p, (lo, hi)) in same
-            .iter()
-            .zip([(before_first, after_first), (before_second, after_second)])
-        {
-            let start = p["startTime"].as_u64().unwrap();
-            assert!(
-                start + slack >= lo && start <= hi + slack,
-                "{p} not in [{lo}, {hi}]"
-            );
-        }
         assert_eq!(r["eventsWithoutProcessStart"], 0);
     }
     std::fs::remove_dir_all(&dir).unwrap();

@@ -215,13 +215,19 @@ fn extract_types(mirror: &Path, dir: &Path) {
             }
         }
     }
-    std::fs::write(
-        types.join("go.mod"),
-        "module github.com/aquasecurity/tracee/types\n\ngo 1.24\n",
-    )
-    .unwrap();
-    std::fs::create_dir_all(types.join("check")).unwrap();
-    std::fs::write(types.join("check/main.go"), PROGRAM).unwrap();
+    make_module(
+        &types,
+        "github.com/aquasecurity/tracee/types",
+        "check",
+        PROGRAM,
+    );
+}
+
+/// Makes `dir` the Go module `module`, with `source` as its program `./program`.
+fn make_module(dir: &Path, module: &str, program: &str, source: &str) {
+    std::fs::write(dir.join("go.mod"), format!("module {module}\n\ngo 1.24\n")).unwrap();
+    std::fs::create_dir_all(dir.join(program)).unwrap();
+    std::fs::write(dir.join(program).join("main.go"), source).unwrap();
 }
 
 /// The Go type `UnmarshalJSON` gives a value of each Tracee type name, as mmtrace writes
@@ -314,13 +320,7 @@ fn entity_ids_are_tracees_own() {
             "pkg/datastores/process/taskid.go",
         ],
     );
-    std::fs::write(
-        dir.join("go.mod"),
-        "module github.com/aquasecurity/tracee\n\ngo 1.24\n",
-    )
-    .unwrap();
-    std::fs::create_dir_all(dir.join("hash")).unwrap();
-    std::fs::write(dir.join("hash/main.go"), HASH_PROGRAM).unwrap();
+    make_module(&dir, "github.com/aquasecurity/tracee", "hash", HASH_PROGRAM);
 
     // (pid, start, the id mmtrace gave it, where it came from)
     let mut cases: Vec<(u64, u64, u64, String)> = Vec::new();
