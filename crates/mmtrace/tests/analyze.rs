@@ -1102,7 +1102,12 @@ fn exec_second() -> i32 {
         std::ptr::null(),
     ];
     let envp = [env.as_ptr(), std::ptr::null()];
-    unsafe { libc::execve(argv[0], argv.as_ptr(), envp.as_ptr()) };
+    unsafe {
+        // The harness's report of it would read as this test binary's own; its exit
+        // status says whether it passed.
+        libc::dup2(libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY), 1);
+        libc::execve(argv[0], argv.as_ptr(), envp.as_ptr());
+    }
     127
 }
 
