@@ -266,6 +266,9 @@ struct record {
 	__s64 ret;
 	__u64 cgroup_id;
 	__u64 thread_start; /* CLOCK_BOOTTIME ns */
+	/* The process's start (its leader's) and its parent's: with the pids, what tells a
+	 * process from a later one that got the same pid (Tracee's entity ids). */
+	__u64 leader_start, parent_start; /* CLOCK_BOOTTIME ns */
 	__u32 pid, tid, ppid;          /* as the host sees them */
 	__u32 ns_pid, ns_tid, ns_ppid; /* as the task's own pid namespace sees them */
 	__u32 uid, gid;
@@ -276,7 +279,7 @@ struct record {
 	char comm[16];
 };
 
-_Static_assert(sizeof(struct record) == 168, "struct record must match Record in src/record.rs");
+_Static_assert(sizeof(struct record) == 184, "struct record must match Record in src/record.rs");
 
 /* What the catalog asks for, per event (`Extra` in Rust); the loader fills `extras`. */
 #define X_TARGET_ARG0 1 /* arg 0 is a pidfd: name its process */
@@ -1058,6 +1061,12 @@ static __always_inline void fill_context(struct record *r, struct task_struct *t
 	r->tid = t->pid;
 	r->ppid = parent->tgid;
 	r->thread_start = t->start_boottime;
+	/* As Tracee reads them. A thread's real_parent is its leader's (copy_process gives
+	 * CLONE_THREAD children their creator's parent), possibly another thread of the parent
+	 * process, whose start is its leader's; exec by another thread gives it the leader's
+	 * start (de_thread), so a process keeps its start for life. */
+	r->leader_start = t->group_leader->start_boottime;
+	r->parent_start = parent->group_leader->start_boottime;
 	r->mnt_ns = t->nsproxy->mnt_ns->ns.inum;
 	r->pid_ns = pidns->ns.inum;
 	if (level == 0) {

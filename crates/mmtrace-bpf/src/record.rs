@@ -14,6 +14,8 @@ pub struct Record {
     pub ret: i64,
     pub cgroup_id: u64,
     pub thread_start: u64,
+    pub leader_start: u64,
+    pub parent_start: u64,
     pub pid: u32,
     pub tid: u32,
     pub ppid: u32,
@@ -31,7 +33,7 @@ pub struct Record {
     pub comm: [u8; 16],
 }
 
-const _: () = assert!(std::mem::size_of::<Record>() == 168);
+const _: () = assert!(std::mem::size_of::<Record>() == 184);
 
 /// Mirror of `struct ext`: what events with catalog extras carry after the record.
 #[repr(C)]
@@ -163,6 +165,8 @@ impl Record {
             ctx: Context {
                 timestamp: clock.to_epoch(self.ts),
                 thread_start: clock.to_epoch(self.thread_start),
+                process_start: clock.to_epoch(self.leader_start),
+                parent_start: clock.to_epoch(self.parent_start),
                 cpu: self.cpu,
                 pid: self.ns_pid,
                 tid: self.ns_tid,

@@ -311,6 +311,8 @@ mod tests {
             ctx: Context {
                 timestamp: 0,
                 thread_start: 0,
+                process_start: 0,
+                parent_start: 0,
                 cpu: 0,
                 pid: 1,
                 tid: 1,

@@ -26,6 +26,8 @@ fn munmap_record() -> Vec<u8> {
         ret: 0,
         cgroup_id: 1,
         thread_start: 900_000_000,
+        leader_start: 800_000_000,
+        parent_start: 700_000_000,
         pid: 6008,
         tid: 6009,
         ppid: 5904,

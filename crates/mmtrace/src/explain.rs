@@ -97,14 +97,30 @@ pub const CONTEXT_FIELDS: &[(&str, &str)] = &[
         "contextFlags",
         "{containerStarted, isCompat}: kept for Tracee, both false",
     ),
-    ("threadEntityId", "0: kept for Tracee, not filled in yet"),
-    ("processEntityId", "0: kept for Tracee, not filled in yet"),
-    ("parentEntityId", "0: kept for Tracee, not filled in yet"),
+    (
+        "threadEntityId",
+        "Tracee's id of the calling thread: a hash of its host thread id and threadStartTime \
+         (to 100 ms), as Tracee computes it",
+    ),
+    (
+        "processEntityId",
+        "Tracee's id of the calling process: a hash of hostProcessId and processStartTime \
+         (to 100 ms); the threadEntityId of its main thread",
+    ),
+    (
+        "parentEntityId",
+        "Tracee's id of the parent process: the processEntityId its own events carry",
+    ),
     (
         "args",
         "one {name, type, value} object per argument, with decoded where the value has names",
     ),
     ("duration", "ns from entering the kernel to returning"),
+    (
+        "processStartTime",
+        "when the calling process (its main thread) started, ns since the epoch: with \
+         hostProcessId, what tells it from a later process that got the same pid",
+    ),
     (
         "returnError",
         "the errno name, present only when the call failed",

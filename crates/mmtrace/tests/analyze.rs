@@ -956,6 +956,51 @@ fn pid_one_of_a_new_namespace(calls: fn() -> i32) -> i32 {
     init
 }
 
+/// Runs `first` in a forked process, then `second` in another that gets the same host pid;
+/// returns the pid and the time windows in which each was forked.
+fn one_pid_twice(first: fn() -> i32, second: fn() -> i32) -> (i32, [(u64, u64); 2]) {
+    let before_first = epoch_ns();
+    let gated = Gated::fork(first);
+    let after_first = epoch_ns();
+    let pid = gated.pid;
+    gated.release();
+    assert_eq!(gated.wait(), 0, "the first process failed");
+    let before_second = epoch_ns();
+    let Some(gated) = gated_as_pid(pid, second) else {
+        panic!("pid {pid} never came back in 200 forks");
+    };
+    let after_second = epoch_ns();
+    gated.release();
+    assert_eq!(gated.wait(), 0, "the second process failed");
+    (
+        pid,
+        [(before_first, after_first), (before_second, after_second)],
+    )
+}
+
+/// The report's processes with host pid `pid`, oldest first, each checked to have started
+/// when the test forked it (the kernel stamps the fork; a few ms allowed for the
+/// boot-to-epoch conversion).
+fn processes_of_pid(r: &Value, pid: i32, forked: [(u64, u64); 2]) -> Vec<&Value> {
+    let mut same: Vec<&Value> = r["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["pid"] == pid)
+        .collect();
+    same.sort_by_key(|p| p["startTime"].as_u64());
+    assert_eq!(same.len(), 2, "{same:?}");
+    let slack = 5_000_000;
+    for (p, (lo, hi)) in same.iter().zip(forked) {
+        let start = p["startTime"].as_u64().unwrap();
+        assert!(
+            start + slack >= lo && start <= hi + slack,
+            "{p} not in [{lo}, {hi}]"
+        );
+    }
+    same
+}
+
 #[test]
 fn a_reused_pid_is_two_processes() {
     if !bpf_allowed() || !root() {
@@ -968,19 +1013,7 @@ fn a_reused_pid_is_two_processes() {
     let tracer = trace.pid();
 
     // The first process, its calls, its end; then the same host pid for the second.
-    let before_first = epoch_ns();
-    let first = Gated::fork(first_of_pid);
-    let after_first = epoch_ns();
-    let pid = first.pid;
-    first.release();
-    assert_eq!(first.wait(), 0);
-    let before_second = epoch_ns();
-    let Some(second) = gated_as_pid(pid, second_of_pid) else {
-        panic!("pid {pid} never came back in 200 forks");
-    };
-    let after_second = epoch_ns();
-    second.release();
-    assert_eq!(second.wait(), 0);
+    let (pid, forked) = one_pid_twice(first_of_pid, second_of_pid);
     // Two containers' pid 1: the same pid in their namespaces, two processes on the host.
     let inits = [
         pid_one_of_a_new_namespace(first_of_pid),
@@ -993,28 +1026,9 @@ fn a_reused_pid_is_two_processes() {
     let live = read_report(&report_path);
     let recorded = analyze_json(&path);
     for r in [&live, &recorded] {
-        let mut same: Vec<&Value> = r["processes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|p| p["pid"] == pid)
-            .collect();
-        same.sort_by_key(|p| p["startTime"].as_u64());
+        let same = processes_of_pid(r, pid, forked);
         let calls: Vec<u64> = same.iter().map(|p| p["calls"].as_u64().unwrap()).collect();
         assert_eq!(calls, [3, 3], "{same:?}");
-        // Each start is when the test forked it (the kernel stamps the fork; a few ms
-        // allowed for the boot-to-epoch conversion).
-        let slack = 5_000_000;
-        for (p, (lo, hi)) in same
-            .iter()
-            .zip([(before_first, after_first), (before_second, after_second)])
-        {
-            let start = p["startTime"].as_u64().unwrap();
-            assert!(
-                start + slack >= lo && start <= hi + slack,
-                "{p} not in [{lo}, {hi}]"
-            );
-        }
         for init in inits {
             assert_eq!(process(r, init)["calls"], 3, "pid 1 of its namespace");
         }
@@ -1061,6 +1075,139 @@ fn a_reused_pid_is_two_processes() {
         2,
         "{text}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Set in the environment of `second_program` when it runs as the second process of
+/// `a_reused_pid_whose_calls_come_from_other_threads_is_two_processes`.
+const SECOND_PROGRAM: &str = "MMTRACE_TEST_SECOND_PROGRAM";
+
+/// What the second process execs, made before it is forked (a child of a threaded process
+/// must not allocate): this test binary running `second_program`, and its environment.
+static SECOND_EXEC: OnceLock<([CString; 4], CString)> = OnceLock::new();
+
+fn failed_mlock2() {
+    unsafe { libc::syscall(libc::SYS_mlock2, 0x10000u64, PAGE, 0x8u64) };
+}
+
+/// The first process: two failed mlock2 calls from its main thread.
+fn first_program() -> i32 {
+    failed_mlock2();
+    failed_mlock2();
+    0
+}
+
+/// The second process: becomes another program, whose calls all come from threads other
+/// than its main one.
+fn exec_second() -> i32 {
+    let (argv, env) = SECOND_EXEC.get().unwrap();
+    let argv = [
+        argv[0].as_ptr(),
+        argv[1].as_ptr(),
+        argv[2].as_ptr(),
+        argv[3].as_ptr(),
+        std::ptr::null(),
+    ];
+    let envp = [env.as_ptr(), std::ptr::null()];
+    unsafe {
+        // The harness's report of it would read as this test binary's own; its exit
+        // status says whether it passed.
+        libc::dup2(libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY), 1);
+        libc::execve(argv[0], argv.as_ptr(), envp.as_ptr());
+    }
+    127
+}
+
+/// The second program: two calls from the thread the test harness runs it on and one from
+/// a thread of its own; the main thread makes none.
+#[test]
+fn second_program() {
+    if std::env::var_os(SECOND_PROGRAM).is_none() {
+        return;
+    }
+    failed_mlock2();
+    failed_mlock2();
+    std::thread::spawn(failed_mlock2).join().unwrap();
+}
+
+/// The case the main thread's threadStartTime could not tell: a reused pid whose calls come
+/// from other threads, with no exit in the recording between the two processes. Their lines
+/// carry the process's start, so the analysis tells them apart all the same.
+#[test]
+fn a_reused_pid_whose_calls_come_from_other_threads_is_two_processes() {
+    if !bpf_allowed() || !root() {
+        return;
+    }
+    let dir = tempdir();
+    let path = format!("{dir}/threads.json");
+    let cstr = |s: &str| CString::new(s).unwrap();
+    SECOND_EXEC.get_or_init(|| {
+        (
+            [
+                cstr(std::env::current_exe().unwrap().to_str().unwrap()),
+                cstr("--exact"),
+                cstr("second_program"),
+                cstr("--test-threads=1"),
+            ],
+            cstr(&format!("{SECOND_PROGRAM}=1")),
+        )
+    });
+    let tree = format!("tree={}", std::process::id());
+    // Only mlock2: the recording has no exit of the first process to end it.
+    let (trace, report_path) = trace_analyzed(&dir, &path, &["-e", "mlock2", "-s", &tree]);
+
+    let (pid, forked) = one_pid_twice(first_program, exec_second);
+    std::thread::sleep(Duration::from_millis(200));
+    let (code, stderr) = trace.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    let lines: Vec<Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &Value| v["hostProcessId"] == pid)
+        .collect();
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    let (of_first, of_second) = lines.split_at(2);
+    for v in of_first {
+        assert_eq!(v["hostThreadId"], pid, "the first process's main thread");
+        assert_eq!(v["processEntityId"], v["threadEntityId"]);
+    }
+    for v in of_second {
+        assert_ne!(
+            v["hostThreadId"], pid,
+            "not the second process's main thread"
+        );
+        assert_ne!(v["processEntityId"], v["threadEntityId"]);
+        assert_eq!(v["processEntityId"], of_second[0]["processEntityId"]);
+        assert_ne!(v["processStartTime"], of_first[0]["processStartTime"]);
+        // Both are children of this process.
+        assert_eq!(v["parentEntityId"], of_first[0]["parentEntityId"]);
+    }
+
+    // Names of the threads that made the calls: the test harness names them after the test.
+    let first_comm = mmtrace_testkit::comm();
+    for r in [read_report(&report_path), analyze_json(&path)] {
+        let same = processes_of_pid(&r, pid, forked);
+        let found: Vec<(&Value, &Value)> = same.iter().map(|p| (&p["comm"], &p["calls"])).collect();
+        assert_eq!(
+            found,
+            [
+                (&Value::from(first_comm.as_str()), &Value::from(2)),
+                (&Value::from("second_program"), &Value::from(3))
+            ],
+            "{same:?}"
+        );
+        let threads: Vec<&Value> = same[1]["busiestThreads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| &t["tid"])
+            .collect();
+        assert_eq!(threads.len(), 2, "{}", same[1]);
+        assert!(threads.iter().all(|&t| *t != pid), "{}", same[1]);
+        assert_eq!(r["eventsWithoutProcessStart"], 0);
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -68,7 +68,10 @@ fn json_lines_follow_tracee_and_are_flushed_on_sigterm() {
     let v: serde_json::Value = serde_json::from_str(line).unwrap();
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(&keys[..TRACEE_KEYS.len()], TRACEE_KEYS, "key order");
-    assert_eq!(keys[TRACEE_KEYS.len()..], ["returnError", "locked"]);
+    assert_eq!(
+        keys[TRACEE_KEYS.len()..],
+        ["processStartTime", "returnError", "locked"]
+    );
     assert_eq!(v["locked"]["capIpcLock"], true, "root holds CAP_IPC_LOCK");
     assert_eq!(v["eventName"], "mlock2");
     assert_eq!(v["eventId"], "325");

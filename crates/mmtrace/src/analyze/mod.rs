@@ -52,11 +52,10 @@ struct Key {
 
 #[derive(Debug, Default)]
 struct Process {
-    /// When the process started, ns since the epoch: its leader's threadStartTime. Until a
-    /// line of the leader is seen, the earliest start of its threads seen, which the process
-    /// started no later than.
+    /// When the process started, ns since the epoch (the kernel's start of its main
+    /// thread, which every line carries as processStartTime); 0 while unknown, which only
+    /// a recording made before lines carried it leaves until the main thread's first line.
     start: u64,
-    start_exact: bool,
     comm: String,
     calls: u64,
     time_ns: u64,
@@ -78,31 +77,15 @@ struct Process {
 impl Process {
     fn new(r: &Record) -> Process {
         Process {
-            start: r.thread_start,
-            start_exact: r.tid == r.pid,
+            start: r.process_start,
             ..Process::default()
         }
     }
 
-    /// Whether `r` comes from another process that got the same pid.
-    ///
-    /// The key is the host pid and the process's start, Tracee's process identity. A line
-    /// carries its thread's start (threadStartTime), which is the process's start when the
-    /// thread is the leader (tid == pid; exec keeps it). A thread never starts before its
-    /// process, so a leader whose start differs from the one known (or, when only other
-    /// threads were seen, is later than the earliest of them) is a new process. A line of
-    /// another thread is taken as this process's: the kernel side does not send the
-    /// leader's start with it, and a reused pid whose first traced call comes from a second
-    /// thread, before the leader makes any, is the one case this cannot tell. The exit, when
-    /// traced, ends a process for certain (`Analyzer::exit`).
+    /// Whether `r` comes from another process that got the same pid: the key is the host
+    /// pid and the process's start, Tracee's process identity.
     fn is_other(&self, r: &Record) -> bool {
-        if r.tid != r.pid || r.thread_start == 0 {
-            return false;
-        }
-        match self.start_exact {
-            true => r.thread_start != self.start,
-            false => r.thread_start > self.start,
-        }
+        self.start != 0 && r.process_start != 0 && r.process_start != self.start
     }
 
     fn key(&self, pid: u32) -> Key {
@@ -155,6 +138,8 @@ pub struct Analyzer {
     overflow: HashMap<&'static str, Overflow>,
     /// Events the recording says were lost, per event (in-band `mmtrace_lost` lines).
     lost: BTreeMap<String, u64>,
+    /// Events of processes whose lines carry no processStartTime (older recordings).
+    guessed_starts: u64,
 }
 
 impl Analyzer {
@@ -232,23 +217,27 @@ impl Analyzer {
         self.first_ts = Some(self.first_ts.map_or(r.ts, |t| t.min(r.ts)));
         self.last_ts = self.last_ts.max(r.end());
         self.kills.apply(r);
+        // The exit of a process already folded (its pid now another's) ends nothing more.
+        let other = self.processes.get(&r.pid).is_some_and(|p| p.is_other(r));
         if r.name == "sched_process_exit" {
-            self.exit(r.pid);
+            if !other {
+                self.exit(r.pid);
+            }
             return;
         }
         if r.name.starts_with("oom_") || r.name == TEARDOWN_END {
             return;
         }
-        if self.processes.get(&r.pid).is_some_and(|p| p.is_other(r)) {
+        self.guessed_starts += u64::from(r.start_guessed);
+        if other {
             self.exit(r.pid);
         }
         let p = self
             .processes
             .entry(r.pid)
             .or_insert_with(|| Process::new(r));
-        if !p.start_exact && (r.tid == r.pid || (r.thread_start != 0 && r.thread_start < p.start)) {
-            p.start = r.thread_start;
-            p.start_exact = r.tid == r.pid;
+        if p.start == 0 {
+            p.start = r.process_start;
         }
         p.comm.clone_from(&r.comm);
         if r.name == "mem_prot_alert" {

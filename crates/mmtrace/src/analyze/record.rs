@@ -59,6 +59,7 @@ pub struct Locked {
 struct Line {
     timestamp: Option<Value>,
     thread_start_time: Option<Value>,
+    process_start_time: Option<Value>,
     host_process_id: Option<Value>,
     host_thread_id: Option<Value>,
     process_name: Option<Value>,
@@ -105,8 +106,13 @@ pub struct Record {
     /// Entry time, ns since the epoch.
     pub ts: u64,
     pub duration: u64,
-    /// When the calling thread started, ns since the epoch; 0 when the recording lacks it.
-    pub thread_start: u64,
+    /// When the calling process started, ns since the epoch: with the pid, the process's
+    /// identity. 0 when unknown: in-band lines, and lines of other threads than the main
+    /// one in recordings made before lines carried processStartTime.
+    pub process_start: u64,
+    /// The line has no processStartTime: `process_start` is its thread's start if it is the
+    /// main thread's, else unknown.
+    pub start_guessed: bool,
     pub pid: u32,
     pub tid: u32,
     pub comm: String,
@@ -132,6 +138,7 @@ impl Record {
             };
         }
         let l: Line = serde_json::from_slice(text).map_err(|e| format!("not JSON ({e})"))?;
+        let number = |v: &Option<Value>| v.as_ref().and_then(Value::as_u64);
         let text_of = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
         let name = text_of(l.event_name.as_ref()).ok_or("no eventName")?;
         let name = by_name(&name).map_or(Cow::Owned(name), |d| Cow::Borrowed(d.name));
@@ -145,6 +152,11 @@ impl Record {
             .as_ref()
             .and_then(as_u32)
             .ok_or("no numeric hostProcessId")?;
+        let tid = l.host_thread_id.as_ref().and_then(as_u32).unwrap_or(pid);
+        // Older recordings: the main thread's start is its process's (a thread that execs
+        // takes over the main thread's start with its pid).
+        let process_start = number(&l.process_start_time)
+            .or_else(|| number(&l.thread_start_time).filter(|_| tid == pid));
         let ret = l.return_value.as_ref().and_then(Value::as_i64).unwrap_or(0);
         // Recordings from before `returnError` existed still carry the errno in the value.
         let errno = text_of(l.return_error.as_ref()).or_else(|| {
@@ -175,13 +187,10 @@ impl Record {
             line,
             ts,
             duration: l.duration.as_ref().and_then(Value::as_u64).unwrap_or(0),
-            thread_start: l
-                .thread_start_time
-                .as_ref()
-                .and_then(Value::as_u64)
-                .unwrap_or(0),
+            process_start: process_start.unwrap_or(0),
+            start_guessed: l.process_start_time.is_none(),
             pid,
-            tid: l.host_thread_id.as_ref().and_then(as_u32).unwrap_or(pid),
+            tid,
             comm: text_of(l.process_name.as_ref()).unwrap_or_default(),
             name,
             ret,
@@ -207,7 +216,8 @@ impl Record {
             line: 0,
             ts: c.timestamp,
             duration: e.duration_ns,
-            thread_start: c.thread_start,
+            process_start: c.process_start,
+            start_guessed: false,
             pid: c.host_pid,
             tid: c.host_tid,
             comm: c.comm.to_str_lossy().into_owned(),
@@ -245,7 +255,8 @@ impl Record {
             line: 0,
             ts: at,
             duration: 0,
-            thread_start: 0,
+            process_start: 0,
+            start_guessed: false,
             pid,
             tid: pid,
             comm: "mmtrace".into(),

@@ -246,6 +246,9 @@ pub struct Report {
     pub lost: Option<Lost>,
     pub first_at: Option<u64>,
     pub last_at: Option<u64>,
+    /// Events whose lines have no processStartTime (recorded by an older mmtrace): their
+    /// processes are told apart less surely (see `processes_text`).
+    pub events_without_process_start: u64,
     /// Busiest first: by time spent in memory syscalls; at most `KEPT`.
     pub processes: Vec<ProcessReport>,
     pub other_processes: Others,
@@ -335,6 +338,7 @@ pub fn build(a: &Analyzer, source: &str) -> Report {
         }),
         first_at: a.first_ts,
         last_at: a.first_ts.map(|_| a.last_ts),
+        events_without_process_start: a.guessed_starts,
         processes,
         other_processes,
         kill_summary: kills::summary(&kills),
@@ -665,6 +669,16 @@ impl Report {
                 "\n  * LOCKED of pid {}: the recording has no kernel VmLck for these, so their locked \
                  memory is worked out from their mlock/munlock/munmap/mmap calls.{lower}",
                 from_calls.join(", ")
+            )?;
+        }
+        if self.events_without_process_start > 0 {
+            writeln!(
+                out,
+                "\n  {} events have no processStartTime (the recording is from an older mmtrace): \
+                 a process is told from a later one with its pid by its main thread's start and, \
+                 where recorded, its exit, so calls of a reused pid's other threads before its main thread's \
+                 first call may be counted with the process before it.",
+                self.events_without_process_start
             )?;
         }
         Ok(())

@@ -494,3 +494,79 @@ fn text_report_shows_names_as_strace_would() {
         "the W+X detection names the file: {text}"
     );
 }
+
+/// A real `event` line, `at_ms` after the mmap example's, as made by thread `tid` of host pid `pid`, started at `start` (its
+/// thread's start too when `tid` is `pid`); without processStartTime when `start_key` is
+/// false, as an older mmtrace recorded it.
+fn by_process(event: &str, at_ms: u64, pid: u32, tid: u32, start: u64, start_key: bool) -> String {
+    let mut v = example(event);
+    let base = example("mmap")["timestamp"].as_u64().unwrap();
+    v["timestamp"] = json!(base + at_ms * 1_000_000);
+    v["hostProcessId"] = json!(pid);
+    v["hostThreadId"] = json!(tid);
+    v["threadStartTime"] = json!(if tid == pid { start } else { start + 7 });
+    match start_key {
+        true => v["processStartTime"] = json!(start),
+        false => drop(v.as_object_mut().unwrap().remove("processStartTime")),
+    }
+    v.to_string()
+}
+
+fn calls_by_start(r: &Report, pid: u32) -> Vec<(u64, u64)> {
+    let mut found: Vec<(u64, u64)> = r
+        .processes
+        .iter()
+        .filter(|p| p.pid == pid)
+        .map(|p| (p.start_time, p.calls))
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn a_reused_pid_is_a_new_process_whichever_thread_calls_first() {
+    let (first, second) = (1_000_000_000, 2_000_000_000);
+    let r = analyze(&[
+        by_process("mmap", 0, 500, 500, first, true),
+        // The second process's first calls come from a thread other than its main one.
+        by_process("mlock", 10, 500, 501, second, true),
+        by_process("munlock", 20, 500, 501, second, true),
+        by_process("mmap", 30, 500, 500, second, true),
+    ]);
+    assert_eq!(calls_by_start(&r, 500), [(first, 1), (second, 3)]);
+    assert_eq!(r.events_without_process_start, 0);
+}
+
+#[test]
+fn older_recordings_tell_processes_by_the_main_threads_start_and_say_so() {
+    let (first, second) = (1_000_000_000, 2_000_000_000);
+    let lines = [
+        by_process("mmap", 0, 500, 500, first, false),
+        // Without processStartTime this thread's call cannot be told from the first
+        // process's: counted with it, and the report says such a case may exist.
+        by_process("mlock", 10, 500, 501, second, false),
+        by_process("mmap", 30, 500, 500, second, false),
+    ];
+    let r = analyze(&lines);
+    assert_eq!(calls_by_start(&r, 500), [(first, 2), (second, 1)]);
+    assert_eq!(r.events_without_process_start, 3);
+    assert!(
+        text_of(&lines).contains("3 events have no processStartTime"),
+        "{}",
+        text_of(&lines)
+    );
+}
+
+#[test]
+fn the_exit_of_a_process_whose_pid_was_reused_ends_only_it() {
+    let (first, second) = (1_000_000_000, 2_000_000_000);
+    let exit = by_process("sched_process_exit", 20, 500, 500, first, true);
+    let r = analyze(&[
+        by_process("mmap", 0, 500, 500, first, true),
+        by_process("mlock", 10, 500, 501, second, true),
+        // Late, within the reorder window: the first process's exit, not the second's.
+        exit,
+        by_process("munlock", 30, 500, 501, second, true),
+    ]);
+    assert_eq!(calls_by_start(&r, 500), [(first, 1), (second, 2)]);
+}

@@ -96,6 +96,7 @@ pub fn write_event(out: &mut Vec<u8>, e: &Event, caller: &[u8], kind: &Kind) {
     out.raw(",\"returnValue\":");
     out.int(e.ret);
     out.extend_from_slice(&kind.middle);
+    write_entity_ids(out, &e.ctx);
     for (prefix, (def, value)) in kind.args.iter().zip(e.args()) {
         out.extend_from_slice(prefix);
         match value {
@@ -115,7 +116,7 @@ pub fn write_event(out: &mut Vec<u8>, e: &Event, caller: &[u8], kind: &Kind) {
 pub struct Kind {
     /// From `,"eventId"` to `"argsNum":`: the count is the event's, as a kernel may lack some.
     head: Vec<u8>,
-    /// From `,"syscall"` to `"args":[`.
+    /// From `,"syscall"` to `"threadEntityId":`.
     middle: Vec<u8>,
     /// Each argument up to its value, with the ',' before all but the first.
     args: Vec<Vec<u8>>,
@@ -135,7 +136,7 @@ impl Kind {
         middle.raw(syscall);
         middle.raw(
             "\",\"stackAddresses\":[],\"contextFlags\":{\"containerStarted\":false,\"isCompat\":false},\
-             \"threadEntityId\":0,\"processEntityId\":0,\"parentEntityId\":0,\"args\":[",
+             \"threadEntityId\":",
         );
         let args = def
             .args
@@ -156,6 +157,16 @@ impl Kind {
             .collect();
         Kind { head, middle, args }
     }
+}
+
+/// Tracee's entity ids of the caller, its process and its parent, and `"args":[`.
+fn write_entity_ids(out: &mut Vec<u8>, c: &Context) {
+    out.uint(c.thread_entity_id().into());
+    out.raw(",\"processEntityId\":");
+    out.uint(c.process_entity_id().into());
+    out.raw(",\"parentEntityId\":");
+    out.uint(c.parent_entity_id().into());
+    out.raw(",\"args\":[");
 }
 
 /// The Tracee keys that describe who made a call, up to `kubernetes`.
@@ -255,10 +266,18 @@ fn write_caller(out: &mut Vec<u8>, c: &Context, host: &str) {
     out.raw(",\"containerId\":\"\",\"container\":{},\"kubernetes\":{}");
 }
 
+/// mmtrace's own key after Tracee's: the process's start, exact, which Tracee's
+/// processEntityId carries only hashed and to 100 ms; `analyze` tells processes apart by it.
+fn write_process_start(out: &mut Vec<u8>, c: &Context) {
+    out.raw(",\"processStartTime\":");
+    out.uint(c.process_start);
+}
+
 /// From the end of the arguments on.
 fn write_rest(out: &mut Vec<u8>, e: &Event) {
     out.raw("],\"duration\":");
     out.uint(e.duration_ns);
+    write_process_start(out, &e.ctx);
     if let Some(err) = e.error_name() {
         out.raw(",\"returnError\":");
         out.string(&err);
@@ -362,6 +381,7 @@ pub fn write_alert(out: &mut Vec<u8>, e: &Event, caller: &[u8], a: &ProtAlert) {
     out.uint(def.args.len() as u64);
     out.raw(",\"returnValue\":0");
     out.extend_from_slice(&kind.middle);
+    write_entity_ids(out, &e.ctx);
     for (prefix, arg) in kind.args.iter().zip(def.args) {
         out.extend_from_slice(prefix);
         match arg.name {
@@ -382,7 +402,9 @@ pub fn write_alert(out: &mut Vec<u8>, e: &Event, caller: &[u8], a: &ProtAlert) {
         }
         out.push(b'}');
     }
-    out.raw("],\"duration\":0}");
+    out.raw("],\"duration\":0");
+    write_process_start(out, &e.ctx);
+    out.push(b'}');
 }
 
 impl<W: Write> JsonLines<W> {
@@ -403,6 +425,8 @@ fn write_note(out: &mut Vec<u8>, note: &Note, host: &str) {
     let me = Context {
         timestamp: at,
         thread_start: 0,
+        process_start: 0,
+        parent_start: 0,
         cpu: 0,
         pid,
         tid: pid,
@@ -426,6 +450,9 @@ fn write_note(out: &mut Vec<u8>, note: &Note, host: &str) {
     out.raw(name);
     out.raw("\",\"matchedPolicies\":[],\"argsNum\":");
     out.uint(args.len() as u64);
+    // A note is about the recording, not a call some process made: mmtrace's pid stands
+    // in as its caller for Tracee's types, but entity ids of 0 (and no processStartTime)
+    // keep consumers and `analyze` from joining it to any process's events.
     out.raw(",\"returnValue\":0,\"syscall\":\"\",\"stackAddresses\":[],\"contextFlags\":{\"containerStarted\":false,\"isCompat\":false},\"threadEntityId\":0,\"processEntityId\":0,\"parentEntityId\":0,\"args\":[");
     for (i, (name, ty, value)) in args.iter().enumerate() {
         if i > 0 {

@@ -698,6 +698,8 @@ mod tests {
                 // farthest ones; tests that need the day compare dates, not a fixed one.
                 timestamp: 20_000 * DAY_NS + DAY_NS / 2,
                 thread_start: 0,
+                process_start: 0,
+                parent_start: 0,
                 cpu: 0,
                 pid: 4242,
                 tid: 4243,
