@@ -144,6 +144,13 @@ impl ArgDef {
         })
     }
 
+    /// Whether the argument at position `own` reads a record field the kernel did not gather:
+    /// `absent` is the record's bitmask of such fields.
+    pub fn is_absent(&self, own: usize, absent: u8) -> bool {
+        self.record_field(own)
+            .is_some_and(|f| f < 8 && absent & (1 << f) != 0)
+    }
+
     /// The record field the value comes from, if any (an `Always` value has none).
     pub fn record_field(&self, own: usize) -> Option<usize> {
         match self.field {

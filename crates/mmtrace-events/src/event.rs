@@ -57,14 +57,8 @@ impl Event {
             .args
             .iter()
             .enumerate()
-            .filter(|(i, def)| !self.is_absent(def, *i))
+            .filter(|(i, def)| !def.is_absent(*i, self.absent))
             .map(|(i, def)| (def, def.value(i, &self.raw_args)))
-    }
-
-    /// Whether the argument at position `own` reads a record field this kernel lacks.
-    fn is_absent(&self, def: &crate::ArgDef, own: usize) -> bool {
-        def.record_field(own)
-            .is_some_and(|f| f < 8 && self.absent & (1 << f) != 0)
     }
 
     /// How many arguments `args` yields.
@@ -76,7 +70,7 @@ impl Event {
     pub fn arg(&self, name: &str) -> Option<ArgValue> {
         let i = self.def.args.iter().position(|a| a.name == name)?;
         let def = &self.def.args[i];
-        (!self.is_absent(def, i)).then(|| def.value(i, &self.raw_args))
+        (!def.is_absent(i, self.absent)).then(|| def.value(i, &self.raw_args))
     }
 
     /// The errno name of a failed call (`EINVAL`), None on success.

@@ -458,7 +458,7 @@ fn options_do_what_they_say() {
 
 #[test]
 fn reap_refuses_signals_that_do_not_kill() {
-    let mut victim = Command::new("sleep").arg("30").spawn().unwrap();
+    let mut victim = Command::new("sleep").arg("1000").spawn().unwrap();
     let pid = victim.id().to_string();
     for (sig, what) in [
         ("STOP", "SIGSTOP stops a process, it does not kill it"),

@@ -93,6 +93,8 @@ enum Args {
     Raw {
         def: &'static EventDef,
         raw: [u64; MAX_ARGS],
+        /// The record's fields the kernel did not gather, as in `Event::absent`.
+        absent: u8,
     },
 }
 
@@ -227,6 +229,7 @@ impl Record {
             args: Args::Raw {
                 def: e.def,
                 raw: std::array::from_fn(|i| e.raw_args.get(i).copied().unwrap_or(0)),
+                absent: e.absent,
             },
             target: x.and_then(|x| x.target.as_ref()).map(|t| {
                 let comm = t.comm.to_str_lossy().into_owned();
@@ -339,9 +342,11 @@ impl Record {
     /// A live event's argument: its catalog entry and raw value.
     fn raw_arg(&self, name: &str) -> Option<(&'static mmtrace_events::ArgDef, ArgValue)> {
         match &self.args {
-            Args::Raw { def, raw } => {
+            Args::Raw { def, raw, absent } => {
                 let i = def.args.iter().position(|a| a.name == name)?;
-                Some((&def.args[i], def.args[i].value(i, raw)))
+                let arg = &def.args[i];
+                // As the JSON line leaves it out, so live and recorded analyses agree.
+                (!arg.is_absent(i, *absent)).then(|| (arg, arg.value(i, raw)))
             }
             Args::Json(_) => None,
         }
