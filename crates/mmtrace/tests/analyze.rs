@@ -5,7 +5,7 @@
 use std::ffi::{CStr, CString};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mmtrace_testkit::{bpf_allowed, Memcg, Trace};
 use serde_json::Value;
@@ -363,7 +363,8 @@ fn detections(report: &Value, pid: i32) -> Vec<String> {
 /// The answers every analysis of the recording must give, whether the locked figures come
 /// from the kernel or from the calls.
 /// `enriched`: whether the recording carries what the kernel side adds (mappings, VmLck).
-fn check_answers(r: &Value, pids: [i32; 4], enriched: bool) {
+/// `storm_seconds`: at most how long the munmap storm took, by the test's own clock.
+fn check_answers(r: &Value, pids: [i32; 4], enriched: bool, storm_seconds: u64) {
     let [ledger, future, killer, limited] = pids;
     let l = process(r, ledger);
     assert_eq!(l["lockCalls"], 4, "{l}");
@@ -386,9 +387,10 @@ fn check_answers(r: &Value, pids: [i32; 4], enriched: bool) {
     );
 
     let f = process(r, future);
+    // Some one-second window holds at least its share of the storm.
     assert!(
-        f["munmapPeakPerSecond"].as_u64().unwrap() >= STORM as u64,
-        "{f}"
+        f["munmapPeakPerSecond"].as_u64().unwrap() >= STORM as u64 / storm_seconds,
+        "{f} ({STORM} munmaps within {storm_seconds} s)"
     );
     let mut expected = vec!["MMT-001", "MMT-007", "MMT-008"];
     if enriched {
@@ -492,9 +494,12 @@ fn recordings_of_real_calls_give_known_answers_live_and_from_the_file() {
     for c in &children {
         c.release();
     }
+    let released = Instant::now();
     for c in &children {
         assert_eq!(c.wait(), 0);
     }
+    // At most this long for the munmap storm: under emulation it can exceed a second.
+    let storm_seconds = released.elapsed().as_secs_f64().ceil().max(1.0) as u64;
     std::thread::sleep(Duration::from_millis(200));
     let (code, stderr) = trace.stop(libc::SIGINT);
     assert_eq!(code, Some(0), "{stderr}");
@@ -503,12 +508,12 @@ fn recordings_of_real_calls_give_known_answers_live_and_from_the_file() {
     // Live: the report at exit.
     let live = read_report(&report_path);
     assert_eq!(live["source"], "live trace");
-    check_answers(&live, pids, true);
+    check_answers(&live, pids, true, storm_seconds);
 
     // From the recording: the same answers.
     let recorded = analyze_json(&path);
     assert_eq!(recorded["skipped"], 0);
-    check_answers(&recorded, pids, true);
+    check_answers(&recorded, pids, true, storm_seconds);
     // Live analysis reads the events themselves, not JSON lines: it must agree anyway.
     assert_eq!(recorded["processes"], live["processes"]);
     assert_eq!(recorded["kills"], live["kills"]);
@@ -559,7 +564,7 @@ fn recordings_of_real_calls_give_known_answers_live_and_from_the_file() {
     let bare_path = format!("{dir}/bare.json");
     std::fs::write(&bare_path, bare.join("\n") + "\n").unwrap();
     let bare = analyze_json(&bare_path);
-    check_answers(&bare, pids, false);
+    check_answers(&bare, pids, false, storm_seconds);
     assert_eq!(process(&bare, ledger)["locked"]["source"], "calls");
 
     // Text: the sections a reader looks for.
