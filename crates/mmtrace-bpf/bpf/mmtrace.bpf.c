@@ -216,8 +216,14 @@ struct task_struct {
 struct sys_enter_ctx {
 	__u64 common;
 	__s32 nr;
-	__u32 pad;
-	__u64 args[6];
+};
+
+/* The registers a native x86-64 syscall takes its arguments in, as syscall_get_arguments()
+ * reads them for the tracepoint (the syscall tracepoints skip compat calls). The layout is
+ * the architecture's ABI (ptrace's user_regs_struct), so no CO-RE: each relocated type costs
+ * the loader a walk of the kernel's whole BTF at start. */
+struct pt_regs {
+	unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8, ax, cx, dx, si, di;
 };
 
 struct sys_exit_ctx {
@@ -771,13 +777,15 @@ static __always_inline void fill_target(struct ext *x, struct pid *p, int rss_af
 	}
 }
 
+/* The mlock family's alone: reads, not loads, which would cost every start the verifier's
+ * BTF scans (see fill_context) for three calls' worth of use. */
 static __always_inline void fill_locked(struct ext *x, struct task_struct *t)
 {
 	__u64 caps = 0;
 
-	x->locked_vm = t->mm->locked_vm;
-	x->memlock_cur = t->signal->rlim[RLIMIT_MEMLOCK].rlim_cur;
-	bpf_probe_read_kernel(&caps, sizeof(caps), &t->cred->cap_effective);
+	x->locked_vm = BPF_CORE_READ(t, mm, locked_vm);
+	x->memlock_cur = BPF_CORE_READ(t, signal, rlim[RLIMIT_MEMLOCK].rlim_cur);
+	bpf_probe_read_kernel(&caps, sizeof(caps), &BPF_CORE_READ(t, cred)->cap_effective);
 	x->cap_ipc_lock = (caps >> CAP_IPC_LOCK) & 1;
 	x->flags |= E_LOCKED;
 }
@@ -974,7 +982,7 @@ static __always_inline void enter_extras(struct record_path *slot, struct task_s
 	if (have_find_vma && (want & X_VMA))
 		fill_vma(x, slot->path, slot->base.args[0]);
 	if (want & X_UNLOCKED) {
-		x->locked_before = t->mm->locked_vm;
+		x->locked_before = BPF_CORE_READ(t, mm, locked_vm);
 		x->flags |= E_UNLOCKED;
 	}
 }
@@ -995,10 +1003,15 @@ static __always_inline void exit_extras(struct record_path *slot, struct task_st
 		fill_vma(x, slot->path, ret);
 }
 
-static __always_inline int on_enter(struct sys_enter_ctx *ctx, int nargs)
+/* One program for every syscall: the arguments come from the registers, not the tracepoint's
+ * record, whose size differs per syscall (reading past it fails at attach). Each program costs
+ * the verifier tens of milliseconds at start, so one instead of one per argument count. */
+SEC("tracepoint")
+int sys_enter(struct sys_enter_ctx *ctx)
 {
 	struct task_struct *t = bpf_get_current_task_btf();
 	struct record_path *slot;
+	struct pt_regs *regs;
 	__u8 want;
 
 	/* The tracer's own calls (its reads, the ring's mmaps) are not traced, nor counted as
@@ -1014,11 +1027,14 @@ static __always_inline int on_enter(struct sys_enter_ctx *ctx, int nargs)
 		count(&lost, ctx->nr);
 		return 0;
 	}
-	/* Reading past this syscall's own arguments would fail at attach, hence one program per
-	 * argument count with constant bounds. */
-	for (int i = 0; i < 6; i++)
-		if (i < nargs)
-			slot->base.args[i] = ctx->args[i];
+	/* All six: user space reads only as many as the syscall takes. */
+	regs = (struct pt_regs *)bpf_task_pt_regs(t);
+	slot->base.args[0] = regs->di;
+	slot->base.args[1] = regs->si;
+	slot->base.args[2] = regs->dx;
+	slot->base.args[3] = regs->r10;
+	slot->base.args[4] = regs->r8;
+	slot->base.args[5] = regs->r9;
 	want = extras[ctx->nr & (MAX_IDS - 1)];
 	if (want)
 		enter_extras(slot, t, want);
@@ -1026,27 +1042,16 @@ static __always_inline int on_enter(struct sys_enter_ctx *ctx, int nargs)
 	return 0;
 }
 
-#define ENTER(n)                                              \
-	SEC("tracepoint")                                     \
-	int enter_##n(struct sys_enter_ctx *ctx)              \
-	{                                                     \
-		return on_enter(ctx, n);                      \
-	}
-
-ENTER(0)
-ENTER(1)
-ENTER(2)
-ENTER(3)
-ENTER(4)
-ENTER(5)
-ENTER(6)
-
 /* Who is running: every context field of a record but the time, read from the task itself
- * (each helper call costs more than the loads it would replace). */
+ * (each helper call costs more than the loads it would replace). But each load of a pointer
+ * through the task costs the verifier scans of the kernel's whole BTF (on 6.5+), in every
+ * program that fills a context: the cgroup's three comes from a helper, and the pid chains of
+ * containers, taken only there, through reads the verifier does not follow. */
 static __always_inline void fill_context(struct record *r, struct task_struct *t, __u32 id)
 {
 	struct task_struct *parent = t->real_parent;
-	struct pid_namespace *pidns = t->nsproxy->pid_ns_for_children;
+	struct nsproxy *ns = t->nsproxy;
+	struct pid_namespace *pidns = ns->pid_ns_for_children;
 	const struct cred *cred = t->cred;
 	unsigned int level = pidns->level;
 
@@ -1055,7 +1060,7 @@ static __always_inline void fill_context(struct record *r, struct task_struct *t
 	r->absent = 0;
 	r->uid = cred->uid.val;
 	r->gid = cred->gid.val;
-	r->cgroup_id = t->cgroups->dfl_cgrp->kn->id;
+	r->cgroup_id = bpf_get_current_cgroup_id();
 	__builtin_memcpy(r->comm, t->comm, sizeof(r->comm));
 	r->pid = t->tgid;
 	r->tid = t->pid;
@@ -1067,16 +1072,16 @@ static __always_inline void fill_context(struct record *r, struct task_struct *t
 	 * start (de_thread), so a process keeps its start for life. */
 	r->leader_start = t->group_leader->start_boottime;
 	r->parent_start = parent->group_leader->start_boottime;
-	r->mnt_ns = t->nsproxy->mnt_ns->ns.inum;
+	r->mnt_ns = ns->mnt_ns->ns.inum;
 	r->pid_ns = pidns->ns.inum;
 	if (level == 0) {
 		r->ns_pid = r->pid;
 		r->ns_tid = r->tid;
 		r->ns_ppid = r->ppid;
 	} else {
-		r->ns_tid = pid_at_level(t->thread_pid, level);
-		r->ns_pid = pid_at_level(t->group_leader->thread_pid, level);
-		r->ns_ppid = pid_at_level(parent->group_leader->thread_pid, level);
+		r->ns_tid = pid_at_level(BPF_CORE_READ(t, thread_pid), level);
+		r->ns_pid = pid_at_level(BPF_CORE_READ(t, group_leader, thread_pid), level);
+		r->ns_ppid = pid_at_level(BPF_CORE_READ(parent, group_leader, thread_pid), level);
 	}
 }
 

@@ -215,9 +215,7 @@ impl Tracer {
         }
         for event in &available {
             match event.source {
-                Source::Syscall { .. } => {
-                    programs.extend([ENTER_PROGRAMS[event.args.len()], "sys_exit"])
-                }
+                Source::Syscall { .. } => programs.extend(["sys_enter", "sys_exit"]),
                 Source::Tracepoint { program, .. } => programs.push(program),
             }
         }
@@ -233,9 +231,11 @@ impl Tracer {
         for &event in &available {
             match event.source {
                 Source::Syscall { .. } => {
-                    let enter = ENTER_PROGRAMS[event.args.len()];
                     let tp = format!("sys_enter_{}", event.name);
-                    links.push((enter, attach(&mut bpf, enter, event, "syscalls", &tp)?));
+                    links.push((
+                        "sys_enter",
+                        attach(&mut bpf, "sys_enter", event, "syscalls", &tp)?,
+                    ));
                     let tp = format!("sys_exit_{}", event.name);
                     links.push((
                         "sys_exit",
@@ -368,12 +368,6 @@ impl Tracer {
 
 /// Set to print the verifier's whole log when a program fails to load.
 pub const VERIFIER_LOG_VAR: &str = "MMTRACE_VERIFIER_LOG";
-
-/// The enter program for each argument count: a program must not read past its syscall's
-/// arguments, so each count has its own.
-const ENTER_PROGRAMS: [&str; 7] = [
-    "enter_0", "enter_1", "enter_2", "enter_3", "enter_4", "enter_5", "enter_6",
-];
 
 fn attach(
     bpf: &mut Ebpf,
