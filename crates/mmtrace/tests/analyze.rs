@@ -230,8 +230,11 @@ unsafe fn hold(len: usize, ready: i32, starved: Option<&CStr>) -> ! {
     }
 }
 
-/// A CPU cgroup whose tasks may run 1 ms per second (cgroup v2 `cpu.max`, or the v1 CFS
-/// quota); removed when dropped. Needs root.
+/// A CPU cgroup whose tasks may run 1 ms in every 100 (cgroup v2 `cpu.max`, or the v1 CFS
+/// quota): far too little to free a victim's memory before a reaper does, enough for the
+/// exit that follows to finish within reap's wait under emulation (6.1 and 6.12 run under
+/// QEMU's TCG in CI, where 1 ms a second left a reaped victim's exit over 30 s). Removed
+/// when dropped. Needs root.
 struct Starved {
     dir: String,
     procs: CString,
@@ -253,12 +256,12 @@ impl Starved {
         let dir = if v2 {
             let dir = format!("/sys/fs/cgroup/{name}");
             std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(format!("{dir}/cpu.max"), "1000 1000000").unwrap();
+            std::fs::write(format!("{dir}/cpu.max"), "1000 100000").unwrap();
             dir
         } else {
             let dir = format!("/sys/fs/cgroup/cpu/{name}");
             std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(format!("{dir}/cpu.cfs_period_us"), "1000000").unwrap();
+            std::fs::write(format!("{dir}/cpu.cfs_period_us"), "100000").unwrap();
             std::fs::write(format!("{dir}/cpu.cfs_quota_us"), "1000").unwrap();
             dir
         };
@@ -392,7 +395,13 @@ fn check_answers(r: &Value, pids: [i32; 4], enriched: bool, storm_seconds: u64) 
         f["munmapPeakPerSecond"].as_u64().unwrap() >= STORM as u64 / storm_seconds,
         "{f} ({STORM} munmaps within {storm_seconds} s)"
     );
-    let mut expected = vec!["MMT-001", "MMT-007", "MMT-008"];
+    let mut expected = vec!["MMT-001", "MMT-007"];
+    // A storm that took the test more than a second (a loaded machine, an emulated one) need
+    // not reach the detection's 1000 a second; the peak, checked above, then decides.
+    let peak = f["munmapPeakPerSecond"].as_u64().unwrap();
+    if peak >= 1000 {
+        expected.push("MMT-008");
+    }
     if enriched {
         expected.insert(1, "MMT-002");
     }
