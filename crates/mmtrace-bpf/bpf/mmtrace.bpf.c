@@ -5,6 +5,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 
+#include "mmtrace.h"
+
 /*
  * Only the kernel fields we read, marked for CO-RE so the loader relocates them against the
  * running kernel's BTF. Declaring them here instead of including a generated vmlinux.h keeps
@@ -264,161 +266,20 @@ struct exit_ctx {
 	__u8 group_dead;
 };
 
-/* Must match `Record` in src/record.rs (a test checks the size). */
-struct record {
-	__u64 ts;           /* entry, CLOCK_BOOTTIME ns */
-	__u64 duration;     /* ns */
-	__u64 args[8];      /* a syscall's 6 registers, or a kernel event's fields */
-	__s64 ret;
-	__u64 cgroup_id;
-	__u64 thread_start; /* CLOCK_BOOTTIME ns */
-	/* The process's start (its leader's) and its parent's: with the pids, what tells a
-	 * process from a later one that got the same pid (Tracee's entity ids). */
-	__u64 leader_start, parent_start; /* CLOCK_BOOTTIME ns */
-	__u32 pid, tid, ppid;          /* as the host sees them */
-	__u32 ns_pid, ns_tid, ns_ppid; /* as the task's own pid namespace sees them */
-	__u32 uid, gid;
-	__u32 mnt_ns, pid_ns;
-	__u16 id;           /* syscall number: the catalog's key */
-	__u16 cpu;
-	__u32 absent;       /* bit i: args[i] is a field this kernel does not have */
-	char comm[16];
-};
-
-_Static_assert(sizeof(struct record) == 184, "struct record must match Record in src/record.rs");
-
-/* What the catalog asks for, per event (`Extra` in Rust); the loader fills `extras`. */
-#define X_TARGET_ARG0 1 /* arg 0 is a pidfd: name its process */
-#define X_TARGET_RET 2  /* the return value is a pidfd: name its process */
-#define X_RSS 4         /* the target's resident memory before and after */
-#define X_LOCKED 8      /* the caller's locked memory after, its limit and CAP_IPC_LOCK */
-#define X_VMA 16        /* the mapping at arg 0 before the call */
-#define X_UNLOCKED 32   /* locked memory the call released (munmap) */
-#define X_VMA_RET 64    /* the mapping at the returned address after the call (mmap) */
-
-/* Which parts of `struct ext` a record carries. */
-#define E_TARGET 1
-#define E_RSS_BEFORE 2
-#define E_RSS_AFTER 4
-#define E_LOCKED 8
-#define E_VMA 16
-#define E_UNLOCKED 32
-
-/* VMA_INTERNAL: a file on a mount of the kernel's own (shared anonymous memory, memfd, SysV
- * shm, secretmem), which has a name but no path; user space tells them apart by the name.
- * VMA_UNREAD: the mmap lock stayed taken by another thread and the mapping was not read. */
-enum { VMA_UNMAPPED, VMA_ANON, VMA_FILE, VMA_STACK, VMA_HEAP, VMA_SHARED, VMA_INTERNAL, VMA_UNREAD };
-
 #define ENOENT 2
 #define EBUSY 16
-#define PATH_BUF 512
 #define NAME_MAX_READ 256
 #define PATH_DEPTH 24
 #define RLIMIT_MEMLOCK 8
 #define CAP_IPC_LOCK 14
 #define PIDFS_MAGIC 0x50494446
-#define VM_SHARED 0x8
 #define MNT_NS_INTERNAL ((struct mnt_namespace *)-22L) /* ERR_PTR(-EINVAL), fs/mount.h */
-#define VM_GROWSDOWN 0x100
 
-/* Facts no raw syscall record has, gathered at the moment of the call. Must match `Ext` in
- * src/record.rs. Ordered by how many events gather them: a record carries the shortest prefix
- * that holds its facts (EXT_CALLER, EXT_TARGET or all), so a storm of the most frequent calls
- * (munmap, mprotect, mlock) fills the ring a third slower. */
-struct ext {
-	__u32 flags;         /* E_* */
-	__u32 vma_kind;
-	__u32 cap_ipc_lock;
-	__u32 pad;
-	__u64 locked_vm;     /* caller's, pages, after the call */
-	__u64 locked_before; /* caller's, pages, at entry */
-	__u64 memlock_cur;   /* RLIMIT_MEMLOCK soft limit, bytes */
-	__u64 vma_start, vma_end, vma_flags;
-	/* EXT_CALLER ends here: what every caller-side fact needs. */
-	__u32 target_pid;    /* host view */
-	__u32 target_ns_pid; /* in the target's own pid namespace */
-	char target_comm[16];
-	/* EXT_TARGET ends here. */
-	__s64 rss_before[4]; /* target's mm counters in pages: file, anon, swap, shmem */
-	__s64 rss_after[4];
-};
-
-#define EXT_CALLER 64
-#define EXT_TARGET 88
-_Static_assert(__builtin_offsetof(struct ext, target_pid) == EXT_CALLER, "EXT_CALLER");
-_Static_assert(__builtin_offsetof(struct ext, rss_before) == EXT_TARGET, "EXT_TARGET");
-
-/* Sizes of record a call can have: bare, with a prefix of its extras, with all of them and a
- * file path. Most calls need no extras, and most mappings have no file path. */
-struct record_ext {
-	struct record base;
-	struct ext ext;
-};
-
-struct record_path {
-	struct record base;
-	struct ext ext;
-	char path[PATH_BUF]; /* file path components, leaf first, each followed by '/' */
-};
-
-_Static_assert(sizeof(struct ext) == 152, "struct ext must match Ext in src/record.rs");
-
-#define MAX_IDS 1024
-
-/* Scope, set by the loader. Constants let the verifier drop every check that is unused, so
- * an unscoped trace pays for none of them. Field indexes match `scope::Field` in Rust. */
-#define F_PID 0
-#define F_TID 1
-#define F_UID 2
-#define NFIELDS 3
-#define FEW 4
-#define MAX_CGROUPS 8
-/* The tracer's own process is left out, or its own reads and writes would feed the trace. */
-const volatile __u32 self_tgid = 0;
-/* Fields with at most FEW '=' values, compared in place: a map lookup is a helper call, paid
- * by every call out of scope. */
-const volatile __u32 scope_few_mask = 0;
-const volatile __u64 scope_few[NFIELDS][FEW] = {};
-const volatile __u32 scope_few_n[NFIELDS] = {};
-const volatile __u32 scope_eq_mask = 0;    /* fields whose value must be in scope_values */
-const volatile __u32 scope_ne_mask = 0;    /* fields whose value must not be */
-const volatile __u32 scope_range_mask = 0; /* fields limited to [scope_min, scope_max] */
-const volatile __u64 scope_min[NFIELDS] = {};
-const volatile __u64 scope_max[NFIELDS] = {};
-const volatile __u32 scope_comm = 0;       /* SCOPE_EQ: comm must be listed; SCOPE_NE: must not */
-const volatile __u32 scope_tree = 0;       /* only processes marked TRACKED_TREE */
-const volatile __u32 scope_follow = 0;     /* descendants of matching processes match too */
-const volatile __u32 scope_container = 0;  /* 1: only in a child pid namespace; 2: only outside */
-const volatile __u32 scope_ncgroups = 0;
-const volatile __u64 scope_cgroup_ids[MAX_CGROUPS] = {};
-const volatile __u32 scope_cgroup_levels[MAX_CGROUPS] = {};
-const volatile __u32 has_arg_filters = 0;
-const volatile __u8 extras[1024] = {};
-/* Event ids of kernel events, set by the loader when selected (0: not traced). */
-const volatile __u32 exit_event_id = 0;
-/* Wake the reader only when unread data crosses this many bytes; it also polls on a timer.
- * Every wakeup costs the traced thread about 12 us, so waking per event would dominate. */
-const volatile __u64 wakeup_bytes = 1 << 20;
-
-/* What the running kernel offers, found by the loader's probes. Constants, so the verifier
- * drops the code of a missing feature (helper calls and context reads included) unseen. */
-const volatile __u32 have_find_vma = 0;  /* bpf_find_vma and bpf_loop (5.17) */
-const volatile __u32 exit_before_mm = 0; /* sched_process_exit: group_dead, before exit_mm (6.16) */
-const volatile __u32 victim_fields = 0;  /* oom:mark_victim's fields beyond pid (6.9) */
-
-#define SCOPE_EQ 1
-#define SCOPE_NE 2
-#define TRACKED_TREE 1
-#define TRACKED_FOLLOW 2
+/* Set by the loader, as one value (see struct config). */
+const volatile struct config cfg = {};
 
 /* Declared here because libbpf 1.1's headers predate it (helper 123, Linux 5.7). */
 static __u64 (*get_current_ancestor_cgroup_id)(int ancestor_level) = (void *)123;
-
-struct scope_key {
-	__u32 field;
-	__u32 pad;
-	__u64 value;
-};
 
 /* Values named by '=' (SCOPE_EQ) and '!=' (SCOPE_NE) scopes, per field. */
 struct {
@@ -476,28 +337,6 @@ static __always_inline void tracked_clear(__u32 tgid)
 		__sync_fetch_and_and(w, ~(3ULL << (tgid % 32 * 2)));
 }
 
-/* Argument and return-value conditions, per event id. Layout matches src/filters.rs. */
-#define MAX_CONDS 8
-#define MAX_VALS 8
-#define TARGET_RET 6
-enum { OP_EQ, OP_NE, OP_LT, OP_GT, OP_LE, OP_GE };
-
-struct cond {
-	__u8 target; /* argument index, or TARGET_RET */
-	__u8 op;
-	__u8 is_signed;
-	__u8 width; /* bytes the raw register is narrowed to */
-	__u8 nvals;
-	__u8 pad[3];
-	__u64 vals[MAX_VALS];
-};
-
-struct filter {
-	__u32 n;
-	__u32 pad;
-	struct cond conds[MAX_CONDS];
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 64);
@@ -550,27 +389,27 @@ static __always_inline int field_in_scope(__u32 field, __u64 v)
 {
 	__u32 bit = 1 << field;
 
-	if (scope_few_mask & bit) {
+	if (cfg.scope_few_mask & bit) {
 		int hit = 0;
 
 		for (int i = 0; i < FEW; i++)
-			if (i < scope_few_n[field & 3] && scope_few[field & 3][i] == v)
+			if (i < cfg.scope_few_n[field & 3] && cfg.scope_few[field & 3][i] == v)
 				hit = 1;
 		if (!hit)
 			return 0;
 	}
-	if ((scope_eq_mask | scope_ne_mask) & bit) {
+	if ((cfg.scope_eq_mask | cfg.scope_ne_mask) & bit) {
 		struct scope_key k = { .field = field, .value = v };
 		__u8 *found = bpf_map_lookup_elem(&scope_values, &k);
 		__u8 marks = found ? *found : 0;
 
-		if ((scope_eq_mask & bit) && !(marks & SCOPE_EQ))
+		if ((cfg.scope_eq_mask & bit) && !(marks & SCOPE_EQ))
 			return 0;
-		if ((scope_ne_mask & bit) && (marks & SCOPE_NE))
+		if ((cfg.scope_ne_mask & bit) && (marks & SCOPE_NE))
 			return 0;
 	}
-	if ((scope_range_mask & bit) &&
-	    (v < scope_min[field & 3] || v > scope_max[field & 3]))
+	if ((cfg.scope_range_mask & bit) &&
+	    (v < cfg.scope_min[field & 3] || v > cfg.scope_max[field & 3]))
 		return 0;
 	return 1;
 }
@@ -581,10 +420,10 @@ static __always_inline int criteria_match(struct task_struct *t)
 {
 	if (!field_in_scope(F_PID, (__u32)t->tgid) || !field_in_scope(F_TID, (__u32)t->pid))
 		return 0;
-	if ((scope_eq_mask | scope_ne_mask | scope_range_mask) & (1 << F_UID) &&
+	if ((cfg.scope_eq_mask | cfg.scope_ne_mask | cfg.scope_range_mask) & (1 << F_UID) &&
 	    !field_in_scope(F_UID, t->cred->uid.val))
 		return 0;
-	if (scope_comm) {
+	if (cfg.scope_comm) {
 		char comm[16];
 		__u8 *found, marks;
 
@@ -592,25 +431,25 @@ static __always_inline int criteria_match(struct task_struct *t)
 		__builtin_memcpy(comm, t->comm, sizeof(comm));
 		found = bpf_map_lookup_elem(&scope_comms, comm);
 		marks = found ? *found : 0;
-		if ((scope_comm & SCOPE_EQ) && !(marks & SCOPE_EQ))
+		if ((cfg.scope_comm & SCOPE_EQ) && !(marks & SCOPE_EQ))
 			return 0;
-		if ((scope_comm & SCOPE_NE) && (marks & SCOPE_NE))
+		if ((cfg.scope_comm & SCOPE_NE) && (marks & SCOPE_NE))
 			return 0;
 	}
-	if (scope_container) {
+	if (cfg.scope_container) {
 		int inside = t->thread_pid->level > 0;
 
-		if (inside != (scope_container == 1))
+		if (inside != (cfg.scope_container == CONTAINER_INSIDE))
 			return 0;
 	}
-	if (scope_ncgroups) {
+	if (cfg.scope_ncgroups) {
 		int hit = 0;
 
 		for (int i = 0; i < MAX_CGROUPS; i++) {
-			if (i >= scope_ncgroups)
+			if (i >= cfg.scope_ncgroups)
 				break;
-			if (get_current_ancestor_cgroup_id(scope_cgroup_levels[i]) ==
-			    scope_cgroup_ids[i]) {
+			if (get_current_ancestor_cgroup_id(cfg.scope_cgroup_levels[i]) ==
+			    cfg.scope_cgroup_ids[i]) {
 				hit = 1;
 				break;
 			}
@@ -626,15 +465,15 @@ static __always_inline int in_scope(struct task_struct *t)
 	__u32 tgid = t->tgid;
 	__u8 mark = 0;
 
-	if (scope_tree || scope_follow)
+	if (cfg.scope_tree || cfg.scope_follow)
 		mark = tracked_marks(tgid);
-	if (scope_tree && !(mark & TRACKED_TREE))
+	if (cfg.scope_tree && !(mark & TRACKED_TREE))
 		return 0;
-	if (scope_follow && (mark & TRACKED_FOLLOW))
+	if (cfg.scope_follow && (mark & TRACKED_FOLLOW))
 		return 1;
 	if (!criteria_match(t))
 		return 0;
-	if (scope_follow)
+	if (cfg.scope_follow)
 		tracked_add(tgid, TRACKED_FOLLOW);
 	return 1;
 }
@@ -745,7 +584,7 @@ static __always_inline void read_rss(struct task_struct *task, __s64 *out)
 			bpf_core_field_offset(struct percpu_counter, count);
 	}
 
-	for (int i = 0; i < 4; i++) {
+	for (int i = 0; i < NR_MM_COUNTERS; i++) {
 		out[i] = 0;
 		if (mm)
 			bpf_probe_read_kernel(&out[i], sizeof(out[i]), (void *)(base + i * stride));
@@ -965,7 +804,7 @@ static __always_inline void fill_vma(struct ext *x, char *path, __u64 addr)
 }
 
 /* Facts that must be read before the call changes them. */
-static __always_inline void enter_extras(struct record_path *slot, struct task_struct *t, __u8 want)
+static __always_inline void enter_extras(struct record_path *slot, struct task_struct *t, __u16 want)
 {
 	struct ext *x = &slot->ext;
 
@@ -979,7 +818,7 @@ static __always_inline void enter_extras(struct record_path *slot, struct task_s
 			x->flags |= E_RSS_BEFORE;
 		}
 	}
-	if (have_find_vma && (want & X_VMA))
+	if (cfg.have_find_vma && (want & X_VMA))
 		fill_vma(x, slot->path, slot->base.args[0]);
 	if (want & X_UNLOCKED) {
 		x->locked_before = BPF_CORE_READ(t, mm, locked_vm);
@@ -988,7 +827,7 @@ static __always_inline void enter_extras(struct record_path *slot, struct task_s
 }
 
 /* Facts of the call's outcome, gathered into the slot before the record's size is chosen. */
-static __always_inline void exit_extras(struct record_path *slot, struct task_struct *t, __u8 want,
+static __always_inline void exit_extras(struct record_path *slot, struct task_struct *t, __u16 want,
 					__s64 ret)
 {
 	struct ext *x = &slot->ext;
@@ -999,7 +838,7 @@ static __always_inline void exit_extras(struct record_path *slot, struct task_st
 		fill_target(x, pid_of_fd(ret), 0);
 	if (want & X_LOCKED)
 		fill_locked(x, t);
-	if (have_find_vma && (want & X_VMA_RET) && (ret < -4095 || ret >= 0))
+	if (cfg.have_find_vma && (want & X_VMA_RET) && (ret < -4095 || ret >= 0))
 		fill_vma(x, slot->path, ret);
 }
 
@@ -1012,11 +851,11 @@ int sys_enter(struct sys_enter_ctx *ctx)
 	struct task_struct *t = bpf_get_current_task_btf();
 	struct record_path *slot;
 	struct pt_regs *regs;
-	__u8 want;
+	__u16 want;
 
 	/* The tracer's own calls (its reads, the ring's mmaps) are not traced, nor counted as
 	 * filtered: that column is about what the user's scope and filters left out. */
-	if (t->tgid == self_tgid)
+	if (t->tgid == cfg.self_tgid)
 		return 0;
 	if (!in_scope(t)) {
 		count(&filtered, ctx->nr);
@@ -1035,7 +874,7 @@ int sys_enter(struct sys_enter_ctx *ctx)
 	slot->base.args[3] = regs->r10;
 	slot->base.args[4] = regs->r8;
 	slot->base.args[5] = regs->r9;
-	want = extras[ctx->nr & (MAX_IDS - 1)];
+	want = cfg.extras[ctx->nr & (MAX_IDS - 1)];
 	if (want)
 		enter_extras(slot, t, want);
 	slot->base.ts = bpf_ktime_get_boot_ns();
@@ -1090,7 +929,7 @@ static __always_inline __u64 wakeup(void)
 {
 	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 
-	return avail >= wakeup_bytes && avail < wakeup_bytes + 2 * sizeof(struct record_path) ?
+	return avail >= cfg.wakeup_bytes && avail < cfg.wakeup_bytes + 2 * sizeof(struct record_path) ?
 		       BPF_RB_FORCE_WAKEUP :
 		       BPF_RB_NO_WAKEUP;
 }
@@ -1102,7 +941,7 @@ static __always_inline void submit(void *r)
 
 /* How much of the slot a call's record needs: the whole extras and path when it found a
  * file, else the shortest prefix of the extras that holds what it gathered. */
-static __always_inline __u32 record_size(const struct record_path *slot, __u8 want)
+static __always_inline __u32 record_size(const struct record_path *slot, __u16 want)
 {
 	__u32 flags = slot->ext.flags;
 
@@ -1121,7 +960,7 @@ int sys_exit(struct sys_exit_ctx *ctx)
 	struct task_struct *t = bpf_get_current_task_btf();
 	struct record_path *slot;
 	__u32 id = ctx->nr;
-	__u8 want;
+	__u16 want;
 
 	/* A task that never had a slot (out of scope, most often) is told by one load, not a
 	 * helper call: that is most of what an out-of-scope call costs here. */
@@ -1132,7 +971,7 @@ int sys_exit(struct sys_exit_ctx *ctx)
 	if (!slot || !slot->base.ts)
 		return 0;
 	slot->base.duration = bpf_ktime_get_boot_ns() - slot->base.ts;
-	if (has_arg_filters && !passes_filters(id, slot, ctx->ret)) {
+	if (cfg.has_arg_filters && !passes_filters(id, slot, ctx->ret)) {
 		slot->base.ts = 0;
 		count(&filtered, id);
 		return 0;
@@ -1141,7 +980,7 @@ int sys_exit(struct sys_exit_ctx *ctx)
 	/* Before the extras' branches: the verifier then walks the context's loads once, and
 	 * each of them costs it scans of the kernel's BTF (the attach time). */
 	fill_context(&slot->base, t, id);
-	want = extras[id & (MAX_IDS - 1)];
+	want = cfg.extras[id & (MAX_IDS - 1)];
 	if (want)
 		exit_extras(slot, t, want, ctx->ret);
 	/* One copy into the ring: cheaper than a reservation filled field by field, and a
@@ -1173,15 +1012,6 @@ int on_fork(struct fork_ctx *ctx)
 	return 0;
 }
 
-/* Kernel events: catalog ids of the entries with a tracepoint source (a test holds the two
- * lists together). */
-#define ID_OOM_MARK_VICTIM 1000
-#define ID_OOM_START_TASK_REAPING 1001
-#define ID_OOM_FINISH_TASK_REAPING 1002
-#define ID_OOM_SKIP_TASK_REAPING 1003
-#define ID_SCHED_PROCESS_EXIT 1004
-#define ID_EXIT_MMAP 1005
-
 /* A kernel event is an instant: stamped when it fires, no duration, no result. */
 static __always_inline void stamp(struct record *r, __u32 id)
 {
@@ -1210,7 +1040,7 @@ int oom_mark_victim(struct mark_victim_ctx *ctx)
 	rx->ext.target_ns_pid = ctx->pid;
 	stamp(&rx->base, ID_OOM_MARK_VICTIM);
 	/* Before 6.9 the tracepoint has the pid alone, and reading past it fails the attach. */
-	if (victim_fields) {
+	if (cfg.victim_fields) {
 		a[1] = ctx->total_vm;
 		a[2] = ctx->anon_rss;
 		a[3] = ctx->file_rss;
@@ -1260,14 +1090,12 @@ int oom_skip_task_reaping(struct reaping_ctx *ctx)
 	return reaping(ctx, ID_OOM_SKIP_TASK_REAPING);
 }
 
-const volatile __u32 page_size = 4096;
-
 /* Whether the exiting thread is the process's last. Since 6.16 the tracepoint says so; before,
  * the count of live threads is already down when it fires (and reading group_dead there
  * would fail the attach). */
 static __always_inline int group_dead(struct exit_ctx *ctx, struct task_struct *t)
 {
-	if (exit_before_mm)
+	if (cfg.exit_before_mm)
 		return ctx->group_dead;
 	return t->signal->live.counter == 0;
 }
@@ -1279,12 +1107,12 @@ int on_exit(struct exit_ctx *ctx)
 {
 	struct task_struct *t = bpf_get_current_task_btf();
 
-	if (t->tgid != self_tgid && group_dead(ctx, t)) {
+	if (t->tgid != cfg.self_tgid && group_dead(ctx, t)) {
 		if (!in_scope(t)) {
 			count(&filtered, ID_SCHED_PROCESS_EXIT);
 		} else {
 			struct record *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
-			__s64 rss[4];
+			__s64 rss[NR_MM_COUNTERS];
 
 			if (!r) {
 				count(&lost, ID_SCHED_PROCESS_EXIT);
@@ -1292,11 +1120,11 @@ int on_exit(struct exit_ctx *ctx)
 				__builtin_memset(r->args, 0, sizeof(r->args));
 				r->args[0] = t->exit_code;
 				stamp(r, ID_SCHED_PROCESS_EXIT);
-				if (exit_before_mm) {
+				if (cfg.exit_before_mm) {
 					read_rss(t, rss);
-					r->args[1] = rss[1] * page_size;
-					r->args[2] = rss[0] * page_size;
-					r->args[3] = rss[3] * page_size;
+					r->args[1] = rss[MM_ANONPAGES] * cfg.page_size;
+					r->args[2] = rss[MM_FILEPAGES] * cfg.page_size;
+					r->args[3] = rss[MM_SHMEMPAGES] * cfg.page_size;
 				} else {
 					r->absent = 0xe;
 				}
@@ -1331,7 +1159,7 @@ int on_exit_mmap(struct exit_mmap_ctx *ctx)
 	struct mm_struct *mm = ctx->mm;
 	struct record *r;
 
-	if (t->mm || !(t->flags & PF_EXITING) || t->tgid == self_tgid)
+	if (t->mm || !(t->flags & PF_EXITING) || t->tgid == cfg.self_tgid)
 		return 0;
 	if (!in_scope(t)) {
 		count(&filtered, ID_EXIT_MMAP);
@@ -1343,7 +1171,7 @@ int on_exit_mmap(struct exit_mmap_ctx *ctx)
 		return 0;
 	}
 	__builtin_memset(r->args, 0, sizeof(r->args));
-	r->args[0] = BPF_CORE_READ(mm, total_vm) * page_size;
+	r->args[0] = BPF_CORE_READ(mm, total_vm) * cfg.page_size;
 	stamp(r, ID_EXIT_MMAP);
 	submit(r);
 	return 0;

@@ -7,7 +7,8 @@ mod scope;
 mod system;
 mod tracer;
 
-pub use record::{Clock, Ext, Record};
+pub use mmtrace_abi as abi;
+pub use record::{parse_record, Clock, Record};
 pub use scope::ScopeError;
 pub use system::{check_btf, check_privileges, ensure_tracefs, event_available, SystemError};
 pub use tracer::{Error, Options, Tracer, Unavailable};

@@ -1,126 +1,73 @@
 //! The fixed-size record the kernel side writes for each call, and its turn into an `Event`.
 
+use std::mem::{offset_of, size_of};
+
+use mmtrace_abi as abi;
+use mmtrace_abi::{
+    E_LOCKED, E_RSS_AFTER, E_RSS_BEFORE, E_TARGET, E_UNLOCKED, E_VMA, MM_ANONPAGES, MM_FILEPAGES,
+    MM_SHMEMPAGES, VM_LOCKED, VM_SHARED,
+};
 use mmtrace_events::enrich::{Enrichment, Locked, Mapping, MappingKind, Rss, Target};
 use mmtrace_events::event::Context;
 use mmtrace_events::{by_id, Event, TracedText};
 
-/// Mirror of `struct record` in bpf/mmtrace.bpf.c; both sides assert the size.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Record {
-    pub ts: u64,
-    pub duration: u64,
-    pub args: [u64; 8],
-    pub ret: i64,
-    pub cgroup_id: u64,
-    pub thread_start: u64,
-    pub leader_start: u64,
-    pub parent_start: u64,
-    pub pid: u32,
-    pub tid: u32,
-    pub ppid: u32,
-    pub ns_pid: u32,
-    pub ns_tid: u32,
-    pub ns_ppid: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub mnt_ns: u32,
-    pub pid_ns: u32,
-    pub id: u16,
-    pub cpu: u16,
-    /// Bit i: args[i] is a field the running kernel does not have.
-    pub absent: u32,
-    pub comm: [u8; 16],
-}
-
-const _: () = assert!(std::mem::size_of::<Record>() == 184);
-
-/// Mirror of `struct ext`: what events with catalog extras carry after the record.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct Ext {
-    pub flags: u32,
-    pub vma_kind: u32,
-    pub cap_ipc_lock: u32,
-    pub pad: u32,
-    pub locked_vm: u64,
-    pub locked_before: u64,
-    pub memlock_cur: u64,
-    pub vma_start: u64,
-    pub vma_end: u64,
-    pub vma_flags: u64,
-    pub target_pid: u32,
-    pub target_ns_pid: u32,
-    pub target_comm: [u8; 16],
-    /// file, anon, swap, shmem pages: the kernel's MM_* counter order.
-    pub rss_before: [i64; 4],
-    pub rss_after: [i64; 4],
-}
-
-const _: () = assert!(std::mem::size_of::<Ext>() == 152);
-// The prefixes the kernel side sends: EXT_CALLER and EXT_TARGET in bpf/mmtrace.bpf.c.
-const _: () = assert!(std::mem::offset_of!(Ext, target_pid) == 64);
-const _: () = assert!(std::mem::offset_of!(Ext, rss_before) == 88);
-
-const E_TARGET: u32 = 1;
-const E_RSS_BEFORE: u32 = 2;
-const E_RSS_AFTER: u32 = 4;
-const E_LOCKED: u32 = 8;
-const E_VMA: u32 = 16;
-const E_UNLOCKED: u32 = 32;
-const VM_SHARED: u64 = 0x8;
-const VM_LOCKED: u64 = 0x2000;
+/// `struct record` of bpf/mmtrace.h: what the kernel side writes for every call.
+pub type Record = abi::record;
+/// `struct ext`: what events with catalog extras carry after the record.
+type Ext = abi::ext;
 
 /// Reads a plain-old-data value from the start of `bytes`, if they are long enough.
 fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
-    (bytes.len() >= std::mem::size_of::<T>())
+    (bytes.len() >= size_of::<T>())
         // SAFETY: length checked; T is only instantiated with repr(C) integer structs.
         .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
-impl Ext {
-    /// `path`: the file path the kernel side sent after the extras, when it found one.
-    fn enrichment(&self, path: Option<&[u8]>) -> Enrichment {
-        let page = rustix::param::page_size() as u64;
-        let has = |bit: u32| self.flags & bit != 0;
-        let rss = |pages: &[i64; 4]| Rss {
-            file: pages[0].max(0) as u64 * page,
-            anon: pages[1].max(0) as u64 * page,
-            shmem: pages[3].max(0) as u64 * page,
-        };
-        Enrichment {
-            target: has(E_TARGET).then(|| Target {
-                host_pid: self.target_pid,
-                pid: self.target_ns_pid,
-                comm: TracedText::from_c(&self.target_comm),
-            }),
-            rss_before: has(E_RSS_BEFORE).then(|| rss(&self.rss_before)),
-            rss_after: has(E_RSS_AFTER).then(|| rss(&self.rss_after)),
-            locked: has(E_LOCKED).then(|| Locked {
-                locked_bytes: self.locked_vm * page,
-                limit_bytes: (self.memlock_cur != u64::MAX).then_some(self.memlock_cur),
-                cap_ipc_lock: self.cap_ipc_lock != 0,
-            }),
-            mapping: has(E_VMA).then(|| {
-                let text = path.map(TracedText::from_c).unwrap_or_default();
-                let (kind, name) = MappingKind::from_kernel(self.vma_kind, text.as_bytes());
-                Mapping {
-                    kind,
-                    start: self.vma_start,
-                    end: self.vma_end,
-                    prot: self.vma_flags & 0x7,
-                    shared: self.vma_flags & VM_SHARED != 0,
-                    locked: self.vma_flags & VM_LOCKED != 0,
-                    path: (kind == MappingKind::File)
-                        .then(|| file_path(text.as_bytes()))
-                        .filter(|p| !p.is_empty()),
-                    name,
-                }
-            }),
-            // After the call, so lock changes by the call itself are what is left.
-            unlocked_bytes: (has(E_UNLOCKED) && has(E_LOCKED))
-                .then(|| self.locked_before.saturating_sub(self.locked_vm) * page),
+/// What `x` says, with `path`: the file path the kernel side sent after the extras, when it
+/// found one.
+fn enrichment(x: &Ext, path: Option<&[u8]>) -> Enrichment {
+    let page = rustix::param::page_size() as u64;
+    let has = |bit: u32| x.flags & bit != 0;
+    let rss = |pages: &[i64; abi::NR_MM_COUNTERS as usize]| {
+        let bytes = |counter: u32| pages[counter as usize].max(0) as u64 * page;
+        Rss {
+            file: bytes(MM_FILEPAGES),
+            anon: bytes(MM_ANONPAGES),
+            shmem: bytes(MM_SHMEMPAGES),
         }
+    };
+    Enrichment {
+        target: has(E_TARGET).then(|| Target {
+            host_pid: x.target_pid,
+            pid: x.target_ns_pid,
+            comm: TracedText::from_c(&x.target_comm),
+        }),
+        rss_before: has(E_RSS_BEFORE).then(|| rss(&x.rss_before)),
+        rss_after: has(E_RSS_AFTER).then(|| rss(&x.rss_after)),
+        locked: has(E_LOCKED).then(|| Locked {
+            locked_bytes: x.locked_vm * page,
+            limit_bytes: (x.memlock_cur != u64::MAX).then_some(x.memlock_cur),
+            cap_ipc_lock: x.cap_ipc_lock != 0,
+        }),
+        mapping: has(E_VMA).then(|| {
+            let text = path.map(TracedText::from_c).unwrap_or_default();
+            let (kind, name) = MappingKind::from_kernel(x.vma_kind, text.as_bytes());
+            Mapping {
+                kind,
+                start: x.vma_start,
+                end: x.vma_end,
+                prot: x.vma_flags & 0x7,
+                shared: x.vma_flags & VM_SHARED != 0,
+                locked: x.vma_flags & VM_LOCKED != 0,
+                path: (kind == MappingKind::File)
+                    .then(|| file_path(text.as_bytes()))
+                    .filter(|p| !p.is_empty()),
+                name,
+            }
+        }),
+        // After the call, so lock changes by the call itself are what is left.
+        unlocked_bytes: (has(E_UNLOCKED) && has(E_LOCKED))
+            .then(|| x.locked_before.saturating_sub(x.locked_vm) * page),
     }
 }
 
@@ -138,56 +85,54 @@ fn file_path(leaf_first: &[u8]) -> TracedText {
     TracedText::from(path)
 }
 
-impl Record {
-    /// The event in ring-buffer bytes: a record, then its extras and path when it has them.
-    /// None if the bytes are too short or the id is not in the catalog.
-    pub fn parse(bytes: &[u8], clock: &Clock) -> Option<Event> {
-        let record = read::<Record>(bytes)?;
-        let rest = &bytes[std::mem::size_of::<Record>()..];
-        // The kernel side sends only the prefix of the extras its event gathered; the rest of
-        // the fields are absent, which its flags say.
-        let ext = (!rest.is_empty()).then(|| {
-            let mut full = [0u8; std::mem::size_of::<Ext>()];
-            let n = rest.len().min(full.len());
-            full[..n].copy_from_slice(&rest[..n]);
-            read::<Ext>(&full).expect("a whole Ext")
-        });
-        let path = rest
-            .get(std::mem::size_of::<Ext>()..)
-            .filter(|p| !p.is_empty());
-        record.event(ext.as_ref(), path, clock)
-    }
+/// The event in ring-buffer bytes: a record, then its extras and path when it has them.
+/// None if the bytes are too short or the id is not in the catalog.
+pub fn parse_record(bytes: &[u8], clock: &Clock) -> Option<Event> {
+    let record = read::<Record>(bytes)?;
+    let rest = &bytes[offset_of!(abi::record_ext, ext)..];
+    // The kernel side sends only the prefix of the extras its event gathered; the rest of
+    // the fields are absent, which its flags say.
+    let ext = (!rest.is_empty()).then(|| {
+        let mut full = [0u8; size_of::<Ext>()];
+        let n = rest.len().min(full.len());
+        full[..n].copy_from_slice(&rest[..n]);
+        read::<Ext>(&full).expect("a whole Ext")
+    });
+    let path = bytes
+        .get(offset_of!(abi::record_path, path)..)
+        .filter(|p| !p.is_empty());
+    event(&record, ext.as_ref(), path, clock)
+}
 
-    fn event(self, ext: Option<&Ext>, path: Option<&[u8]>, clock: &Clock) -> Option<Event> {
-        let def = by_id(self.id)?;
-        Some(Event {
-            def,
-            ctx: Context {
-                timestamp: clock.to_epoch(self.ts),
-                thread_start: clock.to_epoch(self.thread_start),
-                process_start: clock.to_epoch(self.leader_start),
-                parent_start: clock.to_epoch(self.parent_start),
-                cpu: self.cpu,
-                pid: self.ns_pid,
-                tid: self.ns_tid,
-                ppid: self.ns_ppid,
-                host_pid: self.pid,
-                host_tid: self.tid,
-                host_ppid: self.ppid,
-                uid: self.uid,
-                gid: self.gid,
-                cgroup_id: self.cgroup_id,
-                mnt_ns: self.mnt_ns,
-                pid_ns: self.pid_ns,
-                comm: TracedText::from_c(&self.comm),
-            },
-            raw_args: self.args,
-            absent: self.absent as u8,
-            ret: self.ret,
-            duration_ns: self.duration,
-            enrich: ext.map(|x| x.enrichment(path)),
-        })
-    }
+fn event(r: &Record, ext: Option<&Ext>, path: Option<&[u8]>, clock: &Clock) -> Option<Event> {
+    let def = by_id(r.id)?;
+    Some(Event {
+        def,
+        ctx: Context {
+            timestamp: clock.to_epoch(r.ts),
+            thread_start: clock.to_epoch(r.thread_start),
+            process_start: clock.to_epoch(r.leader_start),
+            parent_start: clock.to_epoch(r.parent_start),
+            cpu: r.cpu,
+            pid: r.ns_pid,
+            tid: r.ns_tid,
+            ppid: r.ns_ppid,
+            host_pid: r.pid,
+            host_tid: r.tid,
+            host_ppid: r.ppid,
+            uid: r.uid,
+            gid: r.gid,
+            cgroup_id: r.cgroup_id,
+            mnt_ns: r.mnt_ns,
+            pid_ns: r.pid_ns,
+            comm: TracedText::from_c(&r.comm),
+        },
+        raw_args: r.args,
+        absent: r.absent as u8,
+        ret: r.ret,
+        duration_ns: r.duration,
+        enrich: ext.map(|x| enrichment(x, path)),
+    })
 }
 
 /// Turns the kernel's CLOCK_BOOTTIME stamps into ns since the epoch.
@@ -218,10 +163,14 @@ impl Clock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mmtrace_abi::{
+        EXT_TARGET, ID_OOM_FINISH_TASK_REAPING, ID_OOM_MARK_VICTIM, ID_OOM_SKIP_TASK_REAPING,
+        ID_OOM_START_TASK_REAPING, ID_SCHED_PROCESS_EXIT,
+    };
 
     fn bytes<T>(v: &T) -> &[u8] {
         // SAFETY: reading the bytes of a repr(C) integer struct.
-        unsafe { std::slice::from_raw_parts((v as *const T).cast(), std::mem::size_of::<T>()) }
+        unsafe { std::slice::from_raw_parts((v as *const T).cast(), size_of::<T>()) }
     }
 
     fn clock() -> Clock {
@@ -247,19 +196,21 @@ mod tests {
     /// writes them; the reaping ones cannot be made to fire safely in a test.
     #[test]
     fn kernel_oom_events_decode() {
-        let mut ext: Ext = unsafe { std::mem::zeroed() };
-        ext.flags = E_TARGET;
-        ext.target_pid = 4242;
-        ext.target_ns_pid = 1;
+        let mut ext = Ext {
+            flags: E_TARGET,
+            target_pid: 4242,
+            target_ns_pid: 1,
+            ..Ext::default()
+        };
         ext.target_comm[..6].copy_from_slice(b"victim");
         let mark = record(
-            1000,
+            ID_OOM_MARK_VICTIM,
             &[4242, 81920, 65536, 4096, 0, 1000, 128, (-17i64) as u64],
         );
         let mut raw = bytes(&mark).to_vec();
         // As the kernel side sends it: the extras up to the target's, no memory counters.
-        raw.extend_from_slice(&bytes(&ext)[..std::mem::offset_of!(Ext, rss_before)]);
-        let e = Record::parse(&raw, &clock()).unwrap();
+        raw.extend_from_slice(&bytes(&ext)[..EXT_TARGET as usize]);
+        let e = parse_record(&raw, &clock()).unwrap();
         assert_eq!(e.name(), "oom_mark_victim");
         assert_eq!(e.ctx.timestamp, 1_005);
         assert_eq!(e.ctx.comm, "oomk");
@@ -276,17 +227,20 @@ mod tests {
         );
         assert_eq!(e.error_name(), None);
         for (id, name) in [
-            (1001, "oom_start_task_reaping"),
-            (1002, "oom_finish_task_reaping"),
-            (1003, "oom_skip_task_reaping"),
+            (ID_OOM_START_TASK_REAPING, "oom_start_task_reaping"),
+            (ID_OOM_FINISH_TASK_REAPING, "oom_finish_task_reaping"),
+            (ID_OOM_SKIP_TASK_REAPING, "oom_skip_task_reaping"),
         ] {
-            let e = Record::parse(bytes(&record(id, &[4242])), &clock()).unwrap();
+            let e = parse_record(bytes(&record(id, &[4242])), &clock()).unwrap();
             assert_eq!((e.name(), e.arg("pid")), (name, Some(Signed(4242))));
             assert!(e.enrich.is_none());
         }
         // exit(3): the status in bits 8-15 of task->exit_code, as Tracee splits it.
-        let exit =
-            Record::parse(bytes(&record(1004, &[3 << 8, 1 << 20, 8192, 0])), &clock()).unwrap();
+        let exit = parse_record(
+            bytes(&record(ID_SCHED_PROCESS_EXIT, &[3 << 8, 1 << 20, 8192, 0])),
+            &clock(),
+        )
+        .unwrap();
         assert_eq!(
             (
                 exit.name(),
@@ -307,8 +261,8 @@ mod tests {
 
     #[test]
     fn short_or_unknown_records_are_skipped() {
-        assert!(Record::parse(&[0u8; 10], &clock()).is_none());
-        assert!(Record::parse(bytes(&record(999, &[])), &clock()).is_none());
+        assert!(parse_record(&[0u8; 10], &clock()).is_none());
+        assert!(parse_record(bytes(&record(999, &[])), &clock()).is_none());
     }
 
     #[test]

@@ -5,53 +5,13 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use mmtrace_abi::{
+    self as abi, CONTAINER_ANY, CONTAINER_INSIDE, CONTAINER_OUTSIDE, FEW, F_PID, F_TID, F_UID,
+    MAX_CGROUPS, MAX_CONDS, OP_EQ, OP_GE, OP_GT, OP_LE, OP_LT, OP_NE, SCOPE_EQ, SCOPE_NE,
+    TARGET_RET,
+};
 use mmtrace_events::filter::{ArgFilter, Op, Target};
 use mmtrace_events::scope::{Field, Scope};
-
-pub const SCOPE_EQ: u8 = 1;
-pub const SCOPE_NE: u8 = 2;
-pub const TRACKED_TREE: u8 = 1;
-pub const MAX_CGROUPS: usize = 8;
-/// Up to this many '=' values of a field are compared in place; more go to a hash map, whose
-/// lookup is a helper call that every call out of scope would pay.
-pub const FEW: usize = 4;
-const MAX_CONDS: usize = 8;
-const TARGET_RET: u8 = 6;
-
-/// Mirror of `struct scope_key` in bpf/mmtrace.bpf.c.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct ScopeKey {
-    pub field: u32,
-    pub pad: u32,
-    pub value: u64,
-}
-// SAFETY: plain integers, no padding beyond the explicit field.
-unsafe impl aya::Pod for ScopeKey {}
-
-/// Mirror of `struct cond`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Cond {
-    pub target: u8,
-    pub op: u8,
-    pub is_signed: u8,
-    pub width: u8,
-    pub nvals: u8,
-    pub pad: [u8; 3],
-    pub vals: [u64; ArgFilter::MAX_VALUES],
-}
-
-/// Mirror of `struct filter`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Filter {
-    pub n: u32,
-    pub pad: u32,
-    pub conds: [Cond; MAX_CONDS],
-}
-// SAFETY: repr(C) integers and arrays of them, padding made explicit.
-unsafe impl aya::Pod for Filter {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScopeError {
@@ -66,59 +26,58 @@ pub enum ScopeError {
 /// Everything the kernel side needs for one scope.
 #[derive(Debug, Default)]
 pub struct KernelScope {
-    /// Fields whose '=' values are all in `few`.
-    pub few_mask: u32,
-    pub few: [[u64; FEW]; 3],
-    pub few_n: [u32; 3],
-    pub eq_mask: u32,
-    pub ne_mask: u32,
-    pub range_mask: u32,
-    pub min: [u64; 3],
-    pub max: [u64; 3],
-    pub comm: u32,
-    pub tree: bool,
-    pub follow: bool,
-    pub container: u32,
-    pub cgroups: Vec<(u64, u32)>,
-    pub values: Vec<(ScopeKey, u8)>,
+    /// The scope's part of the kernel side's configuration (`scope_*`), the rest left zero.
+    pub config: abi::config,
+    pub values: Vec<(abi::scope_key, u8)>,
     pub comms: Vec<([u8; 16], u8)>,
     /// Processes in a traced tree now; their future children are added by the fork hook.
     pub tree_members: Vec<u32>,
 }
 
+/// The kernel side's index of a field.
+fn kernel_field(field: Field) -> usize {
+    (match field {
+        Field::Pid => F_PID,
+        Field::Tid => F_TID,
+        Field::Uid => F_UID,
+    }) as usize
+}
+
 impl KernelScope {
     /// `roots` are extra tree roots (the command mmtrace started) besides the scope's own.
     pub fn build(scope: &Scope, roots: &[u32]) -> Result<KernelScope, ScopeError> {
-        let mut k = KernelScope::default();
+        let mut c = abi::config::default();
+        let mut values = Vec::new();
         for field in Field::ALL {
-            let (i, bit) = (field.index(), 1 << field.index());
-            let fs = &scope.fields[i];
+            let i = kernel_field(field);
+            let bit = 1 << i;
+            let fs = &scope.fields[field.index()];
             match &fs.eq {
-                Some(eq) if eq.len() <= FEW => {
-                    k.few_mask |= bit;
-                    for (slot, &v) in k.few[i].iter_mut().zip(eq) {
+                Some(eq) if eq.len() <= FEW as usize => {
+                    c.scope_few_mask |= bit;
+                    for (slot, &v) in c.scope_few[i].iter_mut().zip(eq) {
                         *slot = v;
                     }
-                    k.few_n[i] = eq.len() as u32;
+                    c.scope_few_n[i] = eq.len() as u32;
                 }
                 Some(eq) => {
-                    k.eq_mask |= bit;
+                    c.scope_eq_mask |= bit;
                     for &v in eq {
-                        k.mark(field, v, SCOPE_EQ);
+                        mark(&mut values, i, v, SCOPE_EQ);
                     }
                 }
                 None => {}
             }
             if !fs.ne.is_empty() {
-                k.ne_mask |= bit;
+                c.scope_ne_mask |= bit;
                 for &v in &fs.ne {
-                    k.mark(field, v, SCOPE_NE);
+                    mark(&mut values, i, v, SCOPE_NE);
                 }
             }
-            k.min[i] = fs.min;
-            k.max[i] = fs.max;
+            c.scope_min[i] = fs.min;
+            c.scope_max[i] = fs.max;
             if fs.min != 0 || fs.max != u64::from(u32::MAX) {
-                k.range_mask |= bit;
+                c.scope_range_mask |= bit;
             }
         }
         let mut comms: HashMap<[u8; 16], u8> = HashMap::new();
@@ -127,7 +86,7 @@ impl KernelScope {
             (scope.comm_ne.iter().collect(), SCOPE_NE),
         ] {
             if !names.is_empty() {
-                k.comm |= u32::from(mark);
+                c.scope_comm |= u32::from(mark);
             }
             for name in names {
                 let mut key = [0u8; 16];
@@ -135,44 +94,48 @@ impl KernelScope {
                 *comms.entry(key).or_default() |= mark;
             }
         }
-        k.comms = comms.into_iter().collect();
         let all_roots: Vec<u32> = scope.trees.iter().chain(roots).copied().collect();
-        k.tree = !all_roots.is_empty();
-        k.tree_members = descendants(&all_roots);
-        k.follow = scope.follow;
-        k.container = match scope.container {
-            None => 0,
-            Some(true) => 1,
-            Some(false) => 2,
+        c.scope_tree = (!all_roots.is_empty()).into();
+        c.scope_follow = scope.follow.into();
+        c.scope_container = match scope.container {
+            None => CONTAINER_ANY,
+            Some(true) => CONTAINER_INSIDE,
+            Some(false) => CONTAINER_OUTSIDE,
         };
-        if scope.cgroups.len() > MAX_CGROUPS {
+        if scope.cgroups.len() > MAX_CGROUPS as usize {
             return Err(ScopeError::TooManyCgroups);
         }
-        for cg in &scope.cgroups {
-            k.cgroups.push(resolve_cgroup(cg)?);
+        for (i, cg) in scope.cgroups.iter().enumerate() {
+            (c.scope_cgroup_ids[i], c.scope_cgroup_levels[i]) = resolve_cgroup(cg)?;
         }
-        Ok(k)
-    }
-
-    fn mark(&mut self, field: Field, value: u64, mark: u8) {
-        let key = ScopeKey {
-            field: field.index() as u32,
-            pad: 0,
-            value,
-        };
-        match self
-            .values
-            .iter_mut()
-            .find(|(k, _)| k.field == key.field && k.value == value)
-        {
-            Some((_, m)) => *m |= mark,
-            None => self.values.push((key, mark)),
-        }
+        c.scope_ncgroups = scope.cgroups.len() as u32;
+        Ok(KernelScope {
+            config: c,
+            values,
+            comms: comms.into_iter().collect(),
+            tree_members: descendants(&all_roots),
+        })
     }
 
     /// Whether processes must be followed through fork.
     pub fn needs_process_hooks(&self) -> bool {
-        self.tree || self.follow
+        self.config.scope_tree != 0 || self.config.scope_follow != 0
+    }
+}
+
+/// Marks `value` of the field at kernel index `field` in the scope_values entries.
+fn mark(values: &mut Vec<(abi::scope_key, u8)>, field: usize, value: u64, mark: u8) {
+    let key = abi::scope_key {
+        field: field as u32,
+        value,
+        ..Default::default()
+    };
+    match values
+        .iter_mut()
+        .find(|(k, _)| k.field == key.field && k.value == value)
+    {
+        Some((_, m)) => *m |= mark,
+        None => values.push((key, mark)),
     }
 }
 
@@ -297,39 +260,39 @@ fn find_by_id(root: &Path, id: u64) -> Option<PathBuf> {
 }
 
 /// The kernel-side condition table of each filtered event.
-pub fn kernel_filters(filters: &[ArgFilter]) -> Result<Vec<(u32, Filter)>, ScopeError> {
-    let mut by_event: Vec<(u32, Filter)> = Vec::new();
+pub fn kernel_filters(filters: &[ArgFilter]) -> Result<Vec<(u32, abi::filter)>, ScopeError> {
+    let mut by_event: Vec<(u32, abi::filter)> = Vec::new();
     for f in filters {
         let id = u32::from(f.event.id);
         let pos = match by_event.iter().position(|(i, _)| *i == id) {
             Some(pos) => pos,
             None => {
-                by_event.push((id, Filter::default()));
+                by_event.push((id, abi::filter::default()));
                 by_event.len() - 1
             }
         };
         let table = &mut by_event[pos].1;
-        if table.n as usize == MAX_CONDS {
+        if table.n == MAX_CONDS {
             return Err(ScopeError::TooManyFilters(f.event.name));
         }
         let (signed, width) = f.signed_width();
-        let mut cond = Cond {
+        let mut cond = abi::cond {
             target: match f.target {
                 Target::Arg(i) => i as u8,
                 Target::Ret => TARGET_RET,
             },
             op: match f.op {
-                Op::Eq => 0,
-                Op::Ne => 1,
-                Op::Lt => 2,
-                Op::Gt => 3,
-                Op::Le => 4,
-                Op::Ge => 5,
+                Op::Eq => OP_EQ,
+                Op::Ne => OP_NE,
+                Op::Lt => OP_LT,
+                Op::Gt => OP_GT,
+                Op::Le => OP_LE,
+                Op::Ge => OP_GE,
             },
             is_signed: signed.into(),
             width,
             nvals: f.values.len() as u8,
-            ..Cond::default()
+            ..Default::default()
         };
         cond.vals[..f.values.len()].copy_from_slice(&f.values);
         table.conds[table.n as usize] = cond;
@@ -341,13 +304,6 @@ pub fn kernel_filters(filters: &[ArgFilter]) -> Result<Vec<(u32, Filter)>, Scope
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn layouts_match_the_kernel_side() {
-        assert_eq!(std::mem::size_of::<ScopeKey>(), 16);
-        assert_eq!(std::mem::size_of::<Cond>(), 72);
-        assert_eq!(std::mem::size_of::<Filter>(), 8 + 8 * 72);
-    }
 
     #[test]
     fn stat_parent() {
@@ -368,21 +324,31 @@ mod tests {
         ])
         .unwrap();
         let k = KernelScope::build(&s, &[]).unwrap();
+        let c = &k.config;
         assert_eq!(
-            (k.few_mask, k.eq_mask, k.ne_mask, k.range_mask),
+            (
+                c.scope_few_mask,
+                c.scope_eq_mask,
+                c.scope_ne_mask,
+                c.scope_range_mask
+            ),
             (1, 0, 4, 2)
         );
-        assert_eq!((k.few[0], k.few_n[0]), ([1, 2, 0, 0], 2));
-        assert_eq!(k.max[1], 99);
+        assert_eq!((c.scope_few[0], c.scope_few_n[0]), ([1, 2, 0, 0], 2));
+        assert_eq!(c.scope_max[1], 99);
         assert_eq!(k.values.len(), 1);
-        assert_eq!(k.comm, 3);
+        assert_eq!(c.scope_comm, 3);
         assert_eq!(k.comms.len(), 2);
-        assert_eq!(k.container, 1);
+        assert_eq!(c.scope_container, 1);
         assert!(!k.needs_process_hooks());
         let k = KernelScope::build(&Scope::default(), &[std::process::id()]).unwrap();
-        assert!(k.tree && k.tree_members.contains(&std::process::id()));
+        assert!(k.config.scope_tree == 1 && k.tree_members.contains(&std::process::id()));
         let k = KernelScope::build(&Scope::parse(&["pid=1,2,3,4,5"]).unwrap(), &[]).unwrap();
-        assert_eq!((k.few_mask, k.eq_mask, k.values.len()), (0, 1, 5));
+        let c = &k.config;
+        assert_eq!(
+            (c.scope_few_mask, c.scope_eq_mask, k.values.len()),
+            (0, 1, 5)
+        );
     }
 
     #[test]

@@ -8,14 +8,15 @@ use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, RingBuf};
 use aya::programs::trace_point::TracePointLinkId;
 use aya::programs::{Program, RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
+use mmtrace_abi as abi;
 use mmtrace_events::catalog::Source;
 use mmtrace_events::filter::ArgFilter;
 use mmtrace_events::scope::Scope;
 use mmtrace_events::{Event, EventDef};
 
 use crate::features::{Feature, Features, TooOld};
-use crate::record::{Clock, Record};
-use crate::scope::{self, KernelScope, ScopeError, TRACKED_TREE};
+use crate::record::{self, Clock};
+use crate::scope::{self, KernelScope, ScopeError};
 use crate::system::{self, SystemError};
 
 #[derive(Debug, thiserror::Error)]
@@ -148,62 +149,34 @@ impl Tracer {
 
         let ks = KernelScope::build(&opts.scope, &opts.roots)?;
         let filters = scope::kernel_filters(&opts.filters)?;
-        let self_tgid = if opts.exclude_self {
+        // The scope's part, and everything else the kernel side is told before it loads.
+        let mut cfg = ks.config;
+        cfg.self_tgid = if opts.exclude_self {
             std::process::id()
         } else {
             0
         };
         // Wake the reader when a quarter of the ring is full; its poll timer covers the rest.
-        let wakeup_bytes = u64::from(opts.ring_bytes / 4);
-        let (mut cg_ids, mut cg_levels) = ([0u64; scope::MAX_CGROUPS], [0u32; scope::MAX_CGROUPS]);
-        for (i, &(id, level)) in ks.cgroups.iter().enumerate() {
-            (cg_ids[i], cg_levels[i]) = (id, level);
-        }
+        cfg.wakeup_bytes = u64::from(opts.ring_bytes / 4);
         // What each selected event asks the kernel side to gather, by event id.
-        let mut extras = [0u8; 1024];
         if opts.enrich {
             for e in &available {
-                extras[usize::from(e.id)] = e
+                cfg.extras[usize::from(e.id)] = e
                     .extras
                     .iter()
                     .filter(|&&x| features.gathers(x))
                     .fold(0, |bits, x| bits | x.bit());
             }
         }
-        let flag = |b: bool| u32::from(b);
-        let have_find_vma = flag(features.has(Feature::FindVma));
-        let exit_before_mm = flag(features.has(Feature::ExitMemory));
-        let victim_fields = flag(features.has(Feature::VictimFields));
-        let page_size = rustix::param::page_size() as u32;
-        let ncgroups = ks.cgroups.len() as u32;
-        let has_filters = flag(!filters.is_empty());
-        let (tree, follow) = (flag(ks.tree), flag(ks.follow));
+        cfg.have_find_vma = features.has(Feature::FindVma).into();
+        cfg.exit_before_mm = features.has(Feature::ExitMemory).into();
+        cfg.victim_fields = features.has(Feature::VictimFields).into();
+        cfg.page_size = rustix::param::page_size() as u32;
+        cfg.has_arg_filters = (!filters.is_empty()).into();
         let mut bpf = EbpfLoader::new()
             // Task-local storage has no typed wrapper in aya 0.14; the kernel side alone uses it.
             .allow_unsupported_maps()
-            .override_global("self_tgid", &self_tgid, true)
-            .override_global("scope_few_mask", &ks.few_mask, true)
-            .override_global("scope_few", &ks.few, true)
-            .override_global("scope_few_n", &ks.few_n, true)
-            .override_global("scope_eq_mask", &ks.eq_mask, true)
-            .override_global("scope_ne_mask", &ks.ne_mask, true)
-            .override_global("scope_range_mask", &ks.range_mask, true)
-            .override_global("scope_min", &ks.min, true)
-            .override_global("scope_max", &ks.max, true)
-            .override_global("scope_comm", &ks.comm, true)
-            .override_global("scope_tree", &tree, true)
-            .override_global("scope_follow", &follow, true)
-            .override_global("scope_container", &ks.container, true)
-            .override_global("scope_ncgroups", &ncgroups, true)
-            .override_global("scope_cgroup_ids", &cg_ids, true)
-            .override_global("scope_cgroup_levels", &cg_levels, true)
-            .override_global("has_arg_filters", &has_filters, true)
-            .override_global("extras", &extras, true)
-            .override_global("page_size", &page_size, true)
-            .override_global("wakeup_bytes", &wakeup_bytes, true)
-            .override_global("have_find_vma", &have_find_vma, true)
-            .override_global("exit_before_mm", &exit_before_mm, true)
-            .override_global("victim_fields", &victim_fields, true)
+            .override_global("cfg", &Plain(cfg), true)
             .map_max_entries("events", opts.ring_bytes)
             .map_max_entries("tracked", system::pid_max().div_ceil(32))
             .load(crate::BPF_OBJECT)
@@ -307,7 +280,7 @@ impl Tracer {
         let mut n = 0;
         while n < max {
             let Some(item) = self.ring.next() else { break };
-            if let Some(event) = Record::parse(&item, &self.clock) {
+            if let Some(event) = record::parse_record(&item, &self.clock) {
                 f(event);
             }
             n += 1;
@@ -365,6 +338,17 @@ impl Tracer {
             .collect()
     }
 }
+
+/// A structure of bpf/mmtrace.h as the kernel side's configuration or a map's key or value:
+/// aya takes those as `Pod`, which the generated types, from another crate, cannot be here.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+struct Plain<T>(T);
+// SAFETY: each is integers and arrays of them, with no implicit padding: bindgen makes every
+// padding byte a field (--explicit-padding in scripts/build-bpf).
+unsafe impl aya::Pod for Plain<abi::config> {}
+unsafe impl aya::Pod for Plain<abi::scope_key> {}
+unsafe impl aya::Pod for Plain<abi::filter> {}
 
 /// Set to print the verifier's whole log when a program fails to load.
 pub const VERIFIER_LOG_VAR: &str = "MMTRACE_VERIFIER_LOG";
@@ -442,15 +426,15 @@ fn load_program(name: &str, prog: &mut Program) -> Result<(), Error> {
 fn fill_maps(
     bpf: &mut Ebpf,
     ks: &KernelScope,
-    filters: &[(u32, scope::Filter)],
+    filters: &[(u32, abi::filter)],
 ) -> Result<(), Error> {
     let fail = |map: &str, e: aya::maps::MapError| {
         Error::Load(format!("filling map {map}: {}", one_line(&e)))
     };
-    let mut values: HashMap<_, scope::ScopeKey, u8> = borrow_map(bpf, "scope_values")?;
-    for (k, v) in &ks.values {
+    let mut values: HashMap<_, Plain<abi::scope_key>, u8> = borrow_map(bpf, "scope_values")?;
+    for &(k, v) in &ks.values {
         values
-            .insert(k, v, 0)
+            .insert(Plain(k), v, 0)
             .map_err(|e| fail("scope_values", e))?;
     }
     let mut comms: HashMap<_, [u8; 16], u8> = borrow_map(bpf, "scope_comms")?;
@@ -459,15 +443,17 @@ fn fill_maps(
     }
     let mut words: BTreeMap<u32, u64> = BTreeMap::new();
     for pid in &ks.tree_members {
-        *words.entry(pid / 32).or_default() |= u64::from(TRACKED_TREE) << (pid % 32 * 2);
+        *words.entry(pid / 32).or_default() |= u64::from(abi::TRACKED_TREE) << (pid % 32 * 2);
     }
     let mut tracked: Array<_, u64> = borrow_map(bpf, "tracked")?;
     for (idx, word) in words {
         tracked.set(idx, word, 0).map_err(|e| fail("tracked", e))?;
     }
-    let mut table: HashMap<_, u32, scope::Filter> = borrow_map(bpf, "arg_filters")?;
-    for (id, f) in filters {
-        table.insert(id, f, 0).map_err(|e| fail("arg_filters", e))?;
+    let mut table: HashMap<_, u32, Plain<abi::filter>> = borrow_map(bpf, "arg_filters")?;
+    for &(id, f) in filters {
+        table
+            .insert(id, Plain(f), 0)
+            .map_err(|e| fail("arg_filters", e))?;
     }
     Ok(())
 }

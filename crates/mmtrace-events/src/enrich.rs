@@ -105,14 +105,15 @@ impl MappingKind {
     /// (VMA_INTERNAL), its name: the kind and the name worth showing (a memfd's name, a
     /// SysV key), as the kernel names these files in mm/shmem.c, ipc/shm.c, mm/secretmem.c.
     pub fn from_kernel(kind: u32, internal_name: &[u8]) -> (MappingKind, Option<TracedText>) {
-        const VMA_INTERNAL: u32 = 6;
-        const VMA_UNREAD: u32 = 7;
+        use mmtrace_abi::{
+            VMA_ANON, VMA_FILE, VMA_HEAP, VMA_INTERNAL, VMA_SHARED, VMA_STACK, VMA_UNREAD,
+        };
         let kind = match kind {
-            1 => MappingKind::Anon,
-            2 => MappingKind::File,
-            3 => MappingKind::Stack,
-            4 => MappingKind::Heap,
-            5 => MappingKind::Shared,
+            VMA_ANON => MappingKind::Anon,
+            VMA_FILE => MappingKind::File,
+            VMA_STACK => MappingKind::Stack,
+            VMA_HEAP => MappingKind::Heap,
+            VMA_SHARED => MappingKind::Shared,
             VMA_UNREAD => MappingKind::Unread,
             VMA_INTERNAL => {
                 let named = |kind, name: &[u8]| (kind, Some(TracedText::from(name.to_vec())));

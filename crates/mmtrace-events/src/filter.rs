@@ -63,7 +63,7 @@ pub struct ArgFilter {
 }
 
 impl ArgFilter {
-    pub const MAX_VALUES: usize = 8;
+    pub const MAX_VALUES: usize = mmtrace_abi::MAX_VALS as usize;
 
     /// Whether comparisons are signed, and the width in bytes the kernel narrows to.
     pub fn signed_width(&self) -> (bool, u8) {

@@ -6,7 +6,8 @@
 
 use std::time::Instant;
 
-use mmtrace_bpf::{Clock, Ext, Record};
+use mmtrace_bpf::abi::{ext, EXT_CALLER, E_LOCKED, E_UNLOCKED, E_VMA};
+use mmtrace_bpf::{parse_record, Clock, Record};
 
 // The outputs live in the binary crate: borrow the module as it is.
 #[allow(dead_code)]
@@ -41,21 +42,18 @@ fn munmap_record() -> Vec<u8> {
     };
     record.args[..2].copy_from_slice(&[0x7fb7_4c04_7000, 4096]);
     record.comm[..11].copy_from_slice(b"mm-workload");
-    let mut ext: Ext = zeroed_ext();
-    ext.flags = 8 | 16 | 32; // E_LOCKED | E_VMA | E_UNLOCKED
+    let mut ext = ext {
+        flags: E_LOCKED | E_VMA | E_UNLOCKED,
+        ..ext::default()
+    };
     ext.cap_ipc_lock = 1;
     ext.memlock_cur = 8_388_608;
     ext.vma_start = 0x7fb7_4c04_7000;
     ext.vma_end = 0x7fb7_4c04_8000;
     let mut bytes = bytes_of(&record).to_vec();
     // The prefix the kernel side sends for caller-side extras: up to the target's fields.
-    bytes.extend_from_slice(&bytes_of(&ext)[..std::mem::offset_of!(Ext, target_pid)]);
+    bytes.extend_from_slice(&bytes_of(&ext)[..EXT_CALLER as usize]);
     bytes
-}
-
-fn zeroed_ext() -> Ext {
-    // SAFETY: Ext is repr(C) integers and arrays of them; all zeros is a valid value.
-    unsafe { std::mem::zeroed() }
 }
 
 fn bytes_of<T>(v: &T) -> &[u8] {
@@ -76,7 +74,7 @@ fn main() -> anyhow::Result<()> {
         for _ in 0..5 {
             let start = Instant::now();
             for i in 0..events {
-                let event = Record::parse(&bytes, &clock).expect("a munmap record");
+                let event = parse_record(&bytes, &clock).expect("a munmap record");
                 sink.event(&event)?;
                 // As the reader does after each batch.
                 if i % 4096 == 4095 {
