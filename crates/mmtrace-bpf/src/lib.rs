@@ -8,7 +8,7 @@ mod system;
 mod tracer;
 
 pub use record::{Clock, Ext, Record};
-pub use scope::ScopeError;
+pub use scope::{cgroup2_root, ScopeError};
 pub use system::{check_btf, check_privileges, ensure_tracefs, event_available, SystemError};
 pub use tracer::{Error, Options, Tracer, Unavailable};
 
