@@ -200,37 +200,22 @@ fn a_podman_container_is_named_and_scoped() {
     let cgroup = cgroup_id_of(&pid).expect("the container's cgroup v2");
 
     let cri = format!("podman:{}", socket.display());
+    let trace = |more: &[&str]| {
+        let args = [&["-e", EVENTS, "--cri", &cri][..], more].concat();
+        Trace::start(BIN, &args, Stdio::null())
+    };
     let all_path = dir.join("all.json");
-    let all = Trace::start(
-        BIN,
-        &[
-            "-e",
-            EVENTS,
-            "--cri",
-            &cri,
-            "-o",
-            &format!("json:{}", all_path.display()),
-        ],
-        Stdio::null(),
-    );
+    let all = trace(&["-o", &format!("json:{}", all_path.display())]);
     let scoped_path = dir.join("scoped.json");
     let table_path = dir.join("scoped.txt");
-    let scoped = Trace::start(
-        BIN,
-        &[
-            "-e",
-            EVENTS,
-            "-s",
-            &format!("container={}", &id[..12]),
-            "--cri",
-            &cri,
-            "-o",
-            &format!("json:{}", scoped_path.display()),
-            "-o",
-            &format!("table:{}", table_path.display()),
-        ],
-        Stdio::null(),
-    );
+    let scoped = trace(&[
+        "-s",
+        &format!("container={}", &id[..12]),
+        "-o",
+        &format!("json:{}", scoped_path.display()),
+        "-o",
+        &format!("table:{}", table_path.display()),
+    ]);
     let both_on = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
