@@ -181,7 +181,7 @@ fn parent_of(stat: &str) -> Option<u32> {
 }
 
 /// Where cgroup v2 is mounted: /sys/fs/cgroup on unified systems, a subdirectory on hybrid ones.
-fn cgroup2_root() -> Option<PathBuf> {
+pub fn cgroup2_root() -> Option<PathBuf> {
     let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
     info.lines().find_map(|line| {
         let (left, right) = line.split_once(" - ")?;

@@ -1,6 +1,7 @@
 //! mmtrace's event model: the catalog, the decoded event, and the event-list syntax.
 
 pub mod catalog;
+pub mod container;
 pub mod decode;
 pub mod docs;
 pub mod enrich;

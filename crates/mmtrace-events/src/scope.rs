@@ -54,6 +54,9 @@ pub struct Scope {
     pub cgroups: Vec<String>,
     /// Some(true): only processes in a container; Some(false): only those outside.
     pub container: Option<bool>,
+    /// Container ids or unique prefixes of them, as given: their cgroups are scoped as
+    /// `cgroups` are, once resolved.
+    pub container_ids: Vec<String>,
     /// Descendants of matching processes are traced too, including ones born later.
     pub follow: bool,
 }
@@ -94,12 +97,12 @@ impl Scope {
                 self.follow = true;
                 return Ok(());
             }
-            "" => return Err("empty scope: expected pid, tid, uid, comm, tree, cgroup, container, not-container or follow".into()),
+            "" => return Err("empty scope: expected pid, tid, uid, comm, tree, cgroup, container, container=ID, not-container or follow".into()),
             _ => {}
         }
         let Some((field, op, rhs)) = split_op(expr) else {
             return Err(format!(
-                "'{expr}' is not a scope: expected FIELD OP VALUES (pid, tid, uid, comm, tree, cgroup) or container, not-container, follow"
+                "'{expr}' is not a scope: expected FIELD OP VALUES (pid, tid, uid, comm, tree, cgroup, container) or container, not-container, follow"
             ));
         };
         let values: Vec<&str> = rhs.split(',').map(str::trim).collect();
@@ -127,18 +130,28 @@ impl Scope {
                 only_eq(op, "cgroup")?;
                 once(&self.cgroups, "cgroup")?;
                 self.cgroups = values.iter().map(|v| v.to_string()).collect();
-                Ok(())
+                self.cgroups_or_containers()
             }
-            flag @ ("container" | "not-container" | "follow") => Err(format!(
+            "container" => {
+                only_eq(op, "container")?;
+                once(&self.container_ids, "container")?;
+                if let Some(bad) = values.iter().find(|v| !is_container_id(v)) {
+                    return Err(format!(
+                        "'{bad}' is not a container id: expected hex digits, the start of an id `podman ps` or `docker ps` shows"
+                    ));
+                }
+                self.container_ids = values.iter().map(|v| v.to_ascii_lowercase()).collect();
+                self.cgroups_or_containers()
+            }
+            flag @ ("not-container" | "follow") => Err(format!(
                 "{flag} takes no value: {}",
                 match flag {
                     "follow" => "give follow alone, after the scopes whose descendants it adds",
-                    // Tracee's container=ID needs the container runtimes' ids, which mmtrace does not gather yet.
-                    _ => "it selects every process in a container (its own pid namespace), or every process outside one; matching container ids is not supported yet",
+                    _ => "it selects every process outside a container (in the host's pid namespace)",
                 }
             )),
             other => Err(format!(
-                "unknown scope field '{other}': expected pid, tid, uid, comm, tree, cgroup, container, not-container or follow"
+                "unknown scope field '{other}': expected pid, tid, uid, comm, tree, cgroup, container, container=ID, not-container or follow"
             )),
         }
     }
@@ -200,6 +213,22 @@ impl Scope {
         }
         Ok(())
     }
+}
+
+impl Scope {
+    /// Both are cgroups for the kernel side, which takes either alone: together they would
+    /// widen each other rather than narrow.
+    fn cgroups_or_containers(&self) -> Result<(), String> {
+        match self.cgroups.is_empty() || self.container_ids.is_empty() {
+            true => Ok(()),
+            false => Err("cgroup= and container= exclude each other: give one of them".into()),
+        }
+    }
+}
+
+/// Container ids are hex (docker, podman, CRI-O, containerd), Garden's have dashes as well.
+fn is_container_id(v: &str) -> bool {
+    v.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
 }
 
 fn only_eq(op: Op, field: &str) -> Result<(), String> {
@@ -284,6 +313,9 @@ mod tests {
         assert!(s.follow);
         assert_eq!(s.container, Some(true));
         assert_eq!(scope(&["not-container"]).container, Some(false));
+        let s = scope(&["container", "container=4F1D2C,0f1d6e2c-8a9b"]);
+        assert_eq!(s.container, Some(true));
+        assert_eq!(s.container_ids, ["4f1d2c", "0f1d6e2c-8a9b"]);
     }
 
     #[test]
@@ -314,12 +346,14 @@ mod tests {
             "scope 'tree=1,2,,3': empty item in '1,2,,3': remove the extra comma"
         );
         assert!(err(&["pid=-1"]).contains("'-1' is not a number"));
-        let container = err(&["container=4f1d2c"]);
-        assert!(
-            container.starts_with("scope 'container=4f1d2c': container takes no value: it selects every process in a container")
-                && container.contains("matching container ids is not supported yet"),
-            "{container}"
+        assert_eq!(
+            err(&["container=4f1d2c,xyz"]),
+            "scope 'container=4f1d2c,xyz': 'xyz' is not a container id: expected hex digits, the start of an id `podman ps` or `docker ps` shows"
         );
+        assert!(err(&["container!=4f"]).contains("container takes '='"));
+        assert!(err(&["container=4f", "container=5e"]).contains("given twice"));
+        assert!(err(&["container=4f", "cgroup=/a"]).contains("exclude each other"));
+        assert!(err(&["cgroup=/a", "container=4f"]).contains("exclude each other"));
         assert!(err(&["not-container=x"]).contains("not-container takes no value"));
         assert!(err(&["follow=1"]).contains("follow takes no value"));
     }

@@ -45,13 +45,18 @@ pub fn comm() -> String {
 
 /// The id of this process's cgroup v2 (its directory's inode), or None without cgroup v2.
 pub fn cgroup_id() -> Option<u64> {
+    cgroup_id_of("self")
+}
+
+/// The id of the cgroup v2 of process `pid` ("self" for this one), or None without cgroup v2.
+pub fn cgroup_id_of(pid: &str) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
     let mounts = fs::read_to_string("/proc/self/mounts").ok()?;
     let root = mounts.lines().find_map(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();
         (f.get(2) == Some(&"cgroup2")).then(|| f[1].to_string())
     })?;
-    let cgroups = fs::read_to_string("/proc/self/cgroup").ok()?;
+    let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let path = cgroups.lines().find_map(|l| l.strip_prefix("0::"))?;
     Some(fs::metadata(format!("{root}{path}")).ok()?.ino())
 }

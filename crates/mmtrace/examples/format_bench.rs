@@ -17,6 +17,10 @@ mod output;
 #[allow(dead_code)]
 #[path = "../src/inband.rs"]
 mod inband;
+// ... and the containers they name.
+#[allow(dead_code)]
+#[path = "../src/containers/mod.rs"]
+mod containers;
 
 /// What the kernel side sends for a munmap of an unmapped page with lock accounting: a
 /// record, then the caller-side prefix of `struct ext` (locked memory and mapping).

@@ -70,10 +70,16 @@ pub struct TraceArgs {
     pub events: Vec<String>,
 
     /// Which processes, one condition per flag, all applying: pid, tid, uid with = != < > <= >=;
-    /// comm=NAMES, comm!=NAMES, tree=PIDS, cgroup=PATH|ID, container, not-container, follow
-    /// (container and not-container take no value: container ids are not matched yet).
+    /// comm=NAMES, comm!=NAMES, tree=PIDS, cgroup=PATH|ID, container=IDS (unique prefixes),
+    /// container (in a pid namespace of its own), not-container, follow.
     #[arg(short = 's', long = "scope", value_name = "EXPR", action = clap::ArgAction::Append)]
     pub scope: Vec<String>,
+
+    /// Where a container runtime answers, RUNTIME:SOCKET (docker, podman, crio, containerd),
+    /// for containers' names, images and pods; repeat it for several. The default sockets
+    /// are asked as well.
+    #[arg(long = "cri", value_name = "RUNTIME:SOCKET", action = clap::ArgAction::Append)]
+    pub cri: Vec<String>,
 
     /// Run CMD as this user, a name or a numeric uid (mmtrace itself runs as root, as under sudo).
     #[arg(long = "user", value_name = "USER", requires = "command")]

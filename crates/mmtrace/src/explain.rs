@@ -75,9 +75,20 @@ pub const CONTEXT_FIELDS: &[(&str, &str)] = &[
         "{\"path\": \"\"}: kept for Tracee, not filled in yet",
     ),
     ("hostName", "the name of the machine mmtrace runs on"),
-    ("containerId", "empty: kept for Tracee, not filled in yet"),
-    ("container", "{}: kept for Tracee, not filled in yet"),
-    ("kubernetes", "{}: kept for Tracee, not filled in yet"),
+    (
+        "containerId",
+        "the caller's container id, from its cgroup by Tracee's rules; left out outside a container",
+    ),
+    (
+        "container",
+        "{id, name, image, imageDigest, runtime}: name, image and digest as the container's \
+         runtime gives them, each left out when no runtime answers; left out outside a container",
+    ),
+    (
+        "kubernetes",
+        "{podName, podNamespace, podUID, podSandbox} from the runtime's io.kubernetes.pod.* \
+         labels; left out outside a pod",
+    ),
     (
         "eventId",
         "Tracee's id for the event, as a decimal string: the x86_64 syscall number for a \

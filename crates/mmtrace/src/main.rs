@@ -3,6 +3,7 @@
 mod analyze;
 mod cli;
 mod command;
+mod containers;
 mod docs;
 mod examples;
 mod explain;

@@ -17,6 +17,7 @@ use mmtrace_events::Event;
 use crate::analyze;
 use crate::cli::TraceArgs;
 use crate::command::Command;
+use crate::containers;
 use crate::inband::InBand;
 use crate::output::{self, Outputs, Sink};
 use crate::privilege;
@@ -35,7 +36,13 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     let flags: Vec<&str> = args.events.iter().map(String::as_str).collect();
     let mut selection = parse_selection(&flags)?;
     let scope_flags: Vec<&str> = args.scope.iter().map(String::as_str).collect();
-    let scope = Scope::parse(&scope_flags)?;
+    let mut scope = Scope::parse(&scope_flags)?;
+    containers::resolve_scope(&mut scope)?;
+    let sockets = args
+        .cri
+        .iter()
+        .map(|s| containers::Socket::parse(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let outputs = Outputs::parse(&args.output)?;
     let ring_bytes = ring_size(&args.buffer_size)?;
     let features_off = match std::env::var(FEATURES_OFF_VAR) {
@@ -76,6 +83,9 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(off) = tracer.features().summary(tracer.attached()) {
         stderr.say(&format!("mmtrace: {off}\n"));
+    }
+    for line in containers::start(&sockets) {
+        stderr.say(&format!("{line}\n"));
     }
     let whom = match &command {
         Some(c) => format!(

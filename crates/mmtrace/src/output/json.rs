@@ -263,7 +263,7 @@ fn write_caller(out: &mut Vec<u8>, c: &Context, host: &str) {
     out.string(&c.comm.to_str_lossy());
     out.raw(",\"executable\":{\"path\":\"\"},\"hostName\":");
     out.string(host);
-    out.raw(",\"containerId\":\"\",\"container\":{},\"kubernetes\":{}");
+    crate::containers::write_json(out, c.cgroup_id);
 }
 
 /// mmtrace's own key after Tracee's: the process's start, exact, which Tracee's

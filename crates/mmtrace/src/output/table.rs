@@ -340,11 +340,13 @@ fn write_call(out: &mut String, details: &mut Vec<Detail>, e: &Event) -> Layout 
     }
 }
 
-/// `  [target 1234 (victim); freed 61MiB of 64MiB]`: what mmtrace knows beyond the call.
+/// `  [container 54357e926e3f; target 1234 (victim); freed 61MiB of 64MiB]`: what mmtrace
+/// knows beyond the call.
 fn write_enrichment(out: &mut String, details: &mut Vec<Detail>, e: &Event) {
-    let Some(x) = &e.enrich else {
+    let container = crate::containers::short_id(e.ctx.cgroup_id);
+    if e.enrich.is_none() && container.is_none() {
         return;
-    };
+    }
     let open = out.len();
     let mut part = |out: &mut String, rank: Rank, write: &dyn Fn(&mut String)| {
         out.push_str(if out.len() == open { "  [" } else { "; " });
@@ -356,6 +358,16 @@ fn write_enrichment(out: &mut String, details: &mut Vec<Detail>, e: &Event) {
             rank,
             arg: false,
         });
+    };
+    if let Some(id) = &container {
+        part(out, Rank::Named, &|out| {
+            out.push_str("container ");
+            escape_into(out, id.as_bytes());
+        });
+    }
+    let Some(x) = &e.enrich else {
+        out.push(']');
+        return;
     };
     if let Some(t) = &x.target {
         part(out, Rank::Amount, &|out| {

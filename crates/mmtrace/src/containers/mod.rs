@@ -1,0 +1,399 @@
+//! Which container made a call: the caller's cgroup id (the kernel records its cgroup v2
+//! directory's inode) to the cgroup's path, the path to a container id and runtime by
+//! Tracee's rules, and the id to a name, an image and a pod by asking the runtime, once per
+//! container.
+//!
+//! The answers are kept per thread, for the one thread that reads the ring: every output of a
+//! trace asks them of the same cache without it being threaded through their constructors.
+
+mod runtime;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use mmtrace_events::container::{self, Runtime};
+use mmtrace_events::scope::Scope;
+
+use runtime::Info;
+pub use runtime::Socket;
+
+/// A container, with what its runtime said of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub id: String,
+    pub runtime: Runtime,
+    pub info: Info,
+}
+
+/// The cache stays below this many cgroups and containers: past it, it starts again.
+const MAX_KNOWN: usize = 16 << 10;
+
+struct Containers {
+    /// Where cgroup v2 is mounted, if it is.
+    root: Option<PathBuf>,
+    /// Each cgroup id asked of, with its container's id and runtime.
+    by_cgroup: HashMap<u64, Option<(Rc<str>, Runtime)>>,
+    by_id: HashMap<Rc<str>, Rc<Container>>,
+    /// The runtimes that answered at start.
+    sockets: Vec<Socket>,
+    /// What to say when the first container is seen, if it was not said at start.
+    untold: Option<String>,
+}
+
+thread_local! {
+    static CONTAINERS: RefCell<Containers> = RefCell::new(Containers {
+        root: mmtrace_bpf::cgroup2_root(),
+        by_cgroup: HashMap::new(),
+        by_id: HashMap::new(),
+        sockets: Vec::new(),
+        untold: None,
+    });
+}
+
+/// Finds the runtimes that answer, on the sockets `given` (`--cri`) and where the others
+/// listen by default. Returns what to say about it: a line for each given socket that does
+/// not answer and, when none does, that containers are shown by id alone, at once if there
+/// are containers or else when the first one is seen.
+pub fn start(given: &[Socket]) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut sockets = Vec::new();
+    for s in given {
+        match s.answers() {
+            true => sockets.push(s.clone()),
+            false => lines.push(format!(
+                "mmtrace: {} does not answer on {}",
+                s.runtime.name(),
+                s.path.display()
+            )),
+        }
+    }
+    for s in Socket::defaults() {
+        if !given.iter().any(|g| g.runtime == s.runtime) && s.answers() {
+            sockets.push(s);
+        }
+    }
+    CONTAINERS.with_borrow_mut(|c| {
+        let untold = sockets.is_empty().then(|| {
+            "mmtrace: no container runtime answers on its socket (docker, podman, CRI-O, containerd): containers are shown by their id alone; --cri RUNTIME:SOCKET names another socket".to_string()
+        });
+        let any = c.root.as_deref().is_some_and(|r| !ids(r).is_empty());
+        match (untold, any || !given.is_empty()) {
+            (Some(line), true) => lines.push(line),
+            (untold, _) => c.untold = untold,
+        }
+        c.sockets = sockets;
+    });
+    lines
+}
+
+/// The container of the cgroup with id `cgroup_id`, or None for a cgroup outside any.
+pub fn of_cgroup(cgroup_id: u64) -> Option<Rc<Container>> {
+    if cgroup_id == 0 {
+        return None;
+    }
+    CONTAINERS.with_borrow_mut(|c| c.of_cgroup(cgroup_id))
+}
+
+impl Containers {
+    fn of_cgroup(&mut self, cgroup_id: u64) -> Option<Rc<Container>> {
+        if !self.by_cgroup.contains_key(&cgroup_id) {
+            self.rescan(cgroup_id);
+        }
+        let (id, runtime) = self.by_cgroup.get(&cgroup_id)?.clone()?;
+        if let Some(known) = self.by_id.get(&id) {
+            return Some(Rc::clone(known));
+        }
+        if let Some(line) = self.untold.take() {
+            let _ = writeln!(std::io::stderr(), "{line}");
+        }
+        let container = Rc::new(Container {
+            id: id.to_string(),
+            runtime,
+            info: self.ask(&id, runtime),
+        });
+        if self.by_id.len() >= MAX_KNOWN {
+            self.by_id.clear();
+        }
+        self.by_id.insert(id, Rc::clone(&container));
+        Some(container)
+    }
+
+    /// Learns every container cgroup there is now, and that `cgroup_id` is in none if it
+    /// is not among them. A cgroup's id is never given to another, so what is learnt stays
+    /// true; one that is gone by now was in no container as far as mmtrace can tell.
+    fn rescan(&mut self, cgroup_id: u64) {
+        if self.by_cgroup.len() >= MAX_KNOWN {
+            self.by_cgroup.clear();
+        }
+        if let Some(root) = &self.root {
+            for (ino, path) in cgroups(root) {
+                if let Some(pc) = container::from_cgroup_path(&path) {
+                    let id = match self.by_id.get_key_value(pc.id) {
+                        Some((id, _)) => Rc::clone(id),
+                        None => Rc::from(pc.id),
+                    };
+                    self.by_cgroup.insert(ino, Some((id, pc.runtime)));
+                }
+            }
+        }
+        self.by_cgroup.entry(cgroup_id).or_insert(None);
+    }
+
+    /// What the first runtime that knows the container says of it; nothing when none does.
+    fn ask(&self, id: &str, runtime: Runtime) -> Info {
+        self.sockets
+            .iter()
+            .filter(|s| runtime == Runtime::Unknown || s.runtime == runtime)
+            .find_map(|s| s.inspect(id).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// Every cgroup under `root`: its id and its path as /proc/PID/cgroup shows it.
+fn cgroups(root: &Path) -> Vec<(u64, String)> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(meta) = fs::metadata(&dir) else {
+            continue;
+        };
+        let path = match dir.strip_prefix(root) {
+            Ok(rel) => format!("/{}", rel.to_string_lossy()),
+            Err(_) => continue,
+        };
+        found.push((meta.ino(), path));
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(entry.path());
+            }
+        }
+    }
+    found
+}
+
+/// The containers running now: each id with its cgroup roots' paths under `root`.
+fn ids(root: &Path) -> HashMap<String, Vec<String>> {
+    let mut ids: HashMap<String, Vec<String>> = HashMap::new();
+    for (_, path) in cgroups(root) {
+        if let Some(pc) = container::from_cgroup_path(&path).filter(|pc| pc.root) {
+            ids.entry(pc.id.to_string()).or_default().push(path.clone());
+        }
+    }
+    ids
+}
+
+/// Turns `container=ID` into the container's cgroups, which the kernel side scopes with
+/// their descendants as it does `cgroup=`: each ID must be the start of exactly one running
+/// container's id.
+pub fn resolve_scope(scope: &mut Scope) -> anyhow::Result<()> {
+    if scope.container_ids.is_empty() {
+        return Ok(());
+    }
+    let Some(root) = mmtrace_bpf::cgroup2_root() else {
+        anyhow::bail!("scope container=: no cgroup v2 hierarchy is mounted, and mmtrace finds containers by their cgroups");
+    };
+    let running = ids(&root);
+    for prefix in &scope.container_ids {
+        let id = container::by_prefix(prefix, running.keys().map(String::as_str))
+            .map_err(|e| anyhow::anyhow!("scope container={prefix}: {e}"))?;
+        for path in &running[id] {
+            scope.cgroups.push(
+                root.join(path.trim_start_matches('/'))
+                    .display()
+                    .to_string(),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `,"containerId":..,"container":{..},"kubernetes":{..}` as Tracee writes them, for a call
+/// from the cgroup `cgroup_id`; nothing outside a container. Keys nobody knows are left out
+/// rather than written empty, and `kubernetes` is there only for a pod's containers.
+pub fn write_json(out: &mut Vec<u8>, cgroup_id: u64) {
+    let Some(c) = of_cgroup(cgroup_id) else {
+        return;
+    };
+    let string = |out: &mut Vec<u8>, s: &str| {
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    };
+    let object = |out: &mut Vec<u8>, fields: &[(&str, Option<&str>)]| {
+        out.push(b'{');
+        let mut first = true;
+        for (key, value) in fields {
+            if let Some(v) = value {
+                if !first {
+                    out.push(b',');
+                }
+                out.push(b'"');
+                out.extend_from_slice(key.as_bytes());
+                out.extend_from_slice(b"\":");
+                string(out, v);
+                first = false;
+            }
+        }
+        out.push(b'}');
+    };
+    let i = &c.info;
+    out.extend_from_slice(b",\"containerId\":");
+    string(out, &c.id);
+    out.extend_from_slice(b",\"container\":");
+    object(
+        out,
+        &[
+            ("id", Some(&c.id)),
+            ("name", i.name.as_deref()),
+            ("image", i.image.as_deref()),
+            ("imageDigest", i.image_digest.as_deref()),
+            // mmtrace's own, after Tracee's keys.
+            ("runtime", Some(c.runtime.name())),
+        ],
+    );
+    let pod = [
+        ("podName", i.pod_name.as_deref()),
+        ("podNamespace", i.pod_namespace.as_deref()),
+        ("podUID", i.pod_uid.as_deref()),
+    ];
+    if pod.iter().any(|(_, v)| v.is_some()) {
+        out.extend_from_slice(b",\"kubernetes\":");
+        object(out, &pod);
+        if i.pod_sandbox {
+            out.pop();
+            out.extend_from_slice(b",\"podSandbox\":true}");
+        }
+    }
+}
+
+/// The container's id as `podman ps` shows it, for a call from the cgroup `cgroup_id`.
+pub fn short_id(cgroup_id: u64) -> Option<String> {
+    of_cgroup(cgroup_id).map(|c| container::short_id(&c.id).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "54357e926e3f4f3c7a7582610943af8a52f494c2ee3ff0f213d32c4f7a368ecc";
+
+    /// A cgroup tree of directories, as /sys/fs/cgroup lays one out, with this machine's
+    /// podman container in it.
+    fn tree(tag: &str) -> PathBuf {
+        let root =
+            std::env::temp_dir().join(format!("mmtrace-cgroups-{tag}-{}", std::process::id()));
+        for dir in [
+            format!("libpod_parent/libpod-{ID}/sub"),
+            format!("libpod_parent/libpod-conmon-{ID}"),
+            "system.slice/cron.service".to_string(),
+        ] {
+            fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        root
+    }
+
+    fn ino(p: &Path) -> u64 {
+        fs::metadata(p).unwrap().ino()
+    }
+
+    fn lookups(root: &Path) -> Containers {
+        Containers {
+            root: Some(root.to_path_buf()),
+            by_cgroup: HashMap::new(),
+            by_id: HashMap::new(),
+            sockets: Vec::new(),
+            untold: None,
+        }
+    }
+
+    #[test]
+    fn cgroup_ids_to_containers() {
+        let root = tree("ids");
+        let mut c = lookups(&root);
+        let top = root.join(format!("libpod_parent/libpod-{ID}"));
+        let found = c.of_cgroup(ino(&top)).unwrap();
+        assert_eq!((found.id.as_str(), found.runtime), (ID, Runtime::Podman));
+        assert_eq!(found.info, Info::default(), "no runtime answers");
+        // A cgroup inside the container is the container's; conmon's and the others are none.
+        assert_eq!(c.of_cgroup(ino(&top.join("sub"))).unwrap().id, ID);
+        let conmon = root.join(format!("libpod_parent/libpod-conmon-{ID}"));
+        assert_eq!(c.of_cgroup(ino(&conmon)), None);
+        assert_eq!(
+            c.of_cgroup(ino(&root.join("system.slice/cron.service"))),
+            None
+        );
+        // A container started after the last scan is found by scanning again.
+        let later = ID.replace('5', "7");
+        let new = root.join(format!("libpod_parent/libpod-{later}"));
+        fs::create_dir_all(&new).unwrap();
+        assert_eq!(c.of_cgroup(ino(&new)).unwrap().id, later);
+        // One that is nowhere is remembered as none, without scanning again.
+        assert_eq!(c.of_cgroup(u64::MAX), None);
+        assert_eq!(c.by_cgroup.get(&u64::MAX), Some(&None));
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn running_ids_are_the_roots() {
+        let root = tree("roots");
+        let running = ids(&root);
+        assert_eq!(running.len(), 1);
+        assert_eq!(running[ID], [format!("/libpod_parent/libpod-{ID}")]);
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    fn json(c: Container) -> serde_json::Value {
+        let cgroup = 4242;
+        CONTAINERS.with_borrow_mut(|all| {
+            let id: Rc<str> = Rc::from(c.id.as_str());
+            all.by_cgroup
+                .insert(cgroup, Some((Rc::clone(&id), c.runtime)));
+            all.by_id.insert(id, Rc::new(c));
+        });
+        let mut out = b"{\"a\":1".to_vec();
+        write_json(&mut out, cgroup);
+        out.push(b'}');
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn json_keys_are_tracees_and_only_what_is_known() {
+        let bare = json(Container {
+            id: ID.into(),
+            runtime: Runtime::Podman,
+            info: Info::default(),
+        });
+        assert_eq!(
+            bare.to_string(),
+            format!(
+                r#"{{"a":1,"containerId":"{ID}","container":{{"id":"{ID}","runtime":"podman"}}}}"#
+            )
+        );
+        let pod = json(Container {
+            id: ID.into(),
+            runtime: Runtime::Crio,
+            info: Info {
+                name: Some("app\u{1b}[31m".into()),
+                image: Some("nginx:1.27".into()),
+                image_digest: None,
+                pod_name: Some("web-0".into()),
+                pod_namespace: Some("shop".into()),
+                pod_uid: None,
+                pod_sandbox: true,
+            },
+        });
+        assert_eq!(pod["container"]["name"], "app\u{1b}[31m");
+        assert_eq!(pod["container"]["image"], "nginx:1.27");
+        assert_eq!(
+            pod["kubernetes"].to_string(),
+            r#"{"podName":"web-0","podNamespace":"shop","podSandbox":true}"#
+        );
+        let mut none = Vec::new();
+        write_json(&mut none, 0);
+        assert!(none.is_empty());
+    }
+}

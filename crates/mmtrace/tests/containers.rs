@@ -1,0 +1,297 @@
+//! A real container: podman with runc runs a static busybox from a local rootfs. Its calls
+//! carry the id podman gives it, the runtime, and the name podman's service answers with;
+//! `-s container=PREFIX` keeps exactly its calls; the host's calls carry no container.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mmtrace_testkit::{bpf_allowed, cgroup_id_of, tid, Trace, PATIENCE};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mmtrace");
+const EVENTS: &str = "brk,mmap,munmap,mprotect";
+
+/// Where a prerequisite is missing: skip outside CI, fail under it.
+fn missing(why: &str) -> bool {
+    if std::env::var_os("CI").is_some() {
+        panic!("under CI this test must run: {why}");
+    }
+    eprintln!("skipping: {why}");
+    false
+}
+
+fn runs(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// podman, runc and a static busybox (Debian's busybox-static), installed with apt-get when
+/// missing.
+fn prerequisites() -> bool {
+    let have = || {
+        runs("podman", &["--version"])
+            && runs("runc", &["--version"])
+            && runs("dpkg", &["-s", "busybox-static"])
+    };
+    if have() {
+        return true;
+    }
+    let installed = Command::new("apt-get")
+        .args([
+            "install",
+            "-y",
+            "--no-install-recommends",
+            "podman",
+            "runc",
+            "busybox-static",
+        ])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    installed && have()
+        || missing("podman, runc and busybox-static are missing and apt-get could not install them")
+}
+
+fn output(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// What the test made, removed however it ends.
+struct Setup {
+    dir: PathBuf,
+    name: String,
+    service: Option<Child>,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = Command::new("podman")
+            .args(["rm", "-f", &self.name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if let Some(mut s) = self.service.take() {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// podman's API service on a socket of the test's own, once it answers.
+fn service(socket: &Path) -> Child {
+    let child = Command::new("podman")
+        .args(["system", "service", "--time=0"])
+        .arg(format!("unix://{}", socket.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !runs(
+        "podman",
+        &["--url", &format!("unix://{}", socket.display()), "version"],
+    ) {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "podman's service never answered"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child
+}
+
+fn events(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &Value| !e["eventName"].as_str().unwrap().starts_with("mmtrace_"))
+        .collect()
+}
+
+/// What both traces see alike of a call: each tracer reads the clock for itself.
+fn key(e: &Value) -> (u64, String, i64, String) {
+    (
+        e["hostThreadId"].as_u64().unwrap(),
+        e["eventName"].as_str().unwrap().to_string(),
+        e["returnValue"].as_i64().unwrap(),
+        e["args"].to_string(),
+    )
+}
+
+#[test]
+fn a_podman_container_is_named_and_scoped() {
+    if !bpf_allowed() || !prerequisites() {
+        return;
+    }
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("containers-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let rootfs = dir.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    let socket = dir.join("podman.sock");
+    let mut setup = Setup {
+        dir: dir.clone(),
+        name: format!("mmtrace-test-{}", std::process::id()),
+        service: None,
+    };
+    setup.service = Some(service(&socket));
+
+    // It waits for /go, so both traces are on before the calls compared, and for the margin
+    // the comparison leaves; then it runs a few programs, each making its own calls.
+    let script = "while [ ! -e /go ]; do sleep 0.1; done; sleep 0.5; \
+                  i=0; while [ $i -lt 5 ]; do /bin/busybox true; i=$((i+1)); done";
+    // Options before --rootfs: podman takes everything after the rootfs as the command.
+    let id = output(
+        "podman",
+        &[
+            "--runtime",
+            "runc",
+            "run",
+            "-d",
+            "--name",
+            &setup.name,
+            "--network",
+            "none",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            "--rootfs",
+            rootfs.to_str().unwrap(),
+            "/bin/busybox",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    assert_eq!(id.len(), 64, "{id}");
+    assert_eq!(
+        output("podman", &["inspect", "--format", "{{.Id}}", &setup.name]),
+        id
+    );
+    assert!(
+        output("podman", &["ps", "--no-trunc", "--format", "{{.ID}}"])
+            .lines()
+            .any(|l| l == id)
+    );
+    let image = output(
+        "podman",
+        &["inspect", "--format", "{{.ImageName}}", &setup.name],
+    );
+    let pid = output(
+        "podman",
+        &["inspect", "--format", "{{.State.Pid}}", &setup.name],
+    );
+    let cgroup = cgroup_id_of(&pid).expect("the container's cgroup v2");
+
+    let cri = format!("podman:{}", socket.display());
+    let trace = |more: &[&str]| {
+        let args = [&["-e", EVENTS, "--cri", &cri][..], more].concat();
+        Trace::start(BIN, &args, Stdio::null())
+    };
+    let all_path = dir.join("all.json");
+    let all = trace(&["-o", &format!("json:{}", all_path.display())]);
+    let scoped_path = dir.join("scoped.json");
+    let table_path = dir.join("scoped.txt");
+    let scoped = trace(&[
+        "-s",
+        &format!("container={}", &id[..12]),
+        "-o",
+        &format!("json:{}", scoped_path.display()),
+        "-o",
+        &format!("table:{}", table_path.display()),
+    ]);
+    let both_on = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    // A call of the host's: this test's own.
+    let me = tid();
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        libc::munmap(p, 4096);
+    }
+    std::fs::write(rootfs.join("go"), "").unwrap();
+    assert_eq!(output("podman", &["wait", &setup.name]), "0");
+    let (code, err) = scoped.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = all.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("lost because"), "{err}");
+
+    let all = events(&all_path);
+    // The container's calls, by the cgroup the kernel put its process in.
+    let theirs: Vec<&Value> = all.iter().filter(|e| e["cgroupId"] == cgroup).collect();
+    assert!(
+        theirs.len() >= 10,
+        "too few of the container's calls: {}",
+        theirs.len()
+    );
+    for e in &theirs {
+        assert_eq!(e["containerId"], id.as_str(), "{e}");
+        let c = &e["container"];
+        assert_eq!(c["id"], id.as_str(), "{e}");
+        assert_eq!(c["runtime"], "podman", "{e}");
+        // What podman's service said.
+        assert_eq!(c["name"], setup.name.as_str(), "{e}");
+        match image.is_empty() {
+            true => assert!(c.get("image").is_none(), "{e}"),
+            false => assert_eq!(c["image"], image.as_str(), "{e}"),
+        }
+        assert!(e.get("kubernetes").is_none(), "no pod: {e}");
+    }
+    // Only its calls carry its id.
+    for e in all.iter().filter(|e| e["containerId"] == id.as_str()) {
+        assert_eq!(e["cgroupId"], cgroup, "{e}");
+    }
+    let host: Vec<&Value> = all.iter().filter(|e| e["hostThreadId"] == me).collect();
+    assert!(host.len() >= 2, "the test's own mmap and munmap");
+    for e in host {
+        for k in ["containerId", "container", "kubernetes"] {
+            assert!(e.get(k).is_none(), "a host call has {k}: {e}");
+        }
+    }
+
+    // The scoped trace has exactly the container's calls, of those made once both were on.
+    let scoped = events(&scoped_path);
+    assert!(!scoped.is_empty());
+    for e in &scoped {
+        assert_eq!(e["containerId"], id.as_str(), "{e}");
+    }
+    // Its calls after /go come after its half second of sleep: the boundary falls between.
+    let after = |e: &Value| e["timestamp"].as_u64().unwrap() > both_on + 250_000_000;
+    let mut kept: Vec<_> = scoped.iter().filter(|e| after(e)).map(key).collect();
+    let mut made: Vec<_> = theirs.iter().filter(|e| after(e)).map(|e| key(e)).collect();
+    kept.sort();
+    made.sort();
+    assert!(made.len() >= 10, "{}", made.len());
+    assert_eq!(kept, made);
+    // The table names the container by its short id, on every row.
+    let table = std::fs::read_to_string(&table_path).unwrap();
+    let rows: Vec<&str> = table.lines().skip(1).collect();
+    assert_eq!(rows.len(), scoped.len(), "{table}");
+    let short = format!("[container {}", &id[..12]);
+    assert!(rows.iter().all(|r| r.contains(&short)), "{table}");
+}
