@@ -16,6 +16,10 @@ mod output;
 #[allow(dead_code)]
 #[path = "../src/inband.rs"]
 mod inband;
+// ... and the formatting of sizes and durations.
+#[allow(dead_code)]
+#[path = "../src/units.rs"]
+mod units;
 
 /// What the kernel side sends for a munmap of an unmapped page with lock accounting: a
 /// record, then the caller-side prefix of `struct ext` (locked memory and mapping).

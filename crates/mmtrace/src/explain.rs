@@ -9,6 +9,7 @@ use mmtrace_events::select::{closest, SelectError};
 use mmtrace_events::{by_name, ArgDef, EventDef, RetKind, Tag};
 
 use crate::examples;
+use crate::units;
 
 /// The sections of every event's reference, in order, for the text and the Markdown alike.
 pub const SECTIONS: [&str; 11] = [
@@ -306,30 +307,10 @@ pub fn errno_value(name: &str) -> u64 {
     errno_number(name).expect("the catalog's errnos are real names, a test checks")
 }
 
-const WIDTH: usize = 92;
-
-/// `text` filled to WIDTH, its first line after `first` and the rest after `rest`.
+/// `text` filled to the width of a paragraph, its first line after `first` and the rest
+/// after `rest`.
 fn wrap(text: &str, first: &str, rest: &str) -> String {
-    let mut out = String::from(first);
-    let mut col = first.len();
-    let mut line_empty = true;
-    for word in text.split_whitespace() {
-        if !line_empty && col + 1 + word.len() > WIDTH {
-            out.push('\n');
-            out.push_str(rest);
-            col = rest.len();
-            line_empty = true;
-        }
-        if !line_empty {
-            out.push(' ');
-            col += 1;
-        }
-        out.push_str(word);
-        col += word.len();
-        line_empty = false;
-    }
-    out.push('\n');
-    out
+    units::wrap(text, first, rest, units::WIDTH)
 }
 
 const IN: &str = "    ";
@@ -517,7 +498,7 @@ pub(crate) mod tests {
                 let is_example = example
                     .as_ref()
                     .is_some_and(|x| line.contains(x.json) || line.contains(x.table));
-                assert!(line.len() <= WIDTH || is_example, "{}: {line}", e.name);
+                assert!(line.len() <= units::WIDTH || is_example, "{}: {line}", e.name);
             }
         }
     }
@@ -532,15 +513,5 @@ pub(crate) mod tests {
         let madvise = by_name("madvise").unwrap();
         assert!(values(&madvise.args[2]).contains(&("MADV_COLD", "20".to_string())));
         assert!(values(&madvise.args[0]).is_empty());
-    }
-
-    #[test]
-    fn wrapping() {
-        assert_eq!(wrap("a b", "> ", "  "), "> a b\n");
-        let long = "word ".repeat(40);
-        let wrapped = wrap(&long, "- ", "  ");
-        assert!(wrapped.lines().count() > 1);
-        assert!(wrapped.lines().all(|l| l.len() <= WIDTH));
-        assert!(wrapped.lines().skip(1).all(|l| l.starts_with("  word")));
     }
 }

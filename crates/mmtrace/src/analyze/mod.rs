@@ -378,8 +378,8 @@ impl Analyzer {
                 r,
                 format!(
                     "{} locked of a {} RLIMIT_MEMLOCK ({}%) after {}",
-                    report::bytes(bytes),
-                    report::bytes(limit),
+                    crate::units::bytes(bytes),
+                    crate::units::bytes(limit),
                     u128::from(bytes) * 100 / u128::from(limit),
                     r.name
                 ),

@@ -8,6 +8,7 @@ use mmtrace_events::text::escape;
 use serde::Serialize;
 
 use super::kills::{self, Kill, Summary};
+use crate::units::{bytes, duration as ns, wrap, WIDTH};
 use super::{Analyzer, Key, Process};
 
 /// Processes and threads shown in the text report; JSON has them all.
@@ -347,49 +348,6 @@ pub fn build(a: &Analyzer, source: &str) -> Report {
     }
 }
 
-/// Explanations are a paragraph each; a terminal shows them better folded.
-const WIDTH: usize = 92;
-
-fn wrap(text: &str, width: usize) -> Vec<String> {
-    let mut lines = vec![String::new()];
-    for word in text.split_whitespace() {
-        let line = lines.last_mut().unwrap();
-        if !line.is_empty() && line.len() + 1 + word.len() > width {
-            lines.push(word.to_string());
-        } else {
-            if !line.is_empty() {
-                line.push(' ');
-            }
-            line.push_str(word);
-        }
-    }
-    lines
-}
-
-/// 4096 → "4.0 KiB".
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    match unit {
-        0 => format!("{n} B"),
-        _ => format!("{v:.1} {}", UNITS[unit]),
-    }
-}
-
-fn ns(n: u64) -> String {
-    match n {
-        0..1_000 => format!("{n} ns"),
-        1_000..1_000_000 => format!("{:.1} us", n as f64 / 1e3),
-        1_000_000..1_000_000_000 => format!("{:.1} ms", n as f64 / 1e6),
-        _ => format!("{:.2} s", n as f64 / 1e9),
-    }
-}
-
 impl Report {
     pub fn write(&self, out: &mut dyn Write, format: Format) -> io::Result<()> {
         match format {
@@ -481,9 +439,8 @@ impl Report {
             plural(d.processes, "process"),
             plural(d.count, "time")
         )?;
-        for line in wrap(d.explanation, WIDTH) {
-            writeln!(out, "    {line}")?;
-        }
+        // The indent is the paragraph's margin, not part of its width.
+        write!(out, "{}", wrap(d.explanation, "    ", "    ", WIDTH + 4))?;
         writeln!(out, "    see {}", d.doc)?;
         for i in d.instances.iter().take(TOP) {
             let times = if i.count > 1 {
