@@ -943,6 +943,13 @@ pub fn raised(name: &str) -> Option<&'static EventDef<Raised>> {
     RAISED.iter().copied().find(|e| e.name == name)
 }
 
+/// The reference prose of the event named `name`, hooked or raised.
+pub fn doc(name: &str) -> Option<&'static EventDoc> {
+    by_name(name)
+        .map(|e| e.doc)
+        .or_else(|| raised(name).map(|e| e.doc))
+}
+
 /// The catalog entry named `name`.
 pub fn by_name(name: &str) -> Option<&'static EventDef> {
     CATALOG.iter().find(|e| e.name == name)

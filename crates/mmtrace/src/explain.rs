@@ -498,7 +498,11 @@ pub(crate) mod tests {
                 let is_example = example
                     .as_ref()
                     .is_some_and(|x| line.contains(x.json) || line.contains(x.table));
-                assert!(line.len() <= units::WIDTH || is_example, "{}: {line}", e.name);
+                assert!(
+                    line.len() <= units::WIDTH || is_example,
+                    "{}: {line}",
+                    e.name
+                );
             }
         }
     }

@@ -16,7 +16,7 @@ use mmtrace_events::Event;
 
 use crate::analyze;
 use crate::cli::TraceArgs;
-use crate::command::Command;
+use crate::command::TracedCommand;
 use crate::inband::InBand;
 use crate::output::{self, Outputs, Sink};
 use crate::privilege;
@@ -48,7 +48,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     // Like strace's trace on stderr, the events keep stdout to themselves when they use it.
     let mut command = match args.command.is_empty() {
         true => None,
-        false => Some(Command::spawn(
+        false => Some(TracedCommand::spawn(
             &args.command,
             args.user.as_deref(),
             outputs.events_on_stdout(),
@@ -61,7 +61,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
     let mut opts = Options::new(selection.events);
     opts.filters = selection.filters;
     opts.scope = scope;
-    opts.roots = command.iter().map(Command::pid).collect();
+    opts.roots = command.iter().map(TracedCommand::pid).collect();
     opts.ring_bytes = ring_bytes;
     opts.enrich = !args.no_enrich;
     opts.features_off = features_off;

@@ -7,11 +7,11 @@ use mmtrace_events::decode::{MAP_LOCKED, MCL_CURRENT, MCL_FUTURE};
 
 use super::record::Record;
 
-const PAGE: u64 = 4096;
-
 /// Locked ranges seen being created, as the calls say; locks do not nest, so a set of ranges.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Ledger {
+    /// The page size the kernel rounded the calls' ranges to.
+    page: u64,
     ranges: BTreeMap<u64, u64>,
     bytes: u64,
     future: bool,
@@ -33,6 +33,18 @@ pub struct KernelLocked {
 }
 
 impl Ledger {
+    pub fn new(page: u64) -> Ledger {
+        Ledger {
+            page,
+            ranges: BTreeMap::new(),
+            bytes: 0,
+            future: false,
+            incomplete: false,
+            peak: 0,
+            kernel: None,
+        }
+    }
+
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
@@ -108,7 +120,7 @@ impl Ledger {
     }
 
     fn lock(&mut self, addr: u64, len: u64) {
-        let (start, end) = pages(addr, len);
+        let (start, end) = pages(addr, len, self.page);
         if start >= end {
             return;
         }
@@ -134,7 +146,7 @@ impl Ledger {
     }
 
     fn unlock(&mut self, addr: u64, len: u64) {
-        let (start, end) = pages(addr, len);
+        let (start, end) = pages(addr, len, self.page);
         if start >= end {
             return;
         }
@@ -160,7 +172,7 @@ impl Ledger {
     }
 
     fn overlap(&self, addr: u64, len: u64) -> u64 {
-        let (start, end) = pages(addr, len);
+        let (start, end) = pages(addr, len, self.page);
         self.ranges
             .range(..end)
             .rev()
@@ -172,15 +184,17 @@ impl Ledger {
 
 /// The whole pages a byte range touches, as the kernel rounds it; clamped so that no
 /// argument overflows.
-fn pages(addr: u64, len: u64) -> (u64, u64) {
-    let start = addr & !(PAGE - 1);
-    let end = addr.saturating_add(len).saturating_add(PAGE - 1) & !(PAGE - 1);
+fn pages(addr: u64, len: u64, page: u64) -> (u64, u64) {
+    let start = addr & !(page - 1);
+    let end = addr.saturating_add(len).saturating_add(page - 1) & !(page - 1);
     (start, end)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PAGE: u64 = 4096;
 
     fn call(name: &str, args: &str, ret: i64) -> Record {
         let line = format!(
@@ -201,7 +215,7 @@ mod tests {
 
     #[test]
     fn locks_do_not_nest_and_unlocks_split() {
-        let mut l = Ledger::default();
+        let mut l = Ledger::new(PAGE);
         l.apply(&range("mlock", 0x10000, 3 * PAGE));
         l.apply(&range("mlock", 0x11000, 3 * PAGE));
         assert_eq!(l.bytes(), 4 * PAGE);
@@ -216,7 +230,7 @@ mod tests {
 
     #[test]
     fn failed_calls_lock_nothing() {
-        let mut l = Ledger::default();
+        let mut l = Ledger::new(PAGE);
         l.apply(&call(
             "mlock",
             r#"{"name":"addr","value":"0x10000"},{"name":"len","value":4096}"#,
@@ -227,7 +241,7 @@ mod tests {
 
     #[test]
     fn huge_ranges_do_not_overflow() {
-        let mut l = Ledger::default();
+        let mut l = Ledger::new(PAGE);
         l.apply(&range("mlock", u64::MAX - 10, u64::MAX));
         l.apply(&range("munlock", 0, u64::MAX));
         assert_eq!(l.bytes(), 0);

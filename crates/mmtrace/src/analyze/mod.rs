@@ -50,7 +50,7 @@ struct Key {
     start: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Process {
     /// When the process started, ns since the epoch (the kernel's start of its main
     /// thread, which every line carries as processStartTime); 0 while unknown, which only
@@ -75,10 +75,21 @@ struct Process {
 }
 
 impl Process {
-    fn new(r: &Record) -> Process {
+    fn new(r: &Record, page_size: u64) -> Process {
         Process {
             start: r.process_start,
-            ..Process::default()
+            comm: String::new(),
+            calls: 0,
+            time_ns: 0,
+            lock_calls: 0,
+            unlock_calls: 0,
+            failures: BTreeMap::new(),
+            threads: HashMap::new(),
+            ledger: Ledger::new(page_size),
+            munmaps: VecDeque::new(),
+            munmap_peak: 0,
+            findings: Vec::new(),
+            prot_seen: VecDeque::new(),
         }
     }
 
@@ -117,8 +128,12 @@ struct Overflow {
 }
 
 /// Reads events one at a time, in any order within `REORDER_NS`, and builds the report.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Analyzer {
+    /// The page size of the machine the calls were made on, to which its kernel rounded
+    /// the ranges they locked. A recording does not say it, so it is taken to be this
+    /// machine's, which a live trace's is.
+    page_size: u64,
     pending: BTreeMap<(u64, u64), Record>,
     seq: u64,
     newest: u64,
@@ -144,12 +159,30 @@ pub struct Analyzer {
 
 impl Analyzer {
     pub fn new() -> Analyzer {
-        Analyzer::default()
+        Analyzer {
+            page_size: rustix::param::page_size() as u64,
+            pending: BTreeMap::new(),
+            seq: 0,
+            newest: 0,
+            lines: 0,
+            events: 0,
+            malformed: Vec::new(),
+            skipped: 0,
+            first_ts: None,
+            last_ts: 0,
+            processes: HashMap::new(),
+            folded: report::Folded::default(),
+            kills: Kills::default(),
+            findings: Vec::new(),
+            overflow: HashMap::new(),
+            lost: BTreeMap::new(),
+            guessed_starts: 0,
+        }
     }
 
     /// A live analysis: signals to the tracer itself (its stop) are no kill.
     pub fn live() -> Analyzer {
-        let mut a = Analyzer::default();
+        let mut a = Analyzer::new();
         a.kills.ignore(std::process::id());
         a
     }
@@ -235,7 +268,7 @@ impl Analyzer {
         let p = self
             .processes
             .entry(r.pid)
-            .or_insert_with(|| Process::new(r));
+            .or_insert_with(|| Process::new(r, self.page_size));
         if p.start == 0 {
             p.start = r.process_start;
         }

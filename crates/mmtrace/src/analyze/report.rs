@@ -8,8 +8,8 @@ use mmtrace_events::text::escape;
 use serde::Serialize;
 
 use super::kills::{self, Kill, Summary};
-use crate::units::{bytes, duration as ns, wrap, WIDTH};
 use super::{Analyzer, Key, Process};
+use crate::units::{bytes, duration as ns, wrap, WIDTH};
 
 /// Processes and threads shown in the text report; JSON has them all.
 const TOP: usize = 15;
