@@ -284,6 +284,76 @@ impl Extra {
     }
 }
 
+/// What an event does to memory or to a process, for the analyses: they classify events by
+/// it, never by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Creates a mapping at the address it returns (and may lock it: MAP_LOCKED).
+    Maps,
+    /// Changes the protection of mapped pages.
+    Protects,
+    /// Removes mappings, unlocking what was locked there.
+    Unmaps,
+    /// Moves or resizes a mapping, which stays locked if it was.
+    Remaps,
+    /// Locks the range `addr`, `len`.
+    Locks,
+    /// Unlocks the range `addr`, `len`.
+    Unlocks,
+    /// Locks all that is mapped (MCL_CURRENT) or will be (MCL_FUTURE), as `flags` say.
+    LocksAll,
+    /// Unlocks everything and ends MCL_FUTURE.
+    UnlocksAll,
+    /// Returns a pidfd for the process `pid`.
+    OpensPidfd,
+    /// Sends signal `sig`, to the process behind `pidfd` or to `pid`.
+    Signals { by_pidfd: bool },
+    /// Reaps the memory of the dying process behind `pidfd`.
+    Releases,
+    /// The kernel's OOM killer chose the process `pid`.
+    OomVictim,
+    /// The kernel's OOM reaper at work on the process `pid`.
+    OomReaper(Reaping),
+    /// The calling process began to exit.
+    Exits,
+    /// An exiting process's address space is gone: its memory is back.
+    TornDown,
+    /// Memory made writable and executable (mmtrace raises it from other events).
+    Alerts,
+    /// Nothing the analyses follow.
+    Other,
+}
+
+/// The OOM reaper's steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reaping {
+    Start,
+    Finish,
+    Skip,
+}
+
+impl Role {
+    /// Whether the kernel did it on its own, for no call of the process the event names.
+    pub fn is_kernel_act(self) -> bool {
+        matches!(self, Role::OomVictim | Role::OomReaper(_) | Role::TornDown)
+    }
+
+    /// Whether the call sets the protection of memory: the mappings it creates or changes.
+    pub fn sets_protection(self) -> bool {
+        matches!(self, Role::Maps | Role::Protects)
+    }
+
+    /// Whether the call locks memory whatever its flags.
+    pub fn locks(self) -> bool {
+        matches!(self, Role::Locks | Role::LocksAll)
+    }
+
+    /// Whether the call unlocks memory by name (an unmap unlocks as a side effect).
+    pub fn unlocks(self) -> bool {
+        matches!(self, Role::Unlocks | Role::UnlocksAll)
+    }
+}
+
 #[derive(Debug)]
 pub enum Source {
     /// A syscall, hooked on its `syscalls:sys_enter_*` and `sys_exit_*` tracepoints.
@@ -318,6 +388,7 @@ pub struct EventDef<S: 'static = Source> {
     pub source: S,
     pub args: &'static [ArgDef],
     pub ret: RetKind,
+    pub role: Role,
     /// What the kernel side adds to the raw record.
     pub extras: &'static [Extra],
     pub sets: &'static [&'static str],
@@ -344,7 +415,7 @@ impl<S> EventDef<S> {
             .iter()
             .flat_map(|x| x.fields().iter().copied())
             .collect();
-        if matches!(self.name, "mmap" | "mprotect" | "pkey_mprotect") {
+        if self.role.sets_protection() {
             fields.push((
                 "mem_prot_alert",
                 "a line of its own after a call that makes memory writable and executable, or \
@@ -431,6 +502,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("off", I64, K, D::None),
         ],
         ret: RetKind::Address,
+        role: Role::Maps,
         extras: &[Extra::Locked, Extra::MappingAfter],
         sets: MAP_SETS,
         since: "1.0",
@@ -451,6 +523,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("prot", I32, K, D::Prot),
         ],
         ret: RetKind::Zero,
+        role: Role::Protects,
         extras: &[Extra::Mapping],
         sets: MAP_SETS,
         since: "1.0",
@@ -470,6 +543,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("length", U64, K, D::None).in_unit(Unit::Bytes),
         ],
         ret: RetKind::Zero,
+        role: Role::Unmaps,
         extras: &[Extra::Mapping, Extra::Locked, Extra::Unlocked],
         sets: MAP_SETS,
         since: "1.0",
@@ -486,6 +560,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[arg("addr", Pointer, KU, D::None)],
         ret: RetKind::Break,
+        role: Role::Other,
         extras: &[],
         sets: MAP_SETS,
         since: "1.0",
@@ -508,6 +583,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("new_address", Pointer, KU_OPT, D::None),
         ],
         ret: RetKind::Address,
+        role: Role::Remaps,
         extras: &[Extra::Mapping, Extra::Locked],
         sets: MAP_SETS,
         since: "2.0",
@@ -528,6 +604,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("advice", I32, K, D::Madvise),
         ],
         ret: RetKind::Zero,
+        role: Role::Other,
         extras: &[Extra::Mapping],
         sets: MAP_SETS,
         since: "2.4",
@@ -544,6 +621,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[arg("pid", I32, K, D::None), arg("sig", I32, K, D::Signal)],
         ret: RetKind::Zero,
+        role: Role::Signals { by_pidfd: false },
         extras: &[],
         sets: &["syscalls", "signals", "oom"],
         since: "1.0",
@@ -563,6 +641,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("len", U64, K, D::None).in_unit(Unit::Bytes),
         ],
         ret: RetKind::Zero,
+        role: Role::Locks,
         extras: &[Extra::Locked],
         sets: LOCK_SETS,
         since: "2.0",
@@ -582,6 +661,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("len", U64, K, D::None).in_unit(Unit::Bytes),
         ],
         ret: RetKind::Zero,
+        role: Role::Unlocks,
         extras: &[Extra::Locked],
         sets: LOCK_SETS,
         since: "2.0",
@@ -598,6 +678,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[arg("flags", I32, K, D::MclFlags)],
         ret: RetKind::Zero,
+        role: Role::LocksAll,
         extras: &[Extra::Locked],
         sets: LOCK_SETS,
         since: "2.0",
@@ -614,6 +695,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[],
         ret: RetKind::Zero,
+        role: Role::UnlocksAll,
         extras: &[Extra::Locked],
         sets: LOCK_SETS,
         since: "2.0",
@@ -634,6 +716,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("flags", I32, K, D::MlockFlags),
         ],
         ret: RetKind::Zero,
+        role: Role::Locks,
         extras: &[Extra::Locked],
         sets: LOCK_SETS,
         since: "4.4",
@@ -655,6 +738,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("pkey", I32, K, D::None),
         ],
         ret: RetKind::Zero,
+        role: Role::Protects,
         extras: &[Extra::Mapping],
         sets: MAP_SETS,
         since: "4.9",
@@ -676,6 +760,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("flags", U32, K, D::PidfdSignalFlags),
         ],
         ret: RetKind::Zero,
+        role: Role::Signals { by_pidfd: true },
         extras: &[Extra::TargetArg0],
         sets: OOM_SETS,
         since: "5.1",
@@ -695,6 +780,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("flags", U32, K, D::PidfdOpenFlags),
         ],
         ret: RetKind::Fd,
+        role: Role::OpensPidfd,
         extras: &[Extra::TargetRet],
         sets: OOM_SETS,
         since: "5.3",
@@ -717,6 +803,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("flags", U32, K, D::None),
         ],
         ret: RetKind::Bytes,
+        role: Role::Other,
         extras: &[Extra::TargetArg0],
         sets: &["syscalls", "proc_mem", "mapping", "oom"],
         since: "5.10",
@@ -733,6 +820,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[arg("flags", U32, K, D::CloexecFlags)],
         ret: RetKind::Fd,
+        role: Role::Other,
         extras: &[],
         sets: &["syscalls", "proc_mem", "mapping"],
         since: "5.14",
@@ -749,6 +837,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[arg("pidfd", I32, K, D::None), arg("flags", U32, K, D::None)],
         ret: RetKind::Zero,
+        role: Role::Releases,
         extras: &[Extra::TargetArg0, Extra::Rss],
         sets: OOM_SETS,
         since: "5.15",
@@ -769,6 +858,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("flags", U64, K, D::None),
         ],
         ret: RetKind::Zero,
+        role: Role::Other,
         extras: &[Extra::Mapping],
         sets: &["syscalls", "proc_mem", "mapping"],
         since: "6.10",
@@ -795,6 +885,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("oom_score_adj", I32, K, D::None),
         ],
         ret: RetKind::None,
+        role: Role::OomVictim,
         extras: &[Extra::Victim],
         sets: &["oom"],
         since: "4.15",
@@ -812,6 +903,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[arg("pid", I32, K, D::None)],
         ret: RetKind::None,
+        role: Role::OomReaper(Reaping::Start),
         extras: &[],
         sets: &["oom"],
         since: "4.15",
@@ -829,6 +921,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[arg("pid", I32, K, D::None)],
         ret: RetKind::None,
+        role: Role::OomReaper(Reaping::Finish),
         extras: &[],
         sets: &["oom"],
         since: "4.15",
@@ -846,6 +939,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[arg("pid", I32, K, D::None)],
         ret: RetKind::None,
+        role: Role::OomReaper(Reaping::Skip),
         extras: &[],
         sets: &["oom"],
         since: "4.15",
@@ -872,6 +966,7 @@ pub static CATALOG: &[EventDef] = &[
             field("shmem", U64, D::None, Field::At(3)).in_unit(Unit::Bytes),
         ],
         ret: RetKind::None,
+        role: Role::Exits,
         extras: &[],
         sets: &["oom", "proc"],
         since: "2.6.28",
@@ -889,6 +984,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[arg("vm_size", U64, K, D::None).in_unit(Unit::Bytes)],
         ret: RetKind::None,
+        role: Role::TornDown,
         extras: &[],
         sets: &["oom", "proc"],
         since: "6.1",
@@ -923,6 +1019,7 @@ pub static MEM_PROT_ALERT: EventDef<Raised> = EventDef {
         arg("ctime", U64, K, D::None),
     ],
     ret: RetKind::None,
+    role: Role::Alerts,
     extras: &[],
     sets: &["mapping"],
     since: "1.0",
@@ -941,6 +1038,13 @@ pub fn names() -> impl Iterator<Item = &'static str> {
 /// The raised event named `name`.
 pub fn raised(name: &str) -> Option<&'static EventDef<Raised>> {
     RAISED.iter().copied().find(|e| e.name == name)
+}
+
+/// What the event named `name` does, hooked or raised; None for names not in the catalog.
+pub fn role(name: &str) -> Option<Role> {
+    by_name(name)
+        .map(|e| e.role)
+        .or_else(|| raised(name).map(|e| e.role))
 }
 
 /// The reference prose of the event named `name`, hooked or raised.

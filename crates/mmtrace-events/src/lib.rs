@@ -11,7 +11,7 @@ pub mod select;
 pub mod text;
 
 pub use catalog::{
-    by_id, by_name, ArgDef, ArgType, ArgValue, EventDef, RetKind, Tag, Unit, CATALOG,
+    by_id, by_name, ArgDef, ArgType, ArgValue, EventDef, RetKind, Role, Tag, Unit, CATALOG,
 };
 pub use event::Event;
 pub use text::TracedText;

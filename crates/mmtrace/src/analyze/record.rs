@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use mmtrace_events::catalog::MEM_PROT_ALERT;
 use mmtrace_events::decode::{errno_name, Decoder};
 use mmtrace_events::enrich::ProtAlert;
-use mmtrace_events::{by_name, enrich, ArgValue, Event, EventDef};
+use mmtrace_events::{by_name, catalog, enrich, ArgValue, Event, EventDef, Role};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -119,6 +119,8 @@ pub struct Record {
     pub tid: u32,
     pub comm: String,
     pub name: Cow<'static, str>,
+    /// What the event does, from the catalog; `Other` for lines it does not know.
+    pub role: Role,
     pub ret: i64,
     pub errno: Option<String>,
     args: Args,
@@ -194,6 +196,7 @@ impl Record {
             pid,
             tid,
             comm: text_of(l.process_name.as_ref()).unwrap_or_default(),
+            role: catalog::role(&name).unwrap_or(Role::Other),
             name,
             ret,
             errno,
@@ -224,6 +227,7 @@ impl Record {
             tid: c.host_tid,
             comm: c.comm.to_str_lossy().into_owned(),
             name: Cow::Borrowed(e.def.name),
+            role: e.def.role,
             ret: e.ret,
             errno: e.error_name(),
             args: Args::Raw {
@@ -264,6 +268,7 @@ impl Record {
             tid: pid,
             comm: "mmtrace".into(),
             name: Cow::Borrowed(name),
+            role: Role::Other,
             ret: 0,
             errno: None,
             args: Args::Json(
@@ -303,6 +308,7 @@ impl Record {
         };
         Record {
             name: Cow::Borrowed(MEM_PROT_ALERT.name),
+            role: MEM_PROT_ALERT.role,
             ret: 0,
             errno: None,
             duration: 0,

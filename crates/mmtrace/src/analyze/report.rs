@@ -7,6 +7,7 @@ use std::io::{self, Write};
 use mmtrace_events::text::escape;
 use serde::Serialize;
 
+use super::detections::Detection;
 use super::kills::{self, Kill, Summary};
 use super::{Analyzer, Key, Process};
 use crate::units::{bytes, duration as ns, wrap, WIDTH};
@@ -212,6 +213,8 @@ pub struct Instance {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DetectionReport {
+    #[serde(skip)]
+    pub detection: &'static Detection,
     pub id: &'static str,
     pub severity: &'static str,
     pub title: &'static str,
@@ -276,11 +279,12 @@ pub fn build(a: &Analyzer, source: &str) -> Report {
     let mut detections: Vec<DetectionReport> = Vec::new();
     for f in &a.findings {
         let d = f.detection;
-        let i = match detections.iter().position(|r| r.id == d.id) {
+        let i = match detections.iter().position(|r| std::ptr::eq(r.detection, d)) {
             Some(i) => i,
             None => {
                 let overflow = a.overflow.get(d.id).copied().unwrap_or_default();
                 detections.push(DetectionReport {
+                    detection: d,
                     id: d.id,
                     severity: d.severity.name(),
                     title: d.title,
@@ -309,13 +313,7 @@ pub fn build(a: &Analyzer, source: &str) -> Report {
     for r in &mut detections {
         r.instances.sort_by_key(|i| (i.first_at, i.pid));
     }
-    detections.sort_by_key(|r| {
-        let sev = super::detections::DETECTIONS
-            .iter()
-            .find(|d| d.id == r.id)
-            .map(|d| d.severity);
-        (Reverse(sev), r.id)
-    });
+    detections.sort_by_key(|r| (Reverse(r.detection.severity), r.id));
     let mut kills = a.kills.finish();
     kills.sort_by_key(|k| k.start().or(k.releases.first().map(|r| r.at)));
     let lost: u64 = a.lost.values().sum();
