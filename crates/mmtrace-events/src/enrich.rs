@@ -1,6 +1,7 @@
 //! What mmtrace adds to a call beyond its raw record: whose memory a pidfd names, how much
 //! came back, locked memory against its limit, the mapping a call touched, and alerts.
 
+use crate::catalog::Role;
 use crate::decode::{write_and_exec, PROT_EXEC, PROT_WRITE};
 use crate::event::Event;
 use crate::TracedText;
@@ -236,8 +237,8 @@ impl ProtAlert<'_> {
         Some(ProtAlert {
             alert,
             // mmap's addr argument is only a hint; where the mapping went is what it returned.
-            addr: match e.def.name {
-                "mmap" => e.ret as u64,
+            addr: match e.def.role {
+                Role::Maps => e.ret as u64,
                 _ => raw("addr"),
             },
             len: e.arg("len").or(e.arg("length")).map_or(0, |v| v.bits()),
@@ -259,9 +260,9 @@ pub fn alert(e: &Event) -> Option<(Alert, u64)> {
         return None;
     }
     let prot = e.arg("prot")?.bits();
-    match e.def.name {
-        "mmap" if write_and_exec(prot) => Some((Alert::MmapWx, 0)),
-        "mprotect" | "pkey_mprotect" => {
+    match e.def.role {
+        Role::Maps if write_and_exec(prot) => Some((Alert::MmapWx, 0)),
+        Role::Protects => {
             let before = e.enrich.as_ref()?.mapping.as_ref()?.prot;
             let kind =
                 if before & PROT_EXEC != 0 && before & PROT_WRITE == 0 && write_and_exec(prot) {
@@ -282,15 +283,15 @@ pub fn alert(e: &Event) -> Option<(Alert, u64)> {
 /// Why a call failed, in words, where the errno alone misleads.
 pub fn failure_reason(e: &Event) -> Option<&'static str> {
     let errno = e.def.errno(e.ret)?;
-    match (e.def.name, errno) {
-        ("process_mrelease", 22) => Some(
+    match (e.def.role, errno) {
+        (Role::Releases, 22) => Some(
             "the target is not dying: send it SIGKILL first (a SIGTERM it handles does not count)",
         ),
-        ("process_mrelease", 3) => {
+        (Role::Releases, 3) => {
             Some("the target already exited or was reaped: nothing was left to free")
         }
-        ("process_mrelease", 9) => Some("the descriptor is not a pidfd"),
-        ("process_mrelease", 11) => {
+        (Role::Releases, 9) => Some("the descriptor is not a pidfd"),
+        (Role::Releases, 11) => {
             Some("part of the memory could not be reaped without blocking: call again")
         }
         _ => None,

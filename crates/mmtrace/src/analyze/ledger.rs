@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use mmtrace_events::decode::{MAP_LOCKED, MCL_CURRENT, MCL_FUTURE};
+use mmtrace_events::Role;
 
 use super::record::Record;
 
@@ -70,34 +71,34 @@ impl Ledger {
             return;
         }
         let range = |addr: &str, len: &str| Some((r.arg_u64(addr)?, r.arg_u64(len)?));
-        match &*r.name {
-            "mlock" | "mlock2" => {
+        match r.role {
+            Role::Locks => {
                 if let Some((a, l)) = range("addr", "len") {
                     self.lock(a, l);
                 }
             }
-            "munlock" => {
+            Role::Unlocks => {
                 if let Some((a, l)) = range("addr", "len") {
                     self.unlock(a, l);
                 }
             }
-            "munmap" => {
+            Role::Unmaps => {
                 if let Some((a, l)) = range("addr", "length") {
                     self.unlock(a, l);
                 }
             }
-            "mlockall" => {
+            Role::LocksAll => {
                 let flags = r.arg_u64("flags").unwrap_or(0);
                 self.incomplete |= flags & MCL_CURRENT != 0;
                 self.future = flags & MCL_FUTURE != 0;
             }
-            "munlockall" => {
+            Role::UnlocksAll => {
                 self.ranges.clear();
                 self.bytes = 0;
                 self.future = false;
                 self.incomplete = false;
             }
-            "mmap" => {
+            Role::Maps => {
                 let flags = r.arg_u64("flags").unwrap_or(0);
                 if self.future || flags & MAP_LOCKED != 0 {
                     if let Some(l) = r.arg_u64("length") {
@@ -105,7 +106,7 @@ impl Ledger {
                     }
                 }
             }
-            "mremap" => {
+            Role::Remaps => {
                 if let Some((a, old)) = range("old_address", "old_size") {
                     // A locked mapping stays locked where it moves to, at its new size.
                     let was_locked = self.overlap(a, old) > 0;

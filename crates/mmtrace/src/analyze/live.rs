@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use std::rc::Rc;
 
 use mmtrace_events::enrich::ProtAlert;
-use mmtrace_events::{by_name, Event, EventDef};
+use mmtrace_events::{Event, EventDef, Role, CATALOG};
 
 use super::{Analyzer, Format};
 use crate::inband::Note;
@@ -22,7 +22,9 @@ struct Live {
 /// What the analysis needs whatever was selected: it folds a process into its report once it
 /// has exited, which keeps its state bounded, and a kill's memory is back when the victim's
 /// teardown ends.
-const NEEDED: [&str; 2] = ["sched_process_exit", "exit_mmap"];
+fn needed(e: &EventDef) -> bool {
+    matches!(e.role, Role::Exits | Role::TornDown)
+}
 
 /// The analysis of a live trace, to report once tracing ends.
 pub struct Analysis(Rc<RefCell<Analyzer>>);
@@ -37,10 +39,9 @@ pub fn wrap(
     if !analyze {
         return (sink, None);
     }
-    let hidden: Vec<&'static EventDef> = NEEDED
+    let hidden: Vec<&'static EventDef> = CATALOG
         .iter()
-        .filter(|&&name| !events.iter().any(|e| e.name == name))
-        .filter_map(|&name| by_name(name))
+        .filter(|e| needed(e) && !events.contains(e))
         .collect();
     events.extend(&hidden);
     let analyzer = Rc::new(RefCell::new(Analyzer::live()));
