@@ -29,28 +29,24 @@ fn needed(e: &EventDef) -> bool {
 /// The analysis of a live trace, to report once tracing ends.
 pub struct Analysis(Rc<RefCell<Analyzer>>);
 
-/// With `analyze`, puts the analyzer behind `sink`, and adds to `events` what the analysis
-/// needs that the user did not select; without, leaves both alone.
-pub fn wrap(
-    sink: Box<dyn Sink>,
-    analyze: bool,
-    events: &mut Vec<&'static EventDef>,
-) -> (Box<dyn Sink>, Option<Analysis>) {
-    if !analyze {
-        return (sink, None);
-    }
-    let hidden: Vec<&'static EventDef> = CATALOG
+/// What the analysis needs that `events`, the user's selection, lacks: to be traced for the
+/// analysis alone.
+pub fn needed_besides(events: &[&'static EventDef]) -> Vec<&'static EventDef> {
+    CATALOG
         .iter()
         .filter(|e| needed(e) && !events.contains(e))
-        .collect();
-    events.extend(&hidden);
+        .collect()
+}
+
+/// Puts the analyzer behind `sink`; it keeps the `hidden` events out of the output.
+pub fn wrap(sink: Box<dyn Sink>, hidden: Vec<&'static EventDef>) -> (Box<dyn Sink>, Analysis) {
     let analyzer = Rc::new(RefCell::new(Analyzer::live()));
     let live = Live {
         inner: sink,
         analyzer: Rc::clone(&analyzer),
         hidden,
     };
-    (Box::new(live), Some(Analysis(analyzer)))
+    (Box::new(live), Analysis(analyzer))
 }
 
 impl Analysis {

@@ -19,7 +19,7 @@ use mmtrace_events::Role;
 use detections::{Detection, DETECTIONS};
 use kills::Kills;
 use ledger::Ledger;
-pub use live::wrap as live;
+pub use live::{needed_besides, wrap as live};
 use record::Record;
 pub use report::{Format, Report};
 
