@@ -3,6 +3,7 @@
 
 use crate::decode::Decoder;
 use crate::docs::{self, EventDoc};
+use crate::line;
 
 /// Argument tags, as Tracee's event pages use them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,54 +218,13 @@ impl Extra {
     /// The JSON keys this extra adds to an event's line, with what each holds.
     pub fn fields(self) -> &'static [(&'static str, &'static str)] {
         match self {
-            Extra::TargetArg0 | Extra::TargetRet => &[(
-                "target",
-                "the process the pidfd refers to: hostProcessId, processId (as its own pid \
-                 namespace numbers it, so 1 for a container's init), processName (empty once \
-                 reaped)",
-            )],
-            Extra::Rss => &[
-                (
-                    "memory",
-                    "the target's resident memory in bytes when the call started (before) and \
-                     returned (after; null when no memory is left), each {anon, file, shmem}, \
-                     and freedBytes, the difference",
-                ),
-                (
-                    "reason",
-                    "on failure, why in words (EINVAL: the target is not dying yet)",
-                ),
-            ],
-            Extra::Locked => &[(
-                "locked",
-                "the caller's locked memory after the call: lockedBytes (VmLck), limitBytes \
-                 (RLIMIT_MEMLOCK soft limit, null when unlimited), capIpcLock (whether the \
-                 limit applies at all)",
-            )],
-            Extra::Mapping => &[(
-                "mapping",
-                "the mapping at addr before the call: start, end, kind (anon, file, stack, \
-                 heap, shared-anon, memfd, sysv-shm, secretmem, kernel-file), prot, \
-                 shared, locked, path for files and name for memfds (their name), SysV \
-                 segments (their key) and kernel files; only {\"kind\":\"unmapped\"} \
-                 when nothing is mapped there, and {\"kind\":\"unread\"} when another \
-                 thread held the address space's lock throughout",
-            )],
-            Extra::MappingAfter => &[(
-                "mapping",
-                "the mapping the call created: start, end, kind, prot, shared, locked, path \
-                 for files and name for memfds, SysV segments and kernel files; only \
-                 {\"kind\":\"unread\"} when another thread held the address space's lock \
-                 throughout",
-            )],
-            Extra::Unlocked => &[(
-                "unlockedBytes",
-                "locked memory the call released without a munlock",
-            )],
-            Extra::Victim => &[(
-                "target",
-                "the process the OOM killer chose: hostProcessId, processId, processName",
-            )],
+            Extra::TargetArg0 | Extra::TargetRet => &[line::TARGET],
+            Extra::Rss => &[line::MEMORY, line::REASON],
+            Extra::Locked => &[line::LOCKED],
+            Extra::Mapping => &[line::MAPPING_BEFORE],
+            Extra::MappingAfter => &[line::MAPPING_AFTER],
+            Extra::Unlocked => &[line::UNLOCKED_BYTES],
+            Extra::Victim => &[line::VICTIM],
         }
     }
 

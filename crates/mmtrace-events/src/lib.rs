@@ -6,6 +6,7 @@ pub mod docs;
 pub mod enrich;
 pub mod event;
 pub mod filter;
+pub mod line;
 pub mod scope;
 pub mod select;
 pub mod text;

@@ -42,7 +42,7 @@ pub fn of(event: &str) -> Option<Example> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::explain::CONTEXT_FIELDS;
+    use mmtrace_events::line::KEYS;
     use mmtrace_events::{EventDef, CATALOG};
     use serde_json::Value;
 
@@ -88,7 +88,7 @@ mod tests {
         let v: Value = serde_json::from_str(line).unwrap_or_else(|err| panic!("{line}: {err}"));
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         let failed = v.get("returnError").is_some();
-        let expected: Vec<&str> = CONTEXT_FIELDS
+        let expected: Vec<&str> = KEYS
             .iter()
             .map(|&(key, _)| key)
             .filter(|&key| key != "returnError" || failed)

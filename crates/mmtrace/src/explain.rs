@@ -5,6 +5,7 @@ use std::io::{self, Write};
 use mmtrace_bpf::features::Feature;
 use mmtrace_events::catalog::{self, Raised, Source};
 use mmtrace_events::decode::{errno_number, Decoder};
+use mmtrace_events::line;
 use mmtrace_events::select::{closest, SelectError};
 use mmtrace_events::{by_name, ArgDef, EventDef, RetKind, Tag};
 
@@ -28,105 +29,6 @@ pub const SECTIONS: [&str; 11] = [
 
 /// Every argument tag; a page explains each once rather than at every argument.
 pub const TAGS: [Tag; 4] = [Tag::K, Tag::U, Tag::Toctou, Tag::Opt];
-
-/// The keys of a JSON line in output order, with what each holds: the context mmtrace adds
-/// to every call. A test holds the captured examples to this list, so it cannot drift from
-/// output/json.rs.
-pub const CONTEXT_FIELDS: &[(&str, &str)] = &[
-    (
-        "timestamp",
-        "when the call entered the kernel, ns since the epoch",
-    ),
-    (
-        "threadStartTime",
-        "when the calling thread started, ns since the epoch",
-    ),
-    ("processorId", "the CPU the call returned on"),
-    (
-        "processId",
-        "the caller's pid, as its own pid namespace numbers it",
-    ),
-    ("cgroupId", "the caller's cgroup (v2) id"),
-    (
-        "threadId",
-        "the caller's thread id, in its own pid namespace",
-    ),
-    (
-        "parentProcessId",
-        "the caller's parent, in its own pid namespace",
-    ),
-    ("hostProcessId", "the caller's pid as the host sees it"),
-    ("hostThreadId", "the caller's thread id as the host sees it"),
-    (
-        "hostParentProcessId",
-        "the parent's pid as the host sees it",
-    ),
-    ("userId", "the caller's user id"),
-    (
-        "mountNamespace",
-        "inode number of the caller's mount namespace",
-    ),
-    ("pidNamespace", "inode number of the caller's pid namespace"),
-    (
-        "processName",
-        "the calling thread's name (comm, 15 characters at most)",
-    ),
-    (
-        "executable",
-        "{\"path\": \"\"}: kept for Tracee, not filled in yet",
-    ),
-    ("hostName", "the name of the machine mmtrace runs on"),
-    ("containerId", "empty: kept for Tracee, not filled in yet"),
-    ("container", "{}: kept for Tracee, not filled in yet"),
-    ("kubernetes", "{}: kept for Tracee, not filled in yet"),
-    (
-        "eventId",
-        "Tracee's id for the event, as a decimal string: the x86_64 syscall number for a \
-         syscall, Tracee's own id for its other events, 1500-1999 for events Tracee lacks \
-         (`mmtrace list` shows them)",
-    ),
-    ("eventName", "the event name, as `mmtrace list` shows it"),
-    ("matchedPolicies", "[]: kept for Tracee"),
-    ("argsNum", "how many arguments follow in args"),
-    (
-        "returnValue",
-        "what the kernel returned: the result, or -errno on failure",
-    ),
-    ("syscall", "the syscall name"),
-    ("stackAddresses", "[]: kept for Tracee"),
-    (
-        "contextFlags",
-        "{containerStarted, isCompat}: kept for Tracee, both false",
-    ),
-    (
-        "threadEntityId",
-        "Tracee's id of the calling thread: a hash of its host thread id and threadStartTime \
-         (to 100 ms), as Tracee computes it",
-    ),
-    (
-        "processEntityId",
-        "Tracee's id of the calling process: a hash of hostProcessId and processStartTime \
-         (to 100 ms); the threadEntityId of its main thread",
-    ),
-    (
-        "parentEntityId",
-        "Tracee's id of the parent process: the processEntityId its own events carry",
-    ),
-    (
-        "args",
-        "one {name, type, value} object per argument, with decoded where the value has names",
-    ),
-    ("duration", "ns from entering the kernel to returning"),
-    (
-        "processStartTime",
-        "when the calling process (its main thread) started, ns since the epoch: with \
-         hostProcessId, what tells it from a later process that got the same pid",
-    ),
-    (
-        "returnError",
-        "the errno name, present only when the call failed",
-    ),
-];
 
 pub fn run(name: &str) -> anyhow::Result<()> {
     let kernel = crate::list::Kernel::probe();
@@ -351,7 +253,7 @@ pub fn text<S: Origin>(e: &EventDef<S>) -> String {
     }
     section(4, errors);
     section(5, wrap(&S::hooks(e), IN, IN));
-    let fields: String = CONTEXT_FIELDS
+    let fields: String = line::KEYS
         .iter()
         .chain(&e.extra_fields())
         .map(|(key, meaning)| wrap(meaning, &format!("{IN}{key:<20} "), &" ".repeat(25)))

@@ -142,16 +142,16 @@ pub static DETECTIONS: [Detection; 8] = [
             the pages that must not be paged out, with mlock2(MLOCK_ONFAULT) for large ranges.",
         rule: |r, _| {
             let l = r.locked.filter(|l| !l.cap_ipc_lock)?;
-            let limit = l.limit.filter(|&lim| {
+            let limit = l.limit_bytes.filter(|&lim| {
                 lim > 0
-                    && u128::from(l.bytes) * 100
+                    && u128::from(l.locked_bytes) * 100
                         >= u128::from(lim) * u128::from(NEAR_LIMIT_PERCENT)
             })?;
             Some(format!(
                 "{} locked of a {} RLIMIT_MEMLOCK ({}%) after {}",
-                crate::units::bytes(l.bytes),
+                crate::units::bytes(l.locked_bytes),
                 crate::units::bytes(limit),
-                u128::from(l.bytes) * 100 / u128::from(limit),
+                u128::from(l.locked_bytes) * 100 / u128::from(limit),
                 r.name
             ))
         },

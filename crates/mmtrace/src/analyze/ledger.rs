@@ -59,11 +59,11 @@ impl Ledger {
                 limit: None,
                 cap_ipc_lock: false,
             });
-            k.peak = k.peak.max(l.bytes);
+            k.peak = k.peak.max(l.locked_bytes);
             if r.end() >= k.last_at {
-                k.last = l.bytes;
+                k.last = l.locked_bytes;
                 k.last_at = r.end();
-                k.limit = l.limit;
+                k.limit = l.limit_bytes;
                 k.cap_ipc_lock = l.cap_ipc_lock;
             }
         }
