@@ -1,6 +1,8 @@
 //! What mmtrace adds to a call beyond its raw record: whose memory a pidfd names, how much
 //! came back, locked memory against its limit, the mapping a call touched, and alerts.
 
+use std::borrow::Cow;
+
 use crate::catalog::Role;
 use crate::decode::{write_and_exec, PROT_EXEC, PROT_WRITE};
 use crate::event::Event;
@@ -254,6 +256,34 @@ impl ProtAlert<'_> {
     }
 }
 
+/// A mem_prot_alert argument's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlertValue<'a> {
+    Text(Cow<'a, str>),
+    Pointer(u64),
+    Number(u64),
+}
+
+impl ProtAlert<'_> {
+    /// Its arguments' values in the catalog's order (`MEM_PROT_ALERT.args`): what the JSON
+    /// line writes and the live analysis reads.
+    pub fn values(&self) -> [AlertValue<'_>; 9] {
+        use AlertValue::{Number, Pointer, Text};
+        [
+            Text(self.alert.text().into()),
+            Pointer(self.addr),
+            Number(self.len),
+            Number(self.prot),
+            Number(self.prev_prot),
+            Text(String::from_utf8_lossy(self.pathname)),
+            // dev, inode and ctime: the kernel side does not read them yet.
+            Number(0),
+            Number(0),
+            Number(0),
+        ]
+    }
+}
+
 /// The alert a successful mmap or mprotect raises, with the protection before it.
 pub fn alert(e: &Event) -> Option<(Alert, u64)> {
     if e.def.errno(e.ret).is_some() {
@@ -383,6 +413,24 @@ mod tests {
             None,
             "mapping unknown"
         );
+    }
+
+    #[test]
+    fn alert_values_have_the_catalogs_types() {
+        use crate::catalog::{ArgType, MEM_PROT_ALERT};
+        let e = event("mmap", [0, 4096, 7, 0x22, 0, 0], 0x1000, None);
+        let a = ProtAlert::of(&e).unwrap();
+        let values = a.values();
+        assert_eq!(values.len(), MEM_PROT_ALERT.args.len());
+        for (def, value) in MEM_PROT_ALERT.args.iter().zip(&values) {
+            let fits = match value {
+                AlertValue::Text(_) => def.ty == ArgType::Str,
+                AlertValue::Pointer(_) => def.ty == ArgType::Pointer,
+                AlertValue::Number(_) => !matches!(def.ty, ArgType::Str | ArgType::Pointer),
+            };
+            assert!(fits, "{}", def.name);
+        }
+        assert_eq!(values[1], AlertValue::Pointer(0x1000), "where mmap put it");
     }
 
     #[test]

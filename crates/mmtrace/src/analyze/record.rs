@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use mmtrace_events::catalog::MEM_PROT_ALERT;
 use mmtrace_events::decode::{errno_name, Decoder};
-use mmtrace_events::enrich::{Locked, ProtAlert};
+use mmtrace_events::enrich::{AlertValue, Locked, ProtAlert};
 use mmtrace_events::line::{Arg, Line};
 use mmtrace_events::{by_name, catalog, enrich, ArgValue, Event, EventDef, Role};
 use serde_json::{json, Value};
@@ -102,10 +102,7 @@ impl Record {
         let name = l.event_name.get().ok_or("no eventName")?;
         let name = by_name(&name).map_or(Cow::Owned(name), |d| Cow::Borrowed(d.name));
         let ts = l.timestamp.get().ok_or("no numeric timestamp")?;
-        let pid = l
-            .host_process_id
-            .get()
-            .ok_or("no numeric hostProcessId")?;
+        let pid = l.host_process_id.get().ok_or("no numeric hostProcessId")?;
         let tid = l.host_thread_id.get().unwrap_or(pid);
         // Older recordings: the main thread's start is its process's (a thread that execs
         // takes over the main thread's start with its pid).
@@ -242,25 +239,28 @@ impl Record {
     /// call.
     pub fn alert_of(e: &Event, a: &ProtAlert) -> Record {
         let call = Record::from_event(e);
-        let arg = |name: &str, value: Value| Arg {
-            name: name.to_string(),
-            value,
-            decoded: None,
-        };
         Record {
             name: Cow::Borrowed(MEM_PROT_ALERT.name),
             role: MEM_PROT_ALERT.role,
             ret: 0,
             errno: None,
             duration: 0,
-            args: Args::Json(vec![
-                arg("alert", json!(a.alert.text())),
-                arg("addr", json!(format!("{:#x}", a.addr))),
-                arg("len", json!(a.len)),
-                arg("prot", json!(a.prot)),
-                arg("prev_prot", json!(a.prev_prot)),
-                arg("pathname", json!(String::from_utf8_lossy(a.pathname))),
-            ]),
+            args: Args::Json(
+                MEM_PROT_ALERT
+                    .args
+                    .iter()
+                    .zip(a.values())
+                    .map(|(def, value)| Arg {
+                        name: def.name.to_string(),
+                        value: match value {
+                            AlertValue::Text(t) => json!(t),
+                            AlertValue::Pointer(p) => json!(format!("{p:#x}")),
+                            AlertValue::Number(n) => json!(n),
+                        },
+                        decoded: None,
+                    })
+                    .collect(),
+            ),
             target: None,
             freed: None,
             reason: None,
@@ -336,4 +336,3 @@ impl Record {
         Some(arg.decoded.clone().unwrap_or_else(|| arg.value.to_string()))
     }
 }
-
