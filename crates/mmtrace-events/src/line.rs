@@ -161,7 +161,7 @@ pub struct ContextFlags {
     pub is_compat: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Target<'a> {
     #[serde(borrow)]
@@ -172,7 +172,7 @@ pub struct Target<'a> {
     pub process_name: Key<'a, String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Memory<'a> {
     #[serde(borrow)]
@@ -191,7 +191,7 @@ pub struct Rss {
     pub shmem: u64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Locked<'a> {
     #[serde(borrow)]
@@ -203,7 +203,7 @@ pub struct Locked<'a> {
     pub cap_ipc_lock: Key<'a, bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct Mapping<'a> {
     /// Hex strings, as pointers are.
@@ -225,52 +225,6 @@ pub struct Mapping<'a> {
     pub path: Key<'a, String>,
     #[serde(borrow)]
     pub name: Key<'a, String>,
-}
-
-// Lifetimes with Default: serde's `default` needs them for the structs' missing keys.
-impl Default for Target<'_> {
-    fn default() -> Self {
-        Target {
-            host_process_id: Key::default(),
-            process_id: Key::default(),
-            process_name: Key::default(),
-        }
-    }
-}
-
-impl Default for Memory<'_> {
-    fn default() -> Self {
-        Memory {
-            before: Key::default(),
-            after: Key::default(),
-            freed_bytes: Key::default(),
-        }
-    }
-}
-
-impl Default for Locked<'_> {
-    fn default() -> Self {
-        Locked {
-            locked_bytes: Key::default(),
-            limit_bytes: Key::default(),
-            cap_ipc_lock: Key::default(),
-        }
-    }
-}
-
-impl Default for Mapping<'_> {
-    fn default() -> Self {
-        Mapping {
-            start: Key::default(),
-            end: Key::default(),
-            kind: Key::default(),
-            prot: Key::default(),
-            shared: Key::default(),
-            locked: Key::default(),
-            path: Key::default(),
-            name: Key::default(),
-        }
-    }
 }
 
 impl Line<'_> {

@@ -159,10 +159,11 @@ pub fn wrap(text: &str, first: &str, rest: &str, width: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
 
-    fn text(write: impl FnOnce(&mut String)) -> String {
+    /// What `write` writes into an empty row.
+    pub fn text(write: impl FnOnce(&mut String)) -> String {
         let mut out = String::new();
         write(&mut out);
         out

@@ -550,12 +550,7 @@ impl<W: Write> Sink for Table<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn text(write: impl FnOnce(&mut String)) -> String {
-        let mut out = String::new();
-        write(&mut out);
-        out
-    }
+    use crate::units::tests::text;
 
     #[test]
     fn alignment_counts_characters() {
