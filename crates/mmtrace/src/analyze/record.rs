@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use mmtrace_events::catalog::MEM_PROT_ALERT;
-use mmtrace_events::decode::{errno_name, Decoder};
+use mmtrace_events::decode::{errno_name, Decoder, PROT_WRITE};
 use mmtrace_events::enrich::{AlertValue, Locked, ProtAlert};
 use mmtrace_events::line::{Arg, Line};
 use mmtrace_events::{by_name, catalog, enrich, ArgValue, Event, EventDef, Role};
@@ -14,31 +14,21 @@ use crate::inband::Note;
 /// The mapping at an address before a call (the `mapping` object).
 #[derive(Debug, Clone)]
 pub struct Mapping {
-    prot: Prot,
+    /// The protection's bits, as the event model has them; a recording's names read back.
+    prot: Option<u64>,
     pub kind: Option<Cow<'static, str>>,
     pub path: Option<String>,
 }
 
-/// A recording spells the protection out; a live event has the bits, named only if needed.
-#[derive(Debug, Clone)]
-enum Prot {
-    Text(String),
-    Bits(u64),
-}
-
 impl Mapping {
     pub fn writable(&self) -> bool {
-        match &self.prot {
-            Prot::Text(t) => t.contains("PROT_WRITE"),
-            Prot::Bits(b) => b & 2 != 0,
-        }
+        self.prot.is_some_and(|p| p & PROT_WRITE != 0)
     }
 
     pub fn prot(&self) -> String {
-        match &self.prot {
-            Prot::Text(t) => t.clone(),
-            Prot::Bits(b) => Decoder::Prot.decode(*b).unwrap_or_default(),
-        }
+        self.prot
+            .and_then(|p| Decoder::Prot.decode(p))
+            .unwrap_or_default()
     }
 }
 
@@ -129,7 +119,7 @@ impl Record {
             })
         });
         let mapping = l.mapping.get().map(|m| Mapping {
-            prot: Prot::Text(m.prot.get().unwrap_or_default()),
+            prot: m.prot.get().and_then(|p| Decoder::Prot.parse_flags(&p)),
             kind: m.kind.get().map(Cow::Owned),
             path: m.path.get(),
         });
@@ -185,7 +175,7 @@ impl Record {
             reason: enrich::failure_reason(e).map(str::to_string),
             locked: x.and_then(|x| x.locked),
             mapping: x.and_then(|x| x.mapping.as_ref()).map(|m| Mapping {
-                prot: Prot::Bits(m.prot),
+                prot: Some(m.prot),
                 kind: Some(Cow::Borrowed(m.kind.name())),
                 path: m.path.as_ref().map(|p| p.to_str_lossy().into_owned()),
             }),
