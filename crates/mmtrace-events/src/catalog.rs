@@ -3,6 +3,7 @@
 
 use crate::decode::Decoder;
 use crate::docs::{self, EventDoc};
+use crate::line;
 
 /// Argument tags, as Tracee's event pages use them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,54 +218,13 @@ impl Extra {
     /// The JSON keys this extra adds to an event's line, with what each holds.
     pub fn fields(self) -> &'static [(&'static str, &'static str)] {
         match self {
-            Extra::TargetArg0 | Extra::TargetRet => &[(
-                "target",
-                "the process the pidfd refers to: hostProcessId, processId (as its own pid \
-                 namespace numbers it, so 1 for a container's init), processName (empty once \
-                 reaped)",
-            )],
-            Extra::Rss => &[
-                (
-                    "memory",
-                    "the target's resident memory in bytes when the call started (before) and \
-                     returned (after; null when no memory is left), each {anon, file, shmem}, \
-                     and freedBytes, the difference",
-                ),
-                (
-                    "reason",
-                    "on failure, why in words (EINVAL: the target is not dying yet)",
-                ),
-            ],
-            Extra::Locked => &[(
-                "locked",
-                "the caller's locked memory after the call: lockedBytes (VmLck), limitBytes \
-                 (RLIMIT_MEMLOCK soft limit, null when unlimited), capIpcLock (whether the \
-                 limit applies at all)",
-            )],
-            Extra::Mapping => &[(
-                "mapping",
-                "the mapping at addr before the call: start, end, kind (anon, file, stack, \
-                 heap, shared-anon, memfd, sysv-shm, secretmem, kernel-file), prot, \
-                 shared, locked, path for files and name for memfds (their name), SysV \
-                 segments (their key) and kernel files; only {\"kind\":\"unmapped\"} \
-                 when nothing is mapped there, and {\"kind\":\"unread\"} when another \
-                 thread held the address space's lock throughout",
-            )],
-            Extra::MappingAfter => &[(
-                "mapping",
-                "the mapping the call created: start, end, kind, prot, shared, locked, path \
-                 for files and name for memfds, SysV segments and kernel files; only \
-                 {\"kind\":\"unread\"} when another thread held the address space's lock \
-                 throughout",
-            )],
-            Extra::Unlocked => &[(
-                "unlockedBytes",
-                "locked memory the call released without a munlock",
-            )],
-            Extra::Victim => &[(
-                "target",
-                "the process the OOM killer chose: hostProcessId, processId, processName",
-            )],
+            Extra::TargetArg0 | Extra::TargetRet => &[line::TARGET],
+            Extra::Rss => &[line::MEMORY, line::REASON],
+            Extra::Locked => &[line::LOCKED],
+            Extra::Mapping => &[line::MAPPING_BEFORE],
+            Extra::MappingAfter => &[line::MAPPING_AFTER],
+            Extra::Unlocked => &[line::UNLOCKED_BYTES],
+            Extra::Victim => &[line::VICTIM],
         }
     }
 
@@ -284,6 +244,76 @@ impl Extra {
             // Gathered by the event's own program, not asked of the syscall hooks.
             Extra::Victim => 0,
         }
+    }
+}
+
+/// What an event does to memory or to a process, for the analyses: they classify events by
+/// it, never by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Creates a mapping at the address it returns (and may lock it: MAP_LOCKED).
+    Maps,
+    /// Changes the protection of mapped pages.
+    Protects,
+    /// Removes mappings, unlocking what was locked there.
+    Unmaps,
+    /// Moves or resizes a mapping, which stays locked if it was.
+    Remaps,
+    /// Locks the range `addr`, `len`.
+    Locks,
+    /// Unlocks the range `addr`, `len`.
+    Unlocks,
+    /// Locks all that is mapped (MCL_CURRENT) or will be (MCL_FUTURE), as `flags` say.
+    LocksAll,
+    /// Unlocks everything and ends MCL_FUTURE.
+    UnlocksAll,
+    /// Returns a pidfd for the process `pid`.
+    OpensPidfd,
+    /// Sends signal `sig`, to the process behind `pidfd` or to `pid`.
+    Signals { by_pidfd: bool },
+    /// Reaps the memory of the dying process behind `pidfd`.
+    Releases,
+    /// The kernel's OOM killer chose the process `pid`.
+    OomVictim,
+    /// The kernel's OOM reaper at work on the process `pid`.
+    OomReaper(Reaping),
+    /// The calling process began to exit.
+    Exits,
+    /// An exiting process's address space is gone: its memory is back.
+    TornDown,
+    /// Memory made writable and executable (mmtrace raises it from other events).
+    Alerts,
+    /// Nothing the analyses follow.
+    Other,
+}
+
+/// The OOM reaper's steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reaping {
+    Start,
+    Finish,
+    Skip,
+}
+
+impl Role {
+    /// Whether the kernel did it on its own, for no call of the process the event names.
+    pub fn is_kernel_act(self) -> bool {
+        matches!(self, Role::OomVictim | Role::OomReaper(_) | Role::TornDown)
+    }
+
+    /// Whether the call sets the protection of memory: the mappings it creates or changes.
+    pub fn sets_protection(self) -> bool {
+        matches!(self, Role::Maps | Role::Protects)
+    }
+
+    /// Whether the call locks memory whatever its flags.
+    pub fn locks(self) -> bool {
+        matches!(self, Role::Locks | Role::LocksAll)
+    }
+
+    /// Whether the call unlocks memory by name (an unmap unlocks as a side effect).
+    pub fn unlocks(self) -> bool {
+        matches!(self, Role::Unlocks | Role::UnlocksAll)
     }
 }
 
@@ -321,6 +351,7 @@ pub struct EventDef<S: 'static = Source> {
     pub source: S,
     pub args: &'static [ArgDef],
     pub ret: RetKind,
+    pub role: Role,
     /// What the kernel side adds to the raw record.
     pub extras: &'static [Extra],
     pub sets: &'static [&'static str],
@@ -347,7 +378,7 @@ impl<S> EventDef<S> {
             .iter()
             .flat_map(|x| x.fields().iter().copied())
             .collect();
-        if matches!(self.name, "mmap" | "mprotect" | "pkey_mprotect") {
+        if self.role.sets_protection() {
             fields.push((
                 "mem_prot_alert",
                 "a line of its own after a call that makes memory writable and executable, or \
@@ -434,6 +465,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("off", I64, K, D::None),
         ],
         ret: RetKind::Address,
+        role: Role::Maps,
         extras: &[Extra::Locked, Extra::MappingAfter],
         sets: MAP_SETS,
         since: "1.0",
@@ -454,6 +486,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("prot", I32, K, D::Prot),
         ],
         ret: RetKind::Zero,
+        role: Role::Protects,
         extras: &[Extra::Mapping],
         sets: MAP_SETS,
         since: "1.0",
@@ -473,6 +506,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("length", U64, K, D::None).in_unit(Unit::Bytes),
         ],
         ret: RetKind::Zero,
+        role: Role::Unmaps,
         extras: &[Extra::Mapping, Extra::Locked, Extra::Unlocked],
         sets: MAP_SETS,
         since: "1.0",
@@ -489,6 +523,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[arg("addr", Pointer, KU, D::None)],
         ret: RetKind::Break,
+        role: Role::Other,
         extras: &[],
         sets: MAP_SETS,
         since: "1.0",
@@ -511,6 +546,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("new_address", Pointer, KU_OPT, D::None),
         ],
         ret: RetKind::Address,
+        role: Role::Remaps,
         extras: &[Extra::Mapping, Extra::Locked],
         sets: MAP_SETS,
         since: "2.0",
@@ -531,6 +567,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("advice", I32, K, D::Madvise),
         ],
         ret: RetKind::Zero,
+        role: Role::Other,
         extras: &[Extra::Mapping],
         sets: MAP_SETS,
         since: "2.4",
@@ -547,6 +584,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[arg("pid", I32, K, D::None), arg("sig", I32, K, D::Signal)],
         ret: RetKind::Zero,
+        role: Role::Signals { by_pidfd: false },
         extras: &[],
         sets: &["syscalls", "signals", "oom"],
         since: "1.0",
@@ -566,6 +604,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("len", U64, K, D::None).in_unit(Unit::Bytes),
         ],
         ret: RetKind::Zero,
+        role: Role::Locks,
         extras: &[Extra::Locked],
         sets: LOCK_SETS,
         since: "2.0",
@@ -585,6 +624,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("len", U64, K, D::None).in_unit(Unit::Bytes),
         ],
         ret: RetKind::Zero,
+        role: Role::Unlocks,
         extras: &[Extra::Locked],
         sets: LOCK_SETS,
         since: "2.0",
@@ -601,6 +641,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[arg("flags", I32, K, D::MclFlags)],
         ret: RetKind::Zero,
+        role: Role::LocksAll,
         extras: &[Extra::Locked],
         sets: LOCK_SETS,
         since: "2.0",
@@ -617,6 +658,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[],
         ret: RetKind::Zero,
+        role: Role::UnlocksAll,
         extras: &[Extra::Locked],
         sets: LOCK_SETS,
         since: "2.0",
@@ -637,6 +679,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("flags", I32, K, D::MlockFlags),
         ],
         ret: RetKind::Zero,
+        role: Role::Locks,
         extras: &[Extra::Locked],
         sets: LOCK_SETS,
         since: "4.4",
@@ -658,6 +701,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("pkey", I32, K, D::None),
         ],
         ret: RetKind::Zero,
+        role: Role::Protects,
         extras: &[Extra::Mapping],
         sets: MAP_SETS,
         since: "4.9",
@@ -679,6 +723,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("flags", U32, K, D::PidfdSignalFlags),
         ],
         ret: RetKind::Zero,
+        role: Role::Signals { by_pidfd: true },
         extras: &[Extra::TargetArg0],
         sets: OOM_SETS,
         since: "5.1",
@@ -698,6 +743,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("flags", U32, K, D::PidfdOpenFlags),
         ],
         ret: RetKind::Fd,
+        role: Role::OpensPidfd,
         extras: &[Extra::TargetRet],
         sets: OOM_SETS,
         since: "5.3",
@@ -720,6 +766,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("flags", U32, K, D::None),
         ],
         ret: RetKind::Bytes,
+        role: Role::Other,
         extras: &[Extra::TargetArg0],
         sets: &["syscalls", "proc_mem", "mapping", "oom"],
         since: "5.10",
@@ -736,6 +783,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[arg("flags", U32, K, D::CloexecFlags)],
         ret: RetKind::Fd,
+        role: Role::Other,
         extras: &[],
         sets: &["syscalls", "proc_mem", "mapping"],
         since: "5.14",
@@ -752,6 +800,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[arg("pidfd", I32, K, D::None), arg("flags", U32, K, D::None)],
         ret: RetKind::Zero,
+        role: Role::Releases,
         extras: &[Extra::TargetArg0, Extra::Rss],
         sets: OOM_SETS,
         since: "5.15",
@@ -772,6 +821,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("flags", U64, K, D::None),
         ],
         ret: RetKind::Zero,
+        role: Role::Other,
         extras: &[Extra::Mapping],
         sets: &["syscalls", "proc_mem", "mapping"],
         since: "6.10",
@@ -798,6 +848,7 @@ pub static CATALOG: &[EventDef] = &[
             arg("oom_score_adj", I32, K, D::None),
         ],
         ret: RetKind::None,
+        role: Role::OomVictim,
         extras: &[Extra::Victim],
         sets: &["oom"],
         since: "4.15",
@@ -815,6 +866,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[arg("pid", I32, K, D::None)],
         ret: RetKind::None,
+        role: Role::OomReaper(Reaping::Start),
         extras: &[],
         sets: &["oom"],
         since: "4.15",
@@ -832,6 +884,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[arg("pid", I32, K, D::None)],
         ret: RetKind::None,
+        role: Role::OomReaper(Reaping::Finish),
         extras: &[],
         sets: &["oom"],
         since: "4.15",
@@ -849,6 +902,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[arg("pid", I32, K, D::None)],
         ret: RetKind::None,
+        role: Role::OomReaper(Reaping::Skip),
         extras: &[],
         sets: &["oom"],
         since: "4.15",
@@ -875,6 +929,7 @@ pub static CATALOG: &[EventDef] = &[
             field("shmem", U64, D::None, Field::At(3)).in_unit(Unit::Bytes),
         ],
         ret: RetKind::None,
+        role: Role::Exits,
         extras: &[],
         sets: &["oom", "proc"],
         since: "2.6.28",
@@ -892,6 +947,7 @@ pub static CATALOG: &[EventDef] = &[
         },
         args: &[arg("vm_size", U64, K, D::None).in_unit(Unit::Bytes)],
         ret: RetKind::None,
+        role: Role::TornDown,
         extras: &[],
         sets: &["oom", "proc"],
         since: "6.1",
@@ -926,6 +982,7 @@ pub static MEM_PROT_ALERT: EventDef<Raised> = EventDef {
         arg("ctime", U64, K, D::None),
     ],
     ret: RetKind::None,
+    role: Role::Alerts,
     extras: &[],
     sets: &["mapping"],
     since: "1.0",
@@ -944,6 +1001,20 @@ pub fn names() -> impl Iterator<Item = &'static str> {
 /// The raised event named `name`.
 pub fn raised(name: &str) -> Option<&'static EventDef<Raised>> {
     RAISED.iter().copied().find(|e| e.name == name)
+}
+
+/// What the event named `name` does, hooked or raised; None for names not in the catalog.
+pub fn role(name: &str) -> Option<Role> {
+    by_name(name)
+        .map(|e| e.role)
+        .or_else(|| raised(name).map(|e| e.role))
+}
+
+/// The reference prose of the event named `name`, hooked or raised.
+pub fn doc(name: &str) -> Option<&'static EventDoc> {
+    by_name(name)
+        .map(|e| e.doc)
+        .or_else(|| raised(name).map(|e| e.doc))
 }
 
 /// The catalog entry named `name`.

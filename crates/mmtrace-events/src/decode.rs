@@ -363,6 +363,18 @@ impl Decoder {
         names
     }
 
+    /// The flags `write` wrote as `text` (names joined by '|', an unnamed rest in hex), as a
+    /// recording holds them; None when a part names nothing.
+    pub fn parse_flags(self, text: &str) -> Option<u64> {
+        text.split('|').try_fold(0, |value, part| {
+            let bits = match part.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16).ok()?,
+                None => self.value_of(part)?,
+            };
+            Some(value | bits)
+        })
+    }
+
     /// The value of one name, for filters such as `mlock2.data.flags=MLOCK_ONFAULT`.
     pub fn value_of(self, name: &str) -> Option<u64> {
         if self == Decoder::Signal {
@@ -518,6 +530,16 @@ pub fn errno_number(name: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn written_flags_read_back() {
+        for prot in (0..64).chain([0x0100_0007, 0x4000_0001]) {
+            let text = Decoder::Prot.decode(prot).unwrap();
+            assert_eq!(Decoder::Prot.parse_flags(&text), Some(prot), "{text}");
+        }
+        assert_eq!(Decoder::Prot.parse_flags(""), None);
+        assert_eq!(Decoder::Prot.parse_flags("PROT_READ|PROT_WRONG"), None);
+    }
 
     #[test]
     fn prot() {

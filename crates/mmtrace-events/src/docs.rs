@@ -16,7 +16,15 @@ pub struct EventDoc {
     pub pitfalls: &'static [&'static str],
     /// Catalog names of events worth reading alongside this one.
     pub related: &'static [&'static str],
+    /// Why the reference shows no captured example, for an event no test can provoke safely.
+    pub no_example: Option<&'static str>,
 }
+
+/// The OOM reaper's events: it acts only on a victim still alive two seconds after the kill.
+const REAPER_UNPROVOKED: &str =
+    "None captured: the kernel's OOM reaper acts only on a victim still alive two \
+    seconds after the kill, which a test cannot arrange safely. A victim that exits in time, as \
+    in the oom_mark_victim example, fires no reaping event at all.";
 
 const EINTR_LOCK: (&str, &str) = (
     "EINTR",
@@ -131,6 +139,7 @@ pub static MMAP: EventDoc = EventDoc {
         "mlock",
         "memfd_secret",
     ],
+    no_example: None,
 };
 
 pub static MPROTECT: EventDoc = EventDoc {
@@ -176,6 +185,7 @@ pub static MPROTECT: EventDoc = EventDoc {
          constantly, which is why write-then-execute detections are noisy.",
     ],
     related: &["pkey_mprotect", "mmap", "mseal", "madvise"],
+    no_example: None,
 };
 
 pub static MUNMAP: EventDoc = EventDoc {
@@ -213,6 +223,7 @@ pub static MUNMAP: EventDoc = EventDoc {
         "munmap of a locked range unlocks it: VmLck drops without any munlock being traced.",
     ],
     related: &["mmap", "mremap", "mlock", "mseal", "brk"],
+    no_example: None,
 };
 
 pub static BRK: EventDoc = EventDoc {
@@ -240,6 +251,7 @@ pub static BRK: EventDoc = EventDoc {
          segment, so break values differ between runs.",
     ],
     related: &["mmap", "munmap", "mlockall"],
+    no_example: None,
 };
 
 pub static MREMAP: EventDoc = EventDoc {
@@ -293,6 +305,7 @@ pub static MREMAP: EventDoc = EventDoc {
         "Growing a mapping does not make the new pages resident; they fault in when touched.",
     ],
     related: &["mmap", "munmap", "mseal", "mlock"],
+    no_example: None,
 };
 
 pub static MADVISE: EventDoc = EventDoc {
@@ -389,6 +402,7 @@ pub static MADVISE: EventDoc = EventDoc {
          then the same call again.",
     ],
     related: &["process_madvise", "mmap", "munmap", "mlock"],
+    no_example: None,
 };
 
 pub static MLOCK: EventDoc = EventDoc {
@@ -434,6 +448,7 @@ pub static MLOCK: EventDoc = EventDoc {
         "memfd_secret",
         "process_mrelease",
     ],
+    no_example: None,
 };
 
 pub static MUNLOCK: EventDoc = EventDoc {
@@ -462,6 +477,7 @@ pub static MUNLOCK: EventDoc = EventDoc {
         "munmap unlocks too, without any munlock being traced.",
     ],
     related: &["mlock", "mlock2", "munlockall", "munmap"],
+    no_example: None,
 };
 
 pub static MLOCKALL: EventDoc = EventDoc {
@@ -503,6 +519,7 @@ pub static MLOCKALL: EventDoc = EventDoc {
         "Not inherited by fork, dropped by exec.",
     ],
     related: &["munlockall", "mlock", "mlock2", "mmap", "brk"],
+    no_example: None,
 };
 
 pub static MUNLOCKALL: EventDoc = EventDoc {
@@ -518,6 +535,7 @@ pub static MUNLOCKALL: EventDoc = EventDoc {
         "It also undoes every mlock and mlock2 of the process.",
     ],
     related: &["mlockall", "munlock", "mlock"],
+    no_example: None,
 };
 
 pub static MLOCK2: EventDoc = EventDoc {
@@ -556,6 +574,7 @@ pub static MLOCK2: EventDoc = EventDoc {
         "As with mlock, locks do not nest and are dropped by fork and exec.",
     ],
     related: &["mlock", "munlock", "mlockall", "munlockall"],
+    no_example: None,
 };
 
 pub static PKEY_MPROTECT: EventDoc = EventDoc {
@@ -597,6 +616,7 @@ pub static PKEY_MPROTECT: EventDoc = EventDoc {
         "x86 has 16 keys and key 0 is the default of all memory, so pkey 0 is not \"no key\".",
     ],
     related: &["mprotect", "mmap", "mseal"],
+    no_example: None,
 };
 
 pub static PIDFD_SEND_SIGNAL: EventDoc = EventDoc {
@@ -643,6 +663,7 @@ pub static PIDFD_SEND_SIGNAL: EventDoc = EventDoc {
          reaped it.",
     ],
     related: &["pidfd_open", "process_mrelease", "process_madvise"],
+    no_example: None,
 };
 
 pub static PIDFD_OPEN: EventDoc = EventDoc {
@@ -685,6 +706,7 @@ pub static PIDFD_OPEN: EventDoc = EventDoc {
         "A zombie can still be opened; ESRCH comes only once it has been reaped.",
     ],
     related: &["pidfd_send_signal", "process_mrelease", "process_madvise"],
+    no_example: None,
 };
 
 pub static PROCESS_MADVISE: EventDoc = EventDoc {
@@ -742,6 +764,7 @@ pub static PROCESS_MADVISE: EventDoc = EventDoc {
          not the ranges.",
     ],
     related: &["madvise", "pidfd_open", "process_mrelease"],
+    no_example: None,
 };
 
 pub static MEMFD_SECRET: EventDoc = EventDoc {
@@ -780,6 +803,7 @@ pub static MEMFD_SECRET: EventDoc = EventDoc {
          secret memory is off, and mmtrace list still shows the event as available.",
     ],
     related: &["mmap", "mlock", "mseal"],
+    no_example: None,
 };
 
 pub static PROCESS_MRELEASE: EventDoc = EventDoc {
@@ -842,6 +866,7 @@ pub static PROCESS_MRELEASE: EventDoc = EventDoc {
         "process_madvise",
         "mlockall",
     ],
+    no_example: None,
 };
 
 pub static MSEAL: EventDoc = EventDoc {
@@ -877,6 +902,7 @@ pub static MSEAL: EventDoc = EventDoc {
         "Only 64-bit kernels have it, and Tracee has no mseal event.",
     ],
     related: &["mprotect", "munmap", "mremap", "madvise", "mmap"],
+    no_example: None,
 };
 
 pub static KILL: EventDoc = EventDoc {
@@ -910,6 +936,7 @@ pub static KILL: EventDoc = EventDoc {
         "process_mrelease",
         "sched_process_exit",
     ],
+    no_example: None,
 };
 
 pub static OOM_MARK_VICTIM: EventDoc = EventDoc {
@@ -945,6 +972,7 @@ pub static OOM_MARK_VICTIM: EventDoc = EventDoc {
         "sched_process_exit",
         "process_mrelease",
     ],
+    no_example: None,
 };
 
 pub static OOM_START_TASK_REAPING: EventDoc = EventDoc {
@@ -965,6 +993,7 @@ pub static OOM_START_TASK_REAPING: EventDoc = EventDoc {
         "oom_finish_task_reaping",
         "oom_skip_task_reaping",
     ],
+    no_example: Some(REAPER_UNPROVOKED),
 };
 
 pub static OOM_FINISH_TASK_REAPING: EventDoc = EventDoc {
@@ -983,6 +1012,7 @@ pub static OOM_FINISH_TASK_REAPING: EventDoc = EventDoc {
         "oom_mark_victim",
         "sched_process_exit",
     ],
+    no_example: Some(REAPER_UNPROVOKED),
 };
 
 pub static OOM_SKIP_TASK_REAPING: EventDoc = EventDoc {
@@ -995,6 +1025,7 @@ pub static OOM_SKIP_TASK_REAPING: EventDoc = EventDoc {
     use_case: "Explain a kernel OOM kill that freed less memory than expected.",
     pitfalls: &["A skip means the victim is freeing its own memory: normal, not a failure."],
     related: &["oom_start_task_reaping", "oom_mark_victim"],
+    no_example: Some(REAPER_UNPROVOKED),
 };
 
 pub static SCHED_PROCESS_EXIT: EventDoc = EventDoc {
@@ -1026,6 +1057,7 @@ pub static SCHED_PROCESS_EXIT: EventDoc = EventDoc {
         "process_mrelease",
         "pidfd_send_signal",
     ],
+    no_example: None,
 };
 
 pub static EXIT_MMAP: EventDoc = EventDoc {
@@ -1064,6 +1096,7 @@ pub static EXIT_MMAP: EventDoc = EventDoc {
         "process_mrelease",
         "oom_finish_task_reaping",
     ],
+    no_example: None,
 };
 
 pub static MEM_PROT_ALERT: EventDoc = EventDoc {
@@ -1100,6 +1133,7 @@ pub static MEM_PROT_ALERT: EventDoc = EventDoc {
         "An mprotect over several mappings is judged by the first one, at addr.",
     ],
     related: &["mmap", "mprotect", "pkey_mprotect"],
+    no_example: None,
 };
 
 #[cfg(test)]

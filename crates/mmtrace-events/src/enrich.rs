@@ -1,6 +1,9 @@
 //! What mmtrace adds to a call beyond its raw record: whose memory a pidfd names, how much
 //! came back, locked memory against its limit, the mapping a call touched, and alerts.
 
+use std::borrow::Cow;
+
+use crate::catalog::Role;
 use crate::decode::{write_and_exec, PROT_EXEC, PROT_WRITE};
 use crate::event::Event;
 use crate::TracedText;
@@ -237,8 +240,8 @@ impl ProtAlert<'_> {
         Some(ProtAlert {
             alert,
             // mmap's addr argument is only a hint; where the mapping went is what it returned.
-            addr: match e.def.name {
-                "mmap" => e.ret as u64,
+            addr: match e.def.role {
+                Role::Maps => e.ret as u64,
                 _ => raw("addr"),
             },
             len: e.arg("len").or(e.arg("length")).map_or(0, |v| v.bits()),
@@ -254,15 +257,43 @@ impl ProtAlert<'_> {
     }
 }
 
+/// A mem_prot_alert argument's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlertValue<'a> {
+    Text(Cow<'a, str>),
+    Pointer(u64),
+    Number(u64),
+}
+
+impl ProtAlert<'_> {
+    /// Its arguments' values in the catalog's order (`MEM_PROT_ALERT.args`): what the JSON
+    /// line writes and the live analysis reads.
+    pub fn values(&self) -> [AlertValue<'_>; 9] {
+        use AlertValue::{Number, Pointer, Text};
+        [
+            Text(self.alert.text().into()),
+            Pointer(self.addr),
+            Number(self.len),
+            Number(self.prot),
+            Number(self.prev_prot),
+            Text(String::from_utf8_lossy(self.pathname)),
+            // dev, inode and ctime: the kernel side does not read them yet.
+            Number(0),
+            Number(0),
+            Number(0),
+        ]
+    }
+}
+
 /// The alert a successful mmap or mprotect raises, with the protection before it.
 pub fn alert(e: &Event) -> Option<(Alert, u64)> {
     if e.def.errno(e.ret).is_some() {
         return None;
     }
     let prot = e.arg("prot")?.bits();
-    match e.def.name {
-        "mmap" if write_and_exec(prot) => Some((Alert::MmapWx, 0)),
-        "mprotect" | "pkey_mprotect" => {
+    match e.def.role {
+        Role::Maps if write_and_exec(prot) => Some((Alert::MmapWx, 0)),
+        Role::Protects => {
             let before = e.enrich.as_ref()?.mapping.as_ref()?.prot;
             let kind =
                 if before & PROT_EXEC != 0 && before & PROT_WRITE == 0 && write_and_exec(prot) {
@@ -283,15 +314,15 @@ pub fn alert(e: &Event) -> Option<(Alert, u64)> {
 /// Why a call failed, in words, where the errno alone misleads.
 pub fn failure_reason(e: &Event) -> Option<&'static str> {
     let errno = e.def.errno(e.ret)?;
-    match (e.def.name, errno) {
-        ("process_mrelease", 22) => Some(
+    match (e.def.role, errno) {
+        (Role::Releases, 22) => Some(
             "the target is not dying: send it SIGKILL first (a SIGTERM it handles does not count)",
         ),
-        ("process_mrelease", 3) => {
+        (Role::Releases, 3) => {
             Some("the target already exited or was reaped: nothing was left to free")
         }
-        ("process_mrelease", 9) => Some("the descriptor is not a pidfd"),
-        ("process_mrelease", 11) => {
+        (Role::Releases, 9) => Some("the descriptor is not a pidfd"),
+        (Role::Releases, 11) => {
             Some("part of the memory could not be reaped without blocking: call again")
         }
         _ => None,
@@ -383,6 +414,24 @@ mod tests {
             None,
             "mapping unknown"
         );
+    }
+
+    #[test]
+    fn alert_values_have_the_catalogs_types() {
+        use crate::catalog::{ArgType, MEM_PROT_ALERT};
+        let e = event("mmap", [0, 4096, 7, 0x22, 0, 0], 0x1000, None);
+        let a = ProtAlert::of(&e).unwrap();
+        let values = a.values();
+        assert_eq!(values.len(), MEM_PROT_ALERT.args.len());
+        for (def, value) in MEM_PROT_ALERT.args.iter().zip(&values) {
+            let fits = match value {
+                AlertValue::Text(_) => def.ty == ArgType::Str,
+                AlertValue::Pointer(_) => def.ty == ArgType::Pointer,
+                AlertValue::Number(_) => !matches!(def.ty, ArgType::Str | ArgType::Pointer),
+            };
+            assert!(fits, "{}", def.name);
+        }
+        assert_eq!(values[1], AlertValue::Pointer(0x1000), "where mmap put it");
     }
 
     #[test]

@@ -7,12 +7,13 @@ pub mod docs;
 pub mod enrich;
 pub mod event;
 pub mod filter;
+pub mod line;
 pub mod scope;
 pub mod select;
 pub mod text;
 
 pub use catalog::{
-    by_id, by_name, ArgDef, ArgType, ArgValue, EventDef, RetKind, Tag, Unit, CATALOG,
+    by_id, by_name, ArgDef, ArgType, ArgValue, EventDef, RetKind, Role, Tag, Unit, CATALOG,
 };
 pub use event::Event;
 pub use text::TracedText;

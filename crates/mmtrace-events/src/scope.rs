@@ -63,7 +63,7 @@ pub struct Scope {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("scope '{expr}': {problem}")]
-pub struct ScopeError {
+pub struct ScopeSyntaxError {
     pub expr: String,
     pub problem: String,
 }
@@ -72,10 +72,10 @@ pub struct ScopeError {
 pub const COMM_MAX: usize = 15;
 
 impl Scope {
-    pub fn parse(flags: &[&str]) -> Result<Scope, ScopeError> {
+    pub fn parse(flags: &[&str]) -> Result<Scope, ScopeSyntaxError> {
         let mut scope = Scope::default();
         for flag in flags {
-            scope.add(flag.trim()).map_err(|problem| ScopeError {
+            scope.add(flag.trim()).map_err(|problem| ScopeSyntaxError {
                 expr: flag.to_string(),
                 problem,
             })?;

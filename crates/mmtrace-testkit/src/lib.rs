@@ -7,19 +7,8 @@ use std::path::PathBuf;
 /// Tests that load BPF programs need root (or CAP_BPF + CAP_PERFMON). Without those they skip
 /// with a message, except under CI, where skipping would hide a broken suite: there they fail.
 pub fn bpf_allowed() -> bool {
-    const CAP_SYS_ADMIN: u32 = 21;
-    const CAP_PERFMON: u32 = 38;
-    const CAP_BPF: u32 = 39;
-    let caps = fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        })
-        .unwrap_or(0);
-    let has = |cap: u32| caps & (1 << cap) != 0;
-    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+    // The loader's own check, so the tests skip exactly when mmtrace would refuse to start.
+    if mmtrace_bpf::check_privileges().is_ok() {
         return true;
     }
     let why = "loading BPF programs needs root, or CAP_BPF and CAP_PERFMON";

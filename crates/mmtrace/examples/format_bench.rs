@@ -21,6 +21,10 @@ mod inband;
 #[allow(dead_code)]
 #[path = "../src/containers/mod.rs"]
 mod containers;
+// ... and the formatting of sizes and durations.
+#[allow(dead_code)]
+#[path = "../src/units.rs"]
+mod units;
 
 /// What the kernel side sends for a munmap of an unmapped page with lock accounting: a
 /// record, then the caller-side prefix of `struct ext` (locked memory and mapping).

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 
 /// A forked child waiting on a pipe before exec.
-pub struct Command {
+pub struct TracedCommand {
     pid: libc::pid_t,
     go: Option<std::os::fd::OwnedFd>,
     status: Option<i32>,
@@ -21,14 +21,14 @@ struct Identity {
     groups: Vec<libc::gid_t>,
 }
 
-impl Command {
+impl TracedCommand {
     /// Forks the child; it execs `argv` once `release` is called. With `stdout_to_stderr` its
     /// standard output is mmtrace's standard error, so it cannot mix into events on stdout.
     pub fn spawn(
         argv: &[String],
         user: Option<&str>,
         stdout_to_stderr: bool,
-    ) -> anyhow::Result<Command> {
+    ) -> anyhow::Result<TracedCommand> {
         let program = find_program(&argv[0])?;
         let identity = user.map(identity).transpose()?;
         let c_program = CString::new(program.as_os_str().as_bytes())?;
@@ -76,7 +76,7 @@ impl Command {
                 unsafe { libc::execv(c_program.as_ptr(), c_argv.as_ptr()) };
                 child_fail(b"mmtrace: error: cannot execute the command\n");
             }
-            pid => Ok(Command {
+            pid => Ok(TracedCommand {
                 pid,
                 go: Some(go_end),
                 status: None,
@@ -128,7 +128,7 @@ impl Command {
     }
 }
 
-impl Drop for Command {
+impl Drop for TracedCommand {
     /// A command never released is killed: it must not run untraced.
     fn drop(&mut self) {
         if self.go.is_some() {

@@ -13,28 +13,12 @@ pub struct Example {
     pub table: &'static str,
 }
 
-/// The example of `event`; None until one has been captured.
-/// Events without a captured example, and why: the OOM reaper acts only on a victim still
-/// alive two seconds after the kill, which no test can arrange without harming the machine.
-/// tests/examples.rs keeps the same list.
-pub const NOT_CAPTURED: [(&str, &str); 3] = [
-    ("oom_start_task_reaping", REAPER_UNPROVOKED),
-    ("oom_finish_task_reaping", REAPER_UNPROVOKED),
-    ("oom_skip_task_reaping", REAPER_UNPROVOKED),
-];
-const REAPER_UNPROVOKED: &str =
-    "None captured: the kernel's OOM reaper acts only on a victim still alive two \
-    seconds after the kill, which a test cannot arrange safely. A victim that exits in time, as \
-    in the oom_mark_victim example, fires no reaping event at all.";
-
-/// Why an event has no example, if it has none by design.
+/// Why an event has no example, if it has none by design (the catalog's docs say).
 pub fn missing_reason(event: &str) -> Option<&'static str> {
-    NOT_CAPTURED
-        .iter()
-        .find(|(n, _)| *n == event)
-        .map(|&(_, why)| why)
+    catalog::doc(event)?.no_example
 }
 
+/// The example of `event`; None until one has been captured.
 pub fn of(event: &str) -> Option<Example> {
     let json = JSON_LINES
         .lines()
@@ -58,13 +42,15 @@ pub fn of(event: &str) -> Option<Example> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::explain::CONTEXT_FIELDS;
+    use mmtrace_events::line::KEYS;
     use mmtrace_events::{EventDef, CATALOG};
     use serde_json::Value;
 
     #[test]
     fn one_example_per_event_and_no_other() {
-        let examples = catalog::names().count() - NOT_CAPTURED.len();
+        let examples = catalog::names()
+            .filter(|name| missing_reason(name).is_none())
+            .count();
         assert_eq!(JSON_LINES.lines().count(), examples);
         assert_eq!(TABLE_LINES.lines().count(), examples + 1);
         for name in catalog::names() {
@@ -102,7 +88,7 @@ mod tests {
         let v: Value = serde_json::from_str(line).unwrap_or_else(|err| panic!("{line}: {err}"));
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         let failed = v.get("returnError").is_some();
-        let expected: Vec<&str> = CONTEXT_FIELDS
+        let expected: Vec<&str> = KEYS
             .iter()
             .map(|&(key, _)| key)
             .filter(|&key| key != "returnError" || failed)

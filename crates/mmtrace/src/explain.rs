@@ -5,10 +5,12 @@ use std::io::{self, Write};
 use mmtrace_bpf::features::Feature;
 use mmtrace_events::catalog::{self, Raised, Source};
 use mmtrace_events::decode::{errno_number, Decoder};
+use mmtrace_events::line;
 use mmtrace_events::select::{closest, SelectError};
 use mmtrace_events::{by_name, ArgDef, EventDef, RetKind, Tag};
 
 use crate::examples;
+use crate::units;
 
 /// The sections of every event's reference, in order, for the text and the Markdown alike.
 pub const SECTIONS: [&str; 11] = [
@@ -27,116 +29,6 @@ pub const SECTIONS: [&str; 11] = [
 
 /// Every argument tag; a page explains each once rather than at every argument.
 pub const TAGS: [Tag; 4] = [Tag::K, Tag::U, Tag::Toctou, Tag::Opt];
-
-/// The keys of a JSON line in output order, with what each holds: the context mmtrace adds
-/// to every call. A test holds the captured examples to this list, so it cannot drift from
-/// output/json.rs.
-pub const CONTEXT_FIELDS: &[(&str, &str)] = &[
-    (
-        "timestamp",
-        "when the call entered the kernel, ns since the epoch",
-    ),
-    (
-        "threadStartTime",
-        "when the calling thread started, ns since the epoch",
-    ),
-    ("processorId", "the CPU the call returned on"),
-    (
-        "processId",
-        "the caller's pid, as its own pid namespace numbers it",
-    ),
-    ("cgroupId", "the caller's cgroup (v2) id"),
-    (
-        "threadId",
-        "the caller's thread id, in its own pid namespace",
-    ),
-    (
-        "parentProcessId",
-        "the caller's parent, in its own pid namespace",
-    ),
-    ("hostProcessId", "the caller's pid as the host sees it"),
-    ("hostThreadId", "the caller's thread id as the host sees it"),
-    (
-        "hostParentProcessId",
-        "the parent's pid as the host sees it",
-    ),
-    ("userId", "the caller's user id"),
-    (
-        "mountNamespace",
-        "inode number of the caller's mount namespace",
-    ),
-    ("pidNamespace", "inode number of the caller's pid namespace"),
-    (
-        "processName",
-        "the calling thread's name (comm, 15 characters at most)",
-    ),
-    (
-        "executable",
-        "{\"path\": \"\"}: kept for Tracee, not filled in yet",
-    ),
-    ("hostName", "the name of the machine mmtrace runs on"),
-    (
-        "containerId",
-        "the caller's container id, from its cgroup by Tracee's rules; left out outside a container",
-    ),
-    (
-        "container",
-        "{id, name, image, imageDigest, runtime}: name, image and digest as the container's \
-         runtime gives them, each left out when no runtime answers; left out outside a container",
-    ),
-    (
-        "kubernetes",
-        "{podName, podNamespace, podUID, podSandbox} from the runtime's io.kubernetes.pod.* \
-         labels; left out outside a pod",
-    ),
-    (
-        "eventId",
-        "Tracee's id for the event, as a decimal string: the x86_64 syscall number for a \
-         syscall, Tracee's own id for its other events, 1500-1999 for events Tracee lacks \
-         (`mmtrace list` shows them)",
-    ),
-    ("eventName", "the event name, as `mmtrace list` shows it"),
-    ("matchedPolicies", "[]: kept for Tracee"),
-    ("argsNum", "how many arguments follow in args"),
-    (
-        "returnValue",
-        "what the kernel returned: the result, or -errno on failure",
-    ),
-    ("syscall", "the syscall name"),
-    ("stackAddresses", "[]: kept for Tracee"),
-    (
-        "contextFlags",
-        "{containerStarted, isCompat}: kept for Tracee, both false",
-    ),
-    (
-        "threadEntityId",
-        "Tracee's id of the calling thread: a hash of its host thread id and threadStartTime \
-         (to 100 ms), as Tracee computes it",
-    ),
-    (
-        "processEntityId",
-        "Tracee's id of the calling process: a hash of hostProcessId and processStartTime \
-         (to 100 ms); the threadEntityId of its main thread",
-    ),
-    (
-        "parentEntityId",
-        "Tracee's id of the parent process: the processEntityId its own events carry",
-    ),
-    (
-        "args",
-        "one {name, type, value} object per argument, with decoded where the value has names",
-    ),
-    ("duration", "ns from entering the kernel to returning"),
-    (
-        "processStartTime",
-        "when the calling process (its main thread) started, ns since the epoch: with \
-         hostProcessId, what tells it from a later process that got the same pid",
-    ),
-    (
-        "returnError",
-        "the errno name, present only when the call failed",
-    ),
-];
 
 pub fn run(name: &str) -> anyhow::Result<()> {
     let kernel = crate::list::Kernel::probe();
@@ -317,30 +209,10 @@ pub fn errno_value(name: &str) -> u64 {
     errno_number(name).expect("the catalog's errnos are real names, a test checks")
 }
 
-const WIDTH: usize = 92;
-
-/// `text` filled to WIDTH, its first line after `first` and the rest after `rest`.
+/// `text` filled to the width of a paragraph, its first line after `first` and the rest
+/// after `rest`.
 fn wrap(text: &str, first: &str, rest: &str) -> String {
-    let mut out = String::from(first);
-    let mut col = first.len();
-    let mut line_empty = true;
-    for word in text.split_whitespace() {
-        if !line_empty && col + 1 + word.len() > WIDTH {
-            out.push('\n');
-            out.push_str(rest);
-            col = rest.len();
-            line_empty = true;
-        }
-        if !line_empty {
-            out.push(' ');
-            col += 1;
-        }
-        out.push_str(word);
-        col += word.len();
-        line_empty = false;
-    }
-    out.push('\n');
-    out
+    units::wrap(text, first, rest, units::WIDTH)
 }
 
 const IN: &str = "    ";
@@ -381,7 +253,7 @@ pub fn text<S: Origin>(e: &EventDef<S>) -> String {
     }
     section(4, errors);
     section(5, wrap(&S::hooks(e), IN, IN));
-    let fields: String = CONTEXT_FIELDS
+    let fields: String = line::KEYS
         .iter()
         .chain(&e.extra_fields())
         .map(|(key, meaning)| wrap(meaning, &format!("{IN}{key:<20} "), &" ".repeat(25)))
@@ -528,7 +400,11 @@ pub(crate) mod tests {
                 let is_example = example
                     .as_ref()
                     .is_some_and(|x| line.contains(x.json) || line.contains(x.table));
-                assert!(line.len() <= WIDTH || is_example, "{}: {line}", e.name);
+                assert!(
+                    line.len() <= units::WIDTH || is_example,
+                    "{}: {line}",
+                    e.name
+                );
             }
         }
     }
@@ -543,15 +419,5 @@ pub(crate) mod tests {
         let madvise = by_name("madvise").unwrap();
         assert!(values(&madvise.args[2]).contains(&("MADV_COLD", "20".to_string())));
         assert!(values(&madvise.args[0]).is_empty());
-    }
-
-    #[test]
-    fn wrapping() {
-        assert_eq!(wrap("a b", "> ", "  "), "> a b\n");
-        let long = "word ".repeat(40);
-        let wrapped = wrap(&long, "- ", "  ");
-        assert!(wrapped.lines().count() > 1);
-        assert!(wrapped.lines().all(|l| l.len() <= WIDTH));
-        assert!(wrapped.lines().skip(1).all(|l| l.starts_with("  word")));
     }
 }

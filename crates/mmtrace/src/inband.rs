@@ -6,7 +6,7 @@ use std::fs;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mmtrace_bpf::Tracer;
-use mmtrace_events::Event;
+use mmtrace_events::{Event, Role};
 use serde_json::{json, Value};
 
 use crate::output::Sink;
@@ -100,9 +100,9 @@ fn now() -> u64 {
 
 /// Whether `e` is a signal that may kill, or the kernel OOM killer's choice.
 fn is_kill(e: &Event) -> bool {
-    match e.def.name {
-        "kill" | "pidfd_send_signal" => e.arg("sig").is_some_and(|s| s.bits() != 0),
-        "oom_mark_victim" => true,
+    match e.def.role {
+        Role::Signals { .. } => e.arg("sig").is_some_and(|s| s.bits() != 0),
+        Role::OomVictim => true,
         _ => false,
     }
 }

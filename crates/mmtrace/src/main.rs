@@ -15,6 +15,7 @@ mod reap;
 mod signals;
 mod teardown;
 mod trace;
+mod units;
 
 use clap::Parser;
 use std::io::Write as _;

@@ -10,6 +10,8 @@ use anyhow::{bail, Context as _};
 use mmtrace_events::decode::{signal_name, signal_number};
 use mmtrace_events::TracedText;
 
+use crate::units::{mib, ms};
+
 /// How long to wait for the victim to exit before giving up on measuring it.
 const EXIT_WAIT: Duration = Duration::from_secs(30);
 
@@ -147,8 +149,8 @@ pub fn run(pid: i32, signal: &str, release: bool) -> anyhow::Result<()> {
         if r == 0 {
             reaped = Some(back);
             println!(
-                "mmtrace: process_mrelease took {:.3} ms and freed {} ({} of anonymous memory); {} still resident",
-                took.as_secs_f64() * 1e3,
+                "mmtrace: process_mrelease took {} and freed {} ({} of anonymous memory); {} still resident",
+                ms(took),
                 mib(before.total().saturating_sub(after.total())),
                 mib(before.anon.saturating_sub(after.anon)),
                 mib(after.total())
@@ -157,8 +159,8 @@ pub fn run(pid: i32, signal: &str, release: bool) -> anyhow::Result<()> {
             match failed {
                 // The victim got to its own exit first and is freeing its memory itself.
                 libc::ESRCH => println!(
-                    "mmtrace: process_mrelease lost the race (ESRCH, after {:.3} ms): {pid} had already let go of its memory and frees it as it exits",
-                    took.as_secs_f64() * 1e3
+                    "mmtrace: process_mrelease lost the race (ESRCH, after {}): {pid} had already let go of its memory and frees it as it exits",
+                    ms(took)
                 ),
                 libc::EINVAL => bail!("process_mrelease refused: {pid} ({comm}) is not dying after {sig_name} (it handles or ignores that signal): kill it with --signal KILL"),
                 e @ (libc::EAGAIN | libc::EINTR) => println!(
@@ -179,9 +181,9 @@ pub fn run(pid: i32, signal: &str, release: bool) -> anyhow::Result<()> {
         _ => (exit, "exit"),
     };
     println!(
-        "mmtrace: {pid} exited {:.3} ms after the kill; memory back {:.3} ms after the kill (by {by})",
-        exit.as_secs_f64() * 1e3,
-        back.as_secs_f64() * 1e3,
+        "mmtrace: {pid} exited {} after the kill; memory back {} after the kill (by {by})",
+        ms(exit),
+        ms(back),
     );
     println!("mmtrace: freed {} in all", mib(before.total()));
     Ok(())
@@ -215,8 +217,4 @@ fn wait_exit(pidfd: &OwnedFd) -> anyhow::Result<Option<()>> {
             _ => return Err(io::Error::last_os_error()).context("waiting for the process to exit"),
         }
     }
-}
-
-fn mib(b: u64) -> String {
-    format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
 }

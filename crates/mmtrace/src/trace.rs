@@ -12,11 +12,11 @@ use mmtrace_events::catalog::MEM_PROT_ALERT;
 use mmtrace_events::enrich::ProtAlert;
 use mmtrace_events::scope::Scope;
 use mmtrace_events::select::{parse_selection, parse_size, Selection};
-use mmtrace_events::Event;
+use mmtrace_events::{Event, EventDef};
 
-use crate::analyze;
+use crate::analyze::{self, Format};
 use crate::cli::TraceArgs;
-use crate::command::Command;
+use crate::command::TracedCommand;
 use crate::containers;
 use crate::inband::InBand;
 use crate::output::{self, Outputs, Sink};
@@ -32,47 +32,103 @@ const BATCH: usize = 4096;
 /// reader of its output or of its messages went away.
 const BROKEN_PIPE: u8 = 128 + libc::SIGPIPE as u8;
 
+/// What a trace will do, worked out from its options and the environment's alone: nothing
+/// is opened, forked or attached yet, so it is checked without root.
+struct Plan {
+    /// The tracer's, but for the roots, which only the forked command gives.
+    options: Options,
+    outputs: Outputs,
+    show: Show,
+    /// With --analyze: the report's format, and the events traced for the analysis alone,
+    /// kept out of the outputs.
+    analysis: Option<(Format, Vec<&'static EventDef>)>,
+    /// The command to run and trace, and the user to run it as.
+    command: Option<(Vec<String>, Option<String>)>,
+    /// The container runtimes' sockets named by --cri, asked besides the default ones.
+    sockets: Vec<containers::Socket>,
+}
+
+impl Plan {
+    /// `features_off` is MMTRACE_FEATURES_OFF's value, if set.
+    fn new(args: &TraceArgs, features_off: Option<&str>) -> anyhow::Result<Plan> {
+        let flags: Vec<&str> = args.events.iter().map(String::as_str).collect();
+        let selection = parse_selection(&flags)?;
+        let scope_flags: Vec<&str> = args.scope.iter().map(String::as_str).collect();
+        let mut scope = Scope::parse(&scope_flags)?;
+        containers::resolve_scope(&mut scope)?;
+        let sockets = args
+            .cri
+            .iter()
+            .map(|s| containers::Socket::parse(s))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let outputs = Outputs::parse(&args.output)?;
+        let ring_bytes = ring_size(&args.buffer_size)?;
+        let features_off = match features_off {
+            Some(list) => Feature::parse_list(list)?,
+            None => Vec::new(),
+        };
+        let show = Show::new(&selection);
+        let mut events = selection.events;
+        let analysis = args.analyze.then(|| {
+            let hidden = analyze::needed_besides(&events);
+            events.extend(&hidden);
+            (args.format, hidden)
+        });
+        let mut options = Options::new(events);
+        options.filters = selection.filters;
+        options.scope = scope;
+        options.ring_bytes = ring_bytes;
+        options.enrich = !args.no_enrich;
+        options.features_off = features_off;
+        Ok(Plan {
+            options,
+            outputs,
+            show,
+            analysis,
+            command: (!args.command.is_empty()).then(|| (args.command.clone(), args.user.clone())),
+            sockets,
+        })
+    }
+}
+
 pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
-    let flags: Vec<&str> = args.events.iter().map(String::as_str).collect();
-    let mut selection = parse_selection(&flags)?;
-    let scope_flags: Vec<&str> = args.scope.iter().map(String::as_str).collect();
-    let mut scope = Scope::parse(&scope_flags)?;
-    containers::resolve_scope(&mut scope)?;
-    let sockets = args
-        .cri
-        .iter()
-        .map(|s| containers::Socket::parse(s))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let outputs = Outputs::parse(&args.output)?;
-    let ring_bytes = ring_size(&args.buffer_size)?;
-    let features_off = match std::env::var(FEATURES_OFF_VAR) {
-        Ok(list) => Feature::parse_list(&list)?,
-        Err(_) => Vec::new(),
-    };
+    let features_off = std::env::var(FEATURES_OFF_VAR).ok();
+    execute(Plan::new(args, features_off.as_deref())?)
+}
+
+/// Runs the plan: opens the outputs, starts the command, attaches, traces until stopped.
+fn execute(plan: Plan) -> anyhow::Result<ExitCode> {
+    let Plan {
+        mut options,
+        outputs,
+        show,
+        analysis,
+        command,
+        sockets,
+    } = plan;
+    let ring_bytes = options.ring_bytes;
     let (output, deliveries) = output::open(&outputs)?;
-    let (mut sink, analysis) = analyze::live(output, args.analyze, &mut selection.events);
+    let (mut sink, analysis) = match analysis {
+        Some((format, hidden)) => {
+            let (sink, analysis) = analyze::live(output, hidden);
+            (sink, Some((format, analysis)))
+        }
+        None => (output, None),
+    };
     // Forked before the tracer starts, so its pid can be traced from its very first call.
     // Like strace's trace on stderr, the events keep stdout to themselves when they use it.
-    let mut command = match args.command.is_empty() {
-        true => None,
-        false => Some(Command::spawn(
-            &args.command,
-            args.user.as_deref(),
-            outputs.events_on_stdout(),
-        )?),
+    let mut command = match &command {
+        None => None,
+        Some((argv, user)) => Some((
+            &argv[0],
+            TracedCommand::spawn(argv, user.as_deref(), outputs.events_on_stdout())?,
+        )),
     };
     // Installed after the fork, so the command starts with the default handlers.
     let signals = Signals::install()?;
 
-    let show = Show::new(&selection);
-    let mut opts = Options::new(selection.events);
-    opts.filters = selection.filters;
-    opts.scope = scope;
-    opts.roots = command.iter().map(Command::pid).collect();
-    opts.ring_bytes = ring_bytes;
-    opts.enrich = !args.no_enrich;
-    opts.features_off = features_off;
-    let mut tracer = Tracer::start(&opts)?;
+    options.roots = command.iter().map(|(_, c)| c.pid()).collect();
+    let mut tracer = Tracer::start(&options)?;
     privilege::drop_after_attach(&tracer, command.is_some())?;
     let mut stderr = Messages::default();
     for u in tracer.unavailable() {
@@ -88,9 +144,9 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
         stderr.say(&format!("{line}\n"));
     }
     let whom = match &command {
-        Some(c) => format!(
+        Some((program, c)) => format!(
             " in {} (pid {}) and its descendants",
-            mmtrace_events::text::escape(&args.command[0]),
+            mmtrace_events::text::escape(program),
             c.pid()
         ),
         None => String::new(),
@@ -99,7 +155,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
         "mmtrace: tracing {}{whom} through syscalls:sys_enter_*/sys_exit_* tracepoints; Ctrl-C to stop\n",
         event_types(tracer.attached().len())
     ));
-    if let Some(c) = command.as_mut() {
+    if let Some((_, c)) = command.as_mut() {
         c.release()?;
     }
 
@@ -111,7 +167,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
         let received = signals.take();
         match command.as_mut() {
             // With a command, the trace lasts as long as it does: the signals are its.
-            Some(c) => {
+            Some((_, c)) => {
                 for r in received {
                     // The terminal sent it to the command's process group as well.
                     if !(r.by_terminal && c.in_our_group()) {
@@ -171,8 +227,8 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
             delivery.unwritten()
         ));
     }
-    if let Some(analysis) = analysis {
-        if let Err(e) = analysis.print(args.format, outputs.events_on_stdout()) {
+    if let Some((format, analysis)) = analysis {
+        if let Err(e) = analysis.print(format, outputs.events_on_stdout()) {
             stderr.failed(e);
         }
     }
@@ -194,7 +250,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
         (Some(io::ErrorKind::BrokenPipe), _) => ExitCode::from(BROKEN_PIPE),
         (Some(_), _) => ExitCode::FAILURE,
         // Like strace -f: the command's status.
-        (None, Some(c)) => {
+        (None, Some((_, c))) => {
             let status = c.poll_exit().unwrap_or(0);
             ExitCode::from(status.clamp(0, 255) as u8)
         }
@@ -349,7 +405,111 @@ fn summary(tracer: &Tracer, seen: &[u64], elapsed: Duration, ring_bytes: u32) ->
 
 #[cfg(test)]
 mod tests {
-    use super::ring_size;
+    use clap::Parser;
+    use mmtrace_events::{by_name, Role};
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    /// The plan of `mmtrace trace ARGS`, with MMTRACE_FEATURES_OFF as `features_off`.
+    fn plan(args: &[&str], features_off: Option<&str>) -> anyhow::Result<Plan> {
+        let cli = Cli::try_parse_from(["mmtrace", "trace"].iter().chain(args))?;
+        let Command::Trace(args) = cli.command else {
+            unreachable!("parsed as trace")
+        };
+        Plan::new(&args, features_off)
+    }
+
+    fn names(events: &[&EventDef]) -> Vec<&'static str> {
+        events.iter().map(|e| e.name).collect()
+    }
+
+    #[test]
+    fn by_default_everything_enriched_in_an_8m_ring() {
+        let p = plan(&["-o", "json"], None).unwrap();
+        assert_eq!(p.options.events.len(), mmtrace_events::CATALOG.len());
+        assert_eq!(p.options.ring_bytes, 8 << 20);
+        assert!(p.options.enrich && p.options.features_off.is_empty());
+        assert!(p.analysis.is_none() && p.command.is_none());
+        assert!(p.show.alerts, "mem_prot_alert is among all events");
+        assert!(p.outputs.events_on_stdout());
+    }
+
+    #[test]
+    fn the_analysis_traces_exits_and_teardowns_for_itself() {
+        let p = plan(&["-e", "mlock", "--analyze", "--format", "json"], None).unwrap();
+        let (format, hidden) = p.analysis.unwrap();
+        assert_eq!(format, Format::Json);
+        assert!(hidden
+            .iter()
+            .all(|e| matches!(e.role, Role::Exits | Role::TornDown)));
+        assert_eq!(names(&hidden), ["sched_process_exit", "exit_mmap"]);
+        assert_eq!(
+            names(&p.options.events),
+            ["mlock", "sched_process_exit", "exit_mmap"]
+        );
+        let selected = plan(&["-e", "mlock,sched_process_exit", "--analyze"], None).unwrap();
+        assert_eq!(names(&selected.analysis.unwrap().1), ["exit_mmap"]);
+    }
+
+    #[test]
+    fn alerts_alone_attach_their_calls_but_show_only_alerts() {
+        let p = plan(&["-e", "mem_prot_alert", "--no-enrich"], None).unwrap();
+        assert_eq!(
+            names(&p.options.events),
+            ["mmap", "mprotect", "pkey_mprotect"]
+        );
+        assert!(p.show.alerts);
+        let mmap = by_name("mmap").unwrap();
+        assert!(!p.show.lines[usize::from(mmap.id)]);
+        assert!(!p.options.enrich);
+    }
+
+    #[test]
+    fn command_user_filters_scope_and_features() {
+        let p = plan(
+            &[
+                "-e",
+                "munmap.retval=-EINVAL",
+                "-s",
+                "uid>=1000",
+                "--buffer-size",
+                "64K",
+                "--user",
+                "nobody",
+                "--",
+                "true",
+                "x",
+            ],
+            Some("find_vma"),
+        )
+        .unwrap();
+        assert_eq!(
+            p.command,
+            Some((vec!["true".into(), "x".into()], Some("nobody".into())))
+        );
+        assert_eq!(p.options.filters.len(), 1);
+        assert_eq!(p.options.ring_bytes, 64 << 10);
+        assert_eq!(p.options.features_off, [Feature::FindVma]);
+        assert!(
+            p.options.roots.is_empty(),
+            "roots come from the forked command"
+        );
+    }
+
+    #[test]
+    fn bad_options_fail_before_anything_runs() {
+        for (args, features, error) in [
+            (&["-e", "nosuch"][..], None, "nosuch"),
+            (&["-s", "uid>>1"], None, "scope"),
+            (&["-o", "yaml"], None, "unknown output format"),
+            (&["--buffer-size", "3M"], None, "power of two"),
+            (&[], Some("warp_drive"), "warp_drive"),
+        ] {
+            let err = plan(args, features).err().expect("an error").to_string();
+            assert!(err.contains(error), "{args:?}: {err}");
+        }
+    }
 
     #[test]
     fn ring_sizes() {

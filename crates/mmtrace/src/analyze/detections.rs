@@ -1,9 +1,17 @@
-//! The detections the analyzer raises: identity, severity, explanation and their doc pages.
+//! The detections the analyzer raises, each one unit: identity, severity, explanation, doc
+//! page, the rule that raises it and that rule's tests. `DETECTIONS` lists them all; the
+//! analyzer runs every rule on every line and knows none of them by name.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
+use mmtrace_events::decode::{write_and_exec, MAP_LOCKED, MCL_FUTURE, MCL_ONFAULT, PROT_EXEC};
+use mmtrace_events::enrich::Alert;
+use mmtrace_events::Role;
 use serde::Serialize;
+
+use super::record::Record;
+use super::Process;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -33,16 +41,16 @@ pub struct Detection {
     /// What in the recording raises it, and what it needs from the recording.
     pub trigger: &'static str,
     pub advice: &'static str,
+    /// Raises it for a call: the finding's detail, None when the call does not raise it.
+    /// `p` is the caller's process with the call already counted.
+    pub(super) rule: fn(r: &Record, p: &Process) -> Option<String>,
+    /// Tracee's mem_prot_alert kinds that raise it as well. The line about a call the rule
+    /// has already raised it for adds nothing.
+    pub alerts: &'static [Alert],
+    /// For a detection that is one finding per process however long it lasts: its detail
+    /// once the process is done. Others count each call that raises them.
+    pub(super) settle: Option<fn(p: &Process) -> String>,
 }
-
-pub const WX_MAPPING: &Detection = &DETECTIONS[0];
-pub const W_TO_X: &Detection = &DETECTIONS[1];
-pub const NEAR_LIMIT: &Detection = &DETECTIONS[2];
-pub const LOCK_FAILURE: &Detection = &DETECTIONS[3];
-pub const NOT_DYING: &Detection = &DETECTIONS[4];
-pub const ESRCH_RACE: &Detection = &DETECTIONS[5];
-pub const MLOCKALL_FUTURE: &Detection = &DETECTIONS[6];
-pub const MUNMAP_STORM: &Detection = &DETECTIONS[7];
 
 /// munmap calls by one process within one second that make a storm.
 pub const STORM_CALLS: usize = 1000;
@@ -68,6 +76,19 @@ pub static DETECTIONS: [Detection; 8] = [
         advice: "If the process is not a JIT runtime, find out what it runs from that memory: \
             dump the range from /proc/PID/mem while it lives, check how the process was started. \
             For a JIT, prefer a runtime mode that keeps W^X (dual mappings or toggling).",
+        rule: |r, _| {
+            let prot = r.arg_u64("prot").unwrap_or(0);
+            (r.role.sets_protection() && r.ok() && write_and_exec(prot)).then(|| {
+                let len = r.arg_u64("length").or(r.arg_u64("len")).unwrap_or(0);
+                format!(
+                    "{} of {len} bytes asked for PROT_WRITE|PROT_EXEC{}",
+                    r.name,
+                    where_(r)
+                )
+            })
+        },
+        alerts: &[Alert::MmapWx, Alert::MprotectXToWx],
+        settle: None,
     },
     Detection {
         id: "MMT-002",
@@ -87,6 +108,22 @@ pub static DETECTIONS: [Detection; 8] = [
             ordinary mprotect and is not raised.",
         advice: "Expected from JIT runtimes and language VMs; elsewhere, look at what the process \
             loaded and where the code came from (a memfd, a download, a decrypted blob).",
+        rule: |r, _| {
+            let prot = r.arg_u64("prot").unwrap_or(0);
+            // Memory made writable and executable at once is MMT-001's, not also this one's.
+            if !(r.role == Role::Protects && r.ok() && prot & PROT_EXEC != 0 && !write_and_exec(prot)) {
+                return None;
+            }
+            let m = r.mapping.as_ref().filter(|m| m.writable())?;
+            Some(format!(
+                "{} made writable memory ({}) executable{}",
+                r.name,
+                m.prot(),
+                where_(r)
+            ))
+        },
+        alerts: &[Alert::MprotectWToX, Alert::MprotectAddedX],
+        settle: None,
     },
     Detection {
         id: "MMT-003",
@@ -103,6 +140,23 @@ pub static DETECTIONS: [Detection; 8] = [
         advice: "Raise the limit where the process starts (LimitMEMLOCK= in its systemd unit, \
             `ulimit -l`, /etc/security/limits.conf), grant CAP_IPC_LOCK, or lock less: lock only \
             the pages that must not be paged out, with mlock2(MLOCK_ONFAULT) for large ranges.",
+        rule: |r, _| {
+            let l = r.locked.filter(|l| !l.cap_ipc_lock)?;
+            let limit = l.limit_bytes.filter(|&lim| {
+                lim > 0
+                    && u128::from(l.locked_bytes) * 100
+                        >= u128::from(lim) * u128::from(NEAR_LIMIT_PERCENT)
+            })?;
+            Some(format!(
+                "{} locked of a {} RLIMIT_MEMLOCK ({}%) after {}",
+                crate::units::bytes(l.locked_bytes),
+                crate::units::bytes(limit),
+                u128::from(l.locked_bytes) * 100 / u128::from(limit),
+                r.name
+            ))
+        },
+        alerts: &[],
+        settle: None,
     },
     Detection {
         id: "MMT-004",
@@ -120,6 +174,18 @@ pub static DETECTIONS: [Detection; 8] = [
         advice: "Check the process's RLIMIT_MEMLOCK (`grep locked /proc/PID/limits`) against \
             what it locks, check the range it passes is mapped, and make the application treat \
             a failed lock as an error.",
+        rule: |r, _| {
+            let locking = r.role.locks()
+                || (r.role == Role::Maps && r.arg_u64("flags").unwrap_or(0) & MAP_LOCKED != 0);
+            match r.errno.as_deref() {
+                Some(errno @ ("ENOMEM" | "EPERM" | "EAGAIN")) if locking => {
+                    Some(format!("{} failed with {errno}", r.name))
+                }
+                _ => None,
+            }
+        },
+        alerts: &[],
+        settle: None,
     },
     Detection {
         id: "MMT-005",
@@ -134,6 +200,22 @@ pub static DETECTIONS: [Detection; 8] = [
             flags EINVAL means bad flags, not this). Works from the call results alone.",
         advice: "Send SIGKILL through the same pidfd (pidfd_send_signal) before calling \
             process_mrelease, and do not use SIGTERM for the kill that precedes it.",
+        rule: |r, _| {
+            (r.role == Role::Releases
+                && r.errno.as_deref() == Some("EINVAL") && r.arg_u64("flags") == Some(0))
+                .then(|| {
+                    let why = r
+                        .reason
+                        .as_deref()
+                        .map_or(String::new(), |w| format!(": {w}"));
+                    format!(
+                        "process_mrelease on {} returned EINVAL{why}",
+                        target_text(r)
+                    )
+                })
+        },
+        alerts: &[],
+        settle: None,
     },
     Detection {
         id: "MMT-006",
@@ -151,6 +233,12 @@ pub static DETECTIONS: [Detection; 8] = [
             cannot run its exit promptly: starved of CPU, throttled by its cgroup, or on a \
             loaded machine; `mmtrace reap PID --no-release` against `mmtrace reap PID` measures \
             the difference.",
+        rule: |r, _| {
+            (r.role == Role::Releases && r.errno.as_deref() == Some("ESRCH"))
+                .then(|| format!("process_mrelease on {} returned ESRCH", target_text(r)))
+        },
+        alerts: &[],
+        settle: None,
     },
     Detection {
         id: "MMT-007",
@@ -167,6 +255,14 @@ pub static DETECTIONS: [Detection; 8] = [
             call arguments alone.",
         advice: "Add MCL_ONFAULT (Linux 4.4) so pages are locked as they are first touched, or \
             lock the specific ranges that matter with mlock2(MLOCK_ONFAULT).",
+        rule: |r, _| {
+            let flags = r.arg_u64("flags").unwrap_or(0);
+            (r.role == Role::LocksAll && r.ok() && flags & MCL_FUTURE != 0 && flags & MCL_ONFAULT == 0).then(|| {
+                format!("mlockall({})", r.arg_text("flags").unwrap_or_default())
+            })
+        },
+        alerts: &[],
+        settle: None,
     },
     Detection {
         id: "MMT-008",
@@ -182,10 +278,45 @@ pub static DETECTIONS: [Detection; 8] = [
         advice: "Tune the allocator to keep freed memory (glibc: M_MMAP_THRESHOLD, \
             M_TRIM_THRESHOLD; jemalloc/tcmalloc decay settings), or batch mappings into larger \
             regions.",
+        rule: |r, p| {
+            (r.role == Role::Unmaps && p.munmaps.len() >= STORM_CALLS)
+                .then(|| format!("{STORM_CALLS} munmap calls within one second"))
+        },
+        alerts: &[],
+        // A storm is one finding however long it lasts: its peak rate says how bad.
+        settle: Some(|p| format!("up to {} munmap calls within one second", p.munmap_peak)),
     },
 ];
 
+/// Where the call's memory is: its file, else its kind, as the tracer read it.
+fn where_(r: &Record) -> String {
+    match r
+        .mapping
+        .as_ref()
+        .and_then(|m| m.path.as_deref().or(m.kind.as_deref()))
+    {
+        Some(w) => format!(" ({w})"),
+        None => String::new(),
+    }
+}
+
+/// The process a pidfd call was aimed at.
+fn target_text(r: &Record) -> String {
+    match &r.target {
+        Some((pid, _)) => format!("pid {pid}"),
+        None => format!(
+            "the process behind pidfd {}",
+            r.arg_i64("pidfd").unwrap_or(-1)
+        ),
+    }
+}
+
 impl Detection {
+    /// The detection a mem_prot_alert of this kind raises.
+    pub fn of_alert(alert: Alert) -> Option<&'static Detection> {
+        DETECTIONS.iter().find(|d| d.alerts.contains(&alert))
+    }
+
     /// Where its page lives in the repository.
     pub fn doc(&self) -> String {
         format!("docs/detections/{}.md", self.id)
@@ -236,4 +367,149 @@ pub fn write_pages(dir: &Path) -> anyhow::Result<()> {
         .map(|d| (format!("{}.md", d.id), d.page()))
         .collect();
     crate::docs::write_set(dir, pages, index(), "detection pages")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    /// A recorded line of `event`: its arguments by name, its result and other keys.
+    fn line(event: &str, args: Value, ret: i64, keys: Value) -> Record {
+        let mut v =
+            json!({"timestamp": 1, "hostProcessId": 7, "eventName": event, "returnValue": ret});
+        v["args"] = args
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(name, value)| json!({"name": name, "value": value}))
+            .collect();
+        for (k, val) in keys.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        Record::parse(v.to_string().as_bytes(), 1).unwrap()
+    }
+
+    fn by_id(id: &str) -> &'static Detection {
+        DETECTIONS.iter().find(|d| d.id == id).unwrap()
+    }
+
+    /// Each rule on a call that raises it and on the nearest call that does not.
+    #[test]
+    fn every_rule_raises_on_its_call_and_not_on_the_nearest_other() {
+        let none = json!({});
+        let rw_anon = json!({"mapping": {"prot": "PROT_READ|PROT_WRITE", "kind": "anon"}});
+        let locked = |bytes: u64, cap: bool| json!({"locked": {"lockedBytes": bytes, "limitBytes": 1000, "capIpcLock": cap}});
+        let cases = [
+            (
+                "MMT-001",
+                line(
+                    "mmap",
+                    json!({"length": 4096, "prot": 7}),
+                    0x1000,
+                    none.clone(),
+                ),
+                line(
+                    "mmap",
+                    json!({"length": 4096, "prot": 7}),
+                    -12,
+                    none.clone(),
+                ),
+            ),
+            (
+                "MMT-002",
+                line(
+                    "mprotect",
+                    json!({"len": 4096, "prot": 5}),
+                    0,
+                    rw_anon.clone(),
+                ),
+                line(
+                    "mprotect",
+                    json!({"len": 4096, "prot": 7}),
+                    0,
+                    rw_anon.clone(),
+                ),
+            ),
+            (
+                "MMT-003",
+                line("mlock", json!({}), 0, locked(900, false)),
+                line("mlock", json!({}), 0, locked(900, true)),
+            ),
+            (
+                "MMT-004",
+                line("mlock", json!({}), -12, none.clone()),
+                line("mmap", json!({"flags": 0x22}), -12, none.clone()),
+            ),
+            (
+                "MMT-005",
+                line("process_mrelease", json!({"flags": 0}), -22, none.clone()),
+                line("process_mrelease", json!({"flags": 1}), -22, none.clone()),
+            ),
+            (
+                "MMT-006",
+                line("process_mrelease", json!({"flags": 0}), -3, none.clone()),
+                line("pidfd_send_signal", json!({"sig": 9}), -3, none.clone()),
+            ),
+            (
+                "MMT-007",
+                line("mlockall", json!({"flags": 2}), 0, none.clone()),
+                line("mlockall", json!({"flags": 6}), 0, none.clone()),
+            ),
+        ];
+        for (id, raising, other) in &cases {
+            let d = by_id(id);
+            let p = Process::new(raising, 4096);
+            assert!((d.rule)(raising, &p).is_some(), "{id} not raised");
+            assert!(
+                (d.rule)(other, &p).is_none(),
+                "{id} raised by its near miss"
+            );
+        }
+        assert_eq!(
+            (by_id("MMT-002").rule)(&cases[1].1, &Process::new(&cases[1].1, 4096)).unwrap(),
+            "mprotect made writable memory (PROT_READ|PROT_WRITE) executable (anon)"
+        );
+    }
+
+    #[test]
+    fn a_storm_is_the_thousandth_munmap_within_a_second_and_one_finding() {
+        let storm = by_id("MMT-008");
+        let munmap = line("munmap", json!({}), 0, json!({}));
+        let mut p = Process::new(&munmap, 4096);
+        p.munmaps.extend(0..STORM_CALLS as u64 - 1);
+        assert!((storm.rule)(&munmap, &p).is_none());
+        p.munmaps.push_back(0);
+        p.munmap_peak = 1234;
+        assert!((storm.rule)(&munmap, &p).is_some());
+        assert_eq!(
+            storm.settle.expect("a storm is settled")(&p),
+            "up to 1234 munmap calls within one second"
+        );
+    }
+
+    #[test]
+    fn each_alert_raises_one_detection() {
+        for alert in [
+            Alert::MmapWx,
+            Alert::MprotectAddedX,
+            Alert::MprotectXToWx,
+            Alert::MprotectWToX,
+        ] {
+            let ids: Vec<&str> = DETECTIONS
+                .iter()
+                .filter(|d| d.alerts.contains(&alert))
+                .map(|d| d.id)
+                .collect();
+            assert_eq!(ids.len(), 1, "{alert:?}: {ids:?}");
+        }
+    }
+
+    #[test]
+    fn ids_are_unique_and_in_order() {
+        for (i, d) in DETECTIONS.iter().enumerate() {
+            assert_eq!(d.id, format!("MMT-{:03}", i + 1));
+        }
+    }
 }

@@ -4,17 +4,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use mmtrace_events::catalog::Reaping;
 use mmtrace_events::decode::signal_name;
+use mmtrace_events::Role;
 use serde::Serialize;
 
 use super::record::Record;
 use crate::inband;
-
-/// The event that says a victim's address space is torn down: `mmap:exit_mmap`, stamped
-/// with the process the memory belonged to. The kernel side does not send it yet; when a
-/// recording has it, it is when the memory is back. Without it, only the exit's start is
-/// known (`sched_process_exit`, which fires before the process gives up its memory).
-pub const TEARDOWN_END: &str = "exit_mmap";
 
 /// A pressure sample belongs to a signal read at most this long before it.
 const PRESSURE_WINDOW_NS: u64 = 1_000_000_000;
@@ -269,8 +265,8 @@ impl Kills {
     }
 
     pub fn apply(&mut self, r: &Record) {
-        match &*r.name {
-            "pidfd_open" if r.ok() => {
+        match r.role {
+            Role::OpensPidfd if r.ok() => {
                 let pid = r
                     .target
                     .as_ref()
@@ -284,7 +280,7 @@ impl Kills {
                         .insert(r.ret, Pidfd { pid, opened_at });
                 }
             }
-            "pidfd_send_signal" | "kill" => {
+            Role::Signals { .. } => {
                 let sig = r.arg_u64("sig").unwrap_or(0);
                 // Signal 0 only asks whether the process exists.
                 if sig == 0 {
@@ -311,7 +307,7 @@ impl Kills {
                     self.awaiting_pressure.push(i);
                 }
             }
-            "process_mrelease" => {
+            Role::Releases => {
                 let Some((pid, _)) = self.target_of(r) else {
                     return;
                 };
@@ -330,7 +326,7 @@ impl Kills {
                     k.killer_name = Some(r.comm.clone());
                 }
             }
-            "oom_mark_victim" => {
+            Role::OomVictim => {
                 let Some(pid) = r.arg_u64("pid").and_then(|p| u32::try_from(p).ok()) else {
                     return;
                 };
@@ -351,7 +347,7 @@ impl Kills {
                     self.awaiting_pressure.push(i);
                 }
             }
-            "oom_start_task_reaping" | "oom_finish_task_reaping" | "oom_skip_task_reaping" => {
+            Role::OomReaper(step) => {
                 let Some(pid) = r.arg_u64("pid").and_then(|p| u32::try_from(p).ok()) else {
                     return;
                 };
@@ -359,13 +355,13 @@ impl Kills {
                     return;
                 };
                 let oom = self.kills[i].oom.get_or_insert_with(Oom::default);
-                match &*r.name {
-                    "oom_start_task_reaping" => oom.reap_start_at = Some(r.ts),
-                    "oom_finish_task_reaping" => oom.reap_finish_at = Some(r.ts),
-                    _ => oom.reap_skipped = true,
+                match step {
+                    Reaping::Start => oom.reap_start_at = Some(r.ts),
+                    Reaping::Finish => oom.reap_finish_at = Some(r.ts),
+                    Reaping::Skip => oom.reap_skipped = true,
                 }
             }
-            "sched_process_exit" => {
+            Role::Exits => {
                 // The exiting process is the one the line's context names.
                 let Some(&i) = self.latest.get(&r.pid) else {
                     return;
@@ -390,12 +386,14 @@ impl Kills {
                     });
                 }
             }
-            TEARDOWN_END => {
+            // The end of the victim's teardown, when its memory is back; without it, only the
+            // exit's start is known, which comes before the process gives up its memory.
+            Role::TornDown => {
                 if let Some(&i) = self.latest.get(&r.pid) {
                     self.kills[i].teardown_end_at.get_or_insert(r.ts);
                 }
             }
-            inband::PRESSURE => {
+            Role::Other if r.name == inband::PRESSURE => {
                 let arg = |name| r.json_args().find(|(n, _)| *n == name).map(|(_, v)| v);
                 let sample = Pressure {
                     at: r.ts,
@@ -425,7 +423,7 @@ impl Kills {
     /// The victim of a signal or process_mrelease, and when its pidfd was opened (0 when
     /// it is named by pid).
     fn target_of(&self, r: &Record) -> Option<(u32, u64)> {
-        if r.name == "kill" {
+        if r.role == (Role::Signals { by_pidfd: false }) {
             let pid = r
                 .arg_i64("pid")
                 .filter(|&p| p > 0)

@@ -4,14 +4,15 @@
 use std::collections::BTreeMap;
 
 use mmtrace_events::decode::{MAP_LOCKED, MCL_CURRENT, MCL_FUTURE};
+use mmtrace_events::Role;
 
 use super::record::Record;
 
-const PAGE: u64 = 4096;
-
 /// Locked ranges seen being created, as the calls say; locks do not nest, so a set of ranges.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Ledger {
+    /// The page size the kernel rounded the calls' ranges to.
+    page: u64,
     ranges: BTreeMap<u64, u64>,
     bytes: u64,
     future: bool,
@@ -33,6 +34,18 @@ pub struct KernelLocked {
 }
 
 impl Ledger {
+    pub fn new(page: u64) -> Ledger {
+        Ledger {
+            page,
+            ranges: BTreeMap::new(),
+            bytes: 0,
+            future: false,
+            incomplete: false,
+            peak: 0,
+            kernel: None,
+        }
+    }
+
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
@@ -46,11 +59,11 @@ impl Ledger {
                 limit: None,
                 cap_ipc_lock: false,
             });
-            k.peak = k.peak.max(l.bytes);
+            k.peak = k.peak.max(l.locked_bytes);
             if r.end() >= k.last_at {
-                k.last = l.bytes;
+                k.last = l.locked_bytes;
                 k.last_at = r.end();
-                k.limit = l.limit;
+                k.limit = l.limit_bytes;
                 k.cap_ipc_lock = l.cap_ipc_lock;
             }
         }
@@ -58,34 +71,34 @@ impl Ledger {
             return;
         }
         let range = |addr: &str, len: &str| Some((r.arg_u64(addr)?, r.arg_u64(len)?));
-        match &*r.name {
-            "mlock" | "mlock2" => {
+        match r.role {
+            Role::Locks => {
                 if let Some((a, l)) = range("addr", "len") {
                     self.lock(a, l);
                 }
             }
-            "munlock" => {
+            Role::Unlocks => {
                 if let Some((a, l)) = range("addr", "len") {
                     self.unlock(a, l);
                 }
             }
-            "munmap" => {
+            Role::Unmaps => {
                 if let Some((a, l)) = range("addr", "length") {
                     self.unlock(a, l);
                 }
             }
-            "mlockall" => {
+            Role::LocksAll => {
                 let flags = r.arg_u64("flags").unwrap_or(0);
                 self.incomplete |= flags & MCL_CURRENT != 0;
                 self.future = flags & MCL_FUTURE != 0;
             }
-            "munlockall" => {
+            Role::UnlocksAll => {
                 self.ranges.clear();
                 self.bytes = 0;
                 self.future = false;
                 self.incomplete = false;
             }
-            "mmap" => {
+            Role::Maps => {
                 let flags = r.arg_u64("flags").unwrap_or(0);
                 if self.future || flags & MAP_LOCKED != 0 {
                     if let Some(l) = r.arg_u64("length") {
@@ -93,7 +106,7 @@ impl Ledger {
                     }
                 }
             }
-            "mremap" => {
+            Role::Remaps => {
                 if let Some((a, old)) = range("old_address", "old_size") {
                     // A locked mapping stays locked where it moves to, at its new size.
                     let was_locked = self.overlap(a, old) > 0;
@@ -108,7 +121,7 @@ impl Ledger {
     }
 
     fn lock(&mut self, addr: u64, len: u64) {
-        let (start, end) = pages(addr, len);
+        let (start, end) = pages(addr, len, self.page);
         if start >= end {
             return;
         }
@@ -134,7 +147,7 @@ impl Ledger {
     }
 
     fn unlock(&mut self, addr: u64, len: u64) {
-        let (start, end) = pages(addr, len);
+        let (start, end) = pages(addr, len, self.page);
         if start >= end {
             return;
         }
@@ -160,7 +173,7 @@ impl Ledger {
     }
 
     fn overlap(&self, addr: u64, len: u64) -> u64 {
-        let (start, end) = pages(addr, len);
+        let (start, end) = pages(addr, len, self.page);
         self.ranges
             .range(..end)
             .rev()
@@ -172,15 +185,17 @@ impl Ledger {
 
 /// The whole pages a byte range touches, as the kernel rounds it; clamped so that no
 /// argument overflows.
-fn pages(addr: u64, len: u64) -> (u64, u64) {
-    let start = addr & !(PAGE - 1);
-    let end = addr.saturating_add(len).saturating_add(PAGE - 1) & !(PAGE - 1);
+fn pages(addr: u64, len: u64, page: u64) -> (u64, u64) {
+    let start = addr & !(page - 1);
+    let end = addr.saturating_add(len).saturating_add(page - 1) & !(page - 1);
     (start, end)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PAGE: u64 = 4096;
 
     fn call(name: &str, args: &str, ret: i64) -> Record {
         let line = format!(
@@ -201,7 +216,7 @@ mod tests {
 
     #[test]
     fn locks_do_not_nest_and_unlocks_split() {
-        let mut l = Ledger::default();
+        let mut l = Ledger::new(PAGE);
         l.apply(&range("mlock", 0x10000, 3 * PAGE));
         l.apply(&range("mlock", 0x11000, 3 * PAGE));
         assert_eq!(l.bytes(), 4 * PAGE);
@@ -216,7 +231,7 @@ mod tests {
 
     #[test]
     fn failed_calls_lock_nothing() {
-        let mut l = Ledger::default();
+        let mut l = Ledger::new(PAGE);
         l.apply(&call(
             "mlock",
             r#"{"name":"addr","value":"0x10000"},{"name":"len","value":4096}"#,
@@ -227,7 +242,7 @@ mod tests {
 
     #[test]
     fn huge_ranges_do_not_overflow() {
-        let mut l = Ledger::default();
+        let mut l = Ledger::new(PAGE);
         l.apply(&range("mlock", u64::MAX - 10, u64::MAX));
         l.apply(&range("munlock", 0, u64::MAX));
         assert_eq!(l.bytes(), 0);

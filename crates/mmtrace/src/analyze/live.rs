@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use std::rc::Rc;
 
 use mmtrace_events::enrich::ProtAlert;
-use mmtrace_events::{by_name, Event, EventDef};
+use mmtrace_events::{Event, EventDef, Role, CATALOG};
 
 use super::{Analyzer, Format};
 use crate::inband::Note;
@@ -22,34 +22,31 @@ struct Live {
 /// What the analysis needs whatever was selected: it folds a process into its report once it
 /// has exited, which keeps its state bounded, and a kill's memory is back when the victim's
 /// teardown ends.
-const NEEDED: [&str; 2] = ["sched_process_exit", "exit_mmap"];
+fn needed(e: &EventDef) -> bool {
+    matches!(e.role, Role::Exits | Role::TornDown)
+}
 
 /// The analysis of a live trace, to report once tracing ends.
 pub struct Analysis(Rc<RefCell<Analyzer>>);
 
-/// With `analyze`, puts the analyzer behind `sink`, and adds to `events` what the analysis
-/// needs that the user did not select; without, leaves both alone.
-pub fn wrap(
-    sink: Box<dyn Sink>,
-    analyze: bool,
-    events: &mut Vec<&'static EventDef>,
-) -> (Box<dyn Sink>, Option<Analysis>) {
-    if !analyze {
-        return (sink, None);
-    }
-    let hidden: Vec<&'static EventDef> = NEEDED
+/// What the analysis needs that `events`, the user's selection, lacks: to be traced for the
+/// analysis alone.
+pub fn needed_besides(events: &[&'static EventDef]) -> Vec<&'static EventDef> {
+    CATALOG
         .iter()
-        .filter(|&&name| !events.iter().any(|e| e.name == name))
-        .filter_map(|&name| by_name(name))
-        .collect();
-    events.extend(&hidden);
+        .filter(|e| needed(e) && !events.contains(e))
+        .collect()
+}
+
+/// Puts the analyzer behind `sink`; it keeps the `hidden` events out of the output.
+pub fn wrap(sink: Box<dyn Sink>, hidden: Vec<&'static EventDef>) -> (Box<dyn Sink>, Analysis) {
     let analyzer = Rc::new(RefCell::new(Analyzer::live()));
     let live = Live {
         inner: sink,
         analyzer: Rc::clone(&analyzer),
         hidden,
     };
-    (Box::new(live), Some(Analysis(analyzer)))
+    (Box::new(live), Analysis(analyzer))
 }
 
 impl Analysis {

@@ -13,13 +13,13 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::path::Path;
 
 use anyhow::Context as _;
-use mmtrace_events::decode::{write_and_exec, MAP_LOCKED, MCL_FUTURE, MCL_ONFAULT, PROT_EXEC};
 use mmtrace_events::enrich::{Alert, ProtAlert};
+use mmtrace_events::Role;
 
-use detections::{Detection, NEAR_LIMIT_PERCENT, STORM_CALLS};
-use kills::{Kills, TEARDOWN_END};
+use detections::{Detection, DETECTIONS};
+use kills::Kills;
 use ledger::Ledger;
-pub use live::wrap as live;
+pub use live::{needed_besides, wrap as live};
 use record::Record;
 pub use report::{Format, Report};
 
@@ -50,7 +50,7 @@ struct Key {
     start: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Process {
     /// When the process started, ns since the epoch (the kernel's start of its main
     /// thread, which every line carries as processStartTime); 0 while unknown, which only
@@ -69,16 +69,27 @@ struct Process {
     munmap_peak: usize,
     /// Its detections: the detection and its finding, None past `MAX_INSTANCES`.
     findings: Vec<(&'static Detection, Option<usize>)>,
-    /// Calls raised as MMT-001 or MMT-002 within the reorder window (detection, entry
-    /// time), so the `mem_prot_alert` line about the same call adds nothing.
+    /// Calls that raised a detection that alerts raise too, within the reorder window
+    /// (detection, entry time), so the `mem_prot_alert` line about the same call adds nothing.
     prot_seen: VecDeque<(&'static str, u64)>,
 }
 
 impl Process {
-    fn new(r: &Record) -> Process {
+    fn new(r: &Record, page_size: u64) -> Process {
         Process {
             start: r.process_start,
-            ..Process::default()
+            comm: String::new(),
+            calls: 0,
+            time_ns: 0,
+            lock_calls: 0,
+            unlock_calls: 0,
+            failures: BTreeMap::new(),
+            threads: HashMap::new(),
+            ledger: Ledger::new(page_size),
+            munmaps: VecDeque::new(),
+            munmap_peak: 0,
+            findings: Vec::new(),
+            prot_seen: VecDeque::new(),
         }
     }
 
@@ -117,8 +128,12 @@ struct Overflow {
 }
 
 /// Reads events one at a time, in any order within `REORDER_NS`, and builds the report.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Analyzer {
+    /// The page size of the machine the calls were made on, to which its kernel rounded
+    /// the ranges they locked. A recording does not say it, so it is taken to be this
+    /// machine's, which a live trace's is.
+    page_size: u64,
     pending: BTreeMap<(u64, u64), Record>,
     seq: u64,
     newest: u64,
@@ -144,12 +159,30 @@ pub struct Analyzer {
 
 impl Analyzer {
     pub fn new() -> Analyzer {
-        Analyzer::default()
+        Analyzer {
+            page_size: rustix::param::page_size() as u64,
+            pending: BTreeMap::new(),
+            seq: 0,
+            newest: 0,
+            lines: 0,
+            events: 0,
+            malformed: Vec::new(),
+            skipped: 0,
+            first_ts: None,
+            last_ts: 0,
+            processes: HashMap::new(),
+            folded: report::Folded::default(),
+            kills: Kills::default(),
+            findings: Vec::new(),
+            overflow: HashMap::new(),
+            lost: BTreeMap::new(),
+            guessed_starts: 0,
+        }
     }
 
     /// A live analysis: signals to the tracer itself (its stop) are no kill.
     pub fn live() -> Analyzer {
-        let mut a = Analyzer::default();
+        let mut a = Analyzer::new();
         a.kills.ignore(std::process::id());
         a
     }
@@ -219,13 +252,13 @@ impl Analyzer {
         self.kills.apply(r);
         // The exit of a process already folded (its pid now another's) ends nothing more.
         let other = self.processes.get(&r.pid).is_some_and(|p| p.is_other(r));
-        if r.name == "sched_process_exit" {
+        if r.role == Role::Exits {
             if !other {
                 self.exit(r.pid);
             }
             return;
         }
-        if r.name.starts_with("oom_") || r.name == TEARDOWN_END {
+        if r.role.is_kernel_act() {
             return;
         }
         self.guessed_starts += u64::from(r.start_guessed);
@@ -235,12 +268,12 @@ impl Analyzer {
         let p = self
             .processes
             .entry(r.pid)
-            .or_insert_with(|| Process::new(r));
+            .or_insert_with(|| Process::new(r, self.page_size));
         if p.start == 0 {
             p.start = r.process_start;
         }
         p.comm.clone_from(&r.comm);
-        if r.name == "mem_prot_alert" {
+        if r.role == Role::Alerts {
             self.prot_alert(r);
             return;
         }
@@ -250,18 +283,15 @@ impl Analyzer {
         t.comm.clone_from(&r.comm);
         t.calls += 1;
         t.time_ns = t.time_ns.saturating_add(r.duration);
-        match &*r.name {
-            "mlock" | "mlock2" | "mlockall" => p.lock_calls += 1,
-            "munlock" | "munlockall" => p.unlock_calls += 1,
-            _ => {}
-        }
+        p.lock_calls += u64::from(r.role.locks());
+        p.unlock_calls += u64::from(r.role.unlocks());
         if let Some(errno) = &r.errno {
             *p.failures
                 .entry((r.name.to_string(), errno.clone()))
                 .or_default() += 1;
         }
         p.ledger.apply(r);
-        let storm = if r.name == "munmap" {
+        if r.role == Role::Unmaps {
             p.munmaps.push_back(r.end());
             while p
                 .munmaps
@@ -271,119 +301,21 @@ impl Analyzer {
                 p.munmaps.pop_front();
             }
             p.munmap_peak = p.munmap_peak.max(p.munmaps.len());
-            p.munmaps.len() >= STORM_CALLS
-        } else {
-            false
-        };
-        let near = match r.locked {
-            Some(l) if !l.cap_ipc_lock => l
-                .limit
-                .filter(|&lim| {
-                    lim > 0
-                        && u128::from(l.bytes) * 100
-                            >= u128::from(lim) * u128::from(NEAR_LIMIT_PERCENT)
-                })
-                .map(|lim| (l.bytes, lim)),
-            _ => None,
-        };
-        self.detect(r, storm, near);
+        }
+        self.detect(r);
     }
 
-    fn detect(&mut self, r: &Record, storm: bool, near: Option<(u64, u64)>) {
-        use detections::{
-            ESRCH_RACE, LOCK_FAILURE, MLOCKALL_FUTURE, MUNMAP_STORM, NEAR_LIMIT, NOT_DYING,
-            WX_MAPPING, W_TO_X,
+    /// Runs every detection's rule on a call.
+    fn detect(&mut self, r: &Record) {
+        let Some(p) = self.processes.get(&r.pid) else {
+            return;
         };
-        let prot = r.arg_u64("prot").unwrap_or(0);
-        match &*r.name {
-            "mmap" | "mprotect" | "pkey_mprotect" if r.ok() && write_and_exec(prot) => {
-                let what = format!(
-                    "{} of {} bytes",
-                    r.name,
-                    r.arg_u64("length").or(r.arg_u64("len")).unwrap_or(0)
-                );
-                self.raise(
-                    WX_MAPPING,
-                    r,
-                    format!("{what} asked for PROT_WRITE|PROT_EXEC{}", self.where_(r)),
-                );
-            }
-            "mprotect" | "pkey_mprotect" if r.ok() && prot & PROT_EXEC != 0 => {
-                if let Some(m) = r.mapping.as_ref().filter(|m| m.writable()) {
-                    self.raise(
-                        W_TO_X,
-                        r,
-                        format!(
-                            "{} made writable memory ({}) executable{}",
-                            r.name,
-                            m.prot(),
-                            self.where_(r)
-                        ),
-                    );
-                }
-            }
-            "mlock" | "mlock2" | "mlockall" | "mmap" => {
-                let locking = r.name != "mmap" || r.arg_u64("flags").unwrap_or(0) & MAP_LOCKED != 0;
-                if let Some(errno @ ("ENOMEM" | "EPERM" | "EAGAIN")) = r.errno.as_deref() {
-                    if locking {
-                        self.raise(LOCK_FAILURE, r, format!("{} failed with {errno}", r.name));
-                    }
-                }
-                let flags = r.arg_u64("flags").unwrap_or(0);
-                if r.name == "mlockall"
-                    && r.ok()
-                    && flags & MCL_FUTURE != 0
-                    && flags & MCL_ONFAULT == 0
-                {
-                    let decoded = r.arg_text("flags").unwrap_or_default();
-                    self.raise(MLOCKALL_FUTURE, r, format!("mlockall({decoded})"));
-                }
-            }
-            "process_mrelease" => match r.errno.as_deref() {
-                Some("EINVAL") if r.arg_u64("flags") == Some(0) => {
-                    let why = r
-                        .reason
-                        .as_deref()
-                        .map_or(String::new(), |w| format!(": {w}"));
-                    self.raise(
-                        NOT_DYING,
-                        r,
-                        format!(
-                            "process_mrelease on {} returned EINVAL{why}",
-                            self.target_text(r)
-                        ),
-                    );
-                }
-                Some("ESRCH") => {
-                    self.raise(
-                        ESRCH_RACE,
-                        r,
-                        format!("process_mrelease on {} returned ESRCH", self.target_text(r)),
-                    );
-                }
-                _ => {}
-            },
-            _ => {}
-        }
-        if storm {
-            self.raise(
-                MUNMAP_STORM,
-                r,
-                format!("{STORM_CALLS} munmap calls within one second"),
-            );
-        }
-        if let Some((bytes, limit)) = near {
-            self.raise(
-                NEAR_LIMIT,
-                r,
-                format!(
-                    "{} locked of a {} RLIMIT_MEMLOCK ({}%) after {}",
-                    report::bytes(bytes),
-                    report::bytes(limit),
-                    u128::from(bytes) * 100 / u128::from(limit),
-                    r.name
-                ),
-            );
+        let raised: Vec<(&'static Detection, String)> = DETECTIONS
+            .iter()
+            .filter_map(|d| Some((d, (d.rule)(r, p)?)))
+            .collect();
+        for (d, detail) in raised {
+            self.raise(d, r, detail);
         }
     }
 
@@ -401,9 +333,8 @@ impl Analyzer {
         let Some(alert) = r.arg_str("alert").and_then(Alert::parse) else {
             return;
         };
-        let det = match alert {
-            Alert::MmapWx | Alert::MprotectXToWx => detections::WX_MAPPING,
-            Alert::MprotectWToX | Alert::MprotectAddedX => detections::W_TO_X,
+        let Some(det) = Detection::of_alert(alert) else {
+            return;
         };
         let seen = self.processes.get(&r.pid).is_some_and(|p| {
             p.prot_seen
@@ -423,43 +354,19 @@ impl Analyzer {
         self.raise(det, r, detail);
     }
 
-    fn where_(&self, r: &Record) -> String {
-        match r
-            .mapping
-            .as_ref()
-            .and_then(|m| m.path.as_deref().or(m.kind.as_deref()))
-        {
-            Some(w) => format!(" ({w})"),
-            None => String::new(),
-        }
-    }
-
-    fn target_text(&self, r: &Record) -> String {
-        match &r.target {
-            Some((pid, _)) => format!("pid {pid}"),
-            None => format!(
-                "the process behind pidfd {}",
-                r.arg_i64("pidfd").unwrap_or(-1)
-            ),
-        }
-    }
-
     /// Counts the detection against the process; the first occurrence is the one described.
     fn raise(&mut self, detection: &'static Detection, r: &Record, detail: String) {
         let Some(p) = self.processes.get_mut(&r.pid) else {
             return;
         };
-        if std::ptr::eq(detection, detections::WX_MAPPING)
-            || std::ptr::eq(detection, detections::W_TO_X)
-        {
+        if !detection.alerts.is_empty() {
             let window = r.ts.saturating_sub(2 * REORDER_NS);
             while p.prot_seen.front().is_some_and(|&(_, ts)| ts < window) {
                 p.prot_seen.pop_front();
             }
             p.prot_seen.push_back((detection.id, r.ts));
         }
-        // A storm is one finding however long it lasts; the report gives its peak rate.
-        let again = u64::from(!std::ptr::eq(detection, detections::MUNMAP_STORM));
+        let again = u64::from(detection.settle.is_none());
         let overflow = self.overflow.entry(detection.id).or_default();
         match p.findings.iter().find(|(d, _)| std::ptr::eq(*d, detection)) {
             Some((_, Some(i))) => self.findings[*i].count += again,
@@ -497,11 +404,11 @@ impl Analyzer {
     }
 }
 
-/// What a finding can say only once its process is done: a storm's peak rate.
+/// What a finding can say only once its process is done (a storm's peak rate).
 fn settle_findings(findings: &mut [Finding], p: &Process) {
     for &(d, i) in &p.findings {
-        if let (true, Some(i)) = (std::ptr::eq(d, detections::MUNMAP_STORM), i) {
-            findings[i].detail = format!("up to {} munmap calls within one second", p.munmap_peak);
+        if let (Some(settle), Some(i)) = (d.settle, i) {
+            findings[i].detail = settle(p);
         }
     }
 }

@@ -3,10 +3,10 @@
 use std::borrow::Cow;
 
 use mmtrace_events::catalog::MEM_PROT_ALERT;
-use mmtrace_events::decode::{errno_name, Decoder};
-use mmtrace_events::enrich::ProtAlert;
-use mmtrace_events::{by_name, enrich, ArgValue, Event, EventDef};
-use serde::Deserialize;
+use mmtrace_events::decode::{errno_name, Decoder, PROT_WRITE};
+use mmtrace_events::enrich::{AlertValue, Locked, ProtAlert};
+use mmtrace_events::line::{Arg, Line};
+use mmtrace_events::{by_name, catalog, enrich, ArgValue, Event, EventDef, Role};
 use serde_json::{json, Value};
 
 use crate::inband::Note;
@@ -14,75 +14,22 @@ use crate::inband::Note;
 /// The mapping at an address before a call (the `mapping` object).
 #[derive(Debug, Clone)]
 pub struct Mapping {
-    prot: Prot,
+    /// The protection's bits, as the event model has them; a recording's names read back.
+    prot: Option<u64>,
     pub kind: Option<Cow<'static, str>>,
     pub path: Option<String>,
 }
 
-/// A recording spells the protection out; a live event has the bits, named only if needed.
-#[derive(Debug, Clone)]
-enum Prot {
-    Text(String),
-    Bits(u64),
-}
-
 impl Mapping {
     pub fn writable(&self) -> bool {
-        match &self.prot {
-            Prot::Text(t) => t.contains("PROT_WRITE"),
-            Prot::Bits(b) => b & 2 != 0,
-        }
+        self.prot.is_some_and(|p| p & PROT_WRITE != 0)
     }
 
     pub fn prot(&self) -> String {
-        match &self.prot {
-            Prot::Text(t) => t.clone(),
-            Prot::Bits(b) => Decoder::Prot.decode(*b).unwrap_or_default(),
-        }
+        self.prot
+            .and_then(|p| Decoder::Prot.decode(p))
+            .unwrap_or_default()
     }
-}
-
-/// The caller's locked memory after a call (the `locked` object).
-#[derive(Debug, Clone, Copy)]
-pub struct Locked {
-    pub bytes: u64,
-    /// None when RLIMIT_MEMLOCK is unlimited.
-    pub limit: Option<u64>,
-    pub cap_ipc_lock: bool,
-}
-
-/// The keys the analysis reads. Every other key of a line (there are thirty) is skipped
-/// without being built, which is most of the cost of reading a recording; each is a
-/// `Value` so that a key of an unexpected type costs that key, not the line.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Line {
-    timestamp: Option<Value>,
-    thread_start_time: Option<Value>,
-    process_start_time: Option<Value>,
-    host_process_id: Option<Value>,
-    host_thread_id: Option<Value>,
-    process_name: Option<Value>,
-    event_name: Option<Value>,
-    return_value: Option<Value>,
-    return_error: Option<Value>,
-    duration: Option<Value>,
-    args: Option<Vec<Arg>>,
-    target: Option<Value>,
-    memory: Option<Value>,
-    reason: Option<Value>,
-    locked: Option<Value>,
-    mapping: Option<Value>,
-}
-
-/// One argument; its `type` is not needed, as values say what they are.
-#[derive(Debug, Clone, Deserialize)]
-struct Arg {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    value: Value,
-    decoded: Option<String>,
 }
 
 /// The arguments: as a recording writes them, or a live event's registers with its catalog
@@ -119,6 +66,8 @@ pub struct Record {
     pub tid: u32,
     pub comm: String,
     pub name: Cow<'static, str>,
+    /// What the event does, from the catalog; `Other` for lines it does not know.
+    pub role: Role,
     pub ret: i64,
     pub errno: Option<String>,
     args: Args,
@@ -139,72 +88,58 @@ impl Record {
                 Err(e) => Err(format!("not JSON ({e})")),
             };
         }
-        let l: Line = serde_json::from_slice(text).map_err(|e| format!("not JSON ({e})"))?;
-        let number = |v: &Option<Value>| v.as_ref().and_then(Value::as_u64);
-        let text_of = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
-        let name = text_of(l.event_name.as_ref()).ok_or("no eventName")?;
+        let l = Line::parse(text).map_err(|e| format!("not JSON ({e})"))?;
+        let name = l.event_name.get().ok_or("no eventName")?;
         let name = by_name(&name).map_or(Cow::Owned(name), |d| Cow::Borrowed(d.name));
-        let ts = l
-            .timestamp
-            .as_ref()
-            .and_then(Value::as_u64)
-            .ok_or("no numeric timestamp")?;
-        let pid = l
-            .host_process_id
-            .as_ref()
-            .and_then(as_u32)
-            .ok_or("no numeric hostProcessId")?;
-        let tid = l.host_thread_id.as_ref().and_then(as_u32).unwrap_or(pid);
+        let ts = l.timestamp.get().ok_or("no numeric timestamp")?;
+        let pid = l.host_process_id.get().ok_or("no numeric hostProcessId")?;
+        let tid = l.host_thread_id.get().unwrap_or(pid);
         // Older recordings: the main thread's start is its process's (a thread that execs
         // takes over the main thread's start with its pid).
-        let process_start = number(&l.process_start_time)
-            .or_else(|| number(&l.thread_start_time).filter(|_| tid == pid));
-        let ret = l.return_value.as_ref().and_then(Value::as_i64).unwrap_or(0);
+        let process_start = l
+            .process_start_time
+            .get()
+            .or_else(|| l.thread_start_time.get().filter(|_| tid == pid));
+        let ret = l.return_value.get().unwrap_or(0);
         // Recordings from before `returnError` existed still carry the errno in the value.
-        let errno = text_of(l.return_error.as_ref()).or_else(|| {
+        let errno = l.return_error.get().or_else(|| {
             (-4095..0).contains(&ret).then(|| {
                 errno_name(ret.unsigned_abs()).map_or_else(|| format!("E{}", -ret), str::to_string)
             })
         });
-        let target = l.target.as_ref().and_then(|t| {
-            let pid = t.get("hostProcessId").and_then(as_u32)?;
-            Some((pid, text_of(t.get("processName")).filter(|n| !n.is_empty())))
+        let target = l.target.get().and_then(|t| {
+            let pid = t.host_process_id.get()?;
+            Some((pid, t.process_name.get().filter(|n| !n.is_empty())))
         });
-        let locked = l.locked.as_ref().and_then(|l| {
+        let locked = l.locked.get().and_then(|l| {
             Some(Locked {
-                bytes: l.get("lockedBytes")?.as_u64()?,
-                limit: l.get("limitBytes").and_then(Value::as_u64),
-                cap_ipc_lock: l
-                    .get("capIpcLock")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false),
+                locked_bytes: l.locked_bytes.get()?,
+                limit_bytes: l.limit_bytes.get(),
+                cap_ipc_lock: l.cap_ipc_lock.get().unwrap_or(false),
             })
         });
-        let mapping = l.mapping.filter(Value::is_object).map(|m| Mapping {
-            prot: Prot::Text(text_of(m.get("prot")).unwrap_or_default()),
-            kind: text_of(m.get("kind")).map(Cow::Owned),
-            path: text_of(m.get("path")),
+        let mapping = l.mapping.get().map(|m| Mapping {
+            prot: m.prot.get().and_then(|p| Decoder::Prot.parse_flags(&p)),
+            kind: m.kind.get().map(Cow::Owned),
+            path: m.path.get(),
         });
         Ok(Record {
             line,
             ts,
-            duration: l.duration.as_ref().and_then(Value::as_u64).unwrap_or(0),
+            duration: l.duration.get().unwrap_or(0),
             process_start: process_start.unwrap_or(0),
-            start_guessed: l.process_start_time.is_none(),
+            start_guessed: !l.process_start_time.present(),
             pid,
             tid,
-            comm: text_of(l.process_name.as_ref()).unwrap_or_default(),
+            comm: l.process_name.get().unwrap_or_default(),
+            role: catalog::role(&name).unwrap_or(Role::Other),
             name,
             ret,
             errno,
             args: Args::Json(l.args.unwrap_or_default()),
             target,
-            freed: l
-                .memory
-                .as_ref()
-                .and_then(|m| m.get("freedBytes"))
-                .and_then(Value::as_u64),
-            reason: text_of(l.reason.as_ref()),
+            freed: l.memory.get().and_then(|m| m.freed_bytes.get()),
+            reason: l.reason.get(),
             locked,
             mapping,
         })
@@ -224,6 +159,7 @@ impl Record {
             tid: c.host_tid,
             comm: c.comm.to_str_lossy().into_owned(),
             name: Cow::Borrowed(e.def.name),
+            role: e.def.role,
             ret: e.ret,
             errno: e.error_name(),
             args: Args::Raw {
@@ -237,13 +173,9 @@ impl Record {
             }),
             freed: x.and_then(|x| x.freed_bytes()),
             reason: enrich::failure_reason(e).map(str::to_string),
-            locked: x.and_then(|x| x.locked).map(|l| Locked {
-                bytes: l.locked_bytes,
-                limit: l.limit_bytes,
-                cap_ipc_lock: l.cap_ipc_lock,
-            }),
+            locked: x.and_then(|x| x.locked),
             mapping: x.and_then(|x| x.mapping.as_ref()).map(|m| Mapping {
-                prot: Prot::Bits(m.prot),
+                prot: Some(m.prot),
                 kind: Some(Cow::Borrowed(m.kind.name())),
                 path: m.path.as_ref().map(|p| p.to_str_lossy().into_owned()),
             }),
@@ -264,6 +196,7 @@ impl Record {
             tid: pid,
             comm: "mmtrace".into(),
             name: Cow::Borrowed(name),
+            role: Role::Other,
             ret: 0,
             errno: None,
             args: Args::Json(
@@ -296,24 +229,28 @@ impl Record {
     /// call.
     pub fn alert_of(e: &Event, a: &ProtAlert) -> Record {
         let call = Record::from_event(e);
-        let arg = |name: &str, value: Value| Arg {
-            name: name.to_string(),
-            value,
-            decoded: None,
-        };
         Record {
             name: Cow::Borrowed(MEM_PROT_ALERT.name),
+            role: MEM_PROT_ALERT.role,
             ret: 0,
             errno: None,
             duration: 0,
-            args: Args::Json(vec![
-                arg("alert", json!(a.alert.text())),
-                arg("addr", json!(format!("{:#x}", a.addr))),
-                arg("len", json!(a.len)),
-                arg("prot", json!(a.prot)),
-                arg("prev_prot", json!(a.prev_prot)),
-                arg("pathname", json!(String::from_utf8_lossy(a.pathname))),
-            ]),
+            args: Args::Json(
+                MEM_PROT_ALERT
+                    .args
+                    .iter()
+                    .zip(a.values())
+                    .map(|(def, value)| Arg {
+                        name: def.name.to_string(),
+                        value: match value {
+                            AlertValue::Text(t) => json!(t),
+                            AlertValue::Pointer(p) => json!(format!("{p:#x}")),
+                            AlertValue::Number(n) => json!(n),
+                        },
+                        decoded: None,
+                    })
+                    .collect(),
+            ),
             target: None,
             freed: None,
             reason: None,
@@ -388,8 +325,4 @@ impl Record {
         let arg = self.json_arg(name)?;
         Some(arg.decoded.clone().unwrap_or_else(|| arg.value.to_string()))
     }
-}
-
-fn as_u32(v: &Value) -> Option<u32> {
-    v.as_u64().and_then(|n| u32::try_from(n).ok())
 }

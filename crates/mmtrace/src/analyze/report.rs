@@ -7,8 +7,10 @@ use std::io::{self, Write};
 use mmtrace_events::text::escape;
 use serde::Serialize;
 
+use super::detections::Detection;
 use super::kills::{self, Kill, Summary};
 use super::{Analyzer, Key, Process};
+use crate::units::{bytes, duration as ns, wrap, WIDTH};
 
 /// Processes and threads shown in the text report; JSON has them all.
 const TOP: usize = 15;
@@ -211,6 +213,8 @@ pub struct Instance {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DetectionReport {
+    #[serde(skip)]
+    pub detection: &'static Detection,
     pub id: &'static str,
     pub severity: &'static str,
     pub title: &'static str,
@@ -275,11 +279,12 @@ pub fn build(a: &Analyzer, source: &str) -> Report {
     let mut detections: Vec<DetectionReport> = Vec::new();
     for f in &a.findings {
         let d = f.detection;
-        let i = match detections.iter().position(|r| r.id == d.id) {
+        let i = match detections.iter().position(|r| std::ptr::eq(r.detection, d)) {
             Some(i) => i,
             None => {
                 let overflow = a.overflow.get(d.id).copied().unwrap_or_default();
                 detections.push(DetectionReport {
+                    detection: d,
                     id: d.id,
                     severity: d.severity.name(),
                     title: d.title,
@@ -308,13 +313,7 @@ pub fn build(a: &Analyzer, source: &str) -> Report {
     for r in &mut detections {
         r.instances.sort_by_key(|i| (i.first_at, i.pid));
     }
-    detections.sort_by_key(|r| {
-        let sev = super::detections::DETECTIONS
-            .iter()
-            .find(|d| d.id == r.id)
-            .map(|d| d.severity);
-        (Reverse(sev), r.id)
-    });
+    detections.sort_by_key(|r| (Reverse(r.detection.severity), r.id));
     let mut kills = a.kills.finish();
     kills.sort_by_key(|k| k.start().or(k.releases.first().map(|r| r.at)));
     let lost: u64 = a.lost.values().sum();
@@ -344,49 +343,6 @@ pub fn build(a: &Analyzer, source: &str) -> Report {
         kill_summary: kills::summary(&kills),
         kills,
         detections,
-    }
-}
-
-/// Explanations are a paragraph each; a terminal shows them better folded.
-const WIDTH: usize = 92;
-
-fn wrap(text: &str, width: usize) -> Vec<String> {
-    let mut lines = vec![String::new()];
-    for word in text.split_whitespace() {
-        let line = lines.last_mut().unwrap();
-        if !line.is_empty() && line.len() + 1 + word.len() > width {
-            lines.push(word.to_string());
-        } else {
-            if !line.is_empty() {
-                line.push(' ');
-            }
-            line.push_str(word);
-        }
-    }
-    lines
-}
-
-/// 4096 → "4.0 KiB".
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    match unit {
-        0 => format!("{n} B"),
-        _ => format!("{v:.1} {}", UNITS[unit]),
-    }
-}
-
-fn ns(n: u64) -> String {
-    match n {
-        0..1_000 => format!("{n} ns"),
-        1_000..1_000_000 => format!("{:.1} us", n as f64 / 1e3),
-        1_000_000..1_000_000_000 => format!("{:.1} ms", n as f64 / 1e6),
-        _ => format!("{:.2} s", n as f64 / 1e9),
     }
 }
 
@@ -481,9 +437,8 @@ impl Report {
             plural(d.processes, "process"),
             plural(d.count, "time")
         )?;
-        for line in wrap(d.explanation, WIDTH) {
-            writeln!(out, "    {line}")?;
-        }
+        // The indent is the paragraph's margin, not part of its width.
+        write!(out, "{}", wrap(d.explanation, "    ", "    ", WIDTH + 4))?;
         writeln!(out, "    see {}", d.doc)?;
         for i in d.instances.iter().take(TOP) {
             let times = if i.count > 1 {

@@ -16,6 +16,7 @@ use mmtrace_events::text::escape_into;
 use mmtrace_events::{ArgDef, ArgValue, Event, RetKind};
 
 use super::{hex_digits, Sink, WRITE_BYTES};
+use crate::units::{uint, write_bytes, write_duration, zero_padded};
 
 /// The width of a table that goes to a file or a pipe, as most terminals open.
 pub const DEFAULT_COLUMNS: usize = 120;
@@ -163,20 +164,8 @@ impl TimeOfDay {
     }
 }
 
-fn uint(out: &mut String, v: u64) {
-    out.push_str(itoa::Buffer::new().format(v));
-}
-
 fn int(out: &mut String, v: i64) {
     out.push_str(itoa::Buffer::new().format(v));
-}
-
-/// `v` in at least `width` digits (up to 6), as `{v:0width$}`.
-fn zero_padded(out: &mut String, v: u64, width: usize) {
-    let mut digits = itoa::Buffer::new();
-    let digits = digits.format(v);
-    out.push_str(&"000000"[..width.saturating_sub(digits.len())]);
-    out.push_str(digits);
 }
 
 /// `0x7f00dead`, as `{v:#x}`.
@@ -198,69 +187,6 @@ fn align_left(out: &mut String, start: usize, width: usize) {
 fn align_right(out: &mut String, start: usize, width: usize) {
     let written = out[start..].chars().count();
     out.insert_str(start, &SPACES[..width.saturating_sub(written)]);
-}
-
-/// A duration at a readable scale: 850ns, 12.3us, 4.56ms, 1.20s.
-fn write_duration(out: &mut String, ns: u64) {
-    match ns {
-        0..1_000 => {
-            uint(out, ns);
-            out.push_str("ns");
-        }
-        1_000..1_000_000 => rounded(out, ns, 1_000, 1, "us"),
-        1_000_000..1_000_000_000 => rounded(out, ns, 1_000_000, 2, "ms"),
-        // Past 2^53 ns the f64 itself is rounded: leave it all to the float formatting.
-        _ => {
-            let _ = write!(out, "{:.2}s", ns as f64 / 1e9);
-        }
-    }
-}
-
-/// `n / unit` with `decimals` digits after the point, as `{:.decimals$}` of the f64 quotient
-/// writes it, in integers. Float formatting cost more than the rest of a row.
-fn rounded(out: &mut String, n: u64, unit: u64, decimals: u32, suffix: &str) {
-    let scale = 10u64.pow(decimals);
-    let step = unit / scale;
-    let (steps, rest) = (n / step, n % step);
-    if 2 * rest == step {
-        // Halfway in decimal is not halfway in binary: the f64 rounds one way or the other.
-        let _ = write!(
-            out,
-            "{:.*}{suffix}",
-            decimals as usize,
-            n as f64 / unit as f64
-        );
-        return;
-    }
-    let steps = steps + u64::from(2 * rest > step);
-    uint(out, steps / scale);
-    out.push('.');
-    zero_padded(out, steps % scale, decimals as usize);
-    out.push_str(suffix);
-}
-
-/// 12KiB, 64.0MiB: binary units, as VmLck and RLIMIT_MEMLOCK are.
-fn write_bytes(out: &mut String, n: u64) {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        uint(out, n);
-        out.push('B');
-        return;
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    // Whole sizes are the common ones (limits, pages): print them as integers, which they are.
-    match v.fract() == 0.0 {
-        true => uint(out, v as u64),
-        false => {
-            let _ = write!(out, "{v:.1}");
-        }
-    }
-    out.push_str(UNITS[unit]);
 }
 
 /// One argument's value, with how telling it is: names before numbers, sizes in one style.
@@ -636,47 +562,7 @@ impl<W: Write> Sink for Table<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn text(write: impl FnOnce(&mut String)) -> String {
-        let mut out = String::new();
-        write(&mut out);
-        out
-    }
-
-    #[test]
-    fn bytes() {
-        let bytes = |n| text(|out| write_bytes(out, n));
-        assert_eq!(bytes(512), "512B");
-        assert_eq!(bytes(12 << 10), "12KiB");
-        assert_eq!(bytes(64 << 20), "64MiB");
-        assert_eq!(bytes(1536), "1.5KiB");
-        assert_eq!(bytes(u64::MAX), "16777216TiB");
-    }
-
-    #[test]
-    fn durations() {
-        let duration = |ns| text(|out| write_duration(out, ns));
-        assert_eq!(duration(850), "850ns");
-        assert_eq!(duration(12_345), "12.3us");
-        assert_eq!(duration(4_560_000), "4.56ms");
-        assert_eq!(duration(1_200_000_000), "1.20s");
-    }
-
-    /// The integer rounding writes what `{:.1}` and `{:.2}` of the f64 wrote, ties included.
-    #[test]
-    fn durations_round_as_floats_do() {
-        let float = |ns: u64| match ns {
-            1_000..1_000_000 => format!("{:.1}us", ns as f64 / 1e3),
-            _ => format!("{:.2}ms", ns as f64 / 1e6),
-        };
-        let samples = (1_000..200_000)
-            .chain((999_000..1_001_000).step_by(7))
-            .chain((1_000_000..999_999_999).step_by(4_999))
-            .chain([999_950, 999_999, 2_345_000, 999_995_000, 999_999_999]);
-        for ns in samples {
-            assert_eq!(text(|out| write_duration(out, ns)), float(ns), "{ns}");
-        }
-    }
+    use crate::units::tests::text;
 
     #[test]
     fn alignment_counts_characters() {
