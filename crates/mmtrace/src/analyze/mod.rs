@@ -336,14 +336,6 @@ impl Analyzer {
         let Some(det) = Detection::of_alert(alert) else {
             return;
         };
-        let seen = self.processes.get(&r.pid).is_some_and(|p| {
-            p.prot_seen
-                .iter()
-                .any(|&(id, ts)| id == det.id && ts == r.ts)
-        });
-        if seen {
-            return;
-        }
         let path = r.arg_str("pathname").filter(|p| !p.is_empty());
         let detail = format!(
             "{} at {}{}",
@@ -359,7 +351,15 @@ impl Analyzer {
         let Some(p) = self.processes.get_mut(&r.pid) else {
             return;
         };
+        // A call and the alert the kernel side raised for it are one sighting, whichever
+        // comes first.
         if !detection.alerts.is_empty() {
+            if p.prot_seen
+                .iter()
+                .any(|&(id, ts)| id == detection.id && ts == r.ts)
+            {
+                return;
+            }
             let window = r.ts.saturating_sub(2 * REORDER_NS);
             while p.prot_seen.front().is_some_and(|&(_, ts)| ts < window) {
                 p.prot_seen.pop_front();
