@@ -305,6 +305,61 @@ mod tests {
         assert!(parse_record(bytes(&record(999, &[])), &clock()).is_none());
     }
 
+    /// A record with the executable in its path slot: with extras the call asked for none of
+    /// (no enrichment), and with a mapping that had no path of its own.
+    fn with_exe(flags: u32) -> Vec<u8> {
+        let mut r = abi::record_path {
+            base: record(libc::SYS_munmap as u16, &[0x1000, 4096]),
+            ext: Ext {
+                flags,
+                vma_kind: abi::VMA_ANON,
+                ..Ext::default()
+            },
+            path: [0; abi::PATH_BUF as usize],
+        };
+        for (to, &from) in r.path.iter_mut().zip(b"true/bin/usr/") {
+            *to = from as _;
+        }
+        bytes(&r).to_vec()
+    }
+
+    #[test]
+    fn the_executable_is_not_taken_for_a_mapping_path() {
+        let bare = parse_record(&with_exe(E_EXE | E_EXE_ONLY), &clock()).unwrap();
+        assert_eq!(bare.ctx.executable.as_deref().unwrap(), "/usr/bin/true");
+        assert!(bare.enrich.is_none());
+        let mapped = parse_record(&with_exe(E_EXE | E_VMA), &clock()).unwrap();
+        assert_eq!(mapped.ctx.executable.as_deref().unwrap(), "/usr/bin/true");
+        let m = mapped.enrich.unwrap().mapping.unwrap();
+        assert_eq!((m.kind, m.path), (MappingKind::Anon, None));
+    }
+
+    /// A process's later events get the path its first one brought; a later process with the
+    /// same pid does not, until its own arrives; an exec's new path replaces the old one.
+    #[test]
+    fn executables_follow_the_process_not_the_pid() {
+        let mut exes = Executables::default();
+        let mut first = parse_record(&with_exe(E_EXE | E_EXE_ONLY), &clock()).unwrap();
+        exes.fill(&mut first);
+        let mut later = parse_record(bytes(&record(11, &[])), &clock()).unwrap();
+        exes.fill(&mut later);
+        assert_eq!(later.ctx.executable, first.ctx.executable);
+        let mut reused = record(11, &[]);
+        reused.leader_start = 99;
+        let mut reused = parse_record(bytes(&reused), &clock()).unwrap();
+        exes.fill(&mut reused);
+        assert_eq!(reused.ctx.executable, None);
+        let mut exec = first.clone();
+        exec.ctx.executable = Some(Arc::new("/usr/bin/false".into()));
+        exes.fill(&mut exec);
+        let mut after_exec = parse_record(bytes(&record(11, &[])), &clock()).unwrap();
+        exes.fill(&mut after_exec);
+        assert_eq!(
+            after_exec.ctx.executable.as_deref().unwrap(),
+            "/usr/bin/false"
+        );
+    }
+
     #[test]
     fn paths_come_leaf_first() {
         assert_eq!(
