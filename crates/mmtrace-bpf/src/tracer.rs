@@ -175,7 +175,9 @@ impl Tracer {
         cfg.page_size = rustix::param::page_size() as u32;
         cfg.has_arg_filters = (!filters.is_empty()).into();
         // Syscalls carry the executable; kernel events take it from their process's calls.
+        // Its path is walked with bpf_loop, which comes with find_vma.
         let send_exe = opts.enrich
+            && features.has(Feature::FindVma)
             && available
                 .iter()
                 .any(|e| matches!(e.source, Source::Syscall { .. }));

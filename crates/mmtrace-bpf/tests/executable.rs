@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::{events_of, tid, trace, trace_with};
+use common::{events_of, map_and_unmap_a_page, tid, trace, trace_with};
 use mmtrace_events::Event;
 
 /// Set in a child run of this binary: the program it execs once it has made its calls.
@@ -28,18 +28,7 @@ fn own_calls_carry_this_binary() {
     };
     let own = std::fs::read_link("/proc/self/exe").unwrap();
     for _ in 0..3 {
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED);
-        unsafe { libc::munmap(p, 4096) };
+        map_and_unmap_a_page();
     }
     let got = events_of(&mut t, tid());
     assert_eq!(got.len(), 6, "{got:#?}");
@@ -58,18 +47,7 @@ fn child_maps_then_execs() {
     };
     let mut go = String::new();
     std::io::stdin().read_line(&mut go).unwrap();
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(p, libc::MAP_FAILED);
-    unsafe { libc::munmap(p, 4096) };
+    map_and_unmap_a_page();
     use std::os::unix::process::CommandExt;
     panic!("exec {next}: {}", Command::new(&next).exec());
 }
