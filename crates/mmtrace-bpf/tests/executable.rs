@@ -103,33 +103,23 @@ fn each_process_carries_its_own_executable_and_a_new_one_after_exec() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 
-    let paths_of = |pid: u32| -> Vec<Option<String>> {
-        events
+    let [first, second, after] = [first, second, after].map(|p| p.display().to_string());
+    // Each maps a page, then the loader maps the program it execs: the calls before the exec
+    // carry the process's own executable, all those after it the new one.
+    for (pid, before) in [(pids[0], first), (pids[1], second)] {
+        let paths: Vec<Option<String>> = events
             .iter()
             .filter(|e| e.ctx.host_pid == pid)
             .map(exe_of)
-            .collect()
-    };
-    let [first, second, after] = [first, second, after].map(|p| Some(p.display().to_string()));
-    // The page each maps, then the loader's mappings of the program it execs.
-    let a_paths = paths_of(pids[0]);
-    let switch = a_paths
-        .iter()
-        .position(|p| *p != first)
-        .unwrap_or(a_paths.len());
-    assert!(switch >= 2, "no calls before the exec: {a_paths:?}");
-    assert!(
-        switch < a_paths.len() && a_paths[switch..].iter().all(|p| *p == after),
-        "the calls after the exec must carry {after:?}: {a_paths:?}"
-    );
-    let b_paths = paths_of(pids[1]);
-    let b_switch = b_paths
-        .iter()
-        .position(|p| *p != second)
-        .unwrap_or(b_paths.len());
-    assert!(b_switch >= 2, "{b_paths:?}");
-    assert!(
-        b_paths[b_switch..].iter().all(|p| *p == after),
-        "{b_paths:?}"
-    );
+            .collect();
+        let switch = paths
+            .iter()
+            .position(|p| p.as_ref() != Some(&before))
+            .unwrap_or(paths.len());
+        assert!(switch >= 2, "{pid}: no calls with {before}: {paths:?}");
+        assert!(
+            switch < paths.len() && paths[switch..].iter().all(|p| p.as_ref() == Some(&after)),
+            "{pid}: the calls after the exec must carry {after}: {paths:?}"
+        );
+    }
 }
