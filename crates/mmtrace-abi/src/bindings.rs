@@ -58,6 +58,8 @@ pub const E_RSS_AFTER: ext_flags = 4;
 pub const E_LOCKED: ext_flags = 8;
 pub const E_VMA: ext_flags = 16;
 pub const E_UNLOCKED: ext_flags = 32;
+pub const E_EXE: ext_flags = 64;
+pub const E_EXE_ONLY: ext_flags = 128;
 pub type ext_flags = ::std::os::raw::c_uint;
 pub const VMA_UNMAPPED: vma_kind = 0;
 pub const VMA_ANON: vma_kind = 1;
@@ -196,7 +198,9 @@ pub struct config {
     pub have_find_vma: __u32,
     pub exit_before_mm: __u32,
     pub victim_fields: __u32,
+    pub send_exe: __u32,
     pub extras: [__u16; 1024usize],
+    pub __bindgen_padding_0: [u8; 4usize],
 }
 impl Default for config {
     fn default() -> Self {

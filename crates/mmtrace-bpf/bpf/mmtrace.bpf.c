@@ -60,6 +60,7 @@ struct mm_struct {
 	unsigned long brk;
 	unsigned long start_stack;
 	struct percpu_counter rss_stat[4];
+	struct file *exe_file;
 } __attribute__((preserve_access_index));
 
 /* Before 6.2 the mm's counters were four atomic longs in a struct of their own. */
@@ -349,12 +350,29 @@ struct {
  * gathered; base.ts is 0 when no traced call is in flight. Freed with the thread, so a thread
  * killed inside a syscall leaves nothing behind, and lookups hit the task's own cache
  * instead of hashing. */
+struct inflight {
+	struct record_path r;
+	/* The thread's process has been sent its executable: the per-call check is this load,
+	 * the exe_sent lookup only a thread's first call after its start or an exec pays. */
+	__u32 exe_sent;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
-	__type(value, struct record_path);
+	__type(value, struct inflight);
 } inflight SEC(".maps");
+
+/* Processes (by tgid) whose executable was sent, with the start of the process it was sent
+ * for: a tgid handed to a new process is not taken for the old one. An exec forgets it. An
+ * LRU, as nothing else removes an entry: an evicted process is sent its path again. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u64);
+} exe_sent SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -850,6 +868,7 @@ int sys_enter(struct sys_enter_ctx *ctx)
 {
 	struct task_struct *t = bpf_get_current_task_btf();
 	struct record_path *slot;
+	struct inflight *in;
 	struct pt_regs *regs;
 	__u16 want;
 
@@ -861,11 +880,12 @@ int sys_enter(struct sys_enter_ctx *ctx)
 		count(&filtered, ctx->nr);
 		return 0;
 	}
-	slot = bpf_task_storage_get(&inflight, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!slot) {
+	in = bpf_task_storage_get(&inflight, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!in) {
 		count(&lost, ctx->nr);
 		return 0;
 	}
+	slot = &in->r;
 	/* All six: user space reads only as many as the syscall takes. */
 	regs = (struct pt_regs *)bpf_task_pt_regs(t);
 	slot->base.args[0] = regs->di;
@@ -954,22 +974,50 @@ static __always_inline __u32 record_size(const struct record_path *slot, __u16 w
 	return sizeof(struct record) + (flags & E_TARGET ? EXT_TARGET : EXT_CALLER);
 }
 
+/* The caller's executable into the path slot of a record that has no mapping path there,
+ * unless its process was sent it already. Returns whether it did. */
+static __always_inline int add_exe(struct inflight *in, struct task_struct *t, __u16 want)
+{
+	struct record_path *slot = &in->r;
+	__u32 tgid = slot->base.pid;
+	__u64 *sent = bpf_map_lookup_elem(&exe_sent, &tgid);
+	struct file *exe;
+
+	if (sent && *sent == slot->base.leader_start) {
+		in->exe_sent = 1;
+		return 0;
+	}
+	/* Reads, not loads: a cold path, kept off the verifier's BTF scans (see fill_context). */
+	exe = BPF_CORE_READ(t, mm, exe_file);
+	if (!exe)
+		return 0;
+	read_path(BPF_CORE_READ(exe, f_path.mnt), BPF_CORE_READ(exe, f_path.dentry), slot->path);
+	if (!slot->path[0])
+		return 0;
+	/* Without extras the slot's are left from an earlier call. */
+	slot->ext.flags = want ? slot->ext.flags | E_EXE : E_EXE | E_EXE_ONLY;
+	return 1;
+}
+
 SEC("tracepoint")
 int sys_exit(struct sys_exit_ctx *ctx)
 {
 	struct task_struct *t = bpf_get_current_task_btf();
 	struct record_path *slot;
-	__u32 id = ctx->nr;
+	struct inflight *in;
+	__u32 id = ctx->nr, size;
+	int exe = 0;
 	__u16 want;
 
 	/* A task that never had a slot (out of scope, most often) is told by one load, not a
 	 * helper call: that is most of what an out-of-scope call costs here. */
 	if (!t->bpf_storage)
 		return 0;
-	slot = bpf_task_storage_get(&inflight, t, 0, 0);
+	in = bpf_task_storage_get(&inflight, t, 0, 0);
 	/* No slot or no timestamp: the call began before we attached, or was out of scope. */
-	if (!slot || !slot->base.ts)
+	if (!in || !in->r.base.ts)
 		return 0;
+	slot = &in->r;
 	slot->base.duration = bpf_ktime_get_boot_ns() - slot->base.ts;
 	if (cfg.has_arg_filters && !passes_filters(id, slot, ctx->ret)) {
 		slot->base.ts = 0;
@@ -985,8 +1033,21 @@ int sys_exit(struct sys_exit_ctx *ctx)
 		exit_extras(slot, t, want, ctx->ret);
 	/* One copy into the ring: cheaper than a reservation filled field by field, and a
 	 * single path for the verifier whatever the size. */
-	if (bpf_ringbuf_output(&events, slot, record_size(slot, want), wakeup()))
+	size = record_size(slot, want);
+	if (cfg.send_exe && !in->exe_sent && size < sizeof(struct record_path)) {
+		exe = add_exe(in, t, want);
+		if (exe)
+			size = sizeof(struct record_path);
+	}
+	if (bpf_ringbuf_output(&events, slot, size, wakeup())) {
 		count(&lost, id);
+	} else if (exe) {
+		__u32 tgid = slot->base.pid;
+		__u64 start = slot->base.leader_start;
+
+		bpf_map_update_elem(&exe_sent, &tgid, &start, BPF_ANY);
+		in->exe_sent = 1;
+	}
 	slot->base.ts = 0;
 	return 0;
 }
@@ -1009,6 +1070,21 @@ int on_fork(struct fork_ctx *ctx)
 		tracked_clear(tgid);
 	if (marks)
 		tracked_add(tgid, marks);
+	return 0;
+}
+
+/* An exec gives the process another executable, to be sent again with its next call. Only
+ * the exec'ing thread is left in the process by now, the others are gone. */
+SEC("raw_tracepoint/sched_process_exec")
+int on_exec(void *ctx)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct inflight *in = bpf_task_storage_get(&inflight, t, 0, 0);
+	__u32 tgid = t->tgid;
+
+	bpf_map_delete_elem(&exe_sent, &tgid);
+	if (in)
+		in->exe_sent = 0;
 	return 0;
 }
 

@@ -65,6 +65,10 @@ enum ext_flags {
 	E_LOCKED = 8,
 	E_VMA = 16,
 	E_UNLOCKED = 32,
+	/* The path slot holds the caller's executable (mm->exe_file), sent once per process. */
+	E_EXE = 64,
+	/* The call asked for no extras: the record carries them only for the executable. */
+	E_EXE_ONLY = 128,
 };
 
 /* VMA_INTERNAL: a file on a mount of the kernel's own (shared anonymous memory, memfd, SysV
@@ -123,7 +127,9 @@ struct record_ext {
 struct record_path {
 	struct record base;
 	struct ext ext;
-	char path[PATH_BUF]; /* file path components, leaf first, each followed by '/' */
+	/* File path components, leaf first, each followed by '/': the mapping's, or with E_EXE
+	 * the caller's executable. */
+	char path[PATH_BUF];
 };
 
 /* Scope fields compared by value: indexes of the cfg.scope_* arrays and bits of their masks. */
@@ -206,6 +212,7 @@ struct config {
 	__u32 have_find_vma;  /* bpf_find_vma and bpf_loop (5.17) */
 	__u32 exit_before_mm; /* sched_process_exit: group_dead, before exit_mm (6.16) */
 	__u32 victim_fields;  /* oom:mark_victim's fields beyond pid (6.9) */
+	__u32 send_exe;       /* send each process's executable path with its first call */
 	__u16 extras[MAX_IDS]; /* X_* bits, per event id */
 };
 

@@ -1,11 +1,13 @@
 //! The fixed-size record the kernel side writes for each call, and its turn into an `Event`.
 
+use std::collections::HashMap;
 use std::mem::{offset_of, size_of};
+use std::sync::Arc;
 
 use mmtrace_abi as abi;
 use mmtrace_abi::{
-    E_LOCKED, E_RSS_AFTER, E_RSS_BEFORE, E_TARGET, E_UNLOCKED, E_VMA, MM_ANONPAGES, MM_FILEPAGES,
-    MM_SHMEMPAGES, VM_LOCKED, VM_SHARED,
+    E_EXE, E_EXE_ONLY, E_LOCKED, E_RSS_AFTER, E_RSS_BEFORE, E_TARGET, E_UNLOCKED, E_VMA,
+    MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, VM_LOCKED, VM_SHARED,
 };
 use mmtrace_events::enrich::{Enrichment, Locked, Mapping, MappingKind, Rss, Target};
 use mmtrace_events::event::Context;
@@ -23,8 +25,8 @@ fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
         .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
-/// What `x` says, with `path`: the file path the kernel side sent after the extras, when it
-/// found one.
+/// What `x` says, with `path`: the mapping's file path the kernel side sent after the
+/// extras, when it found one.
 fn enrichment(x: &Ext, path: Option<&[u8]>) -> Enrichment {
     let page = rustix::param::page_size() as u64;
     let has = |bit: u32| x.flags & bit != 0;
@@ -106,6 +108,15 @@ pub fn parse_record(bytes: &[u8], clock: &Clock) -> Option<Event> {
 
 fn event(r: &Record, ext: Option<&Ext>, path: Option<&[u8]>, clock: &Clock) -> Option<Event> {
     let def = by_id(r.id)?;
+    let exe_sent = ext.is_some_and(|x| x.flags & E_EXE != 0);
+    let (exe, path) = if exe_sent {
+        (
+            path.map(|p| Arc::new(file_path(TracedText::from_c(p).as_bytes()))),
+            None,
+        )
+    } else {
+        (None, path)
+    };
     Some(Event {
         def,
         ctx: Context {
@@ -126,13 +137,42 @@ fn event(r: &Record, ext: Option<&Ext>, path: Option<&[u8]>, clock: &Clock) -> O
             mnt_ns: r.mnt_ns,
             pid_ns: r.pid_ns,
             comm: TracedText::from_c(&r.comm),
+            executable: exe,
         },
         raw_args: r.args,
         absent: r.absent as u8,
         ret: r.ret,
         duration_ns: r.duration,
-        enrich: ext.map(|x| enrichment(x, path)),
+        enrich: ext
+            .filter(|x| x.flags & E_EXE_ONLY == 0)
+            .map(|x| enrichment(x, path)),
     })
+}
+
+/// The executable of each process, for all its events: the kernel side sends it with the
+/// process's first call and its first after an exec, and a process's records arrive in the
+/// order it made them. Keyed by host pid with the process's start, so a pid handed to a new
+/// process replaces the old one's path: the map is as large as the pids that made calls.
+#[derive(Debug, Default)]
+pub struct Executables(HashMap<u32, (u64, Arc<TracedText>)>);
+
+impl Executables {
+    /// Learns the path `e` carries, or gives `e` its process's.
+    pub fn fill(&mut self, e: &mut Event) {
+        let c = &mut e.ctx;
+        match &c.executable {
+            Some(exe) => {
+                self.0.insert(c.host_pid, (c.process_start, exe.clone()));
+            }
+            None => {
+                c.executable = self
+                    .0
+                    .get(&c.host_pid)
+                    .filter(|(start, _)| *start == c.process_start)
+                    .map(|(_, exe)| exe.clone());
+            }
+        }
+    }
 }
 
 /// Turns the kernel's CLOCK_BOOTTIME stamps into ns since the epoch.
@@ -263,6 +303,61 @@ mod tests {
     fn short_or_unknown_records_are_skipped() {
         assert!(parse_record(&[0u8; 10], &clock()).is_none());
         assert!(parse_record(bytes(&record(999, &[])), &clock()).is_none());
+    }
+
+    /// A record with the executable in its path slot: with extras the call asked for none of
+    /// (no enrichment), and with a mapping that had no path of its own.
+    fn with_exe(flags: u32) -> Vec<u8> {
+        let mut r = abi::record_path {
+            base: record(libc::SYS_munmap as u16, &[0x1000, 4096]),
+            ext: Ext {
+                flags,
+                vma_kind: abi::VMA_ANON,
+                ..Ext::default()
+            },
+            path: [0; abi::PATH_BUF as usize],
+        };
+        for (to, &from) in r.path.iter_mut().zip(b"true/bin/usr/") {
+            *to = from as _;
+        }
+        bytes(&r).to_vec()
+    }
+
+    #[test]
+    fn the_executable_is_not_taken_for_a_mapping_path() {
+        let bare = parse_record(&with_exe(E_EXE | E_EXE_ONLY), &clock()).unwrap();
+        assert_eq!(bare.ctx.executable.as_deref().unwrap(), "/usr/bin/true");
+        assert!(bare.enrich.is_none());
+        let mapped = parse_record(&with_exe(E_EXE | E_VMA), &clock()).unwrap();
+        assert_eq!(mapped.ctx.executable.as_deref().unwrap(), "/usr/bin/true");
+        let m = mapped.enrich.unwrap().mapping.unwrap();
+        assert_eq!((m.kind, m.path), (MappingKind::Anon, None));
+    }
+
+    /// A process's later events get the path its first one brought; a later process with the
+    /// same pid does not, until its own arrives; an exec's new path replaces the old one.
+    #[test]
+    fn executables_follow_the_process_not_the_pid() {
+        let mut exes = Executables::default();
+        let mut first = parse_record(&with_exe(E_EXE | E_EXE_ONLY), &clock()).unwrap();
+        exes.fill(&mut first);
+        let mut later = parse_record(bytes(&record(11, &[])), &clock()).unwrap();
+        exes.fill(&mut later);
+        assert_eq!(later.ctx.executable, first.ctx.executable);
+        let mut reused = record(11, &[]);
+        reused.leader_start = 99;
+        let mut reused = parse_record(bytes(&reused), &clock()).unwrap();
+        exes.fill(&mut reused);
+        assert_eq!(reused.ctx.executable, None);
+        let mut exec = first.clone();
+        exec.ctx.executable = Some(Arc::new("/usr/bin/false".into()));
+        exes.fill(&mut exec);
+        let mut after_exec = parse_record(bytes(&record(11, &[])), &clock()).unwrap();
+        exes.fill(&mut after_exec);
+        assert_eq!(
+            after_exec.ctx.executable.as_deref().unwrap(),
+            "/usr/bin/false"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use mmtrace_events::scope::Scope;
 use mmtrace_events::{Event, EventDef};
 
 use crate::features::{Feature, Features, TooOld};
-use crate::record::{self, Clock};
+use crate::record::{self, Clock, Executables};
 use crate::scope::{self, KernelScope, ScopeError};
 use crate::system::{self, SystemError};
 
@@ -109,6 +109,7 @@ pub struct Tracer {
     lost: PerCpuArray<MapData, u64>,
     filtered: PerCpuArray<MapData, u64>,
     clock: Clock,
+    executables: Executables,
     links: Vec<(&'static str, TracePointLinkId)>,
     attached: Vec<&'static EventDef>,
     unavailable: Vec<Unavailable>,
@@ -173,6 +174,14 @@ impl Tracer {
         cfg.victim_fields = features.has(Feature::VictimFields).into();
         cfg.page_size = rustix::param::page_size() as u32;
         cfg.has_arg_filters = (!filters.is_empty()).into();
+        // Syscalls carry the executable; kernel events take it from their process's calls.
+        // Its path is walked with bpf_loop, which comes with find_vma.
+        let send_exe = opts.enrich
+            && features.has(Feature::FindVma)
+            && available
+                .iter()
+                .any(|e| matches!(e.source, Source::Syscall { .. }));
+        cfg.send_exe = send_exe.into();
         let mut bpf = EbpfLoader::new()
             // Task-local storage has no typed wrapper in aya 0.14; the kernel side alone uses it.
             .allow_unsupported_maps()
@@ -186,6 +195,9 @@ impl Tracer {
         if ks.needs_process_hooks() {
             programs.push("on_fork");
         }
+        if send_exe {
+            programs.push("on_exec");
+        }
         for event in &available {
             match event.source {
                 Source::Syscall { .. } => programs.extend(["sys_enter", "sys_exit"]),
@@ -196,7 +208,11 @@ impl Tracer {
 
         // The fork hook first, so no child forked while the syscall hooks go on is missed.
         if ks.needs_process_hooks() {
-            attach_fork_hook(&mut bpf)?;
+            attach_process_hook(&mut bpf, "on_fork", "sched_process_fork")?;
+        }
+        // Before the syscall hooks, so no exec is missed once a process's path is sent.
+        if send_exe {
+            attach_process_hook(&mut bpf, "on_exec", "sched_process_exec")?;
         }
 
         let mut links = Vec::new();
@@ -235,6 +251,7 @@ impl Tracer {
             lost,
             filtered,
             clock: Clock::now(),
+            executables: Executables::default(),
             links,
             attached,
             unavailable,
@@ -280,7 +297,8 @@ impl Tracer {
         let mut n = 0;
         while n < max {
             let Some(item) = self.ring.next() else { break };
-            if let Some(event) = record::parse_record(&item, &self.clock) {
+            if let Some(mut event) = record::parse_record(&item, &self.clock) {
+                self.executables.fill(&mut event);
                 f(event);
             }
             n += 1;
@@ -468,20 +486,20 @@ where
     M::try_from(map).map_err(|e| Error::Load(format!("map {name}: {}", one_line(&e))))
 }
 
-/// The fork hook that keeps the tracked-process map current. Its link lives as long as the
-/// program; it only maintains the map, so it is left attached when the syscall hooks come off.
-fn attach_fork_hook(bpf: &mut Ebpf) -> Result<(), Error> {
+/// A hook that keeps a map of processes current: the tracked processes (fork), the
+/// executables sent (exec). Its link lives as long as the program; it only maintains a map,
+/// so it is left attached when the syscall hooks come off.
+fn attach_process_hook(bpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<(), Error> {
     let fail = |what: &str, e: &dyn std::error::Error| Error::Attach {
         event: "process tracking",
         detail: format!("{what}: {}", one_line(e)),
     };
-    let fork: &mut RawTracePoint = bpf
-        .program_mut("on_fork")
-        .ok_or_else(|| Error::Load("program on_fork is missing".into()))?
+    let hook: &mut RawTracePoint = bpf
+        .program_mut(program)
+        .ok_or_else(|| Error::Load(format!("program {program} is missing")))?
         .try_into()
-        .map_err(|e| fail("on_fork", &e))?;
-    fork.attach("sched_process_fork")
-        .map_err(|e| fail("sched_process_fork", &e))?;
+        .map_err(|e| fail(program, &e))?;
+    hook.attach(tracepoint).map_err(|e| fail(tracepoint, &e))?;
     Ok(())
 }
 

@@ -358,6 +358,7 @@ mod tests {
                 mnt_ns: 0,
                 pid_ns: 0,
                 comm: "t".into(),
+                executable: None,
             },
             raw_args,
             absent: 0,

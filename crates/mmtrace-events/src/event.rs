@@ -27,6 +27,10 @@ pub struct Context {
     pub mnt_ns: u32,
     pub pid_ns: u32,
     pub comm: crate::TracedText,
+    /// The process's executable, as the kernel side read it from its mm; shared by the
+    /// process's events. None for a process whose path never arrived (kernel threads, a
+    /// process seen only by kernel events or before its path's record was lost).
+    pub executable: Option<std::sync::Arc<crate::TracedText>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -284,7 +284,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     (
         "executable",
-        "{\"path\": \"\"}: kept for Tracee, not filled in yet",
+        "{path}: the process's executable, read in the kernel from its address space \
+         (mm->exe_file) once per process and again after an exec; left out where the kernel \
+         gave none (a process seen only by kernel events, --no-enrich, a kernel before 5.17)",
     ),
     ("hostName", "the name of the machine mmtrace runs on"),
     (

@@ -120,3 +120,19 @@ impl Drop for Mounted {
         let _ = std::fs::remove_dir(&self.path);
     }
 }
+
+/// One mmap and one munmap of an anonymous page: two calls any test can count on.
+pub fn map_and_unmap_a_page() {
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED);
+    unsafe { libc::munmap(p, 4096) };
+}

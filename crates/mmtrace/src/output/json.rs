@@ -261,7 +261,13 @@ fn write_caller(out: &mut Vec<u8>, c: &Context, host: &str) {
     out.uint(c.pid_ns.into());
     out.raw(",\"processName\":");
     out.string(&c.comm.to_str_lossy());
-    out.raw(",\"executable\":{\"path\":\"\"},\"hostName\":");
+    // Left out where the kernel gave no path, as the container's keys are.
+    if let Some(exe) = &c.executable {
+        out.raw(",\"executable\":{\"path\":");
+        out.string(&exe.to_str_lossy());
+        out.push(b'}');
+    }
+    out.raw(",\"hostName\":");
     out.string(host);
     crate::containers::write_json(out, c.cgroup_id);
 }
@@ -432,6 +438,7 @@ fn write_note(out: &mut Vec<u8>, note: &Note, host: &str) {
         mnt_ns: 0,
         pid_ns: 0,
         comm: "mmtrace".into(),
+        executable: None,
     };
     let mut caller = Vec::new();
     write_caller(&mut caller, &me, host);
@@ -508,8 +515,14 @@ mod tests {
     }
 
     fn context() -> impl Strategy<Value = Context> {
-        (any::<[u64; 5]>(), any::<u16>(), any::<[u32; 12]>(), text()).prop_map(
-            |(w, cpu, n, comm)| Context {
+        (
+            any::<[u64; 5]>(),
+            any::<u16>(),
+            any::<[u32; 12]>(),
+            text(),
+            prop::option::of(text()),
+        )
+            .prop_map(|(w, cpu, n, comm, exe)| Context {
                 timestamp: w[0],
                 thread_start: w[1],
                 process_start: w[2],
@@ -527,8 +540,8 @@ mod tests {
                 mnt_ns: n[8],
                 pid_ns: n[9],
                 comm,
-            },
-        )
+                executable: exe.map(Into::into),
+            })
     }
 
     fn rss() -> impl Strategy<Value = Rss> {
@@ -643,7 +656,7 @@ mod tests {
         );
         assert_eq!(
             l.executable.get().and_then(|e| e.path.get()),
-            Some(String::new())
+            c.executable.as_ref().map(|p| p.to_str_lossy().into_owned())
         );
         assert_eq!(l.host_name.get().as_deref(), Some(HOST));
         // Made-up cgroup ids name no container here: the keys are left out.

@@ -611,6 +611,7 @@ mod tests {
                 mnt_ns: 1,
                 pid_ns: 1,
                 comm: "worker".into(),
+                executable: None,
             },
             raw_args,
             absent: 0,
