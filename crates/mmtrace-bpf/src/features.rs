@@ -141,6 +141,10 @@ impl Features {
                 "task-local storage for tracepoint programs (Linux 5.11)",
             ));
         }
+        // The syscall hook reads a call's arguments from the caller's registers.
+        if !helper(BpfHelper::BPF_FUNC_task_pt_regs) {
+            return Err(TooOld("bpf_task_pt_regs (Linux 5.15)"));
+        }
         let mut off = Vec::new();
         if !helper(BpfHelper::BPF_FUNC_find_vma) || !helper(BpfHelper::BPF_FUNC_loop) {
             off.push((
