@@ -634,15 +634,15 @@ static __always_inline void fill_target(struct ext *x, struct pid *p, int rss_af
 	}
 }
 
-/* The mlock family's alone: reads, not loads, which would cost every start the verifier's
- * BTF scans (see fill_context) for three calls' worth of use. */
+/* Loads, not reads: this runs on every munmap and each read costs it tens of ns; the three
+ * loads cost the verifier a few ms of BTF scans at start (see fill_context). */
 static __always_inline void fill_locked(struct ext *x, struct task_struct *t)
 {
 	__u64 caps = 0;
 
-	x->locked_vm = BPF_CORE_READ(t, mm, locked_vm);
-	x->memlock_cur = BPF_CORE_READ(t, signal, rlim[RLIMIT_MEMLOCK].rlim_cur);
-	bpf_probe_read_kernel(&caps, sizeof(caps), &BPF_CORE_READ(t, cred)->cap_effective);
+	x->locked_vm = t->mm->locked_vm;
+	x->memlock_cur = t->signal->rlim[RLIMIT_MEMLOCK].rlim_cur;
+	bpf_probe_read_kernel(&caps, sizeof(caps), &t->cred->cap_effective);
 	x->cap_ipc_lock = (caps >> CAP_IPC_LOCK) & 1;
 	x->flags |= E_LOCKED;
 }
@@ -839,7 +839,7 @@ static __always_inline void enter_extras(struct record_path *slot, struct task_s
 	if (cfg.have_find_vma && (want & X_VMA))
 		fill_vma(x, slot->path, slot->base.args[0]);
 	if (want & X_UNLOCKED) {
-		x->locked_before = BPF_CORE_READ(t, mm, locked_vm);
+		x->locked_before = t->mm->locked_vm;
 		x->flags |= E_UNLOCKED;
 	}
 }
