@@ -182,18 +182,6 @@ struct cred {
 	kernel_cap_t cap_effective;
 } __attribute__((preserve_access_index));
 
-struct kernfs_node {
-	__u64 id;
-} __attribute__((preserve_access_index));
-
-struct cgroup {
-	struct kernfs_node *kn;
-} __attribute__((preserve_access_index));
-
-struct css_set {
-	struct cgroup *dfl_cgrp;
-} __attribute__((preserve_access_index));
-
 struct task_struct {
 	int pid;
 	int tgid;
@@ -208,7 +196,6 @@ struct task_struct {
 	struct files_struct *files;
 	struct signal_struct *signal;
 	const struct cred *cred;
-	struct css_set *cgroups;
 	void *bpf_storage;
 	struct hlist_node pid_links[4];
 	char comm[16];
