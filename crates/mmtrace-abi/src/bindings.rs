@@ -4,6 +4,7 @@ pub const MAX_IDS: u32 = 1024;
 pub const PATH_BUF: u32 = 512;
 pub const FEW: u32 = 4;
 pub const MAX_CGROUPS: u32 = 8;
+pub const MAX_EXES: u32 = 64;
 pub const MAX_CONDS: u32 = 8;
 pub const MAX_VALS: u32 = 8;
 pub type __u8 = ::std::os::raw::c_uchar;
@@ -146,6 +147,13 @@ pub struct scope_key {
     pub pad: __u32,
     pub value: __u64,
 }
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct exe_key {
+    pub ino: __u64,
+    pub dev: __u32,
+    pub pad: __u32,
+}
 pub const TARGET_RET: cond_target = 6;
 pub type cond_target = __u8;
 pub const OP_EQ: filter_op = 0;
@@ -188,6 +196,7 @@ pub struct config {
     pub scope_ne_mask: __u32,
     pub scope_range_mask: __u32,
     pub scope_comm: __u32,
+    pub scope_exe: __u32,
     pub scope_tree: __u32,
     pub scope_follow: __u32,
     pub scope_container: __u32,
@@ -200,7 +209,6 @@ pub struct config {
     pub victim_fields: __u32,
     pub send_exe: __u32,
     pub extras: [__u16; 1024usize],
-    pub __bindgen_padding_0: [u8; 4usize],
 }
 impl Default for config {
     fn default() -> Self {

@@ -120,10 +120,12 @@ struct backing_file___user {
 } __attribute__((preserve_access_index));
 
 struct super_block {
+	unsigned int s_dev;
 	unsigned long s_magic;
 } __attribute__((preserve_access_index));
 
 struct inode {
+	unsigned long i_ino;
 	struct super_block *i_sb;
 	void *i_private;
 } __attribute__((preserve_access_index));
@@ -284,6 +286,13 @@ struct {
 	__type(value, __u8);
 } scope_comms SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_EXES);
+	__type(key, struct exe_key);
+	__type(value, __u8);
+} scope_exes SEC(".maps");
+
 /* Processes (by tgid) in a traced tree or followed: two bits each (TRACKED_*), 32 processes a
  * word. The verifier inlines an array lookup, where a hash lookup is a helper call that every
  * syscall on the machine would pay. Sized for pid_max 4194304; the loader sets the machine's. */
@@ -439,6 +448,21 @@ static __always_inline int criteria_match(struct task_struct *t)
 		if ((cfg.scope_comm & SCOPE_EQ) && !(marks & SCOPE_EQ))
 			return 0;
 		if ((cfg.scope_comm & SCOPE_NE) && (marks & SCOPE_NE))
+			return 0;
+	}
+	if (cfg.scope_exe) {
+		/* Reads, not loads: only an executable scope pays for them (see fill_context). */
+		struct inode *ino = BPF_CORE_READ(t, mm, exe_file, f_inode);
+		struct exe_key k = {
+			.ino = BPF_CORE_READ(ino, i_ino),
+			.dev = BPF_CORE_READ(ino, i_sb, s_dev),
+		};
+		__u8 *found = bpf_map_lookup_elem(&scope_exes, &k);
+		__u8 marks = found ? *found : 0;
+
+		if ((cfg.scope_exe & SCOPE_EQ) && !(marks & SCOPE_EQ))
+			return 0;
+		if ((cfg.scope_exe & SCOPE_NE) && (marks & SCOPE_NE))
 			return 0;
 	}
 	if (cfg.scope_container) {

@@ -156,6 +156,16 @@ struct scope_key {
 	__u64 value;
 };
 
+/* Key of the scope_exes map: an executable as a file, by its file system's device (the
+ * kernel's dev_t of the superblock, as /proc/self/mountinfo shows it) and inode number. Not
+ * by path: one file has many, and any process can give a file any name. */
+#define MAX_EXES 64
+struct exe_key {
+	__u64 ino;
+	__u32 dev;
+	__u32 pad;
+};
+
 /* Argument and return-value conditions, per event id: the arg_filters map's values. */
 #define MAX_CONDS 8
 #define MAX_VALS 8
@@ -201,6 +211,7 @@ struct config {
 	__u32 scope_ne_mask;    /* fields whose value must not be */
 	__u32 scope_range_mask;
 	__u32 scope_comm;       /* SCOPE_EQ: comm must be listed; SCOPE_NE: must not */
+	__u32 scope_exe;        /* the same for the executable, in scope_exes */
 	__u32 scope_tree;       /* only processes marked TRACKED_TREE */
 	__u32 scope_follow;     /* descendants of matching processes match too */
 	__u32 scope_container;  /* enum scope_container */

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use mmtrace_abi::{
     self as abi, CONTAINER_ANY, CONTAINER_INSIDE, CONTAINER_OUTSIDE, FEW, F_PID, F_TID, F_UID,
-    MAX_CGROUPS, MAX_CONDS, OP_EQ, OP_GE, OP_GT, OP_LE, OP_LT, OP_NE, SCOPE_EQ, SCOPE_NE,
+    MAX_CGROUPS, MAX_CONDS, MAX_EXES, OP_EQ, OP_GE, OP_GT, OP_LE, OP_LT, OP_NE, SCOPE_EQ, SCOPE_NE,
     TARGET_RET,
 };
 use mmtrace_events::filter::{ArgFilter, Op, Target};
@@ -17,6 +17,10 @@ use mmtrace_events::scope::{Field, Scope};
 pub enum ScopeError {
     #[error("scope cgroup={0}: {1}")]
     Cgroup(String, String),
+    #[error("scope executable={0}: {1}")]
+    Executable(String, String),
+    #[error("at most {MAX_EXES} executables can be in scope")]
+    TooManyExecutables,
     #[error("at most {MAX_CGROUPS} cgroups can be in scope")]
     TooManyCgroups,
     #[error("{0} has more than {MAX_CONDS} filters: combine values into one condition")]
@@ -30,6 +34,7 @@ pub struct KernelScope {
     pub config: abi::config,
     pub values: Vec<(abi::scope_key, u8)>,
     pub comms: Vec<([u8; 16], u8)>,
+    pub exes: Vec<(abi::exe_key, u8)>,
     /// Processes in a traced tree now; their future children are added by the fork hook.
     pub tree_members: Vec<u32>,
 }
@@ -94,6 +99,10 @@ impl KernelScope {
                 *comms.entry(key).or_default() |= mark;
             }
         }
+        let exes = executables(scope)?;
+        if !exes.is_empty() {
+            c.scope_exe = exes.iter().fold(0, |m, (_, mark)| m | u32::from(*mark));
+        }
         let all_roots: Vec<u32> = scope.trees.iter().chain(roots).copied().collect();
         c.scope_tree = (!all_roots.is_empty()).into();
         c.scope_follow = scope.follow.into();
@@ -113,6 +122,7 @@ impl KernelScope {
             config: c,
             values,
             comms: comms.into_iter().collect(),
+            exes,
             tree_members: descendants(&all_roots),
         })
     }
@@ -199,6 +209,95 @@ fn resolve_cgroup(given: &str) -> Result<(u64, u32), ScopeError> {
         ScopeError::Cgroup(given.into(), "no cgroup v2 hierarchy is mounted".into())
     })?;
     resolve_cgroup_under(&root, given)
+}
+
+/// The executables of `executable=` and `executable!=` scopes, as files, with their marks.
+/// Several `executable=` must all hold: only files in every list stay.
+fn executables(scope: &Scope) -> Result<Vec<(abi::exe_key, u8)>, ScopeError> {
+    let key = |k: &abi::exe_key| (k.dev, k.ino);
+    let mut marks: HashMap<(u32, u64), (abi::exe_key, u8)> = HashMap::new();
+    let mut wanted: Option<Vec<(u32, u64)>> = None;
+    for list in &scope.exe_eq {
+        let files = list
+            .iter()
+            .map(|p| resolve_exe(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ids: Vec<(u32, u64)> = files.iter().map(key).collect();
+        wanted = Some(match wanted {
+            Some(old) => old.into_iter().filter(|id| ids.contains(id)).collect(),
+            None => ids,
+        });
+        if wanted.as_ref().is_some_and(|w| w.is_empty()) {
+            return Err(ScopeError::Executable(
+                list.join(","),
+                "no file is in this list and in an earlier executable= list".into(),
+            ));
+        }
+        for f in files {
+            marks.entry(key(&f)).or_insert((f, 0));
+        }
+    }
+    let wanted = wanted.unwrap_or_default();
+    marks.retain(|id, _| wanted.contains(id));
+    for m in marks.values_mut() {
+        m.1 |= SCOPE_EQ;
+    }
+    for path in &scope.exe_ne {
+        let f = resolve_exe(path)?;
+        marks.entry(key(&f)).or_insert((f, 0)).1 |= SCOPE_NE;
+    }
+    if marks.len() > MAX_EXES as usize {
+        return Err(ScopeError::TooManyExecutables);
+    }
+    Ok(marks.into_values().collect())
+}
+
+/// The file at `path` as the kernel side sees a process's executable: the device of its file
+/// system's superblock and its inode number. stat's device is not always the superblock's
+/// (btrfs gives a subvolume's), so the superblock's comes from the mount's line in
+/// /proc/self/mountinfo, found by the mount id statx gives.
+fn resolve_exe(path: &str) -> Result<abi::exe_key, ScopeError> {
+    use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
+    let fail = |why: String| ScopeError::Executable(path.into(), why);
+    let st = statx(
+        CWD,
+        path,
+        AtFlags::empty(),
+        StatxFlags::INO | StatxFlags::TYPE | StatxFlags::MNT_ID,
+    )
+    .map_err(|e| {
+        fail(format!(
+            "{}: give the path of a program file",
+            std::io::Error::from(e)
+        ))
+    })?;
+    if u32::from(st.stx_mode) & libc::S_IFMT != libc::S_IFREG {
+        return Err(fail(
+            "not a regular file: give the path of a program file".into(),
+        ));
+    }
+    let from_stat = || (st.stx_dev_major << 20) | st.stx_dev_minor;
+    let dev = fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|m| mount_device(&m, st.stx_mnt_id))
+        .unwrap_or_else(from_stat);
+    Ok(abi::exe_key {
+        ino: st.stx_ino,
+        dev,
+        ..Default::default()
+    })
+}
+
+/// The kernel's dev_t (major << 20 | minor) of mount `id` in a mountinfo listing.
+fn mount_device(mountinfo: &str, id: u64) -> Option<u32> {
+    mountinfo.lines().find_map(|line| {
+        let mut f = line.split(' ');
+        if f.next()?.parse::<u64>().ok()? != id {
+            return None;
+        }
+        let (major, minor) = f.nth(1)?.split_once(':')?;
+        Some((major.parse::<u32>().ok()? << 20) | minor.parse::<u32>().ok()?)
+    })
 }
 
 /// `resolve_cgroup` with the cgroup2 mount point given: a path is either a directory under the

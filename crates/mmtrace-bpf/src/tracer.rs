@@ -366,6 +366,7 @@ struct Plain<T>(T);
 // padding byte a field (--explicit-padding in scripts/build-bpf).
 unsafe impl aya::Pod for Plain<abi::config> {}
 unsafe impl aya::Pod for Plain<abi::scope_key> {}
+unsafe impl aya::Pod for Plain<abi::exe_key> {}
 unsafe impl aya::Pod for Plain<abi::filter> {}
 
 /// Set to print the verifier's whole log when a program fails to load.
@@ -458,6 +459,11 @@ fn fill_maps(
     let mut comms: HashMap<_, [u8; 16], u8> = borrow_map(bpf, "scope_comms")?;
     for (k, v) in &ks.comms {
         comms.insert(k, v, 0).map_err(|e| fail("scope_comms", e))?;
+    }
+    let mut exes: HashMap<_, Plain<abi::exe_key>, u8> = borrow_map(bpf, "scope_exes")?;
+    for &(k, v) in &ks.exes {
+        exes.insert(Plain(k), v, 0)
+            .map_err(|e| fail("scope_exes", e))?;
     }
     let mut words: BTreeMap<u32, u64> = BTreeMap::new();
     for pid in &ks.tree_members {

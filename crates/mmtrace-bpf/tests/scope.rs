@@ -277,3 +277,68 @@ fn the_tracers_own_calls_are_not_counted_as_filtered() {
     assert_eq!(filtered(&t, "pkey_mprotect"), 0);
     unsafe { libc::munmap(p, 4096) };
 }
+
+/// Runs `exe` (its startup maps the loader's and libc's pages) and returns its pid.
+fn run_program(exe: &std::path::Path) -> u32 {
+    let mut child = std::process::Command::new(exe).spawn().unwrap();
+    let pid = child.id();
+    assert!(child.wait().unwrap().success());
+    pid
+}
+
+#[test]
+fn executable_scopes_match_the_file_not_the_name() {
+    if !bpf_allowed() {
+        return;
+    }
+    // On an overlayfs, as a container's programs are: its device is not the one its layer's
+    // file system shows.
+    let layers = common::Mounted::tmpfs("exe-layers");
+    std::fs::create_dir_all(layers.path.join("lower")).unwrap();
+    std::fs::copy("/bin/true", layers.path.join("lower/true-copy")).unwrap();
+    let merged = common::Mounted::overlay("exe-merged", &layers);
+    let copy = merged.path.join("true-copy");
+    // Another name for the same file: a scope by one path matches a process run by the other.
+    let link = layers.path.join("link");
+    std::os::unix::fs::symlink(&copy, &link).unwrap();
+    let (copy_s, link_s) = (copy.to_str().unwrap(), link.to_str().unwrap());
+
+    for (scope, want_copy) in [
+        (format!("executable={link_s}"), true),
+        (format!("executable!={copy_s}"), false),
+    ] {
+        let mut t = start(&["mmap"], &[&scope]).unwrap();
+        let (in_copy, in_true) = (run_program(&copy), run_program("/bin/true".as_ref()));
+        let mut from = (0, 0);
+        t.drain(|e| match e.ctx.host_pid {
+            p if p == in_copy => from.0 += 1,
+            p if p == in_true => from.1 += 1,
+            _ => {}
+        });
+        // The dynamic loader maps libc and more at every start.
+        let (seen, unseen) = if want_copy { from } else { (from.1, from.0) };
+        assert!(seen >= 2, "{scope}: (copy, true) = {from:?}");
+        assert_eq!(unseen, 0, "{scope}: (copy, true) = {from:?}");
+        assert!(filtered(&t, "mmap") >= 2, "{scope}");
+    }
+}
+
+#[test]
+fn executable_scope_errors_name_the_path() {
+    if !bpf_allowed() {
+        return;
+    }
+    let err = |scope: &[&str]| {
+        let mut opts = Options::new(parse_selection(&["mmap"]).unwrap().events);
+        opts.scope = Scope::parse(scope).unwrap();
+        Tracer::start(&opts).err().unwrap().to_string()
+    };
+    assert_eq!(
+        err(&["executable=/no/such/program"]),
+        "scope executable=/no/such/program: No such file or directory (os error 2): give the path of a program file"
+    );
+    assert!(err(&["executable=/tmp"]).contains("not a regular file"));
+    assert!(
+        err(&["executable=/bin/true", "executable=/bin/sh"]).contains("no file is in this list")
+    );
+}

@@ -48,6 +48,10 @@ pub struct Scope {
     pub fields: [FieldScope; 3],
     pub comm_eq: Option<BTreeSet<String>>,
     pub comm_ne: BTreeSet<String>,
+    /// Paths of executables, one list per `executable=` (a process's must be in every list),
+    /// and those it must not be. Compared as files, not as names, once resolved.
+    pub exe_eq: Vec<Vec<String>>,
+    pub exe_ne: Vec<String>,
     /// Roots whose processes and descendants, present and future, are traced.
     pub trees: Vec<u32>,
     /// cgroup v2 paths or ids, as given; their descendants count too.
@@ -67,6 +71,9 @@ pub struct ScopeSyntaxError {
     pub expr: String,
     pub problem: String,
 }
+
+/// What a scope can name, for the errors that list them.
+const FIELDS: &str = "pid, tid, uid, comm, executable, tree, cgroup, container, container=ID, not-container or follow";
 
 /// Longest comm the kernel keeps (TASK_COMM_LEN less the NUL).
 pub const COMM_MAX: usize = 15;
@@ -97,12 +104,12 @@ impl Scope {
                 self.follow = true;
                 return Ok(());
             }
-            "" => return Err("empty scope: expected pid, tid, uid, comm, tree, cgroup, container, container=ID, not-container or follow".into()),
+            "" => return Err(format!("empty scope: expected {FIELDS}")),
             _ => {}
         }
         let Some((field, op, rhs)) = split_op(expr) else {
             return Err(format!(
-                "'{expr}' is not a scope: expected FIELD OP VALUES (pid, tid, uid, comm, tree, cgroup, container) or container, not-container, follow"
+                "'{expr}' is not a scope: expected FIELD OP VALUES (pid, tid, uid, comm, executable, tree, cgroup, container) or container, not-container, follow"
             ));
         };
         let values: Vec<&str> = rhs.split(',').map(str::trim).collect();
@@ -120,10 +127,23 @@ impl Scope {
             "tid" => self.numeric(Field::Tid, op, &values, "a thread id such as 1234"),
             "uid" => self.numeric(Field::Uid, op, &values, "a user id such as 1000"),
             "comm" => self.comm(op, &values),
+            // Tracee's name and its aliases.
+            "executable" | "exec" | "binary" | "bin" => {
+                let paths = values.iter().map(|v| v.to_string());
+                match op {
+                    Op::Eq => self.exe_eq.push(paths.collect()),
+                    Op::Ne => self.exe_ne.extend(paths),
+                    _ => return Err(format!("executable takes = or !=, not '{}'", op.symbol())),
+                }
+                Ok(())
+            }
             "tree" => {
                 only_eq(op, "tree")?;
                 once(&self.trees, "tree")?;
-                self.trees = ids(&values, "a process id such as 1234")?.into_iter().map(|v| v as u32).collect();
+                self.trees = ids(&values, "a process id such as 1234")?
+                    .into_iter()
+                    .map(|v| v as u32)
+                    .collect();
                 Ok(())
             }
             "cgroup" => {
@@ -147,12 +167,11 @@ impl Scope {
                 "{flag} takes no value: {}",
                 match flag {
                     "follow" => "give follow alone, after the scopes whose descendants it adds",
-                    _ => "it selects every process outside a container (in the host's pid namespace)",
+                    _ =>
+                        "it selects every process outside a container (in the host's pid namespace)",
                 }
             )),
-            other => Err(format!(
-                "unknown scope field '{other}': expected pid, tid, uid, comm, tree, cgroup, container, container=ID, not-container or follow"
-            )),
+            other => Err(format!("unknown scope field '{other}': expected {FIELDS}")),
         }
     }
 
@@ -316,6 +335,9 @@ mod tests {
         let s = scope(&["container", "container=4F1D2C,0f1d6e2c-8a9b"]);
         assert_eq!(s.container, Some(true));
         assert_eq!(s.container_ids, ["4f1d2c", "0f1d6e2c-8a9b"]);
+        let s = scope(&["executable=/bin/a,/bin/b", "bin=/bin/b", "exec!=/bin/c"]);
+        assert_eq!(s.exe_eq, [vec!["/bin/a", "/bin/b"], vec!["/bin/b"]]);
+        assert_eq!(s.exe_ne, ["/bin/c"]);
     }
 
     #[test]
@@ -333,6 +355,8 @@ mod tests {
         assert!(err(&["pid<0"]).contains("nothing is below 0"));
         assert!(err(&["comm=averyveryverylongname"]).contains("longer than 15 bytes"));
         assert!(err(&["comm>a"]).contains("comm takes = or !="));
+        assert!(err(&["executable>/bin/a"]).contains("executable takes = or !="));
+        assert!(err(&["executable=/a,,/b"]).contains("empty item"));
         assert!(err(&["tree!=1"]).contains("tree takes '='"));
         assert!(err(&["tree=1", "tree=2"]).contains("given twice"));
         assert!(err(&["container", "not-container"]).contains("exclude each other"));
