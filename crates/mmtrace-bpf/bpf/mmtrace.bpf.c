@@ -399,6 +399,17 @@ static __always_inline void count(void *counters, __u32 id)
 		*n += 1;
 }
 
+/* Whether a value with these marks in a scope map (none: not listed) passes a scope that
+ * wants it listed with '=' (SCOPE_EQ in `want`) and not listed with '!=' (SCOPE_NE). */
+static __always_inline int marks_pass(__u32 want, const __u8 *found)
+{
+	__u8 marks = found ? *found : 0;
+
+	if ((want & SCOPE_EQ) && !(marks & SCOPE_EQ))
+		return 0;
+	return !((want & SCOPE_NE) && (marks & SCOPE_NE));
+}
+
 static __always_inline int field_in_scope(__u32 field, __u64 v)
 {
 	__u32 bit = 1 << field;
@@ -414,12 +425,10 @@ static __always_inline int field_in_scope(__u32 field, __u64 v)
 	}
 	if ((cfg.scope_eq_mask | cfg.scope_ne_mask) & bit) {
 		struct scope_key k = { .field = field, .value = v };
-		__u8 *found = bpf_map_lookup_elem(&scope_values, &k);
-		__u8 marks = found ? *found : 0;
+		__u32 want = (cfg.scope_eq_mask & bit ? SCOPE_EQ : 0) |
+			     (cfg.scope_ne_mask & bit ? SCOPE_NE : 0);
 
-		if ((cfg.scope_eq_mask & bit) && !(marks & SCOPE_EQ))
-			return 0;
-		if ((cfg.scope_ne_mask & bit) && (marks & SCOPE_NE))
+		if (!marks_pass(want, bpf_map_lookup_elem(&scope_values, &k)))
 			return 0;
 	}
 	if ((cfg.scope_range_mask & bit) &&
@@ -439,15 +448,10 @@ static __always_inline int criteria_match(struct task_struct *t)
 		return 0;
 	if (cfg.scope_comm) {
 		char comm[16];
-		__u8 *found, marks;
 
 		/* The kernel pads comm with zeros, so its 16 bytes are a whole map key. */
 		__builtin_memcpy(comm, t->comm, sizeof(comm));
-		found = bpf_map_lookup_elem(&scope_comms, comm);
-		marks = found ? *found : 0;
-		if ((cfg.scope_comm & SCOPE_EQ) && !(marks & SCOPE_EQ))
-			return 0;
-		if ((cfg.scope_comm & SCOPE_NE) && (marks & SCOPE_NE))
+		if (!marks_pass(cfg.scope_comm, bpf_map_lookup_elem(&scope_comms, comm)))
 			return 0;
 	}
 	if (cfg.scope_exe) {
@@ -457,12 +461,8 @@ static __always_inline int criteria_match(struct task_struct *t)
 			.ino = BPF_CORE_READ(ino, i_ino),
 			.dev = BPF_CORE_READ(ino, i_sb, s_dev),
 		};
-		__u8 *found = bpf_map_lookup_elem(&scope_exes, &k);
-		__u8 marks = found ? *found : 0;
 
-		if ((cfg.scope_exe & SCOPE_EQ) && !(marks & SCOPE_EQ))
-			return 0;
-		if ((cfg.scope_exe & SCOPE_NE) && (marks & SCOPE_NE))
+		if (!marks_pass(cfg.scope_exe, bpf_map_lookup_elem(&scope_exes, &k)))
 			return 0;
 	}
 	if (cfg.scope_container) {
