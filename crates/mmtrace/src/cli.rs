@@ -52,6 +52,9 @@ pub enum Command {
         #[arg(long = "no-release")]
         no_release: bool,
     },
+    /// Count memory-management calls in the kernel and serve the counts to Prometheus at
+    /// http://ADDR/metrics (and /healthz) until SIGTERM, SIGINT or SIGHUP.
+    Serve(ServeArgs),
     /// Write the detection reference, README.md and one ID.md per detection, into DIR.
     #[command(hide = true)]
     DocsDetections {
@@ -118,4 +121,24 @@ pub struct TraceArgs {
         requires = "analyze"
     )]
     pub format: crate::analyze::Format,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where to listen, IP:PORT.
+    #[arg(long = "listen", value_name = "ADDR", default_value = crate::serve::DEFAULT_LISTEN)]
+    pub listen: String,
+
+    /// Events to count, as trace's -e (filters too). Default: all.
+    #[arg(short = 'e', long = "events", value_name = "LIST", action = clap::ArgAction::Append, allow_hyphen_values = true)]
+    pub events: Vec<String>,
+
+    /// Which processes, as trace's -s.
+    #[arg(short = 's', long = "scope", value_name = "EXPR", action = clap::ArgAction::Append)]
+    pub scope: Vec<String>,
+
+    /// Where a container runtime answers, RUNTIME:SOCKET, as trace's --cri: for the
+    /// container_name label.
+    #[arg(long = "cri", value_name = "RUNTIME:SOCKET", action = clap::ArgAction::Append)]
+    pub cri: Vec<String>,
 }

@@ -51,16 +51,7 @@ struct Plan {
 impl Plan {
     /// `features_off` is MMTRACE_FEATURES_OFF's value, if set.
     fn new(args: &TraceArgs, features_off: Option<&str>) -> anyhow::Result<Plan> {
-        let flags: Vec<&str> = args.events.iter().map(String::as_str).collect();
-        let selection = parse_selection(&flags)?;
-        let scope_flags: Vec<&str> = args.scope.iter().map(String::as_str).collect();
-        let mut scope = Scope::parse(&scope_flags)?;
-        containers::resolve_scope(&mut scope)?;
-        let sockets = args
-            .cri
-            .iter()
-            .map(|s| containers::Socket::parse(s))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let (selection, scope, sockets) = parse_who_and_what(&args.events, &args.scope, &args.cri)?;
         let outputs = Outputs::parse(&args.output)?;
         let ring_bytes = ring_size(&args.buffer_size)?;
         let features_off = match features_off {
@@ -89,6 +80,25 @@ impl Plan {
             sockets,
         })
     }
+}
+
+/// The events (-e), the scope (-s) with its containers found, and the runtimes' sockets
+/// (--cri): what trace and serve both take.
+pub fn parse_who_and_what(
+    events: &[String],
+    scope: &[String],
+    cri: &[String],
+) -> anyhow::Result<(Selection, Scope, Vec<containers::Socket>)> {
+    let flags: Vec<&str> = events.iter().map(String::as_str).collect();
+    let selection = parse_selection(&flags)?;
+    let scope_flags: Vec<&str> = scope.iter().map(String::as_str).collect();
+    let mut scope = Scope::parse(&scope_flags)?;
+    containers::resolve_scope(&mut scope)?;
+    let sockets = cri
+        .iter()
+        .map(|s| containers::Socket::parse(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((selection, scope, sockets))
 }
 
 pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
