@@ -54,7 +54,10 @@ fn calls_results_durations_bytes_and_detections_are_counted_in_the_kernel() {
     }
     for _ in 0..BAD {
         // An unaligned address: EINVAL.
-        assert_eq!(unsafe { libc::munmap(std::ptr::without_provenance_mut(1), PAGE) }, -1);
+        assert_eq!(
+            unsafe { libc::munmap(std::ptr::without_provenance_mut(1), PAGE) },
+            -1
+        );
     }
     for _ in 0..WX {
         let p = map(PAGE, rw | libc::PROT_EXEC);

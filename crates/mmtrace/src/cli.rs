@@ -65,24 +65,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct TraceArgs {
-    /// Events to trace: names, -NAME to exclude, tag=SET, PREFIX*; comma separated. Default: all.
-    /// Filters, one per flag: EVENT.data.ARG OP VALUES or EVENT.retval OP VALUES, OP among
-    /// = != < > <= >= (munmap.retval=-EINVAL, mlock2.data.flags=MLOCK_ONFAULT, mmap.data.length>=2M).
-    // Values may start with '-' (`-e -mlock`, an exclusion), as the syntax above promises.
-    #[arg(short = 'e', long = "events", value_name = "LIST", action = clap::ArgAction::Append, allow_hyphen_values = true)]
-    pub events: Vec<String>,
-
-    /// Which processes, one condition per flag, all applying: pid, tid, uid with = != < > <= >=;
-    /// comm=NAMES, comm!=NAMES, tree=PIDS, cgroup=PATH|ID, container=IDS (unique prefixes),
-    /// container (in a pid namespace of its own), not-container, follow.
-    #[arg(short = 's', long = "scope", value_name = "EXPR", action = clap::ArgAction::Append)]
-    pub scope: Vec<String>,
-
-    /// Where a container runtime answers, RUNTIME:SOCKET (docker, podman, crio, containerd),
-    /// for containers' names, images and pods; repeat it for several. The default sockets
-    /// are asked as well.
-    #[arg(long = "cri", value_name = "RUNTIME:SOCKET", action = clap::ArgAction::Append)]
-    pub cri: Vec<String>,
+    #[command(flatten)]
+    pub who: WhoAndWhat,
 
     /// Run CMD as this user, a name or a numeric uid (mmtrace itself runs as root, as under sudo).
     #[arg(long = "user", value_name = "USER", requires = "command")]
@@ -129,16 +113,30 @@ pub struct ServeArgs {
     #[arg(long = "listen", value_name = "ADDR", default_value = crate::serve::DEFAULT_LISTEN)]
     pub listen: String,
 
-    /// Events to count, as trace's -e (filters too). Default: all.
+    #[command(flatten)]
+    pub who: WhoAndWhat,
+}
+
+/// Which calls (-e) of which processes (-s), and the runtimes that name containers (--cri):
+/// trace's and serve's.
+#[derive(Debug, Args)]
+pub struct WhoAndWhat {
+    /// Events to trace: names, -NAME to exclude, tag=SET, PREFIX*; comma separated. Default: all.
+    /// Filters, one per flag: EVENT.data.ARG OP VALUES or EVENT.retval OP VALUES, OP among
+    /// = != < > <= >= (munmap.retval=-EINVAL, mlock2.data.flags=MLOCK_ONFAULT, mmap.data.length>=2M).
+    // Values may start with '-' (`-e -mlock`, an exclusion), as the syntax above promises.
     #[arg(short = 'e', long = "events", value_name = "LIST", action = clap::ArgAction::Append, allow_hyphen_values = true)]
     pub events: Vec<String>,
 
-    /// Which processes, as trace's -s.
+    /// Which processes, one condition per flag, all applying: pid, tid, uid with = != < > <= >=;
+    /// comm=NAMES, comm!=NAMES, tree=PIDS, cgroup=PATH|ID, container=IDS (unique prefixes),
+    /// container (in a pid namespace of its own), not-container, follow.
     #[arg(short = 's', long = "scope", value_name = "EXPR", action = clap::ArgAction::Append)]
     pub scope: Vec<String>,
 
-    /// Where a container runtime answers, RUNTIME:SOCKET, as trace's --cri: for the
-    /// container_name label.
+    /// Where a container runtime answers, RUNTIME:SOCKET (docker, podman, crio, containerd),
+    /// for containers' names, images and pods; repeat it for several. The default sockets
+    /// are asked as well.
     #[arg(long = "cri", value_name = "RUNTIME:SOCKET", action = clap::ArgAction::Append)]
     pub cri: Vec<String>,
 }

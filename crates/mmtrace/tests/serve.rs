@@ -231,7 +231,10 @@ fn prometheus_stores_every_call_of_a_storm_and_its_bytes() {
     for i in 0..OK + BAD {
         if i % 13 == 0 && i / 13 < BAD {
             // An unaligned address: EINVAL.
-            assert_eq!(unsafe { libc::munmap(std::ptr::without_provenance_mut(1), PAGE) }, -1);
+            assert_eq!(
+                unsafe { libc::munmap(std::ptr::without_provenance_mut(1), PAGE) },
+                -1
+            );
             continue;
         }
         let p = unsafe {

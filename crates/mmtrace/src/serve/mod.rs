@@ -37,7 +37,7 @@ fn listen_address(text: &str) -> anyhow::Result<SocketAddr> {
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let addr = listen_address(&args.listen)?;
-    let (selection, scope, sockets) = parse_who_and_what(&args.events, &args.scope, &args.cri)?;
+    let (selection, scope, sockets) = parse_who_and_what(&args.who)?;
     let features_off = match std::env::var(FEATURES_OFF_VAR) {
         Ok(list) => Feature::parse_list(&list)?,
         Err(_) => Vec::new(),
