@@ -7,6 +7,11 @@ pub const MAX_CGROUPS: u32 = 8;
 pub const MAX_EXES: u32 = 64;
 pub const MAX_CONDS: u32 = 8;
 pub const MAX_VALS: u32 = 8;
+pub const M_SLOTS: u32 = 32;
+pub const M_RESULTS: u32 = 136;
+pub const M_BUCKETS: u32 = 40;
+pub const M_DETECTIONS: u32 = 8;
+pub const M_CGROUP_SERIES: u32 = 16384;
 pub type __u8 = ::std::os::raw::c_uchar;
 pub type __u16 = ::std::os::raw::c_ushort;
 pub type __u32 = ::std::os::raw::c_uint;
@@ -181,6 +186,71 @@ pub struct filter {
     pub pad: __u32,
     pub conds: [cond; 8usize],
 }
+pub const R_OTHER: metric_role = 0;
+pub const R_MAPS: metric_role = 1;
+pub const R_PROTECTS: metric_role = 2;
+pub const R_UNMAPS: metric_role = 3;
+pub const R_REMAPS: metric_role = 4;
+pub const R_LOCKS: metric_role = 5;
+pub const R_UNLOCKS: metric_role = 6;
+pub const R_LOCKS_ALL: metric_role = 7;
+pub const R_SIGNALS_PID: metric_role = 8;
+pub const R_SIGNALS_PIDFD: metric_role = 9;
+pub const R_RELEASES: metric_role = 10;
+pub type metric_role = __u8;
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct m_event {
+    pub calls: [__u64; 136usize],
+    pub duration: [__u64; 40usize],
+    pub duration_sum: __u64,
+}
+impl Default for m_event {
+    fn default() -> Self {
+        let mut s = ::std::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::std::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+pub const MB_MAPPED: m_bytes = 0;
+pub const MB_UNMAPPED: m_bytes = 1;
+pub const MB_LOCKED: m_bytes = 2;
+pub const MB_UNLOCKED: m_bytes = 3;
+pub const MB_FREED: m_bytes = 4;
+pub const M_NBYTES: m_bytes = 5;
+pub type m_bytes = ::std::os::raw::c_uint;
+pub const MK_SIGNAL: m_kill = 0;
+pub const MK_OOM: m_kill = 1;
+pub const M_NKILLS: m_kill = 2;
+pub type m_kill = ::std::os::raw::c_uint;
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct m_global {
+    pub bytes: [__u64; 5usize],
+    pub kills: [__u64; 2usize],
+    pub detections: [__u64; 8usize],
+    pub cgroup_overflow: __u64,
+    pub back: [__u64; 40usize],
+    pub back_sum: __u64,
+}
+impl Default for m_global {
+    fn default() -> Self {
+        let mut s = ::std::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::std::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct m_cgroup_key {
+    pub cgroup_id: __u64,
+    pub slot: __u32,
+    pub result: __u32,
+}
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct config {
@@ -209,6 +279,10 @@ pub struct config {
     pub victim_fields: __u32,
     pub send_exe: __u32,
     pub extras: [__u16; 1024usize],
+    pub metrics: __u32,
+    pub m_slot: [__u8; 1024usize],
+    pub m_role: [__u8; 1024usize],
+    pub __bindgen_padding_0: [u8; 4usize],
 }
 impl Default for config {
     fn default() -> Self {

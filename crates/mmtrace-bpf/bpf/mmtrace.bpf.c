@@ -1010,6 +1010,262 @@ static __always_inline int add_exe(struct inflight *in, struct task_struct *t, _
 	return 1;
 }
 
+/*
+ * Metrics (`mmtrace serve`): with cfg.metrics set, a call adds itself to per-CPU aggregates
+ * and no record is reserved, so an always-on node pays little more than the hooks' floor.
+ * User space sums the CPUs when Prometheus scrapes.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, M_SLOTS);
+	__type(key, __u32);
+	__type(value, struct m_event);
+} m_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct m_global);
+} m_global SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, M_CGROUP_SERIES);
+	__type(key, struct m_cgroup_key);
+	__type(value, __u64);
+} m_cgroups SEC(".maps");
+
+/* A kill whose victim's memory is not back yet: the victim's tgid and the kill's time. And
+ * the other way round, a teardown that ended before the killer's call returned (the victim
+ * runs on another CPU): its tgid and the time. LRUs, as a kill that never ends, or a
+ * teardown nobody killed, is never matched. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u64);
+} m_killed SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u64);
+} m_back SEC(".maps");
+
+#define SIGKILL 9
+#define PROT_WRITE 2
+#define PROT_EXEC 4
+#define MAP_LOCKED 0x2000
+#define MCL_FUTURE 2
+#define MCL_ONFAULT 4
+#define EPERM 1
+#define ESRCH 3
+#define EAGAIN 11
+#define ENOMEM 12
+#define EINVAL 22
+
+static __always_inline struct m_global *m_global_counts(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&m_global, &zero);
+}
+
+/* Bit length: the log2 bucket of v (see M_BUCKETS), without a loop the verifier must walk. */
+static __always_inline __u32 log2_bucket(__u64 v)
+{
+	__u32 r = 0;
+
+	if (v >> 32) { v >>= 32; r += 32; }
+	if (v >> 16) { v >>= 16; r += 16; }
+	if (v >> 8) { v >>= 8; r += 8; }
+	if (v >> 4) { v >>= 4; r += 4; }
+	if (v >> 2) { v >>= 2; r += 2; }
+	if (v >> 1) { v >>= 1; r += 1; }
+	r += v;
+	return r < M_BUCKETS ? r : M_BUCKETS - 1;
+}
+
+/* Bytes of the whole pages the range [addr, addr+len) touches, as the kernel rounds it. */
+static __always_inline __u64 pages_bytes(__u64 addr, __u64 len)
+{
+	__u64 mask = (__u64)cfg.page_size - 1;
+
+	return ((addr + len + mask) & ~mask) - (addr & ~mask);
+}
+
+static __always_inline void observe_back(struct m_global *g, __u64 ns)
+{
+	g->back[log2_bucket(ns) & (M_BUCKETS - 1)] += 1;
+	g->back_sum += ns;
+}
+
+/* A kill of `tgid` at `ts`: timed now if its teardown already ended, else when it does. */
+static __always_inline void killed(struct m_global *g, __u32 tgid, __u64 ts, __u32 kind)
+{
+	__u64 *back = bpf_map_lookup_elem(&m_back, &tgid);
+
+	g->kills[kind & 1] += 1;
+	if (back && *back >= ts) {
+		observe_back(g, *back - ts);
+		bpf_map_delete_elem(&m_back, &tgid);
+		return;
+	}
+	/* The first kill counts: later signals find the victim dying already. */
+	bpf_map_update_elem(&m_killed, &tgid, &ts, BPF_NOEXIST);
+}
+
+/* The memory of `tgid` is back at `now`: a teardown's end, the OOM reaper's, a
+ * process_mrelease's return; the first of them ends its kill's time. */
+static __always_inline void memory_back(__u32 tgid, __u64 now)
+{
+	__u64 *ts = bpf_map_lookup_elem(&m_killed, &tgid);
+	struct m_global *g;
+
+	if (!ts) {
+		bpf_map_update_elem(&m_back, &tgid, &now, BPF_ANY);
+		return;
+	}
+	g = m_global_counts();
+	if (g && now >= *ts)
+		observe_back(g, now - *ts);
+	bpf_map_delete_elem(&m_killed, &tgid);
+}
+
+/* A kernel event in a metrics trace: counted, its instant returned for what follows. */
+static __always_inline __u64 metrics_instant(__u32 id)
+{
+	__u32 slot = cfg.m_slot[id & (MAX_IDS - 1)];
+	struct m_event *m = bpf_map_lookup_elem(&m_events, &slot);
+
+	if (m)
+		m->calls[0] += 1;
+	return bpf_ktime_get_boot_ns();
+}
+
+static __always_inline void count_cgroup(struct m_global *g, __u32 slot, __u32 result)
+{
+	struct m_cgroup_key k = {
+		.cgroup_id = bpf_get_current_cgroup_id(),
+		.slot = slot,
+		.result = result,
+	};
+	__u64 one = 1, *n = bpf_map_lookup_elem(&m_cgroups, &k);
+
+	if (n)
+		*n += 1;
+	else if (bpf_map_update_elem(&m_cgroups, &k, &one, BPF_NOEXIST) && g)
+		g->cgroup_overflow += 1;
+}
+
+/* What the call's role adds to the trace's counts: bytes, kills, memory back, detections. */
+static __always_inline void metrics_role(struct m_global *g, struct record_path *slot, __u8 role,
+					 __u32 errno)
+{
+	__u64 *a = slot->base.args;
+	__u32 err = errno;
+
+	switch (role) {
+	case R_MAPS:
+	case R_PROTECTS:
+		if (!err && (a[2] & (PROT_WRITE | PROT_EXEC)) == (PROT_WRITE | PROT_EXEC))
+			g->detections[0] += 1; /* MMT-001 */
+		if (role == R_PROTECTS)
+			break;
+		if (!err)
+			g->bytes[MB_MAPPED] += pages_bytes(0, a[1]);
+		else if ((a[3] & MAP_LOCKED) && (errno == ENOMEM || errno == EPERM || errno == EAGAIN))
+			g->detections[3] += 1; /* MMT-004 */
+		break;
+	case R_UNMAPS:
+		if (!err)
+			g->bytes[MB_UNMAPPED] += pages_bytes(a[0], a[1]);
+		break;
+	case R_REMAPS:
+		if (!err) {
+			__u64 old = pages_bytes(0, a[1]), new = pages_bytes(0, a[2]);
+
+			if (new > old)
+				g->bytes[MB_MAPPED] += new - old;
+			else
+				g->bytes[MB_UNMAPPED] += old - new;
+		}
+		break;
+	case R_LOCKS:
+	case R_LOCKS_ALL:
+		if (errno == ENOMEM || errno == EPERM || errno == EAGAIN)
+			g->detections[3] += 1; /* MMT-004 */
+		if (role == R_LOCKS && !err)
+			g->bytes[MB_LOCKED] += pages_bytes(a[0], a[1]);
+		if (role == R_LOCKS_ALL && !err && (a[0] & MCL_FUTURE) && !(a[0] & MCL_ONFAULT))
+			g->detections[6] += 1; /* MMT-007 */
+		break;
+	case R_UNLOCKS:
+		if (!err)
+			g->bytes[MB_UNLOCKED] += pages_bytes(a[0], a[1]);
+		break;
+	case R_SIGNALS_PID:
+		if (!err && a[1] == SIGKILL && (__s32)a[0] > 0)
+			killed(g, (__u32)a[0], slot->base.ts, MK_SIGNAL);
+		break;
+	case R_SIGNALS_PIDFD:
+		if (!err && a[1] == SIGKILL && (slot->ext.flags & E_TARGET))
+			killed(g, slot->ext.target_pid, slot->base.ts, MK_SIGNAL);
+		break;
+	case R_RELEASES:
+		if (errno == EINVAL && a[1] == 0)
+			g->detections[4] += 1; /* MMT-005 */
+		if (errno == ESRCH)
+			g->detections[5] += 1; /* MMT-006 */
+		if (!err && (slot->ext.flags & E_RSS_BEFORE)) {
+			__u64 freed = 0;
+
+			for (int i = 0; i < NR_MM_COUNTERS; i++) {
+				/* As the enrichment's freedBytes: anon, file and shmem, not swap. */
+				if (i == MM_SWAPENTS)
+					continue;
+				if (slot->ext.rss_before[i] > slot->ext.rss_after[i])
+					freed += slot->ext.rss_before[i] - slot->ext.rss_after[i];
+			}
+			g->bytes[MB_FREED] += freed * cfg.page_size;
+		}
+		if (!err && (slot->ext.flags & E_TARGET))
+			memory_back(slot->ext.target_pid, slot->base.ts + slot->base.duration);
+		break;
+	}
+}
+
+/* The metrics path of a syscall's exit: its counts, in place of a record. */
+static __always_inline void metrics_exit(struct record_path *slot, struct task_struct *t, __u32 id,
+					 __s64 ret)
+{
+	__u32 err = ret < 0 && ret >= -4095 ? -ret : 0;
+	__u32 result = err < M_RESULTS - 1 ? err : M_RESULTS - 1;
+	__u32 m_slot = cfg.m_slot[id & (MAX_IDS - 1)];
+	__u8 role = cfg.m_role[id & (MAX_IDS - 1)];
+	struct m_event *m = bpf_map_lookup_elem(&m_events, &m_slot);
+	__u64 ns = slot->base.duration;
+	struct m_global *g;
+	__u16 want;
+
+	if (!m)
+		return;
+	if (result < M_RESULTS)
+		m->calls[result] += 1;
+	m->duration[log2_bucket(ns) & (M_BUCKETS - 1)] += 1;
+	m->duration_sum += ns;
+	g = m_global_counts();
+	count_cgroup(g, m_slot, result);
+	if (!g || role == R_OTHER)
+		return;
+	want = cfg.extras[id & (MAX_IDS - 1)];
+	if (want)
+		exit_extras(slot, t, want, ret);
+	metrics_role(g, slot, role, err);
+}
+
 SEC("tracepoint")
 int sys_exit(struct sys_exit_ctx *ctx)
 {
@@ -1033,6 +1289,11 @@ int sys_exit(struct sys_exit_ctx *ctx)
 	if (cfg.has_arg_filters && !passes_filters(id, slot, ctx->ret)) {
 		slot->base.ts = 0;
 		count(&filtered, id);
+		return 0;
+	}
+	if (cfg.metrics) {
+		metrics_exit(slot, t, id, ctx->ret);
+		slot->base.ts = 0;
 		return 0;
 	}
 	slot->base.ret = ctx->ret;
@@ -1111,9 +1372,18 @@ static __always_inline void stamp(struct record *r, __u32 id)
 SEC("tracepoint")
 int oom_mark_victim(struct mark_victim_ctx *ctx)
 {
-	struct record_ext *rx = bpf_ringbuf_reserve(&events, sizeof(struct record) + EXT_TARGET, 0);
+	struct record_ext *rx;
 	__u64 *a;
 
+	if (cfg.metrics) {
+		__u64 now = metrics_instant(ID_OOM_MARK_VICTIM);
+		struct m_global *g = m_global_counts();
+
+		if (g)
+			killed(g, ctx->pid, now, MK_OOM);
+		return 0;
+	}
+	rx = bpf_ringbuf_reserve(&events, sizeof(struct record) + EXT_TARGET, 0);
 	if (!rx) {
 		count(&lost, ID_OOM_MARK_VICTIM);
 		return 0;
@@ -1146,8 +1416,16 @@ int oom_mark_victim(struct mark_victim_ctx *ctx)
 
 static __always_inline int reaping(struct reaping_ctx *ctx, __u32 id)
 {
-	struct record *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	struct record *r;
 
+	if (cfg.metrics) {
+		__u64 now = metrics_instant(id);
+
+		if (id == ID_OOM_FINISH_TASK_REAPING)
+			memory_back(ctx->pid, now);
+		return 0;
+	}
+	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 	if (!r) {
 		count(&lost, id);
 		return 0;
@@ -1197,6 +1475,8 @@ int on_exit(struct exit_ctx *ctx)
 	if (t->tgid != cfg.self_tgid && group_dead(ctx, t)) {
 		if (!in_scope(t)) {
 			count(&filtered, ID_SCHED_PROCESS_EXIT);
+		} else if (cfg.metrics) {
+			metrics_instant(ID_SCHED_PROCESS_EXIT);
 		} else {
 			struct record *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 			__s64 rss[NR_MM_COUNTERS];
@@ -1250,6 +1530,10 @@ int on_exit_mmap(struct exit_mmap_ctx *ctx)
 		return 0;
 	if (!in_scope(t)) {
 		count(&filtered, ID_EXIT_MMAP);
+		return 0;
+	}
+	if (cfg.metrics) {
+		memory_back(t->tgid, metrics_instant(ID_EXIT_MMAP));
 		return 0;
 	}
 	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);

@@ -189,6 +189,66 @@ struct filter {
 	struct cond conds[MAX_CONDS];
 };
 
+/* Metrics (`mmtrace serve`): what a call adds to the in-kernel aggregates, by the part it plays
+ * (the catalog's role). cfg.m_role holds one per event id. */
+enum metric_role : __u8 {
+	R_OTHER,
+	R_MAPS,          /* mmap: mapped bytes; W+X; a failed MAP_LOCKED */
+	R_PROTECTS,      /* mprotect, pkey_mprotect: W+X */
+	R_UNMAPS,        /* munmap: unmapped bytes */
+	R_REMAPS,        /* mremap: growth mapped, shrinking unmapped */
+	R_LOCKS,         /* mlock, mlock2: locked bytes; failed locks */
+	R_UNLOCKS,       /* munlock: unlocked bytes */
+	R_LOCKS_ALL,     /* mlockall: failed locks; MCL_FUTURE without MCL_ONFAULT */
+	R_SIGNALS_PID,   /* kill: a SIGKILL starts a kill */
+	R_SIGNALS_PIDFD, /* pidfd_send_signal: the same, the victim named by its pidfd */
+	R_RELEASES,      /* process_mrelease: freed bytes; its memory is back */
+};
+
+/* Events a metrics trace counts, each in a slot of its own (cfg.m_slot): the catalog has 26. */
+#define M_SLOTS 32
+/* Results of a call: index 0 is success, 1..M_RESULTS-2 the errno, the last any larger one
+ * (the kernel's own restart codes, 512 and up, reach the exit hook). */
+#define M_RESULTS 136
+/* log2 buckets of nanoseconds: bucket b counts values below 2^b and at least 2^(b-1) (bucket 0
+ * counts zeros); the last also holds everything larger (over 2^38 ns, 4.6 minutes). */
+#define M_BUCKETS 40
+/* The detections counted in the kernel, by their number (MMT-00N at index N-1). */
+#define M_DETECTIONS 8
+
+/* Per CPU and per slot: the counts of one event. */
+struct m_event {
+	__u64 calls[M_RESULTS];
+	__u64 duration[M_BUCKETS];
+	__u64 duration_sum; /* ns */
+};
+
+enum m_bytes { MB_MAPPED, MB_UNMAPPED, MB_LOCKED, MB_UNLOCKED, MB_FREED, M_NBYTES };
+enum m_kill { MK_SIGNAL, MK_OOM, M_NKILLS };
+
+/* Per CPU: the counts of the whole trace. */
+struct m_global {
+	__u64 bytes[M_NBYTES];
+	__u64 kills[M_NKILLS];
+	__u64 detections[M_DETECTIONS];
+	/* Calls not counted per cgroup because m_cgroups was full. */
+	__u64 cgroup_overflow;
+	/* From a kill to the victim's memory being back, log2 buckets of ns as m_event's. */
+	__u64 back[M_BUCKETS];
+	__u64 back_sum; /* ns */
+};
+
+/* Key of the per-cgroup counts: one series per cgroup, event slot and result. */
+struct m_cgroup_key {
+	__u64 cgroup_id;
+	__u32 slot;
+	__u32 result;
+};
+
+/* At most this many (cgroup, event, result) series are counted per cgroup; calls past it are
+ * counted in m_global.cgroup_overflow. */
+#define M_CGROUP_SERIES 16384
+
 /* Set by the loader as one value before loading, and read-only to the programs: the verifier
  * knows every field as a constant and drops the code of an unused scope or a missing feature
  * unseen, so an unscoped trace pays for none of its checks. */
@@ -225,6 +285,10 @@ struct config {
 	__u32 victim_fields;  /* oom:mark_victim's fields beyond pid (6.9) */
 	__u32 send_exe;       /* send each process's executable path with its first call */
 	__u16 extras[MAX_IDS]; /* X_* bits, per event id */
+	/* Metrics only (`mmtrace serve`): calls update the m_* maps and no record is sent. */
+	__u32 metrics;
+	__u8 m_slot[MAX_IDS]; /* the event's slot in m_events, per event id */
+	__u8 m_role[MAX_IDS]; /* enum metric_role, per event id */
 };
 
 #endif /* MMTRACE_H */

@@ -2,6 +2,7 @@
 //! the loader that attaches only the selected events' hooks, and the ring-buffer reader.
 
 pub mod features;
+pub mod metrics;
 mod record;
 mod scope;
 mod system;

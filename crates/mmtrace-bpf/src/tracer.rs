@@ -15,6 +15,7 @@ use mmtrace_events::scope::Scope;
 use mmtrace_events::{Event, EventDef};
 
 use crate::features::{Feature, Features, TooOld};
+use crate::metrics;
 use crate::record::{self, Clock, Executables};
 use crate::scope::{self, KernelScope, ScopeError};
 use crate::system::{self, SystemError};
@@ -35,6 +36,8 @@ pub enum Error {
     NothingAvailable(String),
     #[error("reading the event ring buffer failed: {0}")]
     Read(std::io::Error),
+    #[error("reading the metrics maps failed: {0}")]
+    Metrics(String),
 }
 
 /// One line from an aya error and its causes. Verifier logs run to pages, and their first
@@ -77,6 +80,9 @@ pub struct Options {
     pub enrich: bool,
     /// Kernel features to leave off even where the kernel has them.
     pub features_off: Vec<Feature>,
+    /// Count the calls in the kernel's metrics maps instead of sending records (`serve`):
+    /// `enrich` and `ring_bytes` are then ignored.
+    pub metrics: bool,
 }
 
 impl Options {
@@ -92,6 +98,7 @@ impl Options {
             exclude_self: true,
             enrich: true,
             features_off: Vec::new(),
+            metrics: false,
         }
     }
 }
@@ -174,9 +181,28 @@ impl Tracer {
         cfg.victim_fields = features.has(Feature::VictimFields).into();
         cfg.page_size = rustix::param::page_size() as u32;
         cfg.has_arg_filters = (!filters.is_empty()).into();
+        if opts.metrics {
+            cfg.metrics = 1;
+            for (slot, e) in available.iter().enumerate() {
+                let role = metrics::role(e);
+                let id = usize::from(e.id);
+                cfg.m_slot[id] = u8::try_from(slot).map_err(|_| {
+                    Error::Load(format!("more than {} events to count", abi::M_SLOTS))
+                })?;
+                cfg.m_role[id] = role;
+                cfg.extras[id] = metrics::extras(role);
+            }
+        }
+        // No record is sent in a metrics trace: the ring's smallest size will do.
+        let ring_bytes = if opts.metrics {
+            rustix::param::page_size() as u32
+        } else {
+            opts.ring_bytes
+        };
         // Syscalls carry the executable; kernel events take it from their process's calls.
         // Its path is walked with bpf_loop, which comes with find_vma.
         let send_exe = opts.enrich
+            && !opts.metrics
             && features.has(Feature::FindVma)
             && available
                 .iter()
@@ -186,7 +212,7 @@ impl Tracer {
             // Task-local storage has no typed wrapper in aya 0.14; the kernel side alone uses it.
             .allow_unsupported_maps()
             .override_global("cfg", &Plain(cfg), true)
-            .map_max_entries("events", opts.ring_bytes)
+            .map_max_entries("events", ring_bytes)
             .map_max_entries("tracked", system::pid_max().div_ceil(32))
             .load(crate::BPF_OBJECT)
             .map_err(|e| Error::Load(one_line(&e)))?;
@@ -343,6 +369,11 @@ impl Tracer {
         self.per_event(&self.filtered)
     }
 
+    /// The counts of a metrics trace (Options::metrics), summed over the CPUs.
+    pub fn metrics(&self) -> Result<metrics::Snapshot, Error> {
+        metrics::read(&self.bpf, &self.attached)
+    }
+
     fn per_event(&self, counters: &PerCpuArray<MapData, u64>) -> Vec<(&'static EventDef, u64)> {
         self.attached
             .iter()
@@ -361,7 +392,7 @@ impl Tracer {
 /// aya takes those as `Pod`, which the generated types, from another crate, cannot be here.
 #[repr(transparent)]
 #[derive(Clone, Copy)]
-struct Plain<T>(T);
+pub(crate) struct Plain<T>(pub(crate) T);
 // SAFETY: each is integers and arrays of them, with no implicit padding: bindgen makes every
 // padding byte a field (--explicit-padding in scripts/build-bpf).
 unsafe impl aya::Pod for Plain<abi::config> {}

@@ -52,6 +52,9 @@ pub enum Command {
         #[arg(long = "no-release")]
         no_release: bool,
     },
+    /// Count memory-management calls in the kernel and serve the counts to Prometheus at
+    /// http://ADDR/metrics (and /healthz) until SIGTERM, SIGINT or SIGHUP.
+    Serve(ServeArgs),
     /// Write the detection reference, README.md and one ID.md per detection, into DIR.
     #[command(hide = true)]
     DocsDetections {
@@ -62,24 +65,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct TraceArgs {
-    /// Events to trace: names, -NAME to exclude, tag=SET, PREFIX*; comma separated. Default: all.
-    /// Filters, one per flag: EVENT.data.ARG OP VALUES or EVENT.retval OP VALUES, OP among
-    /// = != < > <= >= (munmap.retval=-EINVAL, mlock2.data.flags=MLOCK_ONFAULT, mmap.data.length>=2M).
-    // Values may start with '-' (`-e -mlock`, an exclusion), as the syntax above promises.
-    #[arg(short = 'e', long = "events", value_name = "LIST", action = clap::ArgAction::Append, allow_hyphen_values = true)]
-    pub events: Vec<String>,
-
-    /// Which processes, one condition per flag, all applying: pid, tid, uid with = != < > <= >=;
-    /// comm=NAMES, comm!=NAMES, tree=PIDS, cgroup=PATH|ID, container=IDS (unique prefixes),
-    /// container (in a pid namespace of its own), not-container, follow.
-    #[arg(short = 's', long = "scope", value_name = "EXPR", action = clap::ArgAction::Append)]
-    pub scope: Vec<String>,
-
-    /// Where a container runtime answers, RUNTIME:SOCKET (docker, podman, crio, containerd),
-    /// for containers' names, images and pods; repeat it for several. The default sockets
-    /// are asked as well.
-    #[arg(long = "cri", value_name = "RUNTIME:SOCKET", action = clap::ArgAction::Append)]
-    pub cri: Vec<String>,
+    #[command(flatten)]
+    pub who: WhoAndWhat,
 
     /// Run CMD as this user, a name or a numeric uid (mmtrace itself runs as root, as under sudo).
     #[arg(long = "user", value_name = "USER", requires = "command")]
@@ -118,4 +105,38 @@ pub struct TraceArgs {
         requires = "analyze"
     )]
     pub format: crate::analyze::Format,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where to listen, IP:PORT.
+    #[arg(long = "listen", value_name = "ADDR", default_value = crate::serve::DEFAULT_LISTEN)]
+    pub listen: String,
+
+    #[command(flatten)]
+    pub who: WhoAndWhat,
+}
+
+/// Which calls (-e) of which processes (-s), and the runtimes that name containers (--cri):
+/// trace's and serve's.
+#[derive(Debug, Args)]
+pub struct WhoAndWhat {
+    /// Events to trace: names, -NAME to exclude, tag=SET, PREFIX*; comma separated. Default: all.
+    /// Filters, one per flag: EVENT.data.ARG OP VALUES or EVENT.retval OP VALUES, OP among
+    /// = != < > <= >= (munmap.retval=-EINVAL, mlock2.data.flags=MLOCK_ONFAULT, mmap.data.length>=2M).
+    // Values may start with '-' (`-e -mlock`, an exclusion), as the syntax above promises.
+    #[arg(short = 'e', long = "events", value_name = "LIST", action = clap::ArgAction::Append, allow_hyphen_values = true)]
+    pub events: Vec<String>,
+
+    /// Which processes, one condition per flag, all applying: pid, tid, uid with = != < > <= >=;
+    /// comm=NAMES, comm!=NAMES, tree=PIDS, cgroup=PATH|ID, container=IDS (unique prefixes),
+    /// container (in a pid namespace of its own), not-container, follow.
+    #[arg(short = 's', long = "scope", value_name = "EXPR", action = clap::ArgAction::Append)]
+    pub scope: Vec<String>,
+
+    /// Where a container runtime answers, RUNTIME:SOCKET (docker, podman, crio, containerd),
+    /// for containers' names, images and pods; repeat it for several. The default sockets
+    /// are asked as well.
+    #[arg(long = "cri", value_name = "RUNTIME:SOCKET", action = clap::ArgAction::Append)]
+    pub cri: Vec<String>,
 }

@@ -12,6 +12,7 @@ mod list;
 mod output;
 mod privilege;
 mod reap;
+mod serve;
 mod signals;
 mod teardown;
 mod trace;
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
             signal,
             no_release,
         } => reap::run(pid, &signal, !no_release).map(|()| ExitCode::SUCCESS),
+        cli::Command::Serve(args) => serve::run(&args),
         cli::Command::DocsDetections { dir } => {
             analyze::detections::write_pages(&dir).map(|()| ExitCode::SUCCESS)
         }

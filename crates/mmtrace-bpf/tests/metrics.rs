@@ -1,0 +1,230 @@
+//! The metrics-only path (`mmtrace serve`'s): calls counted in the kernel's maps, checked
+//! against the calls this test makes. Needs root: see common::bpf_allowed.
+
+mod common;
+
+use common::{tid, trace_with};
+use mmtrace_bpf::abi;
+use mmtrace_bpf::metrics::{Snapshot, OTHER_RESULT};
+use std::ptr::null_mut;
+
+const PAGE: usize = 4096;
+
+fn counts<'a>(snap: &'a Snapshot, name: &str) -> &'a mmtrace_bpf::metrics::EventCounts {
+    snap.events
+        .iter()
+        .find(|c| c.event.name == name)
+        .unwrap_or_else(|| panic!("{name} not counted"))
+}
+
+fn map(len: usize, prot: i32) -> *mut libc::c_void {
+    let p = unsafe {
+        libc::mmap(
+            null_mut(),
+            len,
+            prot,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED);
+    p
+}
+
+#[test]
+fn calls_results_durations_bytes_and_detections_are_counted_in_the_kernel() {
+    let Some(tracer) = trace_with("mmap,munmap,mremap,mprotect,mlock,munlock", |o| {
+        o.metrics = true;
+        // This thread alone: the test binary's other threads make calls of their own.
+        o.scope = mmtrace_events::scope::Scope::parse(&[&format!("tid={}", tid())]).unwrap();
+    }) else {
+        return;
+    };
+    // Starting the tracer made calls of its own (the ring's mappings): counted from here.
+    let before = tracer.metrics().unwrap();
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    const OK: usize = 100;
+    const BAD: usize = 7;
+    const WX: usize = 3;
+    const LOCKS: usize = 5;
+    for _ in 0..OK {
+        let p = map(3 * PAGE, rw);
+        assert_eq!(unsafe { libc::munmap(p, 3 * PAGE) }, 0);
+    }
+    for _ in 0..BAD {
+        // An unaligned address: EINVAL.
+        assert_eq!(
+            unsafe { libc::munmap(std::ptr::without_provenance_mut(1), PAGE) },
+            -1
+        );
+    }
+    for _ in 0..WX {
+        let p = map(PAGE, rw | libc::PROT_EXEC);
+        assert_eq!(unsafe { libc::munmap(p, PAGE) }, 0);
+    }
+    let p = map(2 * PAGE, rw);
+    for _ in 0..LOCKS {
+        assert_eq!(unsafe { libc::mlock(p, 2 * PAGE) }, 0);
+        assert_eq!(unsafe { libc::munlock(p, 2 * PAGE) }, 0);
+    }
+    // Grows by 2 pages, then W+X by mprotect.
+    let q = unsafe { libc::mremap(p, 2 * PAGE, 4 * PAGE, libc::MREMAP_MAYMOVE) };
+    assert_ne!(q, libc::MAP_FAILED);
+    assert_eq!(unsafe { libc::mprotect(q, PAGE, rw | libc::PROT_EXEC) }, 0);
+    assert_eq!(unsafe { libc::munmap(q, 4 * PAGE) }, 0);
+
+    let snap = since(tracer.metrics().unwrap(), &before);
+    let munmap = counts(&snap, "munmap");
+    let munmaps = OK + WX + 1;
+    assert_eq!(munmap.calls[0], munmaps as u64, "successful munmaps");
+    assert_eq!(
+        munmap.calls[libc::EINVAL as usize],
+        BAD as u64,
+        "EINVAL munmaps"
+    );
+    assert_eq!(munmap.calls.iter().sum::<u64>(), (munmaps + BAD) as u64);
+    assert_eq!(munmap.calls[OTHER_RESULT], 0);
+    assert_eq!(
+        munmap.duration.count(),
+        (munmaps + BAD) as u64,
+        "one duration a call"
+    );
+    assert!(munmap.duration.sum_ns > 0);
+    let mmap = counts(&snap, "mmap");
+    assert_eq!(mmap.calls[0], (OK + WX + 1) as u64);
+    assert_eq!(counts(&snap, "mlock").calls[0], LOCKS as u64);
+    assert_eq!(counts(&snap, "munlock").calls[0], LOCKS as u64);
+    assert_eq!(counts(&snap, "mremap").calls[0], 1);
+    assert_eq!(counts(&snap, "mprotect").calls[0], 1);
+
+    let page = PAGE as u64;
+    let b = |i: u32| snap.bytes[i as usize];
+    assert_eq!(
+        b(abi::MB_MAPPED),
+        (OK * 3 + WX + 2 + 2) as u64 * page,
+        "mapped"
+    );
+    assert_eq!(
+        b(abi::MB_UNMAPPED),
+        (OK * 3 + WX + 4) as u64 * page,
+        "unmapped"
+    );
+    assert_eq!(b(abi::MB_LOCKED), (LOCKS * 2) as u64 * page, "locked");
+    assert_eq!(b(abi::MB_UNLOCKED), (LOCKS * 2) as u64 * page, "unlocked");
+    assert_eq!(
+        snap.detections[0],
+        (WX + 1) as u64,
+        "MMT-001: W+X by mmap and mprotect"
+    );
+    assert_eq!(snap.cgroup_overflow, 0);
+
+    if let Some(cgroup) = common::cgroup_id() {
+        let of = |name: &str, result: usize| -> u64 {
+            snap.cgroups
+                .iter()
+                .filter(|c| c.cgroup_id == cgroup && c.event.name == name && c.result == result)
+                .map(|c| c.calls)
+                .sum()
+        };
+        assert_eq!(
+            of("munmap", 0),
+            munmaps as u64,
+            "per cgroup: successful munmaps"
+        );
+        assert_eq!(
+            of("munmap", libc::EINVAL as usize),
+            BAD as u64,
+            "per cgroup: EINVAL"
+        );
+    }
+}
+
+/// The counts made after `before`.
+fn since(mut snap: Snapshot, before: &Snapshot) -> Snapshot {
+    fn sub(a: &mut [u64], b: &[u64]) {
+        a.iter_mut().zip(b).for_each(|(a, b)| *a -= b);
+    }
+    for (c, b) in snap.events.iter_mut().zip(&before.events) {
+        sub(&mut c.calls, &b.calls);
+        sub(&mut c.duration.buckets, &b.duration.buckets);
+        c.duration.sum_ns -= b.duration.sum_ns;
+    }
+    for c in &mut snap.cgroups {
+        let b = before
+            .cgroups
+            .iter()
+            .find(|b| (b.cgroup_id, b.event.id, b.result) == (c.cgroup_id, c.event.id, c.result));
+        c.calls -= b.map_or(0, |b| b.calls);
+    }
+    sub(&mut snap.bytes, &before.bytes);
+    sub(&mut snap.detections, &before.detections);
+    snap
+}
+
+/// A child that waits to be killed.
+fn sleeper() -> libc::pid_t {
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        unsafe {
+            libc::pause();
+            libc::_exit(0);
+        }
+    }
+    pid
+}
+
+#[test]
+fn kills_and_the_time_to_memory_back_are_counted_in_the_kernel() {
+    let Some(tracer) = trace_with(
+        "kill,pidfd_open,pidfd_send_signal,process_mrelease,exit_mmap",
+        |o| {
+            o.metrics = true;
+            // The victims' teardowns too, which run in them.
+            o.scope = Default::default();
+        },
+    ) else {
+        return;
+    };
+    let a = sleeper();
+    let b = sleeper();
+    assert_eq!(unsafe { libc::kill(a, libc::SIGKILL) }, 0);
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, b, 0) } as i32;
+    assert!(pidfd >= 0);
+    let sent = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd,
+            libc::SIGKILL,
+            null_mut::<u8>(),
+            0,
+        )
+    };
+    assert_eq!(sent, 0);
+    // Freed memory or ESRCH (the victim won the race): either way the memory is back.
+    unsafe { libc::syscall(libc::SYS_process_mrelease, pidfd, 0) };
+    for pid in [a, b] {
+        assert_eq!(unsafe { libc::waitpid(pid, null_mut(), 0) }, pid);
+    }
+    unsafe { libc::close(pidfd) };
+    // The teardown's end can follow the wait's return by a little.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let snap = loop {
+        let snap = tracer.metrics().unwrap();
+        if snap.back.count() >= 2 || std::time::Instant::now() > deadline {
+            break snap;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    // Other processes on the machine may kill too: at least ours.
+    assert!(snap.kills[abi::MK_SIGNAL as usize] >= 2, "{:?}", snap.kills);
+    assert!(
+        snap.back.count() >= 2,
+        "both kills timed to memory back: {:?}",
+        snap.back
+    );
+    assert!(snap.back.sum_ns > 0);
+    assert!(counts(&snap, "kill").calls[0] >= 1);
+    assert!(counts(&snap, "exit_mmap").calls[0] >= 2);
+}

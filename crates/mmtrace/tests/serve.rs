@@ -1,0 +1,389 @@
+//! `mmtrace serve` scraped by a real Prometheus server (Debian's `prometheus` package,
+//! installed here when missing) while this test makes a known storm of calls: what Prometheus
+//! stores must match what the test did. Needs root: see mmtrace_testkit::bpf_allowed.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mmtrace_testkit::bpf_allowed;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mmtrace");
+const PAGE: usize = 4096;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Status, headers and body of a GET.
+fn get(port: u16, path: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head.to_string(), body.to_string())
+}
+
+/// `mmtrace serve ARGS`, once it says it serves.
+fn serve(args: &[&str]) -> Child {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("mmtrace serve exited: {:?}", child.wait()))
+            .unwrap();
+        if line.contains("serving http://") {
+            break;
+        }
+    }
+    // The rest of its messages go on being read, so it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    child
+}
+
+/// SIGTERM, then its exit status within `limit`.
+fn terminate(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(start.elapsed() < limit, "still running after {limit:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn prometheus_binary() -> String {
+    let found = |p: &str| std::path::Path::new(p).exists();
+    for p in ["/usr/bin/prometheus", "/usr/local/bin/prometheus"] {
+        if found(p) {
+            return p.into();
+        }
+    }
+    // Debian's package; CI's package list should carry it so this is not needed.
+    let ok = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "prometheus"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok && found("/usr/bin/prometheus"),
+        "installing prometheus with apt-get failed"
+    );
+    "/usr/bin/prometheus".into()
+}
+
+struct Prometheus {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A Prometheus scraping each `(job, port)` every second, with storage of its own.
+fn prometheus(targets: &[(&str, u16)]) -> Prometheus {
+    let dir = std::env::temp_dir().join(format!("mmtrace-prom-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let mut config = String::from(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n",
+    );
+    for (job, port) in targets {
+        config += &format!(
+            "  - job_name: {job}\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+        );
+    }
+    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+    let port = free_port();
+    let child = Command::new(prometheus_binary())
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let p = Prometheus {
+        child,
+        port,
+        _dir: TempDir(dir),
+    };
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() || get(port, "/-/ready").0 != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "prometheus did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    p
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The values of an instant query's series.
+fn query(p: &Prometheus, q: &str) -> Vec<f64> {
+    let (status, _, body) = get(p.port, &format!("/api/v1/query?query={}", url_encode(q)));
+    assert_eq!(status, 200, "{q}: {body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["value"][1].as_str().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// Waits until `q`'s one value is at least `want`, and returns it.
+fn stored(p: &Prometheus, q: &str, want: f64) -> f64 {
+    let start = Instant::now();
+    loop {
+        let got = query(p, q);
+        if got.len() == 1 && got[0] >= want {
+            return got[0];
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{q}: {got:?}, waiting for {want}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn prometheus_stores_every_call_of_a_storm_and_its_bytes() {
+    if !bpf_allowed() {
+        return;
+    }
+    let tid = rustix::thread::gettid().as_raw_nonzero().get();
+    let (scoped_port, all_port) = (free_port(), free_port());
+    // This thread's calls alone, counted exactly; and every process's, which must cover them.
+    let scope = format!("tid={tid}");
+    let scoped = serve(&[
+        "--listen",
+        &format!("127.0.0.1:{scoped_port}"),
+        "-e",
+        "munmap",
+        "-s",
+        &scope,
+    ]);
+    let all = serve(&["--listen", &format!("127.0.0.1:{all_port}"), "-e", "munmap"]);
+    let prom = prometheus(&[("scoped", scoped_port), ("all", all_port)]);
+
+    // This thread's calls before the storm (starting the servers and Prometheus has made some),
+    // as mmtrace serves them.
+    let (_, _, text) = get(scoped_port, "/metrics");
+    let before = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let base_ok = before(r#"mmtrace_syscalls_total{event="munmap",result="ok"}"#);
+    let base_bad = before(r#"mmtrace_syscalls_total{event="munmap",result="EINVAL"}"#);
+    let base_bytes = before("mmtrace_unmapped_bytes_total");
+    const OK: usize = 3000;
+    const BAD: usize = 250;
+    for i in 0..OK + BAD {
+        if i % 13 == 0 && i / 13 < BAD {
+            // An unaligned address: EINVAL.
+            assert_eq!(
+                unsafe { libc::munmap(std::ptr::without_provenance_mut(1), PAGE) },
+                -1
+            );
+            continue;
+        }
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                2 * PAGE,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        assert_eq!(unsafe { libc::munmap(p, 2 * PAGE) }, 0);
+    }
+
+    let exactly = |q: &str, want: f64, what: &str| {
+        assert_eq!(stored(&prom, q, want), want, "{what}");
+    };
+    let calls = base_ok + base_bad + (OK + BAD) as f64;
+    exactly(
+        r#"mmtrace_syscalls_total{job="scoped",event="munmap",result="ok"}"#,
+        base_ok + OK as f64,
+        "every successful munmap, exactly",
+    );
+    exactly(
+        r#"mmtrace_syscalls_total{job="scoped",event="munmap",result="EINVAL"}"#,
+        base_bad + BAD as f64,
+        "every failing munmap, exactly, by errno",
+    );
+    exactly(
+        r#"mmtrace_syscall_duration_seconds_count{job="scoped",event="munmap"}"#,
+        calls,
+        "a duration for every call",
+    );
+    exactly(
+        r#"mmtrace_unmapped_bytes_total{job="scoped"}"#,
+        base_bytes + (OK * 2 * PAGE) as f64,
+        "unmapped bytes: the pages of every successful munmap",
+    );
+    let buckets = query(
+        &prom,
+        r#"mmtrace_syscall_duration_seconds_bucket{job="scoped",event="munmap"}"#,
+    );
+    assert!(buckets.len() > 20, "the histogram's buckets: {buckets:?}");
+    assert_eq!(
+        buckets.iter().cloned().fold(0.0, f64::max),
+        calls,
+        "+Inf holds every call"
+    );
+    // Everything on the machine: at least this thread's.
+    stored(
+        &prom,
+        r#"mmtrace_syscalls_total{job="all",event="munmap",result="ok"}"#,
+        OK as f64,
+    );
+    stored(
+        &prom,
+        r#"mmtrace_syscalls_total{job="all",event="munmap",result="EINVAL"}"#,
+        BAD as f64,
+    );
+    for job in ["scoped", "all"] {
+        let lost = query(
+            &prom,
+            &format!(r#"mmtrace_events_lost_total{{job="{job}"}}"#),
+        );
+        assert_eq!(lost, vec![0.0], "{job}: nothing lost at this rate");
+        assert_eq!(query(&prom, &format!(r#"up{{job="{job}"}}"#)), vec![1.0]);
+    }
+
+    for mut child in [scoped, all] {
+        let status = terminate(&mut child, Duration::from_secs(5));
+        assert_eq!(status.code(), Some(0), "SIGTERM: a clean exit");
+    }
+    // The ports are free again.
+    for port in [scoped_port, all_port] {
+        TcpListener::bind(("127.0.0.1", port)).unwrap();
+    }
+}
+
+#[test]
+fn metrics_and_healthz_answer_directly_and_sigint_stops_it() {
+    if !bpf_allowed() {
+        return;
+    }
+    let port = free_port();
+    let mut child = serve(&["--listen", &format!("127.0.0.1:{port}")]);
+    let (status, head, body) = get(port, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        head.to_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    for needed in [
+        "# TYPE mmtrace_syscalls_total counter",
+        "# TYPE mmtrace_syscall_duration_seconds histogram",
+        "# TYPE mmtrace_kill_memory_back_seconds histogram",
+        "mmtrace_mapped_bytes_total ",
+        "mmtrace_process_mrelease_freed_bytes_total ",
+        "mmtrace_kills_total{by=\"signal\"} ",
+        "mmtrace_detections_total{id=\"MMT-001\"} ",
+        "mmtrace_events_lost_total{event=\"munmap\"} 0",
+        "mmtrace_container_overflow_calls_total 0",
+        &format!(
+            "mmtrace_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        ),
+    ] {
+        assert!(body.contains(needed), "{needed} in:\n{body}");
+    }
+    assert_eq!(
+        get(port, "/healthz"),
+        (200, get(port, "/healthz").1, "ok\n".into())
+    );
+    assert_eq!(get(port, "/nothing").0, 404);
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn a_bad_address_or_a_taken_port_is_one_line_and_a_failure() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    for (listen, says) in [
+        ("nowhere", "is not an address to listen on"),
+        (
+            &format!("127.0.0.1:{port}") as &str,
+            "Address already in use",
+        ),
+    ] {
+        let out = Command::new(BIN)
+            .args(["serve", "--listen", listen])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("mmtrace: error: ") && stderr.contains(says),
+            "{stderr}"
+        );
+    }
+}
