@@ -20,7 +20,10 @@ const MIB: u64 = 1 << 20;
 /// process opts out, so that the only holders are the ones a test makes on purpose.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    assert_eq!(unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) }, 0);
+    assert_eq!(
+        unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) },
+        0
+    );
     ONE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
