@@ -52,6 +52,9 @@ pub enum Command {
         #[arg(long = "no-release")]
         no_release: bool,
     },
+    /// A live view in the terminal, refreshed each second: the processes or containers busiest
+    /// in memory syscalls, their locked memory and RSS, failures, recent kills and detections.
+    Top(TopArgs),
     /// Write the detection reference, README.md and one ID.md per detection, into DIR.
     #[command(hide = true)]
     DocsDetections {
@@ -60,7 +63,8 @@ pub enum Command {
     },
 }
 
-#[derive(Debug, Args)]
+// Default: `top` plans its trace as `trace` does, from the options it shares with it.
+#[derive(Debug, Args, Default)]
 pub struct TraceArgs {
     /// Events to trace: names, -NAME to exclude, tag=SET, PREFIX*; comma separated. Default: all.
     /// Filters, one per flag: EVENT.data.ARG OP VALUES or EVENT.retval OP VALUES, OP among
@@ -118,4 +122,23 @@ pub struct TraceArgs {
         requires = "analyze"
     )]
     pub format: crate::analyze::Format,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Events to count, as `trace -e` takes them (filters too). Default: all.
+    #[arg(short = 'e', long = "events", value_name = "LIST", action = clap::ArgAction::Append, allow_hyphen_values = true)]
+    pub events: Vec<String>,
+
+    /// Which processes, as `trace -s` takes them.
+    #[arg(short = 's', long = "scope", value_name = "EXPR", action = clap::ArgAction::Append)]
+    pub scope: Vec<String>,
+
+    /// Where a container runtime answers, RUNTIME:SOCKET, for containers' names.
+    #[arg(long = "cri", value_name = "RUNTIME:SOCKET", action = clap::ArgAction::Append)]
+    pub cri: Vec<String>,
+
+    /// Ring buffer size (power of two, at least 4K; suffixes K, M, G). Raise it if events are lost.
+    #[arg(long = "buffer-size", value_name = "SIZE", default_value = "8M")]
+    pub buffer_size: String,
 }

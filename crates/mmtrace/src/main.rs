@@ -14,6 +14,7 @@ mod privilege;
 mod reap;
 mod signals;
 mod teardown;
+mod top;
 mod trace;
 mod units;
 
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
             signal,
             no_release,
         } => reap::run(pid, &signal, !no_release).map(|()| ExitCode::SUCCESS),
+        cli::Command::Top(args) => top::run(&args),
         cli::Command::DocsDetections { dir } => {
             analyze::detections::write_pages(&dir).map(|()| ExitCode::SUCCESS)
         }

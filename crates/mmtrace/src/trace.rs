@@ -34,9 +34,9 @@ const BROKEN_PIPE: u8 = 128 + libc::SIGPIPE as u8;
 
 /// What a trace will do, worked out from its options and the environment's alone: nothing
 /// is opened, forked or attached yet, so it is checked without root.
-struct Plan {
+pub(crate) struct Plan {
     /// The tracer's, but for the roots, which only the forked command gives.
-    options: Options,
+    pub(crate) options: Options,
     outputs: Outputs,
     show: Show,
     /// With --analyze: the report's format, and the events traced for the analysis alone,
@@ -45,12 +45,12 @@ struct Plan {
     /// The command to run and trace, and the user to run it as.
     command: Option<(Vec<String>, Option<String>)>,
     /// The container runtimes' sockets named by --cri, asked besides the default ones.
-    sockets: Vec<containers::Socket>,
+    pub(crate) sockets: Vec<containers::Socket>,
 }
 
 impl Plan {
     /// `features_off` is MMTRACE_FEATURES_OFF's value, if set.
-    fn new(args: &TraceArgs, features_off: Option<&str>) -> anyhow::Result<Plan> {
+    pub(crate) fn new(args: &TraceArgs, features_off: Option<&str>) -> anyhow::Result<Plan> {
         let flags: Vec<&str> = args.events.iter().map(String::as_str).collect();
         let selection = parse_selection(&flags)?;
         let scope_flags: Vec<&str> = args.scope.iter().map(String::as_str).collect();
