@@ -10,8 +10,10 @@ use mmtrace_testkit::{bpf_allowed, PATIENCE};
 const BIN: &str = env!("CARGO_BIN_EXE_mmtrace");
 /// Where the busy helper writes its counts; set, it makes the test below the helper.
 const HELPER_COUNTS: &str = "MMTRACE_TOP_COUNTS";
-/// The helper's name, as the view shows it.
-const BUSY: &str = "mmtop-busy";
+/// The helper's name, with an ESC in it as a hostile process might choose, and as the view
+/// must show it: escaped.
+const BUSY: &str = "mmtop\x1bbusy";
+const BUSY_SHOWN: &str = "mmtop\\33busy";
 /// Iterations of the helper a second, each an munmap that succeeds and an mlock that fails:
 /// more calls than the rest of a machine building code makes, so it leads by calls.
 const RATE: u64 = 4000;
@@ -25,7 +27,7 @@ fn helper_busy() {
     let Some(path) = std::env::var_os(HELPER_COUNTS) else {
         return;
     };
-    rustix::thread::set_name(c"mmtop-busy").unwrap();
+    rustix::thread::set_name(c"mmtop\x1bbusy").unwrap();
     assert_eq!(mmtrace_testkit::comm(), BUSY);
     let start = Instant::now();
     let (mut calls, mut failures) = (0u64, 0u64);
@@ -220,7 +222,8 @@ fn a_busy_process_leads_keys_sort_and_filter_and_q_restores_the_terminal() {
         busy_row(s).is_some_and(|r| r.calls > 0.0)
     });
     assert!(screen.contains("processes by time in calls"), "{screen}");
-    assert_eq!(busy_row(&screen).unwrap().name, BUSY, "{screen}");
+    assert_eq!(busy_row(&screen).unwrap().name, BUSY_SHOWN, "{screen}");
+    assert!(!screen.contains('\x1b'), "{screen}");
     assert!(
         descending(rows(&screen).iter().map(|r| r.time_ns)),
         "{screen}"
@@ -245,14 +248,14 @@ fn a_busy_process_leads_keys_sort_and_filter_and_q_restores_the_terminal() {
     assert_eq!(rows(&screen)[0].pid, busy_pid, "{screen}");
 
     // Filtered by its name, alone or nearly; its figures against its own counts.
-    setup.keys(&["/", "mmtop-b", "Enter"]);
+    setup.keys(&["/", "mmtop", "Enter"]);
     let before = setup.counts();
     std::thread::sleep(Duration::from_millis(2500));
     let screen = setup.screen();
     let after = setup.counts();
-    assert!(screen.contains("filter: mmtop-b"), "{screen}");
+    assert!(screen.contains("filter: mmtop"), "{screen}");
     let shown = rows(&screen);
-    assert!(!shown.is_empty() && shown.iter().all(|r| r.name.contains("mmtop-b")));
+    assert!(!shown.is_empty() && shown.iter().all(|r| r.name.contains("mmtop")));
     let row = busy_row(&screen).unwrap();
     let secs = (after.2 - before.2) as f64 / 1e9;
     let calls = (after.0 - before.0) as f64 / secs;
@@ -266,6 +269,29 @@ fn a_busy_process_leads_keys_sort_and_filter_and_q_restores_the_terminal() {
             "{what}/s shown {shown}, counted {counted}:\n{screen}"
         );
     }
+
+    // By container: the helper runs on the host, whose row sums it with the test's own calls.
+    // Apart, or the terminal reads ESC p as Alt-p.
+    setup.keys(&["Escape"]);
+    setup.wait_for(Duration::from_secs(10), "no filter", |s| {
+        !s.contains("filter:")
+    });
+    setup.keys(&["p"]);
+    let screen = setup.wait_for(Duration::from_secs(10), "containers", |s| {
+        s.contains("containers by calls") && s.contains("(host)")
+    });
+    let host = screen.lines().find(|l| l.contains("(host)")).unwrap();
+    let host_calls: f64 = host
+        .split_whitespace()
+        .nth_back(3)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(host_calls >= 0.5 * calls, "{screen}");
+    setup.keys(&["p"]);
+    setup.wait_for(Duration::from_secs(10), "processes", |s| {
+        s.contains("processes by calls")
+    });
 
     // q gives the shell its terminal back: the prompt on the main screen, the cursor
     // shown, and the line discipline cooked again.
@@ -288,6 +314,31 @@ fn a_busy_process_leads_keys_sort_and_filter_and_q_restores_the_terminal() {
     setup.wait_for(Duration::from_secs(10), "cooked terminal", |s| {
         s.contains("icanon,echo,")
     });
+
+    // So does Ctrl-C, which raw mode turns into a key.
+    setup.keys(&[
+        "clear",
+        "Enter",
+        &format!("{BIN} top -s tree={}", std::process::id()),
+        "Enter",
+    ]);
+    setup.wait_for(PATIENCE, "the view again", |s| s.contains("mmtrace top:"));
+    setup.keys(&["C-c"]);
+    setup.wait_for(Duration::from_secs(30), "prompt after Ctrl-C", |s| {
+        !s.contains("mmtrace top:") && s.lines().any(|l| l.starts_with(PROMPT))
+    });
+    let state = setup.tmux(&[
+        "display-message",
+        "-p",
+        "-t",
+        "top",
+        "#{alternate_on} #{cursor_flag}",
+    ]);
+    assert_eq!(
+        state.trim(),
+        "0 1",
+        "alternate screen and cursor after Ctrl-C"
+    );
 }
 
 #[test]
