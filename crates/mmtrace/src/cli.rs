@@ -63,8 +63,7 @@ pub enum Command {
     },
 }
 
-// Default: `top` plans its trace as `trace` does, from the options it shares with it.
-#[derive(Debug, Args, Default)]
+#[derive(Debug, Args)]
 pub struct TraceArgs {
     /// Events to trace: names, -NAME to exclude, tag=SET, PREFIX*; comma separated. Default: all.
     /// Filters, one per flag: EVENT.data.ARG OP VALUES or EVENT.retval OP VALUES, OP among

@@ -50,7 +50,7 @@ pub(crate) struct Plan {
 
 impl Plan {
     /// `features_off` is MMTRACE_FEATURES_OFF's value, if set.
-    pub(crate) fn new(args: &TraceArgs, features_off: Option<&str>) -> anyhow::Result<Plan> {
+    fn new(args: &TraceArgs, features_off: Option<&str>) -> anyhow::Result<Plan> {
         let flags: Vec<&str> = args.events.iter().map(String::as_str).collect();
         let selection = parse_selection(&flags)?;
         let scope_flags: Vec<&str> = args.scope.iter().map(String::as_str).collect();
@@ -92,8 +92,13 @@ impl Plan {
 }
 
 pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
+    execute(plan(args)?)
+}
+
+/// The plan of `args` on this machine, MMTRACE_FEATURES_OFF applied: `top`'s too.
+pub(crate) fn plan(args: &TraceArgs) -> anyhow::Result<Plan> {
     let features_off = std::env::var(FEATURES_OFF_VAR).ok();
-    execute(Plan::new(args, features_off.as_deref())?)
+    Plan::new(args, features_off.as_deref())
 }
 
 /// Runs the plan: opens the outputs, starts the command, attaches, traces until stopped.

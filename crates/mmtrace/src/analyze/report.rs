@@ -16,9 +16,8 @@ use crate::units::{bytes, duration as ns, wrap, WIDTH};
 const TOP: usize = 15;
 const TOP_THREADS: usize = 3;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    #[default]
     Text,
     Json,
 }

@@ -12,7 +12,7 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use mmtrace_bpf::features::FEATURES_OFF_VAR;
+use clap::Parser;
 use mmtrace_bpf::Tracer;
 use ratatui::backend::CrosstermBackend;
 use ratatui::crossterm::event::{self, Event as Input};
@@ -20,12 +20,12 @@ use ratatui::crossterm::{cursor, execute, terminal};
 use ratatui::Terminal;
 
 use crate::analyze::Analyzer;
-use crate::cli::{TopArgs, TraceArgs};
+use crate::cli::{Cli, Command, TopArgs, TraceArgs};
 use crate::containers;
 use crate::privilege;
 use crate::signals::Signals;
 use crate::teardown;
-use crate::trace::Plan;
+use crate::trace::{self, Plan};
 use stats::Stats;
 use view::{Action, Data, View};
 
@@ -40,21 +40,9 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     if !io::stdout().is_terminal() {
         bail!("mmtrace top draws on a terminal and standard output is not one: run it in a terminal, or record with `mmtrace trace -o json:FILE`");
     }
-    // The trace `mmtrace trace -o none --analyze` would make: the analysis of kills needs
-    // the exits and teardowns, and the rows need exits to drop processes that are gone.
-    let trace = TraceArgs {
-        events: args.events.clone(),
-        scope: args.scope.clone(),
-        cri: args.cri.clone(),
-        buffer_size: args.buffer_size.clone(),
-        output: vec!["none".into()],
-        analyze: true,
-        ..TraceArgs::default()
-    };
-    let features_off = std::env::var(FEATURES_OFF_VAR).ok();
     let Plan {
         options, sockets, ..
-    } = Plan::new(&trace, features_off.as_deref())?;
+    } = trace::plan(&trace_args(args)?)?;
     let signals = Signals::install()?;
     let mut tracer = Tracer::start(&options)?;
     privilege::drop_after_attach(&tracer, false)?;
@@ -74,6 +62,40 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
         Screen::enter().and_then(|mut screen| live(&mut screen, &mut tracer, &signals, notes));
     teardown::detach_after_exit(tracer);
     result.map(|()| ExitCode::SUCCESS)
+}
+
+/// The trace `mmtrace trace -o none --analyze` with top's flags makes: the analysis of kills
+/// needs the exits and teardowns, and the rows need exits to drop processes that are gone.
+/// Parsed from trace's own command line, so top's flags mean exactly what trace's do.
+fn trace_args(args: &TopArgs) -> anyhow::Result<TraceArgs> {
+    let mut argv = vec![
+        "mmtrace".to_string(),
+        "trace".into(),
+        "--output=none".into(),
+        "--analyze".into(),
+        format!("--buffer-size={}", args.buffer_size),
+    ];
+    for (flag, values) in [
+        ("events", &args.events),
+        ("scope", &args.scope),
+        ("cri", &args.cri),
+    ] {
+        argv.extend(values.iter().map(|v| format!("--{flag}={v}")));
+    }
+    match Cli::try_parse_from(argv).map(|cli| cli.command) {
+        Ok(Command::Trace(trace)) => Ok(trace),
+        Ok(_) => unreachable!("parsed as trace"),
+        Err(e) => {
+            let text = e.render().to_string();
+            bail!(
+                "{}",
+                text.lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_start_matches("error: ")
+            )
+        }
+    }
 }
 
 /// Reads the ring, the keys and the signals until asked to stop, redrawing each second.
@@ -180,5 +202,40 @@ fn restore() {
     if ACTIVE.swap(false, Ordering::SeqCst) {
         let _ = terminal::disable_raw_mode();
         let _ = execute!(io::stdout(), terminal::LeaveAlternateScreen, cursor::Show);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_flags_mean_what_trace_flags_do() {
+        let Command::Top(top) = Cli::try_parse_from([
+            "mmtrace",
+            "top",
+            "-e",
+            "-mlock",
+            "-e",
+            "munmap.retval=-EINVAL",
+            "-s",
+            "uid>=1000",
+            "--cri",
+            "podman:/tmp/p.sock",
+            "--buffer-size",
+            "64K",
+        ])
+        .unwrap()
+        .command
+        else {
+            unreachable!("parsed as top")
+        };
+        let t = trace_args(&top).unwrap();
+        assert_eq!(t.events, ["-mlock", "munmap.retval=-EINVAL"]);
+        assert_eq!(t.scope, ["uid>=1000"]);
+        assert_eq!(t.cri, ["podman:/tmp/p.sock"]);
+        assert_eq!(t.buffer_size, "64K");
+        assert_eq!(t.output, ["none"]);
+        assert!(t.analyze && t.command.is_empty());
     }
 }
