@@ -65,24 +65,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct TraceArgs {
-    /// Events to trace: names, -NAME to exclude, tag=SET, PREFIX*; comma separated. Default: all.
-    /// Filters, one per flag: EVENT.data.ARG OP VALUES or EVENT.retval OP VALUES, OP among
-    /// = != < > <= >= (munmap.retval=-EINVAL, mlock2.data.flags=MLOCK_ONFAULT, mmap.data.length>=2M).
-    // Values may start with '-' (`-e -mlock`, an exclusion), as the syntax above promises.
-    #[arg(short = 'e', long = "events", value_name = "LIST", action = clap::ArgAction::Append, allow_hyphen_values = true)]
-    pub events: Vec<String>,
-
-    /// Which processes, one condition per flag, all applying: pid, tid, uid with = != < > <= >=;
-    /// comm=NAMES, comm!=NAMES, tree=PIDS, cgroup=PATH|ID, container=IDS (unique prefixes),
-    /// container (in a pid namespace of its own), not-container, follow.
-    #[arg(short = 's', long = "scope", value_name = "EXPR", action = clap::ArgAction::Append)]
-    pub scope: Vec<String>,
-
-    /// Where a container runtime answers, RUNTIME:SOCKET (docker, podman, crio, containerd),
-    /// for containers' names, images and pods; repeat it for several. The default sockets
-    /// are asked as well.
-    #[arg(long = "cri", value_name = "RUNTIME:SOCKET", action = clap::ArgAction::Append)]
-    pub cri: Vec<String>,
+    #[command(flatten)]
+    pub who: WhoAndWhat,
 
     /// Run CMD as this user, a name or a numeric uid (mmtrace itself runs as root, as under sudo).
     #[arg(long = "user", value_name = "USER", requires = "command")]
@@ -125,19 +109,34 @@ pub struct TraceArgs {
 
 #[derive(Debug, Args)]
 pub struct TopArgs {
-    /// Events to count, as `trace -e` takes them (filters too). Default: all.
-    #[arg(short = 'e', long = "events", value_name = "LIST", action = clap::ArgAction::Append, allow_hyphen_values = true)]
-    pub events: Vec<String>,
-
-    /// Which processes, as `trace -s` takes them.
-    #[arg(short = 's', long = "scope", value_name = "EXPR", action = clap::ArgAction::Append)]
-    pub scope: Vec<String>,
-
-    /// Where a container runtime answers, RUNTIME:SOCKET, for containers' names.
-    #[arg(long = "cri", value_name = "RUNTIME:SOCKET", action = clap::ArgAction::Append)]
-    pub cri: Vec<String>,
+    #[command(flatten)]
+    pub who: WhoAndWhat,
 
     /// Ring buffer size (power of two, at least 4K; suffixes K, M, G). Raise it if events are lost.
     #[arg(long = "buffer-size", value_name = "SIZE", default_value = "8M")]
     pub buffer_size: String,
+}
+
+/// Which calls (-e) of which processes (-s), and the runtimes that name containers (--cri):
+/// trace's and top's.
+#[derive(Debug, Args)]
+pub struct WhoAndWhat {
+    /// Events to trace: names, -NAME to exclude, tag=SET, PREFIX*; comma separated. Default: all.
+    /// Filters, one per flag: EVENT.data.ARG OP VALUES or EVENT.retval OP VALUES, OP among
+    /// = != < > <= >= (munmap.retval=-EINVAL, mlock2.data.flags=MLOCK_ONFAULT, mmap.data.length>=2M).
+    // Values may start with '-' (`-e -mlock`, an exclusion), as the syntax above promises.
+    #[arg(short = 'e', long = "events", value_name = "LIST", action = clap::ArgAction::Append, allow_hyphen_values = true)]
+    pub events: Vec<String>,
+
+    /// Which processes, one condition per flag, all applying: pid, tid, uid with = != < > <= >=;
+    /// comm=NAMES, comm!=NAMES, tree=PIDS, cgroup=PATH|ID, container=IDS (unique prefixes),
+    /// container (in a pid namespace of its own), not-container, follow.
+    #[arg(short = 's', long = "scope", value_name = "EXPR", action = clap::ArgAction::Append)]
+    pub scope: Vec<String>,
+
+    /// Where a container runtime answers, RUNTIME:SOCKET (docker, podman, crio, containerd),
+    /// for containers' names, images and pods; repeat it for several. The default sockets
+    /// are asked as well.
+    #[arg(long = "cri", value_name = "RUNTIME:SOCKET", action = clap::ArgAction::Append)]
+    pub cri: Vec<String>,
 }

@@ -15,7 +15,7 @@ use mmtrace_events::select::{parse_selection, parse_size, Selection};
 use mmtrace_events::{Event, EventDef};
 
 use crate::analyze::{self, Format};
-use crate::cli::TraceArgs;
+use crate::cli::{TraceArgs, WhoAndWhat};
 use crate::command::TracedCommand;
 use crate::containers;
 use crate::inband::InBand;
@@ -51,16 +51,7 @@ pub(crate) struct Plan {
 impl Plan {
     /// `features_off` is MMTRACE_FEATURES_OFF's value, if set.
     fn new(args: &TraceArgs, features_off: Option<&str>) -> anyhow::Result<Plan> {
-        let flags: Vec<&str> = args.events.iter().map(String::as_str).collect();
-        let selection = parse_selection(&flags)?;
-        let scope_flags: Vec<&str> = args.scope.iter().map(String::as_str).collect();
-        let mut scope = Scope::parse(&scope_flags)?;
-        containers::resolve_scope(&mut scope)?;
-        let sockets = args
-            .cri
-            .iter()
-            .map(|s| containers::Socket::parse(s))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let (selection, scope, sockets) = parse_who_and_what(&args.who)?;
         let outputs = Outputs::parse(&args.output)?;
         let ring_bytes = ring_size(&args.buffer_size)?;
         let features_off = match features_off {
@@ -89,6 +80,24 @@ impl Plan {
             sockets,
         })
     }
+}
+
+/// The events (-e), the scope (-s) with its containers found, and the runtimes' sockets
+/// (--cri): what trace and serve both take.
+pub fn parse_who_and_what(
+    who: &WhoAndWhat,
+) -> anyhow::Result<(Selection, Scope, Vec<containers::Socket>)> {
+    let flags: Vec<&str> = who.events.iter().map(String::as_str).collect();
+    let selection = parse_selection(&flags)?;
+    let scope_flags: Vec<&str> = who.scope.iter().map(String::as_str).collect();
+    let mut scope = Scope::parse(&scope_flags)?;
+    containers::resolve_scope(&mut scope)?;
+    let sockets = who
+        .cri
+        .iter()
+        .map(|s| containers::Socket::parse(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((selection, scope, sockets))
 }
 
 pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {

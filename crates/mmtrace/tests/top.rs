@@ -114,6 +114,22 @@ impl Setup {
         }
     }
 
+    /// The pane is off the alternate screen and shows the cursor, as a shell expects.
+    fn assert_main_screen_and_cursor(&self, after: &str) {
+        let state = self.tmux(&[
+            "display-message",
+            "-p",
+            "-t",
+            "top",
+            "#{alternate_on} #{cursor_flag}",
+        ]);
+        assert_eq!(
+            state.trim(),
+            "0 1",
+            "alternate screen and cursor after {after}"
+        );
+    }
+
     /// The helper's counts: calls, failures, and when, in its own clock.
     fn counts(&self) -> (u64, u64, u64) {
         let text = std::fs::read_to_string(&self.counts).unwrap();
@@ -299,14 +315,7 @@ fn a_busy_process_leads_keys_sort_and_filter_and_q_restores_the_terminal() {
     setup.wait_for(Duration::from_secs(30), "prompt after q", |s| {
         s.lines().filter(|l| l.starts_with(PROMPT)).count() >= 2 && !s.contains("mmtrace top:")
     });
-    let state = setup.tmux(&[
-        "display-message",
-        "-p",
-        "-t",
-        "top",
-        "#{alternate_on} #{cursor_flag}",
-    ]);
-    assert_eq!(state.trim(), "0 1", "alternate screen and cursor after q");
+    setup.assert_main_screen_and_cursor("q");
     setup.keys(&[
         "stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e echo | tr '\\n' ,",
         "Enter",
@@ -327,18 +336,7 @@ fn a_busy_process_leads_keys_sort_and_filter_and_q_restores_the_terminal() {
     setup.wait_for(Duration::from_secs(30), "prompt after Ctrl-C", |s| {
         !s.contains("mmtrace top:") && s.lines().any(|l| l.starts_with(PROMPT))
     });
-    let state = setup.tmux(&[
-        "display-message",
-        "-p",
-        "-t",
-        "top",
-        "#{alternate_on} #{cursor_flag}",
-    ]);
-    assert_eq!(
-        state.trim(),
-        "0 1",
-        "alternate screen and cursor after Ctrl-C"
-    );
+    setup.assert_main_screen_and_cursor("Ctrl-C");
 }
 
 #[test]

@@ -76,9 +76,9 @@ fn trace_args(args: &TopArgs) -> anyhow::Result<TraceArgs> {
         format!("--buffer-size={}", args.buffer_size),
     ];
     for (flag, values) in [
-        ("events", &args.events),
-        ("scope", &args.scope),
-        ("cri", &args.cri),
+        ("events", &args.who.events),
+        ("scope", &args.who.scope),
+        ("cri", &args.who.cri),
     ] {
         argv.extend(values.iter().map(|v| format!("--{flag}={v}")));
     }
@@ -231,9 +231,9 @@ mod tests {
             unreachable!("parsed as top")
         };
         let t = trace_args(&top).unwrap();
-        assert_eq!(t.events, ["-mlock", "munmap.retval=-EINVAL"]);
-        assert_eq!(t.scope, ["uid>=1000"]);
-        assert_eq!(t.cri, ["podman:/tmp/p.sock"]);
+        assert_eq!(t.who.events, ["-mlock", "munmap.retval=-EINVAL"]);
+        assert_eq!(t.who.scope, ["uid>=1000"]);
+        assert_eq!(t.who.cri, ["podman:/tmp/p.sock"]);
         assert_eq!(t.buffer_size, "64K");
         assert_eq!(t.output, ["none"]);
         assert!(t.analyze && t.command.is_empty());
