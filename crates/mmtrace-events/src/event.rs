@@ -3,7 +3,7 @@
 use crate::catalog::{ArgValue, EventDef};
 
 /// Who made a call: the calling thread as the host and as its own pid namespace see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Context {
     /// Entry time, ns since the epoch.
     pub timestamp: u64,

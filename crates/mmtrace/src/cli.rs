@@ -55,6 +55,9 @@ pub enum Command {
     /// Count memory-management calls in the kernel and serve the counts to Prometheus at
     /// http://ADDR/metrics (and /healthz) until SIGTERM, SIGINT or SIGHUP.
     Serve(ServeArgs),
+    /// A live view in the terminal, refreshed each second: the processes or containers busiest
+    /// in memory syscalls, their locked memory and RSS, failures, recent kills and detections.
+    Top(TopArgs),
     /// Write the detection reference, README.md and one ID.md per detection, into DIR.
     #[command(hide = true)]
     DocsDetections {
@@ -117,8 +120,18 @@ pub struct ServeArgs {
     pub who: WhoAndWhat,
 }
 
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub who: WhoAndWhat,
+
+    /// Ring buffer size (power of two, at least 4K; suffixes K, M, G). Raise it if events are lost.
+    #[arg(long = "buffer-size", value_name = "SIZE", default_value = "8M")]
+    pub buffer_size: String,
+}
+
 /// Which calls (-e) of which processes (-s), and the runtimes that name containers (--cri):
-/// trace's and serve's.
+/// trace's, serve's and top's.
 #[derive(Debug, Args)]
 pub struct WhoAndWhat {
     /// Events to trace: names, -NAME to exclude, tag=SET, PREFIX*; comma separated. Default: all.
@@ -129,7 +142,8 @@ pub struct WhoAndWhat {
     pub events: Vec<String>,
 
     /// Which processes, one condition per flag, all applying: pid, tid, uid with = != < > <= >=;
-    /// comm=NAMES, comm!=NAMES, tree=PIDS, cgroup=PATH|ID, container=IDS (unique prefixes),
+    /// comm=NAMES, comm!=NAMES, executable=PATHS, executable!=PATHS, tree=PIDS, cgroup=PATH|ID,
+    /// container=IDS (unique prefixes),
     /// container (in a pid namespace of its own), not-container, follow.
     #[arg(short = 's', long = "scope", value_name = "EXPR", action = clap::ArgAction::Append)]
     pub scope: Vec<String>,

@@ -15,6 +15,7 @@ mod reap;
 mod serve;
 mod signals;
 mod teardown;
+mod top;
 mod trace;
 mod units;
 
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
             no_release,
         } => reap::run(pid, &signal, !no_release).map(|()| ExitCode::SUCCESS),
         cli::Command::Serve(args) => serve::run(&args),
+        cli::Command::Top(args) => top::run(&args),
         cli::Command::DocsDetections { dir } => {
             analyze::detections::write_pages(&dir).map(|()| ExitCode::SUCCESS)
         }

@@ -34,9 +34,9 @@ const BROKEN_PIPE: u8 = 128 + libc::SIGPIPE as u8;
 
 /// What a trace will do, worked out from its options and the environment's alone: nothing
 /// is opened, forked or attached yet, so it is checked without root.
-struct Plan {
+pub(crate) struct Plan {
     /// The tracer's, but for the roots, which only the forked command gives.
-    options: Options,
+    pub(crate) options: Options,
     outputs: Outputs,
     show: Show,
     /// With --analyze: the report's format, and the events traced for the analysis alone,
@@ -45,7 +45,7 @@ struct Plan {
     /// The command to run and trace, and the user to run it as.
     command: Option<(Vec<String>, Option<String>)>,
     /// The container runtimes' sockets named by --cri, asked besides the default ones.
-    sockets: Vec<containers::Socket>,
+    pub(crate) sockets: Vec<containers::Socket>,
 }
 
 impl Plan {
@@ -101,8 +101,13 @@ pub fn parse_who_and_what(
 }
 
 pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
+    execute(plan(args)?)
+}
+
+/// The plan of `args` on this machine, MMTRACE_FEATURES_OFF applied: `top`'s too.
+pub(crate) fn plan(args: &TraceArgs) -> anyhow::Result<Plan> {
     let features_off = std::env::var(FEATURES_OFF_VAR).ok();
-    execute(Plan::new(args, features_off.as_deref())?)
+    Plan::new(args, features_off.as_deref())
 }
 
 /// Runs the plan: opens the outputs, starts the command, attaches, traces until stopped.

@@ -469,13 +469,22 @@ impl Kills {
 
     /// The kills, each settled; timelines that turned out to be no kill are left out.
     pub fn finish(&self) -> Vec<Kill> {
-        let mut kills = self.kills.clone();
-        for k in &mut kills {
-            k.settle();
-        }
-        kills.retain(Kill::is_kill);
-        kills
+        settled(self.kills.iter()).collect()
     }
+
+    /// The latest `n` kills, newest first, settled on what has come so far: a live view's.
+    pub fn recent(&self, n: usize) -> Vec<Kill> {
+        settled(self.kills.iter().rev()).take(n).collect()
+    }
+}
+
+/// Copies of `kills`, each settled, without the timelines that turned out to be no kill.
+fn settled<'a>(kills: impl Iterator<Item = &'a Kill> + 'a) -> impl Iterator<Item = Kill> + 'a {
+    kills.filter_map(|k| {
+        let mut k = k.clone();
+        k.settle();
+        k.is_kill().then_some(k)
+    })
 }
 
 /// Over all kills: what a user compares killers and settings by.

@@ -17,6 +17,7 @@ use mmtrace_events::enrich::{Alert, ProtAlert};
 use mmtrace_events::Role;
 
 use detections::{Detection, DETECTIONS};
+pub use kills::Kill;
 use kills::Kills;
 use ledger::Ledger;
 pub use live::{needed_besides, wrap as live};
@@ -117,6 +118,14 @@ struct Finding {
     line: usize,
     count: u64,
     detail: String,
+}
+
+/// A detection raised in a process, as a live view lists it.
+pub struct Sighting<'a> {
+    pub detection: &'static Detection,
+    pub pid: u32,
+    pub comm: &'a str,
+    pub count: u64,
 }
 
 /// Instances of one detection past `MAX_INSTANCES`: only counted.
@@ -390,6 +399,22 @@ impl Analyzer {
                 });
             }
         }
+    }
+
+    /// The latest `n` kills, newest first, as far as the events so far tell.
+    pub fn recent_kills(&self, n: usize) -> Vec<Kill> {
+        self.kills.recent(n)
+    }
+
+    /// The latest `n` detections raised, newest first: each the first sighting of a detection
+    /// in a process, with how often it was raised there since.
+    pub fn recent_findings(&self, n: usize) -> impl Iterator<Item = Sighting<'_>> {
+        self.findings.iter().rev().take(n).map(|f| Sighting {
+            detection: f.detection,
+            pid: f.key.pid,
+            comm: &f.comm,
+            count: f.count,
+        })
     }
 
     /// Applies what is still waiting for order and builds the report.

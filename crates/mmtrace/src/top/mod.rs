@@ -1,0 +1,241 @@
+//! `mmtrace top`: a live view of the busiest processes or containers in memory syscalls, fed
+//! by the same trace as `mmtrace trace -o none` and by the same analysis as `--analyze` for
+//! its kills and detections, redrawn each second.
+
+mod stats;
+mod view;
+
+use std::io::{self, IsTerminal, Stdout};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use clap::Parser;
+use mmtrace_bpf::Tracer;
+use ratatui::backend::CrosstermBackend;
+use ratatui::crossterm::event::{self, Event as Input};
+use ratatui::crossterm::{cursor, execute, terminal};
+use ratatui::Terminal;
+
+use crate::analyze::Analyzer;
+use crate::cli::{Cli, Command, TopArgs, TraceArgs};
+use crate::containers;
+use crate::privilege;
+use crate::signals::Signals;
+use crate::teardown;
+use crate::trace::{self, Plan};
+use stats::Stats;
+use view::{Action, Data, View};
+
+/// How often the rates are taken and the screen redrawn.
+const TICK: Duration = Duration::from_secs(1);
+/// How long the reader sleeps when the kernel has not woken it: also how late a key is seen.
+const POLL: Duration = Duration::from_millis(10);
+/// Events handled between looks at the keyboard while the ring stays busy.
+const BATCH: usize = 4096;
+
+pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
+    if !io::stdout().is_terminal() {
+        bail!("mmtrace top draws on a terminal and standard output is not one: run it in a terminal, or record with `mmtrace trace -o json:FILE`");
+    }
+    let Plan {
+        options, sockets, ..
+    } = trace::plan(&trace_args(args)?)?;
+    let signals = Signals::install()?;
+    let mut tracer = Tracer::start(&options)?;
+    privilege::drop_after_attach(&tracer, false)?;
+    let mut notes: Vec<String> = tracer
+        .unavailable()
+        .iter()
+        .map(|u| format!("mmtrace: {} unavailable: {}", u.event.name, u.reason))
+        .collect();
+    notes.extend(
+        tracer
+            .features()
+            .summary(tracer.attached())
+            .map(|off| format!("mmtrace: {off}")),
+    );
+    notes.extend(containers::start(&sockets));
+    let result =
+        Screen::enter().and_then(|mut screen| live(&mut screen, &mut tracer, &signals, notes));
+    teardown::detach_after_exit(tracer);
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+/// The trace `mmtrace trace -o none --analyze` with top's flags makes: the analysis of kills
+/// needs the exits and teardowns, and the rows need exits to drop processes that are gone.
+/// Parsed from trace's own command line, so top's flags mean exactly what trace's do.
+fn trace_args(args: &TopArgs) -> anyhow::Result<TraceArgs> {
+    let mut argv = vec![
+        "mmtrace".to_string(),
+        "trace".into(),
+        "--output=none".into(),
+        "--analyze".into(),
+        format!("--buffer-size={}", args.buffer_size),
+    ];
+    for (flag, values) in [
+        ("events", &args.who.events),
+        ("scope", &args.who.scope),
+        ("cri", &args.who.cri),
+    ] {
+        argv.extend(values.iter().map(|v| format!("--{flag}={v}")));
+    }
+    match Cli::try_parse_from(argv).map(|cli| cli.command) {
+        Ok(Command::Trace(trace)) => Ok(trace),
+        Ok(_) => unreachable!("parsed as trace"),
+        Err(e) => {
+            let text = e.render().to_string();
+            bail!(
+                "{}",
+                text.lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_start_matches("error: ")
+            )
+        }
+    }
+}
+
+/// Reads the ring, the keys and the signals until asked to stop, redrawing each second.
+fn live(
+    screen: &mut Screen,
+    tracer: &mut Tracer,
+    signals: &Signals,
+    notes: Vec<String>,
+) -> anyhow::Result<()> {
+    let mut view = View::new(notes);
+    let mut stats = Stats::default();
+    let mut analyzer = Analyzer::live();
+    let mut last_tick = Instant::now();
+    let mut redraw = true;
+    let mut busy = false;
+    loop {
+        // SIGTERM or SIGHUP; a terminal's Ctrl-C arrives as a key in raw mode.
+        if !signals.take().is_empty() {
+            return Ok(());
+        }
+        while event::poll(Duration::ZERO).context("reading the keyboard")? {
+            match event::read().context("reading the keyboard")? {
+                Input::Key(k) => match view.key(k) {
+                    Action::Quit => return Ok(()),
+                    Action::Redraw => redraw = true,
+                    Action::Nothing => {}
+                },
+                Input::Resize(..) => redraw = true,
+                _ => {}
+            }
+        }
+        if !busy {
+            tracer.wait(POLL)?;
+        }
+        let n = tracer.drain_some(BATCH, |e| {
+            stats.event(&e);
+            analyzer.event(&e);
+        });
+        busy = n == BATCH;
+        if last_tick.elapsed() >= TICK {
+            stats.tick(last_tick.elapsed());
+            last_tick = Instant::now();
+            redraw = true;
+        }
+        if redraw {
+            let kills = analyzer.recent_kills(view::RECENT);
+            let sightings: Vec<_> = analyzer.recent_findings(view::RECENT).collect();
+            let data = Data {
+                stats: &stats,
+                lost: tracer.lost().iter().map(|(_, n)| n).sum(),
+                kills: &kills,
+                sightings: &sightings,
+            };
+            screen
+                .0
+                .draw(|f| view.draw(f, &data))
+                .context("drawing on the terminal")?;
+            redraw = false;
+        }
+    }
+}
+
+/// Whether the terminal is in the view's state (raw, alternate screen, cursor hidden), for the
+/// panic hook: restoring a terminal not in it would disturb the shell's screen.
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// The terminal while the view is up; dropping it, or a panic, gives the shell its terminal
+/// back as it was.
+struct Screen(Terminal<CrosstermBackend<Stdout>>);
+
+impl Screen {
+    fn enter() -> anyhow::Result<Screen> {
+        static HOOK: Once = Once::new();
+        HOOK.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                restore();
+                previous(info);
+            }));
+        });
+        ACTIVE.store(true, Ordering::SeqCst);
+        let screen = (|| -> io::Result<Screen> {
+            terminal::enable_raw_mode()?;
+            execute!(io::stdout(), terminal::EnterAlternateScreen, cursor::Hide)?;
+            let mut t = Terminal::new(CrosstermBackend::new(io::stdout()))?;
+            t.clear()?;
+            Ok(Screen(t))
+        })();
+        if screen.is_err() {
+            restore();
+        }
+        screen.context("setting up the terminal")
+    }
+}
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        restore();
+    }
+}
+
+/// Leaves the alternate screen and raw mode and shows the cursor, once.
+fn restore() {
+    if ACTIVE.swap(false, Ordering::SeqCst) {
+        let _ = terminal::disable_raw_mode();
+        let _ = execute!(io::stdout(), terminal::LeaveAlternateScreen, cursor::Show);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_flags_mean_what_trace_flags_do() {
+        let Command::Top(top) = Cli::try_parse_from([
+            "mmtrace",
+            "top",
+            "-e",
+            "-mlock",
+            "-e",
+            "munmap.retval=-EINVAL",
+            "-s",
+            "uid>=1000",
+            "--cri",
+            "podman:/tmp/p.sock",
+            "--buffer-size",
+            "64K",
+        ])
+        .unwrap()
+        .command
+        else {
+            unreachable!("parsed as top")
+        };
+        let t = trace_args(&top).unwrap();
+        assert_eq!(t.who.events, ["-mlock", "munmap.retval=-EINVAL"]);
+        assert_eq!(t.who.scope, ["uid>=1000"]);
+        assert_eq!(t.who.cri, ["podman:/tmp/p.sock"]);
+        assert_eq!(t.buffer_size, "64K");
+        assert_eq!(t.output, ["none"]);
+        assert!(t.analyze && t.command.is_empty());
+    }
+}

@@ -1,0 +1,180 @@
+//! deploy/: the systemd unit passes systemd's own check, the DaemonSet is well-formed and asks
+//! for what mmtrace needs and no more, and what both grant is enough: mmtrace traces with
+//! CAP_BPF and CAP_PERFMON alone, and refuses with either missing.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use mmtrace_testkit::bpf_allowed;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mmtrace");
+/// Where both the unit and the DaemonSet install or find the binary, and what they run.
+const INSTALLED: &str = "/usr/local/bin/mmtrace";
+const SERVE: &str = "serve --listen 0.0.0.0:9477";
+
+fn deploy(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy")
+        .join(name)
+}
+
+/// Runs a tool the check needs; None (the test skips) when it is not installed, but under
+/// CI, which installs it, that fails.
+fn run(program: &str, args: &[&str]) -> Option<Output> {
+    match Command::new(program).args(args).output() {
+        Ok(out) => Some(out),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run this check: install {program}"
+            );
+            eprintln!("skipping: {program} is not installed");
+            None
+        }
+        Err(e) => panic!("running {program}: {e}"),
+    }
+}
+
+#[test]
+fn the_unit_passes_systemd_analyze_verify() {
+    let unit = std::fs::read_to_string(deploy("mmtrace.service")).unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap();
+    assert_eq!(exec, format!("{INSTALLED} {SERVE}"));
+    let caps = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .unwrap();
+    assert_eq!(caps, "CAP_BPF CAP_PERFMON");
+    // verify checks that the program exists: the one just built stands in for the installed.
+    let dir = std::env::temp_dir().join(format!("mmtrace-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("mmtrace.service");
+    std::fs::write(&path, unit.replace(INSTALLED, BIN)).unwrap();
+    let out = run("systemd-analyze", &["verify", path.to_str().unwrap()]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let Some(out) = out else { return };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // An unknown or misspelt setting is only a warning to systemd: a failure here.
+    assert!(out.status.success() && stderr.trim().is_empty(), "{stderr}");
+}
+
+#[test]
+fn the_daemonset_asks_for_what_mmtrace_needs_and_no_more() {
+    let path = deploy("daemonset.yaml");
+    let Some(out) = run(
+        "python3",
+        &[
+            "-c",
+            "import json, sys, yaml; json.dump(yaml.safe_load(open(sys.argv[1])), sys.stdout)",
+            path.to_str().unwrap(),
+        ],
+    ) else {
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ds: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ds["kind"], "DaemonSet");
+    let template = &ds["spec"]["template"];
+    assert_eq!(
+        template["metadata"]["labels"],
+        ds["spec"]["selector"]["matchLabels"]
+    );
+    let notes = &template["metadata"]["annotations"];
+    assert_eq!(notes["prometheus.io/scrape"], "true");
+    assert_eq!(notes["prometheus.io/port"], "9477");
+    assert_eq!(notes["prometheus.io/path"], "/metrics");
+    let pod = &template["spec"];
+    assert_eq!(pod["hostPID"], true);
+    let containers = pod["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args.join(" "), SERVE);
+    assert_eq!(c["ports"][0]["containerPort"], 9477);
+    let security = &c["securityContext"];
+    assert_eq!(security["privileged"], false);
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert_eq!(
+        security["capabilities"]["add"],
+        serde_json::json!(["BPF", "PERFMON"])
+    );
+    for kind in ["requests", "limits"] {
+        for what in ["cpu", "memory"] {
+            assert!(c["resources"][kind][what].is_string(), "{kind}.{what}");
+        }
+    }
+    // Every mount has its volume, from the host, and mmtrace writes to none of them.
+    let volumes = pod["volumes"].as_array().unwrap();
+    for m in c["volumeMounts"].as_array().unwrap() {
+        assert_eq!(m["readOnly"], true, "{m}");
+        let v = volumes
+            .iter()
+            .find(|v| v["name"] == m["name"])
+            .expect("its volume");
+        assert!(v["hostPath"]["path"].is_string(), "{v}");
+    }
+    let mounted: Vec<&str> = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mountPath"].as_str().unwrap())
+        .collect();
+    assert!(mounted.contains(&"/sys/kernel/tracing") && mounted.contains(&"/sys/fs/cgroup"));
+}
+
+#[test]
+fn capabilities_bpf_and_perfmon_are_enough_and_both_needed() {
+    if !bpf_allowed() {
+        return;
+    }
+    // As in the unit and the pod: root's uid, and a bounding set of these alone.
+    let traced = |caps: &str| {
+        run(
+            "setpriv",
+            &[
+                &format!("--bounding-set=-all,{caps}"),
+                "--inh-caps=-all",
+                "--",
+                BIN,
+                "trace",
+                "-o",
+                "json",
+                "-e",
+                "mmap",
+                "--",
+                "/bin/true",
+            ],
+        )
+    };
+    let Some(out) = traced("+bpf,+perfmon") else {
+        return;
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(r#""eventName":"mmap""#),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for fewer in ["+bpf", "+perfmon"] {
+        let out = traced(fewer).unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("CAP_BPF and CAP_PERFMON"),
+            "{fewer}: {stderr}"
+        );
+    }
+}
