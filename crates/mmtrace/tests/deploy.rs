@@ -169,6 +169,7 @@ fn capabilities_bpf_and_perfmon_are_enough_and_both_needed() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    serves_with_bpf_and_perfmon_alone();
     for fewer in ["+bpf", "+perfmon"] {
         let out = traced(fewer).unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -177,4 +178,71 @@ fn capabilities_bpf_and_perfmon_are_enough_and_both_needed() {
             "{fewer}: {stderr}"
         );
     }
+}
+
+/// What the unit and the pod run, with their capabilities: it serves metrics, and SIGTERM,
+/// as systemd and the kubelet stop it, ends it cleanly. On a free port of loopback rather than
+/// 0.0.0.0:9477, which another server of the machine may hold.
+fn serves_with_bpf_and_perfmon_alone() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let args = SERVE.replace("0.0.0.0:9477", &listen);
+    let mut child = Stopped(
+        Command::new("setpriv")
+            .args([
+                "--bounding-set=-all,+bpf,+perfmon",
+                "--inh-caps=-all",
+                "--",
+                BIN,
+            ])
+            .args(args.split(' '))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut child.0;
+    // Attaching takes seconds under emulation (the other kernels' VMs).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let metrics = loop {
+        if let Some(body) = get(&listen, "/metrics") {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "serve never answered");
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            panic!("serve exited ({status}): {err}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(metrics.contains("mmtrace_syscalls_total"), "{metrics}");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}
+
+/// A child killed if the test fails before it is stopped: a server left behind would hold
+/// the port, and CI's output pipe open.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The body of an HTTP GET, or None while nothing answers.
+fn get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    (head.split(' ').nth(1) == Some("200")).then(|| body.to_string())
 }
