@@ -9,6 +9,8 @@ use mmtrace_events::EventDef;
 pub enum SystemError {
     #[error("mmtrace needs root, or the CAP_BPF and CAP_PERFMON capabilities, to load BPF programs: run it with sudo")]
     NotPrivileged,
+    #[error("kernel.perf_event_paranoid is {0}, above mainline's highest (2), as Debian's and Ubuntu's kernels set it: there, attaching to tracepoints needs CAP_SYS_ADMIN as well as CAP_BPF and CAP_PERFMON; run it as root with every capability, or set 'sysctl kernel.perf_event_paranoid=2'")]
+    ParanoidPerf(i32),
     #[error("this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing): mmtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")]
     NoBtf,
     #[error("tracefs is not mounted and mounting it at /sys/kernel/tracing failed ({0}): mount it with 'mount -t tracefs nodev /sys/kernel/tracing'")]
@@ -34,11 +36,26 @@ fn effective_caps() -> u64 {
 pub fn check_privileges() -> Result<(), SystemError> {
     let caps = effective_caps();
     let has = |cap: u32| caps & (1 << cap) != 0;
-    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
-        Ok(())
-    } else {
-        Err(SystemError::NotPrivileged)
+    if has(CAP_SYS_ADMIN) {
+        return Ok(());
     }
+    if !(has(CAP_BPF) && has(CAP_PERFMON)) {
+        return Err(SystemError::NotPrivileged);
+    }
+    // Debian's patch (CONFIG_SECURITY_PERF_EVENTS_RESTRICT) makes values above 2 refuse
+    // perf_event_open, through which tracepoints are attached, to all but CAP_SYS_ADMIN.
+    match perf_event_paranoid() {
+        Some(level) if level > 2 => Err(SystemError::ParanoidPerf(level)),
+        _ => Ok(()),
+    }
+}
+
+fn perf_event_paranoid() -> Option<i32> {
+    std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 pub fn check_btf() -> Result<(), SystemError> {
