@@ -215,7 +215,7 @@ fn serves_with(caps: &str) {
     let mut child = Stopped(
         Command::new("setpriv")
             .args([
-                "--bounding-set=-all,+bpf,+perfmon",
+                &format!("--bounding-set=-all,{caps}"),
                 "--inh-caps=-all",
                 "--",
                 BIN,
