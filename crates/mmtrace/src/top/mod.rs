@@ -33,8 +33,11 @@ use view::{Action, Data, View};
 const TICK: Duration = Duration::from_secs(1);
 /// How long the reader sleeps when the kernel has not woken it: also how late a key is seen.
 const POLL: Duration = Duration::from_millis(10);
-/// Events handled between looks at the keyboard while the ring stays busy.
-const BATCH: usize = 4096;
+/// While the ring stays busy, events are read in batches of this many until SLICE has passed,
+/// then the keyboard is looked at: a key is seen within SLICE however slow each event is to
+/// handle (a debug build under emulation handles a few hundred a second).
+const BATCH: usize = 256;
+const SLICE: Duration = Duration::from_millis(50);
 
 pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     if !io::stdout().is_terminal() {
@@ -130,11 +133,17 @@ fn live(
         if !busy {
             tracer.wait(POLL)?;
         }
-        let n = tracer.drain_some(BATCH, |e| {
-            stats.event(&e);
-            analyzer.event(&e);
-        });
-        busy = n == BATCH;
+        let slice = Instant::now();
+        loop {
+            let n = tracer.drain_some(BATCH, |e| {
+                stats.event(&e);
+                analyzer.event(&e);
+            });
+            busy = n == BATCH;
+            if !busy || slice.elapsed() >= SLICE {
+                break;
+            }
+        }
         if last_tick.elapsed() >= TICK {
             stats.tick(last_tick.elapsed());
             last_tick = Instant::now();
