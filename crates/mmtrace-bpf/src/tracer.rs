@@ -77,6 +77,8 @@ pub struct Options {
     pub enrich: bool,
     /// Kernel features to leave off even where the kernel has them.
     pub features_off: Vec<Feature>,
+    /// Send each syscall's user stack (frame pointers) with its record.
+    pub stack: bool,
 }
 
 impl Options {
@@ -92,6 +94,7 @@ impl Options {
             exclude_self: true,
             enrich: true,
             features_off: Vec::new(),
+            stack: false,
         }
     }
 }
@@ -114,6 +117,7 @@ pub struct Tracer {
     attached: Vec<&'static EventDef>,
     unavailable: Vec<Unavailable>,
     features: Features,
+    stack: bool,
 }
 
 impl Tracer {
@@ -182,6 +186,7 @@ impl Tracer {
                 .iter()
                 .any(|e| matches!(e.source, Source::Syscall { .. }));
         cfg.send_exe = send_exe.into();
+        cfg.stack = opts.stack.into();
         let mut bpf = EbpfLoader::new()
             // Task-local storage has no typed wrapper in aya 0.14; the kernel side alone uses it.
             .allow_unsupported_maps()
@@ -256,6 +261,7 @@ impl Tracer {
             attached,
             unavailable,
             features,
+            stack: opts.stack,
         })
     }
 
@@ -297,7 +303,7 @@ impl Tracer {
         let mut n = 0;
         while n < max {
             let Some(item) = self.ring.next() else { break };
-            if let Some(mut event) = record::parse_record(&item, &self.clock) {
+            if let Some(mut event) = record::parse_record(&item, &self.clock, self.stack) {
                 self.executables.fill(&mut event);
                 f(event);
             }

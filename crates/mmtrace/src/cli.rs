@@ -105,6 +105,11 @@ pub struct TraceArgs {
     #[arg(long = "no-enrich")]
     pub no_enrich: bool,
 
+    /// Record each call's user stack (by frame pointers, up to 32 frames) and symbolize it:
+    /// `stackAddresses` and `stack` in JSON, the caller outside libc in the table.
+    #[arg(long = "stack")]
+    pub stack: bool,
+
     /// Analyze the events as they come and print the report at exit, as `mmtrace analyze`
     /// would for the recording: on stdout, or on stderr when the events go to stdout.
     #[arg(long = "analyze")]

@@ -13,6 +13,7 @@ mod output;
 mod privilege;
 mod reap;
 mod signals;
+mod symbols;
 mod teardown;
 mod trace;
 mod units;

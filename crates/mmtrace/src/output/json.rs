@@ -7,6 +7,7 @@ use mmtrace_events::catalog::MEM_PROT_ALERT;
 use mmtrace_events::decode::Decoder;
 use mmtrace_events::enrich::{self, AlertValue, Enrichment, ProtAlert, Rss};
 use mmtrace_events::event::Context;
+use mmtrace_events::stack::Stack;
 use mmtrace_events::{ArgValue, Event, EventDef};
 
 use super::{hex_digits, Sink, WRITE_BYTES};
@@ -96,6 +97,7 @@ pub fn write_event(out: &mut Vec<u8>, e: &Event, caller: &[u8], kind: &Kind) {
     out.raw(",\"returnValue\":");
     out.int(e.ret);
     out.extend_from_slice(&kind.middle);
+    write_stack_addresses(out, e);
     write_entity_ids(out, &e.ctx);
     for (prefix, (def, value)) in kind.args.iter().zip(e.args()) {
         out.extend_from_slice(prefix);
@@ -116,7 +118,7 @@ pub fn write_event(out: &mut Vec<u8>, e: &Event, caller: &[u8], kind: &Kind) {
 pub struct Kind {
     /// From `,"eventId"` to `"argsNum":`: the count is the event's, as a kernel may lack some.
     head: Vec<u8>,
-    /// From `,"syscall"` to `"threadEntityId":`.
+    /// From `,"syscall"` to `"stackAddresses":[`.
     middle: Vec<u8>,
     /// Each argument up to its value, with the ',' before all but the first.
     args: Vec<Vec<u8>>,
@@ -134,10 +136,7 @@ impl Kind {
         let mut middle = Vec::new();
         middle.raw(",\"syscall\":\"");
         middle.raw(syscall);
-        middle.raw(
-            "\",\"stackAddresses\":[],\"contextFlags\":{\"containerStarted\":false,\"isCompat\":false},\
-             \"threadEntityId\":",
-        );
+        middle.raw("\",\"stackAddresses\":[");
         let args = def
             .args
             .iter()
@@ -157,6 +156,57 @@ impl Kind {
             .collect();
         Kind { head, middle, args }
     }
+}
+
+/// The stack's addresses as Tracee writes them, numbers (none without --stack), and the keys
+/// up to `"threadEntityId":`.
+fn write_stack_addresses(out: &mut Vec<u8>, e: &Event) {
+    if let Some(s) = &e.stack {
+        for (i, &a) in s.addresses.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.uint(a);
+        }
+    }
+    out.raw(
+        "],\"contextFlags\":{\"containerStarted\":false,\"isCompat\":false},\"threadEntityId\":",
+    );
+}
+
+/// mmtrace's own key: the stack's frames as the reader symbolized them, innermost first.
+/// What a frame does not know is left out.
+fn write_stack(out: &mut Vec<u8>, s: &Stack) {
+    out.raw(",\"stack\":[");
+    for (i, f) in s.frames.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.raw("{\"address\":");
+        out.hex(f.address);
+        if let Some(func) = &f.function {
+            out.raw(",\"function\":");
+            out.string(&func.to_str_lossy());
+            out.raw(",\"offset\":");
+            out.hex(f.function_offset);
+        }
+        if let Some(m) = &f.module {
+            out.raw(",\"module\":");
+            out.string(&m.to_str_lossy());
+            out.raw(",\"moduleOffset\":");
+            out.hex(f.module_offset);
+        }
+        if let Some(file) = &f.file {
+            out.raw(",\"file\":");
+            out.string(&file.to_str_lossy());
+            if f.line > 0 {
+                out.raw(",\"line\":");
+                out.uint(f.line.into());
+            }
+        }
+        out.push(b'}');
+    }
+    out.push(b']');
 }
 
 /// Tracee's entity ids of the caller, its process and its parent, and `"args":[`.
@@ -291,6 +341,9 @@ fn write_rest(out: &mut Vec<u8>, e: &Event) {
     if let Some(x) = &e.enrich {
         write_enrichment(out, e, x);
     }
+    if let Some(s) = &e.stack {
+        write_stack(out, s);
+    }
     out.push(b'}');
 }
 
@@ -387,6 +440,7 @@ pub fn write_alert(out: &mut Vec<u8>, e: &Event, caller: &[u8], a: &ProtAlert) {
     out.uint(def.args.len() as u64);
     out.raw(",\"returnValue\":0");
     out.extend_from_slice(&kind.middle);
+    write_stack_addresses(out, e);
     write_entity_ids(out, &e.ctx);
     for ((prefix, arg), value) in kind.args.iter().zip(def.args).zip(a.values()) {
         out.extend_from_slice(prefix);
@@ -628,6 +682,7 @@ mod tests {
                     ret,
                     duration_ns,
                     enrich,
+                    stack: None,
                 },
             )
     }

@@ -618,6 +618,7 @@ mod tests {
             ret,
             duration_ns: 5_800,
             enrich: None,
+            stack: None,
         }
     }
 
