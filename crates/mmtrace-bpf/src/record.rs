@@ -102,6 +102,8 @@ fn split_stack(bytes: &[u8]) -> Option<(&[u8], Stack)> {
     let addresses = bytes[frames_at..tail_at]
         .chunks_exact(8)
         .map(|w| u64::from_ne_bytes(w.try_into().expect("8 bytes")))
+        // The walk ends on a frame whose return address is 0 (the outermost, _start's).
+        .filter(|&a| a != 0)
         .collect();
     let stack = Stack {
         addresses,

@@ -33,36 +33,52 @@ pub struct Frame {
     pub line: u32,
 }
 
+/// A frame's name where call sites are counted: its function, else its module's file name
+/// and the offset in it, else its address.
+pub fn frame_name(
+    function: Option<&[u8]>,
+    module: Option<&[u8]>,
+    module_offset: u64,
+    address: u64,
+) -> String {
+    match (function, module) {
+        (Some(f), _) => String::from_utf8_lossy(f).into_owned(),
+        (None, Some(m)) => format!(
+            "{}+{module_offset:#x}",
+            String::from_utf8_lossy(base_name(m))
+        ),
+        (None, None) => format!("{address:#x}"),
+    }
+}
+
+fn base_name(path: &[u8]) -> &[u8] {
+    path.rsplit(|&b| b == b'/').next().unwrap_or_default()
+}
+
 impl Frame {
     /// The frame as one short word: `function+0x1b`, else `module+0x11a9`, else the address.
     pub fn short(&self) -> String {
-        match (&self.function, &self.module) {
-            (Some(f), _) => format!("{}+{:#x}", f.to_str_lossy(), self.function_offset),
-            (None, Some(m)) => {
-                let name = m
-                    .as_bytes()
-                    .rsplit(|&b| b == b'/')
-                    .next()
-                    .unwrap_or_default();
-                format!(
-                    "{}+{:#x}",
-                    String::from_utf8_lossy(name),
-                    self.module_offset
-                )
-            }
-            (None, None) => format!("{:#x}", self.address),
+        match &self.function {
+            Some(f) => format!("{}+{:#x}", f.to_str_lossy(), self.function_offset),
+            None => self.name(),
         }
+    }
+
+    /// See `frame_name`.
+    pub fn name(&self) -> String {
+        frame_name(
+            self.function.as_ref().map(|f| f.as_bytes()),
+            self.module.as_ref().map(|m| m.as_bytes()),
+            self.module_offset,
+            self.address,
+        )
     }
 
     /// Whether the frame is in the C library, whose syscall wrappers are not the caller a
     /// user is after.
     pub fn in_libc(&self) -> bool {
         self.module.as_ref().is_some_and(|m| {
-            let name = m
-                .as_bytes()
-                .rsplit(|&b| b == b'/')
-                .next()
-                .unwrap_or_default();
+            let name = base_name(m.as_bytes());
             name.starts_with(b"libc.so")
                 || name.starts_with(b"libc-")
                 || name.starts_with(b"ld-musl")

@@ -270,7 +270,12 @@ fn write_call(out: &mut String, details: &mut Vec<Detail>, e: &Event) -> Layout 
 /// knows beyond the call.
 fn write_enrichment(out: &mut String, details: &mut Vec<Detail>, e: &Event) {
     let container = crate::containers::short_id(e.ctx.cgroup_id);
-    if e.enrich.is_none() && container.is_none() {
+    // With --stack, the code that made the call: libc's wrapper is not what a user is after.
+    let caller = e
+        .stack
+        .as_ref()
+        .and_then(|s| s.frames.iter().find(|f| !f.in_libc()));
+    if e.enrich.is_none() && container.is_none() && caller.is_none() {
         return;
     }
     let open = out.len();
@@ -285,6 +290,12 @@ fn write_enrichment(out: &mut String, details: &mut Vec<Detail>, e: &Event) {
             arg: false,
         });
     };
+    if let Some(f) = caller {
+        part(out, Rank::Named, &|out| {
+            out.push_str("at ");
+            escape_into(out, f.short().as_bytes());
+        });
+    }
     if let Some(id) = &container {
         part(out, Rank::Named, &|out| {
             out.push_str("container ");
