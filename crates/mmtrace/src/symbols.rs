@@ -163,11 +163,16 @@ impl Symbols {
     fn symbolize(&self, module: &TracedText, offset: u64) -> Symbol {
         use std::os::unix::ffi::OsStrExt;
         let path = PathBuf::from(std::ffi::OsStr::from_bytes(module.as_bytes()));
-        let src = Source::Elf(Elf::new(path));
-        let Ok(Symbolized::Sym(sym)) = self
-            .symbolizer
-            .symbolize_single(&src, Input::FileOffset(offset))
-        else {
+        // Debug information the symbolizer cannot read (compressed in a way it does not
+        // know) fails the lookup: the ELF symbols alone still name the function.
+        let found = [true, false].into_iter().find_map(|debug_syms| {
+            let mut elf = Elf::new(&path);
+            elf.debug_syms = debug_syms;
+            self.symbolizer
+                .symbolize_single(&Source::Elf(elf), Input::FileOffset(offset))
+                .ok()
+        });
+        let Some(Symbolized::Sym(sym)) = found else {
             return Symbol::default();
         };
         let text = |s: &[u8]| Some(Arc::new(TracedText::from(s.to_vec())));
