@@ -558,9 +558,11 @@ impl<W: Write> Sink for JsonLines<W> {
 mod tests {
     use mmtrace_events::enrich::{Locked, Mapping, MappingKind, Target};
     use mmtrace_events::line::{self, Key, Line};
+    use mmtrace_events::stack::Frame;
     use mmtrace_events::{TracedText, CATALOG};
     use proptest::prelude::*;
     use serde_json::json;
+    use std::sync::Arc;
 
     use super::*;
 
@@ -659,6 +661,30 @@ mod tests {
             )
     }
 
+    fn stack() -> impl Strategy<Value = Stack> {
+        let name = || prop::option::of(text().prop_map(Arc::new));
+        let frame = (any::<[u64; 3]>(), name(), name(), name(), any::<u32>()).prop_map(
+            |([address, module_offset, function_offset], module, function, file, line)| Frame {
+                address,
+                module,
+                module_offset,
+                function,
+                function_offset,
+                file,
+                line,
+            },
+        );
+        (
+            prop::collection::vec(any::<u64>(), 0..4),
+            prop::collection::vec(frame, 0..4),
+        )
+            .prop_map(|(addresses, frames)| Stack {
+                addresses,
+                sp_word: 0,
+                frames,
+            })
+    }
+
     fn event() -> impl Strategy<Value = Event> {
         let ret = prop_oneof![Just(0i64), -4095..0i64, any::<i64>()];
         (
@@ -672,9 +698,10 @@ mod tests {
             ret,
             any::<u64>(),
             prop::option::of(enrichment()),
+            prop::option::of(stack()),
         )
             .prop_map(
-                |(def, ctx, raw_args, absent, ret, duration_ns, enrich)| Event {
+                |(def, ctx, raw_args, absent, ret, duration_ns, enrich, stack)| Event {
                     def,
                     ctx,
                     raw_args,
@@ -682,7 +709,7 @@ mod tests {
                     ret,
                     duration_ns,
                     enrich,
-                    stack: None,
+                    stack: stack.map(Box::new),
                 },
             )
     }
@@ -718,13 +745,42 @@ mod tests {
         assert_eq!(l.container_id.get(), None);
         assert!(l.container.get().is_none() && l.kubernetes.get().is_none());
         assert_eq!(l.matched_policies.get(), Some(vec![]));
-        assert_eq!(l.stack_addresses.get(), Some(vec![]));
         let flags = l.context_flags.get().unwrap();
         assert!(!flags.container_started && !flags.is_compat);
         assert_eq!(l.thread_entity_id.get(), Some(c.thread_entity_id()));
         assert_eq!(l.process_entity_id.get(), Some(c.process_entity_id()));
         assert_eq!(l.parent_entity_id.get(), Some(c.parent_entity_id()));
         assert_eq!(l.process_start_time.get(), Some(c.process_start));
+    }
+
+    /// Tracee's numbers, and each frame with what it knows, hostile names included.
+    fn same_stack(l: &Line, e: &Event) {
+        let addresses = e.stack.as_ref().map_or(vec![], |s| s.addresses.clone());
+        assert_eq!(l.stack_addresses.get(), Some(addresses));
+        let frames = l.stack.get();
+        let Some(s) = &e.stack else {
+            assert!(!l.stack.present());
+            return;
+        };
+        let frames = frames.unwrap();
+        assert_eq!(frames.len(), s.frames.len());
+        let lossy = |t: &Option<Arc<TracedText>>| t.as_ref().map(|t| t.to_str_lossy().into_owned());
+        let hex = |v: u64| Some(format!("{v:#x}"));
+        for (read, f) in frames.iter().zip(&s.frames) {
+            assert_eq!(read.address, hex(f.address));
+            assert_eq!(read.function, lossy(&f.function));
+            assert_eq!(read.offset, f.function.as_ref().and(hex(f.function_offset)));
+            assert_eq!(read.module, lossy(&f.module));
+            assert_eq!(
+                read.module_offset,
+                f.module.as_ref().and(hex(f.module_offset))
+            );
+            assert_eq!(read.file, lossy(&f.file));
+            assert_eq!(
+                read.line,
+                f.file.as_ref().and((f.line > 0).then_some(f.line))
+            );
+        }
     }
 
     fn same_rss(key: &Key<line::Rss>, rss: Option<&Rss>) {
@@ -821,6 +877,7 @@ mod tests {
                 assert_eq!(read.decoded, def.decoder.decode(value.bits()), "{}", def.name);
             }
             same_enrichment(&l, &e);
+            same_stack(&l, &e);
         }
 
         /// The same of a mem_prot_alert line and the alert it was written from.
@@ -853,6 +910,10 @@ mod tests {
             assert_eq!(l.syscall.get().as_deref(), Some(e.def.name));
             assert_eq!(l.return_value.get(), Some(0));
             assert_eq!(l.duration.get(), Some(0));
+            assert_eq!(
+                l.stack_addresses.get(),
+                Some(e.stack.as_ref().map_or(vec![], |s| s.addresses.clone()))
+            );
             let args = l.args.clone().unwrap();
             assert_eq!(l.args_num.get(), Some(args.len() as u64));
             for ((read, def), value) in args.iter().zip(MEM_PROT_ALERT.args).zip(a.values()) {

@@ -714,6 +714,40 @@ mod tests {
         assert_eq!(kept(1000), 6);
     }
 
+    /// The caller is the first frame outside libc, by name and offset, else by its module's
+    /// file name and offset; a traced binary's function names are escaped like any name.
+    #[test]
+    fn the_caller_outside_libc_is_shown() {
+        use mmtrace_events::stack::{Frame, Stack};
+        let text = |s: &[u8]| Some(std::sync::Arc::new(TracedText::from(s.to_vec())));
+        let frame = |module: &[u8], function: Option<&[u8]>| Frame {
+            address: 0x55_0000_1181,
+            module: text(module),
+            module_offset: 0x1181,
+            function: function.and_then(text),
+            function_offset: 0x18,
+            ..Frame::default()
+        };
+        let with = |frames: Vec<Frame>| {
+            let mut e = event("mlock", &[0x1000, 4096], 0);
+            e.stack = Some(Box::new(Stack {
+                addresses: frames.iter().map(|f| f.address).collect(),
+                sp_word: 0,
+                frames,
+            }));
+            table(&[e], 200)
+        };
+        let libc = frame(b"/usr/lib/x86_64-linux-gnu/libc.so.6", Some(b"mlock"));
+        let named = with(vec![
+            libc.clone(),
+            frame(b"/opt/app", Some(b"lock\x1b[2Jit")),
+        ]);
+        assert!(named.contains("[at lock\\33[2Jit+0x18]"), "{named}");
+        assert!(!named.contains('\x1b'));
+        let bare = with(vec![libc, frame(b"/opt/app", None)]);
+        assert!(bare.contains("[at app+0x1181]"), "{bare}");
+    }
+
     #[test]
     fn sizes_are_kib_and_mib_everywhere() {
         let exit = event("sched_process_exit", &[9, 33_705_984, 557_056, 0], 0);
