@@ -11,6 +11,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer};
@@ -22,6 +23,9 @@ use mmtrace_events::{Event, TracedText};
 const MAX_PROCESSES: usize = 4096;
 /// And past this many looked-up frames, those.
 const MAX_FRAMES: usize = 1 << 18;
+/// An address in no file mapping (JIT code, or a process gone) reads the maps again at most
+/// this often, not at every call.
+const REREAD: Duration = Duration::from_millis(100);
 
 /// One line of /proc/PID/maps with a file behind it.
 #[derive(Debug, Clone)]
@@ -46,8 +50,8 @@ struct Symbol {
 
 pub struct Symbols {
     symbolizer: Symbolizer,
-    /// By host pid and process start.
-    maps: HashMap<(u32, u64), Vec<Region>>,
+    /// By host pid and process start: when they were read, and what.
+    maps: HashMap<(u32, u64), (Instant, Vec<Region>)>,
     symbols: HashMap<(Arc<TracedText>, u64), Symbol>,
     /// Whether the bytes before (module, offset) are a call instruction.
     calls: HashMap<(Arc<TracedText>, u64), bool>,
@@ -79,10 +83,9 @@ impl Symbols {
             self.symbols.clear();
             self.calls.clear();
         }
-        if !self.maps.contains_key(&key) {
-            let regions = read_maps(e.ctx.host_pid);
-            self.maps.insert(key, regions);
-        }
+        self.maps
+            .entry(key)
+            .or_insert_with(|| (Instant::now(), read_maps(key.0)));
         self.recover_caller(key, stack);
         stack.frames = stack
             .addresses
@@ -92,7 +95,8 @@ impl Symbols {
             .collect();
     }
 
-    /// The region holding `address`, reading the process's maps again once if none does.
+    /// The region holding `address`, reading the process's maps again if none does (it
+    /// may have mapped new code since).
     fn region(&mut self, key: (u32, u64), address: u64) -> Option<Region> {
         let find = |regions: &[Region]| {
             regions
@@ -100,17 +104,21 @@ impl Symbols {
                 .find(|r| (r.start..r.end).contains(&address))
                 .cloned()
         };
-        if let Some(r) = find(self.maps.get(&key)?) {
+        let (read_at, regions) = self.maps.get_mut(&key)?;
+        if let Some(r) = find(regions) {
             return Some(r);
         }
+        if read_at.elapsed() < REREAD {
+            return None;
+        }
+        *read_at = Instant::now();
         let again = read_maps(key.0);
         // An exited process reads as nothing: keep what was known.
         if again.is_empty() {
             return None;
         }
-        let found = find(&again);
-        self.maps.insert(key, again);
-        found
+        *regions = again;
+        find(regions)
     }
 
     fn recover_caller(&mut self, key: (u32, u64), stack: &mut Stack) {
