@@ -224,11 +224,8 @@ fn stacks_name_the_calling_functions() {
         .arg(&svg)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let complaint = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{complaint}");
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let sites = &report["callSites"];
     let site = |list: &str, function: &str| {
