@@ -35,7 +35,11 @@ struct Region {
     /// The file offset of `start`.
     offset: u64,
     exec: bool,
+    /// As the process's maps name it.
     path: Arc<TracedText>,
+    /// Where mmtrace opens it: the same path, or through /proc/PID/root for a process in
+    /// another mount namespace (a container's), as long as it runs. Files are known by it.
+    file: Arc<TracedText>,
 }
 
 /// What a (module, file offset) symbolizes to.
@@ -132,8 +136,8 @@ impl Symbols {
         let offset = w - r.start + r.offset;
         let is_call = *self
             .calls
-            .entry((r.path.clone(), offset))
-            .or_insert_with(|| after_call(&r.path, offset));
+            .entry((r.file.clone(), offset))
+            .or_insert_with(|| after_call(&r.file, offset));
         if is_call {
             stack.addresses.insert(1, w);
         }
@@ -149,11 +153,11 @@ impl Symbols {
         };
         let module_offset = address - r.start + r.offset;
         let lookup = module_offset - u64::from(ret && module_offset > 0);
-        let sym = match self.symbols.get(&(r.path.clone(), lookup)) {
+        let sym = match self.symbols.get(&(r.file.clone(), lookup)) {
             Some(s) => s.clone(),
             None => {
-                let s = self.symbolize(&r.path, lookup);
-                self.symbols.insert((r.path.clone(), lookup), s.clone());
+                let s = self.symbolize(&r.file, lookup);
+                self.symbols.insert((r.file.clone(), lookup), s.clone());
                 s
             }
         };
@@ -199,7 +203,26 @@ fn read_maps(pid: u32) -> Vec<Region> {
     let Ok(text) = std::fs::read(format!("/proc/{pid}/maps")) else {
         return Vec::new();
     };
-    text.split(|&b| b == b'\n').filter_map(parse_line).collect()
+    let root = match same_mount_namespace(pid) {
+        true => String::new(),
+        false => format!("/proc/{pid}/root"),
+    };
+    text.split(|&b| b == b'\n')
+        .filter_map(parse_line)
+        .map(|mut r| {
+            if !root.is_empty() {
+                let mut file = root.as_bytes().to_vec();
+                file.extend_from_slice(r.path.as_bytes());
+                r.file = Arc::new(TracedText::from(file));
+            }
+            r
+        })
+        .collect()
+}
+
+fn same_mount_namespace(pid: u32) -> bool {
+    let ns = |p: String| std::fs::read_link(p).ok();
+    ns(format!("/proc/{pid}/ns/mnt")) == ns("/proc/self/ns/mnt".to_string())
 }
 
 /// `start-end perms offset dev inode path`; the path (which may hold spaces) is what
@@ -223,13 +246,15 @@ fn parse_line(line: &[u8]) -> Option<Region> {
         return None;
     }
     let hex = |b: &[u8]| u64::from_str_radix(std::str::from_utf8(b).ok()?, 16).ok();
+    let path = Arc::new(TracedText::from(path.to_vec()));
     let dash = range.iter().position(|&b| b == b'-')?;
     Some(Region {
         start: hex(&range[..dash])?,
         end: hex(&range[dash + 1..])?,
         offset: hex(offset)?,
         exec: perms.get(2) == Some(&b'x'),
-        path: Arc::new(TracedText::from(path.to_vec())),
+        path: path.clone(),
+        file: path,
     })
 }
 
