@@ -335,10 +335,7 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "stackAddresses",
         "with --stack, the caller's user stack: return addresses as numbers, innermost \
-         first (Tracee's key), and mmtrace's `stack` key after all others with them \
-         symbolized: address, function and offset (from its start), module (the mapped file) \
-         and moduleOffset, file and line where the module has debug information; [] and no \
-         `stack` without --stack",
+         first (Tracee's key); [] without",
     ),
     (
         "contextFlags",
@@ -417,6 +414,13 @@ pub const MAPPING_AFTER: (&str, &str) = (
      {\"kind\":\"unread\"} when another thread held the address space's lock \
      throughout",
 );
+/// With --stack, on every syscall's line, after all the others.
+pub const STACK: (&str, &str) = (
+    "stack",
+    "with --stack, the frames of stackAddresses symbolized, innermost first: address, \
+     function and offset (from its start), module (the mapped file) and moduleOffset, file \
+     and line where the module has debug information; what is not known is left out",
+);
 pub const UNLOCKED_BYTES: (&str, &str) = (
     "unlockedBytes",
     "locked memory the call released without a munlock",
@@ -466,6 +470,7 @@ mod tests {
             LOCKED,
             MAPPING_BEFORE,
             UNLOCKED_BYTES,
+            STACK,
         ];
         let all: Vec<&str> = keys
             .iter()
