@@ -240,9 +240,11 @@ fn parse_line(line: &[u8]) -> Option<Region> {
     let range = field()?;
     let perms = field()?;
     let offset = field()?;
-    let (_dev, inode) = (field()?, field()?);
+    // Device and inode: some filesystems (9p, FUSE) give files inode 0, so only the path
+    // tells a file from anonymous memory.
+    let (_dev, _inode) = (field()?, field()?);
     let path = rest.trim_ascii_start();
-    if inode == b"0" || !path.starts_with(b"/") {
+    if !path.starts_with(b"/") {
         return None;
     }
     let hex = |b: &[u8]| u64::from_str_radix(std::str::from_utf8(b).ok()?, 16).ok();
@@ -293,6 +295,9 @@ mod tests {
         );
         assert_eq!(r.path.as_bytes(), b"/tmp/a dir/prog");
         assert!(parse_line(b"7ffd1000-7ffd2000 rw-p 00000000 00:00 0   [stack]").is_none());
+        assert!(parse_line(b"7ffd1000-7ffd2000 rw-p 00000000 00:00 0 ").is_none());
+        let no_inode = parse_line(b"7f00-7f10 r-xp 00000000 00:1f 0   /usr/lib/libc.so.6").unwrap();
+        assert_eq!(no_inode.path.as_bytes(), b"/usr/lib/libc.so.6");
         assert!(parse_line(b"garbage").is_none());
     }
 }

@@ -37,8 +37,8 @@ int main(void) {
            (unsigned long)lock_the_buffer, (unsigned long)map_the_arena,
            (unsigned long)prepare, (unsigned long)main);
     while (fgets(line, sizeof line, maps))
-        if (strstr(line, " r-xp ") && strstr(line, "/prog"))
-            printf("text %s", line);
+        if (strstr(line, " r-xp "))
+            printf("%s %s", strstr(line, "/prog") ? "text" : "code", line);
     fflush(stdout);
     prepare();
     usleep(300000);
@@ -200,8 +200,10 @@ fn stacks_name_the_calling_functions() {
         assert_eq!(addresses, symbolized);
         // Innermost first: libc's wrapper, then the program's functions.
         assert!(
-            e["stack"][0]["module"].as_str().unwrap().contains("libc"),
-            "{e}"
+            e["stack"][0]["module"]
+                .as_str()
+                .is_some_and(|m| m.contains("libc")),
+            "{e}\n{printed}"
         );
         assert_eq!(e["stack"][1]["function"], inner, "{e}");
     }
