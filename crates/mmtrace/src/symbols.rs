@@ -11,7 +11,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::SystemTime;
 
 use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer};
@@ -23,9 +23,15 @@ use mmtrace_events::{Event, TracedText};
 const MAX_PROCESSES: usize = 4096;
 /// And past this many looked-up frames, those.
 const MAX_FRAMES: usize = 1 << 18;
-/// An address in no file mapping (JIT code, or a process gone) reads the maps again at most
-/// this often, not at every call.
-const REREAD: Duration = Duration::from_millis(100);
+
+/// A call: its process (host pid, start) and its entry, ns since the epoch.
+type Call = ((u32, u64), u64);
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
 
 /// One line of /proc/PID/maps with a file behind it.
 #[derive(Debug, Clone)]
@@ -54,8 +60,8 @@ struct Symbol {
 
 pub struct Symbols {
     symbolizer: Symbolizer,
-    /// By host pid and process start: when they were read, and what.
-    maps: HashMap<(u32, u64), (Instant, Vec<Region>)>,
+    /// By host pid and process start: when they were read (ns since the epoch), and what.
+    maps: HashMap<(u32, u64), (u64, Vec<Region>)>,
     symbols: HashMap<(Arc<TracedText>, u64), Symbol>,
     /// Whether the bytes before (module, offset) are a call instruction.
     calls: HashMap<(Arc<TracedText>, u64), bool>,
@@ -89,19 +95,23 @@ impl Symbols {
         }
         self.maps
             .entry(key)
-            .or_insert_with(|| (Instant::now(), read_maps(key.0)));
-        self.recover_caller(key, stack);
+            .or_insert_with(|| (now(), read_maps(key.0)));
+        let at = (key, e.ctx.timestamp);
+        self.recover_caller(at, stack);
         stack.frames = stack
             .addresses
             .iter()
             .enumerate()
-            .map(|(i, &address)| self.frame(key, address, i > 0))
+            .map(|(i, &address)| self.frame(at, address, i > 0))
             .collect();
     }
 
-    /// The region holding `address`, reading the process's maps again if none does (it
-    /// may have mapped new code since).
-    fn region(&mut self, key: (u32, u64), address: u64) -> Option<Region> {
+    /// The region holding `address` in the process `at` names when it made the call `at`
+    /// stamps, reading its maps again if none does and the call came after they were read:
+    /// what it mapped since (libc, while ld.so starts it; a dlopen) is then there, and a
+    /// miss in code no file backs (JIT) rereads them at most once per batch of calls.
+    fn region(&mut self, at: Call, address: u64) -> Option<Region> {
+        let (key, call) = at;
         let find = |regions: &[Region]| {
             regions
                 .iter()
@@ -112,10 +122,10 @@ impl Symbols {
         if let Some(r) = find(regions) {
             return Some(r);
         }
-        if read_at.elapsed() < REREAD {
+        if call < *read_at {
             return None;
         }
-        *read_at = Instant::now();
+        *read_at = now();
         let again = read_maps(key.0);
         // An exited process reads as nothing: keep what was known.
         if again.is_empty() {
@@ -125,12 +135,12 @@ impl Symbols {
         find(regions)
     }
 
-    fn recover_caller(&mut self, key: (u32, u64), stack: &mut Stack) {
+    fn recover_caller(&mut self, at: Call, stack: &mut Stack) {
         let w = stack.sp_word;
         if stack.addresses.is_empty() || stack.addresses.get(1) == Some(&w) {
             return;
         }
-        let Some(r) = self.region(key, w).filter(|r| r.exec) else {
+        let Some(r) = self.region(at, w).filter(|r| r.exec) else {
             return;
         };
         let offset = w - r.start + r.offset;
@@ -144,8 +154,8 @@ impl Symbols {
     }
 
     /// A return address (`ret`) is looked up one byte back, in the call that made it.
-    fn frame(&mut self, key: (u32, u64), address: u64, ret: bool) -> Frame {
-        let Some(r) = self.region(key, address) else {
+    fn frame(&mut self, at: Call, address: u64, ret: bool) -> Frame {
+        let Some(r) = self.region(at, address) else {
             return Frame {
                 address,
                 ..Frame::default()
