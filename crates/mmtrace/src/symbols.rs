@@ -24,6 +24,10 @@ const MAX_PROCESSES: usize = 4096;
 /// And past this many looked-up frames, those.
 const MAX_FRAMES: usize = 1 << 18;
 
+/// Rereads of a process's maps on a miss whatever the time of the call: its start-up maps
+/// its libraries in a burst the reader may catch half-way.
+const FREE_REREADS: u32 = 8;
+
 /// A call: its process (host pid, start) and its entry, ns since the epoch.
 type Call = ((u32, u64), u64);
 
@@ -60,8 +64,9 @@ struct Symbol {
 
 pub struct Symbols {
     symbolizer: Symbolizer,
-    /// By host pid and process start: when they were read (ns since the epoch), and what.
-    maps: HashMap<(u32, u64), (u64, Vec<Region>)>,
+    /// By host pid and process start: when they were read (ns since the epoch), how often
+    /// again, and what.
+    maps: HashMap<(u32, u64), (u64, u32, Vec<Region>)>,
     symbols: HashMap<(Arc<TracedText>, u64), Symbol>,
     /// Whether the bytes before (module, offset) are a call instruction.
     calls: HashMap<(Arc<TracedText>, u64), bool>,
@@ -95,7 +100,7 @@ impl Symbols {
         }
         self.maps
             .entry(key)
-            .or_insert_with(|| (now(), read_maps(key.0)));
+            .or_insert_with(|| (now(), 0, read_maps(key.0)));
         let at = (key, e.ctx.timestamp);
         self.recover_caller(at, stack);
         stack.frames = stack
@@ -107,9 +112,10 @@ impl Symbols {
     }
 
     /// The region holding `address` in the process `at` names when it made the call `at`
-    /// stamps, reading its maps again if none does and the call came after they were read:
-    /// what it mapped since (libc, while ld.so starts it; a dlopen) is then there, and a
-    /// miss in code no file backs (JIT) rereads them at most once per batch of calls.
+    /// stamps, reading its maps again if none does: what it mapped since (libc, while ld.so
+    /// starts it; a dlopen) is then there. Past `FREE_REREADS`, only for a call made after
+    /// they were read, so a miss in code no file backs (JIT) rereads them at most once per
+    /// batch of calls.
     fn region(&mut self, at: Call, address: u64) -> Option<Region> {
         let (key, call) = at;
         let find = |regions: &[Region]| {
@@ -118,14 +124,15 @@ impl Symbols {
                 .find(|r| (r.start..r.end).contains(&address))
                 .cloned()
         };
-        let (read_at, regions) = self.maps.get_mut(&key)?;
+        let (read_at, rereads, regions) = self.maps.get_mut(&key)?;
         if let Some(r) = find(regions) {
             return Some(r);
         }
-        if call < *read_at {
+        if call < *read_at && *rereads >= FREE_REREADS {
             return None;
         }
         *read_at = now();
+        *rereads += 1;
         let again = read_maps(key.0);
         // An exited process reads as nothing: keep what was known.
         if again.is_empty() {
