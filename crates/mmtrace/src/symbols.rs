@@ -102,6 +102,12 @@ impl Symbols {
             .entry(key)
             .or_insert_with(|| (now(), 0, read_maps(key.0)));
         let at = (key, e.ctx.timestamp);
+        // The call's own code is in a file mapping: where the maps read lack it, they are
+        // read again before the word at the stack pointer is looked up, which must not
+        // reread them itself (it is most often no code at all).
+        if let Some(&ip) = stack.addresses.first() {
+            self.region(at, ip, true);
+        }
         self.recover_caller(at, stack);
         stack.frames = stack
             .addresses
@@ -116,7 +122,7 @@ impl Symbols {
     /// starts it; a dlopen) is then there. Past `FREE_REREADS`, only for a call made after
     /// they were read, so a miss in code no file backs (JIT) rereads them at most once per
     /// batch of calls.
-    fn region(&mut self, at: Call, address: u64) -> Option<Region> {
+    fn region(&mut self, at: Call, address: u64, reread: bool) -> Option<Region> {
         let (key, call) = at;
         let find = |regions: &[Region]| {
             regions
@@ -128,7 +134,7 @@ impl Symbols {
         if let Some(r) = find(regions) {
             return Some(r);
         }
-        if call < *read_at && *rereads >= FREE_REREADS {
+        if !reread || (call < *read_at && *rereads >= FREE_REREADS) {
             return None;
         }
         *read_at = now();
@@ -147,7 +153,7 @@ impl Symbols {
         if stack.addresses.is_empty() || stack.addresses.get(1) == Some(&w) {
             return;
         }
-        let Some(r) = self.region(at, w).filter(|r| r.exec) else {
+        let Some(r) = self.region(at, w, false).filter(|r| r.exec) else {
             return;
         };
         let offset = w - r.start + r.offset;
@@ -162,7 +168,7 @@ impl Symbols {
 
     /// A return address (`ret`) is looked up one byte back, in the call that made it.
     fn frame(&mut self, at: Call, address: u64, ret: bool) -> Frame {
-        let Some(r) = self.region(at, address) else {
+        let Some(r) = self.region(at, address, true) else {
             return Frame {
                 address,
                 ..Frame::default()
