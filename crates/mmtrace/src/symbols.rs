@@ -118,10 +118,10 @@ impl Symbols {
     }
 
     /// The region holding `address` in the process `at` names when it made the call `at`
-    /// stamps, reading its maps again if none does: what it mapped since (libc, while ld.so
-    /// starts it; a dlopen) is then there. Past `FREE_REREADS`, only for a call made after
-    /// they were read, so a miss in code no file backs (JIT) rereads them at most once per
-    /// batch of calls.
+    /// stamps, reading its maps again if none does and `reread` allows: what it mapped
+    /// since (libc, while ld.so starts it; a dlopen) is then there. Past `FREE_REREADS`,
+    /// only for a call made after they were read, so a miss in code no file backs (JIT)
+    /// rereads them at most once per batch of calls.
     fn region(&mut self, at: Call, address: u64, reread: bool) -> Option<Region> {
         let (key, call) = at;
         let find = |regions: &[Region]| {
