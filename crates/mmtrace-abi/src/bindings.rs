@@ -2,6 +2,7 @@
 
 pub const MAX_IDS: u32 = 1024;
 pub const PATH_BUF: u32 = 512;
+pub const MAX_STACK: u32 = 32;
 pub const FEW: u32 = 4;
 pub const MAX_CGROUPS: u32 = 8;
 pub const MAX_EXES: u32 = 64;
@@ -129,6 +130,13 @@ impl Default for record_path {
             s.assume_init()
         }
     }
+}
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct stack_tail {
+    pub sp_word: __u64,
+    pub nframes: __u32,
+    pub pad: __u32,
 }
 pub const F_PID: scope_field = 0;
 pub const F_TID: scope_field = 1;
@@ -282,7 +290,7 @@ pub struct config {
     pub metrics: __u32,
     pub m_slot: [__u8; 1024usize],
     pub m_role: [__u8; 1024usize],
-    pub __bindgen_padding_0: [u8; 4usize],
+    pub stack: __u32,
 }
 impl Default for config {
     fn default() -> Self {

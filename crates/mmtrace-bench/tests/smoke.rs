@@ -46,6 +46,7 @@ fn every_installed_configuration_gets_a_row() {
         "mmtrace-core",
         "mmtrace-json",
         "mmtrace-table",
+        "mmtrace-stack",
         "out-of-scope",
     ];
     for (tool, peers) in [

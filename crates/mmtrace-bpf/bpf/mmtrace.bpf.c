@@ -216,6 +216,7 @@ struct sys_enter_ctx {
  * the loader a walk of the kernel's whole BTF at start. */
 struct pt_regs {
 	unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8, ax, cx, dx, si, di;
+	unsigned long orig_ax, ip, cs, flags, sp;
 };
 
 struct sys_exit_ctx {
@@ -341,6 +342,9 @@ struct {
 	__type(value, struct filter);
 } arg_filters SEC(".maps");
 
+/* Bounds a stack's frame count for the verifier (see add_stack). */
+#define STACK_MASK (2 * MAX_STACK - 1)
+
 /* Task-local storage: the record of the thread's call in flight, assembled in place from
  * entry to exit and sent with one bpf_ringbuf_output of the prefix that holds what the call
  * gathered; base.ts is 0 when no traced call is in flight. Freed with the thread, so a thread
@@ -348,6 +352,9 @@ struct {
  * instead of hashing. */
 struct inflight {
 	struct record_path r;
+	/* Room for a stack tail after the longest record: the tail is written right after
+	 * whichever record the call sends, so that one bpf_ringbuf_output still sends both. */
+	__u8 stack_room[(STACK_MASK + 1) * 8 + sizeof(struct stack_tail)];
 	/* The thread's process has been sent its executable: the per-call check is this load,
 	 * the exe_sent lookup only a thread's first call after its start or an exec pays. */
 	__u32 exe_sent;
@@ -1266,6 +1273,29 @@ static __always_inline void metrics_exit(struct record_path *slot, struct task_s
 	metrics_role(g, slot, role, err);
 }
 
+/* The caller's user stack, after the `size` bytes of record the call sends; returns the new
+ * size. Taken at exit, not entry: the exit tracepoint still has the caller's user registers,
+ * and a call the filters drop never pays for a walk. */
+static __always_inline __u32 add_stack(struct sys_exit_ctx *ctx, struct inflight *in,
+				       struct task_struct *t, __u32 size)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(t);
+	struct stack_tail tail = {};
+	void *at = (void *)&in->r + size;
+	long got;
+	__u32 n;
+
+	got = bpf_get_stack(ctx, at, MAX_STACK * 8, BPF_F_USER_STACK);
+	n = got > 0 ? got / 8 : 0;
+	/* At most MAX_STACK already: a bound the verifier can follow, as a mask (a comparison
+	 * clang is free to move after the use). */
+	n &= STACK_MASK;
+	bpf_probe_read_user(&tail.sp_word, sizeof(tail.sp_word), (void *)regs->sp);
+	tail.nframes = n;
+	__builtin_memcpy(at + n * 8, &tail, sizeof(tail));
+	return size + n * 8 + sizeof(tail);
+}
+
 SEC("tracepoint")
 int sys_exit(struct sys_exit_ctx *ctx)
 {
@@ -1311,6 +1341,8 @@ int sys_exit(struct sys_exit_ctx *ctx)
 		if (exe)
 			size = sizeof(struct record_path);
 	}
+	if (cfg.stack)
+		size = add_stack(ctx, in, t, size);
 	if (bpf_ringbuf_output(&events, slot, size, wakeup())) {
 		count(&lost, id);
 	} else if (exe) {

@@ -132,6 +132,22 @@ struct record_path {
 	char path[PATH_BUF];
 };
 
+/* With cfg.stack, each syscall's record is followed by its caller's user stack: the return
+ * addresses the kernel's frame-pointer walk found (innermost first, at most MAX_STACK), then a
+ * struct stack_tail. A tail rather than a field, so a trace without --stack sends nothing
+ * more, and a stack sends only the frames it has; user space, which asked for stacks, finds
+ * the tail at the record's end. */
+#define MAX_STACK 32
+
+struct stack_tail {
+	/* The word at the user stack pointer: the return address into the caller of a syscall
+	 * wrapper that keeps no frame of its own (libc's), which the frame-pointer walk skips.
+	 * User space keeps it only where it is one. */
+	__u64 sp_word;
+	__u32 nframes;
+	__u32 pad;
+};
+
 /* Scope fields compared by value: indexes of the cfg.scope_* arrays and bits of their masks. */
 enum scope_field { F_PID, F_TID, F_UID, NFIELDS };
 
@@ -289,6 +305,7 @@ struct config {
 	__u32 metrics;
 	__u8 m_slot[MAX_IDS]; /* the event's slot in m_events, per event id */
 	__u8 m_role[MAX_IDS]; /* enum metric_role, per event id */
+	__u32 stack;          /* send each syscall's user stack (--stack) */
 };
 
 #endif /* MMTRACE_H */

@@ -9,8 +9,10 @@ use mmtrace_abi::{
     E_EXE, E_EXE_ONLY, E_LOCKED, E_RSS_AFTER, E_RSS_BEFORE, E_TARGET, E_UNLOCKED, E_VMA,
     MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, VM_LOCKED, VM_SHARED,
 };
+use mmtrace_events::catalog::Source;
 use mmtrace_events::enrich::{Enrichment, Locked, Mapping, MappingKind, Rss, Target};
 use mmtrace_events::event::Context;
+use mmtrace_events::stack::Stack;
 use mmtrace_events::{by_id, Event, TracedText};
 
 /// `struct record` of bpf/mmtrace.h: what the kernel side writes for every call.
@@ -87,10 +89,42 @@ fn file_path(leaf_first: &[u8]) -> TracedText {
     TracedText::from(path)
 }
 
-/// The event in ring-buffer bytes: a record, then its extras and path when it has them.
-/// None if the bytes are too short or the id is not in the catalog.
-pub fn parse_record(bytes: &[u8], clock: &Clock) -> Option<Event> {
+/// Splits a syscall's record, sent with `--stack`, from the stack at its end: the frames
+/// captured, then a `struct stack_tail`. None if the tail does not fit the bytes.
+fn split_stack(bytes: &[u8]) -> Option<(&[u8], Stack)> {
+    let tail_at = bytes.len().checked_sub(size_of::<abi::stack_tail>())?;
+    let tail = read::<abi::stack_tail>(&bytes[tail_at..])?;
+    let n = tail.nframes as usize;
+    if n > abi::MAX_STACK as usize {
+        return None;
+    }
+    let frames_at = tail_at.checked_sub(n * 8)?;
+    let addresses = bytes[frames_at..tail_at]
+        .chunks_exact(8)
+        .map(|w| u64::from_ne_bytes(w.try_into().expect("8 bytes")))
+        // The walk ends on a frame whose return address is 0 (the outermost, _start's).
+        .filter(|&a| a != 0)
+        .collect();
+    let stack = Stack {
+        addresses,
+        sp_word: tail.sp_word,
+        frames: Vec::new(),
+    };
+    Some((&bytes[..frames_at], stack))
+}
+
+/// The event in ring-buffer bytes: a record, then its extras and path when it has them, and
+/// with `stacks` (the trace asked for them) a syscall's stack. None if the bytes are too
+/// short or the id is not in the catalog.
+pub fn parse_record(bytes: &[u8], clock: &Clock, stacks: bool) -> Option<Event> {
     let record = read::<Record>(bytes)?;
+    let syscall = matches!(by_id(record.id)?.source, Source::Syscall { .. });
+    let (bytes, stack) = if stacks && syscall {
+        let (bytes, stack) = split_stack(bytes)?;
+        (bytes, Some(Box::new(stack)))
+    } else {
+        (bytes, None)
+    };
     let rest = &bytes[offset_of!(abi::record_ext, ext)..];
     // The kernel side sends only the prefix of the extras its event gathered; the rest of
     // the fields are absent, which its flags say.
@@ -103,7 +137,9 @@ pub fn parse_record(bytes: &[u8], clock: &Clock) -> Option<Event> {
     let path = bytes
         .get(offset_of!(abi::record_path, path)..)
         .filter(|p| !p.is_empty());
-    event(&record, ext.as_ref(), path, clock)
+    let mut e = event(&record, ext.as_ref(), path, clock)?;
+    e.stack = stack;
+    Some(e)
 }
 
 fn event(r: &Record, ext: Option<&Ext>, path: Option<&[u8]>, clock: &Clock) -> Option<Event> {
@@ -146,6 +182,7 @@ fn event(r: &Record, ext: Option<&Ext>, path: Option<&[u8]>, clock: &Clock) -> O
         enrich: ext
             .filter(|x| x.flags & E_EXE_ONLY == 0)
             .map(|x| enrichment(x, path)),
+        stack: None,
     })
 }
 
@@ -250,7 +287,7 @@ mod tests {
         let mut raw = bytes(&mark).to_vec();
         // As the kernel side sends it: the extras up to the target's, no memory counters.
         raw.extend_from_slice(&bytes(&ext)[..EXT_TARGET as usize]);
-        let e = parse_record(&raw, &clock()).unwrap();
+        let e = parse_record(&raw, &clock(), false).unwrap();
         assert_eq!(e.name(), "oom_mark_victim");
         assert_eq!(e.ctx.timestamp, 1_005);
         assert_eq!(e.ctx.comm, "oomk");
@@ -271,7 +308,7 @@ mod tests {
             (ID_OOM_FINISH_TASK_REAPING, "oom_finish_task_reaping"),
             (ID_OOM_SKIP_TASK_REAPING, "oom_skip_task_reaping"),
         ] {
-            let e = parse_record(bytes(&record(id, &[4242])), &clock()).unwrap();
+            let e = parse_record(bytes(&record(id, &[4242])), &clock(), false).unwrap();
             assert_eq!((e.name(), e.arg("pid")), (name, Some(Signed(4242))));
             assert!(e.enrich.is_none());
         }
@@ -279,6 +316,7 @@ mod tests {
         let exit = parse_record(
             bytes(&record(ID_SCHED_PROCESS_EXIT, &[3 << 8, 1 << 20, 8192, 0])),
             &clock(),
+            true,
         )
         .unwrap();
         assert_eq!(
@@ -301,8 +339,8 @@ mod tests {
 
     #[test]
     fn short_or_unknown_records_are_skipped() {
-        assert!(parse_record(&[0u8; 10], &clock()).is_none());
-        assert!(parse_record(bytes(&record(999, &[])), &clock()).is_none());
+        assert!(parse_record(&[0u8; 10], &clock(), false).is_none());
+        assert!(parse_record(bytes(&record(999, &[])), &clock(), false).is_none());
     }
 
     /// A record with the executable in its path slot: with extras the call asked for none of
@@ -325,10 +363,10 @@ mod tests {
 
     #[test]
     fn the_executable_is_not_taken_for_a_mapping_path() {
-        let bare = parse_record(&with_exe(E_EXE | E_EXE_ONLY), &clock()).unwrap();
+        let bare = parse_record(&with_exe(E_EXE | E_EXE_ONLY), &clock(), false).unwrap();
         assert_eq!(bare.ctx.executable.as_deref().unwrap(), "/usr/bin/true");
         assert!(bare.enrich.is_none());
-        let mapped = parse_record(&with_exe(E_EXE | E_VMA), &clock()).unwrap();
+        let mapped = parse_record(&with_exe(E_EXE | E_VMA), &clock(), false).unwrap();
         assert_eq!(mapped.ctx.executable.as_deref().unwrap(), "/usr/bin/true");
         let m = mapped.enrich.unwrap().mapping.unwrap();
         assert_eq!((m.kind, m.path), (MappingKind::Anon, None));
@@ -339,25 +377,51 @@ mod tests {
     #[test]
     fn executables_follow_the_process_not_the_pid() {
         let mut exes = Executables::default();
-        let mut first = parse_record(&with_exe(E_EXE | E_EXE_ONLY), &clock()).unwrap();
+        let mut first = parse_record(&with_exe(E_EXE | E_EXE_ONLY), &clock(), false).unwrap();
         exes.fill(&mut first);
-        let mut later = parse_record(bytes(&record(11, &[])), &clock()).unwrap();
+        let mut later = parse_record(bytes(&record(11, &[])), &clock(), false).unwrap();
         exes.fill(&mut later);
         assert_eq!(later.ctx.executable, first.ctx.executable);
         let mut reused = record(11, &[]);
         reused.leader_start = 99;
-        let mut reused = parse_record(bytes(&reused), &clock()).unwrap();
+        let mut reused = parse_record(bytes(&reused), &clock(), false).unwrap();
         exes.fill(&mut reused);
         assert_eq!(reused.ctx.executable, None);
         let mut exec = first.clone();
         exec.ctx.executable = Some(Arc::new("/usr/bin/false".into()));
         exes.fill(&mut exec);
-        let mut after_exec = parse_record(bytes(&record(11, &[])), &clock()).unwrap();
+        let mut after_exec = parse_record(bytes(&record(11, &[])), &clock(), false).unwrap();
         exes.fill(&mut after_exec);
         assert_eq!(
             after_exec.ctx.executable.as_deref().unwrap(),
             "/usr/bin/false"
         );
+    }
+
+    /// With stacks, a syscall's record (here with its extras and path) ends in the frames
+    /// and the tail; a kernel event's (the exit above, parsed with stacks on) has none.
+    #[test]
+    fn a_stack_follows_the_record() {
+        let mut raw = with_exe(E_EXE | E_VMA);
+        for frame in [0x7f00_0000_1234u64, 0x5555_0000_1000] {
+            raw.extend_from_slice(&frame.to_ne_bytes());
+        }
+        let tail = abi::stack_tail {
+            sp_word: 0x5555_0000_2000,
+            nframes: 2,
+            pad: 0,
+        };
+        raw.extend_from_slice(bytes(&tail));
+        let e = parse_record(&raw, &clock(), true).unwrap();
+        let stack = e.stack.unwrap();
+        assert_eq!(stack.addresses, [0x7f00_0000_1234, 0x5555_0000_1000]);
+        assert_eq!(stack.sp_word, 0x5555_0000_2000);
+        assert_eq!(e.ctx.executable.as_deref().unwrap(), "/usr/bin/true");
+        // A tail claiming more frames than the kernel side captures is no record.
+        let mut lying = raw.clone();
+        let n = lying.len();
+        lying[n - 8] = 200;
+        assert!(parse_record(&lying, &clock(), true).is_none());
     }
 
     #[test]

@@ -83,6 +83,8 @@ pub struct Options {
     /// Count the calls in the kernel's metrics maps instead of sending records (`serve`):
     /// `enrich` and `ring_bytes` are then ignored.
     pub metrics: bool,
+    /// Send each syscall's user stack (frame pointers) with its record.
+    pub stack: bool,
 }
 
 impl Options {
@@ -99,6 +101,7 @@ impl Options {
             enrich: true,
             features_off: Vec::new(),
             metrics: false,
+            stack: false,
         }
     }
 }
@@ -121,6 +124,7 @@ pub struct Tracer {
     attached: Vec<&'static EventDef>,
     unavailable: Vec<Unavailable>,
     features: Features,
+    stack: bool,
 }
 
 impl Tracer {
@@ -208,6 +212,7 @@ impl Tracer {
                 .iter()
                 .any(|e| matches!(e.source, Source::Syscall { .. }));
         cfg.send_exe = send_exe.into();
+        cfg.stack = opts.stack.into();
         let mut bpf = EbpfLoader::new()
             // Task-local storage has no typed wrapper in aya 0.14; the kernel side alone uses it.
             .allow_unsupported_maps()
@@ -282,6 +287,7 @@ impl Tracer {
             attached,
             unavailable,
             features,
+            stack: opts.stack,
         })
     }
 
@@ -323,7 +329,7 @@ impl Tracer {
         let mut n = 0;
         while n < max {
             let Some(item) = self.ring.next() else { break };
-            if let Some(mut event) = record::parse_record(&item, &self.clock) {
+            if let Some(mut event) = record::parse_record(&item, &self.clock, self.stack) {
                 self.executables.fill(&mut event);
                 f(event);
             }

@@ -371,7 +371,8 @@ impl<S> PartialEq for EventDef<S> {
 impl<S> Eq for EventDef<S> {}
 
 impl<S> EventDef<S> {
-    /// The JSON keys mmtrace adds to this event beyond Tracee's, with their meaning.
+    /// The JSON keys mmtrace adds to this event beyond Tracee's, with their meaning; with
+    /// `--stack`, `line::STACK` too (`stack_field`).
     pub fn extra_fields(&self) -> Vec<(&'static str, &'static str)> {
         let mut fields: Vec<(&str, &str)> = self
             .extras
@@ -386,6 +387,13 @@ impl<S> EventDef<S> {
             ));
         }
         fields
+    }
+
+    /// The key `--stack` adds to this event's lines: syscalls' only (not kernel events', nor
+    /// the lines mmtrace raises from calls).
+    pub fn stack_field(&self) -> Option<(&'static str, &'static str)> {
+        let source = (&self.source as &dyn std::any::Any).downcast_ref::<Source>();
+        matches!(source, Some(Source::Syscall { .. })).then_some(crate::line::STACK)
     }
 
     pub fn in_set(&self, set: &str) -> bool {

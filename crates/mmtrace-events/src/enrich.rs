@@ -377,6 +377,7 @@ mod tests {
                 }),
                 ..Enrichment::default()
             }),
+            stack: None,
         }
     }
 

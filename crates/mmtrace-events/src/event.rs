@@ -47,6 +47,8 @@ pub struct Event {
     pub duration_ns: u64,
     /// What the kernel side gathered beyond the record, for events whose catalog entry asks.
     pub enrich: Option<crate::enrich::Enrichment>,
+    /// The caller's user stack, with `--stack`; boxed, as most traces have none.
+    pub stack: Option<Box<crate::stack::Stack>>,
 }
 
 impl Event {

@@ -10,6 +10,7 @@ pub mod filter;
 pub mod line;
 pub mod scope;
 pub mod select;
+pub mod stack;
 pub mod text;
 
 pub use catalog::{

@@ -134,6 +134,21 @@ pub struct Line<'a> {
     pub mapping: Key<'a, Mapping<'a>>,
     #[serde(borrow)]
     pub unlocked_bytes: Key<'a, u64>,
+    #[serde(borrow)]
+    pub stack: Key<'a, Vec<StackFrame>>,
+}
+
+/// One frame of `stack`, innermost first; what the symbolizer did not know is left out.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StackFrame {
+    pub address: Option<String>,
+    pub function: Option<String>,
+    pub offset: Option<String>,
+    pub module: Option<String>,
+    pub module_offset: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
 }
 
 /// One argument; its `type` is the catalog's (`ArgType::tracee_name`), so values say
@@ -317,7 +332,11 @@ pub const KEYS: &[(&str, &str)] = &[
         "what the kernel returned: the result, or -errno on failure",
     ),
     ("syscall", "the syscall name"),
-    ("stackAddresses", "[]: kept for Tracee"),
+    (
+        "stackAddresses",
+        "with --stack, the caller's user stack: return addresses as numbers, innermost \
+         first (Tracee's key); [] without",
+    ),
     (
         "contextFlags",
         "{containerStarted, isCompat}: kept for Tracee, both false",
@@ -395,6 +414,13 @@ pub const MAPPING_AFTER: (&str, &str) = (
      {\"kind\":\"unread\"} when another thread held the address space's lock \
      throughout",
 );
+/// With --stack, on every syscall's line, after all the others.
+pub const STACK: (&str, &str) = (
+    "stack",
+    "with --stack, the frames of stackAddresses symbolized, innermost first: address, \
+     function and offset (from its start), module (the mapped file) and moduleOffset, file \
+     and line where the module has debug information; what is not known is left out",
+);
 pub const UNLOCKED_BYTES: (&str, &str) = (
     "unlockedBytes",
     "locked memory the call released without a munlock",
@@ -444,6 +470,7 @@ mod tests {
             LOCKED,
             MAPPING_BEFORE,
             UNLOCKED_BYTES,
+            STACK,
         ];
         let all: Vec<&str> = keys
             .iter()

@@ -82,7 +82,7 @@ fn main() -> anyhow::Result<()> {
         for _ in 0..5 {
             let start = Instant::now();
             for i in 0..events {
-                let event = parse_record(&bytes, &clock).expect("a munmap record");
+                let event = parse_record(&bytes, &clock, false).expect("a munmap record");
                 sink.event(&event)?;
                 // As the reader does after each batch.
                 if i % 4096 == 4095 {

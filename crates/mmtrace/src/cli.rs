@@ -39,6 +39,18 @@ pub enum Command {
         /// Report format.
         #[arg(long = "format", value_enum, default_value = "text")]
         format: crate::analyze::Format,
+        /// Also draw the calls by call stack (a recording made with `trace --stack`) as a
+        /// flame graph into this SVG file.
+        #[arg(long = "flamegraph", value_name = "OUT.svg")]
+        flamegraph: Option<std::path::PathBuf>,
+        /// What the flame graph's widths measure.
+        #[arg(
+            long = "weight",
+            value_enum,
+            default_value = "bytes",
+            requires = "flamegraph"
+        )]
+        weight: crate::analyze::Weight,
     },
     /// Kill PID as a userspace OOM killer does (pidfd_open, signal through the pidfd,
     /// process_mrelease, wait) and report how much memory came back and how fast.
@@ -94,6 +106,11 @@ pub struct TraceArgs {
     /// mapping kinds, which the kernel side otherwise gathers at each call (and so no mprotect alerts).
     #[arg(long = "no-enrich")]
     pub no_enrich: bool,
+
+    /// Record each call's user stack (by frame pointers, up to 32 frames) and symbolize it:
+    /// `stackAddresses` and `stack` in JSON, the caller outside libc in the table.
+    #[arg(long = "stack")]
+    pub stack: bool,
 
     /// Analyze the events as they come and print the report at exit, as `mmtrace analyze`
     /// would for the recording: on stdout, or on stderr when the events go to stdout.

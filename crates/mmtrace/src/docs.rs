@@ -92,7 +92,8 @@ pub fn page<S: Origin>(e: &EventDef<S>) -> String {
          other than the main one), the duration and the call, with sizes in KiB and MiB, and \
          leaves out the least telling arguments and additions (marked `...`) to fit its width.\n\n| key | meaning |\n|---|---|\n",
     );
-    for (key, meaning) in mmtrace_events::line::KEYS.iter().chain(&e.extra_fields()) {
+    let extra = e.extra_fields().into_iter().chain(e.stack_field());
+    for (key, meaning) in mmtrace_events::line::KEYS.iter().copied().chain(extra) {
         let _ = writeln!(fields, "| `{key}` | {} |", cell(meaning));
     }
     section(6, fields);

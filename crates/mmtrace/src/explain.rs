@@ -255,7 +255,9 @@ pub fn text<S: Origin>(e: &EventDef<S>) -> String {
     section(5, wrap(&S::hooks(e), IN, IN));
     let fields: String = line::KEYS
         .iter()
-        .chain(&e.extra_fields())
+        .copied()
+        .chain(e.extra_fields())
+        .chain(e.stack_field())
         .map(|(key, meaning)| wrap(meaning, &format!("{IN}{key:<20} "), &" ".repeat(25)))
         .collect();
     section(6, fields);

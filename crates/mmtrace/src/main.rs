@@ -14,6 +14,7 @@ mod privilege;
 mod reap;
 mod serve;
 mod signals;
+mod symbols;
 mod teardown;
 mod top;
 mod trace;
@@ -30,9 +31,13 @@ fn main() -> ExitCode {
         cli::Command::List => list::run().map(|()| ExitCode::SUCCESS),
         cli::Command::Explain { event } => explain::run(&event).map(|()| ExitCode::SUCCESS),
         cli::Command::Docs { dir } => docs::run(&dir).map(|()| ExitCode::SUCCESS),
-        cli::Command::Analyze { file, format } => {
-            analyze::run(&file, format).map(|()| ExitCode::SUCCESS)
-        }
+        cli::Command::Analyze {
+            file,
+            format,
+            flamegraph,
+            weight,
+        } => analyze::run(&file, format, flamegraph.as_deref().map(|p| (p, weight)))
+            .map(|()| ExitCode::SUCCESS),
         cli::Command::Reap {
             pid,
             signal,

@@ -14,9 +14,14 @@ use rustix::thread::{self, CapabilitySet, CapabilitySets};
 /// Drops every capability but those the rest of the trace needs: CAP_KILL when it passes
 /// signals on to a command (which may run as another user, with --user or by changing its own
 /// ids), and CAP_BPF (or CAP_SYS_ADMIN before Linux 5.8) where the running kernel checks it
-/// on every bpf() command. Capabilities belong to a thread, so this must run while the
-/// process has no other.
-pub fn drop_after_attach(tracer: &Tracer, signals_command: bool) -> anyhow::Result<()> {
+/// on every bpf() command; with --stack, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, to read the
+/// traced processes' /proc/PID/maps and the files they map. Capabilities belong to a thread,
+/// so this must run while the process has no other.
+pub fn drop_after_attach(
+    tracer: &Tracer,
+    signals_command: bool,
+    reads_stacks: bool,
+) -> anyhow::Result<()> {
     let threads = std::fs::read_dir("/proc/self/task")
         .map(Iterator::count)
         .unwrap_or(1);
@@ -25,10 +30,14 @@ pub fn drop_after_attach(tracer: &Tracer, signals_command: bool) -> anyhow::Resu
         "dropping capabilities with {threads} threads running: capabilities are per thread, so drop them before starting any"
     );
     let held = thread::capabilities(None).context("reading mmtrace's capabilities")?;
-    let keep = match signals_command {
+    let mut keep = match signals_command {
         true => held.permitted & CapabilitySet::KILL,
         false => CapabilitySet::empty(),
     };
+    // Symbolizing stacks reads every traced process's /proc/PID/maps and the files it maps.
+    if reads_stacks {
+        keep |= held.permitted & (CapabilitySet::SYS_PTRACE | CapabilitySet::DAC_READ_SEARCH);
+    }
     // Before capset, while CAP_SETPCAP is still effective: no exec, not even of a setuid
     // program, can give the others back.
     drop_bounding_set_but(keep);

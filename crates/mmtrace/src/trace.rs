@@ -22,6 +22,7 @@ use crate::inband::InBand;
 use crate::output::{self, Outputs, Sink};
 use crate::privilege;
 use crate::signals::Signals;
+use crate::symbols::Symbols;
 use crate::teardown;
 
 /// How long the reader sleeps when the kernel has not woken it: the latency of a quiet trace.
@@ -71,6 +72,7 @@ impl Plan {
         options.ring_bytes = ring_bytes;
         options.enrich = !args.no_enrich;
         options.features_off = features_off;
+        options.stack = args.stack;
         Ok(Plan {
             options,
             outputs,
@@ -143,7 +145,7 @@ fn execute(plan: Plan) -> anyhow::Result<ExitCode> {
 
     options.roots = command.iter().map(|(_, c)| c.pid()).collect();
     let mut tracer = Tracer::start(&options)?;
-    privilege::drop_after_attach(&tracer, command.is_some())?;
+    privilege::drop_after_attach(&tracer, command.is_some(), options.stack)?;
     let mut stderr = Messages::default();
     for u in tracer.unavailable() {
         stderr.say(&format!(
@@ -177,6 +179,7 @@ fn execute(plan: Plan) -> anyhow::Result<ExitCode> {
     let mut seen = vec![0u64; usize::from(u16::MAX) + 1];
     let mut busy = false;
     let mut inband = InBand::new();
+    let mut symbols = options.stack.then(Symbols::default);
     loop {
         let received = signals.take();
         match command.as_mut() {
@@ -207,6 +210,7 @@ fn execute(plan: Plan) -> anyhow::Result<ExitCode> {
             sink.as_mut(),
             &show,
             &mut inband,
+            symbols.as_mut(),
             &mut seen,
             BATCH,
         );
@@ -221,6 +225,7 @@ fn execute(plan: Plan) -> anyhow::Result<ExitCode> {
         sink.as_mut(),
         &show,
         &mut inband,
+        symbols.as_mut(),
         &mut seen,
         ring_records(ring_bytes),
     );
@@ -331,10 +336,14 @@ fn pump(
     sink: &mut dyn Sink,
     show: &Show,
     inband: &mut InBand,
+    mut symbols: Option<&mut Symbols>,
     seen: &mut [u64],
     max: usize,
 ) -> bool {
-    let n = tracer.drain_some(max, |event| {
+    let n = tracer.drain_some(max, |mut event| {
+        if let Some(s) = symbols.as_deref_mut() {
+            s.fill(&mut event);
+        }
         seen[usize::from(event.def.id)] += 1;
         // The output keeps its own failures, and counts the events they cost.
         let _ = show.event(sink, &event);

@@ -448,6 +448,27 @@ fn with_a_command_of_another_user_only_cap_kill_stays() {
     assert_eq!(code, Some(128 + libc::SIGTERM), "{stderr}");
 }
 
+/// --stack symbolizes from the traced processes' maps and files, which may be other users':
+/// CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH stay, and nothing else.
+#[test]
+fn with_stacks_ptrace_and_read_search_stay() {
+    if !bpf_allowed() || !rustix::process::geteuid().is_root() {
+        return;
+    }
+    const CAP_DAC_READ_SEARCH: u64 = 1 << 2;
+    const CAP_SYS_PTRACE: u64 = 1 << 19;
+    let run = Trace::start(
+        BIN,
+        &["-o", "none", "-e", "mlock2", "--stack"],
+        Stdio::null(),
+    );
+    for (set, caps) in capabilities(run.pid()) {
+        assert_eq!(caps, CAP_DAC_READ_SEARCH | CAP_SYS_PTRACE, "{set}");
+    }
+    let (code, stderr) = run.stop(libc::SIGTERM);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
 /// A fresh directory under the target dir, which tests may write to.
 fn tempdir(tag: &str) -> String {
     let dir = format!(

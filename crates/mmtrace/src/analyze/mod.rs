@@ -6,6 +6,7 @@ mod ledger;
 mod live;
 mod record;
 mod report;
+mod stacks;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
@@ -23,6 +24,7 @@ use ledger::Ledger;
 pub use live::{needed_besides, wrap as live};
 use record::Record;
 pub use report::{Format, Report};
+pub use stacks::Weight;
 
 use crate::inband;
 
@@ -164,6 +166,7 @@ pub struct Analyzer {
     lost: BTreeMap<String, u64>,
     /// Events of processes whose lines carry no processStartTime (older recordings).
     guessed_starts: u64,
+    sites: stacks::CallSites,
 }
 
 impl Analyzer {
@@ -186,6 +189,7 @@ impl Analyzer {
             overflow: HashMap::new(),
             lost: BTreeMap::new(),
             guessed_starts: 0,
+            sites: stacks::CallSites::default(),
         }
     }
 
@@ -311,6 +315,7 @@ impl Analyzer {
             }
             p.munmap_peak = p.munmap_peak.max(p.munmaps.len());
         }
+        self.sites.add(r);
         self.detect(r);
     }
 
@@ -439,7 +444,8 @@ fn settle_findings(findings: &mut [Finding], p: &Process) {
 }
 
 /// `mmtrace analyze FILE`; `-` reads standard input, for `mmtrace trace -o json | mmtrace analyze -`.
-pub fn run(path: &Path, format: Format) -> anyhow::Result<()> {
+/// With `flamegraph`, also draws the calls by stack into that SVG file.
+pub fn run(path: &Path, format: Format, flamegraph: Option<(&Path, Weight)>) -> anyhow::Result<()> {
     let stdin = path == Path::new("-");
     let source = match stdin {
         true => "standard input".to_string(),
@@ -471,6 +477,14 @@ pub fn run(path: &Path, format: Format) -> anyhow::Result<()> {
         analyzer.line(&buf, number);
     }
     let report = analyzer.finish(&source);
+    if let Some((svg, weight)) = flamegraph {
+        let file = File::create(svg)
+            .with_context(|| format!("cannot write the flame graph to {}", svg.display()))?;
+        let mut out = io::BufWriter::new(file);
+        analyzer.sites.flamegraph(weight, &mut out)?;
+        out.flush()
+            .with_context(|| format!("writing the flame graph to {}", svg.display()))?;
+    }
     if report.events == 0 && report.skipped > 0 {
         anyhow::bail!(
             "{source} has no usable event in {} lines (line {}: {}): is it a `mmtrace trace -o json` recording?",

@@ -1,11 +1,13 @@
 //! One JSON line of a recording, read leniently into the fields the analysis uses.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use mmtrace_events::catalog::MEM_PROT_ALERT;
 use mmtrace_events::decode::{errno_name, Decoder, PROT_WRITE};
 use mmtrace_events::enrich::{AlertValue, Locked, ProtAlert};
 use mmtrace_events::line::{Arg, Line};
+use mmtrace_events::stack::frame_name;
 use mmtrace_events::{by_name, catalog, enrich, ArgValue, Event, EventDef, Role};
 use serde_json::{json, Value};
 
@@ -77,6 +79,34 @@ pub struct Record {
     pub reason: Option<String>,
     pub locked: Option<Locked>,
     pub mapping: Option<Mapping>,
+    /// The caller's stack as frame names (`stacks::CallSites`), innermost first: the
+    /// symbolized frames where the line has them, else the addresses; None without.
+    pub stack: Option<Arc<[String]>>,
+}
+
+/// A line's stack: its symbolized frames, else its addresses.
+fn stack_of(l: &Line) -> Option<Arc<[String]>> {
+    let hex = |s: &Option<String>| {
+        s.as_deref()
+            .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+            .unwrap_or(0)
+    };
+    match l.stack.get().filter(|s| !s.is_empty()) {
+        Some(frames) => names(frames.iter().map(|f| {
+            frame_name(
+                f.function.as_deref().map(str::as_bytes),
+                f.module.as_deref().map(str::as_bytes),
+                hex(&f.module_offset),
+                hex(&f.address),
+            )
+        })),
+        None => names(l.stack_addresses.get()?.iter().map(|a| format!("{a:#x}"))),
+    }
+}
+
+fn names(frames: impl Iterator<Item = String>) -> Option<Arc<[String]>> {
+    let names: Vec<String> = frames.collect();
+    (!names.is_empty()).then(|| names.into())
 }
 
 impl Record {
@@ -123,6 +153,7 @@ impl Record {
             kind: m.kind.get().map(Cow::Owned),
             path: m.path.get(),
         });
+        let stack = stack_of(&l);
         Ok(Record {
             line,
             ts,
@@ -142,6 +173,7 @@ impl Record {
             reason: l.reason.get(),
             locked,
             mapping,
+            stack,
         })
     }
 
@@ -179,6 +211,10 @@ impl Record {
                 kind: Some(Cow::Borrowed(m.kind.name())),
                 path: m.path.as_ref().map(|p| p.to_str_lossy().into_owned()),
             }),
+            stack: e.stack.as_ref().and_then(|s| match s.frames.is_empty() {
+                false => names(s.frames.iter().map(|f| f.name())),
+                true => names(s.addresses.iter().map(|a| format!("{a:#x}"))),
+            }),
         }
     }
 
@@ -213,6 +249,7 @@ impl Record {
             reason: None,
             locked: None,
             mapping: None,
+            stack: None,
         }
     }
 

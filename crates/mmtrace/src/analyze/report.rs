@@ -260,6 +260,9 @@ pub struct Report {
     pub kills: Vec<Kill>,
     /// Most severe first.
     pub detections: Vec<DetectionReport>,
+    /// With stacks in the recording (`trace --stack`): the calls ranked by stack.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_sites: Option<super::stacks::Report>,
 }
 
 pub fn build(a: &Analyzer, source: &str) -> Report {
@@ -343,6 +346,7 @@ pub fn build(a: &Analyzer, source: &str) -> Report {
         kill_summary: kills::summary(&kills),
         kills,
         detections,
+        call_sites: a.sites.report(),
     }
 }
 
@@ -420,7 +424,11 @@ impl Report {
         for k in &self.kills {
             self.kill_text(out, k)?;
         }
-        self.processes_text(out)
+        self.processes_text(out)?;
+        match &self.call_sites {
+            Some(sites) => sites.text(out),
+            None => Ok(()),
+        }
     }
 
     fn detection_text(&self, out: &mut dyn Write, d: &DetectionReport) -> io::Result<()> {

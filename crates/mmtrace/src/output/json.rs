@@ -7,6 +7,7 @@ use mmtrace_events::catalog::MEM_PROT_ALERT;
 use mmtrace_events::decode::Decoder;
 use mmtrace_events::enrich::{self, AlertValue, Enrichment, ProtAlert, Rss};
 use mmtrace_events::event::Context;
+use mmtrace_events::stack::Stack;
 use mmtrace_events::{ArgValue, Event, EventDef};
 
 use super::{hex_digits, Sink, WRITE_BYTES};
@@ -96,6 +97,7 @@ pub fn write_event(out: &mut Vec<u8>, e: &Event, caller: &[u8], kind: &Kind) {
     out.raw(",\"returnValue\":");
     out.int(e.ret);
     out.extend_from_slice(&kind.middle);
+    write_stack_addresses(out, e);
     write_entity_ids(out, &e.ctx);
     for (prefix, (def, value)) in kind.args.iter().zip(e.args()) {
         out.extend_from_slice(prefix);
@@ -116,7 +118,7 @@ pub fn write_event(out: &mut Vec<u8>, e: &Event, caller: &[u8], kind: &Kind) {
 pub struct Kind {
     /// From `,"eventId"` to `"argsNum":`: the count is the event's, as a kernel may lack some.
     head: Vec<u8>,
-    /// From `,"syscall"` to `"threadEntityId":`.
+    /// From `,"syscall"` to `"stackAddresses":[`.
     middle: Vec<u8>,
     /// Each argument up to its value, with the ',' before all but the first.
     args: Vec<Vec<u8>>,
@@ -134,10 +136,7 @@ impl Kind {
         let mut middle = Vec::new();
         middle.raw(",\"syscall\":\"");
         middle.raw(syscall);
-        middle.raw(
-            "\",\"stackAddresses\":[],\"contextFlags\":{\"containerStarted\":false,\"isCompat\":false},\
-             \"threadEntityId\":",
-        );
+        middle.raw("\",\"stackAddresses\":[");
         let args = def
             .args
             .iter()
@@ -157,6 +156,57 @@ impl Kind {
             .collect();
         Kind { head, middle, args }
     }
+}
+
+/// The stack's addresses as Tracee writes them, numbers (none without --stack), and the keys
+/// up to `"threadEntityId":`.
+fn write_stack_addresses(out: &mut Vec<u8>, e: &Event) {
+    if let Some(s) = &e.stack {
+        for (i, &a) in s.addresses.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.uint(a);
+        }
+    }
+    out.raw(
+        "],\"contextFlags\":{\"containerStarted\":false,\"isCompat\":false},\"threadEntityId\":",
+    );
+}
+
+/// mmtrace's own key: the stack's frames as the reader symbolized them, innermost first.
+/// What a frame does not know is left out.
+fn write_stack(out: &mut Vec<u8>, s: &Stack) {
+    out.raw(",\"stack\":[");
+    for (i, f) in s.frames.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.raw("{\"address\":");
+        out.hex(f.address);
+        if let Some(func) = &f.function {
+            out.raw(",\"function\":");
+            out.string(&func.to_str_lossy());
+            out.raw(",\"offset\":");
+            out.hex(f.function_offset);
+        }
+        if let Some(m) = &f.module {
+            out.raw(",\"module\":");
+            out.string(&m.to_str_lossy());
+            out.raw(",\"moduleOffset\":");
+            out.hex(f.module_offset);
+        }
+        if let Some(file) = &f.file {
+            out.raw(",\"file\":");
+            out.string(&file.to_str_lossy());
+            if f.line > 0 {
+                out.raw(",\"line\":");
+                out.uint(f.line.into());
+            }
+        }
+        out.push(b'}');
+    }
+    out.push(b']');
 }
 
 /// Tracee's entity ids of the caller, its process and its parent, and `"args":[`.
@@ -291,6 +341,9 @@ fn write_rest(out: &mut Vec<u8>, e: &Event) {
     if let Some(x) = &e.enrich {
         write_enrichment(out, e, x);
     }
+    if let Some(s) = &e.stack {
+        write_stack(out, s);
+    }
     out.push(b'}');
 }
 
@@ -387,6 +440,7 @@ pub fn write_alert(out: &mut Vec<u8>, e: &Event, caller: &[u8], a: &ProtAlert) {
     out.uint(def.args.len() as u64);
     out.raw(",\"returnValue\":0");
     out.extend_from_slice(&kind.middle);
+    write_stack_addresses(out, e);
     write_entity_ids(out, &e.ctx);
     for ((prefix, arg), value) in kind.args.iter().zip(def.args).zip(a.values()) {
         out.extend_from_slice(prefix);
@@ -504,9 +558,11 @@ impl<W: Write> Sink for JsonLines<W> {
 mod tests {
     use mmtrace_events::enrich::{Locked, Mapping, MappingKind, Target};
     use mmtrace_events::line::{self, Key, Line};
+    use mmtrace_events::stack::Frame;
     use mmtrace_events::{TracedText, CATALOG};
     use proptest::prelude::*;
     use serde_json::json;
+    use std::sync::Arc;
 
     use super::*;
 
@@ -605,6 +661,30 @@ mod tests {
             )
     }
 
+    fn stack() -> impl Strategy<Value = Stack> {
+        let name = || prop::option::of(text().prop_map(Arc::new));
+        let frame = (any::<[u64; 3]>(), name(), name(), name(), any::<u32>()).prop_map(
+            |([address, module_offset, function_offset], module, function, file, line)| Frame {
+                address,
+                module,
+                module_offset,
+                function,
+                function_offset,
+                file,
+                line,
+            },
+        );
+        (
+            prop::collection::vec(any::<u64>(), 0..4),
+            prop::collection::vec(frame, 0..4),
+        )
+            .prop_map(|(addresses, frames)| Stack {
+                addresses,
+                sp_word: 0,
+                frames,
+            })
+    }
+
     fn event() -> impl Strategy<Value = Event> {
         let ret = prop_oneof![Just(0i64), -4095..0i64, any::<i64>()];
         (
@@ -618,9 +698,10 @@ mod tests {
             ret,
             any::<u64>(),
             prop::option::of(enrichment()),
+            prop::option::of(stack()),
         )
             .prop_map(
-                |(def, ctx, raw_args, absent, ret, duration_ns, enrich)| Event {
+                |(def, ctx, raw_args, absent, ret, duration_ns, enrich, stack)| Event {
                     def,
                     ctx,
                     raw_args,
@@ -628,6 +709,7 @@ mod tests {
                     ret,
                     duration_ns,
                     enrich,
+                    stack: stack.map(Box::new),
                 },
             )
     }
@@ -663,13 +745,42 @@ mod tests {
         assert_eq!(l.container_id.get(), None);
         assert!(l.container.get().is_none() && l.kubernetes.get().is_none());
         assert_eq!(l.matched_policies.get(), Some(vec![]));
-        assert_eq!(l.stack_addresses.get(), Some(vec![]));
         let flags = l.context_flags.get().unwrap();
         assert!(!flags.container_started && !flags.is_compat);
         assert_eq!(l.thread_entity_id.get(), Some(c.thread_entity_id()));
         assert_eq!(l.process_entity_id.get(), Some(c.process_entity_id()));
         assert_eq!(l.parent_entity_id.get(), Some(c.parent_entity_id()));
         assert_eq!(l.process_start_time.get(), Some(c.process_start));
+    }
+
+    /// Tracee's numbers, and each frame with what it knows, hostile names included.
+    fn same_stack(l: &Line, e: &Event) {
+        let addresses = e.stack.as_ref().map_or(vec![], |s| s.addresses.clone());
+        assert_eq!(l.stack_addresses.get(), Some(addresses));
+        let frames = l.stack.get();
+        let Some(s) = &e.stack else {
+            assert!(!l.stack.present());
+            return;
+        };
+        let frames = frames.unwrap();
+        assert_eq!(frames.len(), s.frames.len());
+        let lossy = |t: &Option<Arc<TracedText>>| t.as_ref().map(|t| t.to_str_lossy().into_owned());
+        let hex = |v: u64| Some(format!("{v:#x}"));
+        for (read, f) in frames.iter().zip(&s.frames) {
+            assert_eq!(read.address, hex(f.address));
+            assert_eq!(read.function, lossy(&f.function));
+            assert_eq!(read.offset, f.function.as_ref().and(hex(f.function_offset)));
+            assert_eq!(read.module, lossy(&f.module));
+            assert_eq!(
+                read.module_offset,
+                f.module.as_ref().and(hex(f.module_offset))
+            );
+            assert_eq!(read.file, lossy(&f.file));
+            assert_eq!(
+                read.line,
+                f.file.as_ref().and((f.line > 0).then_some(f.line))
+            );
+        }
     }
 
     fn same_rss(key: &Key<line::Rss>, rss: Option<&Rss>) {
@@ -766,6 +877,7 @@ mod tests {
                 assert_eq!(read.decoded, def.decoder.decode(value.bits()), "{}", def.name);
             }
             same_enrichment(&l, &e);
+            same_stack(&l, &e);
         }
 
         /// The same of a mem_prot_alert line and the alert it was written from.
@@ -798,6 +910,10 @@ mod tests {
             assert_eq!(l.syscall.get().as_deref(), Some(e.def.name));
             assert_eq!(l.return_value.get(), Some(0));
             assert_eq!(l.duration.get(), Some(0));
+            assert_eq!(
+                l.stack_addresses.get(),
+                Some(e.stack.as_ref().map_or(vec![], |s| s.addresses.clone()))
+            );
             let args = l.args.clone().unwrap();
             assert_eq!(l.args_num.get(), Some(args.len() as u64));
             for ((read, def), value) in args.iter().zip(MEM_PROT_ALERT.args).zip(a.values()) {

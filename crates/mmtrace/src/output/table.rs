@@ -270,7 +270,12 @@ fn write_call(out: &mut String, details: &mut Vec<Detail>, e: &Event) -> Layout 
 /// knows beyond the call.
 fn write_enrichment(out: &mut String, details: &mut Vec<Detail>, e: &Event) {
     let container = crate::containers::short_id(e.ctx.cgroup_id);
-    if e.enrich.is_none() && container.is_none() {
+    // With --stack, the code that made the call: libc's wrapper is not what a user is after.
+    let caller = e
+        .stack
+        .as_ref()
+        .and_then(|s| s.frames.iter().find(|f| !f.in_libc()));
+    if e.enrich.is_none() && container.is_none() && caller.is_none() {
         return;
     }
     let open = out.len();
@@ -285,6 +290,12 @@ fn write_enrichment(out: &mut String, details: &mut Vec<Detail>, e: &Event) {
             arg: false,
         });
     };
+    if let Some(f) = caller {
+        part(out, Rank::Named, &|out| {
+            out.push_str("at ");
+            escape_into(out, f.short().as_bytes());
+        });
+    }
     if let Some(id) = &container {
         part(out, Rank::Named, &|out| {
             out.push_str("container ");
@@ -618,6 +629,7 @@ mod tests {
             ret,
             duration_ns: 5_800,
             enrich: None,
+            stack: None,
         }
     }
 
@@ -700,6 +712,40 @@ mod tests {
         };
         assert!(kept(120) <= kept(160) && kept(160) <= kept(200) && kept(200) <= kept(1000));
         assert_eq!(kept(1000), 6);
+    }
+
+    /// The caller is the first frame outside libc, by name and offset, else by its module's
+    /// file name and offset; a traced binary's function names are escaped like any name.
+    #[test]
+    fn the_caller_outside_libc_is_shown() {
+        use mmtrace_events::stack::{Frame, Stack};
+        let text = |s: &[u8]| Some(std::sync::Arc::new(TracedText::from(s.to_vec())));
+        let frame = |module: &[u8], function: Option<&[u8]>| Frame {
+            address: 0x55_0000_1181,
+            module: text(module),
+            module_offset: 0x1181,
+            function: function.and_then(text),
+            function_offset: 0x18,
+            ..Frame::default()
+        };
+        let with = |frames: Vec<Frame>| {
+            let mut e = event("mlock", &[0x1000, 4096], 0);
+            e.stack = Some(Box::new(Stack {
+                addresses: frames.iter().map(|f| f.address).collect(),
+                sp_word: 0,
+                frames,
+            }));
+            table(&[e], 200)
+        };
+        let libc = frame(b"/usr/lib/x86_64-linux-gnu/libc.so.6", Some(b"mlock"));
+        let named = with(vec![
+            libc.clone(),
+            frame(b"/opt/app", Some(b"lock\x1b[2Jit")),
+        ]);
+        assert!(named.contains("[at lock\\33[2Jit+0x18]"), "{named}");
+        assert!(!named.contains('\x1b'));
+        let bare = with(vec![libc, frame(b"/opt/app", None)]);
+        assert!(bare.contains("[at app+0x1181]"), "{bare}");
     }
 
     #[test]

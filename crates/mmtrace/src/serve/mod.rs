@@ -60,7 +60,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let signals = Signals::install()?;
     let tracer = Tracer::start(&options)?;
     // Before the server's threads start: capabilities are dropped per thread.
-    privilege::drop_after_attach(&tracer, false)?;
+    privilege::drop_after_attach(&tracer, false, false)?;
     let server = Server::from_listener(listener, None)
         .map_err(|e| anyhow::anyhow!("serving on {addr}: {e}"))?;
     let mut stderr = std::io::stderr();

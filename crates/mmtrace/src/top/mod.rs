@@ -48,7 +48,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     } = trace::plan(&trace_args(args)?)?;
     let signals = Signals::install()?;
     let mut tracer = Tracer::start(&options)?;
-    privilege::drop_after_attach(&tracer, false)?;
+    privilege::drop_after_attach(&tracer, false, false)?;
     let mut notes: Vec<String> = tracer
         .unavailable()
         .iter()

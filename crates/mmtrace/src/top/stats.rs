@@ -150,6 +150,7 @@ mod tests {
             ret,
             duration_ns,
             enrich: None,
+            stack: None,
         }
     }
 
