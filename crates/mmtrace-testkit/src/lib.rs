@@ -188,3 +188,18 @@ impl Trace {
         (status.code(), rest.join("\n"))
     }
 }
+
+/// Waits for `child` to exit, failing the test after `limit`.
+pub fn wait_exit(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> std::process::ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(start.elapsed() < limit, "still running after {limit:?}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

@@ -56,18 +56,6 @@ fn unwritten(stderr: &str) -> u64 {
         .unwrap()
 }
 
-/// Waits for `child`, failing the test after `limit`.
-fn wait_for(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(start.elapsed() < limit, "still running after {limit:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// The pid of the command, from "... in CMD (pid N) and its descendants".
 fn command_pid(ready: &str) -> i32 {
     let at = ready.find("(pid ").expect(ready) + "(pid ".len();
@@ -176,7 +164,7 @@ fn a_terminals_ctrl_c_reaches_the_command_once() {
         master.write_all(b"\x03").unwrap();
         std::thread::sleep(Duration::from_millis(300));
     }
-    let status = wait_for(&mut child, PATIENCE);
+    let status = mmtrace_testkit::wait_exit(&mut child, PATIENCE);
     assert_eq!(
         status.code(),
         Some(0),
@@ -261,7 +249,7 @@ fn a_closed_stderr_is_no_panic_and_the_status_says_so() {
         .unwrap();
     read_end.read_exact(&mut [0u8]).unwrap();
     drop(read_end);
-    let status = wait_for(&mut child, PATIENCE);
+    let status = mmtrace_testkit::wait_exit(&mut child, PATIENCE);
     assert_eq!(status.code(), Some(141), "128 + SIGPIPE, not a panic's 101");
 }
 

@@ -59,14 +59,7 @@ fn serve(args: &[&str]) -> Child {
 /// SIGTERM, then its exit status within `limit`.
 fn terminate(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(start.elapsed() < limit, "still running after {limit:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    mmtrace_testkit::wait_exit(child, limit)
 }
 
 fn prometheus_binary() -> String {
