@@ -219,17 +219,27 @@ pub struct Clock {
 }
 
 impl Clock {
+    /// The boot clock's offset from the epoch, from the tightest of a few readings of the
+    /// boot clock between two of the real one: a thread preempted between two readings (for
+    /// milliseconds on a loaded or emulated machine) would shift every timestamp by as much.
     pub fn now() -> Clock {
         use rustix::time::{clock_gettime, ClockId};
         let ns = |t: rustix::time::Timespec| t.tv_sec as i128 * 1_000_000_000 + t.tv_nsec as i128;
-        let boot = ns(
-            rustix::time::clock_gettime_dynamic(rustix::time::DynamicClockId::Boottime)
-                .unwrap_or_else(|_| clock_gettime(ClockId::Monotonic)),
-        );
-        let real = ns(clock_gettime(ClockId::Realtime));
-        Clock {
-            offset_ns: real - boot,
-        }
+        let boot = || {
+            ns(
+                rustix::time::clock_gettime_dynamic(rustix::time::DynamicClockId::Boottime)
+                    .unwrap_or_else(|_| clock_gettime(ClockId::Monotonic)),
+            )
+        };
+        let real = || ns(clock_gettime(ClockId::Realtime));
+        let (_, offset_ns) = (0..8)
+            .map(|_| {
+                let (before, b, after) = (real(), boot(), real());
+                (after - before, (before + after) / 2 - b)
+            })
+            .min_by_key(|&(gap, _)| gap)
+            .unwrap_or_default();
+        Clock { offset_ns }
     }
 
     pub fn to_epoch(&self, boot_ns: u64) -> u64 {
