@@ -129,7 +129,7 @@ pub struct TraceArgs {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Where to listen, IP:PORT.
+    /// Where to listen, IP:PORT (port 0: any free port, named in the start line).
     #[arg(long = "listen", value_name = "ADDR", default_value = crate::serve::DEFAULT_LISTEN)]
     pub listen: String,
 

@@ -32,28 +32,34 @@ fn get(port: u16, path: &str) -> (u16, String, String) {
     (status, head.to_string(), body.to_string())
 }
 
-/// `mmtrace serve ARGS`, once it says it serves.
-fn serve(args: &[&str]) -> Child {
+/// `mmtrace serve ARGS` on a port the kernel picks (so parallel tests never race for one),
+/// once it says it serves, and that port.
+fn serve(args: &[&str]) -> (Child, u16) {
     let mut child = Command::new(BIN)
-        .arg("serve")
+        .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    loop {
-        let line = lines
-            .next()
-            .unwrap_or_else(|| panic!("mmtrace serve exited: {:?}", child.wait()))
-            .unwrap();
-        if line.contains("serving http://") {
-            break;
+    let mut said = Vec::new();
+    let port = loop {
+        let Some(Ok(line)) = lines.next() else {
+            panic!(
+                "mmtrace serve exited ({:?}) after saying:\n{}",
+                child.wait(),
+                said.join("\n")
+            );
+        };
+        if let Some((_, rest)) = line.split_once("serving http://127.0.0.1:") {
+            break rest.split('/').next().unwrap().parse().unwrap();
         }
-    }
+        said.push(line);
+    };
     // The rest of its messages go on being read, so it never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
-    child
+    (child, port)
 }
 
 /// SIGTERM, then its exit status within `limit`.
@@ -119,35 +125,45 @@ fn prometheus(targets: &[(&str, u16)]) -> Prometheus {
         );
     }
     std::fs::write(dir.join("prometheus.yml"), config).unwrap();
-    let port = free_port();
-    let child = Command::new(prometheus_binary())
-        .arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let p = Prometheus {
-        child,
-        port,
-        _dir: TempDir(dir),
-    };
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() || get(port, "/-/ready").0 != 200 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "prometheus did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
+    let dir = TempDir(dir);
+    // Prometheus cannot be told to pick a free port and name it; a port found free may be taken
+    // before it binds it, so it gets a few.
+    for _ in 0..5 {
+        let port = free_port();
+        let mut child = Command::new(prometheus_binary())
+            .arg(format!(
+                "--config.file={}",
+                dir.0.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.0.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() || get(port, "/-/ready").0 != 200 {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "prometheus did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if child.try_wait().unwrap().is_none() {
+            return Prometheus {
+                child,
+                port,
+                _dir: dir,
+            };
+        }
     }
-    p
+    panic!("prometheus exited at start five times");
 }
 
 fn url_encode(s: &str) -> String {
@@ -194,18 +210,10 @@ fn prometheus_stores_every_call_of_a_storm_and_its_bytes() {
         return;
     }
     let tid = rustix::thread::gettid().as_raw_nonzero().get();
-    let (scoped_port, all_port) = (free_port(), free_port());
     // This thread's calls alone, counted exactly; and every process's, which must cover them.
     let scope = format!("tid={tid}");
-    let scoped = serve(&[
-        "--listen",
-        &format!("127.0.0.1:{scoped_port}"),
-        "-e",
-        "munmap",
-        "-s",
-        &scope,
-    ]);
-    let all = serve(&["--listen", &format!("127.0.0.1:{all_port}"), "-e", "munmap"]);
+    let (scoped, scoped_port) = serve(&["-e", "munmap", "-s", &scope]);
+    let (all, all_port) = serve(&["-e", "munmap"]);
     let prom = prometheus(&[("scoped", scoped_port), ("all", all_port)]);
 
     // This thread's calls before the storm (starting the servers and Prometheus has made some),
@@ -313,8 +321,7 @@ fn metrics_and_healthz_answer_directly_and_sigint_stops_it() {
     if !bpf_allowed() {
         return;
     }
-    let port = free_port();
-    let mut child = serve(&["--listen", &format!("127.0.0.1:{port}")]);
+    let (mut child, port) = serve(&[]);
     let (status, head, body) = get(port, "/metrics");
     assert_eq!(status, 200, "{body}");
     assert!(

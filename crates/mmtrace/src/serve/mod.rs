@@ -57,6 +57,8 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let listener = std::net::TcpListener::bind(addr).map_err(|e| {
         anyhow::anyhow!("cannot listen on {addr}: {e}; choose another address with --listen")
     })?;
+    // Port 0 asks the kernel for a free one; the line below names the one it gave.
+    let addr = listener.local_addr().unwrap_or(addr);
     let signals = Signals::install()?;
     let tracer = Tracer::start(&options)?;
     // Before the server's threads start: capabilities are dropped per thread.
