@@ -1167,6 +1167,12 @@ static __always_inline void count_cgroup(struct m_global *g, __u32 slot, __u32 r
 		g->cgroup_overflow += 1;
 }
 
+/* A lock the kernel refused for want of room or of the right to lock (MMT-004). */
+static __always_inline int lock_refused(__u32 errno)
+{
+	return errno == ENOMEM || errno == EPERM || errno == EAGAIN;
+}
+
 /* What the call's role adds to the trace's counts: bytes, kills, memory back, detections. */
 static __always_inline void metrics_role(struct m_global *g, struct record_path *slot, __u8 role,
 					 __u32 errno)
@@ -1183,7 +1189,7 @@ static __always_inline void metrics_role(struct m_global *g, struct record_path 
 			break;
 		if (!err)
 			g->bytes[MB_MAPPED] += pages_bytes(0, a[1]);
-		else if ((a[3] & MAP_LOCKED) && (errno == ENOMEM || errno == EPERM || errno == EAGAIN))
+		else if ((a[3] & MAP_LOCKED) && lock_refused(errno))
 			g->detections[3] += 1; /* MMT-004 */
 		break;
 	case R_UNMAPS:
@@ -1202,7 +1208,7 @@ static __always_inline void metrics_role(struct m_global *g, struct record_path 
 		break;
 	case R_LOCKS:
 	case R_LOCKS_ALL:
-		if (errno == ENOMEM || errno == EPERM || errno == EAGAIN)
+		if (lock_refused(errno))
 			g->detections[3] += 1; /* MMT-004 */
 		if (role == R_LOCKS && !err)
 			g->bytes[MB_LOCKED] += pages_bytes(a[0], a[1]);
