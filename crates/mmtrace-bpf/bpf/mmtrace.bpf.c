@@ -1152,15 +1152,20 @@ static __always_inline __u64 metrics_instant(__u32 id)
 	return bpf_ktime_get_boot_ns();
 }
 
-static __always_inline void count_cgroup(struct m_global *g, __u32 slot, __u32 result)
+static __always_inline void count_cgroup(struct m_global *g, struct task_struct *t, __u32 slot,
+					 __u32 result)
 {
-	struct m_cgroup_key k = {
+	struct m_cgroup_key k;
+	__u64 one = 1, *n;
+
+	if (cfg.m_host_mnt_ns && t->nsproxy->mnt_ns->ns.inum == cfg.m_host_mnt_ns)
+		return;
+	k = (struct m_cgroup_key){
 		.cgroup_id = bpf_get_current_cgroup_id(),
 		.slot = slot,
 		.result = result,
 	};
-	__u64 one = 1, *n = bpf_map_lookup_elem(&m_cgroups, &k);
-
+	n = bpf_map_lookup_elem(&m_cgroups, &k);
 	if (n)
 		*n += 1;
 	else if (bpf_map_update_elem(&m_cgroups, &k, &one, BPF_NOEXIST) && g)
@@ -1270,7 +1275,7 @@ static __always_inline void metrics_exit(struct record_path *slot, struct task_s
 	m->duration[log2_bucket(ns) & (M_BUCKETS - 1)] += 1;
 	m->duration_sum += ns;
 	g = m_global_counts();
-	count_cgroup(g, m_slot, result);
+	count_cgroup(g, t, m_slot, result);
 	if (!g || role == R_OTHER)
 		return;
 	want = cfg.extras[id & (MAX_IDS - 1)];

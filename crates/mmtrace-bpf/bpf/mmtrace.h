@@ -305,6 +305,11 @@ struct config {
 	__u32 metrics;
 	__u8 m_slot[MAX_IDS]; /* the event's slot in m_events, per event id */
 	__u8 m_role[MAX_IDS]; /* enum metric_role, per event id */
+	/* The mount namespace of the host's init (0: unknown). A container always has a mount
+	 * namespace of its own, so calls made in this one are not counted per cgroup: the
+	 * per-cgroup hash is the dearest part of a counted call, and only containers' series
+	 * are served. */
+	__u32 m_host_mnt_ns;
 	__u32 stack;          /* send each syscall's user stack (--stack) */
 };
 

@@ -109,6 +109,30 @@ pub fn pid_max() -> u32 {
         .unwrap_or(PID_MAX_LIMIT)
 }
 
+/// The inode of the kernel's initial mount namespace, 0 if it cannot be told. Read from
+/// kthreadd (pid 2), whose namespaces are the kernel's own: init's may be unreadable even to
+/// root, as on our machines. In a pid namespace of its own, pid 2 is no kernel thread.
+pub fn initial_mnt_ns() -> u32 {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let kthread = std::fs::read_to_string("/proc/2/stat")
+        .ok()
+        .and_then(|stat| {
+            // The flags are the sixth field after the command's closing parenthesis.
+            let flags: u64 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(6)?
+                .parse()
+                .ok()?;
+            Some(flags & PF_KTHREAD != 0)
+        });
+    if kthread != Some(true) {
+        return 0;
+    }
+    rustix::fs::stat("/proc/2/ns/mnt").map_or(0, |s| s.st_ino as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

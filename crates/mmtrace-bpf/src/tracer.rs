@@ -196,6 +196,8 @@ impl Tracer {
                 cfg.m_role[id] = role;
                 cfg.extras[id] = metrics::extras(role);
             }
+            // Unknown (0) counts every process per cgroup: slower, never wrong.
+            cfg.m_host_mnt_ns = system::initial_mnt_ns();
         }
         // No record is sent in a metrics trace: the ring's smallest size will do.
         let ring_bytes = if opts.metrics {

@@ -32,12 +32,53 @@ fn map(len: usize, prot: i32) -> *mut libc::c_void {
     p
 }
 
+/// A thread in a mount namespace of its own, as a container's processes are, that makes
+/// `calls` failing munmaps when it is sent a word and says when it is done; it ends once its
+/// sender is dropped (its own end makes calls). Its tid, and both ends.
+struct Unshared {
+    tid: u32,
+    go: std::sync::mpsc::Sender<()>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+fn unshared_thread(calls: usize) -> Unshared {
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNS) }, 0, "unshare");
+        tid_tx.send(tid()).unwrap();
+        go_rx.recv().unwrap();
+        for _ in 0..calls {
+            unsafe { libc::munmap(std::ptr::without_provenance_mut(1), PAGE) };
+        }
+        done_tx.send(()).unwrap();
+        let _ = go_rx.recv();
+    });
+    Unshared {
+        tid: tid_rx.recv().unwrap(),
+        go: go_tx,
+        done: done_rx,
+    }
+}
+
+fn mnt_ns(pid: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/mnt"))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
 #[test]
 fn calls_results_durations_bytes_and_detections_are_counted_in_the_kernel() {
+    const UNSHARED: usize = 11;
+    let unshared = unshared_thread(UNSHARED);
     let Some(tracer) = trace_with("mmap,munmap,mremap,mprotect,mlock,munlock", |o| {
         o.metrics = true;
-        // This thread alone: the test binary's other threads make calls of their own.
-        o.scope = mmtrace_events::scope::Scope::parse(&[&format!("tid={}", tid())]).unwrap();
+        // These two threads alone: the test binary's other threads make calls of their own.
+        o.scope =
+            mmtrace_events::scope::Scope::parse(&[&format!("tid={},{}", tid(), unshared.tid)])
+                .unwrap();
     }) else {
         return;
     };
@@ -119,6 +160,15 @@ fn calls_results_durations_bytes_and_detections_are_counted_in_the_kernel() {
     );
     assert_eq!(snap.cgroup_overflow, 0);
 
+    // Per cgroup: only calls made outside the kernel's initial mount namespace, as every
+    // container's are; this thread's count there only if the test runs outside it.
+    unshared.go.send(()).unwrap();
+    unshared.done.recv().unwrap();
+    let snap = since(tracer.metrics().unwrap(), &before);
+    assert_eq!(
+        counts(&snap, "munmap").calls[libc::EINVAL as usize],
+        (BAD + UNSHARED) as u64
+    );
     if let Some(cgroup) = common::cgroup_id() {
         let of = |name: &str, result: usize| -> u64 {
             snap.cgroups
@@ -127,15 +177,17 @@ fn calls_results_durations_bytes_and_detections_are_counted_in_the_kernel() {
                 .map(|c| c.calls)
                 .sum()
         };
+        let host = mnt_ns("self") == mnt_ns("2");
+        let mine = |n: usize| if host { 0 } else { n as u64 };
         assert_eq!(
             of("munmap", 0),
-            munmaps as u64,
+            mine(munmaps),
             "per cgroup: successful munmaps"
         );
         assert_eq!(
             of("munmap", libc::EINVAL as usize),
-            BAD as u64,
-            "per cgroup: EINVAL"
+            mine(BAD) + UNSHARED as u64,
+            "per cgroup: EINVAL, the unshared thread's always"
         );
     }
 }
