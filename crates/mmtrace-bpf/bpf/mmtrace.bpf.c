@@ -878,6 +878,20 @@ static __always_inline void exit_extras(struct record_path *slot, struct task_st
 		fill_vma(x, slot->path, ret);
 }
 
+/* All six: user space reads only as many as the syscall takes. The registers the entry saved
+ * hold them until the exit too. */
+static __always_inline void read_args(struct record_path *slot, struct task_struct *t)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(t);
+
+	slot->base.args[0] = regs->di;
+	slot->base.args[1] = regs->si;
+	slot->base.args[2] = regs->dx;
+	slot->base.args[3] = regs->r10;
+	slot->base.args[4] = regs->r8;
+	slot->base.args[5] = regs->r9;
+}
+
 /* One program for every syscall: the arguments come from the registers, not the tracepoint's
  * record, whose size differs per syscall (reading past it fails at attach). Each program costs
  * the verifier tens of milliseconds at start, so one instead of one per argument count. */
@@ -887,7 +901,6 @@ int sys_enter(struct sys_enter_ctx *ctx)
 	struct task_struct *t = bpf_get_current_task_btf();
 	struct record_path *slot;
 	struct inflight *in;
-	struct pt_regs *regs;
 	__u16 want;
 
 	/* The tracer's own calls (its reads, the ring's mmaps) are not traced, nor counted as
@@ -904,14 +917,7 @@ int sys_enter(struct sys_enter_ctx *ctx)
 		return 0;
 	}
 	slot = &in->r;
-	/* All six: user space reads only as many as the syscall takes. */
-	regs = (struct pt_regs *)bpf_task_pt_regs(t);
-	slot->base.args[0] = regs->di;
-	slot->base.args[1] = regs->si;
-	slot->base.args[2] = regs->dx;
-	slot->base.args[3] = regs->r10;
-	slot->base.args[4] = regs->r8;
-	slot->base.args[5] = regs->r9;
+	read_args(slot, t);
 	want = cfg.extras[ctx->nr & (MAX_IDS - 1)];
 	if (want)
 		enter_extras(slot, t, want);
@@ -1257,7 +1263,7 @@ static __always_inline void metrics_role(struct m_global *g, struct record_path 
 
 /* The metrics path of a syscall's exit: its counts, in place of a record. */
 static __always_inline void metrics_exit(struct record_path *slot, struct task_struct *t, __u32 id,
-					 __s64 ret)
+					 __s64 ret, int timed)
 {
 	__u32 err = ret < 0 && ret >= -4095 ? -ret : 0;
 	__u32 result = err < M_RESULTS - 1 ? err : M_RESULTS - 1;
@@ -1272,8 +1278,10 @@ static __always_inline void metrics_exit(struct record_path *slot, struct task_s
 		return;
 	if (result < M_RESULTS)
 		m->calls[result] += 1;
-	m->duration[log2_bucket(ns) & (M_BUCKETS - 1)] += 1;
-	m->duration_sum += ns;
+	if (timed) {
+		m->duration[log2_bucket(ns) & (M_BUCKETS - 1)] += 1;
+		m->duration_sum += ns;
+	}
 	g = m_global_counts();
 	count_cgroup(g, t, m_slot, result);
 	if (!g || role == R_OTHER)
@@ -1282,6 +1290,40 @@ static __always_inline void metrics_exit(struct record_path *slot, struct task_s
 	if (want)
 		exit_extras(slot, t, want, ret);
 	metrics_role(g, slot, role, err);
+}
+
+/* The slot of a call counted at its exit alone: per CPU, as no entry reserved a task's. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct record_path);
+} exit_slot SEC(".maps");
+
+/* A call counted at its exit alone (cfg.m_at_exit): no entry hook, no clock read, so it costs
+ * the exit hook and its counts. Its role needs nothing from the call's entry (the loader
+ * hooks the entry of those that do). */
+static __always_inline void metrics_at_exit(struct sys_exit_ctx *ctx, struct task_struct *t)
+{
+	__u32 zero = 0, id = ctx->nr;
+	struct record_path *slot;
+
+	if (t->tgid == cfg.self_tgid)
+		return;
+	if (!in_scope(t)) {
+		count(&filtered, id);
+		return;
+	}
+	slot = bpf_map_lookup_elem(&exit_slot, &zero);
+	if (!slot)
+		return;
+	read_args(slot, t);
+	slot->ext.flags = 0;
+	if (cfg.has_arg_filters && !passes_filters(id, slot, ctx->ret)) {
+		count(&filtered, id);
+		return;
+	}
+	metrics_exit(slot, t, id, ctx->ret, 0);
 }
 
 /* The caller's user stack, after the `size` bytes of record the call sends; returns the new
@@ -1317,6 +1359,10 @@ int sys_exit(struct sys_exit_ctx *ctx)
 	int exe = 0;
 	__u16 want;
 
+	if (cfg.metrics && cfg.m_at_exit[id & (MAX_IDS - 1)]) {
+		metrics_at_exit(ctx, t);
+		return 0;
+	}
 	/* A task that never had a slot (out of scope, most often) is told by one load, not a
 	 * helper call: that is most of what an out-of-scope call costs here. */
 	if (!t->bpf_storage)
@@ -1333,7 +1379,7 @@ int sys_exit(struct sys_exit_ctx *ctx)
 		return 0;
 	}
 	if (cfg.metrics) {
-		metrics_exit(slot, t, id, ctx->ret);
+		metrics_exit(slot, t, id, ctx->ret, 1);
 		slot->base.ts = 0;
 		return 0;
 	}

@@ -42,6 +42,16 @@ pub(crate) fn extras(role: abi::metric_role) -> u16 {
     }
 }
 
+/// Whether an event's counts need its entry hook even without durations: a kill is timed to
+/// its victim's memory from the call's entry, and a release's freed bytes need the target's
+/// memory before it.
+pub(crate) fn needs_entry(role: abi::metric_role) -> bool {
+    matches!(
+        role,
+        abi::R_SIGNALS_PID | abi::R_SIGNALS_PIDFD | abi::R_RELEASES
+    )
+}
+
 /// A log2 histogram of nanoseconds: bucket b counts values below 2^b ns (and at least
 /// 2^(b-1)); the last counts everything from 2^(BUCKETS-2) ns up.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -71,10 +71,21 @@ fn mnt_ns(pid: &str) -> String {
 
 #[test]
 fn calls_results_durations_bytes_and_detections_are_counted_in_the_kernel() {
+    storm_counted(true);
+}
+
+/// serve --no-durations: the same counts, from the exit hook alone, and no durations.
+#[test]
+fn without_durations_the_same_calls_are_counted_at_their_exit() {
+    storm_counted(false);
+}
+
+fn storm_counted(durations: bool) {
     const UNSHARED: usize = 11;
     let unshared = unshared_thread(UNSHARED);
     let Some(tracer) = trace_with("mmap,munmap,mremap,mprotect,mlock,munlock", |o| {
         o.metrics = true;
+        o.durations = durations;
         // These two threads alone: the test binary's other threads make calls of their own.
         o.scope =
             mmtrace_events::scope::Scope::parse(&[&format!("tid={},{}", tid(), unshared.tid)])
@@ -126,12 +137,16 @@ fn calls_results_durations_bytes_and_detections_are_counted_in_the_kernel() {
     );
     assert_eq!(munmap.calls.iter().sum::<u64>(), (munmaps + BAD) as u64);
     assert_eq!(munmap.calls[OTHER_RESULT], 0);
-    assert_eq!(
-        munmap.duration.count(),
-        (munmaps + BAD) as u64,
-        "one duration a call"
-    );
-    assert!(munmap.duration.sum_ns > 0);
+    if durations {
+        assert_eq!(
+            munmap.duration.count(),
+            (munmaps + BAD) as u64,
+            "one duration a call"
+        );
+        assert!(munmap.duration.sum_ns > 0);
+    } else {
+        assert_eq!(munmap.duration.count(), 0, "no durations");
+    }
     let mmap = counts(&snap, "mmap");
     assert_eq!(mmap.calls[0], (OK + WX + 1) as u64);
     assert_eq!(counts(&snap, "mlock").calls[0], LOCKS as u64);
@@ -229,10 +244,21 @@ fn sleeper() -> libc::pid_t {
 
 #[test]
 fn kills_and_the_time_to_memory_back_are_counted_in_the_kernel() {
+    kills_timed(true);
+}
+
+/// Without durations kills are still timed from their entry to the victim's memory back.
+#[test]
+fn without_durations_kills_are_still_timed() {
+    kills_timed(false);
+}
+
+fn kills_timed(durations: bool) {
     let Some(tracer) = trace_with(
         "kill,pidfd_open,pidfd_send_signal,process_mrelease,exit_mmap",
         |o| {
             o.metrics = true;
+            o.durations = durations;
             // The victims' teardowns too, which run in them.
             o.scope = Default::default();
         },

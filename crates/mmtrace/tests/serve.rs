@@ -214,19 +214,32 @@ fn prometheus_stores_every_call_of_a_storm_and_its_bytes() {
     let scope = format!("tid={tid}");
     let (scoped, scoped_port) = serve(&["-e", "munmap", "-s", &scope]);
     let (all, all_port) = serve(&["-e", "munmap"]);
-    let prom = prometheus(&[("scoped", scoped_port), ("all", all_port)]);
+    // The same calls counted at their exit alone.
+    let (untimed, untimed_port) = serve(&["--no-durations", "-e", "munmap", "-s", &scope]);
+    let prom = prometheus(&[
+        ("scoped", scoped_port),
+        ("all", all_port),
+        ("untimed", untimed_port),
+    ]);
 
     // This thread's calls before the storm (starting the servers and Prometheus has made some),
     // as mmtrace serves them.
-    let (_, _, text) = get(scoped_port, "/metrics");
-    let before = |series: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or(0.0)
+    let now = |port: u16| {
+        let (_, _, text) = get(port, "/metrics");
+        move |series: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or(0.0)
+        }
     };
+    let (before, untimed_before) = (now(scoped_port), now(untimed_port));
     let base_ok = before(r#"mmtrace_syscalls_total{event="munmap",result="ok"}"#);
     let base_bad = before(r#"mmtrace_syscalls_total{event="munmap",result="EINVAL"}"#);
     let base_bytes = before("mmtrace_unmapped_bytes_total");
+    // The untimed server started after the scoped one: fewer of this thread's calls before.
+    let untimed_ok = untimed_before(r#"mmtrace_syscalls_total{event="munmap",result="ok"}"#);
+    let untimed_bad = untimed_before(r#"mmtrace_syscalls_total{event="munmap",result="EINVAL"}"#);
+    let untimed_bytes = untimed_before("mmtrace_unmapped_bytes_total");
     const OK: usize = 3000;
     const BAD: usize = 250;
     for i in 0..OK + BAD {
@@ -276,6 +289,29 @@ fn prometheus_stores_every_call_of_a_storm_and_its_bytes() {
         base_bytes + (OK * 2 * PAGE) as f64,
         "unmapped bytes: the pages of every successful munmap",
     );
+    exactly(
+        r#"mmtrace_syscalls_total{job="untimed",event="munmap",result="ok"}"#,
+        untimed_ok + OK as f64,
+        "without durations: every successful munmap, exactly",
+    );
+    exactly(
+        r#"mmtrace_syscalls_total{job="untimed",event="munmap",result="EINVAL"}"#,
+        untimed_bad + BAD as f64,
+        "without durations: every failing munmap, exactly",
+    );
+    exactly(
+        r#"mmtrace_unmapped_bytes_total{job="untimed"}"#,
+        untimed_bytes + (OK * 2 * PAGE) as f64,
+        "without durations: unmapped bytes",
+    );
+    assert_eq!(
+        query(
+            &prom,
+            r#"mmtrace_syscall_duration_seconds_count{job="untimed"}"#
+        ),
+        Vec::<f64>::new(),
+        "without durations: no duration series"
+    );
     let buckets = query(
         &prom,
         r#"mmtrace_syscall_duration_seconds_bucket{job="scoped",event="munmap"}"#,
@@ -297,7 +333,7 @@ fn prometheus_stores_every_call_of_a_storm_and_its_bytes() {
         r#"mmtrace_syscalls_total{job="all",event="munmap",result="EINVAL"}"#,
         BAD as f64,
     );
-    for job in ["scoped", "all"] {
+    for job in ["scoped", "all", "untimed"] {
         let lost = query(
             &prom,
             &format!(r#"mmtrace_events_lost_total{{job="{job}"}}"#),
@@ -306,12 +342,12 @@ fn prometheus_stores_every_call_of_a_storm_and_its_bytes() {
         assert_eq!(query(&prom, &format!(r#"up{{job="{job}"}}"#)), vec![1.0]);
     }
 
-    for mut child in [scoped, all] {
+    for mut child in [scoped, all, untimed] {
         let status = terminate(&mut child, Duration::from_secs(5));
         assert_eq!(status.code(), Some(0), "SIGTERM: a clean exit");
     }
     // The ports are free again.
-    for port in [scoped_port, all_port] {
+    for port in [scoped_port, all_port, untimed_port] {
         TcpListener::bind(("127.0.0.1", port)).unwrap();
     }
 }

@@ -53,6 +53,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     options.scope = scope;
     options.features_off = features_off;
     options.metrics = true;
+    options.durations = !args.no_durations;
     // Bound before anything is attached: a taken port costs nothing to find out.
     let listener = std::net::TcpListener::bind(addr).map_err(|e| {
         anyhow::anyhow!("cannot listen on {addr}: {e}; choose another address with --listen")
@@ -81,8 +82,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let _ = writeln!(
         stderr,
-        "mmtrace: counting {} events in the kernel; serving http://{addr}/metrics; SIGTERM or Ctrl-C to stop",
-        tracer.attached().len()
+        "mmtrace: counting {} events in the kernel{}; serving http://{addr}/metrics; SIGTERM or Ctrl-C to stop",
+        tracer.attached().len(),
+        if args.no_durations { ", without durations" } else { "" }
     );
     while signals.take().is_empty() {
         match server.recv_timeout(TICK) {
