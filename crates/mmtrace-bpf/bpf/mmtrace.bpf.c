@@ -1115,36 +1115,47 @@ static __always_inline void observe_back(struct m_global *g, __u64 ns)
 	g->back_sum += ns;
 }
 
-/* A kill of `tgid` at `ts`: timed now if its teardown already ended, else when it does. */
+/* A kill (at `ts`) and its victim's memory back (at `back`) met: whichever side deletes the
+ * kill's entry times it, so it is timed once. */
+static __always_inline void kill_met(struct m_global *g, __u32 tgid, __u64 ts, __u64 back)
+{
+	if (back < ts || bpf_map_delete_elem(&m_killed, &tgid))
+		return;
+	bpf_map_delete_elem(&m_back, &tgid);
+	if (g)
+		observe_back(g, back - ts);
+}
+
+/*
+ * A kill and its victim's teardown can end at once on two CPUs. Each side first records
+ * itself, then looks for the other: at least one of them finds the other (each map update
+ * is a full barrier), and kill_met's delete lets only one time the kill.
+ */
+
+/* A kill of `tgid` at `ts`: timed now if its memory is back already, else when it is. */
 static __always_inline void killed(struct m_global *g, __u32 tgid, __u64 ts, __u32 kind)
 {
-	__u64 *back = bpf_map_lookup_elem(&m_back, &tgid);
+	__u64 *back;
 
 	g->kills[kind & 1] += 1;
-	if (back && *back >= ts) {
-		observe_back(g, *back - ts);
-		bpf_map_delete_elem(&m_back, &tgid);
-		return;
-	}
 	/* The first kill counts: later signals find the victim dying already. */
-	bpf_map_update_elem(&m_killed, &tgid, &ts, BPF_NOEXIST);
+	if (bpf_map_update_elem(&m_killed, &tgid, &ts, BPF_NOEXIST))
+		return;
+	back = bpf_map_lookup_elem(&m_back, &tgid);
+	if (back)
+		kill_met(g, tgid, ts, *back);
 }
 
 /* The memory of `tgid` is back at `now`: a teardown's end, the OOM reaper's, a
  * process_mrelease's return; the first of them ends its kill's time. */
 static __always_inline void memory_back(__u32 tgid, __u64 now)
 {
-	__u64 *ts = bpf_map_lookup_elem(&m_killed, &tgid);
-	struct m_global *g;
+	__u64 *ts;
 
-	if (!ts) {
-		bpf_map_update_elem(&m_back, &tgid, &now, BPF_ANY);
-		return;
-	}
-	g = m_global_counts();
-	if (g && now >= *ts)
-		observe_back(g, now - *ts);
-	bpf_map_delete_elem(&m_killed, &tgid);
+	bpf_map_update_elem(&m_back, &tgid, &now, BPF_ANY);
+	ts = bpf_map_lookup_elem(&m_killed, &tgid);
+	if (ts)
+		kill_met(m_global_counts(), tgid, *ts, now);
 }
 
 /* A kernel event in a metrics trace: counted, its instant returned for what follows. */
