@@ -1185,7 +1185,11 @@ static __always_inline void count_cgroup(struct m_global *g, struct task_struct 
 	n = bpf_map_lookup_elem(&m_cgroups, &k);
 	if (n)
 		*n += 1;
-	else if (bpf_map_update_elem(&m_cgroups, &k, &one, BPF_NOEXIST) && g)
+	else if (!bpf_map_update_elem(&m_cgroups, &k, &one, BPF_NOEXIST))
+		/* A new series: user space is told at once (the ring carries nothing else in a
+		 * metrics trace), to find its container while the cgroup still names it. */
+		bpf_ringbuf_output(&events, &k.cgroup_id, sizeof(k.cgroup_id), 0);
+	else if (g)
 		g->cgroup_overflow += 1;
 }
 

@@ -1,6 +1,8 @@
 //! The metrics-only path (`mmtrace serve`): what the kernel side counts in its per-CPU maps
 //! instead of sending records, and their reading, summed over the CPUs, at each scrape.
 
+use std::collections::BTreeSet;
+
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
 use aya::Ebpf;
 use mmtrace_abi as abi;
@@ -106,19 +108,29 @@ unsafe impl aya::Pod for Plain<abi::m_event> {}
 unsafe impl aya::Pod for Plain<abi::m_global> {}
 unsafe impl aya::Pod for Plain<abi::m_cgroup_key> {}
 
+fn fail(name: &str, e: aya::maps::MapError) -> Error {
+    Error::Metrics(format!("{name}: {e}"))
+}
+
+fn map<'a>(bpf: &'a Ebpf, name: &str) -> Result<&'a aya::maps::Map, Error> {
+    bpf.map(name)
+        .ok_or_else(|| Error::Load(format!("map {name} is missing from the BPF object")))
+}
+
+type CgroupCounts<'a> = PerCpuHashMap<&'a MapData, Plain<abi::m_cgroup_key>, u64>;
+
+fn cgroup_counts(bpf: &Ebpf) -> Result<CgroupCounts<'_>, Error> {
+    PerCpuHashMap::try_from(map(bpf, "m_cgroups")?).map_err(|e| fail("m_cgroups", e))
+}
+
 /// Reads the counts; `slots` are the attached events in the order of their slots.
 pub(crate) fn read(bpf: &Ebpf, slots: &[&'static EventDef]) -> Result<Snapshot, Error> {
-    let map = |name: &str| {
-        bpf.map(name)
-            .ok_or_else(|| Error::Load(format!("map {name} is missing from the BPF object")))
-    };
-    let fail = |name: &str, e: aya::maps::MapError| Error::Metrics(format!("{name}: {e}"));
+    let map = |name: &str| map(bpf, name);
     let events: PerCpuArray<&MapData, Plain<abi::m_event>> =
         PerCpuArray::try_from(map("m_events")?).map_err(|e| fail("m_events", e))?;
     let global: PerCpuArray<&MapData, Plain<abi::m_global>> =
         PerCpuArray::try_from(map("m_global")?).map_err(|e| fail("m_global", e))?;
-    let cgroups: PerCpuHashMap<&MapData, Plain<abi::m_cgroup_key>, u64> =
-        PerCpuHashMap::try_from(map("m_cgroups")?).map_err(|e| fail("m_cgroups", e))?;
+    let cgroups = cgroup_counts(bpf)?;
 
     let mut snap = Snapshot::default();
     for (slot, &event) in slots.iter().enumerate() {
@@ -163,6 +175,18 @@ pub(crate) fn read(bpf: &Ebpf, slots: &[&'static EventDef]) -> Result<Snapshot, 
         });
     }
     Ok(snap)
+}
+
+/// The cgroups counted so far, without their counts: one syscall a series, not a copy of each
+/// series' per-CPU values.
+pub(crate) fn cgroup_ids(bpf: &Ebpf) -> Result<BTreeSet<u64>, Error> {
+    cgroup_counts(bpf)?
+        .keys()
+        .map(|k| {
+            k.map(|Plain(k)| k.cgroup_id)
+                .map_err(|e| fail("m_cgroups", e))
+        })
+        .collect()
 }
 
 fn add(into: &mut [u64], from: &[u64]) {

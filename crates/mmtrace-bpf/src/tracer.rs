@@ -389,6 +389,21 @@ impl Tracer {
         metrics::read(&self.bpf, &self.attached)
     }
 
+    /// Whether a metrics trace has begun series of a cgroup since the last call: its ring
+    /// carries only these news.
+    pub fn metrics_news(&mut self) -> bool {
+        let mut any = false;
+        while self.ring.next().is_some() {
+            any = true;
+        }
+        any
+    }
+
+    /// The cgroups a metrics trace has counted calls of so far.
+    pub fn metrics_cgroups(&self) -> Result<std::collections::BTreeSet<u64>, Error> {
+        metrics::cgroup_ids(&self.bpf)
+    }
+
     fn per_event(&self, counters: &PerCpuArray<MapData, u64>) -> Vec<(&'static EventDef, u64)> {
         self.attached
             .iter()

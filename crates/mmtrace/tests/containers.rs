@@ -2,6 +2,7 @@
 //! carry the id podman gives it, the runtime, and the name podman's service answers with;
 //! `-s container=PREFIX` keeps exactly its calls; the host's calls carry no container.
 
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -113,6 +114,34 @@ fn service(socket: &Path) -> Child {
     child
 }
 
+/// A container named `name` running `script` in busybox's sh on `rootfs`, started; its id.
+fn run_container(name: &str, rootfs: &Path, script: &str) -> String {
+    // Options before --rootfs: podman takes everything after the rootfs as the command.
+    output(
+        "podman",
+        &[
+            "--runtime",
+            "runc",
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "none",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            "--rootfs",
+            rootfs.to_str().unwrap(),
+            "/bin/busybox",
+            "sh",
+            "-c",
+            script,
+        ],
+    )
+}
+
 fn events(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -155,30 +184,7 @@ fn a_podman_container_is_named_and_scoped() {
     // the comparison leaves; then it runs a few programs, each making its own calls.
     let script = "while [ ! -e /go ]; do sleep 0.1; done; sleep 0.5; \
                   i=0; while [ $i -lt 5 ]; do /bin/busybox true; i=$((i+1)); done";
-    // Options before --rootfs: podman takes everything after the rootfs as the command.
-    let id = output(
-        "podman",
-        &[
-            "--runtime",
-            "runc",
-            "run",
-            "-d",
-            "--name",
-            &setup.name,
-            "--network",
-            "none",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-            "--rootfs",
-            rootfs.to_str().unwrap(),
-            "/bin/busybox",
-            "sh",
-            "-c",
-            script,
-        ],
-    );
+    let id = run_container(&setup.name, &rootfs, script);
     assert_eq!(id.len(), 64, "{id}");
     assert_eq!(
         output("podman", &["inspect", "--format", "{{.Id}}", &setup.name]),
@@ -294,4 +300,151 @@ fn a_podman_container_is_named_and_scoped() {
     assert_eq!(rows.len(), scoped.len(), "{table}");
     let short = format!("[container {}", &id[..12]);
     assert!(rows.iter().all(|r| r.contains(&short)), "{table}");
+}
+
+/// strace's count of each traced syscall over its traced processes (`strace -c -o FILE`):
+/// name -> (calls, errors).
+fn strace_counts(path: &Path) -> std::collections::BTreeMap<String, (u64, u64)> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut counts = std::collections::BTreeMap::new();
+    // Rows: % time, seconds, usecs/call, calls, errors (blank when none), syscall.
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (calls, errors) = match f.len() {
+            5 => (f[3], "0"),
+            6 => (f[3], f[4]),
+            _ => continue,
+        };
+        if let (Ok(calls), Ok(errors)) = (calls.parse(), errors.parse()) {
+            if f[f.len() - 1] != "total" {
+                counts.insert(f[f.len() - 1].to_string(), (calls, errors));
+            }
+        }
+    }
+    counts
+}
+
+/// `mmtrace serve`'s per-container series against strace's count of the same container's
+/// calls, scraped once the container has ended and its cgroup is gone, as a short job's are.
+#[test]
+fn serve_counts_a_containers_calls_as_strace_does() {
+    if !bpf_allowed() || !prerequisites() {
+        return;
+    }
+    if !runs("strace", &["-V"]) {
+        missing("strace is missing (apt-get install strace)");
+        return;
+    }
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("serve-containers-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let rootfs = dir.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    // A FIFO: the container waits on it without making a call until both counters are on.
+    let go = rootfs.join("go");
+    let c_go = std::ffi::CString::new(go.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c_go.as_ptr(), 0o600) }, 0);
+    let socket = dir.join("podman.sock");
+    let mut setup = Setup {
+        dir: dir.clone(),
+        name: format!("mmtrace-serve-test-{}", std::process::id()),
+        service: None,
+    };
+    setup.service = Some(service(&socket));
+    // A short job: a few programs, then half a second more.
+    let script = "read x < /go; i=0; while [ $i -lt 5 ]; do /bin/busybox true; i=$((i+1)); done; \
+                  /bin/busybox sleep 0.5";
+    let id = run_container(&setup.name, &rootfs, script);
+    let pid = output(
+        "podman",
+        &["inspect", "--format", "{{.State.Pid}}", &setup.name],
+    );
+
+    let mut serve = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "-e", "brk,mprotect"])
+        .args(["--cri", &format!("podman:{}", socket.display())])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(serve.stderr.take().unwrap()).lines();
+    let port: u16 = loop {
+        let line = lines.next().expect("mmtrace serve exited").unwrap();
+        if let Some((_, rest)) = line.split_once("serving http://127.0.0.1:") {
+            break rest.split('/').next().unwrap().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    let counted = dir.join("strace.txt");
+    let mut strace = Command::new("strace")
+        .args(["-f", "-c", "-e", "trace=brk,mprotect", "-o"])
+        .arg(&counted)
+        .args(["-p", &pid])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = BufReader::new(strace.stderr.take().unwrap()).lines();
+    loop {
+        let line = said.next().expect("strace exited").unwrap();
+        if line.contains("attached") {
+            break;
+        }
+    }
+    std::thread::spawn(move || said.for_each(drop));
+
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&go)
+        .unwrap()
+        .write_all(b"go\n")
+        .unwrap();
+    assert_eq!(output("podman", &["wait", &setup.name]), "0");
+    assert!(strace.wait().unwrap().success());
+    let want = strace_counts(&counted);
+    assert!(want.get("brk").is_some_and(|&(n, _)| n >= 10), "{want:?}");
+    // Gone as its job would be: its cgroup with it.
+    output("podman", &["rm", &setup.name]);
+
+    let scrape = || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(s, "GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
+    };
+    let text = scrape();
+    let series = |event: &str, result: &str| -> u64 {
+        let head = format!(
+            "mmtrace_container_syscalls_total{{container_id=\"{id}\",container_name=\"{}\",event=\"{event}\",result=\"{result}\"}} ",
+            setup.name
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(&head)?.parse().ok())
+            .unwrap_or(0)
+    };
+    for (event, &(calls, errors)) in &want {
+        let ok = calls - errors;
+        assert_eq!(
+            series(event, "ok"),
+            ok,
+            "{event}: successful calls, as strace counts them\n{text}"
+        );
+        let failed: u64 = text
+            .lines()
+            .filter(|l| l.starts_with("mmtrace_container_syscalls_total") && l.contains(&id))
+            .filter(|l| l.contains(&format!("event=\"{event}\"")) && !l.contains("result=\"ok\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        assert_eq!(
+            failed, errors,
+            "{event}: failed calls, as strace counts them\n{text}"
+        );
+    }
+    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
+    assert_eq!(
+        mmtrace_testkit::wait_exit(&mut serve, Duration::from_secs(10)).code(),
+        Some(0)
+    );
 }
