@@ -91,6 +91,33 @@ impl Drop for Setup {
     }
 }
 
+impl Setup {
+    /// A folder of the test's own under `tag`, with a rootfs holding a static busybox, and
+    /// podman's API service on a socket in it.
+    fn new(tag: &str) -> Setup {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut setup = Setup {
+            dir,
+            name: format!("mmtrace-{tag}-{}", std::process::id()),
+            service: None,
+        };
+        std::fs::create_dir_all(setup.rootfs().join("bin")).unwrap();
+        std::fs::copy("/bin/busybox", setup.rootfs().join("bin/busybox")).unwrap();
+        setup.service = Some(service(&setup.socket()));
+        setup
+    }
+
+    fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("podman.sock")
+    }
+}
+
 /// podman's API service on a socket of the test's own, once it answers.
 fn service(socket: &Path) -> Child {
     let child = Command::new("podman")
@@ -166,19 +193,8 @@ fn a_podman_container_is_named_and_scoped() {
     if !bpf_allowed() || !prerequisites() {
         return;
     }
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("containers-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let rootfs = dir.join("rootfs");
-    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    let socket = dir.join("podman.sock");
-    let mut setup = Setup {
-        dir: dir.clone(),
-        name: format!("mmtrace-test-{}", std::process::id()),
-        service: None,
-    };
-    setup.service = Some(service(&socket));
+    let setup = Setup::new("containers");
+    let (dir, rootfs, socket) = (setup.dir.clone(), setup.rootfs(), setup.socket());
 
     // It waits for /go, so both traces are on before the calls compared, and for the margin
     // the comparison leaves; then it runs a few programs, each making its own calls.
@@ -335,23 +351,12 @@ fn serve_counts_a_containers_calls_as_strace_does() {
         missing("strace is missing (apt-get install strace)");
         return;
     }
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("serve-containers-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let rootfs = dir.join("rootfs");
-    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    let setup = Setup::new("serve-containers");
+    let (dir, rootfs, socket) = (setup.dir.clone(), setup.rootfs(), setup.socket());
     // A FIFO: the container waits on it without making a call until both counters are on.
     let go = rootfs.join("go");
     let c_go = std::ffi::CString::new(go.to_str().unwrap()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(c_go.as_ptr(), 0o600) }, 0);
-    let socket = dir.join("podman.sock");
-    let mut setup = Setup {
-        dir: dir.clone(),
-        name: format!("mmtrace-serve-test-{}", std::process::id()),
-        service: None,
-    };
-    setup.service = Some(service(&socket));
     // A short job: a few programs, then half a second more.
     let script = "read x < /go; i=0; while [ $i -lt 5 ]; do /bin/busybox true; i=$((i+1)); done; \
                   /bin/busybox sleep 0.5";

@@ -232,14 +232,7 @@ fn prometheus_stores_every_call_of_a_storm_and_its_bytes() {
                 .unwrap_or(0.0)
         }
     };
-    let (before, untimed_before) = (now(scoped_port), now(untimed_port));
-    let base_ok = before(r#"mmtrace_syscalls_total{event="munmap",result="ok"}"#);
-    let base_bad = before(r#"mmtrace_syscalls_total{event="munmap",result="EINVAL"}"#);
-    let base_bytes = before("mmtrace_unmapped_bytes_total");
-    // The untimed server started after the scoped one: fewer of this thread's calls before.
-    let untimed_ok = untimed_before(r#"mmtrace_syscalls_total{event="munmap",result="ok"}"#);
-    let untimed_bad = untimed_before(r#"mmtrace_syscalls_total{event="munmap",result="EINVAL"}"#);
-    let untimed_bytes = untimed_before("mmtrace_unmapped_bytes_total");
+    let bases = [("scoped", now(scoped_port)), ("untimed", now(untimed_port))];
     const OK: usize = 3000;
     const BAD: usize = 250;
     for i in 0..OK + BAD {
@@ -268,41 +261,33 @@ fn prometheus_stores_every_call_of_a_storm_and_its_bytes() {
     let exactly = |q: &str, want: f64, what: &str| {
         assert_eq!(stored(&prom, q, want), want, "{what}");
     };
-    let calls = base_ok + base_bad + (OK + BAD) as f64;
-    exactly(
-        r#"mmtrace_syscalls_total{job="scoped",event="munmap",result="ok"}"#,
-        base_ok + OK as f64,
-        "every successful munmap, exactly",
-    );
-    exactly(
-        r#"mmtrace_syscalls_total{job="scoped",event="munmap",result="EINVAL"}"#,
-        base_bad + BAD as f64,
-        "every failing munmap, exactly, by errno",
-    );
+    // The same counts with durations and without.
+    for (job, base) in &bases {
+        let base = |what: &str| base(&format!("mmtrace_{what}"));
+        exactly(
+            &format!(r#"mmtrace_syscalls_total{{job="{job}",event="munmap",result="ok"}}"#),
+            base(r#"syscalls_total{event="munmap",result="ok"}"#) + OK as f64,
+            &format!("{job}: every successful munmap, exactly"),
+        );
+        exactly(
+            &format!(r#"mmtrace_syscalls_total{{job="{job}",event="munmap",result="EINVAL"}}"#),
+            base(r#"syscalls_total{event="munmap",result="EINVAL"}"#) + BAD as f64,
+            &format!("{job}: every failing munmap, exactly, by errno"),
+        );
+        exactly(
+            &format!(r#"mmtrace_unmapped_bytes_total{{job="{job}"}}"#),
+            base("unmapped_bytes_total") + (OK * 2 * PAGE) as f64,
+            &format!("{job}: unmapped bytes, the pages of every successful munmap"),
+        );
+    }
+    let before = &bases[0].1;
+    let calls = before(r#"mmtrace_syscalls_total{event="munmap",result="ok"}"#)
+        + before(r#"mmtrace_syscalls_total{event="munmap",result="EINVAL"}"#)
+        + (OK + BAD) as f64;
     exactly(
         r#"mmtrace_syscall_duration_seconds_count{job="scoped",event="munmap"}"#,
         calls,
         "a duration for every call",
-    );
-    exactly(
-        r#"mmtrace_unmapped_bytes_total{job="scoped"}"#,
-        base_bytes + (OK * 2 * PAGE) as f64,
-        "unmapped bytes: the pages of every successful munmap",
-    );
-    exactly(
-        r#"mmtrace_syscalls_total{job="untimed",event="munmap",result="ok"}"#,
-        untimed_ok + OK as f64,
-        "without durations: every successful munmap, exactly",
-    );
-    exactly(
-        r#"mmtrace_syscalls_total{job="untimed",event="munmap",result="EINVAL"}"#,
-        untimed_bad + BAD as f64,
-        "without durations: every failing munmap, exactly",
-    );
-    exactly(
-        r#"mmtrace_unmapped_bytes_total{job="untimed"}"#,
-        untimed_bytes + (OK * 2 * PAGE) as f64,
-        "without durations: unmapped bytes",
     );
     assert_eq!(
         query(
