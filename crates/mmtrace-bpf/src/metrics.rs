@@ -189,6 +189,24 @@ pub(crate) fn cgroup_ids(bpf: &Ebpf) -> Result<BTreeSet<u64>, Error> {
         .collect()
 }
 
+/// Drops every series of the cgroups in `gone`, so that the table has room for new ones.
+pub(crate) fn forget(bpf: &mut Ebpf, gone: &BTreeSet<u64>) -> Result<(), Error> {
+    let keys: Vec<Plain<abi::m_cgroup_key>> = cgroup_counts(bpf)?
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|Plain(k)| gone.contains(&k.cgroup_id))
+        .collect();
+    let map = bpf
+        .map_mut("m_cgroups")
+        .ok_or_else(|| Error::Load("map m_cgroups is missing from the BPF object".into()))?;
+    let mut cgroups: PerCpuHashMap<&mut MapData, Plain<abi::m_cgroup_key>, u64> =
+        PerCpuHashMap::try_from(map).map_err(|e| fail("m_cgroups", e))?;
+    for k in keys {
+        cgroups.remove(&k).map_err(|e| fail("m_cgroups", e))?;
+    }
+    Ok(())
+}
+
 fn add(into: &mut [u64], from: &[u64]) {
     for (a, b) in into.iter_mut().zip(from) {
         *a += b;

@@ -399,6 +399,11 @@ impl Tracer {
         any
     }
 
+    /// Drops a metrics trace's series of the cgroups in `gone`.
+    pub fn metrics_forget(&mut self, gone: &std::collections::BTreeSet<u64>) -> Result<(), Error> {
+        metrics::forget(&mut self.bpf, gone)
+    }
+
     /// The cgroups a metrics trace has counted calls of so far.
     pub fn metrics_cgroups(&self) -> Result<std::collections::BTreeSet<u64>, Error> {
         metrics::cgroup_ids(&self.bpf)

@@ -138,6 +138,11 @@ pub struct ServeArgs {
     #[arg(long = "no-durations")]
     pub no_durations: bool,
 
+    /// Seconds the series of a container that has ended are still served; then they are
+    /// dropped, and their room in the kernel's table (16384 series) is free again.
+    #[arg(long = "forget-after", value_name = "SECONDS", default_value_t = 300)]
+    pub forget_after: u64,
+
     #[command(flatten)]
     pub who: WhoAndWhat,
 }

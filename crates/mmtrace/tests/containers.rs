@@ -368,6 +368,7 @@ fn serve_counts_a_containers_calls_as_strace_does() {
 
     let mut serve = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "-e", "brk,mprotect"])
+        .args(["--forget-after", "1"])
         .args(["--cri", &format!("podman:{}", socket.display())])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -447,6 +448,13 @@ fn serve_counts_a_containers_calls_as_strace_does() {
             "{event}: failed calls, as strace counts them\n{text}"
         );
     }
+    // A second after it has gone its series are dropped; the totals stay.
+    let start = Instant::now();
+    while scrape().contains(&id) {
+        assert!(start.elapsed() < PATIENCE, "its series are never dropped");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(scrape().contains("mmtrace_syscalls_total{event=\"brk\",result=\"ok\"}"));
     unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
     assert_eq!(
         mmtrace_testkit::wait_exit(&mut serve, Duration::from_secs(10)).code(),

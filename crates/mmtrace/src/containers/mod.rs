@@ -155,6 +155,14 @@ impl Containers {
 }
 
 /// Every cgroup under `root`: its id and its path as /proc/PID/cgroup shows it.
+/// The ids of every cgroup there is now, or None where no cgroup v2 hierarchy is mounted.
+pub fn live_cgroups() -> Option<std::collections::HashSet<u64>> {
+    CONTAINERS.with_borrow(|c| {
+        let root = c.root.as_ref()?;
+        Some(cgroups(root).into_iter().map(|(ino, _)| ino).collect())
+    })
+}
+
 fn cgroups(root: &Path) -> Vec<(u64, String)> {
     let mut found = Vec::new();
     let mut stack = vec![root.to_path_buf()];

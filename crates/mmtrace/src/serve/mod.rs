@@ -2,6 +2,7 @@
 //! records) and serves the counts to Prometheus at /metrics, and /healthz, until SIGTERM,
 //! SIGINT or SIGHUP.
 
+mod cgroups;
 mod metrics;
 
 use std::io::Write as _;
@@ -25,13 +26,6 @@ use crate::trace::parse_who_and_what;
 /// How long the server waits for a request before looking for a signal, or a new cgroup,
 /// again: a look at the ring is a read of its memory, no syscall.
 const TICK: Duration = Duration::from_millis(10);
-
-/// The cgroups counted are matched to their containers as soon as the kernel side begins a
-/// series of a new one (within a TICK), not at the next scrape: once a container ends its
-/// cgroup is gone, and with it what names the container, so one that ends within
-/// milliseconds of its first call may be missed. And at least this often, for news lost to
-/// a full ring.
-const LEARN_CONTAINERS: Duration = Duration::from_secs(5);
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
 
@@ -94,15 +88,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         tracer.attached().len(),
         if args.no_durations { ", without durations" } else { "" }
     );
-    let mut learnt = std::time::Instant::now();
+    let mut cgroups = cgroups::Cgroups::new(Duration::from_secs(args.forget_after));
     while signals.take().is_empty() {
-        if tracer.metrics_news() || learnt.elapsed() >= LEARN_CONTAINERS {
-            learnt = std::time::Instant::now();
-            // Cached after the first time: only new cgroups cost a look.
-            for id in tracer.metrics_cgroups()? {
-                containers::of_cgroup(id);
-            }
-        }
+        cgroups.tick(&mut tracer)?;
         match server.recv_timeout(TICK) {
             Ok(Some(request)) => respond(&tracer, request),
             Ok(None) => {}

@@ -1,0 +1,74 @@
+//! The life of the per-cgroup series: each cgroup's container found while it runs, and its
+//! series dropped some time after the cgroup is gone, freeing their room in the kernel's table.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use mmtrace_bpf::Tracer;
+
+use crate::containers;
+
+/// How often every counted cgroup is looked at, besides the kernel's news of new ones (news
+/// can be lost to a full ring).
+const LOOK_EVERY: Duration = Duration::from_secs(5);
+
+pub struct Cgroups {
+    forget_after: Duration,
+    looked: Instant,
+    /// The counted cgroups found gone, and since when.
+    gone_since: HashMap<u64, Instant>,
+}
+
+impl Cgroups {
+    pub fn new(forget_after: Duration) -> Cgroups {
+        Cgroups {
+            forget_after,
+            looked: Instant::now(),
+            gone_since: HashMap::new(),
+        }
+    }
+
+    /// Each tick of the server. A look at the ring is a read of its memory: the news of a new
+    /// cgroup comes within a tick, while the cgroup still names its container; one that ends
+    /// within milliseconds of its first call may go unnamed.
+    pub fn tick(&mut self, tracer: &mut Tracer) -> anyhow::Result<()> {
+        let news = tracer.metrics_news();
+        let every = LOOK_EVERY.min(self.forget_after.max(Duration::from_secs(1)));
+        let look = self.looked.elapsed() >= every;
+        if !news && !look {
+            return Ok(());
+        }
+        let counted = tracer.metrics_cgroups()?;
+        // Cached after the first time: only new cgroups cost a look.
+        for &id in &counted {
+            containers::of_cgroup(id);
+        }
+        if look {
+            self.looked = Instant::now();
+            self.forget_gone(tracer, &counted)?;
+        }
+        Ok(())
+    }
+
+    fn forget_gone(&mut self, tracer: &mut Tracer, counted: &BTreeSet<u64>) -> anyhow::Result<()> {
+        let Some(live) = containers::live_cgroups() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        self.gone_since.retain(|id, _| counted.contains(id));
+        for &id in counted.iter().filter(|id| !live.contains(id)) {
+            self.gone_since.entry(id).or_insert(now);
+        }
+        let expired: BTreeSet<u64> = self
+            .gone_since
+            .iter()
+            .filter(|&(_, &since)| now - since >= self.forget_after)
+            .map(|(&id, _)| id)
+            .collect();
+        if !expired.is_empty() {
+            tracer.metrics_forget(&expired)?;
+            self.gone_since.retain(|id, _| !expired.contains(id));
+        }
+        Ok(())
+    }
+}
