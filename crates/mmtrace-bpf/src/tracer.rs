@@ -84,7 +84,7 @@ pub struct Options {
     /// `enrich` and `ring_bytes` are then ignored.
     pub metrics: bool,
     /// With `metrics`: time each call from a hook on its entry. Without, the calls whose counts
-    /// need nothing of their entry are counted at their exit alone, for about half the cost.
+    /// need nothing of their entry are counted at their exit alone, for about a third of the cost.
     pub durations: bool,
     /// Send each syscall's user stack (frame pointers) with its record.
     pub stack: bool,

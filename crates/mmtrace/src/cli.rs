@@ -133,8 +133,9 @@ pub struct ServeArgs {
     #[arg(long = "listen", value_name = "ADDR", default_value = crate::serve::DEFAULT_LISTEN)]
     pub listen: String,
 
-    /// Count calls without timing them: most calls are then counted at their exit alone,
-    /// about half the cost per call; kills and process_mrelease are still timed.
+    /// Count calls without timing them: most calls are then counted at their exit alone, for
+    /// about a third of the cost per call (BENCHMARKS.md); kills and process_mrelease are
+    /// still timed.
     #[arg(long = "no-durations")]
     pub no_durations: bool,
 
