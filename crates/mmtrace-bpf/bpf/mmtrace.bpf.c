@@ -1315,30 +1315,27 @@ struct {
 	__type(value, struct record_path);
 } exit_slot SEC(".maps");
 
-/* A call counted at its exit alone (cfg.m_at_exit): no entry hook, no clock read, so it costs
- * the exit hook and its counts. Its role needs nothing from the call's entry (the loader
- * hooks the entry of those that do). */
-static __always_inline void metrics_at_exit(struct sys_exit_ctx *ctx, struct task_struct *t)
+/* The slot of a call counted at its exit alone (cfg.m_at_exit): no entry hook, no clock read,
+ * so it costs the exit hook and its counts. Its role needs nothing from the call's entry (the
+ * loader hooks the entry of those that do). NULL when the call is not counted. */
+static __always_inline struct record_path *exit_only_slot(struct sys_exit_ctx *ctx,
+							  struct task_struct *t)
 {
-	__u32 zero = 0, id = ctx->nr;
 	struct record_path *slot;
+	__u32 zero = 0;
 
 	if (t->tgid == cfg.self_tgid)
-		return;
+		return NULL;
 	if (!in_scope(t)) {
-		count(&filtered, id);
-		return;
+		count(&filtered, ctx->nr);
+		return NULL;
 	}
 	slot = bpf_map_lookup_elem(&exit_slot, &zero);
 	if (!slot)
-		return;
+		return NULL;
 	read_args(slot, t);
 	slot->ext.flags = 0;
-	if (cfg.has_arg_filters && !passes_filters(id, slot, ctx->ret)) {
-		count(&filtered, id);
-		return;
-	}
-	metrics_exit(slot, t, id, ctx->ret, 0);
+	return slot;
 }
 
 /* The caller's user stack, after the `size` bytes of record the call sends; returns the new
@@ -1368,33 +1365,39 @@ SEC("tracepoint")
 int sys_exit(struct sys_exit_ctx *ctx)
 {
 	struct task_struct *t = bpf_get_current_task_btf();
+	struct inflight *in = NULL;
 	struct record_path *slot;
-	struct inflight *in;
 	__u32 id = ctx->nr, size;
-	int exe = 0;
+	int exe = 0, timed = 1;
 	__u16 want;
 
+	/* One path on to metrics_exit for both kinds of slot: each inlined copy of it costs the
+	 * verifier at attach. */
 	if (cfg.metrics && cfg.m_at_exit[id & (MAX_IDS - 1)]) {
-		metrics_at_exit(ctx, t);
-		return 0;
+		slot = exit_only_slot(ctx, t);
+		if (!slot)
+			return 0;
+		timed = 0;
+	} else {
+		/* A task that never had a slot (out of scope, most often) is told by one load, not
+		 * a helper call: that is most of what an out-of-scope call costs here. */
+		if (!t->bpf_storage)
+			return 0;
+		in = bpf_task_storage_get(&inflight, t, 0, 0);
+		/* No slot or no timestamp: the call began before we attached, or was out of
+		 * scope. */
+		if (!in || !in->r.base.ts)
+			return 0;
+		slot = &in->r;
+		slot->base.duration = bpf_ktime_get_boot_ns() - slot->base.ts;
 	}
-	/* A task that never had a slot (out of scope, most often) is told by one load, not a
-	 * helper call: that is most of what an out-of-scope call costs here. */
-	if (!t->bpf_storage)
-		return 0;
-	in = bpf_task_storage_get(&inflight, t, 0, 0);
-	/* No slot or no timestamp: the call began before we attached, or was out of scope. */
-	if (!in || !in->r.base.ts)
-		return 0;
-	slot = &in->r;
-	slot->base.duration = bpf_ktime_get_boot_ns() - slot->base.ts;
 	if (cfg.has_arg_filters && !passes_filters(id, slot, ctx->ret)) {
 		slot->base.ts = 0;
 		count(&filtered, id);
 		return 0;
 	}
 	if (cfg.metrics) {
-		metrics_exit(slot, t, id, ctx->ret, 1);
+		metrics_exit(slot, t, id, ctx->ret, timed);
 		slot->base.ts = 0;
 		return 0;
 	}
