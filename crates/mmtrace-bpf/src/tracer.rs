@@ -389,14 +389,16 @@ impl Tracer {
         metrics::read(&self.bpf, &self.attached)
     }
 
-    /// Whether a metrics trace has begun series of a cgroup since the last call: its ring
-    /// carries only these news.
-    pub fn metrics_news(&mut self) -> bool {
-        let mut any = false;
-        while self.ring.next().is_some() {
-            any = true;
+    /// The cgroups a metrics trace has begun series of since the last call: its ring carries
+    /// only these news, each a cgroup id.
+    pub fn metrics_news(&mut self) -> std::collections::BTreeSet<u64> {
+        let mut news = std::collections::BTreeSet::new();
+        while let Some(item) = self.ring.next() {
+            if let Ok(id) = <[u8; 8]>::try_from(&*item) {
+                news.insert(u64::from_ne_bytes(id));
+            }
         }
-        any
+        news
     }
 
     /// Drops a metrics trace's series of the cgroups in `gone`.

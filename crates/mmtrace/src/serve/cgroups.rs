@@ -32,22 +32,20 @@ impl Cgroups {
     /// cgroup comes within a tick, while the cgroup still names its container; one that ends
     /// within milliseconds of its first call may go unnamed.
     pub fn tick(&mut self, tracer: &mut Tracer) -> anyhow::Result<()> {
-        let news = tracer.metrics_news();
+        for id in tracer.metrics_news() {
+            containers::of_cgroup(id);
+        }
         let every = LOOK_EVERY.min(self.forget_after.max(Duration::from_secs(1)));
-        let look = self.looked.elapsed() >= every;
-        if !news && !look {
+        if self.looked.elapsed() < every {
             return Ok(());
         }
+        self.looked = Instant::now();
         let counted = tracer.metrics_cgroups()?;
-        // Cached after the first time: only new cgroups cost a look.
+        // Cached after the first time: only cgroups whose news were lost cost a look.
         for &id in &counted {
             containers::of_cgroup(id);
         }
-        if look {
-            self.looked = Instant::now();
-            self.forget_gone(tracer, &counted)?;
-        }
-        Ok(())
+        self.forget_gone(tracer, &counted)
     }
 
     fn forget_gone(&mut self, tracer: &mut Tracer, counted: &BTreeSet<u64>) -> anyhow::Result<()> {
