@@ -112,9 +112,12 @@ fn fail(name: &str, e: aya::maps::MapError) -> Error {
     Error::Metrics(format!("{name}: {e}"))
 }
 
+fn missing(name: &str) -> Error {
+    Error::Load(format!("map {name} is missing from the BPF object"))
+}
+
 fn map<'a>(bpf: &'a Ebpf, name: &str) -> Result<&'a aya::maps::Map, Error> {
-    bpf.map(name)
-        .ok_or_else(|| Error::Load(format!("map {name} is missing from the BPF object")))
+    bpf.map(name).ok_or_else(|| missing(name))
 }
 
 type CgroupCounts<'a> = PerCpuHashMap<&'a MapData, Plain<abi::m_cgroup_key>, u64>;
@@ -198,7 +201,7 @@ pub(crate) fn forget(bpf: &mut Ebpf, gone: &BTreeSet<u64>) -> Result<(), Error> 
         .collect();
     let map = bpf
         .map_mut("m_cgroups")
-        .ok_or_else(|| Error::Load("map m_cgroups is missing from the BPF object".into()))?;
+        .ok_or_else(|| missing("m_cgroups"))?;
     let mut cgroups: PerCpuHashMap<&mut MapData, Plain<abi::m_cgroup_key>, u64> =
         PerCpuHashMap::try_from(map).map_err(|e| fail("m_cgroups", e))?;
     for k in keys {

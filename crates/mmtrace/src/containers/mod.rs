@@ -154,7 +154,6 @@ impl Containers {
     }
 }
 
-/// Every cgroup under `root`: its id and its path as /proc/PID/cgroup shows it.
 /// The ids of every cgroup there is now, or None where no cgroup v2 hierarchy is mounted.
 pub fn live_cgroups() -> Option<std::collections::HashSet<u64>> {
     CONTAINERS.with_borrow(|c| {
@@ -163,6 +162,7 @@ pub fn live_cgroups() -> Option<std::collections::HashSet<u64>> {
     })
 }
 
+/// Every cgroup under `root`: its id and its path as /proc/PID/cgroup shows it.
 fn cgroups(root: &Path) -> Vec<(u64, String)> {
     let mut found = Vec::new();
     let mut stack = vec![root.to_path_buf()];
