@@ -366,22 +366,11 @@ fn serve_counts_a_containers_calls_as_strace_does() {
         &["inspect", "--format", "{{.State.Pid}}", &setup.name],
     );
 
-    let mut serve = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "-e", "brk,mprotect"])
-        .args(["--forget-after", "1"])
-        .args(["--cri", &format!("podman:{}", socket.display())])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(serve.stderr.take().unwrap()).lines();
-    let port: u16 = loop {
-        let line = lines.next().expect("mmtrace serve exited").unwrap();
-        if let Some((_, rest)) = line.split_once("serving http://127.0.0.1:") {
-            break rest.split('/').next().unwrap().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
+    let cri = format!("podman:{}", socket.display());
+    let (mut serve, port) = mmtrace_testkit::serve(
+        BIN,
+        &["-e", "brk,mprotect", "--forget-after", "1", "--cri", &cri],
+    );
     let counted = dir.join("strace.txt");
     let mut strace = Command::new("strace")
         .args(["-f", "-c", "-e", "trace=brk,mprotect", "-o"])

@@ -2,12 +2,12 @@
 //! installed here when missing) while this test makes a known storm of calls: what Prometheus
 //! stores must match what the test did. Needs root: see mmtrace_testkit::bpf_allowed.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mmtrace_testkit::bpf_allowed;
+use mmtrace_testkit::{bpf_allowed, serve};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mmtrace");
 const PAGE: usize = 4096;
@@ -30,36 +30,6 @@ fn get(port: u16, path: &str) -> (u16, String, String) {
     let (head, body) = out.split_once("\r\n\r\n").unwrap();
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
     (status, head.to_string(), body.to_string())
-}
-
-/// `mmtrace serve ARGS` on a port the kernel picks (so parallel tests never race for one),
-/// once it says it serves, and that port.
-fn serve(args: &[&str]) -> (Child, u16) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut said = Vec::new();
-    let port = loop {
-        let Some(Ok(line)) = lines.next() else {
-            panic!(
-                "mmtrace serve exited ({:?}) after saying:\n{}",
-                child.wait(),
-                said.join("\n")
-            );
-        };
-        if let Some((_, rest)) = line.split_once("serving http://127.0.0.1:") {
-            break rest.split('/').next().unwrap().parse().unwrap();
-        }
-        said.push(line);
-    };
-    // The rest of its messages go on being read, so it never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    (child, port)
 }
 
 /// SIGTERM, then its exit status within `limit`.
@@ -212,10 +182,10 @@ fn prometheus_stores_every_call_of_a_storm_and_its_bytes() {
     let tid = rustix::thread::gettid().as_raw_nonzero().get();
     // This thread's calls alone, counted exactly; and every process's, which must cover them.
     let scope = format!("tid={tid}");
-    let (scoped, scoped_port) = serve(&["-e", "munmap", "-s", &scope]);
-    let (all, all_port) = serve(&["-e", "munmap"]);
+    let (scoped, scoped_port) = serve(BIN, &["-e", "munmap", "-s", &scope]);
+    let (all, all_port) = serve(BIN, &["-e", "munmap"]);
     // The same calls counted at their exit alone.
-    let (untimed, untimed_port) = serve(&["--no-durations", "-e", "munmap", "-s", &scope]);
+    let (untimed, untimed_port) = serve(BIN, &["--no-durations", "-e", "munmap", "-s", &scope]);
     let prom = prometheus(&[
         ("scoped", scoped_port),
         ("all", all_port),
@@ -342,7 +312,7 @@ fn metrics_and_healthz_answer_directly_and_sigint_stops_it() {
     if !bpf_allowed() {
         return;
     }
-    let (mut child, port) = serve(&[]);
+    let (mut child, port) = serve(BIN, &[]);
     let (status, head, body) = get(port, "/metrics");
     assert_eq!(status, 200, "{body}");
     assert!(
