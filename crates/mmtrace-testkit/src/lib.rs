@@ -189,36 +189,59 @@ impl Trace {
     }
 }
 
-/// `bin serve --listen 127.0.0.1:0 ARGS`, once it says it serves, and the port the kernel gave
-/// it (picked by serve itself, so parallel tests never race for one). Fails the test with
-/// what it said if it exits first.
-pub fn serve(bin: &str, args: &[&str]) -> (std::process::Child, u16) {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(bin)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut said = Vec::new();
-    let port = loop {
-        let Some(Ok(line)) = lines.next() else {
-            panic!(
-                "mmtrace serve exited ({:?}) after saying:\n{}",
-                child.wait(),
-                said.join("\n")
-            );
+/// A running `mmtrace serve`, killed if the test ends without stopping it: left running, it
+/// would go on counting every call on the machine, its hooks on.
+pub struct Served {
+    child: std::process::Child,
+    /// The port the kernel gave it.
+    pub port: u16,
+}
+
+impl Served {
+    /// `bin serve --listen 127.0.0.1:0 ARGS`, once it says it serves, on the port it names
+    /// (picked by serve itself, so parallel tests never race for one). Fails the test with
+    /// what it said if it exits first.
+    pub fn start(bin: &str, args: &[&str]) -> Served {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(bin)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut said = Vec::new();
+        let port = loop {
+            let Some(Ok(line)) = lines.next() else {
+                panic!(
+                    "mmtrace serve exited ({:?}) after saying:\n{}",
+                    child.wait(),
+                    said.join("\n")
+                );
+            };
+            if let Some((_, rest)) = line.split_once("serving http://127.0.0.1:") {
+                break rest.split('/').next().unwrap().parse().unwrap();
+            }
+            said.push(line);
         };
-        if let Some((_, rest)) = line.split_once("serving http://127.0.0.1:") {
-            break rest.split('/').next().unwrap().parse().unwrap();
-        }
-        said.push(line);
-    };
-    // The rest of its messages go on being read, so it never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    (child, port)
+        // The rest of its messages go on being read, so it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Served { child, port }
+    }
+
+    /// Sends it `signal`; its exit status, within `limit`.
+    pub fn stop(&mut self, signal: i32, limit: std::time::Duration) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        wait_exit(&mut self.child, limit)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Waits for `child` to exit, failing the test after `limit`.

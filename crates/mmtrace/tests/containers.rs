@@ -367,10 +367,11 @@ fn serve_counts_a_containers_calls_as_strace_does() {
     );
 
     let cri = format!("podman:{}", socket.display());
-    let (mut serve, port) = mmtrace_testkit::serve(
+    let mut served = mmtrace_testkit::Served::start(
         BIN,
         &["-e", "brk,mprotect", "--forget-after", "1", "--cri", &cri],
     );
+    let port = served.port;
     let counted = dir.join("strace.txt");
     let mut strace = Command::new("strace")
         .args(["-f", "-c", "-e", "trace=brk,mprotect", "-o"])
@@ -444,9 +445,8 @@ fn serve_counts_a_containers_calls_as_strace_does() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(scrape().contains("mmtrace_syscalls_total{event=\"brk\",result=\"ok\"}"));
-    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
     assert_eq!(
-        mmtrace_testkit::wait_exit(&mut serve, Duration::from_secs(10)).code(),
+        served.stop(libc::SIGTERM, Duration::from_secs(10)).code(),
         Some(0)
     );
 }

@@ -7,7 +7,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mmtrace_testkit::{bpf_allowed, serve};
+use mmtrace_testkit::{bpf_allowed, Served};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mmtrace");
 const PAGE: usize = 4096;
@@ -30,12 +30,6 @@ fn get(port: u16, path: &str) -> (u16, String, String) {
     let (head, body) = out.split_once("\r\n\r\n").unwrap();
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
     (status, head.to_string(), body.to_string())
-}
-
-/// SIGTERM, then its exit status within `limit`.
-fn terminate(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    mmtrace_testkit::wait_exit(child, limit)
 }
 
 fn prometheus_binary() -> String {
@@ -182,10 +176,11 @@ fn prometheus_stores_every_call_of_a_storm_and_its_bytes() {
     let tid = rustix::thread::gettid().as_raw_nonzero().get();
     // This thread's calls alone, counted exactly; and every process's, which must cover them.
     let scope = format!("tid={tid}");
-    let (scoped, scoped_port) = serve(BIN, &["-e", "munmap", "-s", &scope]);
-    let (all, all_port) = serve(BIN, &["-e", "munmap"]);
+    let scoped = Served::start(BIN, &["-e", "munmap", "-s", &scope]);
+    let all = Served::start(BIN, &["-e", "munmap"]);
     // The same calls counted at their exit alone.
-    let (untimed, untimed_port) = serve(BIN, &["--no-durations", "-e", "munmap", "-s", &scope]);
+    let untimed = Served::start(BIN, &["--no-durations", "-e", "munmap", "-s", &scope]);
+    let (scoped_port, all_port, untimed_port) = (scoped.port, all.port, untimed.port);
     let prom = prometheus(&[
         ("scoped", scoped_port),
         ("all", all_port),
@@ -297,8 +292,8 @@ fn prometheus_stores_every_call_of_a_storm_and_its_bytes() {
         assert_eq!(query(&prom, &format!(r#"up{{job="{job}"}}"#)), vec![1.0]);
     }
 
-    for mut child in [scoped, all, untimed] {
-        let status = terminate(&mut child, Duration::from_secs(5));
+    for mut served in [scoped, all, untimed] {
+        let status = served.stop(libc::SIGTERM, Duration::from_secs(5));
         assert_eq!(status.code(), Some(0), "SIGTERM: a clean exit");
     }
     // The ports are free again.
@@ -312,7 +307,8 @@ fn metrics_and_healthz_answer_directly_and_sigint_stops_it() {
     if !bpf_allowed() {
         return;
     }
-    let (mut child, port) = serve(BIN, &[]);
+    let mut served = Served::start(BIN, &[]);
+    let port = served.port;
     let (status, head, body) = get(port, "/metrics");
     assert_eq!(status, 200, "{body}");
     assert!(
@@ -342,15 +338,7 @@ fn metrics_and_healthz_answer_directly_and_sigint_stops_it() {
         (200, get(port, "/healthz").1, "ok\n".into())
     );
     assert_eq!(get(port, "/nothing").0, 404);
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(start.elapsed() < Duration::from_secs(5));
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = served.stop(libc::SIGINT, Duration::from_secs(5));
     assert_eq!(status.code(), Some(0));
 }
 
