@@ -291,9 +291,9 @@ pub struct config {
     pub m_slot: [__u8; 1024usize],
     pub m_role: [__u8; 1024usize],
     pub m_at_exit: [__u8; 1024usize],
+    pub m_no_durations: __u32,
     pub m_host_mnt_ns: __u32,
     pub stack: __u32,
-    pub __bindgen_padding_0: [u8; 4usize],
 }
 impl Default for config {
     fn default() -> Self {

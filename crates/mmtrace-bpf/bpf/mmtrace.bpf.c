@@ -1373,7 +1373,7 @@ int sys_exit(struct sys_exit_ctx *ctx)
 
 	/* One path on to metrics_exit for both kinds of slot: each inlined copy of it costs the
 	 * verifier at attach. */
-	if (cfg.metrics && cfg.m_at_exit[id & (MAX_IDS - 1)]) {
+	if (cfg.metrics && cfg.m_no_durations && cfg.m_at_exit[id & (MAX_IDS - 1)]) {
 		slot = exit_only_slot(ctx, t);
 		if (!slot)
 			return 0;

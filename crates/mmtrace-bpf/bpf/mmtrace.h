@@ -306,8 +306,10 @@ struct config {
 	__u8 m_slot[MAX_IDS]; /* the event's slot in m_events, per event id */
 	__u8 m_role[MAX_IDS]; /* enum metric_role, per event id */
 	/* Counted at its exit alone, with no entry hook and no duration (serve --no-durations),
-	 * per event id. */
+	 * per event id; m_no_durations says whether any is, so that with durations the
+	 * verifier drops that path unseen (it costs attach time to walk). */
 	__u8 m_at_exit[MAX_IDS];
+	__u32 m_no_durations;
 	/* The mount namespace of the host's init (0: unknown). A container always has a mount
 	 * namespace of its own, so calls made in this one are not counted per cgroup: the
 	 * per-cgroup hash is the dearest part of a counted call, and only containers' series

@@ -191,6 +191,7 @@ impl Tracer {
         cfg.has_arg_filters = (!filters.is_empty()).into();
         if opts.metrics {
             cfg.metrics = 1;
+            cfg.m_no_durations = (!opts.durations).into();
             for (slot, e) in available.iter().enumerate() {
                 let role = metrics::role(e);
                 let id = usize::from(e.id);
