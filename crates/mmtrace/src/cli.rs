@@ -63,6 +63,10 @@ pub enum Command {
         /// Only kill: skip process_mrelease, to measure what it buys.
         #[arg(long = "no-release")]
         no_release: bool,
+        /// Kill PID even when it is an ancestor of mmtrace (the shell that runs it, say).
+        /// Kernel threads, pid 1 and mmtrace itself are refused all the same.
+        #[arg(long = "force")]
+        force: bool,
     },
     /// Count memory-management calls in the kernel and serve the counts to Prometheus at
     /// http://ADDR/metrics (and /healthz) until SIGTERM, SIGINT or SIGHUP.

@@ -42,7 +42,8 @@ fn main() -> ExitCode {
             pid,
             signal,
             no_release,
-        } => reap::run(pid, &signal, !no_release).map(|()| ExitCode::SUCCESS),
+            force,
+        } => reap::run(pid, &signal, !no_release, force).map(|()| ExitCode::SUCCESS),
         cli::Command::Serve(args) => serve::run(&args),
         cli::Command::Top(args) => top::run(&args),
         cli::Command::DocsDetections { dir } => {

@@ -63,7 +63,7 @@ fn errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-pub fn run(pid: i32, signal: &str, release: bool) -> anyhow::Result<()> {
+pub fn run(pid: i32, signal: &str, release: bool, force: bool) -> anyhow::Result<()> {
     let Some(sig) = signal_number(signal).filter(|&s| s > 0) else {
         bail!(
             "unknown signal '{signal}': give a name such as KILL or TERM, or a number from 1 to 64"
@@ -76,6 +76,9 @@ pub fn run(pid: i32, signal: &str, release: bool) -> anyhow::Result<()> {
     if pid <= 0 {
         bail!("pid {pid} is not a process: give the pid of one process");
     }
+    if pid == 1 {
+        bail!("pid 1 is the init of mmtrace's pid namespace: killing it ends every process in the namespace, so mmtrace refuses it, even with --force; nothing was sent");
+    }
     if pid as u32 == std::process::id() {
         bail!("pid {pid} is mmtrace itself: give the pid of another process");
     }
@@ -87,13 +90,6 @@ pub fn run(pid: i32, signal: &str, release: bool) -> anyhow::Result<()> {
             bail!("this kernel has no process_mrelease (it needs Linux 5.15): nothing was killed; use --no-release to kill without it");
         }
     }
-    // The victim chose its name: kept as bytes and escaped wherever it is printed.
-    let comm = fs::read(format!("/proc/{pid}/comm"))
-        .map(|mut c| {
-            c.pop_if(|b| *b == b'\n');
-            TracedText::from(c)
-        })
-        .unwrap_or_default();
     // SAFETY: pidfd_open takes integers and returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
@@ -107,6 +103,19 @@ pub fn run(pid: i32, signal: &str, release: bool) -> anyhow::Result<()> {
     }
     // SAFETY: pidfd_open returned a new fd that nothing else owns.
     let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // The victim chose its name: kept as bytes and escaped wherever it is printed.
+    let comm = fs::read(format!("/proc/{pid}/comm"))
+        .map(|mut c| {
+            c.pop_if(|b| *b == b'\n');
+            TracedText::from(c)
+        })
+        .unwrap_or_default();
+    refuse(pid, &comm, force)?;
+    // Read through /proc, which names a pid, not the process the pidfd holds: if that one is
+    // still alive, the pid was not reused and what was read is about the process to be killed.
+    if send_signal(&pidfd, 0) < 0 && errno() == libc::ESRCH {
+        bail!("no process {pid}: it exited as mmtrace looked at it; nothing was sent");
+    }
     let before = Rss::read(pid);
 
     // Said before the kill, so that nothing stands between the signal and process_mrelease.
@@ -118,17 +127,7 @@ pub fn run(pid: i32, signal: &str, release: bool) -> anyhow::Result<()> {
         mib(before.shmem)
     );
     let killed = Instant::now();
-    // SAFETY: the pidfd is open; info NULL means "as kill(2) would".
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            sig as i32,
-            std::ptr::null::<u8>(),
-            0,
-        )
-    };
-    if r < 0 {
+    if send_signal(&pidfd, sig as i32) < 0 {
         match errno() {
             libc::EPERM => bail!("not permitted to signal process {pid} ({comm}): run mmtrace as its owner or as root"),
             libc::ESRCH => bail!("process {pid} ({comm}) exited before it could be signalled: nothing to reap"),
@@ -173,7 +172,15 @@ pub fn run(pid: i32, signal: &str, release: bool) -> anyhow::Result<()> {
     }
 
     if wait_exit(&pidfd)?.is_none() {
-        bail!("{pid} ({comm}) did not exit within {} s of {sig_name}: it handles or ignores the signal; try --signal KILL", EXIT_WAIT.as_secs());
+        let waited = EXIT_WAIT.as_secs();
+        if sig as i32 == libc::SIGKILL {
+            // Nothing survives SIGKILL: the process is dying, held up in the kernel.
+            let state = stat_fields(pid)
+                .and_then(|f| f.first().cloned())
+                .unwrap_or_else(|| "?".into());
+            bail!("{pid} ({comm}) did not exit within {waited} s of SIGKILL (state {state} in /proc/{pid}/stat; D is a wait in the kernel that a signal cannot cut short): it exits when that wait ends; mmtrace stopped waiting");
+        }
+        bail!("{pid} ({comm}) did not exit within {waited} s of {sig_name}: it handles or ignores the signal; try --signal KILL");
     }
     let exit = killed.elapsed();
     let (back, by) = match reaped {
@@ -186,6 +193,75 @@ pub fn run(pid: i32, signal: &str, release: bool) -> anyhow::Result<()> {
         ms(back),
     );
     println!("mmtrace: freed {} in all", mib(before.total()));
+    Ok(())
+}
+
+/// Sends `sig` (0 only checks that the process is alive) through the pidfd; -1 on failure,
+/// with errno set.
+fn send_signal(pidfd: &OwnedFd, sig: i32) -> libc::c_long {
+    // SAFETY: the pidfd is open; info NULL means "as kill(2) would".
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<u8>(),
+            0,
+        )
+    }
+}
+
+/// The fields of /proc/PID/stat after the command's name (which may hold spaces and
+/// parentheses of its own), from the state on.
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let stat = fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let at = stat.iter().rposition(|&b| b == b')')?;
+    let rest = String::from_utf8_lossy(&stat[at + 1..]).into_owned();
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// The kernel's flag for a kernel thread, in /proc/PID/stat (include/linux/sched.h).
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// The pids above mmtrace, its parent first, up to the top of its pid namespace.
+fn ancestors() -> Vec<i32> {
+    let mut chain = Vec::new();
+    let mut pid = std::os::unix::process::parent_id() as i32;
+    // Bounded all the same: a parent's parent is read at a later moment than the parent, and
+    // a pid reused in between must not keep the walk going.
+    while pid > 0 && chain.len() < 4096 && !chain.contains(&pid) {
+        chain.push(pid);
+        pid = fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("PPid:"))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(0);
+    }
+    chain
+}
+
+/// Fails, before anything is sent, when `pid` is a process mmtrace must not kill: a kernel
+/// thread (which no signal ends, so the wait could only time out) always, and without
+/// `force` an ancestor of mmtrace, such as the shell that runs it.
+fn refuse(pid: i32, comm: &TracedText, force: bool) -> anyhow::Result<()> {
+    let flags = stat_fields(pid)
+        .and_then(|f| f.get(6).and_then(|v| v.parse::<u64>().ok()))
+        .unwrap_or(0);
+    if flags & PF_KTHREAD != 0 {
+        bail!("pid {pid} ({comm}) is a kernel thread: no signal ends it and it holds no user memory, so mmtrace refuses it, even with --force; nothing was sent");
+    }
+    if !force {
+        if let Some(up) = ancestors().iter().position(|&a| a == pid) {
+            let whose = match up {
+                0 => "the parent of mmtrace".to_string(),
+                n => format!("an ancestor of mmtrace, {} levels up", n + 1),
+            };
+            bail!("pid {pid} ({comm}) is {whose}: killing it would end what mmtrace runs under (a shell, a session); nothing was sent; give --force to kill it all the same");
+        }
+    }
     Ok(())
 }
 

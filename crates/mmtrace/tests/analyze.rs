@@ -895,6 +895,175 @@ fn reap_on_a_kernel_without_process_mrelease_kills_nothing() {
     );
 }
 
+/// Whether the test may make pid namespaces (root); skips outside CI, fails under it.
+fn may_unshare() -> bool {
+    match unsafe { libc::geteuid() } {
+        0 => true,
+        _ if std::env::var_os("CI").is_some() => panic!("CI must run the tests that need root"),
+        _ => {
+            eprintln!("skipping: needs root to make a pid namespace");
+            false
+        }
+    }
+}
+
+/// The one line `mmtrace reap ARGS` refused with. Nothing on stdout, where the kill is
+/// announced before it is sent: nothing was sent.
+fn refused(args: &[&str]) -> String {
+    let (code, out, err) = run(args);
+    assert_eq!(code, Some(1), "{args:?}: {out}{err}");
+    assert_eq!(out, "", "{args:?} announced a kill: {err}");
+    assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    err
+}
+
+#[test]
+fn reap_refuses_a_kernel_thread_even_with_force() {
+    // kthreadd is pid 2 in the first pid namespace; a test run in a container has another.
+    let comm = std::fs::read_to_string("/proc/2/comm").unwrap_or_default();
+    if comm.trim() != "kthreadd" {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "pid 2 is {comm}, not kthreadd"
+        );
+        eprintln!("skipping: pid 2 is {comm}, not kthreadd (a container?)");
+        return;
+    }
+    // What makes it a kernel thread, to the kernel: no program behind it.
+    assert!(std::fs::read_link("/proc/2/exe").is_err());
+    for args in [&["reap", "2"][..], &["reap", "--force", "2"]] {
+        let err = refused(args);
+        assert!(
+            err.starts_with("mmtrace: error: pid 2 (kthreadd) is a kernel thread")
+                && err.contains("nothing was sent"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn reap_refuses_pid_1_of_its_own_pid_namespace_even_with_force() {
+    if !may_unshare() {
+        return;
+    }
+    // As the user meets it: a shell as the init of a new pid namespace runs `mmtrace reap 1`.
+    // The shell traps TERM, so a TERM sent would show; a KILL sent from inside the namespace
+    // is dropped by the kernel, so nothing on stdout, where the kill is announced, shows it.
+    for (signal, force) in [("KILL", ""), ("TERM", ""), ("TERM", "--force")] {
+        let script = format!(
+            "trap 'echo init got TERM' TERM; {BIN} reap --signal {signal} {force} 1; echo \"mmtrace exited $?\""
+        );
+        let out = Command::new("unshare")
+            .args(["--fork", "--pid", "--mount-proc", "sh", "-c", &script])
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        );
+        assert!(out.status.success(), "{stdout}{stderr}");
+        assert_eq!(stdout, "mmtrace exited 1\n", "{signal} {force}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("mmtrace: error: pid 1 is the init of mmtrace's pid namespace")
+                && stderr.contains("nothing was sent"),
+            "{stderr}"
+        );
+    }
+}
+
+static USR2_SEEN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+#[test]
+fn reap_refuses_its_ancestors_unless_forced() {
+    extern "C" fn seen(_: libc::c_int) {
+        USR2_SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    // This test's own process is mmtrace's parent. USR2, which it handles, rather than KILL:
+    // a signal sent shows in the count instead of ending every test.
+    unsafe { libc::signal(libc::SIGUSR2, seen as *const () as libc::sighandler_t) };
+    let me = std::process::id().to_string();
+    let err = refused(&["reap", "--signal", "USR2", &me]);
+    assert!(
+        err.starts_with(&format!(
+            "mmtrace: error: pid {me} ({}) is the parent of mmtrace",
+            std::fs::read_to_string("/proc/self/comm").unwrap().trim()
+        )) && err.contains("give --force"),
+        "{err}"
+    );
+    assert_eq!(USR2_SEEN.load(std::sync::atomic::Ordering::Relaxed), 0);
+
+    // A shell two levels up, which says whether it was signalled.
+    let script = format!(
+        "trap 'echo shell got TERM' TERM; sh -c '{BIN} reap --signal TERM '$$; echo \"mmtrace exited $?\""
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "mmtrace exited 1\n",
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("an ancestor of mmtrace, 2 levels up"),
+        "{stderr}"
+    );
+
+    // With --force the shell that runs mmtrace is killed, and mmtrace, left behind, reports.
+    let script = format!("{BIN} reap --force $$; echo \"the shell survived\"");
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("sending SIGKILL to ") && stdout.contains(" (sh) "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("mmtrace: freed "), "{stdout}{stderr}");
+    assert!(!stdout.contains("survived"), "{stdout}");
+}
+
+#[test]
+fn reap_kills_a_containers_init_by_its_host_pid() {
+    if !may_unshare() {
+        return;
+    }
+    // A child of this test in a new pid namespace, as a container's runtime starts its init:
+    // clone as fork does, with CLONE_NEWPID. The child only waits for a signal.
+    let init = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::CLONE_NEWPID | libc::SIGCHLD,
+            0,
+            0,
+            0,
+            0,
+        )
+    } as i32;
+    if init == 0 {
+        unsafe {
+            libc::pause();
+            libc::_exit(0)
+        }
+    }
+    assert!(init > 0, "clone: {}", std::io::Error::last_os_error());
+    let status = std::fs::read_to_string(format!("/proc/{init}/status")).unwrap();
+    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+    assert!(
+        nspid.ends_with("\t1"),
+        "pid 1 in its own namespace: {nspid}"
+    );
+
+    let (code, out, err) = run(&["reap", &init.to_string()]);
+    assert_eq!(killed_by(init), libc::SIGKILL);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains(&format!("sending SIGKILL to {init} (")),
+        "{out}"
+    );
+}
+
 /// Two mmaps and mlockall(MCL_FUTURE) (MMT-007), then gone.
 fn first_of_pid() -> i32 {
     unsafe {
