@@ -242,8 +242,9 @@ fn execute(plan: Plan) -> anyhow::Result<ExitCode> {
             _ => "; free space or choose another output with -o",
         };
         stderr.say(&format!(
-            "mmtrace: error: {} events traced were not written: writing to {target} failed: {e}{advice}\n",
-            delivery.unwritten()
+            "mmtrace: error: {} events traced were not written, after {} that were: writing to {target} failed: {e}{advice}\n",
+            delivery.unwritten(),
+            delivery.written()
         ));
     }
     if let Some((format, analysis)) = analysis {

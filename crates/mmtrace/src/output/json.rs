@@ -552,6 +552,10 @@ impl<W: Write> Sink for JsonLines<W> {
         self.lines.clear();
         self.out.flush()
     }
+
+    fn held(&self) -> usize {
+        self.lines.len()
+    }
 }
 
 #[cfg(test)]

@@ -131,6 +131,11 @@ pub trait Sink {
     /// The mem_prot_alert `event` raised, right after the event when both are shown.
     fn alert(&mut self, event: &Event, alert: &ProtAlert) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
+    /// The bytes of lines gathered and not written yet: where the last line handed over ends
+    /// in what the next write will carry.
+    fn held(&self) -> usize {
+        0
+    }
     /// An in-band line: only outputs that make recordings write it.
     fn note(&mut self, _note: &Note) -> io::Result<()> {
         Ok(())
@@ -207,7 +212,7 @@ fn open_one(spec: &OutputSpec) -> anyhow::Result<(Box<dyn Sink>, Delivery)> {
     let ledger = Ledger {
         inner,
         state: Rc::clone(&delivery.0),
-        pending: 0,
+        pending: Vec::new(),
     };
     Ok((Box::new(ledger), delivery))
 }
@@ -258,10 +263,19 @@ struct DeliveryState {
     /// Successful writes so far: each one took every line the sink held.
     writes: Cell<u64>,
     failure: RefCell<Option<io::Error>>,
+    /// Events whose lines went out whole.
+    written: Cell<u64>,
     unwritten: Cell<u64>,
+    /// Of the write that failed, the bytes of the whole lines that went out all the same.
+    kept: Cell<usize>,
 }
 
 impl Delivery {
+    /// Events whose lines were written whole.
+    pub fn written(&self) -> u64 {
+        self.0.written.get()
+    }
+
     /// Events traced but not written, because a write had failed.
     pub fn unwritten(&self) -> u64 {
         self.0.unwritten.get()
@@ -273,26 +287,39 @@ impl Delivery {
     }
 }
 
-/// Counts the events a sink holds between its writes, so that when one fails, the events that
-/// write carried are known.
+/// Counts the events a sink holds between its writes, so that when one fails part way, the
+/// events whose lines that write got out whole are known from the rest.
 struct Ledger {
     inner: Box<dyn Sink>,
     state: Rc<DeliveryState>,
-    /// Events handed to `inner` since its last successful write.
-    pending: u64,
+    /// Where the line of each event handed to `inner` since its last successful write ends,
+    /// in the bytes that write carries.
+    pending: Vec<usize>,
 }
 
 impl Ledger {
     fn settle(&mut self, writes_before: u64, result: io::Result<()>) {
+        let state = &self.state;
         match result {
-            Ok(()) if self.state.writes.get() != writes_before => self.pending = 0,
+            Ok(()) if state.writes.get() != writes_before => {
+                state
+                    .written
+                    .set(state.written.get() + self.pending.len() as u64);
+                self.pending.clear();
+            }
             Ok(()) => {}
             Err(e) => {
-                self.state
+                let out = self
+                    .pending
+                    .iter()
+                    .filter(|&&end| end <= state.kept.get())
+                    .count();
+                state.written.set(state.written.get() + out as u64);
+                state
                     .unwritten
-                    .set(self.state.unwritten.get() + self.pending);
-                self.pending = 0;
-                *self.state.failure.borrow_mut() = Some(e);
+                    .set(state.unwritten.get() + (self.pending.len() - out) as u64);
+                self.pending.clear();
+                *state.failure.borrow_mut() = Some(e);
             }
         }
     }
@@ -302,14 +329,17 @@ impl Ledger {
     /// Hands one line to the inner sink, unless a write has failed: writing on after that
     /// would leave a hole in the middle of the output. `counts` says whether it is an event.
     fn line(&mut self, counts: bool, write: impl FnOnce(&mut dyn Sink) -> io::Result<()>) {
-        let n = u64::from(counts);
         if self.state.failure.borrow().is_some() {
+            let n = u64::from(counts);
             self.state.unwritten.set(self.state.unwritten.get() + n);
             return;
         }
-        self.pending += n;
         let writes = self.state.writes.get();
         let result = write(self.inner.as_mut());
+        // A write that failed leaves the sink's buffer as it was, this line at its end.
+        if counts {
+            self.pending.push(self.inner.held());
+        }
         self.settle(writes, result);
     }
 }
@@ -340,21 +370,24 @@ impl Sink for Ledger {
     }
 }
 
-/// Writes what the sinks hand it, always whole lines, whole or not at all: when a write fails
-/// part way (a full disk), the part already in the file is cut off again, so the file ends
-/// with a whole line.
+/// Writes what the sinks hand it, whole lines: when a write fails part way (a full disk), the
+/// part of a line already in the file is cut off again, so the file ends with a whole line.
 struct WholeLines {
     file: File,
     state: Rc<DeliveryState>,
 }
 
 impl WholeLines {
-    /// Cuts the last `n` bytes written off a regular file, unless someone wrote after them;
-    /// a pipe's reader is gone when its writes fail, and nothing can be taken back from it.
+    /// Cuts the last `n` bytes written off a regular file, unless someone wrote after them.
+    /// Nothing can be taken back from a pipe or a terminal, nor sought in one: their reader
+    /// has what it has (a pipe's is gone when its writes fail).
     fn take_back(&mut self, n: usize) -> io::Result<()> {
         let meta = self.file.metadata()?;
+        if !meta.is_file() {
+            return Ok(());
+        }
         let end = self.file.stream_position()?;
-        if meta.is_file() && meta.len() == end {
+        if meta.len() == end {
             self.file.set_len(end - n as u64)?;
         }
         Ok(())
@@ -378,8 +411,13 @@ impl Write for WholeLines {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => e,
             };
-            if done > 0 {
-                if let Err(cut) = self.take_back(done) {
+            let kept = buf[..done]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |at| at + 1);
+            self.state.kept.set(kept);
+            if done > kept {
+                if let Err(cut) = self.take_back(done - kept) {
                     return Err(io::Error::new(
                         err.kind(),
                         format!("{err}, and cutting off the partly written line failed: {cut}"),

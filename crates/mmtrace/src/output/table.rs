@@ -568,6 +568,10 @@ impl<W: Write> Sink for Table<W> {
         self.columns = self.width.columns();
         self.out.flush()
     }
+
+    fn held(&self) -> usize {
+        self.rows.len()
+    }
 }
 
 #[cfg(test)]
