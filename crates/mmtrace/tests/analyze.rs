@@ -640,6 +640,91 @@ fn unusable_recordings_fail_in_one_line() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn an_empty_recording_has_nothing_to_analyze() {
+    let dir = tempdir();
+    let path = format!("{dir}/empty.json");
+    std::fs::write(&path, "").unwrap();
+    let (code, out, err) = run(&["analyze", &path]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert_eq!(out, "");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "mmtrace: error: {path} is empty: nothing to analyze"
+        )),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+const UNMAPS: usize = 600;
+
+/// A W+X mapping (MMT-001), then `UNMAPS` munmaps: under MMT-008's 1000 a second, twice
+/// that over it.
+fn wx_and_unmaps() -> i32 {
+    unsafe {
+        map(PAGE, libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC);
+        for _ in 0..UNMAPS {
+            libc::munmap(0x10000 as *mut libc::c_void, PAGE);
+        }
+    }
+    0
+}
+
+#[test]
+fn duplicated_lines_count_once_and_raise_nothing_more() {
+    if !bpf_allowed() {
+        return;
+    }
+    let dir = tempdir();
+    let path = format!("{dir}/rec.json");
+    let children = [0; 3].map(|_| Gated::fork(wx_and_unmaps));
+    let pids = children.each_ref().map(|c| c.pid);
+    let tree = format!("tree={},{},{}", pids[0], pids[1], pids[2]);
+    let json = format!("json:{path}");
+    let trace = Trace::start(
+        BIN,
+        &["-e", "mmap,munmap", "-s", &tree, "-o", &json],
+        Stdio::null(),
+    );
+    for c in &children {
+        c.release();
+    }
+    for c in &children {
+        assert_eq!(c.wait(), 0);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let (code, stderr) = trace.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    let recording = std::fs::read_to_string(&path).unwrap();
+    // Every line twice, as a log shipper that sent each line again would leave it.
+    let doubled: String = recording.lines().flat_map(|l| [l, "\n", l, "\n"]).collect();
+    let twice = format!("{dir}/twice.json");
+    std::fs::write(&twice, doubled).unwrap();
+    let lines = recording.lines().count() as u64;
+    for (file, copies) in [(&path, 0), (&twice, lines)] {
+        let r = analyze_json(file);
+        assert!(r["lost"].is_null(), "{}", r["lost"]);
+        assert_eq!(r["duplicates"], copies);
+        assert_eq!(r["events"], 3 * (UNMAPS as u64 + 1), "{file}");
+        for pid in pids {
+            assert_eq!(process(&r, pid)["calls"], UNMAPS as u64 + 1, "{file}");
+            assert_eq!(detections(&r, pid), ["MMT-001"], "{file}");
+        }
+        let (code, text, err) = run(&["analyze", file]);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(text.contains("3 processes, 3 times"), "{text}");
+        assert_eq!(
+            text.contains(&format!("{copies} duplicate lines skipped")),
+            copies > 0,
+            "{text}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Forks a child holding `len` bytes, touched; returns once they are resident (and, when
 /// starved, once it is in the cgroup).
 fn holder(len: usize, starved: Option<&Starved>) -> i32 {

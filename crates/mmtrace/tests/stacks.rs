@@ -274,7 +274,7 @@ fn stacks_name_the_calling_functions() {
 }
 
 /// A recording without stacks has no call sites, and a flame graph of it is refused with a
-/// line saying how to record one.
+/// line saying how to record one, and no file.
 #[test]
 fn a_flamegraph_needs_stacks() {
     let dir = Dir(std::env::temp_dir().join(format!("mmtrace-nostack-{}", std::process::id())));
@@ -296,4 +296,8 @@ fn a_flamegraph_needs_stacks() {
     assert!(!out.status.success());
     assert!(err.contains("--stack"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        !dir.0.join("f.svg").exists(),
+        "a failed flame graph leaves no file"
+    );
 }

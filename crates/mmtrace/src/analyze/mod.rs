@@ -152,6 +152,8 @@ pub struct Analyzer {
     events: u64,
     malformed: Vec<(usize, String)>,
     skipped: u64,
+    /// Lines that repeat an event already read: counted once.
+    duplicates: u64,
     first_ts: Option<u64>,
     last_ts: u64,
     /// The processes not known to have exited, by host pid: two never share a pid at once.
@@ -180,6 +182,7 @@ impl Analyzer {
             events: 0,
             malformed: Vec::new(),
             skipped: 0,
+            duplicates: 0,
             first_ts: None,
             last_ts: 0,
             processes: HashMap::new(),
@@ -225,6 +228,7 @@ impl Analyzer {
             return;
         }
         match Record::parse(text, number) {
+            Ok(r) if self.is_copy(&r) => self.duplicates += 1,
             Ok(r) => self.push(r),
             Err(why) => {
                 self.skipped += 1;
@@ -233,6 +237,15 @@ impl Analyzer {
                 }
             }
         }
+    }
+
+    /// Whether `r` is an event already read (a line written twice, as a recording whose lines
+    /// were duplicated has it). Its copy, read at about the same place, is still waiting for
+    /// order, so no more is kept to find it.
+    fn is_copy(&self, r: &Record) -> bool {
+        self.pending
+            .range((r.end(), 0)..=(r.end(), u64::MAX))
+            .any(|(_, p)| p.same_event(r))
     }
 
     fn push(&mut self, r: Record) {
@@ -477,21 +490,29 @@ pub fn run(path: &Path, format: Format, flamegraph: Option<(&Path, Weight)>) -> 
         analyzer.line(&buf, number);
     }
     let report = analyzer.finish(&source);
-    if let Some((svg, weight)) = flamegraph {
-        let file = File::create(svg)
-            .with_context(|| format!("cannot write the flame graph to {}", svg.display()))?;
-        let mut out = io::BufWriter::new(file);
-        analyzer.sites.flamegraph(weight, &mut out)?;
-        out.flush()
-            .with_context(|| format!("writing the flame graph to {}", svg.display()))?;
+    if report.events == 0 {
+        match report.malformed.first() {
+            Some(m) => anyhow::bail!(
+                "{source} has no usable event in {} lines (line {}: {}): is it a `mmtrace trace -o json` recording?",
+                report.lines,
+                m.line,
+                m.error
+            ),
+            None if report.lines == 0 => anyhow::bail!(
+                "{source} is empty: nothing to analyze; give a recording written by `mmtrace trace -o json:FILE`"
+            ),
+            None => anyhow::bail!(
+                "{source} holds no event in {} lines: nothing to analyze; was anything traced?",
+                report.lines
+            ),
+        }
     }
-    if report.events == 0 && report.skipped > 0 {
-        anyhow::bail!(
-            "{source} has no usable event in {} lines (line {}: {}): is it a `mmtrace trace -o json` recording?",
-            report.lines,
-            report.malformed[0].line,
-            report.malformed[0].error
-        );
+    if let Some((svg, weight)) = flamegraph {
+        // Drawn whole before the file is made: a failure leaves no file behind.
+        let mut drawn = Vec::new();
+        analyzer.sites.flamegraph(weight, &mut drawn)?;
+        std::fs::write(svg, drawn)
+            .with_context(|| format!("cannot write the flame graph to {}", svg.display()))?;
     }
     let mut out = io::stdout().lock();
     report.write(&mut out, format)?;

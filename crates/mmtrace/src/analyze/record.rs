@@ -298,6 +298,26 @@ impl Record {
     }
 
     /// When the call returned: what it did took effect then.
+    /// Whether `other` is the same event: the same thread's same event, entered at the same
+    /// nanosecond and ended alike, which two calls never are.
+    pub fn same_event(&self, other: &Record) -> bool {
+        (
+            self.ts,
+            self.pid,
+            self.tid,
+            &self.name,
+            self.ret,
+            self.duration,
+        ) == (
+            other.ts,
+            other.pid,
+            other.tid,
+            &other.name,
+            other.ret,
+            other.duration,
+        )
+    }
+
     pub fn end(&self) -> u64 {
         self.ts.saturating_add(self.duration)
     }

@@ -245,6 +245,8 @@ pub struct Report {
     pub events: u64,
     pub skipped: u64,
     pub malformed: Vec<Malformed>,
+    /// Lines that repeated an event already read, each event counted once.
+    pub duplicates: u64,
     /// Present when events were lost: the report is then partial.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lost: Option<Lost>,
@@ -325,6 +327,7 @@ pub fn build(a: &Analyzer, source: &str) -> Report {
         lines: a.lines,
         events: a.events,
         skipped: a.skipped,
+        duplicates: a.duplicates,
         malformed: a
             .malformed
             .iter()
@@ -406,6 +409,13 @@ impl Report {
                 writeln!(out, "    line {}: {}", m.line, escape(&m.error))?;
             }
         }
+        if self.duplicates > 0 {
+            writeln!(
+                out,
+                "  {} duplicate lines skipped: each event is counted once",
+                self.duplicates
+            )?;
+        }
 
         writeln!(out, "\nDetections")?;
         if self.detections.is_empty() {
@@ -432,9 +442,9 @@ impl Report {
     }
 
     fn detection_text(&self, out: &mut dyn Write, d: &DetectionReport) -> io::Result<()> {
-        let plural = |n: u64, what: &str| match n {
-            1 => format!("1 {what}"),
-            _ => format!("{n} {what}s"),
+        let plural = |n: u64, one: &str, many: &str| match n {
+            1 => format!("1 {one}"),
+            _ => format!("{n} {many}"),
         };
         writeln!(
             out,
@@ -442,8 +452,8 @@ impl Report {
             d.id,
             d.severity,
             d.title,
-            plural(d.processes, "process"),
-            plural(d.count, "time")
+            plural(d.processes, "process", "processes"),
+            plural(d.count, "time", "times")
         )?;
         // The indent is the paragraph's margin, not part of its width.
         write!(out, "{}", wrap(d.explanation, "    ", "    ", WIDTH + 4))?;
@@ -473,7 +483,7 @@ impl Report {
             writeln!(
                 out,
                 "    - and {} more (--format json lists the first {})",
-                plural(d.processes - shown, "process"),
+                plural(d.processes - shown, "process", "processes"),
                 d.instances.len()
             )?;
         }
