@@ -125,6 +125,20 @@ mod tests {
         v
     }
 
+    /// `explain` shows the examples on any machine: none names a path of the machine that
+    /// captured it, such as its build directory.
+    #[test]
+    fn examples_name_no_path_of_the_capturing_machine() {
+        let checkout = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+        let checkout = std::fs::canonicalize(checkout).unwrap();
+        for line in JSON_LINES.lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            let path = v["executable"]["path"].as_str().unwrap_or_default();
+            assert!(!path.contains("/target/"), "{path}");
+            assert!(!path.starts_with(checkout.to_str().unwrap()), "{path}");
+        }
+    }
+
     #[test]
     fn table_rows_are_the_same_calls() {
         for e in CATALOG.iter().filter(|e| missing_reason(e.name).is_none()) {

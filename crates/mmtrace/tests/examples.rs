@@ -10,6 +10,10 @@ use serde_json::{json, Value};
 const BIN: &str = env!("CARGO_BIN_EXE_mmtrace");
 const PAGE: u64 = 4096;
 const UPDATE: &str = "MMTRACE_UPDATE_EXAMPLES";
+/// The executable the examples show: the callers run this test's binary, whose path names the
+/// machine that captured them (its checkout, its build's hash); the examples show it as the
+/// program the caller names itself, installed.
+const SHOWN_EXECUTABLE: &str = "/usr/local/bin/mmtrace-example";
 /// Where a table row shows `event`: a call as `  name(`, a raised event as `  name: `.
 fn row_marker(event: &str) -> String {
     match catalog::raised(event) {
@@ -407,7 +411,13 @@ fn example_lines_are_real_calls() {
             "this kernel lacks {missing:?} and leaves fields of {partial:?} out: capture the \
              examples on one with every event whole"
         );
-        let jsonl: String = fresh.iter().map(|(j, _)| format!("{j}\n")).collect();
+        let exe = std::env::current_exe().unwrap();
+        let exe = serde_json::to_string(exe.to_str().unwrap()).unwrap();
+        let shown = serde_json::to_string(SHOWN_EXECUTABLE).unwrap();
+        let jsonl: String = fresh
+            .iter()
+            .map(|(j, _)| format!("{}\n", j.replace(&exe, &shown)))
+            .collect();
         let table: String = fresh.iter().map(|(_, t)| format!("{t}\n")).collect();
         std::fs::write(fixture("examples.jsonl"), jsonl).unwrap();
         std::fs::write(fixture("examples.table"), format!("{header}\n{table}")).unwrap();
