@@ -6,9 +6,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use mmtrace_abi::{
-    self as abi, CONTAINER_ANY, CONTAINER_INSIDE, CONTAINER_OUTSIDE, FEW, F_PID, F_TID, F_UID,
-    MAX_CGROUPS, MAX_CONDS, MAX_EXES, OP_EQ, OP_GE, OP_GT, OP_LE, OP_LT, OP_NE, SCOPE_EQ, SCOPE_NE,
-    TARGET_RET,
+    self as abi, CONTAINER_ANY, CONTAINER_ID_LEN, CONTAINER_INSIDE, CONTAINER_OUTSIDE, FEW, F_PID,
+    F_TID, F_UID, MAX_CGROUPS, MAX_CONDS, MAX_EXES, OP_EQ, OP_GE, OP_GT, OP_LE, OP_LT, OP_NE,
+    SCOPE_EQ, SCOPE_NE, TARGET_RET, WATCH_IDS, WATCH_NEW, WATCH_OFF,
 };
 use mmtrace_events::filter::{ArgFilter, Op, Target};
 use mmtrace_events::scope::{Field, Scope};
@@ -23,6 +23,8 @@ pub enum ScopeError {
     TooManyExecutables,
     #[error("at most {MAX_CGROUPS} cgroups can be in scope")]
     TooManyCgroups,
+    #[error("scope container={0}: the container has not started, and mmtrace knows a container's cgroup before it starts only by an id of {CONTAINER_ID_LEN} hex digits (docker, podman, CRI-O, containerd)")]
+    PendingContainer(String),
     #[error("{0} has more than {MAX_CONDS} filters: combine values into one condition")]
     TooManyFilters(&'static str),
 }
@@ -37,6 +39,8 @@ pub struct KernelScope {
     pub exes: Vec<(abi::exe_key, u8)>,
     /// Processes in a traced tree now; their future children are added by the fork hook.
     pub tree_members: Vec<u32>,
+    /// The ids of containers not started yet, whose cgroups the cgroup hooks put in scope.
+    pub pending_containers: Vec<[u8; CONTAINER_ID_LEN as usize]>,
 }
 
 /// The kernel side's index of a field.
@@ -118,18 +122,42 @@ impl KernelScope {
             (c.scope_cgroup_ids[i], c.scope_cgroup_levels[i]) = resolve_cgroup(cg)?;
         }
         c.scope_ncgroups = scope.cgroups.len() as u32;
+        let pending = scope
+            .pending_containers
+            .iter()
+            .map(|id| {
+                <[u8; CONTAINER_ID_LEN as usize]>::try_from(id.as_bytes())
+                    .ok()
+                    .filter(|b| b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')))
+                    .ok_or_else(|| ScopeError::PendingContainer(id.clone()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if pending.len() > MAX_CGROUPS as usize {
+            return Err(ScopeError::TooManyCgroups);
+        }
+        c.scope_watch = match (scope.new_containers, pending.is_empty()) {
+            (true, _) => WATCH_NEW,
+            (false, false) => WATCH_IDS,
+            (false, true) => WATCH_OFF,
+        };
         Ok(KernelScope {
             config: c,
             values,
             comms: comms.into_iter().collect(),
             exes,
             tree_members: descendants(&all_roots),
+            pending_containers: pending,
         })
     }
 
     /// Whether processes must be followed through fork.
     pub fn needs_process_hooks(&self) -> bool {
         self.config.scope_tree != 0 || self.config.scope_follow != 0
+    }
+
+    /// Whether containers' cgroups join the scope as they are made.
+    pub fn needs_cgroup_hooks(&self) -> bool {
+        self.config.scope_watch != WATCH_OFF
     }
 }
 
@@ -440,6 +468,20 @@ mod tests {
         assert_eq!(k.comms.len(), 2);
         assert_eq!(c.scope_container, 1);
         assert!(!k.needs_process_hooks());
+        assert!(!k.needs_cgroup_hooks());
+        let mut s = Scope::parse(&["container=new"]).unwrap();
+        assert_eq!(
+            KernelScope::build(&s, &[]).unwrap().config.scope_watch,
+            WATCH_NEW
+        );
+        s.new_containers = false;
+        s.pending_containers = vec!["ab".repeat(32)];
+        let k = KernelScope::build(&s, &[]).unwrap();
+        assert!(k.needs_cgroup_hooks() && k.config.scope_watch == WATCH_IDS);
+        assert_eq!(&k.pending_containers[0][..], "ab".repeat(32).as_bytes());
+        s.pending_containers = vec!["0f1d6e2c-8a9b-4c1d-8e2f-0a1b".into()];
+        let err = KernelScope::build(&s, &[]).unwrap_err().to_string();
+        assert!(err.contains("has not started"), "{err}");
         let k = KernelScope::build(&Scope::default(), &[std::process::id()]).unwrap();
         assert!(k.config.scope_tree == 1 && k.tree_members.contains(&std::process::id()));
         let k = KernelScope::build(&Scope::parse(&["pid=1,2,3,4,5"]).unwrap(), &[]).unwrap();

@@ -197,9 +197,11 @@ fn ids(root: &Path) -> HashMap<String, Vec<String>> {
 
 /// Turns `container=ID` into the container's cgroups, which the kernel side scopes with
 /// their descendants as it does `cgroup=`: each ID must be the start of exactly one running
-/// container's id.
-pub fn resolve_scope(scope: &mut Scope) -> anyhow::Result<()> {
-    if scope.container_ids.is_empty() {
+/// container's id. One that no running container's id starts with is asked of the runtimes
+/// (`given`, and the others where they listen by default): a container created and not
+/// started has no cgroup yet, and the kernel side puts its cgroup in scope when it is made.
+pub fn resolve_scope(scope: &mut Scope, given: &[Socket]) -> anyhow::Result<()> {
+    if scope.container_ids.is_empty() && !scope.new_containers {
         return Ok(());
     }
     let Some(root) = mmtrace_bpf::cgroup2_root() else {
@@ -207,8 +209,15 @@ pub fn resolve_scope(scope: &mut Scope) -> anyhow::Result<()> {
     };
     let running = ids(&root);
     for prefix in &scope.container_ids {
-        let id = container::by_prefix(prefix, running.keys().map(String::as_str))
-            .map_err(|e| anyhow::anyhow!("scope container={prefix}: {e}"))?;
+        let id = match container::by_prefix(prefix, running.keys().map(String::as_str)) {
+            Ok(id) => id,
+            Err(_) if !running.keys().any(|id| id.starts_with(prefix.as_str())) => {
+                let id = not_running(prefix, given)?;
+                scope.pending_containers.push(id);
+                continue;
+            }
+            Err(e) => anyhow::bail!("scope container={prefix}: {e}"),
+        };
         for path in &running[id] {
             scope.cgroups.push(
                 root.join(path.trim_start_matches('/'))
@@ -218,6 +227,33 @@ pub fn resolve_scope(scope: &mut Scope) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The whole id of a container that is not running, from the first runtime that knows it.
+fn not_running(prefix: &str, given: &[Socket]) -> anyhow::Result<String> {
+    let defaults = Socket::defaults()
+        .into_iter()
+        .filter(|s| !given.iter().any(|g| g.runtime == s.runtime));
+    let (mut heard, mut why) = (false, Vec::new());
+    for socket in given.iter().cloned().chain(defaults) {
+        match socket.whole_id(prefix) {
+            Ok(id) => return Ok(id),
+            // Not Found: the runtime knows no such container.
+            Err(e) if e.contains(" 404 ") => heard = true,
+            // A socket that is not there is no runtime to hear from.
+            Err(e) if socket.path.exists() => why.push(format!("{}: {e}", socket.runtime.name())),
+            Err(_) => {}
+        }
+    }
+    if !heard && why.is_empty() {
+        why.push(
+            "no container runtime answers on its socket; --cri RUNTIME:SOCKET names one".into(),
+        );
+    }
+    let why: String = why.iter().map(|w| format!(" ({w})")).collect();
+    anyhow::bail!(
+        "scope container={prefix}: no container's id starts with '{prefix}', running or created{why}: `podman ps -a` or `docker ps -a` lists them"
+    )
 }
 
 /// `,"containerId":..,"container":{..},"kubernetes":{..}` as Tracee writes them, for a call
