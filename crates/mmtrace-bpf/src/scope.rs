@@ -10,6 +10,7 @@ use mmtrace_abi::{
     F_TID, F_UID, MAX_CGROUPS, MAX_CONDS, MAX_EXES, OP_EQ, OP_GE, OP_GT, OP_LE, OP_LT, OP_NE,
     SCOPE_EQ, SCOPE_NE, TARGET_RET, WATCH_IDS, WATCH_NEW, WATCH_OFF,
 };
+use mmtrace_events::container;
 use mmtrace_events::filter::{ArgFilter, Op, Target};
 use mmtrace_events::scope::{Field, Scope};
 
@@ -372,18 +373,45 @@ fn resolve_cgroup_under(root: &Path, given: &str) -> Result<(u64, u32), ScopeErr
 }
 
 fn find_by_id(root: &Path, id: u64) -> Option<PathBuf> {
+    let (_, path) = cgroups(root).into_iter().find(|&(ino, _)| ino == id)?;
+    Some(root.join(path.trim_start_matches('/')))
+}
+
+/// Every cgroup under `root`: its id and its path as /proc/PID/cgroup shows it, each before
+/// the cgroups under it.
+pub fn cgroups(root: &Path) -> Vec<(u64, String)> {
+    let mut found = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        if fs::metadata(&dir).ok()?.ino() == id {
-            return Some(dir);
-        }
+        let Ok(meta) = fs::metadata(&dir) else {
+            continue;
+        };
+        let path = match dir.strip_prefix(root) {
+            Ok(rel) => format!("/{}", rel.to_string_lossy()),
+            Err(_) => continue,
+        };
+        found.push((meta.ino(), path));
         for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 stack.push(entry.path());
             }
         }
     }
-    None
+    found
+}
+
+/// The cgroups under `root` now of the containers with these ids, and those under them: a
+/// container started between the scope's resolving and the cgroup hook's attaching has its
+/// cgroup already.
+pub fn pending_cgroups(root: &Path, ids: &[[u8; CONTAINER_ID_LEN as usize]]) -> Vec<u64> {
+    cgroups(root)
+        .into_iter()
+        .filter(|(_, path)| {
+            container::from_cgroup_path(path)
+                .is_some_and(|pc| ids.iter().any(|id| id[..] == *pc.id.as_bytes()))
+        })
+        .map(|(ino, _)| ino)
+        .collect()
 }
 
 /// The kernel-side condition table of each filtered event.
@@ -501,6 +529,30 @@ mod tests {
         }
         let err = resolve_cgroup("/no/such/group").unwrap_err().to_string();
         assert!(err.starts_with("scope cgroup=/no/such/group:"), "{err}");
+    }
+
+    #[test]
+    fn cgroups_of_pending_containers() {
+        let root = std::env::temp_dir().join(format!("mmtrace-pending-{}", std::process::id()));
+        let id = "ab".repeat(32);
+        let other = "cd".repeat(32);
+        for dir in [
+            format!("libpod_parent/libpod-{id}/sub"),
+            format!("libpod_parent/libpod-conmon-{id}"),
+            format!("libpod_parent/libpod-{other}"),
+        ] {
+            fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        let ino = |p: String| fs::metadata(root.join(p)).unwrap().ino();
+        let mut found = pending_cgroups(&root, &[id.as_bytes().try_into().unwrap()]);
+        found.sort();
+        let mut want = vec![
+            ino(format!("libpod_parent/libpod-{id}")),
+            ino(format!("libpod_parent/libpod-{id}/sub")),
+        ];
+        want.sort();
+        assert_eq!(found, want);
+        fs::remove_dir_all(&root).unwrap();
     }
 
     /// As on a hybrid system, where cgroup2 is mounted below the v1 hierarchies' tmpfs.

@@ -260,6 +260,18 @@ impl Tracer {
         if ks.needs_cgroup_hooks() {
             attach_process_hook(&mut bpf, "on_cgroup_mkdir", "cgroup_mkdir")?;
             attach_process_hook(&mut bpf, "on_cgroup_rmdir", "cgroup_rmdir")?;
+            let started = match scope::cgroup2_root() {
+                Some(root) if !ks.pending_containers.is_empty() => {
+                    scope::pending_cgroups(&root, &ks.pending_containers)
+                }
+                _ => Vec::new(),
+            };
+            let mut watched: HashMap<_, u64, u8> = borrow_map(&mut bpf, "scope_cgroups")?;
+            for id in started {
+                watched.insert(id, 1, 0).map_err(|e| {
+                    Error::Load(format!("filling map scope_cgroups: {}", one_line(&e)))
+                })?;
+            }
         }
 
         let mut links = Vec::new();

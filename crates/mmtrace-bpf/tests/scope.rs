@@ -344,9 +344,10 @@ fn executable_scope_errors_name_the_path() {
 }
 
 /// How many of each child's calls reach the ring, under `scope`, each child in a cgroup of
-/// its own made after the trace began: `dirs`, under a folder of the test's own made before
-/// it (a dir names its parent first). None when the test must skip.
-fn seen_in_new_cgroups(scope: Scope, dirs: &[String]) -> Option<Vec<u32>> {
+/// its own: `dirs`, under a folder of the test's own (a dir names its parent first), the
+/// first `before` made before the trace began and the others after. None when the test
+/// must skip.
+fn seen_in_new_cgroups(scope: Scope, dirs: &[String], before: usize) -> Option<Vec<u32>> {
     if !bpf_allowed() {
         return None;
     }
@@ -361,13 +362,18 @@ fn seen_in_new_cgroups(scope: Scope, dirs: &[String]) -> Option<Vec<u32>> {
     };
     let top = root.join(format!("mmtrace-watch-{}", std::process::id()));
     std::fs::create_dir(&top).unwrap();
+    for dir in &dirs[..before] {
+        std::fs::create_dir(top.join(dir)).unwrap();
+    }
     let mut opts = Options::new(parse_selection(&["mlock2"]).unwrap().events);
     opts.scope = scope;
     let mut t = Tracer::start(&opts).unwrap_or_else(|e| panic!("{e}"));
     let mut pids = Vec::new();
-    for dir in dirs {
+    for (i, dir) in dirs.iter().enumerate() {
         let child = Child::spawn(20);
-        std::fs::create_dir(top.join(dir)).unwrap();
+        if i >= before {
+            std::fs::create_dir(top.join(dir)).unwrap();
+        }
         std::fs::write(top.join(dir).join("cgroup.procs"), child.pid.to_string()).unwrap();
         pids.push(child.pid as u32);
         child.run();
@@ -388,11 +394,15 @@ fn seen_in_new_cgroups(scope: Scope, dirs: &[String]) -> Option<Vec<u32>> {
 /// A container's cgroup, made after the trace began, joins the scope in the kernel before
 /// its first process enters it: by the id of a container not yet started, or any container's
 /// with container=new, and the cgroups made under it too; conmon's and other cgroups do not.
+/// A container started before the trace is on is in scope by its id (it started as mmtrace
+/// was starting), not by container=new.
 #[test]
 fn cgroups_of_containers_started_later_join_the_scope() {
     let id = "4f1d2c".repeat(10) + "abcd";
     let other = "9e".repeat(32);
     let dirs: Vec<String> = [
+        format!("docker-{id}.scope"),
+        format!("docker-{id}.scope/sub"),
         format!("libpod-{id}"),
         format!("libpod-{id}/inner"),
         format!("libpod-conmon-{id}"),
@@ -406,11 +416,11 @@ fn cgroups_of_containers_started_later_join_the_scope() {
         pending_containers: vec![id.clone()],
         ..Scope::default()
     };
-    let Some(seen) = seen_in_new_cgroups(pending, &dirs) else {
+    let Some(seen) = seen_in_new_cgroups(pending, &dirs, 2) else {
         return;
     };
-    assert_eq!(seen, [20, 20, 0, 0, 0, 0, 0], "{dirs:?}");
+    assert_eq!(seen, [20, 20, 20, 20, 0, 0, 0, 0, 0], "{dirs:?}");
     let new = Scope::parse(&["container=new"]).unwrap();
-    let seen = seen_in_new_cgroups(new, &dirs).unwrap();
-    assert_eq!(seen, [20, 20, 0, 20, 20, 0, 0], "{dirs:?}");
+    let seen = seen_in_new_cgroups(new, &dirs, 2).unwrap();
+    assert_eq!(seen, [0, 0, 20, 20, 0, 20, 20, 0, 0], "{dirs:?}");
 }

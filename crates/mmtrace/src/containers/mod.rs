@@ -10,12 +10,11 @@ mod runtime;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::fs;
 use std::io::Write as _;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+use mmtrace_bpf::cgroups;
 use mmtrace_events::container::{self, Runtime};
 use mmtrace_events::scope::Scope;
 
@@ -162,28 +161,6 @@ pub fn live_cgroups() -> Option<std::collections::HashSet<u64>> {
     })
 }
 
-/// Every cgroup under `root`: its id and its path as /proc/PID/cgroup shows it.
-fn cgroups(root: &Path) -> Vec<(u64, String)> {
-    let mut found = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(meta) = fs::metadata(&dir) else {
-            continue;
-        };
-        let path = match dir.strip_prefix(root) {
-            Ok(rel) => format!("/{}", rel.to_string_lossy()),
-            Err(_) => continue,
-        };
-        found.push((meta.ino(), path));
-        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(entry.path());
-            }
-        }
-    }
-    found
-}
-
 /// The containers running now: each id with its cgroup roots' paths under `root`.
 fn ids(root: &Path) -> HashMap<String, Vec<String>> {
     let mut ids: HashMap<String, Vec<String>> = HashMap::new();
@@ -322,6 +299,8 @@ pub fn short_id(cgroup_id: u64) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::MetadataExt;
 
     const ID: &str = "54357e926e3f4f3c7a7582610943af8a52f494c2ee3ff0f213d32c4f7a368ecc";
 
