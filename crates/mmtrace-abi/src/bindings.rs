@@ -5,6 +5,8 @@ pub const PATH_BUF: u32 = 512;
 pub const MAX_STACK: u32 = 32;
 pub const FEW: u32 = 4;
 pub const MAX_CGROUPS: u32 = 8;
+pub const CONTAINER_ID_LEN: u32 = 64;
+pub const MAX_WATCHED_CGROUPS: u32 = 16384;
 pub const MAX_EXES: u32 = 64;
 pub const MAX_CONDS: u32 = 8;
 pub const MAX_VALS: u32 = 8;
@@ -153,6 +155,10 @@ pub const CONTAINER_ANY: scope_container = 0;
 pub const CONTAINER_INSIDE: scope_container = 1;
 pub const CONTAINER_OUTSIDE: scope_container = 2;
 pub type scope_container = ::std::os::raw::c_uint;
+pub const WATCH_OFF: scope_watch = 0;
+pub const WATCH_IDS: scope_watch = 1;
+pub const WATCH_NEW: scope_watch = 2;
+pub type scope_watch = ::std::os::raw::c_uint;
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct scope_key {
@@ -280,6 +286,7 @@ pub struct config {
     pub scope_container: __u32,
     pub scope_ncgroups: __u32,
     pub scope_cgroup_levels: [__u32; 8usize],
+    pub scope_watch: __u32,
     pub has_arg_filters: __u32,
     pub page_size: __u32,
     pub have_find_vma: __u32,
@@ -294,6 +301,7 @@ pub struct config {
     pub m_no_durations: __u32,
     pub m_host_mnt_ns: __u32,
     pub stack: __u32,
+    pub __bindgen_padding_0: [u8; 4usize],
 }
 impl Default for config {
     fn default() -> Self {

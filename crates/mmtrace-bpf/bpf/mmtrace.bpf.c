@@ -184,6 +184,26 @@ struct cred {
 	kernel_cap_t cap_effective;
 } __attribute__((preserve_access_index));
 
+struct kernfs_node {
+	const char *name;
+	__u64 id;
+} __attribute__((preserve_access_index));
+
+struct cgroup_root {
+	int hierarchy_id;
+} __attribute__((preserve_access_index));
+
+struct cgroup_subsys_state {
+	struct cgroup *cgroup;
+	struct cgroup_subsys_state *parent;
+} __attribute__((preserve_access_index));
+
+struct cgroup {
+	struct cgroup_subsys_state self;
+	struct kernfs_node *kn;
+	struct cgroup_root *root;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	int pid;
 	int tgid;
@@ -293,6 +313,23 @@ struct {
 	__type(key, struct exe_key);
 	__type(value, __u8);
 } scope_exes SEC(".maps");
+
+/* The ids of the containers whose cgroups join the scope when they are made (WATCH_IDS). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_CGROUPS);
+	__type(key, char[CONTAINER_ID_LEN]);
+	__type(value, __u8);
+} scope_container_ids SEC(".maps");
+
+/* The cgroups (v2 ids) the watch has put in scope: containers' made since the trace began,
+ * and the cgroups made under them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_WATCHED_CGROUPS);
+	__type(key, __u64);
+	__type(value, __u8);
+} scope_cgroups SEC(".maps");
 
 /* Processes (by tgid) in a traced tree or followed: two bits each (TRACKED_*), 32 processes a
  * word. The verifier inlines an array lookup, where a hash lookup is a helper call that every
@@ -478,7 +515,7 @@ static __always_inline int criteria_match(struct task_struct *t)
 		if (inside != (cfg.scope_container == CONTAINER_INSIDE))
 			return 0;
 	}
-	if (cfg.scope_ncgroups) {
+	if (cfg.scope_ncgroups || cfg.scope_watch) {
 		int hit = 0;
 
 		for (int i = 0; i < MAX_CGROUPS; i++) {
@@ -489,6 +526,11 @@ static __always_inline int criteria_match(struct task_struct *t)
 				hit = 1;
 				break;
 			}
+		}
+		if (!hit && cfg.scope_watch) {
+			__u64 cgroup = bpf_get_current_cgroup_id();
+
+			hit = bpf_map_lookup_elem(&scope_cgroups, &cgroup) != 0;
 		}
 		if (!hit)
 			return 0;
@@ -1464,6 +1506,99 @@ int on_exec(void *ctx)
 	bpf_map_delete_elem(&exe_sent, &tgid);
 	if (in)
 		in->exe_sent = 0;
+	return 0;
+}
+
+/* A cgroup directory's name, read whole if it is a container's. */
+#define CGROUP_NAME 128
+
+static __always_inline int name_is(const char *name, int at, const char *want, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (name[(at + i) & (CGROUP_NAME - 1)] != want[i])
+			return 0;
+	return 1;
+}
+
+/* Whether `name` is the directory a runtime makes for a container, as the reader's rules
+ * (mmtrace-events' container::from_cgroup_path) read it for 64-digit ids: the id alone
+ * (cgroupfs), or after libpod-, docker-, crio-, cri-containerd- or kubelet's
+ * `...:cri-containerd:`, and before an optional .scope (systemd). The id is copied to `id`.
+ * conmon's (libpod-conmon-ID) is not a container's. */
+static __always_inline int container_cgroup(const char *name, int len, char *id)
+{
+	int end = len;
+	int at;
+
+	if (len >= CONTAINER_ID_LEN + 6 && name_is(name, len - 6, ".scope", 6))
+		end = len - 6;
+	at = end - CONTAINER_ID_LEN;
+	if (at < 0)
+		return 0;
+	if (!(at == 0 || (at == 7 && (name_is(name, 0, "libpod-", 7) ||
+				       name_is(name, 0, "docker-", 7))) ||
+	      (at == 5 && name_is(name, 0, "crio-", 5)) ||
+	      (at == 15 && name_is(name, 0, "cri-containerd-", 15)) ||
+	      (at >= 16 && name_is(name, at - 16, ":cri-containerd:", 16))))
+		return 0;
+	for (int i = 0; i < CONTAINER_ID_LEN; i++) {
+		char c = name[(at + i) & (CGROUP_NAME - 1)];
+
+		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+			return 0;
+		id[i] = c;
+	}
+	return 1;
+}
+
+/* cgroup_mkdir and cgroup_rmdir as raw tracepoints: (cgroup, path). */
+struct cgroup_ctx {
+	__u64 args[2];
+};
+
+/* A cgroup made in the v2 hierarchy (hierarchy 0; a v1 hierarchy numbers its cgroups
+ * apart) joins the scope before any process can enter it: no container's first call is
+ * missed, as a reader that learnt of the cgroup and then filled the map would. */
+SEC("raw_tracepoint/cgroup_mkdir")
+int on_cgroup_mkdir(struct cgroup_ctx *ctx)
+{
+	struct cgroup *cgrp = (struct cgroup *)ctx->args[0];
+	__u64 cgroup = BPF_CORE_READ(cgrp, kn, id);
+	__u64 parent = BPF_CORE_READ(cgrp, self.parent, cgroup, kn, id);
+	char name[CGROUP_NAME];
+	char id[CONTAINER_ID_LEN];
+	__u8 one = 1;
+	int len;
+
+	if (BPF_CORE_READ(cgrp, root, hierarchy_id) != 0)
+		return 0;
+	if (bpf_map_lookup_elem(&scope_cgroups, &parent)) {
+		bpf_map_update_elem(&scope_cgroups, &cgroup, &one, BPF_ANY);
+		return 0;
+	}
+	len = bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(cgrp, kn, name)) - 1;
+	/* Longer than the buffer: no container's name. */
+	if (len < CONTAINER_ID_LEN || len >= CGROUP_NAME - 1)
+		return 0;
+	/* The checked copy of len, not the helper's unchecked return, indexes the name. */
+	barrier_var(len);
+	if (!container_cgroup(name, len, id))
+		return 0;
+	if (cfg.scope_watch == WATCH_NEW || bpf_map_lookup_elem(&scope_container_ids, id))
+		bpf_map_update_elem(&scope_cgroups, &cgroup, &one, BPF_ANY);
+	return 0;
+}
+
+/* A removed cgroup leaves the scope: its id is never given again, and the room is kept for
+ * the containers to come. */
+SEC("raw_tracepoint/cgroup_rmdir")
+int on_cgroup_rmdir(struct cgroup_ctx *ctx)
+{
+	struct cgroup *cgrp = (struct cgroup *)ctx->args[0];
+	__u64 cgroup = BPF_CORE_READ(cgrp, kn, id);
+
+	if (BPF_CORE_READ(cgrp, root, hierarchy_id) == 0)
+		bpf_map_delete_elem(&scope_cgroups, &cgroup);
 	return 0;
 }
 

@@ -165,6 +165,16 @@ enum tracked_mark : __u8 { TRACKED_TREE = 1, TRACKED_FOLLOW = 2 };
 /* cfg.scope_container: any process, only those in a child pid namespace, only those outside. */
 enum scope_container { CONTAINER_ANY, CONTAINER_INSIDE, CONTAINER_OUTSIDE };
 
+/* cfg.scope_watch: which containers' cgroups join the scope as they are made, with the
+ * cgroups made under them: none, those whose ids are in scope_container_ids (containers
+ * created but not started), any container's (`container=new`). */
+enum scope_watch { WATCH_OFF, WATCH_IDS, WATCH_NEW };
+
+/* The runtimes' container ids (docker, podman, CRI-O, containerd): 64 hex digits. */
+#define CONTAINER_ID_LEN 64
+/* The most cgroups the watch keeps at once: a removed one leaves the map. */
+#define MAX_WATCHED_CGROUPS 16384
+
 /* Key of the scope_values map: values named by '=' (SCOPE_EQ) and '!=' (SCOPE_NE) scopes. */
 struct scope_key {
 	__u32 field; /* enum scope_field */
@@ -293,6 +303,7 @@ struct config {
 	__u32 scope_container;  /* enum scope_container */
 	__u32 scope_ncgroups;
 	__u32 scope_cgroup_levels[MAX_CGROUPS];
+	__u32 scope_watch;      /* enum scope_watch: the caller's cgroup in scope_cgroups also passes */
 	__u32 has_arg_filters;
 	__u32 page_size;
 	/* What the running kernel offers, found by the loader's probes. */

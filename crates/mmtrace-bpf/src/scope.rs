@@ -6,10 +6,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use mmtrace_abi::{
-    self as abi, CONTAINER_ANY, CONTAINER_INSIDE, CONTAINER_OUTSIDE, FEW, F_PID, F_TID, F_UID,
-    MAX_CGROUPS, MAX_CONDS, MAX_EXES, OP_EQ, OP_GE, OP_GT, OP_LE, OP_LT, OP_NE, SCOPE_EQ, SCOPE_NE,
-    TARGET_RET,
+    self as abi, CONTAINER_ANY, CONTAINER_ID_LEN, CONTAINER_INSIDE, CONTAINER_OUTSIDE, FEW, F_PID,
+    F_TID, F_UID, MAX_CGROUPS, MAX_CONDS, MAX_EXES, OP_EQ, OP_GE, OP_GT, OP_LE, OP_LT, OP_NE,
+    SCOPE_EQ, SCOPE_NE, TARGET_RET, WATCH_IDS, WATCH_NEW, WATCH_OFF,
 };
+use mmtrace_events::container;
 use mmtrace_events::filter::{ArgFilter, Op, Target};
 use mmtrace_events::scope::{Field, Scope};
 
@@ -23,6 +24,8 @@ pub enum ScopeError {
     TooManyExecutables,
     #[error("at most {MAX_CGROUPS} cgroups can be in scope")]
     TooManyCgroups,
+    #[error("scope container={0}: the container has not started, and mmtrace knows a container's cgroup before it starts only by an id of {CONTAINER_ID_LEN} hex digits (docker, podman, CRI-O, containerd)")]
+    PendingContainer(String),
     #[error("{0} has more than {MAX_CONDS} filters: combine values into one condition")]
     TooManyFilters(&'static str),
 }
@@ -37,6 +40,8 @@ pub struct KernelScope {
     pub exes: Vec<(abi::exe_key, u8)>,
     /// Processes in a traced tree now; their future children are added by the fork hook.
     pub tree_members: Vec<u32>,
+    /// The ids of containers not started yet, whose cgroups the cgroup hooks put in scope.
+    pub pending_containers: Vec<[u8; CONTAINER_ID_LEN as usize]>,
 }
 
 /// The kernel side's index of a field.
@@ -118,18 +123,42 @@ impl KernelScope {
             (c.scope_cgroup_ids[i], c.scope_cgroup_levels[i]) = resolve_cgroup(cg)?;
         }
         c.scope_ncgroups = scope.cgroups.len() as u32;
+        let pending = scope
+            .pending_containers
+            .iter()
+            .map(|id| {
+                <[u8; CONTAINER_ID_LEN as usize]>::try_from(id.as_bytes())
+                    .ok()
+                    .filter(|b| b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')))
+                    .ok_or_else(|| ScopeError::PendingContainer(id.clone()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if pending.len() > MAX_CGROUPS as usize {
+            return Err(ScopeError::TooManyCgroups);
+        }
+        c.scope_watch = match (scope.new_containers, pending.is_empty()) {
+            (true, _) => WATCH_NEW,
+            (false, false) => WATCH_IDS,
+            (false, true) => WATCH_OFF,
+        };
         Ok(KernelScope {
             config: c,
             values,
             comms: comms.into_iter().collect(),
             exes,
             tree_members: descendants(&all_roots),
+            pending_containers: pending,
         })
     }
 
     /// Whether processes must be followed through fork.
     pub fn needs_process_hooks(&self) -> bool {
         self.config.scope_tree != 0 || self.config.scope_follow != 0
+    }
+
+    /// Whether containers' cgroups join the scope as they are made.
+    pub fn needs_cgroup_hooks(&self) -> bool {
+        self.config.scope_watch != WATCH_OFF
     }
 }
 
@@ -344,18 +373,45 @@ fn resolve_cgroup_under(root: &Path, given: &str) -> Result<(u64, u32), ScopeErr
 }
 
 fn find_by_id(root: &Path, id: u64) -> Option<PathBuf> {
+    let (_, path) = cgroups(root).into_iter().find(|&(ino, _)| ino == id)?;
+    Some(root.join(path.trim_start_matches('/')))
+}
+
+/// Every cgroup under `root`: its id and its path as /proc/PID/cgroup shows it, each before
+/// the cgroups under it.
+pub fn cgroups(root: &Path) -> Vec<(u64, String)> {
+    let mut found = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        if fs::metadata(&dir).ok()?.ino() == id {
-            return Some(dir);
-        }
+        let Ok(meta) = fs::metadata(&dir) else {
+            continue;
+        };
+        let path = match dir.strip_prefix(root) {
+            Ok(rel) => format!("/{}", rel.to_string_lossy()),
+            Err(_) => continue,
+        };
+        found.push((meta.ino(), path));
         for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 stack.push(entry.path());
             }
         }
     }
-    None
+    found
+}
+
+/// The cgroups under `root` now of the containers with these ids, and those under them: a
+/// container started between the scope's resolving and the cgroup hook's attaching has its
+/// cgroup already.
+pub fn pending_cgroups(root: &Path, ids: &[[u8; CONTAINER_ID_LEN as usize]]) -> Vec<u64> {
+    cgroups(root)
+        .into_iter()
+        .filter(|(_, path)| {
+            container::from_cgroup_path(path)
+                .is_some_and(|pc| ids.iter().any(|id| id[..] == *pc.id.as_bytes()))
+        })
+        .map(|(ino, _)| ino)
+        .collect()
 }
 
 /// The kernel-side condition table of each filtered event.
@@ -440,6 +496,20 @@ mod tests {
         assert_eq!(k.comms.len(), 2);
         assert_eq!(c.scope_container, 1);
         assert!(!k.needs_process_hooks());
+        assert!(!k.needs_cgroup_hooks());
+        let mut s = Scope::parse(&["container=new"]).unwrap();
+        assert_eq!(
+            KernelScope::build(&s, &[]).unwrap().config.scope_watch,
+            WATCH_NEW
+        );
+        s.new_containers = false;
+        s.pending_containers = vec!["ab".repeat(32)];
+        let k = KernelScope::build(&s, &[]).unwrap();
+        assert!(k.needs_cgroup_hooks() && k.config.scope_watch == WATCH_IDS);
+        assert_eq!(&k.pending_containers[0][..], "ab".repeat(32).as_bytes());
+        s.pending_containers = vec!["0f1d6e2c-8a9b-4c1d-8e2f-0a1b".into()];
+        let err = KernelScope::build(&s, &[]).unwrap_err().to_string();
+        assert!(err.contains("has not started"), "{err}");
         let k = KernelScope::build(&Scope::default(), &[std::process::id()]).unwrap();
         assert!(k.config.scope_tree == 1 && k.tree_members.contains(&std::process::id()));
         let k = KernelScope::build(&Scope::parse(&["pid=1,2,3,4,5"]).unwrap(), &[]).unwrap();
@@ -459,6 +529,30 @@ mod tests {
         }
         let err = resolve_cgroup("/no/such/group").unwrap_err().to_string();
         assert!(err.starts_with("scope cgroup=/no/such/group:"), "{err}");
+    }
+
+    #[test]
+    fn cgroups_of_pending_containers() {
+        let root = std::env::temp_dir().join(format!("mmtrace-pending-{}", std::process::id()));
+        let id = "ab".repeat(32);
+        let other = "cd".repeat(32);
+        for dir in [
+            format!("libpod_parent/libpod-{id}/sub"),
+            format!("libpod_parent/libpod-conmon-{id}"),
+            format!("libpod_parent/libpod-{other}"),
+        ] {
+            fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        let ino = |p: String| fs::metadata(root.join(p)).unwrap().ino();
+        let mut found = pending_cgroups(&root, &[id.as_bytes().try_into().unwrap()]);
+        found.sort();
+        let mut want = vec![
+            ino(format!("libpod_parent/libpod-{id}")),
+            ino(format!("libpod_parent/libpod-{id}/sub")),
+        ];
+        want.sort();
+        assert_eq!(found, want);
+        fs::remove_dir_all(&root).unwrap();
     }
 
     /// As on a hybrid system, where cgroup2 is mounted below the v1 hierarchies' tmpfs.

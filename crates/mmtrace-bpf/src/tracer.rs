@@ -237,6 +237,9 @@ impl Tracer {
         if send_exe {
             programs.push("on_exec");
         }
+        if ks.needs_cgroup_hooks() {
+            programs.extend(["on_cgroup_mkdir", "on_cgroup_rmdir"]);
+        }
         for event in &available {
             match event.source {
                 Source::Syscall { .. } => programs.extend(["sys_enter", "sys_exit"]),
@@ -252,6 +255,23 @@ impl Tracer {
         // Before the syscall hooks, so no exec is missed once a process's path is sent.
         if send_exe {
             attach_process_hook(&mut bpf, "on_exec", "sched_process_exec")?;
+        }
+        // Before the syscall hooks, so a container started as they go on is not missed.
+        if ks.needs_cgroup_hooks() {
+            attach_process_hook(&mut bpf, "on_cgroup_mkdir", "cgroup_mkdir")?;
+            attach_process_hook(&mut bpf, "on_cgroup_rmdir", "cgroup_rmdir")?;
+            let started = match scope::cgroup2_root() {
+                Some(root) if !ks.pending_containers.is_empty() => {
+                    scope::pending_cgroups(&root, &ks.pending_containers)
+                }
+                _ => Vec::new(),
+            };
+            let mut watched: HashMap<_, u64, u8> = borrow_map(&mut bpf, "scope_cgroups")?;
+            for id in started {
+                watched.insert(id, 1, 0).map_err(|e| {
+                    Error::Load(format!("filling map scope_cgroups: {}", one_line(&e)))
+                })?;
+            }
         }
 
         let mut links = Vec::new();
@@ -542,6 +562,12 @@ fn fill_maps(
     for (idx, word) in words {
         tracked.set(idx, word, 0).map_err(|e| fail("tracked", e))?;
     }
+    let mut ids: HashMap<_, [u8; abi::CONTAINER_ID_LEN as usize], u8> =
+        borrow_map(bpf, "scope_container_ids")?;
+    for id in &ks.pending_containers {
+        ids.insert(id, 1, 0)
+            .map_err(|e| fail("scope_container_ids", e))?;
+    }
     let mut table: HashMap<_, u32, Plain<abi::filter>> = borrow_map(bpf, "arg_filters")?;
     for &(id, f) in filters {
         table
@@ -562,7 +588,7 @@ where
 }
 
 /// A hook that keeps a map of processes current: the tracked processes (fork), the
-/// executables sent (exec). Its link lives as long as the program; it only maintains a map,
+/// executables sent (exec), the containers' cgroups in scope (cgroup mkdir, rmdir). Its link lives as long as the program; it only maintains a map,
 /// so it is left attached when the syscall hooks come off.
 fn attach_process_hook(bpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<(), Error> {
     let fail = |what: &str, e: &dyn std::error::Error| Error::Attach {

@@ -342,3 +342,85 @@ fn executable_scope_errors_name_the_path() {
         err(&["executable=/bin/true", "executable=/bin/sh"]).contains("no file is in this list")
     );
 }
+
+/// How many of each child's calls reach the ring, under `scope`, each child in a cgroup of
+/// its own: `dirs`, under a folder of the test's own (a dir names its parent first), the
+/// first `before` made before the trace began and the others after. None when the test
+/// must skip.
+fn seen_in_new_cgroups(scope: Scope, dirs: &[String], before: usize) -> Option<Vec<u32>> {
+    if !bpf_allowed() {
+        return None;
+    }
+    let Some(root) = mmtrace_bpf::cgroup2_root() else {
+        let why = "no cgroup v2 hierarchy is mounted";
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this test: {why}"
+        );
+        eprintln!("skipping: {why}");
+        return None;
+    };
+    let top = root.join(format!("mmtrace-watch-{}", std::process::id()));
+    std::fs::create_dir(&top).unwrap();
+    for dir in &dirs[..before] {
+        std::fs::create_dir(top.join(dir)).unwrap();
+    }
+    let mut opts = Options::new(parse_selection(&["mlock2"]).unwrap().events);
+    opts.scope = scope;
+    let mut t = Tracer::start(&opts).unwrap_or_else(|e| panic!("{e}"));
+    let mut pids = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let child = Child::spawn(20);
+        if i >= before {
+            std::fs::create_dir(top.join(dir)).unwrap();
+        }
+        std::fs::write(top.join(dir).join("cgroup.procs"), child.pid.to_string()).unwrap();
+        pids.push(child.pid as u32);
+        child.run();
+    }
+    let mut seen = vec![0; dirs.len()];
+    t.drain(|e| {
+        if let Some(i) = pids.iter().position(|&p| p == e.ctx.host_pid) {
+            seen[i] += 1;
+        }
+    });
+    for dir in dirs.iter().rev() {
+        std::fs::remove_dir(top.join(dir)).unwrap();
+    }
+    std::fs::remove_dir(&top).unwrap();
+    Some(seen)
+}
+
+/// A container's cgroup, made after the trace began, joins the scope in the kernel before
+/// its first process enters it: by the id of a container not yet started, or any container's
+/// with container=new, and the cgroups made under it too; conmon's and other cgroups do not.
+/// A container started before the trace is on is in scope by its id (it started as mmtrace
+/// was starting), not by container=new.
+#[test]
+fn cgroups_of_containers_started_later_join_the_scope() {
+    let id = "4f1d2c".repeat(10) + "abcd";
+    let other = "9e".repeat(32);
+    let dirs: Vec<String> = [
+        format!("docker-{id}.scope"),
+        format!("docker-{id}.scope/sub"),
+        format!("libpod-{id}"),
+        format!("libpod-{id}/inner"),
+        format!("libpod-conmon-{id}"),
+        format!("libpod-{other}"),
+        format!("docker-{other}.scope"),
+        format!("crio-{id}.scope.x"),
+        "system.slice".into(),
+    ]
+    .into();
+    let pending = Scope {
+        pending_containers: vec![id.clone()],
+        ..Scope::default()
+    };
+    let Some(seen) = seen_in_new_cgroups(pending, &dirs, 2) else {
+        return;
+    };
+    assert_eq!(seen, [20, 20, 20, 20, 0, 0, 0, 0, 0], "{dirs:?}");
+    let new = Scope::parse(&["container=new"]).unwrap();
+    let seen = seen_in_new_cgroups(new, &dirs, 2).unwrap();
+    assert_eq!(seen, [0, 0, 20, 20, 0, 20, 20, 0, 0], "{dirs:?}");
+}

@@ -61,6 +61,12 @@ pub struct Scope {
     /// Container ids or unique prefixes of them, as given: their cgroups are scoped as
     /// `cgroups` are, once resolved.
     pub container_ids: Vec<String>,
+    /// `container=new`, Tracee's: the containers started after the trace, as their cgroups
+    /// are made.
+    pub new_containers: bool,
+    /// The whole ids of containers created but not started, as their runtime gives them:
+    /// their cgroups join the scope when they are made.
+    pub pending_containers: Vec<String>,
     /// Descendants of matching processes are traced too, including ones born later.
     pub follow: bool,
 }
@@ -73,7 +79,7 @@ pub struct ScopeSyntaxError {
 }
 
 /// What a scope can name, for the errors that list them.
-const FIELDS: &str = "pid, tid, uid, comm, executable, tree, cgroup, container, container=ID, not-container or follow";
+const FIELDS: &str = "pid, tid, uid, comm, executable, tree, cgroup, container, container=ID, container=new, not-container or follow";
 
 /// Longest comm the kernel keeps (TASK_COMM_LEN less the NUL).
 pub const COMM_MAX: usize = 15;
@@ -154,13 +160,20 @@ impl Scope {
             }
             "container" => {
                 only_eq(op, "container")?;
+                if self.new_containers {
+                    return Err(
+                        "container is given twice: list every value after one container=".into(),
+                    );
+                }
                 once(&self.container_ids, "container")?;
-                if let Some(bad) = values.iter().find(|v| !is_container_id(v)) {
+                let (new, ids): (Vec<&str>, Vec<&str>) = values.iter().partition(|v| **v == "new");
+                if let Some(bad) = ids.iter().find(|v| !is_container_id(v)) {
                     return Err(format!(
-                        "'{bad}' is not a container id: expected hex digits, the start of an id `podman ps` or `docker ps` shows"
+                        "'{bad}' is not a container id: expected hex digits, the start of an id `podman ps -a` or `docker ps -a` shows, or new (the containers started from now on)"
                     ));
                 }
-                self.container_ids = values.iter().map(|v| v.to_ascii_lowercase()).collect();
+                self.new_containers = !new.is_empty();
+                self.container_ids = ids.iter().map(|v| v.to_ascii_lowercase()).collect();
                 self.cgroups_or_containers()
             }
             flag @ ("not-container" | "follow") => Err(format!(
@@ -238,7 +251,7 @@ impl Scope {
     /// Both are cgroups for the kernel side, which takes either alone: together they would
     /// widen each other rather than narrow.
     fn cgroups_or_containers(&self) -> Result<(), String> {
-        match self.cgroups.is_empty() || self.container_ids.is_empty() {
+        match self.cgroups.is_empty() || (self.container_ids.is_empty() && !self.new_containers) {
             true => Ok(()),
             false => Err("cgroup= and container= exclude each other: give one of them".into()),
         }
@@ -335,6 +348,12 @@ mod tests {
         let s = scope(&["container", "container=4F1D2C,0f1d6e2c-8a9b"]);
         assert_eq!(s.container, Some(true));
         assert_eq!(s.container_ids, ["4f1d2c", "0f1d6e2c-8a9b"]);
+        assert!(!s.new_containers);
+        let s = scope(&["container=new"]);
+        assert!(s.new_containers && s.container_ids.is_empty());
+        let s = scope(&["container=new,4f1d"]);
+        assert!(s.new_containers);
+        assert_eq!(s.container_ids, ["4f1d"]);
         let s = scope(&["executable=/bin/a,/bin/b", "bin=/bin/b", "exec!=/bin/c"]);
         assert_eq!(s.exe_eq, [vec!["/bin/a", "/bin/b"], vec!["/bin/b"]]);
         assert_eq!(s.exe_ne, ["/bin/c"]);
@@ -372,8 +391,10 @@ mod tests {
         assert!(err(&["pid=-1"]).contains("'-1' is not a number"));
         assert_eq!(
             err(&["container=4f1d2c,xyz"]),
-            "scope 'container=4f1d2c,xyz': 'xyz' is not a container id: expected hex digits, the start of an id `podman ps` or `docker ps` shows"
+            "scope 'container=4f1d2c,xyz': 'xyz' is not a container id: expected hex digits, the start of an id `podman ps -a` or `docker ps -a` shows, or new (the containers started from now on)"
         );
+        assert!(err(&["container=new", "container=4f"]).contains("given twice"));
+        assert!(err(&["container=new", "cgroup=/a"]).contains("exclude each other"));
         assert!(err(&["container!=4f"]).contains("container takes '='"));
         assert!(err(&["container=4f", "container=5e"]).contains("given twice"));
         assert!(err(&["container=4f", "cgroup=/a"]).contains("exclude each other"));

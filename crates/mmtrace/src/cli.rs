@@ -175,7 +175,8 @@ pub struct WhoAndWhat {
 
     /// Which processes, one condition per flag, all applying: pid, tid, uid with = != < > <= >=;
     /// comm=NAMES, comm!=NAMES, executable=PATHS, executable!=PATHS, tree=PIDS, cgroup=PATH|ID,
-    /// container=IDS (unique prefixes),
+    /// container=IDS (unique prefixes, of running or created containers), container=new
+    /// (containers started from now on),
     /// container (in a pid namespace of its own), not-container, follow.
     #[arg(short = 's', long = "scope", value_name = "EXPR", action = clap::ArgAction::Append)]
     pub scope: Vec<String>,

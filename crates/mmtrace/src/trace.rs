@@ -93,12 +93,12 @@ pub fn parse_who_and_what(
     let selection = parse_selection(&flags)?;
     let scope_flags: Vec<&str> = who.scope.iter().map(String::as_str).collect();
     let mut scope = Scope::parse(&scope_flags)?;
-    containers::resolve_scope(&mut scope)?;
     let sockets = who
         .cri
         .iter()
         .map(|s| containers::Socket::parse(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    containers::resolve_scope(&mut scope, &sockets)?;
     Ok((selection, scope, sockets))
 }
 

@@ -447,7 +447,7 @@ fn options_do_what_they_say() {
         // No container's id has 65 digits.
         (
             &["trace", "-s", &format!("container={}", "0".repeat(65))][..],
-            "no running container's id starts with '000",
+            "no container's id starts with '000",
         ),
         (
             &["trace", "--cri", "lxc:/run/lxc.sock"][..],

@@ -1,6 +1,8 @@
 //! A real container: podman with runc runs a static busybox from a local rootfs. Its calls
 //! carry the id podman gives it, the runtime, and the name podman's service answers with;
 //! `-s container=PREFIX` keeps exactly its calls; the host's calls carry no container.
+//! A container created and not started is scoped from its first call, as are those started
+//! after the trace with `container=new`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -73,6 +75,8 @@ fn output(program: &str, args: &[&str]) -> String {
 struct Setup {
     dir: PathBuf,
     name: String,
+    /// Containers besides `name`: `name` and a suffix.
+    more: Vec<String>,
     service: Option<Child>,
 }
 
@@ -80,6 +84,7 @@ impl Drop for Setup {
     fn drop(&mut self) {
         let _ = Command::new("podman")
             .args(["rm", "-f", &self.name])
+            .args(&self.more)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
@@ -101,6 +106,7 @@ impl Setup {
         let mut setup = Setup {
             dir,
             name: format!("mmtrace-{tag}-{}", std::process::id()),
+            more: Vec::new(),
             service: None,
         };
         std::fs::create_dir_all(setup.rootfs().join("bin")).unwrap();
@@ -115,6 +121,13 @@ impl Setup {
 
     fn socket(&self) -> PathBuf {
         self.dir.join("podman.sock")
+    }
+
+    /// The name of another container of the test's, removed with the rest.
+    fn another(&mut self, suffix: &str) -> String {
+        let name = format!("{}-{suffix}", self.name);
+        self.more.push(name.clone());
+        name
     }
 }
 
@@ -143,30 +156,53 @@ fn service(socket: &Path) -> Child {
 
 /// A container named `name` running `script` in busybox's sh on `rootfs`, started; its id.
 fn run_container(name: &str, rootfs: &Path, script: &str) -> String {
+    container(&["run", "-d"], name, rootfs, script)
+}
+
+/// `podman VERB` (run -d, create) of a container named `name` running `script` in busybox's
+/// sh on `rootfs`; its id.
+fn container(verb: &[&str], name: &str, rootfs: &Path, script: &str) -> String {
     // Options before --rootfs: podman takes everything after the rootfs as the command.
     output(
         "podman",
         &[
-            "--runtime",
-            "runc",
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--network",
-            "none",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-            "--rootfs",
-            rootfs.to_str().unwrap(),
-            "/bin/busybox",
-            "sh",
-            "-c",
-            script,
-        ],
+            &["--runtime", "runc"],
+            verb,
+            &[
+                "--name",
+                name,
+                "--network",
+                "none",
+                "--ulimit",
+                "nofile=1024:1024",
+                "--ulimit",
+                "nproc=1024:1024",
+                "--rootfs",
+                rootfs.to_str().unwrap(),
+                "/bin/busybox",
+                "sh",
+                "-c",
+                script,
+            ],
+        ]
+        .concat(),
     )
+}
+
+/// A FIFO at `path`: a container reads it, waiting without a call until the test writes.
+fn fifo(path: &Path) {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+/// Lets the container waiting on the FIFO at `path` go on.
+fn release(path: &Path) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .write_all(b"go\n")
+        .unwrap();
 }
 
 fn events(path: &Path) -> Vec<Value> {
@@ -353,10 +389,9 @@ fn serve_counts_a_containers_calls_as_strace_does() {
     }
     let setup = Setup::new("serve-containers");
     let (dir, rootfs, socket) = (setup.dir.clone(), setup.rootfs(), setup.socket());
-    // A FIFO: the container waits on it without making a call until both counters are on.
+    // The container waits on it without making a call until both counters are on.
     let go = rootfs.join("go");
-    let c_go = std::ffi::CString::new(go.to_str().unwrap()).unwrap();
-    assert_eq!(unsafe { libc::mkfifo(c_go.as_ptr(), 0o600) }, 0);
+    fifo(&go);
     // A short job: a few programs, then half a second more.
     let script = "read x < /go; i=0; while [ $i -lt 5 ]; do /bin/busybox true; i=$((i+1)); done; \
                   /bin/busybox sleep 0.5";
@@ -390,12 +425,7 @@ fn serve_counts_a_containers_calls_as_strace_does() {
     }
     std::thread::spawn(move || said.for_each(drop));
 
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&go)
-        .unwrap()
-        .write_all(b"go\n")
-        .unwrap();
+    release(&go);
     assert_eq!(output("podman", &["wait", &setup.name]), "0");
     assert!(strace.wait().unwrap().success());
     let want = strace_counts(&counted);
@@ -449,4 +479,141 @@ fn serve_counts_a_containers_calls_as_strace_does() {
         served.stop(libc::SIGTERM, Duration::from_secs(10)).code(),
         Some(0)
     );
+}
+
+/// `-s container=ID` of a container created and not started, and `container=new`: each
+/// scoped trace has every call the container made from its very first (runc's init in the
+/// new cgroup, before its exec of busybox), as an unscoped trace sees them in the container's
+/// cgroup, which the test reads from /proc; `container=new` leaves out a container started
+/// before it. An id no runtime knows is a one-line error.
+#[test]
+fn containers_not_started_yet_are_scoped_from_their_first_call() {
+    if !bpf_allowed() || !prerequisites() {
+        return;
+    }
+    let mut setup = Setup::new("pending");
+    let (dir, rootfs, socket) = (setup.dir.clone(), setup.rootfs(), setup.socket());
+    let cri = format!("podman:{}", socket.display());
+    // Each waits on its FIFO, then runs a few programs.
+    let script = |go: &str| {
+        format!("read x < /{go}; i=0; while [ $i -lt 3 ]; do /bin/busybox true; i=$((i+1)); done")
+    };
+    for go in ["go-before", "go-created", "go-new"] {
+        fifo(&rootfs.join(go));
+    }
+    let before_name = setup.name.clone();
+    let before = run_container(&before_name, &rootfs, &script("go-before"));
+    let created_name = setup.another("created");
+    let created = container(&["create"], &created_name, &rootfs, &script("go-created"));
+    assert_eq!(
+        output(
+            "podman",
+            &["inspect", "--format", "{{.State.Status}}", &created]
+        ),
+        "created"
+    );
+
+    let unknown = Command::new(BIN)
+        .args(["trace", "--cri", &cri, "-s", "container=0123456789abcdef"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&unknown.stderr);
+    assert_eq!(unknown.status.code(), Some(1), "{said}");
+    assert_eq!(
+        said.trim(),
+        "mmtrace: error: scope container=0123456789abcdef: no container's id starts with '0123456789abcdef', running or created: `podman ps -a` or `docker ps -a` lists them"
+    );
+
+    let trace = |more: &[&str], name: &str| {
+        let path = dir.join(name);
+        let out = format!("json:{}", path.display());
+        let args = [&["-e", EVENTS, "--cri", &cri, "-o", &out][..], more].concat();
+        (Trace::start(BIN, &args, Stdio::null()), path)
+    };
+    let (all, all_path) = trace(&[], "all.json");
+    let (by_id, by_id_path) = trace(&["-s", &format!("container={}", &created[..12])], "id.json");
+    let (new, new_path) = trace(&["-s", "container=new"], "new.json");
+
+    output("podman", &["start", &created]);
+    let new_name = setup.another("new");
+    let started = run_container(&new_name, &rootfs, &script("go-new"));
+    let cgroup = |id: &str| {
+        let pid = output("podman", &["inspect", "--format", "{{.State.Pid}}", id]);
+        (
+            pid.parse::<u64>().unwrap(),
+            cgroup_id_of(&pid).expect("the container's cgroup v2"),
+        )
+    };
+    let (_, before_cg) = cgroup(&before);
+    let (created_pid, created_cg) = cgroup(&created);
+    let (_, new_cg) = cgroup(&started);
+    for (go, id) in [
+        ("go-before", &before),
+        ("go-created", &created),
+        ("go-new", &started),
+    ] {
+        release(&rootfs.join(go));
+        assert_eq!(output("podman", &["wait", id]), "0");
+    }
+    let mut stopped = Vec::new();
+    for t in [new, by_id, all] {
+        let (code, err) = t.stop(libc::SIGINT);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(!err.contains("lost because"), "{err}");
+        stopped.push(err);
+    }
+
+    let all = events(&all_path);
+    let calls_in = |cgroups: &[u64]| -> Vec<(u64, String, i64, String)> {
+        let mut calls: Vec<_> = all
+            .iter()
+            .filter(|e| cgroups.contains(&e["cgroupId"].as_u64().unwrap()))
+            .map(key)
+            .collect();
+        calls.sort();
+        calls
+    };
+    let keys = |events: &[Value]| {
+        let mut calls: Vec<_> = events.iter().map(key).collect();
+        calls.sort();
+        calls
+    };
+    // The created container's init: runc's, then busybox after its exec, in its cgroup.
+    let init: Vec<&Value> = all
+        .iter()
+        .filter(|e| e["hostProcessId"] == created_pid && e["cgroupId"] == created_cg)
+        .collect();
+    let first_busybox = init
+        .iter()
+        .position(|e| e["processName"] == "busybox")
+        .expect("the init's calls after its exec");
+    assert!(
+        first_busybox > 0 && init[0]["processName"].as_str().unwrap().starts_with("runc"),
+        "the init's calls before its exec: {:?}",
+        init.iter().map(|e| &e["processName"]).collect::<Vec<_>>()
+    );
+
+    let by_id = events(&by_id_path);
+    let theirs = calls_in(&[created_cg]);
+    assert!(theirs.len() >= 10, "{}", theirs.len());
+    assert_eq!(keys(&by_id), theirs, "container={}", &created[..12]);
+    for e in &by_id {
+        assert_eq!(e["containerId"], created.as_str(), "{e}");
+    }
+
+    // Every call of the two started after it, none of the one started before; other
+    // containers started meanwhile on this machine may be there too.
+    let new = events(&new_path);
+    let kept = keys(&new);
+    for call in calls_in(&[created_cg, new_cg]) {
+        assert!(
+            kept.binary_search(&call).is_ok(),
+            "container=new misses {call:?}"
+        );
+    }
+    assert!(calls_in(&[before_cg]).len() >= 10);
+    for e in &new {
+        assert_ne!(e["cgroupId"], before_cg, "a container started before: {e}");
+        assert!(e.get("containerId").is_some(), "not a container's: {e}");
+    }
 }

@@ -10,12 +10,11 @@ mod runtime;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::fs;
 use std::io::Write as _;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+use mmtrace_bpf::cgroups;
 use mmtrace_events::container::{self, Runtime};
 use mmtrace_events::scope::Scope;
 
@@ -162,28 +161,6 @@ pub fn live_cgroups() -> Option<std::collections::HashSet<u64>> {
     })
 }
 
-/// Every cgroup under `root`: its id and its path as /proc/PID/cgroup shows it.
-fn cgroups(root: &Path) -> Vec<(u64, String)> {
-    let mut found = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(meta) = fs::metadata(&dir) else {
-            continue;
-        };
-        let path = match dir.strip_prefix(root) {
-            Ok(rel) => format!("/{}", rel.to_string_lossy()),
-            Err(_) => continue,
-        };
-        found.push((meta.ino(), path));
-        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(entry.path());
-            }
-        }
-    }
-    found
-}
-
 /// The containers running now: each id with its cgroup roots' paths under `root`.
 fn ids(root: &Path) -> HashMap<String, Vec<String>> {
     let mut ids: HashMap<String, Vec<String>> = HashMap::new();
@@ -197,9 +174,11 @@ fn ids(root: &Path) -> HashMap<String, Vec<String>> {
 
 /// Turns `container=ID` into the container's cgroups, which the kernel side scopes with
 /// their descendants as it does `cgroup=`: each ID must be the start of exactly one running
-/// container's id.
-pub fn resolve_scope(scope: &mut Scope) -> anyhow::Result<()> {
-    if scope.container_ids.is_empty() {
+/// container's id. One that no running container's id starts with is asked of the runtimes
+/// (`given`, and the others where they listen by default): a container created and not
+/// started has no cgroup yet, and the kernel side puts its cgroup in scope when it is made.
+pub fn resolve_scope(scope: &mut Scope, given: &[Socket]) -> anyhow::Result<()> {
+    if scope.container_ids.is_empty() && !scope.new_containers {
         return Ok(());
     }
     let Some(root) = mmtrace_bpf::cgroup2_root() else {
@@ -207,8 +186,15 @@ pub fn resolve_scope(scope: &mut Scope) -> anyhow::Result<()> {
     };
     let running = ids(&root);
     for prefix in &scope.container_ids {
-        let id = container::by_prefix(prefix, running.keys().map(String::as_str))
-            .map_err(|e| anyhow::anyhow!("scope container={prefix}: {e}"))?;
+        let id = match container::by_prefix(prefix, running.keys().map(String::as_str)) {
+            Ok(id) => id,
+            Err(_) if !running.keys().any(|id| id.starts_with(prefix.as_str())) => {
+                let id = not_running(prefix, given)?;
+                scope.pending_containers.push(id);
+                continue;
+            }
+            Err(e) => anyhow::bail!("scope container={prefix}: {e}"),
+        };
         for path in &running[id] {
             scope.cgroups.push(
                 root.join(path.trim_start_matches('/'))
@@ -218,6 +204,33 @@ pub fn resolve_scope(scope: &mut Scope) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The whole id of a container that is not running, from the first runtime that knows it.
+fn not_running(prefix: &str, given: &[Socket]) -> anyhow::Result<String> {
+    let defaults = Socket::defaults()
+        .into_iter()
+        .filter(|s| !given.iter().any(|g| g.runtime == s.runtime));
+    let (mut heard, mut why) = (false, Vec::new());
+    for socket in given.iter().cloned().chain(defaults) {
+        match socket.whole_id(prefix) {
+            Ok(id) => return Ok(id),
+            // Not Found: the runtime knows no such container.
+            Err(e) if e.contains(" 404 ") => heard = true,
+            // A socket that is not there is no runtime to hear from.
+            Err(e) if socket.path.exists() => why.push(format!("{}: {e}", socket.runtime.name())),
+            Err(_) => {}
+        }
+    }
+    if !heard && why.is_empty() {
+        why.push(
+            "no container runtime answers on its socket; --cri RUNTIME:SOCKET names one".into(),
+        );
+    }
+    let why: String = why.iter().map(|w| format!(" ({w})")).collect();
+    anyhow::bail!(
+        "scope container={prefix}: no container's id starts with '{prefix}', running or created{why}: `podman ps -a` or `docker ps -a` lists them"
+    )
 }
 
 /// `,"containerId":..,"container":{..},"kubernetes":{..}` as Tracee writes them, for a call
@@ -286,6 +299,8 @@ pub fn short_id(cgroup_id: u64) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::MetadataExt;
 
     const ID: &str = "54357e926e3f4f3c7a7582610943af8a52f494c2ee3ff0f213d32c4f7a368ecc";
 

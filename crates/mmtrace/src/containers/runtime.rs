@@ -111,6 +111,28 @@ impl Socket {
         }
     }
 
+    /// The whole id of the container whose id starts with `prefix`, as the runtime knows it,
+    /// running or not: the Docker API's inspect (podman's too) lists created containers and
+    /// takes a unique prefix. CRI-O's and containerd's know running containers alone.
+    pub fn whole_id(&self, prefix: &str) -> Result<String, String> {
+        if !matches!(self.runtime, Runtime::Docker | Runtime::Podman) {
+            return Err(format!(
+                "{} is not asked of containers not running",
+                self.runtime.name()
+            ));
+        }
+        // The prefix is checked as hex (or Garden's dashes) by the scope's parser.
+        let c = get_json(
+            &self.path,
+            &format!("/containers/{prefix}/json"),
+            Instant::now() + LOOKUP,
+        )?;
+        text(&c["Id"])
+            .map(|id| id.to_ascii_lowercase())
+            .filter(|id| id.starts_with(prefix))
+            .ok_or_else(|| format!("its answer has no Id starting with '{prefix}'"))
+    }
+
     /// containerd's task bundles, beside its socket: its API is gRPC, but each running
     /// container's OCI spec is there, with the CRI plugin's annotations.
     fn tasks(&self) -> PathBuf {
