@@ -147,13 +147,26 @@ impl Trace {
     /// Runs `bin trace ARGS` and returns once it says its hooks are attached.
     pub fn start(bin: &str, args: &[&str], stdout: std::process::Stdio) -> Trace {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(bin)
+        use std::os::unix::process::CommandExt;
+        let mut command = std::process::Command::new(bin);
+        command
             .arg("trace")
             .args(args)
             .stdout(stdout)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(std::process::Stdio::piped());
+        // The tests send these signals to mmtrace and its command and expect the defaults. A
+        // signal ignored stays ignored across exec, and the run of the tests may have inherited
+        // that (nohup; a script's background job ignores SIGINT): the command would live on.
+        // SAFETY: only signal(), which is async-signal-safe, between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                for signal in [libc::SIGINT, libc::SIGHUP, libc::SIGTERM] {
+                    libc::signal(signal, libc::SIG_DFL);
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let err = child.stderr.take().unwrap();
         // Read to the end, not only to the ready line, so a full pipe never blocks it.
