@@ -4,18 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-/// Tracing needs root (or CAP_BPF and CAP_PERFMON); without it the test skips, except under CI.
-fn bpf_allowed() -> bool {
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must run the benchmark smoke test as root"
-    );
-    eprintln!("skipping: the benchmark loads BPF programs, which needs root");
-    false
-}
+use mmtrace_testkit::bpf_allowed;
 
 #[test]
 fn every_installed_configuration_gets_a_row() {

@@ -998,6 +998,34 @@ pub static MEM_PROT_ALERT: EventDef<Raised> = EventDef {
     doc: &docs::MEM_PROT_ALERT,
 };
 
+/// A kind of line mmtrace writes about the recording itself, in band, among the events: no
+/// process made it and no `-e` selects it. Its `eventId` is one of the ids Tracee leaves to
+/// extended builds, so Tracee's consumers, whose `trace.Event` reads eventId as a number,
+/// read it as an event they do not know.
+#[derive(Debug)]
+pub struct InBandLine {
+    pub name: &'static str,
+    pub event_id: u16,
+    pub summary: &'static str,
+}
+
+/// Events the ring buffer lost, per event, since the previous such line.
+pub const MMTRACE_LOST: InBandLine = InBandLine {
+    name: "mmtrace_lost",
+    event_id: 1506,
+    summary: "events lost since the last such line, per event",
+};
+
+/// The memory pressure of the moment, written after a kill.
+pub const MMTRACE_PRESSURE: InBandLine = InBandLine {
+    name: "mmtrace_pressure",
+    event_id: 1507,
+    summary: "memory pressure (PSI avg10, MemAvailable) when a kill was seen",
+};
+
+/// Every in-band kind.
+pub const IN_BAND: &[InBandLine] = &[MMTRACE_LOST, MMTRACE_PRESSURE];
+
 /// Every catalog name, hooked events first, in catalog order.
 pub fn names() -> impl Iterator<Item = &'static str> {
     CATALOG
@@ -1056,6 +1084,8 @@ mod tests {
             .iter()
             .map(|e| (e.name, e.id, e.event_id))
             .chain(RAISED.iter().map(|e| (e.name, e.id, e.event_id)))
+            // In-band lines have no kernel record: their id stands for both.
+            .chain(IN_BAND.iter().map(|l| (l.name, l.event_id, l.event_id)))
             .collect();
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {
@@ -1079,11 +1109,14 @@ mod tests {
             "oom_finish_task_reaping",
             "oom_skip_task_reaping",
             "exit_mmap",
+            "mmtrace_lost",
+            "mmtrace_pressure",
         ];
         let all = CATALOG
             .iter()
             .map(|e| (e.name, e.event_id, Some(&e.source)))
-            .chain(RAISED.iter().map(|e| (e.name, e.event_id, None)));
+            .chain(RAISED.iter().map(|e| (e.name, e.event_id, None)))
+            .chain(IN_BAND.iter().map(|l| (l.name, l.event_id, None)));
         for (name, event_id, source) in all {
             if NOT_IN_TRACEE.contains(&name) {
                 assert!((1500..=1999).contains(&event_id), "{name}");

@@ -4,19 +4,68 @@
 use std::fs;
 use std::path::PathBuf;
 
-/// Tests that load BPF programs need root (or CAP_BPF + CAP_PERFMON). Without those they skip
-/// with a message, except under CI, where skipping would hide a broken suite: there they fail.
+/// Tests that load BPF programs need root (or CAP_BPF and CAP_PERFMON). Without those they skip
+/// (see `skip`).
 pub fn bpf_allowed() -> bool {
     // The loader's own check, so the tests skip exactly when mmtrace would refuse to start.
     if mmtrace_bpf::check_privileges().is_ok() {
         return true;
     }
-    let why = "loading BPF programs needs root, or CAP_BPF and CAP_PERFMON";
-    if std::env::var_os("CI").is_some() {
-        panic!("CI must run the BPF tests: {why}");
-    }
-    eprintln!("skipping: {why}, which this test lacks");
+    skip(
+        "loading BPF programs needs root, or CAP_BPF and CAP_PERFMON",
+        "run the tests as root: sudo scripts/test",
+    );
     false
+}
+
+/// The command that installs every test prerequisite.
+pub const TEST_DEPS: &str = "scripts/test-deps";
+
+/// The file the skips are recorded in: MMTRACE_SKIP_REPORT, else `skipped-tests.tsv` in the
+/// test binary's profile folder (target/debug), which scripts/test reads after the run.
+pub fn skip_report() -> PathBuf {
+    if let Some(path) = std::env::var_os("MMTRACE_SKIP_REPORT") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/debug/deps/NAME-HASH: two folders up.
+    exe.ancestors()
+        .nth(2)
+        .expect("a test binary in a deps folder")
+        .join("skipped-tests.tsv")
+}
+
+/// The calling test cannot run: a prerequisite is missing (`why`), which `fix` gets. Under CI,
+/// where a skip would hide a broken suite, that fails the test. Elsewhere the test, the reason
+/// and the fix go to the skip report (`skip_report`), which scripts/test lists at the end of
+/// the run, as libtest counts the test as passed; the caller then returns.
+pub fn skip(why: &str, fix: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("under CI this test must run: {why} ({fix})");
+    }
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|e| Some(e.file_stem()?.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    // cargo names test binaries NAME-HASH.
+    let binary = binary.rsplit_once('-').map_or(&*binary, |(name, _)| name);
+    // libtest runs each test on a thread named after it.
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("?");
+    let line = format!("{binary}::{test}\t{why}\t{fix}\n");
+    eprintln!("skipped: {why}; {fix}");
+    let report = skip_report();
+    let written = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&report)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+    if let Err(e) = written {
+        eprintln!(
+            "the skip could not be recorded in {}: {e}",
+            report.display()
+        );
+    }
 }
 
 /// The calling thread's id.
@@ -147,13 +196,26 @@ impl Trace {
     /// Runs `bin trace ARGS` and returns once it says its hooks are attached.
     pub fn start(bin: &str, args: &[&str], stdout: std::process::Stdio) -> Trace {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(bin)
+        use std::os::unix::process::CommandExt;
+        let mut command = std::process::Command::new(bin);
+        command
             .arg("trace")
             .args(args)
             .stdout(stdout)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(std::process::Stdio::piped());
+        // The tests send these signals to mmtrace and its command and expect the defaults. A
+        // signal ignored stays ignored across exec, and the run of the tests may have inherited
+        // that (nohup; a script's background job ignores SIGINT): the command would live on.
+        // SAFETY: only signal(), which is async-signal-safe, between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                for signal in [libc::SIGINT, libc::SIGHUP, libc::SIGTERM] {
+                    libc::signal(signal, libc::SIG_DFL);
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let err = child.stderr.take().unwrap();
         // Read to the end, not only to the ready line, so a full pipe never blocks it.

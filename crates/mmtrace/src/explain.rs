@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 
 use mmtrace_bpf::features::Feature;
-use mmtrace_events::catalog::{self, Raised, Source};
+use mmtrace_events::catalog::{self, Raised, Source, IN_BAND};
 use mmtrace_events::decode::{errno_number, Decoder};
 use mmtrace_events::line;
 use mmtrace_events::select::{closest, SelectError};
@@ -31,6 +31,14 @@ pub const SECTIONS: [&str; 11] = [
 pub const TAGS: [Tag; 4] = [Tag::K, Tag::U, Tag::Toctou, Tag::Opt];
 
 pub fn run(name: &str) -> anyhow::Result<()> {
+    if let Some(l) = IN_BAND.iter().find(|l| l.name == name) {
+        println!(
+            "{} (eventId {}): {}. A line mmtrace writes about the recording itself, among the \
+             events, whatever -e selects.",
+            l.name, l.event_id, l.summary
+        );
+        return Ok(());
+    }
     let kernel = crate::list::Kernel::probe();
     let (page, status) = match (by_name(name), catalog::raised(name)) {
         (Some(def), _) => (text(def), kernel.status(def).1),

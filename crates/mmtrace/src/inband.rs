@@ -6,14 +6,15 @@ use std::fs;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mmtrace_bpf::Tracer;
+use mmtrace_events::catalog::{InBandLine, MMTRACE_LOST, MMTRACE_PRESSURE};
 use mmtrace_events::{Event, Role};
 use serde_json::{json, Value};
 
 use crate::output::Sink;
 
 /// The event names of the in-band lines. Tracee consumers skip events they do not know.
-pub const LOST: &str = "mmtrace_lost";
-pub const PRESSURE: &str = "mmtrace_pressure";
+pub const LOST: &str = MMTRACE_LOST.name;
+pub const PRESSURE: &str = MMTRACE_PRESSURE.name;
 
 /// How often losses are looked for while tracing; a line is written only when some happened.
 const LOST_EVERY: Duration = Duration::from_secs(1);
@@ -70,13 +71,19 @@ pub enum Note {
 }
 
 impl Note {
-    /// The line's event name, time, and arguments (name, Tracee type, value).
-    pub fn parts(&self) -> (&'static str, u64, Vec<(&'static str, &'static str, Value)>) {
+    /// The line's kind, time, and arguments (name, Tracee type, value).
+    pub fn parts(
+        &self,
+    ) -> (
+        &'static InBandLine,
+        u64,
+        Vec<(&'static str, &'static str, Value)>,
+    ) {
         match self {
             Note::Lost { at, since, counts } => {
                 let mut args = vec![("since", "uint64", json!(since))];
                 args.extend(counts.iter().map(|&(e, n)| (e, "uint64", json!(n))));
-                (LOST, *at, args)
+                (&MMTRACE_LOST, *at, args)
             }
             Note::Pressure(p) => {
                 // Two decimals, as the kernel prints them.
@@ -86,7 +93,7 @@ impl Note {
                     ("full_avg10", "float64", avg(p.full_avg10)),
                     ("mem_available", "uint64", json!(p.mem_available)),
                 ];
-                (PRESSURE, p.at, args)
+                (&MMTRACE_PRESSURE, p.at, args)
             }
         }
     }

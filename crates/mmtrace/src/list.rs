@@ -4,7 +4,7 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use mmtrace_bpf::features::Features;
-use mmtrace_events::catalog::{self, RAISED};
+use mmtrace_events::catalog::{self, IN_BAND, RAISED};
 use mmtrace_events::{ArgDef, EventDef, CATALOG};
 
 /// What the running kernel offers, as far as this process may find out: tracepoints need
@@ -127,6 +127,13 @@ pub fn run() -> anyhow::Result<()> {
     }
     for note in notes {
         writeln!(out, "partial: {note}")?;
+    }
+    writeln!(
+        out,
+        "\nLines mmtrace writes about the recording itself, among the events (-e selects none):"
+    )?;
+    for l in IN_BAND {
+        writeln!(out, "{:<width$} {:>4}  {}", l.name, l.event_id, l.summary)?;
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use mmtrace_testkit::{bpf_allowed, Memcg, Trace};
+use mmtrace_testkit::{bpf_allowed, skip, Memcg, Trace};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mmtrace");
@@ -285,15 +285,15 @@ impl Drop for Starved {
 /// cgroup.procs of the cgroup for the killer's victim, set before the killer is forked.
 static KILLER_CGROUP: OnceLock<CString> = OnceLock::new();
 
-fn root() -> bool {
-    match unsafe { libc::geteuid() } {
-        0 => true,
-        _ if std::env::var_os("CI").is_some() => panic!("CI must run the tests that need root"),
-        _ => {
-            eprintln!("skipping: needs root to hold a victim in a CPU-starved cgroup");
-            false
-        }
+/// Why the tests that starve a victim need root.
+const STARVED: &str = "needs root to hold a victim in a CPU-starved cgroup";
+
+fn root(why: &str) -> bool {
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
     }
+    skip(why, "run the tests as root: sudo scripts/test");
+    false
 }
 
 /// Starts `mmtrace trace ARGS -o json:PATH --analyze --format json`; the report at exit goes
@@ -483,7 +483,7 @@ fn check_answers(r: &Value, pids: [i32; 4], enriched: bool, storm_seconds: u64) 
 
 #[test]
 fn recordings_of_real_calls_give_known_answers_live_and_from_the_file() {
-    if !bpf_allowed() || !root() {
+    if !bpf_allowed() || !root(STARVED) {
         return;
     }
     let starved = Starved::new("killer");
@@ -762,7 +762,7 @@ fn mib_after(text: &str, word: &str) -> f64 {
 
 #[test]
 fn reap_frees_what_the_victim_held() {
-    if !root() {
+    if !root(STARVED) {
         return;
     }
     let starved = Starved::new("reap");
@@ -815,9 +815,7 @@ fn reap_of_a_missing_process_fails_clearly() {
 
 #[test]
 fn reap_of_another_users_process_is_not_permitted() {
-    // Needs root to run mmtrace as another user against our own child.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping: needs root to run mmtrace as nobody");
+    if !root("needs root to run mmtrace as nobody against this test's child") {
         return;
     }
     let pid = holder(MIB, None);
@@ -1271,7 +1269,7 @@ fn processes_of_pid(r: &Value, pid: i32, forked: [(u64, u64); 2]) -> Vec<&Value>
 
 #[test]
 fn a_reused_pid_is_two_processes() {
-    if !bpf_allowed() || !root() {
+    if !bpf_allowed() || !root(STARVED) {
         return;
     }
     let dir = tempdir();
@@ -1403,7 +1401,7 @@ fn second_program() {
 /// carry the process's start, so the analysis tells them apart all the same.
 #[test]
 fn a_reused_pid_whose_calls_come_from_other_threads_is_two_processes() {
-    if !bpf_allowed() || !root() {
+    if !bpf_allowed() || !root(STARVED) {
         return;
     }
     let dir = tempdir();
@@ -1613,7 +1611,7 @@ fn kill_of(r: &Value, victim: i32) -> Value {
 
 #[test]
 fn a_staged_kill_is_timed_from_its_fatal_signal() {
-    if !bpf_allowed() || !root() {
+    if !bpf_allowed() || !root(STARVED) {
         return;
     }
     let dir = tempdir();

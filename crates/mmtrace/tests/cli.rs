@@ -271,6 +271,16 @@ fn list_shows_every_catalog_event() {
     ] {
         assert_eq!(row(name)[1], id, "{name}");
     }
+    // And the in-band lines, with the eventId their JSON lines carry; explain knows them.
+    for l in mmtrace_events::catalog::IN_BAND {
+        assert_eq!(row(l.name)[1], l.event_id.to_string(), "{text}");
+        let out = Command::new(BIN)
+            .args(["explain", l.name])
+            .output()
+            .unwrap();
+        let page = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && page.contains(l.summary), "{page}");
+    }
 }
 
 /// Run as the grandchild in `command_and_its_descendants_only`: mlocks one page when asked.

@@ -220,7 +220,7 @@ impl Record {
 
     /// An in-band line of a live trace, as the JSON output writes it.
     pub fn from_note(note: &Note) -> Record {
-        let (name, at, args) = note.parts();
+        let (kind, at, args) = note.parts();
         let pid = std::process::id();
         Record {
             line: 0,
@@ -231,7 +231,7 @@ impl Record {
             pid,
             tid: pid,
             comm: "mmtrace".into(),
-            name: Cow::Borrowed(name),
+            name: Cow::Borrowed(kind.name),
             role: Role::Other,
             ret: 0,
             errno: None,

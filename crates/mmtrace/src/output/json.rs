@@ -472,7 +472,7 @@ impl<W: Write> JsonLines<W> {
 /// An in-band line (see inband.rs): Tracee's keys, with mmtrace itself as the caller and
 /// the figures as arguments, so that a Tracee consumer reads an event it does not know.
 fn write_note(out: &mut Vec<u8>, note: &Note, host: &str) {
-    let (name, at, args) = note.parts();
+    let (kind, at, args) = note.parts();
     let pid = std::process::id();
     let me = Context {
         timestamp: at,
@@ -498,9 +498,9 @@ fn write_note(out: &mut Vec<u8>, note: &Note, host: &str) {
     write_caller(&mut caller, &me, host);
     write_context(out, &me, &caller);
     out.raw(",\"eventId\":\"");
-    out.raw(name);
+    out.uint(kind.event_id.into());
     out.raw("\",\"eventName\":\"");
-    out.raw(name);
+    out.raw(kind.name);
     out.raw("\",\"matchedPolicies\":[],\"argsNum\":");
     out.uint(args.len() as u64);
     // A note is about the recording, not a call some process made: mmtrace's pid stands
