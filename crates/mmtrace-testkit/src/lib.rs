@@ -82,6 +82,31 @@ impl Memcg {
     /// Forks a child that joins the cgroup and touches `bytes` of anonymous memory; returns
     /// its pid. The child makes only syscalls, as a fork of a threaded test must.
     pub fn spawn_hog(&self, bytes: usize) -> i32 {
+        self.fork_toucher(bytes, None)
+    }
+
+    /// Forks a child that joins the cgroup, touches `bytes` of anonymous memory and holds it
+    /// until it is killed; returns its pid once its memory is touched.
+    pub fn spawn_holder(&self, bytes: usize) -> i32 {
+        let mut fds = [0; 2];
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        let pid = self.fork_toucher(bytes, Some(fds[1]));
+        let mut byte = 0u8;
+        unsafe {
+            libc::close(fds[1]);
+            assert_eq!(
+                libc::read(fds[0], (&raw mut byte).cast(), 1),
+                1,
+                "holder died"
+            );
+            libc::close(fds[0]);
+        }
+        pid
+    }
+
+    /// The child of spawn_hog and spawn_holder: it exits once its memory is touched, or with
+    /// `ready`, says so there and waits to be killed.
+    fn fork_toucher(&self, bytes: usize, ready: Option<i32>) -> i32 {
         let procs =
             std::ffi::CString::new(self.dir.join("cgroup.procs").to_str().unwrap()).unwrap();
         match unsafe { libc::fork() } {
@@ -101,11 +126,100 @@ impl Memcg {
                 libc::write(fd, digits[i..].as_ptr().cast(), digits.len() - i);
                 libc::close(fd);
                 touch_anon(bytes);
+                if let Some(fd) = ready {
+                    libc::write(fd, b"x".as_ptr().cast(), 1);
+                    loop {
+                        libc::pause();
+                    }
+                }
                 libc::_exit(0)
             },
             pid => pid,
         }
     }
+
+    /// The bytes charged to the cgroup now.
+    pub fn usage(&self) -> u64 {
+        ["memory.usage_in_bytes", "memory.current"]
+            .iter()
+            .find_map(|f| fs::read_to_string(self.dir.join(f)).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .expect("the cgroup's memory usage")
+    }
+
+    /// SIGKILLs `pid`, a child of this process that alone holds `bytes` in this cgroup, and
+    /// bounds the time from the kill to its memory being back by this test's own watch: at
+    /// most until its exit is reaped (its teardown ends before its parent can reap it), and at
+    /// least until the last moment the cgroup was seen still holding half of it.
+    pub fn kill_timed(&self, pid: i32, bytes: u64) -> Bounds {
+        let before = boottime_ns();
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        let sent = boottime_ns();
+        let mut held = sent;
+        loop {
+            let now = boottime_ns();
+            if self.usage() <= bytes / 2 {
+                break;
+            }
+            held = now;
+        }
+        assert_eq!(unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) }, pid);
+        Bounds {
+            lower_ns: held - sent,
+            upper_ns: boottime_ns() - before,
+        }
+    }
+}
+
+/// What a test knows of how long something took in the kernel: between these, inclusive.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub lower_ns: u64,
+    pub upper_ns: u64,
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    assert_eq!(unsafe { libc::clock_gettime(clock, &mut t) }, 0);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// CLOCK_BOOTTIME: the clock of the kernel side's timestamps (bpf_ktime_get_boot_ns).
+pub fn boottime_ns() -> u64 {
+    clock_ns(libc::CLOCK_BOOTTIME)
+}
+
+/// CPU time this thread spends around a syscall outside the kernel side's timing of it, at
+/// most: the clock reads, the syscall's entry and exit, and the BPF programs' own work before
+/// their entry stamp and after their exit's (a first call's allocations included) take tens of
+/// microseconds natively, several times that under emulation; the rest is margin for an
+/// interrupt charged to the thread there.
+const OUTSIDE_HOOKS_NS: u64 = 1_000_000;
+
+/// Runs `f`, one syscall, and bounds the time the kernel sees it take (its entry to its
+/// return): at most the wall time around it, at least this thread's CPU time over it less
+/// what runs outside the hooks.
+pub fn timed<R>(f: impl FnOnce() -> R) -> (R, Bounds) {
+    let (wall, cpu) = (boottime_ns(), clock_ns(libc::CLOCK_THREAD_CPUTIME_ID));
+    let r = f();
+    let cpu = clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) - cpu;
+    let wall = boottime_ns() - wall;
+    let bounds = Bounds {
+        lower_ns: cpu.saturating_sub(OUTSIDE_HOOKS_NS),
+        upper_ns: wall,
+    };
+    (r, bounds)
+}
+
+/// The bucket of `ns` in mmtrace's log2 histograms, as Prometheus's inclusive `le` reads
+/// them: the first b with ns <= 2^b, the last for anything larger.
+pub fn log2_bucket(ns: u64, buckets: usize) -> usize {
+    (0..buckets - 1)
+        .find(|&b| ns <= 1u64 << b)
+        .unwrap_or(buckets - 1)
 }
 
 /// Maps `bytes` of private anonymous memory and touches every page, with syscalls and memset
