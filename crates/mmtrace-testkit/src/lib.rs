@@ -178,6 +178,18 @@ pub struct Bounds {
     pub upper_ns: u64,
 }
 
+impl Bounds {
+    /// The bounds of a first call of its kind under freshly loaded BPF programs, with no lower
+    /// one: it pays for the programs' first run outside their timing (under emulation, their
+    /// translation too: tens of milliseconds), and for faulting in the test's own code.
+    pub fn first(self) -> Bounds {
+        Bounds {
+            lower_ns: 0,
+            ..self
+        }
+    }
+}
+
 fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut t = libc::timespec {
         tv_sec: 0,
@@ -193,10 +205,10 @@ pub fn boottime_ns() -> u64 {
 }
 
 /// CPU time this thread spends around a syscall outside the kernel side's timing of it, at
-/// most: the clock reads, the syscall's entry and exit, and the BPF programs' own work before
-/// their entry stamp and after their exit's (a first call's allocations included) take tens of
-/// microseconds natively, several times that under emulation; the rest is margin for an
-/// interrupt charged to the thread there.
+/// most, once its kind of call has been made (see Bounds::first): the clock reads, the
+/// syscall's entry and exit, and the BPF programs' own work before their entry stamp and after
+/// their exit's take microseconds natively, several times that under emulation; the rest is
+/// margin for an interrupt charged to the thread there.
 const OUTSIDE_HOOKS_NS: u64 = 1_000_000;
 
 /// Runs `f`, one syscall, and bounds the time the kernel sees it take (its entry to its
