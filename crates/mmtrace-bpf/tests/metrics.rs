@@ -308,6 +308,14 @@ fn kills_timed(durations: bool) {
     assert!(counts(&snap, "exit_mmap").calls[0] >= 2);
 }
 
+/// A metrics trace of `events` in `scope`, with durations.
+fn counted(events: &str, scope: &str) -> Option<mmtrace_bpf::Tracer> {
+    trace_with(events, |o| {
+        o.metrics = true;
+        o.scope = mmtrace_events::scope::Scope::parse(&[scope]).unwrap();
+    })
+}
+
 /// The one observation a histogram gained between two reads: its bucket and its nanoseconds.
 fn one_more(now: &Log2Histogram, before: &Log2Histogram) -> (usize, u64) {
     let grown: Vec<usize> = (0..now.buckets.len())
@@ -342,18 +350,14 @@ fn observed_as_timed(what: &str, (bucket, ns): (usize, u64), t: Bounds) {
 /// test measured it take, boundaries exact as Prometheus's `le`.
 #[test]
 fn each_call_lands_in_the_bucket_of_the_time_the_test_measured() {
-    let Some(tracer) = trace_with("mlock,munlock,munmap", |o| {
-        o.metrics = true;
-        o.scope = mmtrace_events::scope::Scope::parse(&[&format!("tid={}", tid())]).unwrap();
-    }) else {
+    let Some(tracer) = counted("mlock,munlock,munmap", &format!("tid={}", tid())) else {
         return;
     };
     let rw = libc::PROT_READ | libc::PROT_WRITE;
     let mut seen = std::collections::BTreeSet::new();
-    let mut call = |name: &str, len: usize, first: bool, f: &dyn Fn() -> i32| {
+    let mut call = |name: &str, len: usize, change: i64, f: &dyn Fn() -> i32| {
         let before = tracer.metrics().unwrap();
-        let (rc, t) = timed(f);
-        let t = if first { t.first() } else { t };
+        let (rc, t) = timed(change, f);
         assert_eq!(rc, 0, "{name} of {len} bytes");
         let now = tracer.metrics().unwrap();
         let got = one_more(
@@ -364,13 +368,16 @@ fn each_call_lands_in_the_bucket_of_the_time_the_test_measured() {
         seen.insert(got.0);
     };
     for shift in 0..=15 {
-        let (len, first) = (PAGE << shift, shift == 0);
+        let len = PAGE << shift;
         let p = map(len, rw);
-        call("mlock", len, first, &|| unsafe { libc::mlock(p, len) });
-        call("munlock", len, first, &|| unsafe { libc::munlock(p, len) });
-        call("munmap", len, first, &|| unsafe { libc::munmap(p, len) });
+        // The mlock brings the pages in, the munmap frees them.
+        call("mlock", len, len as i64, &|| unsafe { libc::mlock(p, len) });
+        call("munlock", len, 0, &|| unsafe { libc::munlock(p, len) });
+        call("munmap", len, -(len as i64), &|| unsafe {
+            libc::munmap(p, len)
+        });
         let untouched = map(PAGE, rw);
-        call("munmap", PAGE, first, &|| unsafe {
+        call("munmap", PAGE, 0, &|| unsafe {
             libc::munmap(untouched, PAGE)
         });
     }
@@ -382,10 +389,7 @@ fn each_call_lands_in_the_bucket_of_the_time_the_test_measured() {
 #[test]
 fn kill_memory_back_lands_in_the_bucket_the_test_timed() {
     // The test's thread and its victims alone: both carry its name.
-    let Some(tracer) = trace_with("kill,exit_mmap", |o| {
-        o.metrics = true;
-        o.scope = mmtrace_events::scope::Scope::parse(&[&format!("comm={}", comm())]).unwrap();
-    }) else {
+    let Some(tracer) = counted("kill,exit_mmap", &format!("comm={}", comm())) else {
         return;
     };
     let memcg = mmtrace_testkit::Memcg::new("back", 1 << 30);

@@ -178,18 +178,6 @@ pub struct Bounds {
     pub upper_ns: u64,
 }
 
-impl Bounds {
-    /// The bounds of a first call of its kind under freshly loaded BPF programs, with no lower
-    /// one: it pays for the programs' first run outside their timing (under emulation, their
-    /// translation too: tens of milliseconds), and for faulting in the test's own code.
-    pub fn first(self) -> Bounds {
-        Bounds {
-            lower_ns: 0,
-            ..self
-        }
-    }
-}
-
 fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut t = libc::timespec {
         tv_sec: 0,
@@ -204,26 +192,70 @@ pub fn boottime_ns() -> u64 {
     clock_ns(libc::CLOCK_BOOTTIME)
 }
 
-/// CPU time this thread spends around a syscall outside the kernel side's timing of it, at
-/// most, once its kind of call has been made (see Bounds::first): the clock reads, the
-/// syscall's entry and exit, and the BPF programs' own work before their entry stamp and after
-/// their exit's take microseconds natively, several times that under emulation; the rest is
-/// margin for an interrupt charged to the thread there.
-const OUTSIDE_HOOKS_NS: u64 = 1_000_000;
+/// The smallest change of this process's resident memory a watch of it times: the counts
+/// /proc/self/statm reads lag a thread's faults by up to 64 pages (on kernels that count a
+/// task's faults apart before adding them up), and other threads of a test move them by a few;
+/// a quarter of this is far more than both.
+const WATCHED_BYTES: u64 = 16 << 20;
 
-/// Runs `f`, one syscall, and bounds the time the kernel sees it take (its entry to its
-/// return): at most the wall time around it, at least this thread's CPU time over it less
-/// what runs outside the hooks.
-pub fn timed<R>(f: impl FnOnce() -> R) -> (R, Bounds) {
-    let (wall, cpu) = (boottime_ns(), clock_ns(libc::CLOCK_THREAD_CPUTIME_ID));
-    let r = f();
-    let cpu = clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) - cpu;
-    let wall = boottime_ns() - wall;
-    let bounds = Bounds {
-        lower_ns: cpu.saturating_sub(OUTSIDE_HOOKS_NS),
-        upper_ns: wall,
-    };
-    (r, bounds)
+/// Bytes resident in this process, as /proc/self/statm counts them.
+fn resident() -> u64 {
+    let statm = fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+}
+
+/// Runs `f`, one syscall that makes this process's resident memory grow (`change` > 0) or
+/// shrink by `change` bytes, and bounds the time the kernel sees it take (its entry to its
+/// return): at most the wall time around it. With a change of 16 MiB or more, another thread
+/// watches the resident memory meanwhile, and the call took at least from the first moment
+/// the watch saw a quarter of the change made (the call had begun) to the last it saw three
+/// quarters not yet made (it had not returned). No CPU time: a VM's steal time counts as its
+/// guest threads' running time, wherever in them it falls.
+pub fn timed<R>(change: i64, f: impl FnOnce() -> R) -> (R, Bounds) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let size = change.unsigned_abs();
+    let done = &AtomicBool::new(false);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let watch = (size >= WATCHED_BYTES).then(|| {
+            s.spawn(move || {
+                let base = resident();
+                ready_tx.send(()).unwrap();
+                let made = |now: u64| {
+                    if change > 0 {
+                        now.saturating_sub(base)
+                    } else {
+                        base.saturating_sub(now)
+                    }
+                };
+                let (mut begun, mut unfinished) = (None, None);
+                while !done.load(Ordering::Acquire) {
+                    let at = boottime_ns();
+                    let now = made(resident());
+                    if now >= size / 4 && begun.is_none() {
+                        begun = Some(boottime_ns());
+                    }
+                    if now < size / 4 * 3 {
+                        unfinished = Some(at);
+                    }
+                }
+                match (begun, unfinished) {
+                    (Some(begun), Some(unfinished)) => unfinished.saturating_sub(begun),
+                    _ => 0,
+                }
+            })
+        });
+        if watch.is_some() {
+            ready_rx.recv().unwrap();
+        }
+        let before = boottime_ns();
+        let r = f();
+        let upper_ns = boottime_ns() - before;
+        done.store(true, Ordering::Release);
+        let lower_ns = watch.map_or(0, |w| w.join().unwrap());
+        (r, Bounds { lower_ns, upper_ns })
+    })
 }
 
 /// The bucket of `ns` in mmtrace's log2 histograms, as Prometheus's inclusive `le` reads
