@@ -150,7 +150,7 @@ impl Memcg {
     /// SIGKILLs `pid`, a child of this process that alone holds `bytes` in this cgroup, and
     /// bounds the time from the kill to its memory being back by this test's own watch: at
     /// most until its exit is reaped (its teardown ends before its parent can reap it), and at
-    /// least until the last moment the cgroup was seen still holding half of it.
+    /// least until the last moment the cgroup was seen still holding more than half of it.
     pub fn kill_timed(&self, pid: i32, bytes: u64) -> Bounds {
         let before = boottime_ns();
         assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
@@ -178,18 +178,17 @@ pub struct Bounds {
     pub upper_ns: u64,
 }
 
-fn clock_ns(clock: libc::clockid_t) -> u64 {
+/// CLOCK_BOOTTIME: the clock of the kernel side's timestamps (bpf_ktime_get_boot_ns).
+pub fn boottime_ns() -> u64 {
     let mut t = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    assert_eq!(unsafe { libc::clock_gettime(clock, &mut t) }, 0);
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut t) },
+        0
+    );
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
-}
-
-/// CLOCK_BOOTTIME: the clock of the kernel side's timestamps (bpf_ktime_get_boot_ns).
-pub fn boottime_ns() -> u64 {
-    clock_ns(libc::CLOCK_BOOTTIME)
 }
 
 /// The smallest change of this process's resident memory a watch of it times: the counts
