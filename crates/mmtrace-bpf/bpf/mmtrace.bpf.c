@@ -1128,11 +1128,14 @@ static __always_inline struct m_global *m_global_counts(void)
 	return bpf_map_lookup_elem(&m_global, &zero);
 }
 
-/* Bit length: the log2 bucket of v (see M_BUCKETS), without a loop the verifier must walk. */
+/* The log2 bucket of v (see M_BUCKETS): the bit length of v - 1, so that a power of two is
+ * counted in the bucket it bounds, without a loop the verifier must walk. */
 static __always_inline __u32 log2_bucket(__u64 v)
 {
 	__u32 r = 0;
 
+	if (v)
+		v -= 1;
 	if (v >> 32) { v >>= 32; r += 32; }
 	if (v >> 16) { v >>= 16; r += 16; }
 	if (v >> 8) { v >>= 8; r += 8; }
@@ -1153,7 +1156,7 @@ static __always_inline __u64 pages_bytes(__u64 addr, __u64 len)
 
 static __always_inline void observe_back(struct m_global *g, __u64 ns)
 {
-	g->back[log2_bucket(ns) & (M_BUCKETS - 1)] += 1;
+	g->back[log2_bucket(ns)] += 1;
 	g->back_sum += ns;
 }
 
@@ -1336,7 +1339,7 @@ static __always_inline void metrics_exit(struct record_path *slot, struct task_s
 	if (result < M_RESULTS)
 		m->calls[result] += 1;
 	if (timed) {
-		m->duration[log2_bucket(ns) & (M_BUCKETS - 1)] += 1;
+		m->duration[log2_bucket(ns)] += 1;
 		m->duration_sum += ns;
 	}
 	g = m_global_counts();

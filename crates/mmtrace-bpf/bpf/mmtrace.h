@@ -236,8 +236,10 @@ enum metric_role : __u8 {
 /* Results of a call: index 0 is success, 1..M_RESULTS-2 the errno, the last any larger one
  * (the kernel's own restart codes, 512 and up, reach the exit hook). */
 #define M_RESULTS 136
-/* log2 buckets of nanoseconds: bucket b counts values below 2^b and at least 2^(b-1) (bucket 0
- * counts zeros); the last also holds everything larger (over 2^38 ns, 4.6 minutes). */
+/* log2 buckets of nanoseconds: bucket b counts values over 2^(b-1) and at most 2^b, so that 2^b
+ * is its inclusive upper bound, as Prometheus's le (bucket 0 counts 0 and 1); the last also
+ * holds everything larger (over 2^38 ns, 4.6 minutes). Not a power of two: an index must be
+ * bounded by comparison, never by a mask. */
 #define M_BUCKETS 40
 /* The detections counted in the kernel, by their number (MMT-00N at index N-1). */
 #define M_DETECTIONS 8

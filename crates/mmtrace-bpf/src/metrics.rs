@@ -54,8 +54,8 @@ pub(crate) fn needs_entry(role: abi::metric_role) -> bool {
     )
 }
 
-/// A log2 histogram of nanoseconds: bucket b counts values below 2^b ns (and at least
-/// 2^(b-1)); the last counts everything from 2^(BUCKETS-2) ns up.
+/// A log2 histogram of nanoseconds: bucket b counts values of at most 2^b ns (and over
+/// 2^(b-1)), bucket 0 those of 0 and 1 ns; the last counts everything over 2^(BUCKETS-2) ns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Log2Histogram {
     pub buckets: Vec<u64>,

@@ -3,9 +3,10 @@
 
 mod common;
 
-use common::{tid, trace_with};
+use common::{comm, tid, trace_with};
 use mmtrace_bpf::abi;
-use mmtrace_bpf::metrics::{Snapshot, OTHER_RESULT};
+use mmtrace_bpf::metrics::{Log2Histogram, Snapshot, BUCKETS, OTHER_RESULT};
+use mmtrace_testkit::{log2_bucket, timed, Bounds};
 use std::ptr::null_mut;
 
 const PAGE: usize = 4096;
@@ -305,4 +306,107 @@ fn kills_timed(durations: bool) {
     assert!(snap.back.sum_ns > 0);
     assert!(counts(&snap, "kill").calls[0] >= 1);
     assert!(counts(&snap, "exit_mmap").calls[0] >= 2);
+}
+
+/// A metrics trace of `events` in `scope`, with durations.
+fn counted(events: &str, scope: &str) -> Option<mmtrace_bpf::Tracer> {
+    trace_with(events, |o| {
+        o.metrics = true;
+        o.scope = mmtrace_events::scope::Scope::parse(&[scope]).unwrap();
+    })
+}
+
+/// The one observation a histogram gained between two reads: its bucket and its nanoseconds.
+fn one_more(now: &Log2Histogram, before: &Log2Histogram) -> (usize, u64) {
+    let grown: Vec<usize> = (0..now.buckets.len())
+        .filter(|&b| now.buckets[b] != before.buckets[b])
+        .collect();
+    assert_eq!(
+        now.count() - before.count(),
+        1,
+        "one observation: {grown:?}"
+    );
+    (grown[0], now.sum_ns - before.sum_ns)
+}
+
+/// An observation of the kernel's is where the test's own watch puts it: its time within the
+/// bounds the test measured, and its bucket the one the `le` of which its time is under, so no
+/// lower than the bucket of the lower bound nor higher than that of the upper.
+fn observed_as_timed(what: &str, (bucket, ns): (usize, u64), t: Bounds) {
+    let of = |ns| log2_bucket(ns, BUCKETS as usize);
+    assert!(
+        (t.lower_ns..=t.upper_ns).contains(&ns),
+        "{what}: the kernel's {ns} ns outside the test's {t:?}"
+    );
+    assert!(
+        (of(t.lower_ns)..=of(t.upper_ns)).contains(&bucket),
+        "{what}: bucket {bucket} for {t:?}"
+    );
+    assert_eq!(bucket, of(ns), "{what}: {ns} ns in bucket {bucket}");
+}
+
+/// Calls from a microsecond (a munmap of a page never touched) to a fraction of a second
+/// (mlocks, munlocks and munmaps of up to 128 MiB): each lands in the bucket of the time this
+/// test measured it take, boundaries exact as Prometheus's `le`.
+#[test]
+fn each_call_lands_in_the_bucket_of_the_time_the_test_measured() {
+    let Some(tracer) = counted("mlock,munlock,munmap", &format!("tid={}", tid())) else {
+        return;
+    };
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut call = |name: &str, len: usize, change: i64, f: &dyn Fn() -> i32| {
+        let before = tracer.metrics().unwrap();
+        let (rc, t) = timed(change, f);
+        assert_eq!(rc, 0, "{name} of {len} bytes");
+        let now = tracer.metrics().unwrap();
+        let got = one_more(
+            &counts(&now, name).duration,
+            &counts(&before, name).duration,
+        );
+        observed_as_timed(&format!("{name} of {len} bytes"), got, t);
+        seen.insert(got.0);
+    };
+    for shift in 0..=15 {
+        let len = PAGE << shift;
+        let p = map(len, rw);
+        // The mlock brings the pages in, the munmap frees them.
+        call("mlock", len, len as i64, &|| unsafe { libc::mlock(p, len) });
+        call("munlock", len, 0, &|| unsafe { libc::munlock(p, len) });
+        call("munmap", len, -(len as i64), &|| unsafe {
+            libc::munmap(p, len)
+        });
+        let untouched = map(PAGE, rw);
+        call("munmap", PAGE, 0, &|| unsafe {
+            libc::munmap(untouched, PAGE)
+        });
+    }
+    assert!(seen.len() >= 8, "the calls span buckets {seen:?}");
+}
+
+/// From a kill to its victim's memory back: each lands in the bucket of the time this test
+/// watched it take, victims of growing sizes.
+#[test]
+fn kill_memory_back_lands_in_the_bucket_the_test_timed() {
+    // The test's thread and its victims alone: both carry its name.
+    let Some(tracer) = counted("kill,exit_mmap", &format!("comm={}", comm())) else {
+        return;
+    };
+    let memcg = mmtrace_testkit::Memcg::new("back", 1 << 30);
+    for mib in [1, 4, 16, 64, 128] {
+        let bytes = mib << 20;
+        let pid = memcg.spawn_holder(bytes);
+        let before = tracer.metrics().unwrap();
+        let t = memcg.kill_timed(pid, bytes as u64);
+        let now = tracer.metrics().unwrap();
+        assert_eq!(
+            now.kills[abi::MK_SIGNAL as usize] - before.kills[abi::MK_SIGNAL as usize],
+            1
+        );
+        observed_as_timed(
+            &format!("a kill of {mib} MiB"),
+            one_more(&now.back, &before.back),
+            t,
+        );
+    }
 }

@@ -131,6 +131,31 @@ impl Memcg {
     /// Forks a child that joins the cgroup and touches `bytes` of anonymous memory; returns
     /// its pid. The child makes only syscalls, as a fork of a threaded test must.
     pub fn spawn_hog(&self, bytes: usize) -> i32 {
+        self.fork_toucher(bytes, None)
+    }
+
+    /// Forks a child that joins the cgroup, touches `bytes` of anonymous memory and holds it
+    /// until it is killed; returns its pid once its memory is touched.
+    pub fn spawn_holder(&self, bytes: usize) -> i32 {
+        let mut fds = [0; 2];
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        let pid = self.fork_toucher(bytes, Some(fds[1]));
+        let mut byte = 0u8;
+        unsafe {
+            libc::close(fds[1]);
+            assert_eq!(
+                libc::read(fds[0], (&raw mut byte).cast(), 1),
+                1,
+                "holder died"
+            );
+            libc::close(fds[0]);
+        }
+        pid
+    }
+
+    /// The child of spawn_hog and spawn_holder: it exits once its memory is touched, or with
+    /// `ready`, says so there and waits to be killed.
+    fn fork_toucher(&self, bytes: usize, ready: Option<i32>) -> i32 {
         let procs =
             std::ffi::CString::new(self.dir.join("cgroup.procs").to_str().unwrap()).unwrap();
         match unsafe { libc::fork() } {
@@ -150,11 +175,143 @@ impl Memcg {
                 libc::write(fd, digits[i..].as_ptr().cast(), digits.len() - i);
                 libc::close(fd);
                 touch_anon(bytes);
+                if let Some(fd) = ready {
+                    libc::write(fd, b"x".as_ptr().cast(), 1);
+                    loop {
+                        libc::pause();
+                    }
+                }
                 libc::_exit(0)
             },
             pid => pid,
         }
     }
+
+    /// The bytes charged to the cgroup now.
+    pub fn usage(&self) -> u64 {
+        ["memory.usage_in_bytes", "memory.current"]
+            .iter()
+            .find_map(|f| fs::read_to_string(self.dir.join(f)).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .expect("the cgroup's memory usage")
+    }
+
+    /// SIGKILLs `pid`, a child of this process that alone holds `bytes` in this cgroup, and
+    /// bounds the time from the kill to its memory being back by this test's own watch: at
+    /// most until its exit is reaped (its teardown ends before its parent can reap it), and at
+    /// least until the last moment the cgroup was seen still holding more than half of it.
+    pub fn kill_timed(&self, pid: i32, bytes: u64) -> Bounds {
+        let before = boottime_ns();
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        let sent = boottime_ns();
+        let mut held = sent;
+        loop {
+            let now = boottime_ns();
+            if self.usage() <= bytes / 2 {
+                break;
+            }
+            held = now;
+        }
+        assert_eq!(unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) }, pid);
+        Bounds {
+            lower_ns: held - sent,
+            upper_ns: boottime_ns() - before,
+        }
+    }
+}
+
+/// What a test knows of how long something took in the kernel: between these, inclusive.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub lower_ns: u64,
+    pub upper_ns: u64,
+}
+
+/// CLOCK_BOOTTIME: the clock of the kernel side's timestamps (bpf_ktime_get_boot_ns).
+pub fn boottime_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut t) },
+        0
+    );
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// The smallest change of this process's resident memory a watch of it times: the counts
+/// /proc/self/statm reads lag a thread's faults by up to 64 pages (on kernels that count a
+/// task's faults apart before adding them up), and other threads of a test move them by a few;
+/// a quarter of this is far more than both.
+const WATCHED_BYTES: u64 = 16 << 20;
+
+/// Bytes resident in this process, as /proc/self/statm counts them.
+fn resident() -> u64 {
+    let statm = fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+}
+
+/// Runs `f`, one syscall that makes this process's resident memory grow (`change` > 0) or
+/// shrink by `change` bytes, and bounds the time the kernel sees it take (its entry to its
+/// return): at most the wall time around it. With a change of 16 MiB or more, another thread
+/// watches the resident memory meanwhile, and the call took at least from the first moment
+/// the watch saw a quarter of the change made (the call had begun) to the last it saw three
+/// quarters not yet made (it had not returned). No CPU time: a VM's steal time counts as its
+/// guest threads' running time, wherever in them it falls.
+pub fn timed<R>(change: i64, f: impl FnOnce() -> R) -> (R, Bounds) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let size = change.unsigned_abs();
+    let done = &AtomicBool::new(false);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let watch = (size >= WATCHED_BYTES).then(|| {
+            s.spawn(move || {
+                let base = resident();
+                ready_tx.send(()).unwrap();
+                let made = |now: u64| {
+                    if change > 0 {
+                        now.saturating_sub(base)
+                    } else {
+                        base.saturating_sub(now)
+                    }
+                };
+                let (mut begun, mut unfinished) = (None, None);
+                while !done.load(Ordering::Acquire) {
+                    let at = boottime_ns();
+                    let now = made(resident());
+                    if now >= size / 4 && begun.is_none() {
+                        begun = Some(boottime_ns());
+                    }
+                    if now < size / 4 * 3 {
+                        unfinished = Some(at);
+                    }
+                }
+                match (begun, unfinished) {
+                    (Some(begun), Some(unfinished)) => unfinished.saturating_sub(begun),
+                    _ => 0,
+                }
+            })
+        });
+        if watch.is_some() {
+            ready_rx.recv().unwrap();
+        }
+        let before = boottime_ns();
+        let r = f();
+        let upper_ns = boottime_ns() - before;
+        done.store(true, Ordering::Release);
+        let lower_ns = watch.map_or(0, |w| w.join().unwrap());
+        (r, Bounds { lower_ns, upper_ns })
+    })
+}
+
+/// The bucket of `ns` in mmtrace's log2 histograms, as Prometheus's inclusive `le` reads
+/// them: the first b with ns <= 2^b, the last for anything larger.
+pub fn log2_bucket(ns: u64, buckets: usize) -> usize {
+    (0..buckets - 1)
+        .find(|&b| ns <= 1u64 << b)
+        .unwrap_or(buckets - 1)
 }
 
 /// Maps `bytes` of private anonymous memory and touches every page, with syscalls and memset

@@ -7,7 +7,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mmtrace_testkit::{bpf_allowed, skip, Served, TEST_DEPS};
+use mmtrace_testkit::{bpf_allowed, skip, timed, Bounds, Served, TEST_DEPS};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mmtrace");
 const PAGE: usize = 4096;
@@ -68,7 +68,12 @@ impl Drop for TempDir {
 /// test skips) without Prometheus.
 fn prometheus(targets: &[(&str, u16)]) -> Option<Prometheus> {
     let binary = prometheus_binary()?;
-    let dir = std::env::temp_dir().join(format!("mmtrace-prom-{}", std::process::id()));
+    // A folder per test thread: tests of this binary run Prometheus at once.
+    let dir = std::env::temp_dir().join(format!(
+        "mmtrace-prom-{}-{}",
+        std::process::id(),
+        mmtrace_testkit::tid()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("data")).unwrap();
     let mut config = String::from(
@@ -130,16 +135,24 @@ fn url_encode(s: &str) -> String {
         .collect()
 }
 
-/// The values of an instant query's series.
-fn query(p: &Prometheus, q: &str) -> Vec<f64> {
+/// The series of an instant query.
+fn results(p: &Prometheus, q: &str) -> Vec<serde_json::Value> {
     let (status, _, body) = get(p.port, &format!("/api/v1/query?query={}", url_encode(q)));
     assert_eq!(status, 200, "{q}: {body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    v["data"]["result"]
-        .as_array()
-        .unwrap()
+    let mut v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["data"]["result"].as_array_mut().unwrap().split_off(0)
+}
+
+/// A number as Prometheus's API writes them, a string.
+fn number(v: &serde_json::Value) -> f64 {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+/// The values of an instant query's series.
+fn query(p: &Prometheus, q: &str) -> Vec<f64> {
+    results(p, q)
         .iter()
-        .map(|r| r["value"][1].as_str().unwrap().parse().unwrap())
+        .map(|r| number(&r["value"][1]))
         .collect()
 }
 
@@ -358,4 +371,178 @@ fn a_bad_address_or_a_taken_port_is_one_line_and_a_failure() {
             "{stderr}"
         );
     }
+}
+
+/// The `le` bounds and cumulative counts of a histogram's buckets, as Prometheus stores them.
+fn buckets_by_le(p: &Prometheus, q: &str) -> Vec<(f64, f64)> {
+    results(p, q)
+        .iter()
+        .map(|r| (number(&r["metric"]["le"]), number(&r["value"][1])))
+        .collect()
+}
+
+/// The `k`-th smallest of `ns`, in seconds.
+fn kth_s(mut ns: Vec<u64>, k: usize) -> f64 {
+    ns.sort_unstable();
+    ns[k] as f64 / 1e9
+}
+
+/// A histogram `name` (labels `sel`) as Prometheus stored it, checked against the calls this
+/// test timed itself: every one, and each bucket holding all the calls timed under its `le`
+/// and none timed over it (the kernel's time lies between each call's bounds); `_sum` between
+/// the bounds' sums; and histogram_quantile's median within a factor of 2 of the calls', and,
+/// with `steady` (calls of one size that take much the same time), of their mean. A kill's
+/// time to memory back is not steady even for victims of one size: it waits for the victim to
+/// get a CPU, on a busy machine a few times longer in one kill than in the next.
+fn histogram_as_timed(p: &Prometheus, name: &str, sel: &str, calls: &[Bounds], steady: bool) {
+    let n = calls.len() as f64;
+    let count = stored(p, &format!("{name}_count{{{sel}}}"), n);
+    assert_eq!(count, n, "{name}{{{sel}}}: one observation a call");
+    let sum = query(p, &format!("{name}_sum{{{sel}}}"))[0];
+    let total = |f: fn(&Bounds) -> u64| calls.iter().map(f).sum::<u64>() as f64 / 1e9;
+    let (low, high) = (total(|b| b.lower_ns), total(|b| b.upper_ns));
+    // The sum goes through floating point seconds: a nanosecond a call of slack.
+    let slack = n * 1e-9;
+    assert!(
+        low - slack <= sum && sum <= high + slack,
+        "{name}{{{sel}}}: _sum {sum} s outside the test's [{low}, {high}]"
+    );
+    let buckets = buckets_by_le(p, &format!("{name}_bucket{{{sel}}}"));
+    assert!(buckets.len() > 30, "{name}{{{sel}}}: {buckets:?}");
+    for (le, held) in buckets {
+        let under = |f: fn(&Bounds) -> u64| {
+            calls
+                .iter()
+                .filter(|b| le.is_infinite() || f(b) as f64 <= (le * 1e9).round())
+                .count() as f64
+        };
+        assert!(
+            le.is_infinite() || ((le * 1e9).round() as u64).is_power_of_two(),
+            "{name}: le={le} is not a power of two of nanoseconds"
+        );
+        let (surely, maybe) = (under(|b| b.upper_ns), under(|b| b.lower_ns));
+        assert!(
+            surely <= held && held <= maybe,
+            "{name}{{{sel},le=\"{le}\"}}: {held} calls, the test timed {surely} surely and {maybe} maybe under it: {calls:?}"
+        );
+    }
+    // Prometheus interpolates within the bucket of the median call, whose bounds are at most a
+    // factor of 2 apart.
+    let k = (calls.len() - 1) / 2;
+    let median = query(
+        p,
+        &format!("histogram_quantile(0.5, {name}_bucket{{{sel}}})"),
+    )[0];
+    let (at_least, at_most) = (
+        kth_s(calls.iter().map(|b| b.lower_ns).collect(), k),
+        kth_s(calls.iter().map(|b| b.upper_ns).collect(), k),
+    );
+    assert!(
+        at_least / 2.0 <= median && median <= 2.0 * at_most,
+        "{name}{{{sel}}}: histogram_quantile(0.5) = {median} s, the median call took {at_least} to {at_most} s"
+    );
+    if steady {
+        let mean = sum / count;
+        assert!(
+            mean / 2.0 <= median && median <= 2.0 * mean,
+            "{name}{{{sel}}}: histogram_quantile(0.5) = {median} s, the mean {mean} s"
+        );
+    }
+}
+
+/// The calls of `mmtrace serve`'s duration histograms, and kills for its memory-back one, as
+/// a real Prometheus stores them, against the time the test measured each take: calls of one
+/// size (fresh mlocks of 32 MiB, their munlocks), calls of growing sizes (mlock2 from a page
+/// to 64 MiB) and kills of holders of 32 MiB, timed to their memory back.
+#[test]
+fn prometheus_histograms_hold_each_call_under_the_le_the_test_timed() {
+    if !bpf_allowed() {
+        return;
+    }
+    // This thread and the victims it forks share its name: their calls alone.
+    let scope = format!("comm={}", mmtrace_testkit::comm());
+    let served = Served::start(
+        BIN,
+        &["-e", "mlock,mlock2,munlock,kill,exit_mmap", "-s", &scope],
+    );
+    let Some(prom) = prometheus(&[("timed", served.port)]) else {
+        return;
+    };
+    let map = |len: usize| {
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        p
+    };
+    let ok = |(rc, t): (i64, Bounds)| {
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        t
+    };
+    const ONE_SIZE: usize = 32 << 20;
+    let (mut mlocks, mut munlocks, mut mlock2s) = (Vec::new(), Vec::new(), Vec::new());
+    // The mlocks bring fresh pages in; the munlocks change nothing a watch could time.
+    for _ in 0..9 {
+        let p = map(ONE_SIZE);
+        let size = ONE_SIZE as i64;
+        mlocks.push(ok(
+            timed(size, || unsafe { libc::mlock(p, ONE_SIZE) } as i64)
+        ));
+        munlocks.push(ok(timed(0, || unsafe { libc::munlock(p, ONE_SIZE) } as i64)));
+        unsafe { libc::munmap(p, ONE_SIZE) };
+    }
+    for shift in 0..=14 {
+        let len = PAGE << shift;
+        let p = map(len);
+        mlock2s.push(ok(timed(len as i64, || unsafe {
+            libc::syscall(libc::SYS_mlock2, p, len, 0)
+        })));
+        munlocks.push(ok(timed(0, || unsafe { libc::munlock(p, len) } as i64)));
+        unsafe { libc::munmap(p, len) };
+    }
+    let memcg = mmtrace_testkit::Memcg::new("serve-back", 1 << 30);
+    const KILLS: usize = 5;
+    let kills: Vec<Bounds> = (0..KILLS)
+        .map(|_| memcg.kill_timed(memcg.spawn_holder(32 << 20), 32 << 20))
+        .collect();
+
+    let signals = r#"mmtrace_kills_total{job="timed",by="signal"}"#;
+    let sent = stored(&prom, signals, KILLS as f64);
+    assert_eq!(sent, KILLS as f64, "every kill the test made");
+    let durations = "mmtrace_syscall_duration_seconds";
+    histogram_as_timed(
+        &prom,
+        durations,
+        r#"job="timed",event="mlock""#,
+        &mlocks,
+        true,
+    );
+    histogram_as_timed(
+        &prom,
+        durations,
+        r#"job="timed",event="mlock2""#,
+        &mlock2s,
+        false,
+    );
+    histogram_as_timed(
+        &prom,
+        durations,
+        r#"job="timed",event="munlock""#,
+        &munlocks,
+        false,
+    );
+    histogram_as_timed(
+        &prom,
+        "mmtrace_kill_memory_back_seconds",
+        r#"job="timed""#,
+        &kills,
+        false,
+    );
 }

@@ -18,7 +18,7 @@ use crate::containers;
 /// Containers with series of their own; the calls of others are counted as overflow.
 pub const MAX_CONTAINERS: usize = 1024;
 
-/// The smallest bucket exported: the kernel's below it (under 256 ns) are folded into it.
+/// The smallest bucket exported: the kernel's below it (at most 128 ns) are folded into it.
 const FIRST_BUCKET: usize = 8;
 
 type Labels = Vec<(&'static str, String)>;
