@@ -817,6 +817,93 @@ fn a_kernel_oom_kill_has_its_timeline() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Without CAP_SYSLOG (and kernel.dmesg_restrict set) the kernel's log cannot be opened:
+/// mmtrace says so at start, and the kill says the limit is unknown and why, guessing nothing.
+#[test]
+fn an_unreadable_kernel_log_is_said_not_guessed() {
+    if !bpf_allowed() || !root() {
+        return;
+    }
+    let restricted = std::fs::read_to_string("/proc/sys/kernel/dmesg_restrict").unwrap();
+    if restricted.trim() != "1" {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs kernel.dmesg_restrict=1"
+        );
+        eprintln!("skipping: kernel.dmesg_restrict is 0, so anyone may read the log");
+        return;
+    }
+    let dir = tempdir();
+    let path = format!("{dir}/unread.json");
+    let errors = format!("{dir}/stderr");
+    // Root without CAP_SYSLOG in its bounding set, so the exec cannot have it.
+    let mut trace = Command::new("setpriv")
+        .args([
+            "--bounding-set",
+            "-syslog",
+            "--inh-caps",
+            "-syslog",
+            "--",
+            BIN,
+        ])
+        .args([
+            "trace",
+            "-e",
+            "oom_mark_victim",
+            "-o",
+            &format!("json:{path}"),
+        ])
+        .stderr(std::fs::File::create(&errors).unwrap())
+        .spawn()
+        .expect("setpriv runs");
+    let started = Instant::now();
+    while !std::fs::read_to_string(&errors)
+        .unwrap()
+        .contains("mmtrace: tracing")
+    {
+        assert!(
+            started.elapsed() < mmtrace_testkit::PATIENCE,
+            "never attached"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    const LIMIT: u64 = 32 << 20;
+    let memcg = Memcg::new("unread-oom", LIMIT);
+    let hog = memcg.spawn_hog(2 * LIMIT as usize);
+    assert_eq!(killed_by(hog), libc::SIGKILL, "the OOM killer killed it");
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe { libc::kill(trace.id() as i32, libc::SIGINT) };
+    assert!(trace.wait().unwrap().success());
+    let stderr = std::fs::read_to_string(&errors).unwrap();
+    assert!(
+        stderr.contains("mmtrace: /dev/kmsg is unreadable (Operation not permitted")
+            && stderr.contains("kernel OOM kills will not say which limit fired"),
+        "{stderr}"
+    );
+    let line: Value = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["target"]["hostProcessId"] == hog)
+        .expect("the victim's line");
+    assert_eq!(line["limit"]["scope"], "unknown", "{line}");
+    assert!(
+        line["limit"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Operation not permitted"),
+        "{line}"
+    );
+    let out = Command::new(BIN).args(["analyze", &path]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("limit that fired: unknown: /dev/kmsg is unreadable"),
+        "{text}"
+    );
+    drop(memcg);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// What the kernel's log says of the OOM kill of `pid`: the `oom-kill:` line's fields, and
 /// the `memory: usage NkB, limit NkB, failcnt N` line before it (in kB, kB, count).
 fn kernel_report(pid: i32) -> (std::collections::HashMap<String, String>, [u64; 3]) {
