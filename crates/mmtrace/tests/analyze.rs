@@ -836,34 +836,44 @@ fn an_unreadable_kernel_log_is_said_not_guessed() {
     let dir = tempdir();
     let path = format!("{dir}/unread.json");
     let errors = format!("{dir}/stderr");
-    // Root without CAP_SYSLOG in its bounding set, so the exec cannot have it; and where the
-    // kernel still accepts CAP_SYS_ADMIN for the log (6.1 does, with a warning), without that.
-    let opens_log = |dropped: &str| {
-        Command::new("setpriv")
-            .args(["--bounding-set", dropped, "--inh-caps", dropped])
-            .args(["--", "sh", "-c", "exec 3</dev/kmsg"])
-            .stderr(Stdio::null())
-            .status()
-            .expect("setpriv runs")
-            .success()
+    // Root without CAP_SYSLOG in its bounding set, so the exec cannot have it: what a user
+    // who gives mmtrace only CAP_BPF and CAP_PERFMON meets.
+    let without = |dropped: &str, command: &[&str]| {
+        let mut c = Command::new("setpriv");
+        c.args(["--bounding-set", dropped, "--inh-caps", dropped, "--"])
+            .args(command);
+        c
     };
-    let dropped = match opens_log("-syslog") {
-        true => "-syslog,-sys_admin",
-        false => "-syslog",
+    let opens_log = without("-syslog", &["sh", "-c", "exec 3</dev/kmsg"])
+        .stderr(Stdio::null())
+        .status()
+        .expect("setpriv runs")
+        .success();
+    let json = format!("json:{path}");
+    let trace_args = [BIN, "trace", "-e", "oom_mark_victim", "-o", &json];
+    let mut command = match opens_log {
+        false => without("-syslog", &trace_args),
+        // Kernels that still give the log to CAP_SYS_ADMIN (6.1, with a warning), which
+        // mmtrace needs there: in a mount namespace of its own, /dev/kmsg is a file root
+        // cannot read without CAP_DAC_OVERRIDE.
+        true => {
+            let shadow = format!("{dir}/kmsg");
+            std::fs::write(&shadow, "").unwrap();
+            std::fs::set_permissions(&shadow, std::os::unix::fs::PermissionsExt::from_mode(0o000))
+                .unwrap();
+            let mut c = Command::new("unshare");
+            c.args(["-m", "--propagation", "private", "--", "sh", "-c"])
+                .arg(
+                    "mount --bind \"$0\" /dev/kmsg && exec setpriv --bounding-set \
+                     -dac_override,-dac_read_search --inh-caps -dac_override,-dac_read_search \
+                     -- \"$@\"",
+                )
+                .arg(&shadow)
+                .args(trace_args);
+            c
+        }
     };
-    assert!(
-        !opens_log(dropped),
-        "the log stays readable without {dropped}"
-    );
-    let mut trace = Command::new("setpriv")
-        .args(["--bounding-set", dropped, "--inh-caps", dropped, "--", BIN])
-        .args([
-            "trace",
-            "-e",
-            "oom_mark_victim",
-            "-o",
-            &format!("json:{path}"),
-        ])
+    let mut trace = command
         .stderr(std::fs::File::create(&errors).unwrap())
         .spawn()
         .expect("setpriv runs");
@@ -889,7 +899,7 @@ fn an_unreadable_kernel_log_is_said_not_guessed() {
     assert!(trace.wait().unwrap().success());
     let stderr = std::fs::read_to_string(&errors).unwrap();
     assert!(
-        stderr.contains("mmtrace: /dev/kmsg is unreadable (Operation not permitted")
+        stderr.contains("mmtrace: /dev/kmsg is unreadable (")
             && stderr.contains("kernel OOM kills will not say which limit fired"),
         "{stderr}"
     );
@@ -904,7 +914,7 @@ fn an_unreadable_kernel_log_is_said_not_guessed() {
         line["limit"]["reason"]
             .as_str()
             .unwrap()
-            .contains("Operation not permitted"),
+            .starts_with("/dev/kmsg is unreadable ("),
         "{line}"
     );
     let out = Command::new(BIN).args(["analyze", &path]).output().unwrap();
