@@ -72,6 +72,8 @@ fn enrichment(x: &Ext, path: Option<&[u8]>) -> Enrichment {
         // After the call, so lock changes by the call itself are what is left.
         unlocked_bytes: (has(E_UNLOCKED) && has(E_LOCKED))
             .then(|| x.locked_before.saturating_sub(x.locked_vm) * page),
+        // Read by mmtrace from the kernel's log, not by the kernel side.
+        oom_limit: None,
     }
 }
 

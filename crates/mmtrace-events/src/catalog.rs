@@ -212,6 +212,8 @@ pub enum Extra {
     MappingAfter,
     /// The OOM killer's victim, which oom:mark_victim's own program records.
     Victim,
+    /// The limit an OOM kill came from, which mmtrace reads from the kernel's log.
+    OomLimit,
 }
 
 impl Extra {
@@ -225,6 +227,7 @@ impl Extra {
             Extra::MappingAfter => &[line::MAPPING_AFTER],
             Extra::Unlocked => &[line::UNLOCKED_BYTES],
             Extra::Victim => &[line::VICTIM],
+            Extra::OomLimit => &[line::LIMIT],
         }
     }
 
@@ -241,8 +244,9 @@ impl Extra {
             Extra::Mapping => X_VMA,
             Extra::Unlocked => X_UNLOCKED,
             Extra::MappingAfter => X_VMA_RET,
-            // Gathered by the event's own program, not asked of the syscall hooks.
-            Extra::Victim => 0,
+            // Gathered by the event's own program, or in user space: not asked of the
+            // syscall hooks.
+            Extra::Victim | Extra::OomLimit => 0,
         }
     }
 }
@@ -857,7 +861,7 @@ pub static CATALOG: &[EventDef] = &[
         ],
         ret: RetKind::None,
         role: Role::OomVictim,
-        extras: &[Extra::Victim],
+        extras: &[Extra::Victim, Extra::OomLimit],
         sets: &["oom"],
         since: "4.15",
         summary: "the kernel OOM killer chose a victim and is killing it",

@@ -963,7 +963,11 @@ pub static OOM_MARK_VICTIM: EventDoc = EventDoc {
     pitfalls: &[
         "Fields beyond pid exist only since Linux 6.9.",
         "A memory cgroup's OOM kill fires it too, when the group reaches memory.max or \
-         memory.limit_in_bytes: the machine may have plenty of free memory.",
+         memory.limit_in_bytes: the machine may have plenty of free memory. limit says which \
+         limit fired, from the kernel's own report of the kill, and needs /dev/kmsg readable \
+         (root, or CAP_SYSLOG when kernel.dmesg_restrict is 1).",
+        "The kernel reports at most 10 OOM kills in 5 s (it rate-limits the report, not the \
+         kills): a kill beyond that has limit.scope unknown.",
         "Userspace OOM killers (lmkd, oomd, earlyoom) never fire it: they kill with signals.",
     ],
     related: &[

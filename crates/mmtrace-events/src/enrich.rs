@@ -161,6 +161,75 @@ pub struct Enrichment {
     pub mapping: Option<Mapping>,
     /// Locked memory the call released, in bytes.
     pub unlocked_bytes: Option<u64>,
+    /// For the OOM killer's victim: the limit that fired.
+    pub oom_limit: Option<OomLimit>,
+}
+
+/// Which limit an OOM kill came from, as the kernel's own report of the kill says: its
+/// `oom-kill:constraint=...` line and, for a memory cgroup, the `memory: usage` line before it.
+/// Those are the figures of the moment the kernel decided; the cgroup's files, read later,
+/// have moved on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OomLimit {
+    /// The kernel's word: CONSTRAINT_NONE (the whole system), CONSTRAINT_MEMCG,
+    /// CONSTRAINT_CPUSET or CONSTRAINT_MEMORY_POLICY; None when the report was not read, and
+    /// `unread` says why.
+    pub constraint: Option<String>,
+    /// The memory cgroup whose limit fired (the kernel's oom_memcg), as a path in the memory
+    /// controller's hierarchy.
+    pub cgroup: Option<TracedText>,
+    /// The victim's own memory cgroup (task_memcg): `cgroup` or below it.
+    pub task_cgroup: Option<TracedText>,
+    pub usage_bytes: Option<u64>,
+    pub limit_bytes: Option<u64>,
+    /// How often the cgroup's usage hit its limit, up to the kill.
+    pub failcnt: Option<u64>,
+    /// The memory controller's cgroup version, 1 or 2.
+    pub cgroup_version: Option<u8>,
+    /// The cgroup's own memory pressure (cgroup v2 only; v1 keeps none per cgroup).
+    pub pressure: Option<Psi>,
+    /// Why the kernel's report was not read.
+    pub unread: Option<String>,
+}
+
+impl OomLimit {
+    /// What ran out, in a word: "system", "cgroup", "cpuset", "mempolicy", or "unknown".
+    pub fn scope(&self) -> &'static str {
+        match self.constraint.as_deref() {
+            Some("CONSTRAINT_NONE") => "system",
+            Some("CONSTRAINT_MEMCG") => "cgroup",
+            Some("CONSTRAINT_CPUSET") => "cpuset",
+            Some("CONSTRAINT_MEMORY_POLICY") => "mempolicy",
+            _ => "unknown",
+        }
+    }
+}
+
+/// PSI `some` and `full` avg10, in hundredths of a percent: the kernel prints two decimals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Psi {
+    pub some_avg10: u32,
+    pub full_avg10: u32,
+}
+
+impl Psi {
+    /// From a PSI file's text (`some avg10=1.23 ...` and `full avg10=...` lines).
+    pub fn parse(text: &str) -> Option<Psi> {
+        let avg10 = |kind: &str| {
+            let v = text
+                .lines()
+                .find(|l| l.starts_with(kind))?
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix("avg10="))?;
+            let (whole, frac) = v.split_once('.').unwrap_or((v, "0"));
+            let frac = format!("{frac:0<2}");
+            Some(whole.parse::<u32>().ok()? * 100 + frac.get(..2)?.parse::<u32>().ok()?)
+        };
+        Some(Psi {
+            some_avg10: avg10("some")?,
+            full_avg10: avg10("full")?,
+        })
+    }
 }
 
 impl Enrichment {

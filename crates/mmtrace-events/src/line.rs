@@ -135,7 +135,66 @@ pub struct Line<'a> {
     #[serde(borrow)]
     pub unlocked_bytes: Key<'a, u64>,
     #[serde(borrow)]
+    pub limit: Key<'a, Limit>,
+    #[serde(borrow)]
     pub stack: Key<'a, Vec<StackFrame>>,
+}
+
+/// `limit`: which limit an OOM kill came from. Small and rare: read whole; the analysis
+/// writes it as it read it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Limit {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_cgroup: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failcnt: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup_version: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pressure: Option<Pressure>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What the writer writes of a live event's `OomLimit`, as a recording reads it back.
+impl From<&crate::enrich::OomLimit> for Limit {
+    fn from(o: &crate::enrich::OomLimit) -> Limit {
+        let lossy = |t: &Option<crate::TracedText>| t.as_ref().map(|t| t.to_str_lossy().into());
+        Limit {
+            scope: Some(o.scope().to_string()),
+            constraint: o.constraint.clone(),
+            cgroup: lossy(&o.cgroup),
+            task_cgroup: lossy(&o.task_cgroup),
+            usage_bytes: o.usage_bytes,
+            limit_bytes: o.limit_bytes,
+            failcnt: o.failcnt,
+            cgroup_version: o.cgroup_version,
+            pressure: o.pressure.map(|p| Pressure {
+                some_avg10: f64::from(p.some_avg10) / 100.0,
+                full_avg10: f64::from(p.full_avg10) / 100.0,
+            }),
+            reason: o.unread.clone(),
+        }
+    }
+}
+
+/// PSI avg10 figures, percent.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pressure {
+    pub some_avg10: f64,
+    pub full_avg10: f64,
 }
 
 /// One frame of `stack`, innermost first; what the symbolizer did not know is left out.
@@ -425,6 +484,16 @@ pub const UNLOCKED_BYTES: (&str, &str) = (
     "unlockedBytes",
     "locked memory the call released without a munlock",
 );
+pub const LIMIT: (&str, &str) = (
+    "limit",
+    "which limit the OOM kill came from, as the kernel's own report of it (/dev/kmsg) says: \
+     scope (system: the whole machine ran out; cgroup: a memory cgroup's limit; cpuset, \
+     mempolicy; unknown, with reason, when the report was not read), constraint (the \
+     kernel's CONSTRAINT_*), and for a cgroup: cgroup (the path, dmesg's oom_memcg), \
+     taskCgroup (the victim's, task_memcg), usageBytes, limitBytes and failcnt at the kill, \
+     cgroupVersion, and on cgroup v2 its own pressure {someAvg10, fullAvg10} (v1 keeps none \
+     per cgroup)",
+);
 
 #[cfg(test)]
 mod tests {
@@ -470,6 +539,7 @@ mod tests {
             LOCKED,
             MAPPING_BEFORE,
             UNLOCKED_BYTES,
+            LIMIT,
             STACK,
         ];
         let all: Vec<&str> = keys

@@ -17,6 +17,10 @@ mod output;
 #[allow(dead_code)]
 #[path = "../src/inband.rs"]
 mod inband;
+// ... and the kernel's log they read OOM kills' limits from.
+#[allow(dead_code)]
+#[path = "../src/kmsg.rs"]
+mod kmsg;
 // ... and the containers they name.
 #[allow(dead_code)]
 #[path = "../src/containers/mod.rs"]

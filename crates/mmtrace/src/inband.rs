@@ -1,15 +1,18 @@
 //! What `mmtrace trace` adds to the event stream itself, in band: the events the ring lost,
-//! per event and when, and the memory pressure a killer saw near each kill. A recording then
-//! carries them, so its analysis can say what it lacks and what the killers decided on.
+//! per event and when, the memory pressure a killer saw near each kill, and which limit the
+//! kernel's OOM kills came from. A recording then carries them, so its analysis can say what
+//! it lacks and what the killers decided on.
 
 use std::fs;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mmtrace_bpf::Tracer;
 use mmtrace_events::catalog::{InBandLine, MMTRACE_LOST, MMTRACE_PRESSURE};
+use mmtrace_events::enrich::Psi;
 use mmtrace_events::{Event, Role};
 use serde_json::{json, Value};
 
+use crate::kmsg::KernelLog;
 use crate::output::Sink;
 
 /// The event names of the in-band lines. Tracee consumers skip events they do not know.
@@ -34,15 +37,8 @@ pub struct Pressure {
 
 impl Pressure {
     pub fn sample() -> Pressure {
-        let psi = fs::read_to_string("/proc/pressure/memory").unwrap_or_default();
-        let avg10 = |kind: &str| {
-            psi.lines()
-                .find(|l| l.starts_with(kind))?
-                .split_whitespace()
-                .find_map(|f| f.strip_prefix("avg10="))?
-                .parse()
-                .ok()
-        };
+        let psi = Psi::parse(&fs::read_to_string("/proc/pressure/memory").unwrap_or_default());
+        let percent = |v: u32| f64::from(v) / 100.0;
         let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
         let available = meminfo
             .lines()
@@ -51,8 +47,8 @@ impl Pressure {
             .map(|kb| kb * 1024);
         Pressure {
             at: now(),
-            some_avg10: avg10("some"),
-            full_avg10: avg10("full"),
+            some_avg10: psi.map(|p| percent(p.some_avg10)),
+            full_avg10: psi.map(|p| percent(p.full_avg10)),
             mem_available: available,
         }
     }
@@ -121,16 +117,35 @@ pub struct InBand {
     since: u64,
     last_lost_check: Instant,
     last_pressure: Option<Instant>,
+    /// Where the kernel reports its OOM kills, when they are traced.
+    kernel_log: Option<KernelLog>,
 }
 
 impl InBand {
-    pub fn new() -> InBand {
+    pub fn new(kernel_log: Option<KernelLog>) -> InBand {
         InBand {
             reported: Vec::new(),
             since: now(),
             last_lost_check: Instant::now(),
             last_pressure: None,
+            kernel_log,
         }
+    }
+
+    /// Before each event is written: the kernel OOM killer's victim gets the limit that fired.
+    pub fn before(&mut self, e: &mut Event) {
+        let Some(log) = self.kernel_log.as_mut() else {
+            return;
+        };
+        if e.def.role != Role::OomVictim {
+            return;
+        }
+        let x = e.enrich.get_or_insert_with(Default::default);
+        let victim = x
+            .target
+            .as_ref()
+            .map_or(e.raw_args[0] as u32, |t| t.host_pid);
+        x.oom_limit = Some(log.limit_of(victim));
     }
 
     /// After each event: a kill gets the pressure of the moment it was read.

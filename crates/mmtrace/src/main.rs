@@ -8,6 +8,7 @@ mod docs;
 mod examples;
 mod explain;
 mod inband;
+mod kmsg;
 mod list;
 mod output;
 mod privilege;

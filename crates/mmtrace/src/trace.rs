@@ -12,13 +12,14 @@ use mmtrace_events::catalog::MEM_PROT_ALERT;
 use mmtrace_events::enrich::ProtAlert;
 use mmtrace_events::scope::Scope;
 use mmtrace_events::select::{parse_selection, parse_size, Selection};
-use mmtrace_events::{Event, EventDef};
+use mmtrace_events::{Event, EventDef, Role};
 
 use crate::analyze::{self, Format};
 use crate::cli::{TraceArgs, WhoAndWhat};
 use crate::command::TracedCommand;
 use crate::containers;
 use crate::inband::InBand;
+use crate::kmsg::KernelLog;
 use crate::output::{self, Outputs, Sink};
 use crate::privilege;
 use crate::signals::Signals;
@@ -145,8 +146,19 @@ fn execute(plan: Plan) -> anyhow::Result<ExitCode> {
 
     options.roots = command.iter().map(|(_, c)| c.pid()).collect();
     let mut tracer = Tracer::start(&options)?;
+    // Opened while mmtrace still holds CAP_SYSLOG: the kernel checks it at open only.
+    let kernel_log = tracer
+        .attached()
+        .iter()
+        .any(|e| e.role == Role::OomVictim)
+        .then(KernelLog::open);
     privilege::drop_after_attach(&tracer, command.is_some(), options.stack)?;
     let mut stderr = Messages::default();
+    if let Some(why) = kernel_log.as_ref().and_then(KernelLog::unreadable) {
+        stderr.say(&format!(
+            "mmtrace: {why}: kernel OOM kills will not say which limit fired (run as root, or give CAP_SYSLOG)\n"
+        ));
+    }
     for u in tracer.unavailable() {
         stderr.say(&format!(
             "mmtrace: {} unavailable: {}\n",
@@ -178,7 +190,7 @@ fn execute(plan: Plan) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let mut seen = vec![0u64; usize::from(u16::MAX) + 1];
     let mut busy = false;
-    let mut inband = InBand::new();
+    let mut inband = InBand::new(kernel_log);
     let mut symbols = options.stack.then(Symbols::default);
     loop {
         let received = signals.take();
@@ -346,6 +358,7 @@ fn pump(
             s.fill(&mut event);
         }
         seen[usize::from(event.def.id)] += 1;
+        inband.before(&mut event);
         // The output keeps its own failures, and counts the events they cost.
         let _ = show.event(sink, &event);
         let _ = inband.after(&event, sink);

@@ -857,6 +857,7 @@ fn a_kernel_oom_kill_has_its_timeline() {
     let hog = memcg.spawn_hog(2 * LIMIT as usize);
     assert_eq!(killed_by(hog), libc::SIGKILL, "the OOM killer killed it");
     let waited = epoch_ns();
+    let cgroup_psi = std::fs::read_to_string(memcg.dir.join("memory.pressure")).ok();
     // The reaper runs in its own thread a little later.
     std::thread::sleep(Duration::from_millis(300));
     let (code, stderr) = trace.stop(libc::SIGINT);
@@ -894,8 +895,240 @@ fn a_kernel_oom_kill_has_its_timeline() {
         text.contains("kernel OOM killer marked it victim anon"),
         "{text}"
     );
+    check_limit(&path, hog, &memcg, cgroup_psi.as_deref(), kill, &text);
     drop(memcg);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Without CAP_SYSLOG (and kernel.dmesg_restrict set) the kernel's log cannot be opened:
+/// mmtrace says so at start, and the kill says the limit is unknown and why, guessing nothing.
+#[test]
+fn an_unreadable_kernel_log_is_said_not_guessed() {
+    if !bpf_allowed() || !root() {
+        return;
+    }
+    let restricted = std::fs::read_to_string("/proc/sys/kernel/dmesg_restrict").unwrap();
+    if restricted.trim() != "1" {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs kernel.dmesg_restrict=1"
+        );
+        eprintln!("skipping: kernel.dmesg_restrict is 0, so anyone may read the log");
+        return;
+    }
+    let dir = tempdir();
+    let path = format!("{dir}/unread.json");
+    let errors = format!("{dir}/stderr");
+    // Root without CAP_SYSLOG in its bounding set, so the exec cannot have it: what a user
+    // who gives mmtrace only CAP_BPF and CAP_PERFMON meets.
+    let without = |dropped: &str, command: &[&str]| {
+        let mut c = Command::new("setpriv");
+        c.args(["--bounding-set", dropped, "--inh-caps", dropped, "--"])
+            .args(command);
+        c
+    };
+    let opens_log = without("-syslog", &["sh", "-c", "exec 3</dev/kmsg"])
+        .stderr(Stdio::null())
+        .status()
+        .expect("setpriv runs")
+        .success();
+    let json = format!("json:{path}");
+    let trace_args = [BIN, "trace", "-e", "oom_mark_victim", "-o", &json];
+    let mut command = match opens_log {
+        false => without("-syslog", &trace_args),
+        // Kernels that still give the log to CAP_SYS_ADMIN (6.1, with a warning), which
+        // mmtrace needs there: in a mount namespace of its own, /dev/kmsg is a file root
+        // cannot read without CAP_DAC_OVERRIDE.
+        true => {
+            let shadow = format!("{dir}/kmsg");
+            std::fs::write(&shadow, "").unwrap();
+            std::fs::set_permissions(&shadow, std::os::unix::fs::PermissionsExt::from_mode(0o000))
+                .unwrap();
+            let mut c = Command::new("unshare");
+            c.args(["-m", "--propagation", "private", "--", "sh", "-c"])
+                .arg(
+                    "mount --bind \"$0\" /dev/kmsg && exec setpriv --bounding-set \
+                     -dac_override,-dac_read_search --inh-caps -dac_override,-dac_read_search \
+                     -- \"$@\"",
+                )
+                .arg(&shadow)
+                .args(trace_args);
+            c
+        }
+    };
+    let mut trace = command
+        .stderr(std::fs::File::create(&errors).unwrap())
+        .spawn()
+        .expect("setpriv runs");
+    let started = Instant::now();
+    while !std::fs::read_to_string(&errors)
+        .unwrap()
+        .contains("mmtrace: tracing")
+    {
+        let ended = trace.try_wait().unwrap();
+        assert!(
+            ended.is_none() && started.elapsed() < mmtrace_testkit::PATIENCE,
+            "never attached: {}",
+            std::fs::read_to_string(&errors).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    const LIMIT: u64 = 32 << 20;
+    let memcg = Memcg::new("unread-oom", LIMIT);
+    let hog = memcg.spawn_hog(2 * LIMIT as usize);
+    assert_eq!(killed_by(hog), libc::SIGKILL, "the OOM killer killed it");
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe { libc::kill(trace.id() as i32, libc::SIGINT) };
+    assert!(trace.wait().unwrap().success());
+    let stderr = std::fs::read_to_string(&errors).unwrap();
+    assert!(
+        stderr.contains("mmtrace: /dev/kmsg is unreadable (")
+            && stderr.contains("kernel OOM kills will not say which limit fired"),
+        "{stderr}"
+    );
+    let line: Value = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["target"]["hostProcessId"] == hog)
+        .expect("the victim's line");
+    assert_eq!(line["limit"]["scope"], "unknown", "{line}");
+    assert!(
+        line["limit"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("/dev/kmsg is unreadable ("),
+        "{line}"
+    );
+    let out = Command::new(BIN).args(["analyze", &path]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("limit that fired: unknown: /dev/kmsg is unreadable"),
+        "{text}"
+    );
+    drop(memcg);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// What the kernel's log says of the OOM kill of `pid`: the `oom-kill:` line's fields, and
+/// the `memory: usage NkB, limit NkB, failcnt N` line before it (in kB, kB, count).
+fn kernel_report(pid: i32) -> (std::collections::HashMap<String, String>, [u64; 3]) {
+    let out = Command::new("dmesg").output().expect("dmesg runs");
+    let log = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = log.lines().collect();
+    let end = format!(",pid={pid},");
+    let at = lines
+        .iter()
+        .rposition(|l| l.contains("oom-kill:") && l.contains(&end))
+        .unwrap_or_else(|| panic!("dmesg has no oom-kill line for {pid}"));
+    let fields = lines[at]
+        .split_once("oom-kill:")
+        .unwrap()
+        .1
+        .split(',')
+        .filter_map(|f| f.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let usage = lines[..at]
+        .iter()
+        .rev()
+        .find_map(|l| l.split_once("memory: usage ").map(|(_, rest)| rest))
+        .expect("a memory: usage line before it");
+    let numbers: Vec<u64> = usage
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    (fields, [numbers[0], numbers[1], numbers[2]])
+}
+
+/// The victim's line, `analyze`'s JSON and its text say which limit fired, each figure as
+/// dmesg has it for this kill and as the cgroup's own files say.
+fn check_limit(path: &str, hog: i32, memcg: &Memcg, psi: Option<&str>, kill: &Value, text: &str) {
+    let recording = std::fs::read_to_string(path).unwrap();
+    let line: Value = recording
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["eventName"] == "oom_mark_victim" && l["target"]["hostProcessId"] == hog)
+        .expect("the victim's line");
+    let limit = &line["limit"];
+    assert_eq!(&kill["limit"], limit, "analyze reads what the line says");
+    let (fields, [usage_kb, limit_kb, failcnt]) = kernel_report(hog);
+    assert_eq!(fields["constraint"], "CONSTRAINT_MEMCG");
+    assert_eq!(limit["constraint"], "CONSTRAINT_MEMCG", "{limit}");
+    assert_eq!(limit["scope"], "cgroup", "{limit}");
+    // The cgroup's path below the hierarchy's root, as the test made it.
+    let name = format!("/{}", memcg.dir.file_name().unwrap().to_str().unwrap());
+    assert_eq!(fields["oom_memcg"], name);
+    assert_eq!(limit["cgroup"], name, "{limit}");
+    assert_eq!(
+        limit["taskCgroup"],
+        fields["task_memcg"].as_str(),
+        "{limit}"
+    );
+    assert_eq!(limit["usageBytes"], usage_kb * 1024, "{limit}");
+    assert_eq!(limit["limitBytes"], limit_kb * 1024, "{limit}");
+    assert_eq!(limit["failcnt"], failcnt, "{limit}");
+    let v1 = memcg.dir.join("memory.limit_in_bytes").exists();
+    let file = if v1 {
+        "memory.limit_in_bytes"
+    } else {
+        "memory.max"
+    };
+    let set: u64 = std::fs::read_to_string(memcg.dir.join(file))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(limit["limitBytes"], set, "the cgroup's {file}");
+    assert_eq!(limit["cgroupVersion"], if v1 { 1 } else { 2 }, "{limit}");
+    let figures = format!(
+        "memory cgroup {name}, cgroup v{}: usage ",
+        if v1 { 1 } else { 2 }
+    );
+    assert!(text.contains(&figures), "{figures}: {text}");
+    assert!(
+        text.contains(&format!("failcnt {failcnt}, as the kernel reported it")),
+        "{text}"
+    );
+    if v1 {
+        // No PSI per cgroup: the machine's is named for what it is.
+        assert!(limit.get("pressure").is_none(), "{limit}");
+        assert!(
+            text.contains("the machine's memory pressure, not the cgroup's (cgroup v1 keeps none per cgroup): PSI"),
+            "{text}"
+        );
+        return;
+    }
+    // PSI's averages move every 2 s: mmtrace read the cgroup's when the event came, the test
+    // its own right after the victim died; both are of the cgroup, near one another.
+    let psi = psi.expect("cgroup v2 has memory.pressure");
+    let avg10 = |kind: &str| -> f64 {
+        let line = psi.lines().find(|l| l.starts_with(kind)).unwrap();
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix("avg10="))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    for (key, kind) in [("someAvg10", "some"), ("fullAvg10", "full")] {
+        let got = limit["pressure"][key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{limit}"));
+        let read = avg10(kind);
+        assert!(
+            (got - read).abs() <= got.max(read) * 0.3 + 0.5,
+            "{key} {got}, the cgroup's memory.pressure {read}"
+        );
+    }
+    assert!(
+        text.contains("the cgroup's memory pressure: PSI some"),
+        "{text}"
+    );
+    // Other kills on the machine may show the machine's: not this one.
+    let start = text.find(&format!("  pid {hog} ")).unwrap();
+    let block = &text[start..];
+    let block = &block[..block.find("\n  pid ").unwrap_or(block.len())];
+    assert!(!block.contains("MemAvailable"), "{block}");
 }
 
 /// Runs `mmtrace ARGS` where process_mrelease fails with ENOSYS, as on kernels before 5.15:

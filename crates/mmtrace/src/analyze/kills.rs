@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use mmtrace_events::catalog::Reaping;
 use mmtrace_events::decode::signal_name;
+use mmtrace_events::line::Limit;
 use mmtrace_events::Role;
 use serde::Serialize;
 
@@ -120,8 +121,12 @@ pub struct Kill {
     /// When its address space was torn down, when the recording has it (`exit_mmap`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub teardown_end_at: Option<u64>,
+    /// The machine's pressure, whatever the limit that fired.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pressure: Option<Pressure>,
+    /// For the kernel OOM killer's kills: the limit that fired, as the kernel reported it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<Limit>,
     /// From the kill to the memory being back: a successful process_mrelease's return, the
     /// OOM reaper's finish, or the end of the victim's teardown, whichever came first. When
     /// none is in the recording, the exit's start ("exit_start"), before the memory is
@@ -155,6 +160,7 @@ impl Kill {
             held_at_exit: None,
             teardown_end_at: None,
             pressure: None,
+            limit: None,
             memory_back_at: None,
             memory_back_ns: None,
             memory_back_by: None,
@@ -343,6 +349,7 @@ impl Kills {
                     shmem_rss_kb: r.arg_u64("shmem_rss"),
                     ..Oom::default()
                 });
+                k.limit = r.limit.as_deref().cloned();
                 if k.pressure.is_none() {
                     self.awaiting_pressure.push(i);
                 }

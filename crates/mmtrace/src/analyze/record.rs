@@ -6,7 +6,7 @@ use std::sync::Arc;
 use mmtrace_events::catalog::MEM_PROT_ALERT;
 use mmtrace_events::decode::{errno_name, Decoder, PROT_WRITE};
 use mmtrace_events::enrich::{AlertValue, Locked, ProtAlert};
-use mmtrace_events::line::{Arg, Line};
+use mmtrace_events::line::{Arg, Limit, Line};
 use mmtrace_events::stack::frame_name;
 use mmtrace_events::{by_name, catalog, enrich, ArgValue, Event, EventDef, Role};
 use serde_json::{json, Value};
@@ -79,6 +79,8 @@ pub struct Record {
     pub reason: Option<String>,
     pub locked: Option<Locked>,
     pub mapping: Option<Mapping>,
+    /// The OOM killer's victim: the limit that fired. Boxed: few lines have one.
+    pub limit: Option<Box<Limit>>,
     /// The caller's stack as frame names (`stacks::CallSites`), innermost first: the
     /// symbolized frames where the line has them, else the addresses; None without.
     pub stack: Option<Arc<[String]>>,
@@ -173,6 +175,7 @@ impl Record {
             reason: l.reason.get(),
             locked,
             mapping,
+            limit: l.limit.get().map(Box::new),
             stack,
         })
     }
@@ -211,6 +214,9 @@ impl Record {
                 kind: Some(Cow::Borrowed(m.kind.name())),
                 path: m.path.as_ref().map(|p| p.to_str_lossy().into_owned()),
             }),
+            limit: x
+                .and_then(|x| x.oom_limit.as_ref())
+                .map(|l| Box::new(l.into())),
             stack: e.stack.as_ref().and_then(|s| match s.frames.is_empty() {
                 false => names(s.frames.iter().map(|f| f.name())),
                 true => names(s.addresses.iter().map(|a| format!("{a:#x}"))),
@@ -249,6 +255,7 @@ impl Record {
             reason: None,
             locked: None,
             mapping: None,
+            limit: None,
             stack: None,
         }
     }
@@ -293,6 +300,7 @@ impl Record {
             reason: None,
             locked: None,
             mapping: None,
+            limit: None,
             ..call
         }
     }

@@ -4,6 +4,7 @@ use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
+use mmtrace_events::line::Limit;
 use mmtrace_events::text::escape;
 use serde::Serialize;
 
@@ -669,11 +670,35 @@ impl Report {
             _ => String::new(),
         };
         writeln!(out, "  pid {}{name}{by}", k.target_pid)?;
-        if let Some(p) = &k.pressure {
-            let pct = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.2}%"));
+        let pct = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.2}%"));
+        // The machine's pressure is the one to read for a kill of the whole system, and for a
+        // userspace killer's; a cgroup's own limit makes it beside the point, so it is named
+        // for what it is, or left out where the cgroup's own pressure is known.
+        let mut machine = "memory pressure at the kill";
+        if let Some(l) = &k.limit {
+            writeln!(out, "    limit that fired: {}", limit_text(l))?;
+            if l.scope.as_deref() == Some("cgroup") {
+                match (l.pressure, l.cgroup_version) {
+                    (Some(p), _) => writeln!(
+                        out,
+                        "    the cgroup's memory pressure: PSI some {} full {} (avg10)",
+                        pct(Some(p.some_avg10)),
+                        pct(Some(p.full_avg10))
+                    )?,
+                    (None, Some(1)) => {
+                        machine = "the machine's memory pressure, not the cgroup's (cgroup v1 keeps none per cgroup)"
+                    }
+                    (None, _) => machine = "the machine's memory pressure, not the cgroup's",
+                }
+            }
+        }
+        if let Some(p) = k
+            .pressure
+            .filter(|_| k.limit.as_ref().is_none_or(|l| l.pressure.is_none()))
+        {
             writeln!(
                 out,
-                "    memory pressure at the kill: PSI some {} full {} (avg10), MemAvailable {} (read at {})",
+                "    {machine}: PSI some {} full {} (avg10), MemAvailable {} (read at {})",
                 pct(p.some_avg10),
                 pct(p.full_avg10),
                 p.mem_available_bytes.map_or("?".to_string(), bytes),
@@ -767,5 +792,50 @@ impl Report {
             (Some(d), Some(by)) => writeln!(out, "    memory back {} after the kill (by {by})", ns(d)),
             _ => writeln!(out, "    memory back: not in the recording (no successful process_mrelease, reaper or exit seen)"),
         }
+    }
+}
+
+/// Which limit fired, in words, with the figures the kernel reported at the kill.
+fn limit_text(l: &Limit) -> String {
+    let constraint = l.constraint.as_deref().map(escape).unwrap_or_default();
+    match l.scope.as_deref() {
+        Some("system") => format!("the whole system's memory ({constraint})"),
+        Some("cgroup") => {
+            let version = l
+                .cgroup_version
+                .map_or(String::new(), |v| format!(", cgroup v{v}"));
+            let cgroup = l.cgroup.as_deref().map_or("?".into(), escape);
+            let victim_in = match l.task_cgroup.as_deref() {
+                Some(t) if Some(t) != l.cgroup.as_deref() => {
+                    format!(" (the victim is in {})", escape(t))
+                }
+                _ => String::new(),
+            };
+            let figures = match (l.usage_bytes, l.limit_bytes) {
+                (Some(u), Some(m)) => format!(
+                    ": usage {} of its limit {}{}",
+                    bytes(u),
+                    bytes(m),
+                    l.failcnt
+                        .map_or(String::new(), |f| format!(", failcnt {f}"))
+                ),
+                _ => String::new(),
+            };
+            format!(
+                "memory cgroup {cgroup}{victim_in}{version}{figures}, as the kernel reported it"
+            )
+        }
+        Some("cpuset") => {
+            format!("the memory nodes of the allocating task's cpuset ({constraint})")
+        }
+        Some("mempolicy") => {
+            format!("the memory nodes of the allocating task's memory policy ({constraint})")
+        }
+        _ => format!(
+            "unknown: {}",
+            l.reason
+                .as_deref()
+                .map_or("the recording does not say".into(), escape)
+        ),
     }
 }

@@ -341,6 +341,62 @@ fn constructed_kernel_oom_kill() {
         .contains("kernel OOM killer marked it victim anon 2.0 GiB"));
 }
 
+/// A kernel OOM kill says which limit fired, and the pressure shown with it is the one that
+/// matters: the machine's for a kill of the whole system, the cgroup's own on cgroup v2, and
+/// on v1 the machine's named as such.
+#[test]
+fn a_kernel_oom_kill_names_the_limit_and_whose_pressure_it_shows() {
+    let base = example("mmap");
+    let ts = base["timestamp"].as_u64().unwrap();
+    let report = |limit: Value| {
+        let mut mark = base.clone();
+        mark["eventName"] = json!("oom_mark_victim");
+        mark["args"] = json!([{"name":"pid","value":999}]);
+        mark["limit"] = limit;
+        let mut pressure = base.clone();
+        pressure["eventName"] = json!("mmtrace_pressure");
+        pressure["timestamp"] = json!(ts + 1_000_000);
+        pressure["args"] = json!([{"name":"some_avg10","value":1.5},{"name":"full_avg10","value":0.25},
+            {"name":"mem_available","value":23_836_229_632u64}]);
+        let r = analyze(&[mark.to_string(), pressure.to_string()]);
+        let mut text = Vec::new();
+        r.write(&mut text, Format::Text).unwrap();
+        String::from_utf8(text).unwrap()
+    };
+    let system =
+        report(json!({"scope":"system","constraint":"CONSTRAINT_NONE","taskCgroup":"/user.slice"}));
+    assert!(
+        system.contains("limit that fired: the whole system's memory (CONSTRAINT_NONE)"),
+        "{system}"
+    );
+    assert!(
+        system.contains(
+            "memory pressure at the kill: PSI some 1.50% full 0.25% (avg10), MemAvailable 22.2 GiB"
+        ),
+        "{system}"
+    );
+    let cgroup = json!({"scope":"cgroup","constraint":"CONSTRAINT_MEMCG","cgroup":"/box",
+        "taskCgroup":"/box/job","usageBytes":100_663_296,"limitBytes":100_663_296,"failcnt":7,"cgroupVersion":1});
+    let v1 = report(cgroup.clone());
+    assert!(v1.contains("limit that fired: memory cgroup /box (the victim is in /box/job), cgroup v1: usage 96.0 MiB of its limit 96.0 MiB, failcnt 7"), "{v1}");
+    assert!(v1.contains("the machine's memory pressure, not the cgroup's (cgroup v1 keeps none per cgroup): PSI some 1.50%"), "{v1}");
+    let mut v2 = cgroup;
+    v2["cgroupVersion"] = json!(2);
+    v2["pressure"] = json!({"someAvg10": 42.0, "fullAvg10": 40.5});
+    let v2 = report(v2);
+    assert!(
+        v2.contains("the cgroup's memory pressure: PSI some 42.00% full 40.50% (avg10)"),
+        "{v2}"
+    );
+    assert!(!v2.contains("MemAvailable"), "{v2}");
+    let unknown =
+        report(json!({"scope":"unknown","reason":"/dev/kmsg is unreadable (\u{1b}[31m)"}));
+    assert!(
+        unknown.contains("limit that fired: unknown: /dev/kmsg is unreadable (\\33[31m)"),
+        "{unknown}"
+    );
+}
+
 /// Lines that look like events, with the keys the analyzer reads given random values.
 fn event_like() -> impl Strategy<Value = String> {
     let names = prop::sample::select(vec![
@@ -390,6 +446,9 @@ fn event_like() -> impl Strategy<Value = String> {
         ".{0,12}".prop_map(|s| json!(s)),
         Just(Value::Null),
         Just(json!({"lockedBytes": u64::MAX, "limitBytes": 1})),
+        Just(
+            json!({"scope": "cgroup", "cgroup": "/\u{1b}[2J", "usageBytes": u64::MAX, "cgroupVersion": 2})
+        ),
     ];
     (
         names,
@@ -398,7 +457,7 @@ fn event_like() -> impl Strategy<Value = String> {
         any::<i64>(),
         any::<u64>(),
         prop::collection::vec((arg_names, value.clone()), 0..6),
-        prop::collection::vec((prop::sample::select(vec!["target", "memory", "locked", "mapping", "reason", "returnError"]), value), 0..4),
+        prop::collection::vec((prop::sample::select(vec!["target", "memory", "locked", "mapping", "reason", "returnError", "limit"]), value), 0..4),
     )
         .prop_map(|(name, ts, pid, ret, duration, args, extra)| {
             let mut v = json!({

@@ -1,11 +1,12 @@
 //! JSON lines with Tracee's keys in Tracee's order, then mmtrace's own additions.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io::{self, Write};
 
 use mmtrace_events::catalog::MEM_PROT_ALERT;
 use mmtrace_events::decode::Decoder;
-use mmtrace_events::enrich::{self, AlertValue, Enrichment, ProtAlert, Rss};
+use mmtrace_events::enrich::{self, AlertValue, Enrichment, OomLimit, ProtAlert, Rss};
 use mmtrace_events::event::Context;
 use mmtrace_events::stack::Stack;
 use mmtrace_events::{ArgValue, Event, EventDef};
@@ -428,6 +429,59 @@ fn write_enrichment(out: &mut Vec<u8>, e: &Event, x: &Enrichment) {
         out.raw(",\"unlockedBytes\":");
         out.uint(n);
     }
+    if let Some(l) = &x.oom_limit {
+        write_oom_limit(out, l);
+    }
+}
+
+/// `limit`: which limit an OOM kill came from; what is not known is left out.
+fn write_oom_limit(out: &mut Vec<u8>, l: &OomLimit) {
+    out.raw(",\"limit\":{\"scope\":\"");
+    out.raw(l.scope());
+    out.push(b'"');
+    let texts = [
+        (
+            ",\"constraint\":",
+            l.constraint.as_deref().map(Cow::Borrowed),
+        ),
+        (",\"cgroup\":", l.cgroup.as_ref().map(|c| c.to_str_lossy())),
+        (
+            ",\"taskCgroup\":",
+            l.task_cgroup.as_ref().map(|c| c.to_str_lossy()),
+        ),
+    ];
+    for (key, text) in texts {
+        if let Some(text) = text {
+            out.raw(key);
+            out.string(&text);
+        }
+    }
+    let numbers = [
+        (",\"usageBytes\":", l.usage_bytes),
+        (",\"limitBytes\":", l.limit_bytes),
+        (",\"failcnt\":", l.failcnt),
+        (",\"cgroupVersion\":", l.cgroup_version.map(u64::from)),
+    ];
+    for (key, n) in numbers {
+        if let Some(n) = n {
+            out.raw(key);
+            out.uint(n);
+        }
+    }
+    if let Some(p) = l.pressure {
+        // Two decimals, as the kernel prints them.
+        let percent = |v: u32| format!("{}.{:02}", v / 100, v % 100);
+        out.raw(",\"pressure\":{\"someAvg10\":");
+        out.raw(&percent(p.some_avg10));
+        out.raw(",\"fullAvg10\":");
+        out.raw(&percent(p.full_avg10));
+        out.push(b'}');
+    }
+    if let Some(why) = &l.unread {
+        out.raw(",\"reason\":");
+        out.string(why);
+    }
+    out.push(b'}');
 }
 
 /// Tracee's mem_prot_alert, as its own line after the call that raised it, from that call's
@@ -560,7 +614,7 @@ impl<W: Write> Sink for JsonLines<W> {
 
 #[cfg(test)]
 mod tests {
-    use mmtrace_events::enrich::{Locked, Mapping, MappingKind, Target};
+    use mmtrace_events::enrich::{Locked, Mapping, MappingKind, Psi, Target};
     use mmtrace_events::line::{self, Key, Line};
     use mmtrace_events::stack::Frame;
     use mmtrace_events::{TracedText, CATALOG};
@@ -652,15 +706,62 @@ mod tests {
             prop::option::of(locked),
             prop::option::of(mapping),
             any::<Option<u64>>(),
+            prop::option::of(oom_limit()),
         )
             .prop_map(
-                |(target, rss_before, rss_after, locked, mapping, unlocked_bytes)| Enrichment {
-                    target,
-                    rss_before,
-                    rss_after,
-                    locked,
-                    mapping,
-                    unlocked_bytes,
+                |(target, rss_before, rss_after, locked, mapping, unlocked_bytes, oom_limit)| {
+                    Enrichment {
+                        target,
+                        rss_before,
+                        rss_after,
+                        locked,
+                        mapping,
+                        unlocked_bytes,
+                        oom_limit,
+                    }
+                },
+            )
+    }
+
+    fn oom_limit() -> impl Strategy<Value = OomLimit> {
+        let constraint = prop::option::of(prop::sample::select(vec![
+            "CONSTRAINT_NONE",
+            "CONSTRAINT_MEMCG",
+            "CONSTRAINT_CPUSET",
+            "CONSTRAINT_MEMORY_POLICY",
+        ]));
+        let psi = any::<[u16; 2]>().prop_map(|[s, f]| Psi {
+            some_avg10: u32::from(s % 10001),
+            full_avg10: u32::from(f % 10001),
+        });
+        (
+            constraint,
+            [prop::option::of(text()), prop::option::of(text())],
+            any::<[Option<u64>; 3]>(),
+            prop::option::of(1..=2u8),
+            prop::option::of(psi),
+            prop::option::of(".*"),
+        )
+            .prop_map(
+                |(
+                    constraint,
+                    [cgroup, task_cgroup],
+                    [usage, limit, failcnt],
+                    version,
+                    pressure,
+                    unread,
+                )| {
+                    OomLimit {
+                        constraint: constraint.map(str::to_string),
+                        cgroup,
+                        task_cgroup,
+                        usage_bytes: usage,
+                        limit_bytes: limit,
+                        failcnt,
+                        cgroup_version: version,
+                        pressure,
+                        unread,
+                    }
                 },
             )
     }
@@ -847,6 +948,7 @@ mod tests {
             assert_eq!(read.name.get(), lossy(&m.name));
         }
         assert_eq!(l.unlocked_bytes.get(), x.unlocked_bytes);
+        assert_eq!(l.limit.get(), x.oom_limit.as_ref().map(line::Limit::from));
     }
 
     proptest! {

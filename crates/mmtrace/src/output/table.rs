@@ -369,6 +369,22 @@ fn write_enrichment(out: &mut String, details: &mut Vec<Detail>, e: &Event) {
             }
         });
     }
+    if let Some(l) = &x.oom_limit {
+        part(out, Rank::Named, &|out| {
+            out.push_str("limit ");
+            out.push_str(l.scope());
+            if let Some(cgroup) = &l.cgroup {
+                out.push(' ');
+                escape_into(out, cgroup.as_bytes());
+            }
+            if let (Some(usage), Some(limit)) = (l.usage_bytes, l.limit_bytes) {
+                out.push(' ');
+                write_bytes(out, usage);
+                out.push('/');
+                write_bytes(out, limit);
+            }
+        });
+    }
     if let Some(why) = enrich::failure_reason(e) {
         part(out, Rank::Words, &|out| out.push_str(why));
     }
@@ -594,7 +610,7 @@ mod tests {
         assert_eq!(right, format!("x{:>8}", "12/34"));
     }
 
-    use mmtrace_events::enrich::{Enrichment, Locked, Mapping, MappingKind, Rss, Target};
+    use mmtrace_events::enrich::{Enrichment, Locked, Mapping, MappingKind, OomLimit, Rss, Target};
     use mmtrace_events::event::Context;
     use mmtrace_events::{by_name, TracedText};
     use proptest::prelude::*;
@@ -755,11 +771,21 @@ mod tests {
     #[test]
     fn sizes_are_kib_and_mib_everywhere() {
         let exit = event("sched_process_exit", &[9, 33_705_984, 557_056, 0], 0);
-        let mark = event(
+        let mut mark = event(
             "oom_mark_victim",
             &[4242, 272_504, 32_916, 544, 0, 0, 128, 0],
             0,
         );
+        mark.enrich = Some(Enrichment {
+            oom_limit: Some(OomLimit {
+                constraint: Some("CONSTRAINT_MEMCG".into()),
+                cgroup: Some("/box\n".into()),
+                usage_bytes: Some(96 << 20),
+                limit_bytes: Some(96 << 20),
+                ..OomLimit::default()
+            }),
+            ..Enrichment::default()
+        });
         let mut mrelease = event("process_mrelease", &[3, 0], 0);
         mrelease.enrich = Some(Enrichment {
             target: Some(Target {
@@ -784,7 +810,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("oom_mark_victim(pid=4242, total_vm=266.1MiB, anon_rss=32.1MiB, file_rss=544KiB, shmem_rss=0B, uid=0, pgtables=128KiB, oom_score_adj=0)"),
+            text.contains("oom_mark_victim(pid=4242, total_vm=266.1MiB, anon_rss=32.1MiB, file_rss=544KiB, shmem_rss=0B, uid=0, pgtables=128KiB, oom_score_adj=0)  [limit cgroup /box\\n 96MiB/96MiB]"),
             "kB from the kernel, shown as the rest: {text}"
         );
         assert!(
