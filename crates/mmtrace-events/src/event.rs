@@ -56,15 +56,18 @@ impl Event {
         self.def.name
     }
 
-    /// (definition, typed value) for each argument this kernel gave, in catalog order;
-    /// `def.decoder` names it.
-    pub fn args(&self) -> impl Iterator<Item = (&'static crate::ArgDef, ArgValue)> + '_ {
+    /// (definition, Tracee's typed value, the value the kernel received) for each argument
+    /// this kernel gave, in catalog order; `def.decoder` names the kernel's value.
+    pub fn args(&self) -> impl Iterator<Item = (&'static crate::ArgDef, ArgValue, u64)> + '_ {
         self.def
             .args
             .iter()
             .enumerate()
             .filter(|(i, def)| !def.is_absent(*i, self.absent))
-            .map(|(i, def)| (def, def.value(i, &self.raw_args)))
+            .map(|(i, def)| {
+                let raw = &self.raw_args;
+                (def, def.value(i, raw), def.kernel_value(i, raw))
+            })
     }
 
     /// How many arguments `args` yields.

@@ -99,7 +99,7 @@ pub fn write_event(out: &mut Vec<u8>, e: &Event, caller: &[u8], kind: &Kind) {
     out.extend_from_slice(&kind.middle);
     write_stack_addresses(out, e);
     write_entity_ids(out, &e.ctx);
-    for (prefix, (def, value)) in kind.args.iter().zip(e.args()) {
+    for (prefix, (def, value, kernel)) in kind.args.iter().zip(e.args()) {
         out.extend_from_slice(prefix);
         match value {
             ArgValue::Pointer(p) => out.hex(p),
@@ -107,7 +107,12 @@ pub fn write_event(out: &mut Vec<u8>, e: &Event, caller: &[u8], kind: &Kind) {
             ArgValue::Signed(v) => out.int(v),
             ArgValue::Bool(b) => out.raw(if b { "true" } else { "false" }),
         }
-        out.decoded(def.decoder, value.bits());
+        out.decoded(def.decoder, kernel);
+        // Tracee's type keeps Tracee's consumers parsing; what it cannot hold goes here.
+        if let Some(full) = def.beyond_type(value, kernel) {
+            out.raw(",\"kernelValue\":");
+            out.uint(full);
+        }
         out.push(b'}');
     }
     write_rest(out, e);
@@ -865,7 +870,7 @@ mod tests {
             assert_eq!(l.return_error.get(), e.error_name());
             let args = l.args.clone().unwrap();
             assert_eq!(args.len(), e.args_num());
-            for (read, (def, value)) in args.iter().zip(e.args()) {
+            for (read, (def, value, kernel)) in args.iter().zip(e.args()) {
                 assert_eq!(read.name, def.name);
                 let written = match value {
                     ArgValue::Pointer(p) => json!(format!("{p:#x}")),
@@ -874,7 +879,8 @@ mod tests {
                     ArgValue::Bool(b) => json!(b),
                 };
                 assert_eq!(read.value, written, "{}", def.name);
-                assert_eq!(read.decoded, def.decoder.decode(value.bits()), "{}", def.name);
+                assert_eq!(read.decoded, def.decoder.decode(kernel), "{}", def.name);
+                assert_eq!(read.kernel_value, def.beyond_type(value, kernel), "{}", def.name);
             }
             same_enrichment(&l, &e);
             same_stack(&l, &e);

@@ -1,0 +1,270 @@
+//! Arguments as the kernel received them. A process calls with high bits set in arguments
+//! that are an `unsigned long` to the kernel and an int32 to Tracee, and in a 32-bit flags
+//! argument; the JSON line, its decoded names and the table row must show the values the
+//! test passed, and the kernel's verdict on them, not Tracee's narrowed numbers.
+
+use std::process::Stdio;
+
+use mmtrace_events::catalog::CATALOG;
+use mmtrace_testkit::{bpf_allowed, Trace};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mmtrace");
+const PAGE: u64 = 4096;
+const HIGH: u64 = 1 << 32;
+const EINVAL: i64 = -(libc::EINVAL as i64);
+
+/// One call the child makes: its event, its six registers, and what the line must show of
+/// the arguments with high bits set.
+struct Call {
+    event: &'static str,
+    args: [u64; 6],
+    wide: Vec<Wide>,
+}
+
+/// An argument with high bits set.
+struct Wide {
+    name: &'static str,
+    /// Its names as the kernel received it; None where it has none.
+    decoded: Option<&'static str>,
+    /// Whether Tracee's int32 cannot hold what the kernel received.
+    beyond: bool,
+}
+
+const fn wide(name: &'static str, decoded: Option<&'static str>, beyond: bool) -> Wide {
+    Wide {
+        name,
+        decoded,
+        beyond,
+    }
+}
+
+fn calls(addr: u64) -> Vec<Call> {
+    let read = libc::PROT_READ as u64;
+    let anon = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+    vec![
+        // Unknown prot and flag bits above 32 are ignored by mmap: it succeeds. The fd, -1
+        // zero-extended, is 4294967295 to the kernel, which ignores it for MAP_ANONYMOUS;
+        // sign-extended, as libc passes it, it is Tracee's -1. Two calls, so that each row
+        // has room for what it must show.
+        Call {
+            event: "mmap",
+            args: [0, PAGE, read | HIGH, anon, 0xffff_ffff, 0],
+            wide: vec![
+                wide("prot", Some("PROT_READ|0x100000000"), true),
+                wide("fd", None, true),
+            ],
+        },
+        Call {
+            event: "mmap",
+            args: [0, PAGE, read, anon | HIGH, u64::MAX, 0],
+            wide: vec![wide(
+                "flags",
+                Some("MAP_PRIVATE|MAP_ANONYMOUS|0x100000000"),
+                true,
+            )],
+        },
+        // The kernel refuses the bit Tracee's int32 cannot show.
+        Call {
+            event: "mprotect",
+            args: [addr, PAGE, read | HIGH, 0, 0, 0],
+            wide: vec![wide("prot", Some("PROT_READ|0x100000000"), true)],
+        },
+        // strace's test value.
+        Call {
+            event: "pkey_mprotect",
+            args: [addr, PAGE, 0xdead_feed_00ca_7500, 0, 0, 0],
+            wide: vec![wide("prot", Some("0xdeadfeed00ca7500"), true)],
+        },
+        Call {
+            event: "mremap",
+            args: [addr, PAGE, PAGE, libc::MREMAP_MAYMOVE as u64 | HIGH, 0, 0],
+            wide: vec![wide("flags", Some("MREMAP_MAYMOVE|0x100000000"), true)],
+        },
+        // An int: the kernel reads 32 bits, Tracee's -1, and names them as strace does.
+        Call {
+            event: "mlock2",
+            args: [addr, PAGE, u64::MAX, 0, 0, 0],
+            wide: vec![wide("flags", Some("MLOCK_ONFAULT|0xfffffffe"), false)],
+        },
+    ]
+}
+
+/// Runs the calls in a forked child that makes only raw syscalls (the test process has other
+/// threads); returns its pid, the address its calls worked on and each call's result.
+fn run_child() -> (i32, u64, Vec<i64>) {
+    let mut pipe = [0; 2];
+    assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+    // The address comes from the parent's own mapping, inherited: no allocation in the child.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            PAGE as usize,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(addr, libc::MAP_FAILED);
+    let addr = addr as u64;
+    let calls = calls(addr);
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        for c in &calls {
+            let nr = match c.event {
+                "mmap" => libc::SYS_mmap,
+                "mprotect" => libc::SYS_mprotect,
+                "pkey_mprotect" => libc::SYS_pkey_mprotect,
+                "mremap" => libc::SYS_mremap,
+                _ => libc::SYS_mlock2,
+            };
+            let a = c.args;
+            let r = unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]) };
+            let ret = match r {
+                -1 => -(unsafe { *libc::__errno_location() } as i64),
+                r => r,
+            };
+            unsafe { libc::write(pipe[1], (&ret as *const i64).cast(), 8) };
+        }
+        unsafe { libc::_exit(0) };
+    }
+    unsafe { libc::close(pipe[1]) };
+    let mut rets = vec![0i64; calls.len()];
+    for r in &mut rets {
+        let n = unsafe { libc::read(pipe[0], (r as *mut i64).cast(), 8) };
+        assert_eq!(n, 8);
+    }
+    unsafe { libc::close(pipe[0]) };
+    let mut status = 0;
+    assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+    assert!(libc::WIFEXITED(status), "{status:#x}");
+    (child, addr, rets)
+}
+
+#[test]
+fn lines_and_rows_show_what_the_kernel_received() {
+    if !bpf_allowed() {
+        return;
+    }
+    let dir = env!("CARGO_TARGET_TMPDIR");
+    let json = format!("{dir}/kernel-values-{}.jsonl", std::process::id());
+    let table = format!("{dir}/kernel-values-{}.txt", std::process::id());
+    let tree = format!("tree={}", std::process::id());
+    let trace = Trace::start(
+        BIN,
+        &[
+            "-e",
+            "mmap,mprotect,pkey_mprotect,mremap,mlock2",
+            "-s",
+            &tree,
+            "-o",
+            &format!("json:{json}"),
+            "-o",
+            &format!("table:{table}"),
+        ],
+        Stdio::null(),
+    );
+    let (child, addr, rets) = run_child();
+    let (code, err) = trace.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "{err}");
+    let calls = calls(addr);
+    // The kernel's verdicts, which the narrowed values would not explain.
+    assert!(
+        rets[..2].iter().all(|&r| r > 0),
+        "mmap ignores high bits: {rets:?}"
+    );
+    assert_eq!(rets[2..], [EINVAL; 4]);
+
+    // Every argument whose kernel type is wider than Tracee's is among the calls.
+    for e in CATALOG {
+        for a in e.args.iter().filter(|a| a.kernel.bits > a.ty.bits()) {
+            assert!(
+                calls
+                    .iter()
+                    .any(|c| c.event == e.name
+                        && c.wide.iter().any(|w| w.beyond && w.name == a.name)),
+                "{}.{} ({} to the kernel) untested",
+                e.name,
+                a.name,
+                a.kernel.name
+            );
+        }
+    }
+
+    let text = std::fs::read_to_string(&json).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &Value| v["hostProcessId"] == child)
+        .collect();
+    assert_eq!(lines.len(), calls.len(), "{text}");
+    for ((line, call), ret) in lines.iter().zip(&calls).zip(&rets) {
+        let name = call.event;
+        assert_eq!(line["eventName"], name);
+        assert_eq!(line["returnValue"], *ret, "{name}");
+        let args = line["args"].as_array().unwrap();
+        for (i, arg) in args.iter().enumerate() {
+            let passed = call.args[i];
+            let arg_name = arg["name"].as_str().unwrap();
+            let wide = call.wide.iter().find(|w| w.name == arg_name);
+            let what = format!("{name}.{arg_name}: {arg}");
+            match arg["type"].as_str().unwrap() {
+                // Tracee's type, Tracee's value: the low 32 bits, signed.
+                "int32" => assert_eq!(arg["value"], passed as u32 as i32, "{what}"),
+                "uint64" => assert_eq!(arg["value"], passed, "{what}"),
+                "int64" => assert_eq!(arg["value"], passed as i64, "{what}"),
+                "trace.Pointer" => assert_eq!(arg["value"], format!("{passed:#x}"), "{what}"),
+                other => panic!("{what}: type {other}"),
+            }
+            match wide {
+                Some(w) => {
+                    assert_eq!(arg["decoded"].as_str(), w.decoded, "{what}");
+                    let full = arg.get("kernelValue");
+                    assert_eq!(
+                        full,
+                        w.beyond.then(|| Value::from(passed)).as_ref(),
+                        "{what}"
+                    );
+                }
+                None => assert!(arg.get("kernelValue").is_none(), "{what}"),
+            }
+        }
+        if *ret == EINVAL {
+            assert_eq!(line["returnError"], "EINVAL", "{name}");
+        }
+    }
+
+    let rows = std::fs::read_to_string(&table).unwrap();
+    let rows: Vec<&str> = rows
+        .lines()
+        .filter(|l| l.contains(&format!(" {child} ")))
+        .collect();
+    assert_eq!(rows.len(), calls.len(), "{rows:#?}");
+    for (row, call) in rows.iter().zip(&calls) {
+        assert!(row.contains(&format!("  {}(", call.event)), "{row}");
+        for w in &call.wide {
+            let i = CATALOG
+                .iter()
+                .find(|e| e.name == call.event)
+                .and_then(|e| e.args.iter().position(|a| a.name == w.name))
+                .unwrap();
+            let shown = match w.decoded {
+                Some(names) => names.to_string(),
+                None => call.args[i].to_string(),
+            };
+            // An argument may give way where the row is short of room (the row says so; the
+            // table's unit tests show them all in a wide row); what is shown is the kernel's.
+            let left_out = row.contains(", ...)");
+            let shows = |text: &str| row.contains(&format!("{}={text}", w.name));
+            assert!(
+                shows(&shown) || (left_out && !shows("")),
+                "{}: {row}",
+                w.name
+            );
+        }
+        if call.event != "mmap" {
+            assert!(row.contains(" = -22 EINVAL"), "{row}");
+        }
+    }
+}
