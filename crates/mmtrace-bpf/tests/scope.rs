@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{bpf_allowed, events_of, tid, trace_with};
+use common::{bpf_allowed, events_of, read_only_page, tid, trace_with};
 use mmtrace_bpf::{Options, Tracer};
 use mmtrace_events::scope::Scope;
 use mmtrace_events::select::parse_selection;
@@ -262,16 +262,7 @@ fn filters_compare_at_the_kernels_width() {
     }) else {
         return;
     };
-    let page = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    } as u64;
+    let page = read_only_page() as u64;
     let high = 1u64 << 32;
     let mut rets = Vec::new();
     for prot in [1 | high, 1] {
@@ -306,16 +297,7 @@ fn the_tracers_own_calls_are_not_counted_as_filtered() {
     }) else {
         return;
     };
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
+    let p = read_only_page();
     for _ in 0..5 {
         unsafe { libc::syscall(libc::SYS_pkey_mprotect, p, 4096, libc::PROT_READ, -1) };
     }

@@ -497,6 +497,7 @@ const KU_OPT: &[Tag] = &[Tag::K, Tag::U, Tag::Opt];
 const KU_TOCTOU: &[Tag] = &[Tag::K, Tag::U, Tag::Toctou];
 
 use ArgType::{Bool, Pointer, Str, I32, I64, U32, U64};
+use Decoder as D;
 
 /// The kernel's types, as its SYSCALL_DEFINEs and tracepoints spell them (64-bit kernels).
 const fn kt(name: &'static str, bits: u32) -> KernelType {
@@ -515,7 +516,6 @@ const SIGINFO_PTR: KernelType = kt("siginfo_t __user *", 64);
 const IOVEC_PTR: KernelType = kt("const struct iovec __user *", 64);
 const CHAR_PTR: KernelType = kt("char *", 64);
 const DEV_T: KernelType = kt("dev_t", 32);
-use Decoder as D;
 
 /// task->exit_code as wait() reads it: the status in bits 8-15, the signal in the low byte.
 const EXIT_STATUS: Field = Field::Bits {
