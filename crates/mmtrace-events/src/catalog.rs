@@ -1067,7 +1067,8 @@ pub static MEM_PROT_ALERT: EventDef<Raised> = EventDef {
         arg("alert", Str, CHAR_PTR, K, D::None),
         arg("addr", Pointer, ULONG, KU, D::None),
         arg("len", U64, SIZE_T, K, D::None),
-        arg("prot", I32, INT, K, D::Prot),
+        // The call's prot, as the kernel received it.
+        arg("prot", I32, ULONG, K, D::Prot),
         arg("prev_prot", I32, INT, K, D::Prot),
         arg("pathname", Str, CHAR_PTR, K, D::None),
         arg("dev", U32, DEV_T, K, D::None),

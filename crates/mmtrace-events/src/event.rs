@@ -77,9 +77,21 @@ impl Event {
 
     /// The raw argument named `name`, typed; None when absent on this kernel.
     pub fn arg(&self, name: &str) -> Option<ArgValue> {
+        self.arg_at(name)
+            .map(|(i, def)| def.value(i, &self.raw_args))
+    }
+
+    /// The value the kernel received for the argument named `name`; None when absent.
+    pub fn kernel_arg(&self, name: &str) -> Option<u64> {
+        self.arg_at(name)
+            .map(|(i, def)| def.kernel_value(i, &self.raw_args))
+    }
+
+    /// The position and definition of the argument named `name`, if this kernel gave it.
+    fn arg_at(&self, name: &str) -> Option<(usize, &'static crate::ArgDef)> {
         let i = self.def.args.iter().position(|a| a.name == name)?;
         let def = &self.def.args[i];
-        (!def.is_absent(i, self.absent)).then(|| def.value(i, &self.raw_args))
+        (!def.is_absent(i, self.absent)).then_some((i, def))
     }
 
     /// The errno name of a failed call (`EINVAL`), None on success.

@@ -13,6 +13,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_mmtrace");
 const PAGE: u64 = 4096;
 const HIGH: u64 = 1 << 32;
 const EINVAL: i64 = -(libc::EINVAL as i64);
+/// 0xffffffff as a prot, as strace names it.
+const ALL_PROT: &str =
+    "PROT_READ|PROT_WRITE|PROT_EXEC|PROT_SEM|PROT_GROWSDOWN|PROT_GROWSUP|0xfcfffff0";
 
 /// One call the child makes: its event, its six registers, and what the line must show of
 /// the arguments with high bits set.
@@ -63,6 +66,13 @@ fn calls(addr: u64) -> Vec<Call> {
                 Some("MAP_PRIVATE|MAP_ANONYMOUS|0x100000000"),
                 true,
             )],
+        },
+        // Every bit of an int32 -1, zero-extended: a W+X mapping, so mem_prot_alert follows,
+        // whose prot Tracee's consumers parse as an int32 too.
+        Call {
+            event: "mmap",
+            args: [0, PAGE, 0xffff_ffff, anon, u64::MAX, 0],
+            wide: vec![wide("prot", Some(ALL_PROT), true)],
         },
         // The kernel refuses the bit Tracee's int32 cannot show.
         Call {
@@ -155,7 +165,7 @@ fn lines_and_rows_show_what_the_kernel_received() {
         BIN,
         &[
             "-e",
-            "mmap,mprotect,pkey_mprotect,mremap,mlock2",
+            "mmap,mprotect,pkey_mprotect,mremap,mlock2,mem_prot_alert",
             "-s",
             &tree,
             "-o",
@@ -171,10 +181,10 @@ fn lines_and_rows_show_what_the_kernel_received() {
     let calls = calls(addr);
     // The kernel's verdicts, which the narrowed values would not explain.
     assert!(
-        rets[..2].iter().all(|&r| r > 0),
+        rets[..3].iter().all(|&r| r > 0),
         "mmap ignores high bits: {rets:?}"
     );
-    assert_eq!(rets[2..], [EINVAL; 4]);
+    assert_eq!(rets[3..], [EINVAL; 4]);
 
     // Every argument whose kernel type is wider than Tracee's is among the calls.
     for e in CATALOG {
@@ -193,11 +203,18 @@ fn lines_and_rows_show_what_the_kernel_received() {
     }
 
     let text = std::fs::read_to_string(&json).unwrap();
-    let lines: Vec<Value> = text
+    let (alerts, lines): (Vec<Value>, Vec<Value>) = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .filter(|v: &Value| v["hostProcessId"] == child)
-        .collect();
+        .partition(|v| v["eventName"] == "mem_prot_alert");
+    // The alert of the W+X mmap: Tracee's int32 -1, and what the call passed.
+    assert_eq!(alerts.len(), 1, "{text}");
+    let prot = &alerts[0]["args"][3];
+    assert_eq!(prot["name"], "prot");
+    assert_eq!(prot["value"], -1, "{prot}");
+    assert_eq!(prot["kernelValue"], 0xffff_ffffu64, "{prot}");
+    assert_eq!(prot["decoded"], ALL_PROT, "{prot}");
     assert_eq!(lines.len(), calls.len(), "{text}");
     for ((line, call), ret) in lines.iter().zip(&calls).zip(&rets) {
         let name = call.event;
@@ -238,7 +255,7 @@ fn lines_and_rows_show_what_the_kernel_received() {
     let rows = std::fs::read_to_string(&table).unwrap();
     let rows: Vec<&str> = rows
         .lines()
-        .filter(|l| l.contains(&format!(" {child} ")))
+        .filter(|l| l.contains(&format!(" {child} ")) && !l.contains("mem_prot_alert:"))
         .collect();
     assert_eq!(rows.len(), calls.len(), "{rows:#?}");
     for (row, call) in rows.iter().zip(&calls) {

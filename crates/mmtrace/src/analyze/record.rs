@@ -278,15 +278,25 @@ impl Record {
                     .args
                     .iter()
                     .zip(a.values())
-                    .map(|(def, value)| Arg {
-                        name: def.name.to_string(),
-                        value: match value {
-                            AlertValue::Text(t) => json!(t),
-                            AlertValue::Pointer(p) => json!(format!("{p:#x}")),
-                            AlertValue::Number(n) => json!(n),
-                        },
-                        decoded: None,
-                        kernel_value: None,
+                    .map(|(def, value)| {
+                        let (value, kernel_value) = match value {
+                            AlertValue::Text(t) => (json!(t), None),
+                            AlertValue::Pointer(p) => (json!(format!("{p:#x}")), None),
+                            AlertValue::Number(n) => {
+                                let typed = def.ty.value(n);
+                                let full = def.beyond_type(typed, def.kernel.cut(n));
+                                match typed {
+                                    ArgValue::Signed(v) => (json!(v), full),
+                                    other => (json!(other.bits()), full),
+                                }
+                            }
+                        };
+                        Arg {
+                            name: def.name.to_string(),
+                            value,
+                            decoded: None,
+                            kernel_value,
+                        }
                     })
                     .collect(),
             ),

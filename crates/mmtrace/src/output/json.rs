@@ -8,7 +8,7 @@ use mmtrace_events::decode::Decoder;
 use mmtrace_events::enrich::{self, AlertValue, Enrichment, ProtAlert, Rss};
 use mmtrace_events::event::Context;
 use mmtrace_events::stack::Stack;
-use mmtrace_events::{ArgValue, Event, EventDef};
+use mmtrace_events::{ArgDef, ArgValue, Event, EventDef};
 
 use super::{hex_digits, Sink, WRITE_BYTES};
 use crate::inband::Note;
@@ -101,21 +101,27 @@ pub fn write_event(out: &mut Vec<u8>, e: &Event, caller: &[u8], kind: &Kind) {
     write_entity_ids(out, &e.ctx);
     for (prefix, (def, value, kernel)) in kind.args.iter().zip(e.args()) {
         out.extend_from_slice(prefix);
-        match value {
-            ArgValue::Pointer(p) => out.hex(p),
-            ArgValue::Unsigned(v) => out.uint(v),
-            ArgValue::Signed(v) => out.int(v),
-            ArgValue::Bool(b) => out.raw(if b { "true" } else { "false" }),
-        }
-        out.decoded(def.decoder, kernel);
-        // Tracee's type keeps Tracee's consumers parsing; what it cannot hold goes here.
-        if let Some(full) = def.beyond_type(value, kernel) {
-            out.raw(",\"kernelValue\":");
-            out.uint(full);
-        }
+        write_value(out, def, value, kernel);
         out.push(b'}');
     }
     write_rest(out, e);
+}
+
+/// An argument's value in Tracee's type, which keeps Tracee's consumers parsing; the names
+/// of the value the kernel received; and that value as kernelValue where the type cannot
+/// hold it.
+fn write_value(out: &mut Vec<u8>, def: &ArgDef, value: ArgValue, kernel: u64) {
+    match value {
+        ArgValue::Pointer(p) => out.hex(p),
+        ArgValue::Unsigned(v) => out.uint(v),
+        ArgValue::Signed(v) => out.int(v),
+        ArgValue::Bool(b) => out.raw(if b { "true" } else { "false" }),
+    }
+    out.decoded(def.decoder, kernel);
+    if let Some(full) = def.beyond_type(value, kernel) {
+        out.raw(",\"kernelValue\":");
+        out.uint(full);
+    }
 }
 
 /// The keys that depend only on the kind of event, put together once per kind: built piece
@@ -452,10 +458,7 @@ pub fn write_alert(out: &mut Vec<u8>, e: &Event, caller: &[u8], a: &ProtAlert) {
         match value {
             AlertValue::Text(t) => out.string(&t),
             AlertValue::Pointer(p) => out.hex(p),
-            AlertValue::Number(v) => {
-                out.uint(v);
-                out.decoded(arg.decoder, v);
-            }
+            AlertValue::Number(v) => write_value(out, arg, arg.ty.value(v), arg.kernel.cut(v)),
         }
         out.push(b'}');
     }
@@ -927,7 +930,18 @@ mod tests {
                 let written = match value {
                     AlertValue::Text(t) => json!(t),
                     AlertValue::Pointer(p) => json!(format!("{p:#x}")),
-                    AlertValue::Number(v) => json!(v),
+                    // In the argument's type: a prot of -1 is an int32 -1, as Tracee's
+                    // consumers parse it, whatever bits the call passed above it.
+                    AlertValue::Number(v) => {
+                        let kernel = def.kernel.cut(v);
+                        assert_eq!(read.decoded, def.decoder.decode(kernel), "{}", def.name);
+                        let full = def.beyond_type(def.ty.value(v), kernel);
+                        assert_eq!(read.kernel_value, full, "{}", def.name);
+                        match def.ty.value(v) {
+                            ArgValue::Signed(v) => json!(v),
+                            other => json!(other.bits()),
+                        }
+                    }
                 };
                 assert_eq!(read.value, written, "{}", def.name);
             }
