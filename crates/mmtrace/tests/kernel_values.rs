@@ -3,7 +3,7 @@
 //! argument; the JSON line, its decoded names and the table row must show the values the
 //! test passed, and the kernel's verdict on them, not Tracee's narrowed numbers.
 
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use mmtrace_events::catalog::CATALOG;
 use mmtrace_testkit::{bpf_allowed, Trace};
@@ -101,10 +101,12 @@ fn calls(addr: u64) -> Vec<Call> {
 }
 
 /// Runs the calls in a forked child that makes only raw syscalls (the test process has other
-/// threads); returns its pid, the address its calls worked on and each call's result.
-fn run_child() -> (i32, u64, Vec<i64>) {
-    let mut pipe = [0; 2];
+/// threads), under `strace -o STRACE` where given; returns its pid, the address its calls
+/// worked on and each call's result.
+fn run_child(strace: Option<&str>) -> (i32, u64, Vec<i64>) {
+    let (mut pipe, mut go) = ([0; 2], [0; 2]);
     assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+    assert_eq!(unsafe { libc::pipe(go.as_mut_ptr()) }, 0);
     // The address comes from the parent's own mapping, inherited: no allocation in the child.
     let addr = unsafe {
         libc::mmap(
@@ -121,6 +123,8 @@ fn run_child() -> (i32, u64, Vec<i64>) {
     let calls = calls(addr);
     let child = unsafe { libc::fork() };
     if child == 0 {
+        // Not a call before strace is on.
+        unsafe { libc::read(go[0], [0u8].as_mut_ptr().cast(), 1) };
         for c in &calls {
             let nr = match c.event {
                 "mmap" => libc::SYS_mmap,
@@ -140,6 +144,21 @@ fn run_child() -> (i32, u64, Vec<i64>) {
         unsafe { libc::_exit(0) };
     }
     unsafe { libc::close(pipe[1]) };
+    let strace = strace.map(|out| {
+        let events = "trace=mmap,mprotect,pkey_mprotect,mremap,mlock2";
+        let pid = child.to_string();
+        let strace = Command::new("strace")
+            .args(["-qq", "-e", events, "-o", out, "-p", &pid])
+            .spawn()
+            .unwrap();
+        let status = format!("/proc/{child}/status");
+        let attached = |s: String| !s.contains("TracerPid:\t0\n");
+        while !std::fs::read_to_string(&status).is_ok_and(attached) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        strace
+    });
+    unsafe { libc::write(go[1], [1u8].as_ptr().cast(), 1) };
     let mut rets = vec![0i64; calls.len()];
     for r in &mut rets {
         let n = unsafe { libc::read(pipe[0], (r as *mut i64).cast(), 8) };
@@ -149,6 +168,9 @@ fn run_child() -> (i32, u64, Vec<i64>) {
     let mut status = 0;
     assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
     assert!(libc::WIFEXITED(status), "{status:#x}");
+    if let Some(mut strace) = strace {
+        assert!(strace.wait().unwrap().success());
+    }
     (child, addr, rets)
 }
 
@@ -175,7 +197,17 @@ fn lines_and_rows_show_what_the_kernel_received() {
         ],
         Stdio::null(),
     );
-    let (child, addr, rets) = run_child();
+    let strace_out = format!("{dir}/kernel-values-{}.strace", std::process::id());
+    let strace_runs = Command::new("strace")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !strace_runs {
+        assert!(std::env::var_os("CI").is_none(), "CI must have strace");
+        eprintln!("not comparing with strace: strace is missing (apt-get install strace)");
+    }
+    let (child, addr, rets) = run_child(strace_runs.then_some(strace_out.as_str()));
     let (code, err) = trace.stop(libc::SIGINT);
     assert_eq!(code, Some(0), "{err}");
     let calls = calls(addr);
@@ -282,6 +314,43 @@ fn lines_and_rows_show_what_the_kernel_received() {
         }
         if call.event != "mmap" {
             assert!(row.contains(" = -22 EINVAL"), "{row}");
+        }
+    }
+
+    if strace_runs {
+        same_as_strace(&strace_out, &lines);
+    }
+}
+
+/// strace, a second tool that reads the registers itself, names each argument as the lines
+/// decode it, and saw the same results. Except mmap's flags: strace cuts them to 32 bits
+/// (MAP_PRIVATE|MAP_ANONYMOUS for 0x100000022), which the kernel does not.
+fn same_as_strace(path: &str, lines: &[Value]) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let calls: Vec<&str> = text.lines().collect();
+    assert_eq!(calls.len(), lines.len(), "{text}");
+    for (call, line) in calls.iter().zip(lines) {
+        let name = line["eventName"].as_str().unwrap();
+        assert!(call.starts_with(&format!("{name}(")), "{call}");
+        for arg in line["args"].as_array().unwrap() {
+            let Some(decoded) = arg["decoded"].as_str() else {
+                continue;
+            };
+            if name == "mmap" && arg["name"] == "flags" {
+                continue;
+            }
+            // strace's arguments end in ", " or ")", or carry a comment: " /* PROT_??? */".
+            let shown = [", ", ")", " /*"]
+                .iter()
+                .any(|end| call.contains(&format!(", {decoded}{end}")));
+            assert!(shown, "{name}.{}: {decoded} in {call}", arg["name"]);
+        }
+        match line["returnError"].as_str() {
+            Some(err) => assert!(call.contains(&format!(" = -1 {err} (")), "{call}"),
+            None => assert!(
+                call.ends_with(&format!(" = {:#x}", line["returnValue"].as_i64().unwrap())),
+                "{call}"
+            ),
         }
     }
 }
