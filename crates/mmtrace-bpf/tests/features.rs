@@ -95,7 +95,7 @@ fn without_exit_memory_the_exit_is_still_traced() {
         let anon = exit.arg("anon").map(|a| a.bits());
         if reported_off(&t, Feature::ExitMemory) {
             assert_eq!(anon, None, "absent, not 0");
-            let names: Vec<_> = exit.args().map(|(def, _)| def.name).collect();
+            let names: Vec<_> = exit.args().map(|(def, ..)| def.name).collect();
             assert_eq!(names, ["exit_code", "signal_code", "process_group_exit"]);
         } else {
             assert!(anon.unwrap() >= 8 << 20, "held its 8 MiB at exit: {anon:?}");

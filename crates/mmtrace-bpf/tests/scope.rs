@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{bpf_allowed, events_of, tid, trace_with};
+use common::{bpf_allowed, events_of, read_only_page, tid, trace_with};
 use mmtrace_bpf::{Options, Tracer};
 use mmtrace_events::scope::Scope;
 use mmtrace_events::select::parse_selection;
@@ -250,6 +250,42 @@ fn flag_names_filter_in_the_kernel() {
     assert_eq!(got, [1]);
 }
 
+/// Filters compare what the kernel received: prot is an unsigned long to it, so PROT_READ
+/// with a high bit set, which it refuses, is not PROT_READ; mlock2's flags are an int, whose
+/// high register bits it never reads.
+#[test]
+fn filters_compare_at_the_kernels_width() {
+    let Some(mut t) = trace_with("mprotect,mlock2", |o| {
+        o.filters = parse_selection(&["mprotect.data.prot=PROT_READ", "mlock2.data.flags=-1"])
+            .unwrap()
+            .filters;
+    }) else {
+        return;
+    };
+    let page = read_only_page() as u64;
+    let high = 1u64 << 32;
+    let mut rets = Vec::new();
+    for prot in [1 | high, 1] {
+        rets.push(unsafe { libc::syscall(libc::SYS_mprotect, page, 4096u64, prot) });
+    }
+    for flags in [u64::MAX, 0xffff_ffff, 1 | high] {
+        unsafe { libc::syscall(libc::SYS_mlock2, 0x10000u64, 4096u64, flags) };
+    }
+    assert_eq!(rets, [-1, 0], "the kernel refuses the high bit");
+    let got: Vec<(&str, u64)> = events_of(&mut t, tid())
+        .iter()
+        .map(|e| (e.name(), e.raw_args[2]))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("mprotect", 1),
+            ("mlock2", u64::MAX),
+            ("mlock2", 0xffff_ffff)
+        ]
+    );
+}
+
 /// The tracer's own calls are left out without being counted as filtered: the column says
 /// what the user's scope left out (it read "mmap filtered 2" in every run, the ring's own
 /// mmaps). pkey_mprotect, which nothing else on the machine calls, makes the count exact.
@@ -261,16 +297,7 @@ fn the_tracers_own_calls_are_not_counted_as_filtered() {
     }) else {
         return;
     };
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
+    let p = read_only_page();
     for _ in 0..5 {
         unsafe { libc::syscall(libc::SYS_pkey_mprotect, p, 4096, libc::PROT_READ, -1) };
     }

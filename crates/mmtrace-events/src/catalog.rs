@@ -64,6 +64,14 @@ impl ArgType {
         }
     }
 
+    /// How many bits of a value the type holds.
+    pub fn bits(self) -> u32 {
+        match self {
+            ArgType::I32 | ArgType::U32 => 32,
+            _ => 64,
+        }
+    }
+
     /// Narrows the raw register value to the argument's C type.
     pub fn value(self, raw: u64) -> ArgValue {
         match self {
@@ -73,6 +81,26 @@ impl ArgType {
             ArgType::I64 => ArgValue::Signed(raw as i64),
             ArgType::I32 => ArgValue::Signed(raw as u32 as i32 as i64),
             ArgType::U32 => ArgValue::Unsigned(raw as u32 as u64),
+        }
+    }
+}
+
+/// An argument's C type in the kernel: in a syscall's SYSCALL_DEFINE, or a kernel event's
+/// tracepoint field. Tracee's type can be narrower (mmap's `prot` is an `unsigned long` to
+/// the kernel, an int32 to Tracee); what the kernel received is the register cut to this
+/// type's width, no more and no less.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelType {
+    pub name: &'static str,
+    pub bits: u32,
+}
+
+impl KernelType {
+    /// `raw` cut to the type's width: the value the kernel received.
+    pub fn cut(self, raw: u64) -> u64 {
+        match self.bits {
+            64 => raw,
+            bits => raw & ((1 << bits) - 1),
         }
     }
 }
@@ -100,7 +128,10 @@ impl ArgValue {
 #[derive(Debug)]
 pub struct ArgDef {
     pub name: &'static str,
+    /// Tracee's type: the JSON's `type` and how its `value` is written.
     pub ty: ArgType,
+    /// The kernel's type: what the decoded text, the table and the filters go by.
+    pub kernel: KernelType,
     pub tags: &'static [Tag],
     pub decoder: Decoder,
     /// What the number measures, so that text outputs can show sizes in one style.
@@ -136,13 +167,29 @@ pub enum Field {
 impl ArgDef {
     /// The typed value of the argument at position `own` among a record's `fields`.
     pub fn value(&self, own: usize, fields: &[u64]) -> ArgValue {
+        self.ty.value(self.raw(own, fields))
+    }
+
+    /// The value the kernel received: the argument's raw value cut to the kernel's type.
+    pub fn kernel_value(&self, own: usize, fields: &[u64]) -> u64 {
+        self.kernel.cut(self.raw(own, fields))
+    }
+
+    /// The kernel's value where Tracee's typed `value` does not carry it: where converting
+    /// the typed value to the kernel's type, as C converts (sign-extending a signed one),
+    /// gives another number. mprotect's prot 0x100000001 is an int32 1 to Tracee.
+    pub fn beyond_type(&self, value: ArgValue, kernel: u64) -> Option<u64> {
+        (self.kernel.cut(value.bits()) != kernel).then_some(kernel)
+    }
+
+    fn raw(&self, own: usize, fields: &[u64]) -> u64 {
         let at = |i: usize| fields.get(i).copied().unwrap_or(0);
-        self.ty.value(match self.field {
+        match self.field {
             Field::Own => at(own),
             Field::At(i) => at(i),
             Field::Bits { at: i, shift, mask } => (at(i) >> shift) & mask,
             Field::Always(v) => v,
-        })
+        }
     }
 
     /// Whether the argument at position `own` reads a record field the kernel did not gather:
@@ -411,10 +458,17 @@ impl<S> EventDef<S> {
     }
 }
 
-const fn arg(name: &'static str, ty: ArgType, tags: &'static [Tag], decoder: Decoder) -> ArgDef {
+const fn arg(
+    name: &'static str,
+    ty: ArgType,
+    kernel: KernelType,
+    tags: &'static [Tag],
+    decoder: Decoder,
+) -> ArgDef {
     ArgDef {
         name,
         ty,
+        kernel,
         tags,
         decoder,
         unit: Unit::None,
@@ -423,10 +477,17 @@ const fn arg(name: &'static str, ty: ArgType, tags: &'static [Tag], decoder: Dec
 }
 
 /// A kernel event's argument read from `field` of the record.
-const fn field(name: &'static str, ty: ArgType, decoder: Decoder, field: Field) -> ArgDef {
+const fn field(
+    name: &'static str,
+    ty: ArgType,
+    kernel: KernelType,
+    decoder: Decoder,
+    field: Field,
+) -> ArgDef {
     ArgDef {
         name,
         ty,
+        kernel,
         tags: K,
         decoder,
         unit: Unit::None,
@@ -441,6 +502,24 @@ const KU_TOCTOU: &[Tag] = &[Tag::K, Tag::U, Tag::Toctou];
 
 use ArgType::{Bool, Pointer, Str, I32, I64, U32, U64};
 use Decoder as D;
+
+/// The kernel's types, as its SYSCALL_DEFINEs and tracepoints spell them (64-bit kernels).
+const fn kt(name: &'static str, bits: u32) -> KernelType {
+    KernelType { name, bits }
+}
+const INT: KernelType = kt("int", 32);
+const PID_T: KernelType = kt("pid_t", 32);
+const UINT: KernelType = kt("unsigned int", 32);
+const UID_T: KernelType = kt("uid_t", 32);
+const SHORT: KernelType = kt("short", 16);
+const ULONG: KernelType = kt("unsigned long", 64);
+const SIZE_T: KernelType = kt("size_t", 64);
+const U64_T: KernelType = kt("u64", 64);
+const BOOL: KernelType = kt("bool", 8);
+const SIGINFO_PTR: KernelType = kt("siginfo_t __user *", 64);
+const IOVEC_PTR: KernelType = kt("const struct iovec __user *", 64);
+const CHAR_PTR: KernelType = kt("char *", 64);
+const DEV_T: KernelType = kt("dev_t", 32);
 
 /// task->exit_code as wait() reads it: the status in bits 8-15, the signal in the low byte.
 const EXIT_STATUS: Field = Field::Bits {
@@ -469,12 +548,12 @@ pub static CATALOG: &[EventDef] = &[
             aarch64: 222,
         },
         args: &[
-            arg("addr", Pointer, KU, D::None),
-            arg("length", U64, K, D::None).in_unit(Unit::Bytes),
-            arg("prot", I32, K, D::Prot),
-            arg("flags", I32, K, D::MapFlags),
-            arg("fd", I32, K, D::None),
-            arg("off", I64, K, D::None),
+            arg("addr", Pointer, ULONG, KU, D::None),
+            arg("length", U64, ULONG, K, D::None).in_unit(Unit::Bytes),
+            arg("prot", I32, ULONG, K, D::Prot),
+            arg("flags", I32, ULONG, K, D::MapFlags),
+            arg("fd", I32, ULONG, K, D::None),
+            arg("off", I64, ULONG, K, D::None),
         ],
         ret: RetKind::Address,
         role: Role::Maps,
@@ -493,9 +572,9 @@ pub static CATALOG: &[EventDef] = &[
             aarch64: 226,
         },
         args: &[
-            arg("addr", Pointer, KU, D::None),
-            arg("len", U64, K, D::None).in_unit(Unit::Bytes),
-            arg("prot", I32, K, D::Prot),
+            arg("addr", Pointer, ULONG, KU, D::None),
+            arg("len", U64, SIZE_T, K, D::None).in_unit(Unit::Bytes),
+            arg("prot", I32, ULONG, K, D::Prot),
         ],
         ret: RetKind::Zero,
         role: Role::Protects,
@@ -514,8 +593,8 @@ pub static CATALOG: &[EventDef] = &[
             aarch64: 215,
         },
         args: &[
-            arg("addr", Pointer, KU, D::None),
-            arg("length", U64, K, D::None).in_unit(Unit::Bytes),
+            arg("addr", Pointer, ULONG, KU, D::None),
+            arg("length", U64, SIZE_T, K, D::None).in_unit(Unit::Bytes),
         ],
         ret: RetKind::Zero,
         role: Role::Unmaps,
@@ -533,7 +612,7 @@ pub static CATALOG: &[EventDef] = &[
             x86_64: 12,
             aarch64: 214,
         },
-        args: &[arg("addr", Pointer, KU, D::None)],
+        args: &[arg("addr", Pointer, ULONG, KU, D::None)],
         ret: RetKind::Break,
         role: Role::Other,
         extras: &[],
@@ -551,11 +630,11 @@ pub static CATALOG: &[EventDef] = &[
             aarch64: 216,
         },
         args: &[
-            arg("old_address", Pointer, KU, D::None),
-            arg("old_size", U64, K, D::None).in_unit(Unit::Bytes),
-            arg("new_size", U64, K, D::None).in_unit(Unit::Bytes),
-            arg("flags", I32, K, D::MremapFlags),
-            arg("new_address", Pointer, KU_OPT, D::None),
+            arg("old_address", Pointer, ULONG, KU, D::None),
+            arg("old_size", U64, ULONG, K, D::None).in_unit(Unit::Bytes),
+            arg("new_size", U64, ULONG, K, D::None).in_unit(Unit::Bytes),
+            arg("flags", I32, ULONG, K, D::MremapFlags),
+            arg("new_address", Pointer, ULONG, KU_OPT, D::None),
         ],
         ret: RetKind::Address,
         role: Role::Remaps,
@@ -574,9 +653,9 @@ pub static CATALOG: &[EventDef] = &[
             aarch64: 233,
         },
         args: &[
-            arg("addr", Pointer, KU, D::None),
-            arg("length", U64, K, D::None).in_unit(Unit::Bytes),
-            arg("advice", I32, K, D::Madvise),
+            arg("addr", Pointer, ULONG, KU, D::None),
+            arg("length", U64, SIZE_T, K, D::None).in_unit(Unit::Bytes),
+            arg("advice", I32, INT, K, D::Madvise),
         ],
         ret: RetKind::Zero,
         role: Role::Other,
@@ -594,7 +673,10 @@ pub static CATALOG: &[EventDef] = &[
             x86_64: 62,
             aarch64: 129,
         },
-        args: &[arg("pid", I32, K, D::None), arg("sig", I32, K, D::Signal)],
+        args: &[
+            arg("pid", I32, PID_T, K, D::None),
+            arg("sig", I32, INT, K, D::Signal),
+        ],
         ret: RetKind::Zero,
         role: Role::Signals { by_pidfd: false },
         extras: &[],
@@ -612,8 +694,8 @@ pub static CATALOG: &[EventDef] = &[
             aarch64: 228,
         },
         args: &[
-            arg("addr", Pointer, KU, D::None),
-            arg("len", U64, K, D::None).in_unit(Unit::Bytes),
+            arg("addr", Pointer, ULONG, KU, D::None),
+            arg("len", U64, SIZE_T, K, D::None).in_unit(Unit::Bytes),
         ],
         ret: RetKind::Zero,
         role: Role::Locks,
@@ -632,8 +714,8 @@ pub static CATALOG: &[EventDef] = &[
             aarch64: 229,
         },
         args: &[
-            arg("addr", Pointer, KU, D::None),
-            arg("len", U64, K, D::None).in_unit(Unit::Bytes),
+            arg("addr", Pointer, ULONG, KU, D::None),
+            arg("len", U64, SIZE_T, K, D::None).in_unit(Unit::Bytes),
         ],
         ret: RetKind::Zero,
         role: Role::Unlocks,
@@ -651,7 +733,7 @@ pub static CATALOG: &[EventDef] = &[
             x86_64: 151,
             aarch64: 230,
         },
-        args: &[arg("flags", I32, K, D::MclFlags)],
+        args: &[arg("flags", I32, INT, K, D::MclFlags)],
         ret: RetKind::Zero,
         role: Role::LocksAll,
         extras: &[Extra::Locked],
@@ -686,9 +768,9 @@ pub static CATALOG: &[EventDef] = &[
             aarch64: 284,
         },
         args: &[
-            arg("addr", Pointer, KU, D::None),
-            arg("len", U64, K, D::None).in_unit(Unit::Bytes),
-            arg("flags", I32, K, D::MlockFlags),
+            arg("addr", Pointer, ULONG, KU, D::None),
+            arg("len", U64, SIZE_T, K, D::None).in_unit(Unit::Bytes),
+            arg("flags", I32, INT, K, D::MlockFlags),
         ],
         ret: RetKind::Zero,
         role: Role::Locks,
@@ -707,10 +789,10 @@ pub static CATALOG: &[EventDef] = &[
             aarch64: 288,
         },
         args: &[
-            arg("addr", Pointer, KU, D::None),
-            arg("len", U64, K, D::None).in_unit(Unit::Bytes),
-            arg("prot", I32, K, D::Prot),
-            arg("pkey", I32, K, D::None),
+            arg("addr", Pointer, ULONG, KU, D::None),
+            arg("len", U64, SIZE_T, K, D::None).in_unit(Unit::Bytes),
+            arg("prot", I32, ULONG, K, D::Prot),
+            arg("pkey", I32, INT, K, D::None),
         ],
         ret: RetKind::Zero,
         role: Role::Protects,
@@ -729,10 +811,10 @@ pub static CATALOG: &[EventDef] = &[
             aarch64: 424,
         },
         args: &[
-            arg("pidfd", I32, K, D::None),
-            arg("sig", I32, K, D::Signal),
-            arg("info", Pointer, KU_OPT, D::None),
-            arg("flags", U32, K, D::PidfdSignalFlags),
+            arg("pidfd", I32, INT, K, D::None),
+            arg("sig", I32, INT, K, D::Signal),
+            arg("info", Pointer, SIGINFO_PTR, KU_OPT, D::None),
+            arg("flags", U32, UINT, K, D::PidfdSignalFlags),
         ],
         ret: RetKind::Zero,
         role: Role::Signals { by_pidfd: true },
@@ -751,8 +833,8 @@ pub static CATALOG: &[EventDef] = &[
             aarch64: 434,
         },
         args: &[
-            arg("pid", I32, K, D::None),
-            arg("flags", U32, K, D::PidfdOpenFlags),
+            arg("pid", I32, PID_T, K, D::None),
+            arg("flags", U32, UINT, K, D::PidfdOpenFlags),
         ],
         ret: RetKind::Fd,
         role: Role::OpensPidfd,
@@ -771,11 +853,11 @@ pub static CATALOG: &[EventDef] = &[
             aarch64: 440,
         },
         args: &[
-            arg("pidfd", I32, K, D::None),
-            arg("vec", Pointer, KU_TOCTOU, D::None),
-            arg("vlen", U64, K, D::None),
-            arg("advice", I32, K, D::Madvise),
-            arg("flags", U32, K, D::None),
+            arg("pidfd", I32, INT, K, D::None),
+            arg("vec", Pointer, IOVEC_PTR, KU_TOCTOU, D::None),
+            arg("vlen", U64, SIZE_T, K, D::None),
+            arg("advice", I32, INT, K, D::Madvise),
+            arg("flags", U32, UINT, K, D::None),
         ],
         ret: RetKind::Bytes,
         role: Role::Other,
@@ -793,7 +875,7 @@ pub static CATALOG: &[EventDef] = &[
             x86_64: 447,
             aarch64: 447,
         },
-        args: &[arg("flags", U32, K, D::CloexecFlags)],
+        args: &[arg("flags", U32, UINT, K, D::CloexecFlags)],
         ret: RetKind::Fd,
         role: Role::Other,
         extras: &[],
@@ -810,7 +892,10 @@ pub static CATALOG: &[EventDef] = &[
             x86_64: 448,
             aarch64: 448,
         },
-        args: &[arg("pidfd", I32, K, D::None), arg("flags", U32, K, D::None)],
+        args: &[
+            arg("pidfd", I32, INT, K, D::None),
+            arg("flags", U32, UINT, K, D::None),
+        ],
         ret: RetKind::Zero,
         role: Role::Releases,
         extras: &[Extra::TargetArg0, Extra::Rss],
@@ -828,9 +913,9 @@ pub static CATALOG: &[EventDef] = &[
             aarch64: 462,
         },
         args: &[
-            arg("addr", Pointer, KU, D::None),
-            arg("len", U64, K, D::None).in_unit(Unit::Bytes),
-            arg("flags", U64, K, D::None),
+            arg("addr", Pointer, ULONG, KU, D::None),
+            arg("len", U64, SIZE_T, K, D::None).in_unit(Unit::Bytes),
+            arg("flags", U64, ULONG, K, D::None),
         ],
         ret: RetKind::Zero,
         role: Role::Other,
@@ -850,14 +935,14 @@ pub static CATALOG: &[EventDef] = &[
             program: "oom_mark_victim",
         },
         args: &[
-            arg("pid", I32, K, D::None),
-            arg("total_vm", U64, K, D::None).in_unit(Unit::KiB),
-            arg("anon_rss", U64, K, D::None).in_unit(Unit::KiB),
-            arg("file_rss", U64, K, D::None).in_unit(Unit::KiB),
-            arg("shmem_rss", U64, K, D::None).in_unit(Unit::KiB),
-            arg("uid", U32, K, D::None),
-            arg("pgtables", U64, K, D::None).in_unit(Unit::KiB),
-            arg("oom_score_adj", I32, K, D::None),
+            arg("pid", I32, INT, K, D::None),
+            arg("total_vm", U64, ULONG, K, D::None).in_unit(Unit::KiB),
+            arg("anon_rss", U64, ULONG, K, D::None).in_unit(Unit::KiB),
+            arg("file_rss", U64, ULONG, K, D::None).in_unit(Unit::KiB),
+            arg("shmem_rss", U64, ULONG, K, D::None).in_unit(Unit::KiB),
+            arg("uid", U32, UID_T, K, D::None),
+            arg("pgtables", U64, ULONG, K, D::None).in_unit(Unit::KiB),
+            arg("oom_score_adj", I32, SHORT, K, D::None),
         ],
         ret: RetKind::None,
         role: Role::OomVictim,
@@ -876,7 +961,7 @@ pub static CATALOG: &[EventDef] = &[
             name: "start_task_reaping",
             program: "oom_start_task_reaping",
         },
-        args: &[arg("pid", I32, K, D::None)],
+        args: &[arg("pid", I32, INT, K, D::None)],
         ret: RetKind::None,
         role: Role::OomReaper(Reaping::Start),
         extras: &[],
@@ -894,7 +979,7 @@ pub static CATALOG: &[EventDef] = &[
             name: "finish_task_reaping",
             program: "oom_finish_task_reaping",
         },
-        args: &[arg("pid", I32, K, D::None)],
+        args: &[arg("pid", I32, INT, K, D::None)],
         ret: RetKind::None,
         role: Role::OomReaper(Reaping::Finish),
         extras: &[],
@@ -912,7 +997,7 @@ pub static CATALOG: &[EventDef] = &[
             name: "skip_task_reaping",
             program: "oom_skip_task_reaping",
         },
-        args: &[arg("pid", I32, K, D::None)],
+        args: &[arg("pid", I32, INT, K, D::None)],
         ret: RetKind::None,
         role: Role::OomReaper(Reaping::Skip),
         extras: &[],
@@ -933,12 +1018,12 @@ pub static CATALOG: &[EventDef] = &[
         // Tracee's three first, split from task->exit_code as Tracee does; the kernel side
         // sends (exit_code, anon, file, shmem), and only when the whole process exits.
         args: &[
-            field("exit_code", I32, D::None, EXIT_STATUS),
-            field("signal_code", I32, D::Signal, EXIT_SIGNAL),
-            field("process_group_exit", Bool, D::None, Field::Always(1)),
-            field("anon", U64, D::None, Field::At(1)).in_unit(Unit::Bytes),
-            field("file", U64, D::None, Field::At(2)).in_unit(Unit::Bytes),
-            field("shmem", U64, D::None, Field::At(3)).in_unit(Unit::Bytes),
+            field("exit_code", I32, INT, D::None, EXIT_STATUS),
+            field("signal_code", I32, INT, D::Signal, EXIT_SIGNAL),
+            field("process_group_exit", Bool, BOOL, D::None, Field::Always(1)),
+            field("anon", U64, U64_T, D::None, Field::At(1)).in_unit(Unit::Bytes),
+            field("file", U64, U64_T, D::None, Field::At(2)).in_unit(Unit::Bytes),
+            field("shmem", U64, U64_T, D::None, Field::At(3)).in_unit(Unit::Bytes),
         ],
         ret: RetKind::None,
         role: Role::Exits,
@@ -957,7 +1042,7 @@ pub static CATALOG: &[EventDef] = &[
             name: "exit_mmap",
             program: "on_exit_mmap",
         },
-        args: &[arg("vm_size", U64, K, D::None).in_unit(Unit::Bytes)],
+        args: &[arg("vm_size", U64, ULONG, K, D::None).in_unit(Unit::Bytes)],
         ret: RetKind::None,
         role: Role::TornDown,
         extras: &[],
@@ -983,15 +1068,16 @@ pub static MEM_PROT_ALERT: EventDef<Raised> = EventDef {
         by: &["mmap", "mprotect", "pkey_mprotect"],
     },
     args: &[
-        arg("alert", Str, K, D::None),
-        arg("addr", Pointer, KU, D::None),
-        arg("len", U64, K, D::None),
-        arg("prot", I32, K, D::Prot),
-        arg("prev_prot", I32, K, D::Prot),
-        arg("pathname", Str, K, D::None),
-        arg("dev", U32, K, D::None),
-        arg("inode", U64, K, D::None),
-        arg("ctime", U64, K, D::None),
+        arg("alert", Str, CHAR_PTR, K, D::None),
+        arg("addr", Pointer, ULONG, KU, D::None),
+        arg("len", U64, SIZE_T, K, D::None),
+        // The call's prot, as the kernel received it.
+        arg("prot", I32, ULONG, K, D::Prot),
+        arg("prev_prot", I32, INT, K, D::Prot),
+        arg("pathname", Str, CHAR_PTR, K, D::None),
+        arg("dev", U32, DEV_T, K, D::None),
+        arg("inode", U64, ULONG, K, D::None),
+        arg("ctime", U64, U64_T, K, D::None),
     ],
     ret: RetKind::None,
     role: Role::Alerts,
@@ -1219,6 +1305,72 @@ mod tests {
         assert_eq!(ArgType::I32.value(0xffff_ffff), ArgValue::Signed(-1));
         assert_eq!(ArgType::U32.value(0x1_0000_0005), ArgValue::Unsigned(5));
         assert_eq!(ArgType::I64.value(u64::MAX), ArgValue::Signed(-1));
+    }
+
+    /// The values strace's tests pass, against what the kernel's SYSCALL_DEFINE types make
+    /// of them.
+    #[test]
+    fn kernel_values_beyond_tracee_types() {
+        let at = |event: &str, arg: &str, raw: u64| {
+            let def = by_name(event).unwrap();
+            let i = def.args.iter().position(|a| a.name == arg).unwrap();
+            let mut fields = [0; 8];
+            fields[i] = raw;
+            let a = &def.args[i];
+            let (value, kernel) = (a.value(i, &fields), a.kernel_value(i, &fields));
+            (
+                value,
+                a.beyond_type(value, kernel),
+                a.decoder.decode(kernel),
+            )
+        };
+        // An unsigned long the int32 cuts short: the whole value, in kernelValue and names.
+        assert_eq!(
+            at("pkey_mprotect", "prot", 0xdead_feed_00ca_7500),
+            (
+                ArgValue::Signed(0xca_7500),
+                Some(0xdead_feed_00ca_7500),
+                Some("0xdeadfeed00ca7500".into())
+            )
+        );
+        assert_eq!(
+            at("mprotect", "prot", 0x1_0000_0001),
+            (
+                ArgValue::Signed(1),
+                Some(0x1_0000_0001),
+                Some("PROT_READ|0x100000000".into())
+            )
+        );
+        // A 32-bit int: the register's high bits never reach the kernel, and the names are
+        // of its 32 bits, as strace prints them.
+        assert_eq!(
+            at("mlock2", "flags", u64::MAX),
+            (
+                ArgValue::Signed(-1),
+                None,
+                Some("MLOCK_ONFAULT|0xfffffffe".into())
+            )
+        );
+        assert_eq!(at("mlock2", "flags", 0xffff_ffff).1, None);
+        // A negative int passed sign-extended, as libc passes mmap's fd -1: Tracee's -1 is
+        // the kernel's value; passed zero-extended, it is not.
+        assert_eq!(at("mmap", "fd", u64::MAX).1, None);
+        assert_eq!(at("mmap", "fd", 0xffff_ffff).1, Some(0xffff_ffff));
+        // Where Tracee's type is as wide as the kernel's, nothing is beyond it.
+        for e in CATALOG {
+            for (i, a) in e.args.iter().enumerate() {
+                let mut fields = [u64::MAX - 1; 8];
+                fields[i] = 0xdead_feed_00ca_7500;
+                let beyond = a.beyond_type(a.value(i, &fields), a.kernel_value(i, &fields));
+                assert_eq!(
+                    beyond.is_some(),
+                    a.kernel.bits > a.ty.bits() && a.field == Field::Own,
+                    "{}.{}",
+                    e.name,
+                    a.name
+                );
+            }
+        }
     }
 
     #[test]

@@ -437,9 +437,10 @@ fn map_flags(out: &mut impl Write, raw: u64) -> fmt::Result {
         0 if rest != 0 => {}
         other => write!(parts.next()?, "{other:#x}")?,
     }
-    // With MAP_HUGETLB the top bits carry log2 of the page size, not MAP_UNINITIALIZED.
-    if raw & MAP_HUGETLB != 0 && rest >> MAP_HUGE_SHIFT != 0 {
-        let shift = (rest >> MAP_HUGE_SHIFT) & 0x3f;
+    // With MAP_HUGETLB bits 26-31 carry log2 of the page size, not MAP_UNINITIALIZED; bits
+    // above them are no size (flags are an unsigned long to the kernel).
+    let shift = (rest >> MAP_HUGE_SHIFT) & 0x3f;
+    if raw & MAP_HUGETLB != 0 && shift != 0 {
         rest &= !(0x3f << MAP_HUGE_SHIFT);
         write!(parts.next()?, "MAP_HUGE_{}", huge_size(shift))?;
     }
@@ -576,6 +577,12 @@ mod tests {
         assert_eq!(
             Decoder::MapFlags.decode(0x22 | 0x400_0000).unwrap(),
             "MAP_PRIVATE|MAP_ANONYMOUS|MAP_UNINITIALIZED"
+        );
+        assert_eq!(
+            Decoder::MapFlags
+                .decode(0x22 | 0x40000 | (1 << 32))
+                .unwrap(),
+            "MAP_PRIVATE|MAP_ANONYMOUS|MAP_HUGETLB|0x100000000"
         );
         assert_eq!(Decoder::MapFlags.decode(0x0).unwrap(), "0x0");
         assert_eq!(

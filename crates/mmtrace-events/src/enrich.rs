@@ -314,7 +314,8 @@ impl ProtAlert<'_> {
                 _ => raw("addr"),
             },
             len: e.arg("len").or(e.arg("length")).map_or(0, |v| v.bits()),
-            prot: raw("prot"),
+            // As the kernel received it: the line shows Tracee's int32 and kernelValue.
+            prot: e.kernel_arg("prot").unwrap_or(0),
             prev_prot,
             pathname: e
                 .enrich

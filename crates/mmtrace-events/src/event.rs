@@ -56,15 +56,18 @@ impl Event {
         self.def.name
     }
 
-    /// (definition, typed value) for each argument this kernel gave, in catalog order;
-    /// `def.decoder` names it.
-    pub fn args(&self) -> impl Iterator<Item = (&'static crate::ArgDef, ArgValue)> + '_ {
+    /// (definition, Tracee's typed value, the value the kernel received) for each argument
+    /// this kernel gave, in catalog order; `def.decoder` names the kernel's value.
+    pub fn args(&self) -> impl Iterator<Item = (&'static crate::ArgDef, ArgValue, u64)> + '_ {
         self.def
             .args
             .iter()
             .enumerate()
             .filter(|(i, def)| !def.is_absent(*i, self.absent))
-            .map(|(i, def)| (def, def.value(i, &self.raw_args)))
+            .map(|(i, def)| {
+                let raw = &self.raw_args;
+                (def, def.value(i, raw), def.kernel_value(i, raw))
+            })
     }
 
     /// How many arguments `args` yields.
@@ -74,9 +77,21 @@ impl Event {
 
     /// The raw argument named `name`, typed; None when absent on this kernel.
     pub fn arg(&self, name: &str) -> Option<ArgValue> {
+        self.arg_at(name)
+            .map(|(i, def)| def.value(i, &self.raw_args))
+    }
+
+    /// The value the kernel received for the argument named `name`; None when absent.
+    pub fn kernel_arg(&self, name: &str) -> Option<u64> {
+        self.arg_at(name)
+            .map(|(i, def)| def.kernel_value(i, &self.raw_args))
+    }
+
+    /// The position and definition of the argument named `name`, if this kernel gave it.
+    fn arg_at(&self, name: &str) -> Option<(usize, &'static crate::ArgDef)> {
         let i = self.def.args.iter().position(|a| a.name == name)?;
         let def = &self.def.args[i];
-        (!def.is_absent(i, self.absent)).then(|| def.value(i, &self.raw_args))
+        (!def.is_absent(i, self.absent)).then_some((i, def))
     }
 
     /// The errno name of a failed call (`EINVAL`), None on success.

@@ -65,17 +65,18 @@ pub struct ArgFilter {
 impl ArgFilter {
     pub const MAX_VALUES: usize = mmtrace_abi::MAX_VALS as usize;
 
-    /// Whether comparisons are signed, and the width in bytes the kernel narrows to.
+    /// Whether comparisons are signed, and the width in bytes the kernel side narrows to.
+    /// The width is the kernel's type's: a filter compares what the kernel received, so
+    /// `mprotect.data.prot=PROT_READ` does not match PROT_READ|0x100000000, which the kernel
+    /// refused. The sign is Tracee's type's, as users write the values (`mmap.data.fd<0`).
     pub fn signed_width(&self) -> (bool, u8) {
         match self.target {
             Target::Ret => (true, 8),
-            Target::Arg(i) => match self.event.args[i].ty {
-                ArgType::I32 => (true, 4),
-                ArgType::U32 => (false, 4),
-                ArgType::I64 => (true, 8),
-                // Raised events' text cannot be filtered: no filter reaches them.
-                ArgType::U64 | ArgType::Pointer | ArgType::Str | ArgType::Bool => (false, 8),
-            },
+            Target::Arg(i) => {
+                let arg = &self.event.args[i];
+                let signed = matches!(arg.ty, ArgType::I32 | ArgType::I64);
+                (signed, if arg.kernel.bits <= 32 { 4 } else { 8 })
+            }
         }
     }
 }
@@ -264,9 +265,24 @@ mod tests {
         assert_eq!(f.values, [9, 15]);
         let f = filter("munmap", "data.addr>=0x7f0000000000").unwrap();
         assert_eq!(f.values, [0x7f00_0000_0000]);
-        // An int32 argument narrows -1 to the 32-bit pattern the kernel compares.
+        // An int argument narrows -1 to the 32-bit pattern the kernel compares.
+        let f = filter("mlock2", "data.flags=-1").unwrap();
+        assert_eq!(
+            (f.signed_width(), f.values.clone()),
+            ((true, 4), vec![u64::MAX])
+        );
+        // mmap's fd is an unsigned long to the kernel: -1 in all 64 bits, as libc passes it.
         let f = filter("mmap", "data.fd=-1").unwrap();
-        assert_eq!(f.values, [u64::MAX]);
+        assert_eq!(
+            (f.signed_width(), f.values.clone()),
+            ((true, 8), vec![u64::MAX])
+        );
+        // prot too: its high bits count, so PROT_READ|0x100000000 is not PROT_READ.
+        let f = filter("mprotect", "data.prot=0x100000001").unwrap();
+        assert_eq!(
+            (f.signed_width(), f.values.clone()),
+            ((true, 8), vec![0x1_0000_0001])
+        );
     }
 
     #[test]

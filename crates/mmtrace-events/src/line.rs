@@ -220,6 +220,9 @@ pub struct Arg {
     pub value: Value,
     /// The value's names (`PROT_READ|PROT_WRITE`), where the catalog's decoder has some.
     pub decoded: Option<String>,
+    /// The value the kernel received, where Tracee's type cannot hold it (`KEYS`).
+    #[serde(rename = "kernelValue")]
+    pub kernel_value: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -416,7 +419,10 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     (
         "args",
-        "one {name, type, value} object per argument, with decoded where the value has names",
+        "one {name, type, value} object per argument, with decoded where the value has names \
+         (at the kernel's width), and kernelValue, the number the kernel received, where \
+         Tracee's narrower type cannot hold it (mprotect's prot is an int32 to Tracee, an \
+         unsigned long to the kernel)",
     ),
     ("duration", "ns from entering the kernel to returning"),
     (

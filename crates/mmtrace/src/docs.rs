@@ -111,15 +111,26 @@ fn args<S>(e: &EventDef<S>) -> String {
     if e.args.is_empty() {
         return "None.\n".to_string();
     }
-    let mut out = String::from("| argument | type | tags | meaning |\n|---|---|---|---|\n");
+    let mut out = String::from(
+        "| argument | type | kernel's type | tags | meaning |\n|---|---|---|---|---|\n",
+    );
     for (arg, meaning) in e.args.iter().zip(e.doc.args) {
         let _ = writeln!(
             out,
-            "| `{}` | `{}` | {} | {} |",
+            "| `{}` | `{}` | `{}` | {} | {} |",
             arg.name,
             arg.ty.tracee_name(),
+            arg.kernel.name,
             tag_list(arg),
             cell(meaning)
+        );
+    }
+    if e.args.iter().any(|a| a.kernel.bits > a.ty.bits()) {
+        let _ = writeln!(
+            out,
+            "\nWhere the kernel's type is wider than Tracee's, `value` keeps Tracee's type and \
+             the argument adds `kernelValue`, the number the kernel received, whenever Tracee's \
+             type cannot hold it; `decoded` and the table name the kernel's value."
         );
     }
     let tags: Vec<String> = TAGS

@@ -284,8 +284,13 @@ fn text_args<S>(e: &EventDef<S>) -> String {
     }
     let mut out = String::new();
     for (arg, meaning) in e.args.iter().zip(e.doc.args) {
+        // The kernel's type where it is wider: kernelValue then carries what Tracee's cannot.
+        let kernel = match arg.kernel.bits > arg.ty.bits() {
+            true => format!(" (the kernel's {})", arg.kernel.name),
+            false => String::new(),
+        };
         out.push_str(&format!(
-            "{IN}{}: {} [{}]\n",
+            "{IN}{}: {}{kernel} [{}]\n",
             arg.name,
             arg.ty.tracee_name(),
             tag_list(arg)

@@ -121,8 +121,8 @@ impl Drop for Mounted {
     }
 }
 
-/// One mmap and one munmap of an anonymous page: two calls any test can count on.
-pub fn map_and_unmap_a_page() {
+/// A new anonymous read-only page: one mmap.
+pub fn read_only_page() -> *mut libc::c_void {
     let p = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -134,5 +134,10 @@ pub fn map_and_unmap_a_page() {
         )
     };
     assert_ne!(p, libc::MAP_FAILED);
-    unsafe { libc::munmap(p, 4096) };
+    p
+}
+
+/// One mmap and one munmap of an anonymous page: two calls any test can count on.
+pub fn map_and_unmap_a_page() {
+    unsafe { libc::munmap(read_only_page(), 4096) };
 }

@@ -247,6 +247,7 @@ impl Record {
                         name: name.to_string(),
                         value,
                         decoded: None,
+                        kernel_value: None,
                     })
                     .collect(),
             ),
@@ -284,14 +285,25 @@ impl Record {
                     .args
                     .iter()
                     .zip(a.values())
-                    .map(|(def, value)| Arg {
-                        name: def.name.to_string(),
-                        value: match value {
-                            AlertValue::Text(t) => json!(t),
-                            AlertValue::Pointer(p) => json!(format!("{p:#x}")),
-                            AlertValue::Number(n) => json!(n),
-                        },
-                        decoded: None,
+                    .map(|(def, value)| {
+                        let (value, kernel_value) = match value {
+                            AlertValue::Text(t) => (json!(t), None),
+                            AlertValue::Pointer(p) => (json!(format!("{p:#x}")), None),
+                            AlertValue::Number(n) => {
+                                let typed = def.ty.value(n);
+                                let full = def.beyond_type(typed, def.kernel.cut(n));
+                                match typed {
+                                    ArgValue::Signed(v) => (json!(v), full),
+                                    other => (json!(other.bits()), full),
+                                }
+                            }
+                        };
+                        Arg {
+                            name: def.name.to_string(),
+                            value,
+                            decoded: None,
+                            kernel_value,
+                        }
                     })
                     .collect(),
             ),
@@ -341,14 +353,15 @@ impl Record {
         }
     }
 
-    /// A live event's argument: its catalog entry and raw value.
-    fn raw_arg(&self, name: &str) -> Option<(&'static mmtrace_events::ArgDef, ArgValue)> {
+    /// A live event's argument: its catalog entry, Tracee's typed value and the kernel's.
+    fn raw_arg(&self, name: &str) -> Option<(&'static mmtrace_events::ArgDef, ArgValue, u64)> {
         match &self.args {
             Args::Raw { def, raw, absent } => {
                 let i = def.args.iter().position(|a| a.name == name)?;
                 let arg = &def.args[i];
                 // As the JSON line leaves it out, so live and recorded analyses agree.
-                (!arg.is_absent(i, *absent)).then(|| (arg, arg.value(i, raw)))
+                (!arg.is_absent(i, *absent))
+                    .then(|| (arg, arg.value(i, raw), arg.kernel_value(i, raw)))
             }
             Args::Json(_) => None,
         }
@@ -356,7 +369,7 @@ impl Record {
 
     /// An argument as an unsigned number; pointers are hex strings, as in Tracee.
     pub fn arg_u64(&self, name: &str) -> Option<u64> {
-        if let Some((_, value)) = self.raw_arg(name) {
+        if let Some((_, value, _)) = self.raw_arg(name) {
             return Some(value.bits());
         }
         match &self.json_arg(name)?.value {
@@ -380,14 +393,18 @@ impl Record {
 
     /// The argument's names (`MCL_FUTURE`), falling back to its value.
     pub fn arg_text(&self, name: &str) -> Option<String> {
-        if let Some((def, value)) = self.raw_arg(name) {
-            return Some(
-                def.decoder
-                    .decode(value.bits())
-                    .unwrap_or_else(|| value.bits().to_string()),
-            );
+        if let Some((def, value, kernel)) = self.raw_arg(name) {
+            return Some(def.decoder.decode(kernel).unwrap_or_else(|| {
+                def.beyond_type(value, kernel)
+                    .unwrap_or(value.bits())
+                    .to_string()
+            }));
         }
         let arg = self.json_arg(name)?;
-        Some(arg.decoded.clone().unwrap_or_else(|| arg.value.to_string()))
+        Some(match (&arg.decoded, arg.kernel_value) {
+            (Some(names), _) => names.clone(),
+            (None, Some(full)) => full.to_string(),
+            (None, None) => arg.value.to_string(),
+        })
     }
 }

@@ -9,7 +9,7 @@ use mmtrace_events::decode::Decoder;
 use mmtrace_events::enrich::{self, AlertValue, Enrichment, OomLimit, ProtAlert, Rss};
 use mmtrace_events::event::Context;
 use mmtrace_events::stack::Stack;
-use mmtrace_events::{ArgValue, Event, EventDef};
+use mmtrace_events::{ArgDef, ArgValue, Event, EventDef};
 
 use super::{hex_digits, Sink, WRITE_BYTES};
 use crate::inband::Note;
@@ -100,18 +100,29 @@ pub fn write_event(out: &mut Vec<u8>, e: &Event, caller: &[u8], kind: &Kind) {
     out.extend_from_slice(&kind.middle);
     write_stack_addresses(out, e);
     write_entity_ids(out, &e.ctx);
-    for (prefix, (def, value)) in kind.args.iter().zip(e.args()) {
+    for (prefix, (def, value, kernel)) in kind.args.iter().zip(e.args()) {
         out.extend_from_slice(prefix);
-        match value {
-            ArgValue::Pointer(p) => out.hex(p),
-            ArgValue::Unsigned(v) => out.uint(v),
-            ArgValue::Signed(v) => out.int(v),
-            ArgValue::Bool(b) => out.raw(if b { "true" } else { "false" }),
-        }
-        out.decoded(def.decoder, value.bits());
+        write_value(out, def, value, kernel);
         out.push(b'}');
     }
     write_rest(out, e);
+}
+
+/// An argument's value in Tracee's type, which keeps Tracee's consumers parsing; the names
+/// of the value the kernel received; and that value as kernelValue where the type cannot
+/// hold it.
+fn write_value(out: &mut Vec<u8>, def: &ArgDef, value: ArgValue, kernel: u64) {
+    match value {
+        ArgValue::Pointer(p) => out.hex(p),
+        ArgValue::Unsigned(v) => out.uint(v),
+        ArgValue::Signed(v) => out.int(v),
+        ArgValue::Bool(b) => out.raw(if b { "true" } else { "false" }),
+    }
+    out.decoded(def.decoder, kernel);
+    if let Some(full) = def.beyond_type(value, kernel) {
+        out.raw(",\"kernelValue\":");
+        out.uint(full);
+    }
 }
 
 /// The keys that depend only on the kind of event, put together once per kind: built piece
@@ -501,10 +512,7 @@ pub fn write_alert(out: &mut Vec<u8>, e: &Event, caller: &[u8], a: &ProtAlert) {
         match value {
             AlertValue::Text(t) => out.string(&t),
             AlertValue::Pointer(p) => out.hex(p),
-            AlertValue::Number(v) => {
-                out.uint(v);
-                out.decoded(arg.decoder, v);
-            }
+            AlertValue::Number(v) => write_value(out, arg, arg.ty.value(v), arg.kernel.cut(v)),
         }
         out.push(b'}');
     }
@@ -971,7 +979,7 @@ mod tests {
             assert_eq!(l.return_error.get(), e.error_name());
             let args = l.args.clone().unwrap();
             assert_eq!(args.len(), e.args_num());
-            for (read, (def, value)) in args.iter().zip(e.args()) {
+            for (read, (def, value, kernel)) in args.iter().zip(e.args()) {
                 assert_eq!(read.name, def.name);
                 let written = match value {
                     ArgValue::Pointer(p) => json!(format!("{p:#x}")),
@@ -980,7 +988,8 @@ mod tests {
                     ArgValue::Bool(b) => json!(b),
                 };
                 assert_eq!(read.value, written, "{}", def.name);
-                assert_eq!(read.decoded, def.decoder.decode(value.bits()), "{}", def.name);
+                assert_eq!(read.decoded, def.decoder.decode(kernel), "{}", def.name);
+                assert_eq!(read.kernel_value, def.beyond_type(value, kernel), "{}", def.name);
             }
             same_enrichment(&l, &e);
             same_stack(&l, &e);
@@ -1027,7 +1036,18 @@ mod tests {
                 let written = match value {
                     AlertValue::Text(t) => json!(t),
                     AlertValue::Pointer(p) => json!(format!("{p:#x}")),
-                    AlertValue::Number(v) => json!(v),
+                    // In the argument's type: a prot of -1 is an int32 -1, as Tracee's
+                    // consumers parse it, whatever bits the call passed above it.
+                    AlertValue::Number(v) => {
+                        let kernel = def.kernel.cut(v);
+                        assert_eq!(read.decoded, def.decoder.decode(kernel), "{}", def.name);
+                        let full = def.beyond_type(def.ty.value(v), kernel);
+                        assert_eq!(read.kernel_value, full, "{}", def.name);
+                        match def.ty.value(v) {
+                            ArgValue::Signed(v) => json!(v),
+                            other => json!(other.bits()),
+                        }
+                    }
                 };
                 assert_eq!(read.value, written, "{}", def.name);
             }

@@ -190,9 +190,11 @@ fn align_right(out: &mut String, start: usize, width: usize) {
 }
 
 /// One argument's value, with how telling it is: names before numbers, sizes in one style.
-fn write_arg(out: &mut String, def: &ArgDef, value: ArgValue) -> Rank {
+/// Names and numbers are the kernel's: where Tracee's type cuts the value short, the number
+/// is the one the kernel received.
+fn write_arg(out: &mut String, def: &ArgDef, value: ArgValue, kernel: u64) -> Rank {
     let start = out.len();
-    if def.decoder.write(value.bits(), out) == Ok(true) {
+    if def.decoder.write(kernel, out) == Ok(true) {
         // Flags with no bit set read 0x0: nothing to tell either.
         return match &out[start..] {
             "0x0" => Rank::Zero,
@@ -202,6 +204,10 @@ fn write_arg(out: &mut String, def: &ArgDef, value: ArgValue) -> Rank {
     if let Some(n) = def.bytes(value.bits()) {
         write_bytes(out, n);
         return if n == 0 { Rank::Zero } else { Rank::Amount };
+    }
+    if let Some(full) = def.beyond_type(value, kernel) {
+        uint(out, full);
+        return Rank::Amount;
     }
     match value {
         ArgValue::Pointer(p) => {
@@ -227,14 +233,14 @@ fn write_call(out: &mut String, details: &mut Vec<Detail>, e: &Event) -> Layout 
     out.push_str(e.def.name);
     out.push('(');
     let args_at = out.len();
-    for (i, (def, value)) in e.args().enumerate() {
+    for (i, (def, value, kernel)) in e.args().enumerate() {
         if i > 0 {
             out.push_str(", ");
         }
         let start = out.len();
         out.push_str(def.name);
         out.push('=');
-        let rank = write_arg(out, def, value);
+        let rank = write_arg(out, def, value, kernel);
         details.push(Detail {
             start,
             end: out.len(),
@@ -732,6 +738,31 @@ mod tests {
         };
         assert!(kept(120) <= kept(160) && kept(160) <= kept(200) && kept(200) <= kept(1000));
         assert_eq!(kept(1000), 6);
+    }
+
+    /// Arguments the kernel takes wider than Tracee's int32 show as the kernel received
+    /// them; an int shows its 32 bits.
+    #[test]
+    fn arguments_are_the_kernels() {
+        let high = 1 << 32;
+        let mmap = event(
+            "mmap",
+            &[0, 4096, 1 | high, 0x22 | high, 0xffff_ffff, 0],
+            0x1000,
+        );
+        let row = table(&[mmap], 1000);
+        assert!(
+            row.contains(
+                "prot=PROT_READ|0x100000000, flags=MAP_PRIVATE|MAP_ANONYMOUS|0x100000000, \
+                 fd=4294967295, "
+            ),
+            "{row}"
+        );
+        // libc's -1, sign-extended to 64 bits, is Tracee's -1 too.
+        let mmap = event("mmap", &[0, 4096, 1, 0x22, u64::MAX, 0], 0x1000);
+        assert!(table(&[mmap], 1000).contains("fd=-1, "));
+        let mlock2 = event("mlock2", &[0x1000, 4096, u64::MAX], -22);
+        assert!(table(&[mlock2], 1000).contains("flags=MLOCK_ONFAULT|0xfffffffe)"));
     }
 
     /// The caller is the first frame outside libc, by name and offset, else by its module's
