@@ -152,20 +152,32 @@ fn query(p: &Prometheus, q: &str) -> Vec<f64> {
         .collect()
 }
 
-/// Waits until `q`'s one value is at least `want`, and returns it.
-fn stored(p: &Prometheus, q: &str, want: f64) -> f64 {
+/// What `attempt` gives once it succeeds, tried every `every`; after `limit`, fails the test
+/// with its last error.
+fn eventually<T>(
+    limit: Duration,
+    every: Duration,
+    mut attempt: impl FnMut() -> Result<T, String>,
+) -> T {
     let start = Instant::now();
     loop {
-        let got = query(p, q);
-        if got.len() == 1 && got[0] >= want {
-            return got[0];
+        match attempt() {
+            Ok(done) => return done,
+            Err(why) => assert!(start.elapsed() < limit, "{why}"),
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{q}: {got:?}, waiting for {want}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(every);
     }
+}
+
+/// Waits until `q`'s one value is at least `want`, and returns it.
+fn stored(p: &Prometheus, q: &str, want: f64) -> f64 {
+    eventually(Duration::from_secs(30), Duration::from_millis(200), || {
+        let got = query(p, q);
+        match got[..] {
+            [value] if value >= want => Ok(value),
+            _ => Err(format!("{q}: {got:?}, waiting for {want}")),
+        }
+    })
 }
 
 #[test]
@@ -451,18 +463,15 @@ fn survives(pattern: &str, hostile: impl FnOnce(&Served, Held)) {
         "{pattern}: a scrape after it took {took:?}"
     );
     // Connections the pattern left end at serve's pace: a few seconds at most.
-    let start = Instant::now();
-    loop {
+    eventually(Duration::from_secs(10), Duration::from_millis(100), || {
         let now = held(pid);
-        if now.fds <= before.fds && now.rss_kib <= before.rss_kib + RSS_MARGIN_KIB {
-            break;
+        match now.fds <= before.fds && now.rss_kib <= before.rss_kib + RSS_MARGIN_KIB {
+            true => Ok(()),
+            false => Err(format!(
+                "{pattern}: serve holds {now:?}, and held {before:?} before"
+            )),
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{pattern}: serve holds {now:?}, and held {before:?} before"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    });
 }
 
 #[test]
