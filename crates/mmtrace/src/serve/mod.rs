@@ -25,19 +25,17 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use mmtrace_bpf::features::{Feature, FEATURES_OFF_VAR};
 use mmtrace_bpf::{Options, Tracer};
 use mmtrace_events::catalog::Role;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpSocket};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::Semaphore;
 
 use crate::cli::ServeArgs;
 use crate::containers;
 use crate::privilege;
-use crate::signals::Signals;
 use crate::teardown;
 use crate::trace::parse_who_and_what;
-
-/// How often serve looks for a signal, or a new cgroup: a look at the ring is a read of its
-/// memory, no syscall.
-const TICK: Duration = Duration::from_millis(10);
 
 /// Connections served at once, fewer if the fd limit leaves less room (`connection_slots`).
 /// Prometheus keeps one per target, an HA pair two: the rest wait in the kernel's backlog.
@@ -111,7 +109,16 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     })?;
     // Port 0 asks the kernel for a free one; the line below names the one it gave.
     let addr = listener.local_addr().unwrap_or(addr);
-    let signals = Signals::install()?;
+    // As trace's: SIGTERM, SIGINT and SIGHUP stop it, each waking the runtime when it comes.
+    let ending = [
+        SignalKind::terminate(),
+        SignalKind::interrupt(),
+        SignalKind::hangup(),
+    ]
+    .map(signal);
+    let [Ok(term), Ok(int), Ok(hup)] = ending else {
+        anyhow::bail!("installing the signal handlers failed");
+    };
     let tracer = Tracer::start(&options)?;
     // Before any thread starts: capabilities are dropped per thread.
     privilege::drop_after_attach(&tracer, false, false)?;
@@ -141,7 +148,13 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let local = tokio::task::LocalSet::new();
     let served = local.block_on(
         &runtime,
-        serve(listener, slots, Rc::clone(&tracer), signals, cgroups),
+        serve(
+            listener,
+            slots,
+            Rc::clone(&tracer),
+            [term, int, hup],
+            cgroups,
+        ),
     );
     // The connections' tasks go with their shares of the tracer.
     drop(local);
@@ -178,21 +191,33 @@ fn connection_slots() -> usize {
     (free as usize).clamp(1, MAX_CONNECTIONS)
 }
 
-/// Serves until a signal: the ticks on this task, the connections on tasks of their own.
+/// Serves until a signal: the cgroups' news and looks on this task, when the ring holds news
+/// or a look is due (no timer runs between), the connections on tasks of their own.
 async fn serve(
     listener: TcpListener,
     slots: usize,
     tracer: Rc<RefCell<Tracer>>,
-    signals: Signals,
+    [mut term, mut int, mut hup]: [Signal; 3],
     mut cgroups: cgroups::Cgroups,
 ) -> anyhow::Result<()> {
     let accepting = tokio::task::spawn_local(accept(listener, slots, Rc::clone(&tracer)));
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while signals.take().is_empty() {
-        // No borrow is held across an await: the connections borrow the tracer between ticks.
-        cgroups.tick(&mut tracer.borrow_mut())?;
-        tick.tick().await;
+    // A copy of the ring's fd, to wait on while the connections borrow the tracer.
+    let ring = tracer.borrow().ring_fd().try_clone_to_owned()?;
+    // SAFETY: the AsyncFd owns `ring`, an OwnedFd, which stays open and the same until it is
+    // dropped with it.
+    let news = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(std::io::Error::from)?;
+    loop {
+        // No borrow is held across an await: the connections borrow the tracer meanwhile.
+        let look = cgroups.tick(&mut tracer.borrow_mut())?;
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => break,
+            // Cleared before the ring is read (next round): news sent after that wakes it again.
+            ready = news.readable() => ready?.clear_ready(),
+            () = tokio::time::sleep_until(look.into()) => {}
+        }
     }
     // The port is free again once the listener goes, before the hooks come off.
     accepting.abort();
