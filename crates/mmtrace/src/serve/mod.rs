@@ -115,10 +115,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         SignalKind::interrupt(),
         SignalKind::hangup(),
     ]
-    .map(signal);
-    let [Ok(term), Ok(int), Ok(hup)] = ending else {
-        anyhow::bail!("installing the signal handlers failed");
-    };
+    .map(|kind| signal(kind).context("installing the signal handlers"));
+    let [term, int, hup] = ending;
+    let ending = [term?, int?, hup?];
     let tracer = Tracer::start(&options)?;
     // Before any thread starts: capabilities are dropped per thread.
     privilege::drop_after_attach(&tracer, false, false)?;
@@ -148,13 +147,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let local = tokio::task::LocalSet::new();
     let served = local.block_on(
         &runtime,
-        serve(
-            listener,
-            slots,
-            Rc::clone(&tracer),
-            [term, int, hup],
-            cgroups,
-        ),
+        serve(listener, slots, Rc::clone(&tracer), ending, cgroups),
     );
     // The connections' tasks go with their shares of the tracer.
     drop(local);
