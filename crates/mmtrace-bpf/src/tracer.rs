@@ -422,6 +422,11 @@ impl Tracer {
         news
     }
 
+    /// The ring's fd, readable when it holds news (or records): to wait on instead of polling.
+    pub fn ring_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.ring.as_fd()
+    }
+
     /// Drops a metrics trace's series of the cgroups in `gone`.
     pub fn metrics_forget(&mut self, gone: &std::collections::BTreeSet<u64>) -> Result<(), Error> {
         metrics::forget(&mut self.bpf, gone)

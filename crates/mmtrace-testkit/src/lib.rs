@@ -449,6 +449,16 @@ impl Served {
         Served { child, port }
     }
 
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
     /// Sends it `signal`; its exit status, within `limit`.
     pub fn stop(&mut self, signal: i32, limit: std::time::Duration) -> std::process::ExitStatus {
         unsafe { libc::kill(self.child.id() as i32, signal) };

@@ -28,24 +28,24 @@ impl Cgroups {
         }
     }
 
-    /// Each tick of the server. A look at the ring is a read of its memory: the news of a new
-    /// cgroup comes within a tick, while the cgroup still names its container; one that ends
-    /// within milliseconds of its first call may go unnamed.
-    pub fn tick(&mut self, tracer: &mut Tracer) -> anyhow::Result<()> {
+    /// Called when the ring holds news, and at the time the last call returned: the news of a
+    /// new cgroup is read as soon as the kernel sends it, while the cgroup still names its
+    /// container; one that ends within milliseconds of its first call may go unnamed.
+    pub fn tick(&mut self, tracer: &mut Tracer) -> anyhow::Result<Instant> {
         for id in tracer.metrics_news() {
             containers::of_cgroup(id);
         }
         let every = LOOK_EVERY.min(self.forget_after.max(Duration::from_secs(1)));
-        if self.looked.elapsed() < every {
-            return Ok(());
+        if self.looked.elapsed() >= every {
+            self.looked = Instant::now();
+            let counted = tracer.metrics_cgroups()?;
+            // Cached after the first time: only cgroups whose news were lost cost a look.
+            for &id in &counted {
+                containers::of_cgroup(id);
+            }
+            self.forget_gone(tracer, &counted)?;
         }
-        self.looked = Instant::now();
-        let counted = tracer.metrics_cgroups()?;
-        // Cached after the first time: only cgroups whose news were lost cost a look.
-        for &id in &counted {
-            containers::of_cgroup(id);
-        }
-        self.forget_gone(tracer, &counted)
+        Ok(self.looked + every)
     }
 
     fn forget_gone(&mut self, tracer: &mut Tracer, counted: &BTreeSet<u64>) -> anyhow::Result<()> {

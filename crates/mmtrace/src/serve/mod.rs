@@ -5,27 +5,64 @@
 mod cgroups;
 mod metrics;
 
+use std::cell::RefCell;
+use std::convert::Infallible;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use mmtrace_bpf::features::{Feature, FEATURES_OFF_VAR};
 use mmtrace_bpf::{Options, Tracer};
 use mmtrace_events::catalog::Role;
-use tiny_http::{Header, Request, Response, Server};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::Semaphore;
 
 use crate::cli::ServeArgs;
 use crate::containers;
 use crate::privilege;
-use crate::signals::Signals;
 use crate::teardown;
 use crate::trace::parse_who_and_what;
 
-/// How long the server waits for a request before looking for a signal, or a new cgroup,
-/// again: a look at the ring is a read of its memory, no syscall.
-const TICK: Duration = Duration::from_millis(10);
+/// Connections served at once, fewer if the fd limit leaves less room (`connection_slots`).
+/// Prometheus keeps one per target, an HA pair two: the rest wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 64;
+
+/// Connections the kernel completes and queues while every slot is taken.
+const BACKLOG: u32 = 1024;
+
+/// Fds kept free of connections, for what a scrape or a tick opens (a container runtime's
+/// socket, cgroup directories).
+const FD_RESERVE: u64 = 16;
+
+/// A request's head must arrive whole within this, or its connection is closed: a peer that
+/// trickles it (slowloris) holds a slot no longer.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The whole life of a connection, its reply included: a peer that never reads the reply
+/// holds a slot no longer. Past Prometheus's default scrape timeout (10 s), which gives up first.
+const CONNECTION_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The most a request's head may take (hyper's buffer; it answers 431 past it). A scrape's
+/// head is a few hundred bytes.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// How long accepting pauses after an error: at the fd limit (EMFILE) every retry would fail
+/// at once until a connection ends, so a busy loop would only burn the CPU.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
 
@@ -56,18 +93,35 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     options.features_off = features_off;
     options.metrics = true;
     options.durations = !args.no_durations;
+    // hyper on tokio's current-thread runtime, as the Rust Prometheus exporters serve: a
+    // connection is a task, not a thread, and hyper bounds what a peer sends. This runtime
+    // starts no thread, so capabilities can still be dropped below; it is built first because
+    // the listener registers with it.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .context("starting the server's runtime")?;
+    let _in_runtime = runtime.enter();
     // Bound before anything is attached: a taken port costs nothing to find out.
-    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+    let listener = bind(addr).map_err(|e| {
         anyhow::anyhow!("cannot listen on {addr}: {e}; choose another address with --listen")
     })?;
     // Port 0 asks the kernel for a free one; the line below names the one it gave.
     let addr = listener.local_addr().unwrap_or(addr);
-    let signals = Signals::install()?;
-    let mut tracer = Tracer::start(&options)?;
-    // Before the server's threads start: capabilities are dropped per thread.
+    // As trace's: SIGTERM, SIGINT and SIGHUP stop it, each waking the runtime when it comes.
+    let ending = [
+        SignalKind::terminate(),
+        SignalKind::interrupt(),
+        SignalKind::hangup(),
+    ]
+    .map(|kind| signal(kind).context("installing the signal handlers"));
+    let [term, int, hup] = ending;
+    let ending = [term?, int?, hup?];
+    let tracer = Tracer::start(&options)?;
+    // Before any thread starts: capabilities are dropped per thread.
     privilege::drop_after_attach(&tracer, false, false)?;
-    let server = Server::from_listener(listener, None)
-        .map_err(|e| anyhow::anyhow!("serving on {addr}: {e}"))?;
+    let slots = connection_slots();
     let mut stderr = std::io::stderr();
     for u in tracer.unavailable() {
         let _ = writeln!(
@@ -88,41 +142,150 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         tracer.attached().len(),
         if args.no_durations { ", without durations" } else { "" }
     );
-    let mut cgroups = cgroups::Cgroups::new(Duration::from_secs(args.forget_after));
-    while signals.take().is_empty() {
-        cgroups.tick(&mut tracer)?;
-        match server.recv_timeout(TICK) {
-            Ok(Some(request)) => respond(&tracer, request),
-            Ok(None) => {}
-            Err(e) => return Err(e).context("accepting a connection"),
-        }
-    }
+    let cgroups = cgroups::Cgroups::new(Duration::from_secs(args.forget_after));
+    let tracer = Rc::new(RefCell::new(tracer));
+    let local = tokio::task::LocalSet::new();
+    let served = local.block_on(
+        &runtime,
+        serve(listener, slots, Rc::clone(&tracer), ending, cgroups),
+    );
+    // The connections' tasks go with their shares of the tracer.
+    drop(local);
+    served?;
+    let tracer = Rc::into_inner(tracer)
+        .context("a connection outlived the server")?
+        .into_inner();
     // As trace does: the hooks come off in a child once we have exited (teardown.rs).
-    drop(server);
     teardown::detach_after_exit(tracer);
     Ok(ExitCode::SUCCESS)
 }
 
-fn respond(tracer: &Tracer, request: Request) {
-    let text = |body: String, status: u16, kind: &str| {
-        Response::from_string(body)
-            .with_status_code(status)
-            .with_header(Header::from_bytes("Content-Type", kind).expect("a valid header"))
+/// A listener on `addr` with a backlog deep enough for a burst of scrapers (std's is 128).
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
+    // As std does, so a restart finds its port free though the last one's connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+/// How many connections fit under the fd limit beside the tracer's own fds, up to
+/// MAX_CONNECTIONS; at least one, so a scrape still gets through under a tiny limit (whose
+/// accept errors are then survived like any other).
+fn connection_slots() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    let open = std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count) as u64;
+    let free = limit.saturating_sub(open).saturating_sub(FD_RESERVE);
+    (free as usize).clamp(1, MAX_CONNECTIONS)
+}
+
+/// Serves until a signal: the cgroups' news and looks on this task, when the ring holds news
+/// or a look is due (no timer runs between), the connections on tasks of their own.
+async fn serve(
+    listener: TcpListener,
+    slots: usize,
+    tracer: Rc<RefCell<Tracer>>,
+    [mut term, mut int, mut hup]: [Signal; 3],
+    mut cgroups: cgroups::Cgroups,
+) -> anyhow::Result<()> {
+    let accepting = tokio::task::spawn_local(accept(listener, slots, Rc::clone(&tracer)));
+    // A copy of the ring's fd, to wait on while the connections borrow the tracer.
+    let ring = tracer.borrow().ring_fd().try_clone_to_owned()?;
+    // SAFETY: the AsyncFd owns `ring`, an OwnedFd, which stays open and the same until it is
+    // dropped with it.
+    let news = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(std::io::Error::from)?;
+    loop {
+        // No borrow is held across an await: the connections borrow the tracer meanwhile.
+        let look = cgroups.tick(&mut tracer.borrow_mut())?;
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => break,
+            // Cleared before the ring is read (next round): news sent after that wakes it again.
+            ready = news.readable() => ready?.clear_ready(),
+            () = tokio::time::sleep_until(look.into()) => {}
+        }
+    }
+    // The port is free again once the listener goes, before the hooks come off.
+    accepting.abort();
+    let _ = accepting.await;
+    Ok(())
+}
+
+/// Accepts connections while a slot is free, each served by hyper within its bounds; no
+/// error of a peer or of accept stops it.
+async fn accept(listener: TcpListener, slots: usize, tracer: Rc<RefCell<Tracer>>) {
+    let free = Arc::new(Semaphore::new(slots));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
+        // One request a connection: a scraper's next comes seconds later, and a connection
+        // kept open between would hold a slot (and an fd) for nothing.
+        .keep_alive(false);
+    // The semaphore is never closed.
+    while let Ok(slot) = Arc::clone(&free).acquire_owned().await {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // EMFILE, ENFILE, ENOBUFS, ENOMEM pass with time (a connection ends, memory
+                // is freed); an aborted connection is retried the same way, at no cost.
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let tracer = Rc::clone(&tracer);
+        let connection = http.serve_connection(
+            TokioIo::new(stream),
+            service_fn(move |request| {
+                let response = respond(&tracer.borrow(), &request);
+                async move { Ok::<_, Infallible>(response) }
+            }),
+        );
+        tokio::task::spawn_local(async move {
+            // A peer's errors, and its time running out, end its connection alone.
+            let _ = tokio::time::timeout(CONNECTION_DEADLINE, connection).await;
+            drop(slot);
+        });
+    }
+}
+
+/// The answer to `request`, whose body is never read: no request here has one to give.
+fn respond(tracer: &Tracer, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     let plain = "text/plain; charset=utf-8";
-    let response = match (request.method(), request.url()) {
-        (tiny_http::Method::Get, "/metrics") => match tracer.metrics() {
-            Ok(snap) => text(
-                metrics::render(&snap, &tracer.lost()),
-                200,
+    let (status, kind, body) = match (request.method(), request.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/metrics") => match tracer.metrics() {
+            Ok(snap) => (
+                StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
+                metrics::render(&snap, &tracer.lost()),
             ),
-            Err(e) => text(format!("{e}\n"), 500, plain),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, plain, format!("{e}\n")),
         },
-        (tiny_http::Method::Get, "/healthz") => text("ok\n".into(), 200, plain),
-        (tiny_http::Method::Get, _) => text("not found: try /metrics\n".into(), 404, plain),
-        _ => text("only GET\n".into(), 405, plain),
+        (&Method::GET | &Method::HEAD, "/healthz") => (StatusCode::OK, plain, "ok\n".into()),
+        (&Method::GET | &Method::HEAD, _) => (
+            StatusCode::NOT_FOUND,
+            plain,
+            "not found: try /metrics\n".into(),
+        ),
+        _ => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            plain,
+            "only GET and HEAD\n".into(),
+        ),
     };
-    // A scraper that went away is its own business.
-    let _ = request.respond(response);
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(kind));
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        headers.insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+    }
+    response
 }
