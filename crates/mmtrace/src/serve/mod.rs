@@ -5,10 +5,12 @@
 mod cgroups;
 mod metrics;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd as _, BorrowedFd, RawFd};
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -25,11 +27,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use mmtrace_bpf::features::{Feature, FEATURES_OFF_VAR};
 use mmtrace_bpf::{Options, Tracer};
 use mmtrace_events::catalog::Role;
+use rustix::net::RecvFlags;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::Semaphore;
+use tokio::task::AbortHandle;
 
 use crate::cli::ServeArgs;
 use crate::containers;
@@ -60,8 +64,8 @@ const CONNECTION_DEADLINE: Duration = Duration::from_secs(30);
 /// head is a few hundred bytes.
 const MAX_HEAD: usize = 16 * 1024;
 
-/// How long accepting pauses after an error: at the fd limit (EMFILE) every retry would fail
-/// at once until a connection ends, so a busy loop would only burn the CPU.
+/// How long accepting pauses after an error: at the fd limit (EMFILE) with no connection to
+/// close, every retry would fail at once until one ends, so a busy loop would only burn the CPU.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
@@ -218,10 +222,14 @@ async fn serve(
     Ok(())
 }
 
-/// Accepts connections while a slot is free, each served by hyper within its bounds; no
-/// error of a peer or of accept stops it.
+/// Accepts connections, each served by hyper within its bounds; no error of a peer or of
+/// accept stops it. When a new peer finds every slot taken, or no fd is left to accept it, the
+/// oldest connection whose request has not arrived whole is closed to make room: peers that
+/// trickle their heads (slowloris) cannot keep a scraper out, whose head comes at once.
+/// A head that waits whole in its socket, not yet read in a burst, is never taken for one.
 async fn accept(listener: TcpListener, slots: usize, tracer: Rc<RefCell<Tracer>>) {
     let free = Arc::new(Semaphore::new(slots));
+    let mut unheard: VecDeque<Unheard> = VecDeque::new();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -229,31 +237,103 @@ async fn accept(listener: TcpListener, slots: usize, tracer: Rc<RefCell<Tracer>>
         // One request a connection: a scraper's next comes seconds later, and a connection
         // kept open between would hold a slot (and an fd) for nothing.
         .keep_alive(false);
-    // The semaphore is never closed.
-    while let Ok(slot) = Arc::clone(&free).acquire_owned().await {
+    loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                if !evict(&mut unheard).await {
+                    // Every fd is a connection being answered: one ends soon.
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+                continue;
+            }
             Err(_) => {
-                // EMFILE, ENFILE, ENOBUFS, ENOMEM pass with time (a connection ends, memory
-                // is freed); an aborted connection is retried the same way, at no cost.
+                // ENOBUFS and ENOMEM pass with time; an aborted connection is retried the
+                // same way, at no cost.
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
+        let slot = match Arc::clone(&free).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                evict(&mut unheard).await;
+                // The semaphore is never closed.
+                let Ok(slot) = Arc::clone(&free).acquire_owned().await else {
+                    return;
+                };
+                slot
+            }
+        };
+        let heard = Rc::new(Cell::new(false));
+        let fd = stream.as_raw_fd();
         let tracer = Rc::clone(&tracer);
         let connection = http.serve_connection(
             TokioIo::new(stream),
-            service_fn(move |request| {
-                let response = respond(&tracer.borrow(), &request);
-                async move { Ok::<_, Infallible>(response) }
+            service_fn({
+                let heard = Rc::clone(&heard);
+                move |request| {
+                    heard.set(true);
+                    let response = respond(&tracer.borrow(), &request);
+                    async move { Ok::<_, Infallible>(response) }
+                }
             }),
         );
-        tokio::task::spawn_local(async move {
+        let task = tokio::task::spawn_local(async move {
             // A peer's errors, and its time running out, end its connection alone.
             let _ = tokio::time::timeout(CONNECTION_DEADLINE, connection).await;
             drop(slot);
         });
+        // Those heard or ended since are forgotten, so the list stays as short as the slots.
+        if unheard.len() >= 2 * slots {
+            unheard.retain(|c| !c.heard.get() && !c.task.is_finished());
+        }
+        unheard.push_back(Unheard {
+            heard,
+            task: task.abort_handle(),
+            fd,
+        });
     }
+}
+
+/// A connection whose request's head had not come when it was accepted.
+struct Unheard {
+    /// Whether the head has come since.
+    heard: Rc<Cell<bool>>,
+    task: AbortHandle,
+    /// Its socket, open while its task runs.
+    fd: RawFd,
+}
+
+impl Unheard {
+    /// Whether the peer is still sending its head: not served, not ended, and no whole head
+    /// waiting in its socket for hyper's next turn.
+    fn trickling(&self) -> bool {
+        if self.heard.get() || self.task.is_finished() {
+            return false;
+        }
+        let mut head = [0u8; MAX_HEAD];
+        // SAFETY: the task, which owns the socket, has not ended, and none runs until this
+        // returns (the runtime has one thread), so `fd` is still that socket.
+        let socket = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        match rustix::net::recv(socket, &mut head, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+            Ok((n, _)) => !head[..n].windows(4).any(|w| w == b"\r\n\r\n"),
+            Err(_) => true,
+        }
+    }
+}
+
+/// Closes the oldest connection still trickling its head, if there is one, and lets its task
+/// end, which frees its slot and its fd.
+async fn evict(unheard: &mut VecDeque<Unheard>) -> bool {
+    while let Some(connection) = unheard.pop_front() {
+        if connection.trickling() {
+            connection.task.abort();
+            tokio::task::yield_now().await;
+            return true;
+        }
+    }
+    false
 }
 
 /// The answer to `request`, whose body is never read: no request here has one to give.
