@@ -331,6 +331,15 @@ struct {
 	__type(value, __u8);
 } scope_cgroups SEC(".maps");
 
+/* Cgroups that should have joined scope_cgroups but found it full: their calls go untraced,
+ * which the reader must say. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} scope_overflow SEC(".maps");
+
 /* Processes (by tgid) in a traced tree or followed: two bits each (TRACKED_*), 32 processes a
  * word. The verifier inlines an array lookup, where a hash lookup is a helper call that every
  * syscall on the machine would pay. Sized for pid_max 4194304; the loader sets the machine's. */
@@ -1559,6 +1568,20 @@ struct cgroup_ctx {
 	__u64 args[2];
 };
 
+/* Puts a cgroup in scope, or counts it as left out where the table is full. */
+static __always_inline void watch_cgroup(__u64 cgroup)
+{
+	__u32 zero = 0;
+	__u8 one = 1;
+	__u64 *full;
+
+	if (bpf_map_update_elem(&scope_cgroups, &cgroup, &one, BPF_ANY) == 0)
+		return;
+	full = bpf_map_lookup_elem(&scope_overflow, &zero);
+	if (full)
+		*full += 1;
+}
+
 /* A cgroup made in the v2 hierarchy (hierarchy 0; a v1 hierarchy numbers its cgroups
  * apart) joins the scope before any process can enter it: no container's first call is
  * missed, as a reader that learnt of the cgroup and then filled the map would. */
@@ -1570,13 +1593,12 @@ int on_cgroup_mkdir(struct cgroup_ctx *ctx)
 	__u64 parent = BPF_CORE_READ(cgrp, self.parent, cgroup, kn, id);
 	char name[CGROUP_NAME];
 	char id[CONTAINER_ID_LEN];
-	__u8 one = 1;
 	int len;
 
 	if (BPF_CORE_READ(cgrp, root, hierarchy_id) != 0)
 		return 0;
 	if (bpf_map_lookup_elem(&scope_cgroups, &parent)) {
-		bpf_map_update_elem(&scope_cgroups, &cgroup, &one, BPF_ANY);
+		watch_cgroup(cgroup);
 		return 0;
 	}
 	len = bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(cgrp, kn, name)) - 1;
@@ -1588,7 +1610,7 @@ int on_cgroup_mkdir(struct cgroup_ctx *ctx)
 	if (!container_cgroup(name, len, id))
 		return 0;
 	if (cfg.scope_watch == WATCH_NEW || bpf_map_lookup_elem(&scope_container_ids, id))
-		bpf_map_update_elem(&scope_cgroups, &cgroup, &one, BPF_ANY);
+		watch_cgroup(cgroup);
 	return 0;
 }
 

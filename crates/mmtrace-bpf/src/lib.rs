@@ -10,7 +10,7 @@ mod tracer;
 
 pub use mmtrace_abi as abi;
 pub use record::{parse_record, Clock, Record};
-pub use scope::{cgroup2_root, cgroups, ScopeError};
+pub use scope::{all_cgroups, cgroup2_root, cgroups, ScopeError};
 pub use system::{check_btf, check_privileges, ensure_tracefs, event_available, SystemError};
 pub use tracer::{Error, Options, Tracer, Unavailable};
 

@@ -380,24 +380,53 @@ fn find_by_id(root: &Path, id: u64) -> Option<PathBuf> {
 /// Every cgroup under `root`: its id and its path as /proc/PID/cgroup shows it, each before
 /// the cgroups under it.
 pub fn cgroups(root: &Path) -> Vec<(u64, String)> {
+    walk_cgroups(root).0
+}
+
+/// Every cgroup under `root`, as `cgroups` gives them, or None where a folder could not be
+/// read for another reason than its removal during the walk (no fd left, say): a caller that
+/// takes a cgroup missing from the list as gone must not act on a partial one.
+pub fn all_cgroups(root: &Path) -> Option<Vec<(u64, String)>> {
+    let (found, whole) = walk_cgroups(root);
+    whole.then_some(found)
+}
+
+fn walk_cgroups(root: &Path) -> (Vec<(u64, String)>, bool) {
     let mut found = Vec::new();
+    let mut whole = true;
     let mut stack = vec![root.to_path_buf()];
+    let removed = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
     while let Some(dir) = stack.pop() {
-        let Ok(meta) = fs::metadata(&dir) else {
-            continue;
+        let meta = match fs::metadata(&dir) {
+            Ok(meta) => meta,
+            Err(e) => {
+                whole &= removed(&e);
+                continue;
+            }
         };
         let path = match dir.strip_prefix(root) {
             Ok(rel) => format!("/{}", rel.to_string_lossy()),
             Err(_) => continue,
         };
         found.push((meta.ino(), path));
-        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(entry.path());
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                whole &= removed(&e);
+                continue;
+            }
+        };
+        for entry in entries {
+            match entry {
+                Ok(entry) if entry.file_type().is_ok_and(|t| t.is_dir()) => {
+                    stack.push(entry.path())
+                }
+                Ok(_) => {}
+                Err(e) => whole &= removed(&e),
             }
         }
     }
-    found
+    (found, whole)
 }
 
 /// The cgroups under `root` now of the containers with these ids, and those under them: a

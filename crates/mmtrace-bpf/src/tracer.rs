@@ -437,6 +437,16 @@ impl Tracer {
         metrics::cgroup_ids(&self.bpf)
     }
 
+    /// Cgroups made during the trace that belonged in its scope (`container=new`, a container
+    /// not yet started, or a cgroup under one) but found the kernel's table of them full.
+    pub fn scope_overflow(&self) -> u64 {
+        self.bpf
+            .map("scope_overflow")
+            .and_then(|map| PerCpuArray::<_, u64>::try_from(map).ok())
+            .and_then(|counter| counter.get(&0, 0).ok())
+            .map_or(0, |per_cpu| per_cpu.iter().sum())
+    }
+
     fn per_event(&self, counters: &PerCpuArray<MapData, u64>) -> Vec<(&'static EventDef, u64)> {
         self.attached
             .iter()

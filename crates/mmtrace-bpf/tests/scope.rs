@@ -370,6 +370,18 @@ fn executable_scope_errors_name_the_path() {
     );
 }
 
+/// The cgroup v2 hierarchy's root, or None (the test skips) where none is mounted.
+fn cgroup2_root() -> Option<std::path::PathBuf> {
+    let root = mmtrace_bpf::cgroup2_root();
+    if root.is_none() {
+        mmtrace_testkit::skip(
+            "no cgroup v2 hierarchy is mounted",
+            "mount one: mount -t cgroup2 none /sys/fs/cgroup/unified",
+        );
+    }
+    root
+}
+
 /// How many of each child's calls reach the ring, under `scope`, each child in a cgroup of
 /// its own: `dirs`, under a folder of the test's own (a dir names its parent first), the
 /// first `before` made before the trace began and the others after. None when the test
@@ -378,15 +390,7 @@ fn seen_in_new_cgroups(scope: Scope, dirs: &[String], before: usize) -> Option<V
     if !bpf_allowed() {
         return None;
     }
-    let Some(root) = mmtrace_bpf::cgroup2_root() else {
-        let why = "no cgroup v2 hierarchy is mounted";
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run this test: {why}"
-        );
-        eprintln!("skipping: {why}");
-        return None;
-    };
+    let root = cgroup2_root()?;
     let top = root.join(format!("mmtrace-watch-{}", std::process::id()));
     std::fs::create_dir(&top).unwrap();
     for dir in &dirs[..before] {
@@ -450,4 +454,62 @@ fn cgroups_of_containers_started_later_join_the_scope() {
     let new = Scope::parse(&["container=new"]).unwrap();
     let seen = seen_in_new_cgroups(new, &dirs, 2).unwrap();
     assert_eq!(seen, [0, 0, 20, 20, 0, 20, 20, 0, 0], "{dirs:?}");
+}
+
+/// Cgroups that belong in a watched scope but find the kernel's table of them full are counted
+/// and their calls not traced, which the reader must say: the test makes as many cgroups as
+/// the table holds, and ten more, under a container's cgroup made after the trace began.
+#[test]
+fn cgroups_beyond_the_watched_table_are_counted() {
+    if !bpf_allowed() {
+        return;
+    }
+    let Some(root) = cgroup2_root() else {
+        return;
+    };
+    const MORE: usize = 10;
+    let id = "5e".repeat(32);
+    let top = root.join(format!("mmtrace-full-{}", std::process::id()));
+    std::fs::create_dir(&top).unwrap();
+    let mut opts = Options::new(parse_selection(&["mlock2"]).unwrap().events);
+    opts.scope = Scope {
+        pending_containers: vec![id.clone()],
+        ..Scope::default()
+    };
+    let mut t = Tracer::start(&opts).unwrap_or_else(|e| panic!("{e}"));
+    let container = top.join(format!("libpod-{id}"));
+    std::fs::create_dir(&container).unwrap();
+    // The container's cgroup takes one place; these the rest, and MORE beyond.
+    let dirs: Vec<_> = (0..mmtrace_bpf::abi::MAX_WATCHED_CGROUPS as usize + MORE - 1)
+        .map(|i| container.join(format!("c{i}")))
+        .collect();
+    for dir in &dirs {
+        std::fs::create_dir(dir).unwrap();
+    }
+    let left_out = t.scope_overflow();
+    // A process in the first cgroup under the container, which got a place, and in the last,
+    // which did not.
+    let mut seen = [0; 2];
+    let mut pids = Vec::new();
+    for dir in [&dirs[0], &dirs[dirs.len() - 1]] {
+        let child = Child::spawn(20);
+        std::fs::write(dir.join("cgroup.procs"), child.pid.to_string()).unwrap();
+        pids.push(child.pid as u32);
+        child.run();
+    }
+    t.drain(|e| {
+        if let Some(i) = pids.iter().position(|&p| p == e.ctx.host_pid) {
+            seen[i] += 1;
+        }
+    });
+    for dir in dirs.iter().rev() {
+        std::fs::remove_dir(dir).unwrap();
+    }
+    std::fs::remove_dir(&container).unwrap();
+    std::fs::remove_dir(&top).unwrap();
+    assert_eq!(
+        left_out, MORE as u64,
+        "the cgroups made past the table's room"
+    );
+    assert_eq!(seen, [20, 0], "in the table, and left out of it");
 }

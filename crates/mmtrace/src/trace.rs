@@ -437,6 +437,9 @@ fn summary(tracer: &Tracer, seen: &[u64], elapsed: Duration, ring_bytes: u32) ->
             ring_bytes >> 10
         );
     }
+    if let Some(warning) = containers::scope_overflow_warning(tracer) {
+        let _ = writeln!(out, "{warning}");
+    }
     out
 }
 

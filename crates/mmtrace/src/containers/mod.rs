@@ -14,7 +14,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use mmtrace_bpf::cgroups;
+use mmtrace_bpf::{all_cgroups, cgroups};
 use mmtrace_events::container::{self, Runtime};
 use mmtrace_events::scope::Scope;
 
@@ -153,11 +153,24 @@ impl Containers {
     }
 }
 
-/// The ids of every cgroup there is now, or None where no cgroup v2 hierarchy is mounted.
+/// The ids of every cgroup there is now, or None where no cgroup v2 hierarchy is mounted or
+/// the walk could not read it all.
 pub fn live_cgroups() -> Option<std::collections::HashSet<u64>> {
     CONTAINERS.with_borrow(|c| {
         let root = c.root.as_ref()?;
-        Some(cgroups(root).into_iter().map(|(ino, _)| ino).collect())
+        Some(all_cgroups(root)?.into_iter().map(|(ino, _)| ino).collect())
+    })
+}
+
+/// Cgroups left out of a watched scope (`container=new`, a container not yet started) for
+/// want of room in the kernel's table: their calls were not traced, which must be said.
+pub fn scope_overflow_warning(tracer: &mmtrace_bpf::Tracer) -> Option<String> {
+    let n = tracer.scope_overflow();
+    (n > 0).then(|| {
+        format!(
+            "mmtrace: warning: {n} cgroups of containers in scope were left out, their calls untraced: the kernel's table of {} such cgroups was full",
+            mmtrace_bpf::abi::MAX_WATCHED_CGROUPS
+        )
     })
 }
 

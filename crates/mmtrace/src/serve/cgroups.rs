@@ -17,6 +17,8 @@ pub struct Cgroups {
     looked: Instant,
     /// The counted cgroups found gone, and since when.
     gone_since: HashMap<u64, Instant>,
+    /// The cgroups left out of the scope when last said.
+    left_out: u64,
 }
 
 impl Cgroups {
@@ -25,6 +27,7 @@ impl Cgroups {
             forget_after,
             looked: Instant::now(),
             gone_since: HashMap::new(),
+            left_out: 0,
         }
     }
 
@@ -44,6 +47,13 @@ impl Cgroups {
                 containers::of_cgroup(id);
             }
             self.forget_gone(tracer, &counted)?;
+            let left_out = tracer.scope_overflow();
+            if left_out > self.left_out {
+                self.left_out = left_out;
+                if let Some(warning) = containers::scope_overflow_warning(tracer) {
+                    eprintln!("{warning}");
+                }
+            }
         }
         Ok(self.looked + every)
     }
