@@ -5,7 +5,7 @@ use std::os::fd::AsFd;
 use std::time::Duration;
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, RingBuf};
-use aya::programs::trace_point::TracePointLinkId;
+use aya::programs::trace_point::TracePointLink;
 use aya::programs::{Program, RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use mmtrace_abi as abi;
@@ -124,7 +124,7 @@ pub struct Tracer {
     filtered: PerCpuArray<MapData, u64>,
     clock: Clock,
     executables: Executables,
-    links: Vec<(&'static str, TracePointLinkId)>,
+    links: Vec<TracePointLink>,
     attached: Vec<&'static EventDef>,
     unavailable: Vec<Unavailable>,
     features: Features,
@@ -281,23 +281,17 @@ impl Tracer {
                 Source::Syscall { .. } => {
                     if cfg.m_at_exit[usize::from(event.id)] == 0 {
                         let tp = format!("sys_enter_{}", event.name);
-                        links.push((
-                            "sys_enter",
-                            attach(&mut bpf, "sys_enter", event, "syscalls", &tp)?,
-                        ));
+                        links.push(attach(&mut bpf, "sys_enter", event, "syscalls", &tp)?);
                     }
                     let tp = format!("sys_exit_{}", event.name);
-                    links.push((
-                        "sys_exit",
-                        attach(&mut bpf, "sys_exit", event, "syscalls", &tp)?,
-                    ));
+                    links.push(attach(&mut bpf, "sys_exit", event, "syscalls", &tp)?);
                 }
                 Source::Tracepoint {
                     category,
                     name,
                     program,
                 } => {
-                    links.push((program, attach(&mut bpf, program, event, category, name)?));
+                    links.push(attach(&mut bpf, program, event, category, name)?);
                 }
             }
             attached.push(event);
@@ -373,19 +367,25 @@ impl Tracer {
         self.drain_some(usize::MAX, f)
     }
 
-    /// Detaches every hook: no new records arrive, the ones in the ring stay for a last drain.
-    /// Each tracepoint link waits, as it closes, for the kernel to retire its probe: an RCU
-    /// grace period, about 70 ms, under a mutex all tracepoints share (perf_trace_destroy
-    /// holds event_mutex), so closing them on parallel threads gains nothing.
-    pub fn detach(&mut self) {
-        for (name, link) in self.links.drain(..) {
-            if let Some(prog) = self.bpf.program_mut(name) {
-                let prog: Result<&mut TracePoint, _> = prog.try_into();
-                if let Ok(prog) = prog {
-                    let _ = prog.detach(link);
-                }
+    /// Takes every hook off and unloads the programs and maps. A tracepoint's link, as it
+    /// closes, waits for an RCU grace period (30-70 ms) before it lets go of its program, then
+    /// removes the kernel's probe, which waits for as long again under a mutex all tracepoints
+    /// share (perf_trace_destroy holds event_mutex). Each link closes on a thread of its own, so
+    /// the first waits overlap: every program is off its hooks after about one grace period,
+    /// and gone once the programs' own descriptors, closed meanwhile, are; only the probes'
+    /// removal, which runs no program, is left one after another.
+    pub fn detach(mut self) {
+        let links = std::mem::take(&mut self.links);
+        std::thread::scope(|s| {
+            for link in links {
+                // Without a thread to be had, the link closes here, with the closure.
+                let _ = std::thread::Builder::new()
+                    // Set, so that no thread reads RUST_MIN_STACK (std's environment lock).
+                    .stack_size(64 << 10)
+                    .spawn_scoped(s, move || drop(link));
             }
-        }
+            drop(self);
+        });
     }
 
     /// Whether the counters can be read with the privileges the process now holds: before
@@ -476,13 +476,14 @@ unsafe impl aya::Pod for Plain<abi::filter> {}
 /// Set to print the verifier's whole log when a program fails to load.
 pub const VERIFIER_LOG_VAR: &str = "MMTRACE_VERIFIER_LOG";
 
+/// Attaches `program` to the tracepoint and takes its link, which the tracer closes itself.
 fn attach(
     bpf: &mut Ebpf,
     program: &'static str,
     event: &'static EventDef,
     category: &str,
     tracepoint: &str,
-) -> Result<TracePointLinkId, Error> {
+) -> Result<TracePointLink, Error> {
     let fail = |detail: String| Error::Attach {
         event: event.name,
         detail,
@@ -492,8 +493,10 @@ fn attach(
         .ok_or_else(|| fail(format!("program {program} is missing from the BPF object")))?
         .try_into()
         .map_err(|e| fail(one_line(&e)))?;
-    prog.attach(category, tracepoint)
-        .map_err(|e| fail(one_line(&e)))
+    let id = prog
+        .attach(category, tracepoint)
+        .map_err(|e| fail(one_line(&e)))?;
+    prog.take_link(id).map_err(|e| fail(one_line(&e)))
 }
 
 /// Loads (has the kernel verify) the programs named, each once, on as many threads as there are

@@ -352,6 +352,16 @@ pub struct Trace {
 impl Trace {
     /// Runs `bin trace ARGS` and returns once it says its hooks are attached.
     pub fn start(bin: &str, args: &[&str], stdout: std::process::Stdio) -> Trace {
+        Trace::start_with(bin, args, stdout, |_| {})
+    }
+
+    /// As `start`, with the command set up further by `adjust` (a process group, say).
+    pub fn start_with(
+        bin: &str,
+        args: &[&str],
+        stdout: std::process::Stdio,
+        adjust: impl FnOnce(&mut std::process::Command),
+    ) -> Trace {
         use std::io::BufRead;
         use std::os::unix::process::CommandExt;
         let mut command = std::process::Command::new(bin);
@@ -360,6 +370,7 @@ impl Trace {
             .args(args)
             .stdout(stdout)
             .stderr(std::process::Stdio::piped());
+        adjust(&mut command);
         // The tests send these signals to mmtrace and its command and expect the defaults. A
         // signal ignored stays ignored across exec, and the run of the tests may have inherited
         // that (nohup; a script's background job ignores SIGINT): the command would live on.

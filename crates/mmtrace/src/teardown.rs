@@ -1,9 +1,12 @@
-//! Leaving at once. Closing a tracepoint's link waits for an RCU grace period, about 70 ms,
-//! under a mutex all tracepoints share, so the 43 links of all events take 3 s to close however
-//! many threads close them; and an exiting process closes its descriptors itself before its
-//! parent can reap it, so exiting without closing them takes as long. mmtrace instead leaves
-//! them to a child that closes them once mmtrace has exited: the shell gets its prompt and
-//! status back at once, and the hooks come off in the background, as they would have.
+//! Leaving at once. Closing a tracepoint's link waits for an RCU grace period before the
+//! program comes off, then for as long again to remove the kernel's probe, under a mutex all
+//! tracepoints share: the 44 links of all events take 1.5-3 s to close, however many threads
+//! close them, and an exiting process closes its descriptors itself before its parent can reap
+//! it, so exiting without closing them takes as long. mmtrace instead leaves them to a child
+//! that closes them once mmtrace has exited, each on a thread of its own so that their first
+//! waits overlap: the shell gets its prompt and status back at once, the programs are off
+//! their hooks within about one grace period, and the probes' removal goes on in the
+//! background.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
@@ -11,14 +14,16 @@ use mmtrace_bpf::Tracer;
 
 /// Hands the tracer's hooks to a child that detaches them after this process has exited;
 /// without a child, detaches them here.
-pub fn detach_after_exit(mut tracer: Tracer) {
+pub fn detach_after_exit(tracer: Tracer) {
     let Ok((wait_end, exit_end)) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) else {
         return tracer.detach();
     };
-    // Listed before the fork: the child must not allocate, as another thread may have held
-    // the allocator's lock when it forked.
+    // Listed before the fork. The child allocates only to start detach's threads: glibc's
+    // fork takes malloc's locks around it, so none is left held in the child by a thread of
+    // this process, and detach starts its threads without reading the environment.
     let others = non_bpf_fds(&[wait_end.as_raw_fd(), exit_end.as_raw_fd()]);
-    // SAFETY: the child closes descriptors, reads, detaches (closing more) and exits.
+    // SAFETY: the child closes descriptors, reads, detaches (closing more on its own threads)
+    // and exits.
     match unsafe { libc::fork() } {
         0 => {
             drop(exit_end);

@@ -234,6 +234,99 @@ fn without_a_command_sighup_stops_the_trace() {
     assert!(stderr.contains("  total "), "the summary: {stderr}");
 }
 
+/// The ids of the BPF programs and links among a process's descriptors, from the kernel's
+/// fdinfo (a link's names its program too).
+fn bpf_ids(pid: u32) -> (Vec<u32>, Vec<u32>) {
+    let (mut progs, mut links) = (Vec::new(), Vec::new());
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap() {
+        let info = std::fs::read_to_string(fd.unwrap().path()).unwrap_or_default();
+        for line in info.lines() {
+            let (key, value) = line.split_once(':').unwrap_or_default();
+            let ids = match key {
+                "prog_id" => &mut progs,
+                "link_id" => &mut links,
+                _ => continue,
+            };
+            ids.push(value.trim().parse().unwrap());
+        }
+    }
+    progs.sort_unstable();
+    progs.dedup();
+    (progs, links)
+}
+
+/// Whether the kernel still has the program or link of this id: bpf(2)'s `cmd`, one of the
+/// *_GET_FD_BY_ID commands.
+fn bpf_object_exists(cmd: libc::c_long, id: u32) -> bool {
+    let attr = [id, 0, 0, 0];
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_ptr(), size_of_val(&attr)) };
+    if fd >= 0 {
+        unsafe { libc::close(fd as i32) };
+        return true;
+    }
+    let err = std::io::Error::last_os_error();
+    assert_eq!(
+        err.raw_os_error(),
+        Some(libc::ENOENT),
+        "bpf({cmd}) on id {id}: {err}"
+    );
+    false
+}
+
+const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
+
+/// Whether a live process (not a zombie) is left in the process group.
+fn group_alive(pgid: u32) -> bool {
+    std::fs::read_dir("/proc").unwrap().any(|e| {
+        let stat = std::fs::read_to_string(e.unwrap().path().join("stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(") ")
+            .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+        fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
+    })
+}
+
+/// Once mmtrace has exited, its programs come off their hooks and go from the kernel while
+/// the child it leaves the hooks to is still at the kernel's probes (removed one after another,
+/// a grace period each), and then nothing of the trace is left: no program, no link, no child.
+/// Each by its id, read from the kernel's fdinfo of mmtrace's descriptors while it traced,
+/// and looked up through bpf(2).
+#[test]
+fn after_the_exit_the_programs_go_first_and_then_nothing_is_left() {
+    use std::os::unix::process::CommandExt;
+    if !bpf_allowed() {
+        return;
+    }
+    // Every event: 44 links. In a process group of its own, which its detaching child keeps.
+    let run = Trace::start_with(BIN, &["-o", "none"], Stdio::null(), |c| {
+        c.process_group(0);
+    });
+    let group = run.pid();
+    let (progs, links) = bpf_ids(group);
+    assert!(links.len() > 20, "programs {progs:?}, links {links:?}");
+    let (code, stderr) = run.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "{stderr}");
+    let deadline = Instant::now() + PATIENCE;
+    let gone = |cmd, ids: &[u32]| ids.iter().all(|&id| !bpf_object_exists(cmd, id));
+    // The programs first, then whether the child is still there: if it is, it was then.
+    while !gone(BPF_PROG_GET_FD_BY_ID, &progs) {
+        assert!(Instant::now() < deadline, "programs {progs:?} left");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(
+        group_alive(group),
+        "the programs went only with the child that detaches them"
+    );
+    while group_alive(group) || !gone(BPF_LINK_GET_FD_BY_ID, &links) {
+        assert!(
+            Instant::now() < deadline,
+            "links {links:?} or the child left"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn a_closed_stderr_is_no_panic_and_the_status_says_so() {
     if !bpf_allowed() {
