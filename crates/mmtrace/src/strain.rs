@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use mmtrace_bpf::Tracer;
 
+use crate::privilege::READER_NICE;
+
 /// What kept the reader from emptying the ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
@@ -85,6 +87,8 @@ struct Tally {
     bytes: u64,
     /// The reader's time but poll's.
     busy: Duration,
+    /// All of it: a wait for a CPU can fall in poll's time, after its wakeup.
+    wall: Duration,
     waiting: Duration,
 }
 
@@ -123,10 +127,8 @@ impl Strain {
         let lost = now.lost - self.last.lost;
         if lost > 0 {
             if let (Some(a), Some(b)) = (self.last.sched, now.sched) {
-                let busy = now
-                    .at
-                    .duration_since(self.last.at)
-                    .saturating_sub(self.idle);
+                let wall = now.at.duration_since(self.last.at);
+                let busy = wall.saturating_sub(self.idle);
                 let running = b.running.saturating_sub(a.running);
                 let waiting = b.waiting.saturating_sub(a.waiting);
                 let writing = busy.saturating_sub(running + waiting);
@@ -135,6 +137,7 @@ impl Strain {
                 t.seen += self.seen;
                 t.bytes += now.bytes - self.last.bytes;
                 t.busy += busy;
+                t.wall += wall;
                 t.waiting += waiting;
             }
         }
@@ -165,8 +168,12 @@ impl Strain {
                 )
             }
             Limit::Starved => format!(
-                "the reader waited {:.0}% of its time for a CPU that other work held: run mmtrace at a higher priority (nice -n -10, or as root, which raises it), raise --buffer-size for bursts, or trace fewer events",
-                100.0 * t.waiting.as_secs_f64() / secs
+                "the reader waited {:.0}% of the time for a CPU that other work held: {}, free a CPU, raise --buffer-size for bursts, or trace fewer events",
+                100.0 * t.waiting.as_secs_f64() / t.wall.as_secs_f64().max(1e-9),
+                match rustix::process::getpriority_process(None) {
+                    Ok(nice) if nice > READER_NICE => "give it a higher priority (nice -n -20, or chrt -f 10)",
+                    _ => "give it a real-time priority (chrt -f 10)",
+                }
             ),
             Limit::Reader => format!(
                 "the reader, busy on a CPU, handled {:.0}k events/s of the {:.0}k/s made: trace fewer events (-e, -s), use --no-enrich or -o none, or use serve for counts",

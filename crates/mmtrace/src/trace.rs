@@ -144,6 +144,8 @@ fn execute(plan: Plan) -> anyhow::Result<ExitCode> {
     };
     // Installed after the fork, so the command starts with the default handlers.
     let signals = Signals::install()?;
+    // After the fork: the command keeps the priority it was given.
+    privilege::raise_reader_priority();
 
     options.roots = command.iter().map(|(_, c)| c.pid()).collect();
     let mut tracer = Tracer::start(&options)?;

@@ -1,11 +1,11 @@
-//! Losses on a busy machine: the summary naming the limit that cost events, checked
-//! against what the test itself did to the reader.
+//! Losses on a busy machine: the reader's priority, and the summary naming the limit that
+//! cost events, checked against what the test itself did to the reader.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mmtrace_testkit::{bpf_allowed, PATIENCE};
+use mmtrace_testkit::{bpf_allowed, Trace, PATIENCE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mmtrace");
 const HELPER_CALLS: &str = "MMTRACE_TEST_STORM";
@@ -21,6 +21,57 @@ fn helper_storms() {
     for _ in 0..n.to_str().unwrap().parse::<u32>().unwrap() {
         unsafe { libc::syscall(libc::SYS_mlock2, 0x10000u64, 4096u64, 0x8u64) };
     }
+}
+
+/// A process's nice value, from /proc/PID/stat (field 19).
+fn nice(pid: u32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .nth(16)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+#[test]
+fn as_root_the_reader_runs_at_a_higher_priority_and_a_chosen_nice_stays() {
+    if !bpf_allowed() || !is_root() {
+        return;
+    }
+    let own = nice(std::process::id());
+    let run = Trace::start(
+        BIN,
+        &["-e", "mlock2", "-o", "none", "--", "sleep", "30"],
+        Stdio::null(),
+    );
+    let at = run.ready.find("(pid ").unwrap() + "(pid ".len();
+    let command: u32 = run.ready[at..].split(')').next().unwrap().parse().unwrap();
+    let (reader, commands) = (nice(run.pid()), nice(command));
+    run.stop(libc::SIGTERM);
+    // Raised from the default only: a test run under nice keeps its own.
+    assert_eq!(reader, if own == 0 { -20 } else { own });
+    assert_eq!(commands, own, "the command keeps the priority it was given");
+
+    // `nice -n 5 mmtrace ...`: the user's choice.
+    let mut chosen = Command::new("nice")
+        .args(["-n", "5", BIN, "trace", "-e", "mlock2", "-o", "none"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(chosen.stderr.take().unwrap()).lines();
+    assert!(lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.starts_with("mmtrace: tracing")));
+    let niced = nice(chosen.id());
+    unsafe { libc::kill(chosen.id() as i32, libc::SIGINT) };
+    chosen.wait().unwrap();
+    assert_eq!(niced, (own + 5).min(19));
 }
 
 /// The seen and lost counts of `event`'s row in the exit summary.
