@@ -1,11 +1,14 @@
 //! Why the ring lost events: where the reader's time went while they waited. The kernel's
 //! loss counters are read after each full batch; the events lost since the previous reading
 //! are put down to what took most of the reader's time in between, poll's idle sleep left out:
-//! - asleep in the output's writes (a pipe whose reader is slow, a disk that throttles the
-//!   page cache): the output's throughput;
+//! - in the output's writes, asleep (a pipe whose reader is slow, a disk that throttles the
+//!   page cache) or running in the kernel (copying into the page cache, reclaiming it: the
+//!   reader's system time, as the ring is read from memory without a syscall): the output's
+//!   throughput;
 //! - runnable but not running (the kernel's run-queue wait, /proc/thread-self/schedstat):
 //!   other work held the CPUs;
-//! - running: decoding and formatting at full speed is too slow for the events made.
+//! - running in user space: decoding and formatting at full speed is too slow for the events
+//!   made.
 //!
 //! The reader sleeps nowhere but in poll and in the output's writes, so its sleep outside poll
 //! is the time the output kept it waiting, with no clock read around each write.
@@ -24,8 +27,8 @@ pub enum Limit {
     Reader,
 }
 
-/// The limit of a stretch in which events were lost, from the reader's time in it: on a CPU,
-/// waiting for one, and asleep in the output's writes.
+/// The limit of a stretch in which events were lost, from the reader's time in it: on a CPU
+/// in user space, waiting for one, and in the output's writes.
 pub fn classify(running: Duration, waiting: Duration, writing: Duration) -> Limit {
     if writing >= running && writing >= waiting {
         Limit::Output
@@ -36,11 +39,13 @@ pub fn classify(running: Duration, waiting: Duration, writing: Duration) -> Limi
     }
 }
 
-/// The reader thread's time on a CPU and waiting for one, as the scheduler counts them.
+/// The reader thread's time on a CPU and waiting for one, as the scheduler counts them, and
+/// of the first its time in the kernel.
 #[derive(Clone, Copy)]
 struct Sched {
     running: Duration,
     waiting: Duration,
+    system: Duration,
 }
 
 impl Sched {
@@ -48,9 +53,17 @@ impl Sched {
     fn now() -> Option<Sched> {
         let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
         let mut ns = text.split_whitespace().map(|w| w.parse::<u64>().ok());
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: getrusage fills the struct it is given, and nothing else.
+        if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) } != 0 {
+            return None;
+        }
+        let stime = usage.ru_stime;
         Some(Sched {
             running: Duration::from_nanos(ns.next()??),
             waiting: Duration::from_nanos(ns.next()??),
+            system: Duration::from_secs(stime.tv_sec as u64)
+                + Duration::from_micros(stime.tv_usec as u64),
         })
     }
 }
@@ -131,8 +144,10 @@ impl Strain {
                 let busy = wall.saturating_sub(self.idle);
                 let running = b.running.saturating_sub(a.running);
                 let waiting = b.waiting.saturating_sub(a.waiting);
-                let writing = busy.saturating_sub(running + waiting);
-                let t = &mut self.tallies[classify(running, waiting, writing) as usize];
+                let system = b.system.saturating_sub(a.system).min(running);
+                let asleep = busy.saturating_sub(running + waiting);
+                let limit = classify(running - system, waiting, asleep + system);
+                let t = &mut self.tallies[limit as usize];
                 t.lost += lost;
                 t.seen += self.seen;
                 t.bytes += now.bytes - self.last.bytes;
