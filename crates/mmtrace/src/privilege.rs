@@ -14,8 +14,8 @@ use rustix::thread::{self, CapabilitySet, CapabilitySets};
 /// The reader's nice value when mmtrace may raise its priority. A storm fills the ring in
 /// milliseconds, and a reader that waits behind CPU-bound work for a time slice loses
 /// events that it could have kept up with: on a 2-core machine with both cores held, the
-/// default nice lost 77-85% of a storm, -10 about 2%, -20 nothing in 5 runs of 6 (BENCHMARKS.md,
-/// Losses). The reader takes a CPU only while events wait, so this costs the traced work no
+/// default nice lost 77-85% of a storm, -10 about 2%, -20 at most 0.25% and often nothing
+/// (BENCHMARKS.md, Losses). The reader takes a CPU only while events wait, so this costs the traced work no
 /// more than the trace itself does. Only the reader runs at it: the command is forked before.
 pub const READER_NICE: i32 = -20;
 
