@@ -4,7 +4,8 @@ use std::io::Error;
 use std::process::ExitCode;
 use std::sync::{Arc, Barrier};
 
-const USAGE: &str = "usage: mm-workload munmap|mlock|mmap|getppid CALLS [--threads N]";
+const USAGE: &str =
+    "usage: mm-workload munmap|mlock|mmap|getppid CALLS [--threads N] [--rate CALLS_PER_S]";
 
 /// The warm-up is a tenth of the run, capped: enough to fault in code and settle caches
 /// without adding much to the events a tracer must handle.
@@ -12,19 +13,27 @@ const WARMUP_MAX: u64 = 10_000;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (kind, calls, threads) = match args.as_slice() {
-        [kind, calls] => (kind, calls, "1"),
-        [kind, calls, flag, threads] if flag == "--threads" => (kind, calls, threads.as_str()),
+    let (kind, calls, flags) = match args.as_slice() {
+        [kind, calls, flags @ ..] if flags.len() % 2 == 0 => (kind, calls, flags),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
     };
-    let (Ok(calls), Ok(threads)) = (
-        calls.replace('_', "").parse::<u64>(),
-        threads.parse::<u64>(),
-    ) else {
-        eprintln!("mm-workload: CALLS and N must be numbers\n{USAGE}");
+    let (mut threads, mut rate) = ("1", "0");
+    for pair in flags.chunks(2) {
+        match pair[0].as_str() {
+            "--threads" => threads = &pair[1],
+            "--rate" => rate = &pair[1],
+            _ => {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let number = |s: &str| s.replace('_', "").parse::<u64>();
+    let (Ok(calls), Ok(threads), Ok(rate)) = (number(calls), number(threads), number(rate)) else {
+        eprintln!("mm-workload: CALLS, N and CALLS_PER_S must be numbers\n{USAGE}");
         return ExitCode::from(2);
     };
     let Some(per_step) = per_step(kind) else {
@@ -37,7 +46,8 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let (warmup, elapsed_ns) = storm(kind, calls / threads, threads, per_step);
+    let pace = Pace::new(rate, threads, per_step);
+    let (warmup, elapsed_ns) = storm(kind, calls / threads, threads, per_step, pace);
     // ns_per_call is per thread: the time each caller waits for one call, which is what a
     // tracer adds to. bench/run counts the warm-up among the calls a tracer should have seen.
     println!(
@@ -47,6 +57,38 @@ fn main() -> ExitCode {
         warmup * threads
     );
     ExitCode::SUCCESS
+}
+
+/// With --rate: each thread's timed loop is held to its share of CALLS_PER_S, checked every
+/// `STEPS` steps, so a tracer's reader can be fed a steady stream rather than a storm.
+#[derive(Clone, Copy)]
+struct Pace {
+    /// Nanoseconds per step of one thread; 0: as fast as it goes.
+    step_ns: u64,
+}
+
+impl Pace {
+    const STEPS: u64 = 256;
+
+    fn new(rate: u64, threads: u64, per_step: u64) -> Pace {
+        let step_ns = match rate {
+            0 => 0,
+            _ => 1_000_000_000 * threads * per_step / rate,
+        };
+        Pace { step_ns }
+    }
+
+    /// Sleeps until `done` steps are due, `start` being the loop's start.
+    fn wait(self, start: u64, done: u64) {
+        if self.step_ns == 0 || !done.is_multiple_of(Self::STEPS) {
+            return;
+        }
+        let due = start + done * self.step_ns;
+        let now = monotonic_ns();
+        if due > now {
+            std::thread::sleep(std::time::Duration::from_nanos(due - now));
+        }
+    }
 }
 
 /// Syscalls made by one step of each kind's loop.
@@ -86,7 +128,7 @@ fn stepper(kind: &str, page: usize) -> Box<dyn FnMut()> {
 /// Runs `kind` on `threads` threads of `calls` syscalls each, after a warm-up; returns one
 /// thread's warm-up syscalls and the nanoseconds from the first thread's start of the timed
 /// loop to the last one's end.
-fn storm(kind: &str, calls: u64, threads: u64, per_step: u64) -> (u64, u64) {
+fn storm(kind: &str, calls: u64, threads: u64, per_step: u64, pace: Pace) -> (u64, u64) {
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
     let warmup = (calls / 10).min(WARMUP_MAX) / per_step * per_step;
     // Every thread warms up before any is timed, so the threads storm at the same time.
@@ -96,14 +138,18 @@ fn storm(kind: &str, calls: u64, threads: u64, per_step: u64) -> (u64, u64) {
             let (kind, ready) = (kind.to_owned(), ready.clone());
             std::thread::spawn(move || {
                 let mut step = stepper(&kind, page);
-                for _ in 0..warmup / per_step {
+                // Paced too: a burst of every process's warm-up would be a storm of its own.
+                let warming = monotonic_ns();
+                for done in 0..warmup / per_step {
+                    pace.wait(warming, done);
                     step();
                 }
                 ready.wait();
                 // Each thread reads the clock itself: a waiting main thread would be scheduled
                 // late on a machine whose cores the workers fill.
                 let start = monotonic_ns();
-                for _ in 0..calls / per_step {
+                for done in 0..calls / per_step {
+                    pace.wait(start, done);
                     step();
                 }
                 (start, monotonic_ns())

@@ -15,6 +15,7 @@ mod privilege;
 mod reap;
 mod serve;
 mod signals;
+mod strain;
 mod symbols;
 mod teardown;
 mod top;

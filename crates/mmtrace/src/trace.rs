@@ -23,6 +23,7 @@ use crate::kmsg::KernelLog;
 use crate::output::{self, Outputs, Sink};
 use crate::privilege;
 use crate::signals::Signals;
+use crate::strain::Strain;
 use crate::symbols::Symbols;
 use crate::teardown;
 
@@ -143,6 +144,8 @@ fn execute(plan: Plan) -> anyhow::Result<ExitCode> {
     };
     // Installed after the fork, so the command starts with the default handlers.
     let signals = Signals::install()?;
+    // After the fork: the command keeps the priority it was given.
+    privilege::raise_reader_priority();
 
     options.roots = command.iter().map(|(_, c)| c.pid()).collect();
     let mut tracer = Tracer::start(&options)?;
@@ -192,6 +195,7 @@ fn execute(plan: Plan) -> anyhow::Result<ExitCode> {
     let mut busy = false;
     let mut inband = InBand::new(kernel_log);
     let mut symbols = options.stack.then(Symbols::default);
+    let mut strain = Strain::new(&tracer, deliveries.bytes());
     loop {
         let received = signals.take();
         match command.as_mut() {
@@ -215,9 +219,11 @@ fn execute(plan: Plan) -> anyhow::Result<ExitCode> {
         }
         // Only wait when the last batch emptied the ring.
         if !busy {
+            let slept = Instant::now();
             tracer.wait(POLL)?;
+            strain.idle(slept.elapsed());
         }
-        busy = pump(
+        let n = pump(
             &mut tracer,
             sink.as_mut(),
             &show,
@@ -226,13 +232,19 @@ fn execute(plan: Plan) -> anyhow::Result<ExitCode> {
             &mut seen,
             BATCH,
         );
+        strain.seen(n);
+        busy = n == BATCH;
+        // Only a full batch follows losses: a ring that lost records is full.
+        if busy {
+            strain.mark(&tracer, deliveries.bytes());
+        }
         // The output keeps its own failures, and counts the lines they cost.
         let _ = inband.tick(&tracer, sink.as_mut());
     }
     // The hooks come off only after mmtrace exits, which takes seconds (see teardown.rs): the
     // trace stops here, and what was committed before is in the ring. There is no more of it
     // than the ring holds, so a producer as fast as the reader cannot keep this going.
-    pump(
+    let n = pump(
         &mut tracer,
         sink.as_mut(),
         &show,
@@ -241,10 +253,19 @@ fn execute(plan: Plan) -> anyhow::Result<ExitCode> {
         &mut seen,
         ring_records(ring_bytes),
     );
+    strain.seen(n);
+    strain.mark(&tracer, deliveries.bytes());
     // What was lost after the last line about it: the recording and the analysis say so too.
     let _ = inband.finish(&tracer, sink.as_mut());
     let _ = sink.flush();
-    stderr.say(&summary(&tracer, &seen, started.elapsed(), ring_bytes));
+    let why = strain.diagnosis(&deliveries.targets());
+    stderr.say(&summary(
+        &tracer,
+        &seen,
+        started.elapsed(),
+        ring_bytes,
+        why.as_deref(),
+    ));
     for (target, delivery) in deliveries.failed() {
         let Some(e) = delivery.failure() else {
             continue;
@@ -342,8 +363,8 @@ impl Show {
     }
 }
 
-/// Moves up to `max` events from the ring to the sink and flushes it; returns whether the
-/// batch was full (more may be waiting).
+/// Moves up to `max` events from the ring to the sink and flushes it; returns how many it
+/// moved: `max` when more may be waiting.
 fn pump(
     tracer: &mut Tracer,
     sink: &mut dyn Sink,
@@ -352,7 +373,7 @@ fn pump(
     mut symbols: Option<&mut Symbols>,
     seen: &mut [u64],
     max: usize,
-) -> bool {
+) -> usize {
     let n = tracer.drain_some(max, |mut event| {
         if let Some(s) = symbols.as_deref_mut() {
             s.fill(&mut event);
@@ -364,7 +385,7 @@ fn pump(
         let _ = inband.after(&event, sink);
     });
     let _ = sink.flush();
-    n == max
+    n
 }
 
 /// The most records the ring can hold: each is a `Record` at least, behind the ring's 8-byte
@@ -388,8 +409,14 @@ fn ring_size(text: &str) -> anyhow::Result<u32> {
 }
 
 /// The exit summary: per event, calls seen, calls the kernel filtered out, and calls lost,
-/// with a warning whenever any was lost.
-fn summary(tracer: &Tracer, seen: &[u64], elapsed: Duration, ring_bytes: u32) -> String {
+/// with a warning whenever any was lost, saying why when the reader could tell (`why`).
+fn summary(
+    tracer: &Tracer,
+    seen: &[u64],
+    elapsed: Duration,
+    ring_bytes: u32,
+    why: Option<&str>,
+) -> String {
     let lost = tracer.lost();
     let filtered = tracer.filtered();
     let mut out = String::new();
@@ -432,9 +459,10 @@ fn summary(tracer: &Tracer, seen: &[u64], elapsed: Duration, ring_bytes: u32) ->
     if totals[1] > 0 {
         let _ = writeln!(
             out,
-            "mmtrace: warning: {} events lost because the ring buffer ({} KiB) was full: raise --buffer-size",
+            "mmtrace: warning: {} events lost because the ring buffer ({} KiB) was full: {}",
             totals[1],
-            ring_bytes >> 10
+            ring_bytes >> 10,
+            why.unwrap_or("raise --buffer-size")
         );
     }
     if let Some(warning) = containers::scope_overflow_warning(tracer) {

@@ -245,6 +245,17 @@ impl Deliveries {
         self.0.iter().all(|(_, d)| d.failure().is_some())
     }
 
+    /// The bytes every output has taken so far.
+    pub fn bytes(&self) -> u64 {
+        self.0.iter().map(|(_, d)| d.0.bytes.get()).sum()
+    }
+
+    /// Where the outputs write, for a message.
+    pub fn targets(&self) -> String {
+        let targets: Vec<&str> = self.0.iter().map(|(t, _)| t.as_str()).collect();
+        targets.join(", ")
+    }
+
     /// The outputs whose writes failed: where they wrote, and what became of their events.
     pub fn failed(&self) -> impl Iterator<Item = (&str, &Delivery)> {
         self.0
@@ -262,6 +273,8 @@ pub struct Delivery(Rc<DeliveryState>);
 struct DeliveryState {
     /// Successful writes so far: each one took every line the sink held.
     writes: Cell<u64>,
+    /// What those writes took.
+    bytes: Cell<u64>,
     failure: RefCell<Option<io::Error>>,
     /// Events whose lines went out whole.
     written: Cell<u64>,
@@ -427,6 +440,9 @@ impl Write for WholeLines {
             return Err(err);
         }
         self.state.writes.set(self.state.writes.get() + 1);
+        self.state
+            .bytes
+            .set(self.state.bytes.get() + buf.len() as u64);
         Ok(())
     }
 
