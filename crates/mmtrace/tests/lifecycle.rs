@@ -288,13 +288,13 @@ fn group_alive(pgid: u32) -> bool {
     })
 }
 
-/// Once mmtrace has exited, its programs come off their hooks and go from the kernel while
-/// the child it leaves the hooks to is still at the kernel's probes (removed one after another,
-/// a grace period each), and then nothing of the trace is left: no program, no link, no child.
-/// Each by its id, read from the kernel's fdinfo of mmtrace's descriptors while it traced,
-/// and looked up through bpf(2).
+/// Once mmtrace has exited, nothing of the trace is left: no program, no link, no child
+/// detaching them. Each by its id, read from the kernel's fdinfo of mmtrace's descriptors
+/// while it traced, and looked up through bpf(2). How soon the programs go is bench/startstop's
+/// to measure: which of the programs and the child goes first depends on whether other
+/// tracers (the tests beside this one) hold the same tracepoints, whose probes then stay.
 #[test]
-fn after_the_exit_the_programs_go_first_and_then_nothing_is_left() {
+fn after_the_exit_nothing_of_the_trace_is_left() {
     use std::os::unix::process::CommandExt;
     if !bpf_allowed() {
         return;
@@ -310,19 +310,13 @@ fn after_the_exit_the_programs_go_first_and_then_nothing_is_left() {
     assert_eq!(code, Some(0), "{stderr}");
     let deadline = Instant::now() + PATIENCE;
     let gone = |cmd, ids: &[u32]| ids.iter().all(|&id| !bpf_object_exists(cmd, id));
-    // The programs first, then whether the child is still there: if it is, it was then.
-    while !gone(BPF_PROG_GET_FD_BY_ID, &progs) {
-        assert!(Instant::now() < deadline, "programs {progs:?} left");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    assert!(
-        group_alive(group),
-        "the programs went only with the child that detaches them"
-    );
-    while group_alive(group) || !gone(BPF_LINK_GET_FD_BY_ID, &links) {
+    while group_alive(group)
+        || !gone(BPF_PROG_GET_FD_BY_ID, &progs)
+        || !gone(BPF_LINK_GET_FD_BY_ID, &links)
+    {
         assert!(
             Instant::now() < deadline,
-            "links {links:?} or the child left"
+            "programs {progs:?}, links {links:?} or the child left"
         );
         std::thread::sleep(Duration::from_millis(10));
     }
