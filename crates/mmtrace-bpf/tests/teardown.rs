@@ -8,21 +8,9 @@ use common::trace_with;
 use mmtrace_bpf::{Clock, Tracer};
 use mmtrace_events::scope::Scope;
 use mmtrace_events::Event;
+use mmtrace_testkit::boottime_ns;
 
 const MIB: usize = 1 << 20;
-
-/// The clock the kernel side stamps records with.
-fn boottime_ns() -> u64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    assert_eq!(
-        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut t) },
-        0
-    );
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
-}
 
 /// A forked child that touches `bytes` of anonymous memory, says so on a pipe, then waits to
 /// be killed. Syscalls only: the test process has threads.
