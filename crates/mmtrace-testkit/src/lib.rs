@@ -392,10 +392,19 @@ impl Trace {
                 let _ = tx.send(line);
             }
         });
+        // What it said before the ready line, for a failure to show.
+        let mut said = Vec::new();
         let ready = loop {
-            let line = rx.recv_timeout(PATIENCE).expect("mmtrace never attached");
-            if line.starts_with("mmtrace: tracing") {
-                break line;
+            match rx.recv_timeout(PATIENCE) {
+                Ok(line) if line.starts_with("mmtrace: tracing") => break line,
+                Ok(line) => said.push(line),
+                Err(e) => {
+                    let status = child.try_wait().ok().flatten();
+                    panic!(
+                        "mmtrace never attached ({e}; exit {status:?}); it said:\n{}",
+                        said.join("\n")
+                    )
+                }
             }
         };
         Trace {
