@@ -40,9 +40,21 @@ pub fn drop_after_attach(
     signals_command: bool,
     reads_stacks: bool,
 ) -> anyhow::Result<()> {
-    let threads = std::fs::read_dir("/proc/self/task")
-        .map(Iterator::count)
-        .unwrap_or(1);
+    let count = || {
+        std::fs::read_dir("/proc/self/task")
+            .map(Iterator::count)
+            .unwrap_or(1)
+    };
+    // The loader's threads have been joined, but the kernel lists an ending thread until its
+    // exit is complete, which a slow machine (6.1 under QEMU's emulation) showed after the join.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    let threads = loop {
+        let n = count();
+        if n == 1 || std::time::Instant::now() >= deadline {
+            break n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    };
     anyhow::ensure!(
         threads == 1,
         "dropping capabilities with {threads} threads running: capabilities are per thread, so drop them before starting any"
