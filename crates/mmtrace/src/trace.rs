@@ -465,7 +465,7 @@ fn summary(
             why.unwrap_or("raise --buffer-size")
         );
     }
-    if let Some(warning) = containers::scope_overflow_warning(tracer) {
+    if let Some(warning) = containers::scope_overflow_warning(tracer.scope_overflow()) {
         let _ = writeln!(out, "{warning}");
     }
     out

@@ -164,8 +164,8 @@ pub fn live_cgroups() -> Option<std::collections::HashSet<u64>> {
 
 /// Cgroups left out of a watched scope (`container=new`, a container not yet started) for
 /// want of room in the kernel's table: their calls were not traced, which must be said.
-pub fn scope_overflow_warning(tracer: &mmtrace_bpf::Tracer) -> Option<String> {
-    let n = tracer.scope_overflow();
+/// `n` is the tracer's count of them (Tracer::scope_overflow).
+pub fn scope_overflow_warning(n: u64) -> Option<String> {
     (n > 0).then(|| {
         format!(
             "mmtrace: warning: {n} cgroups of containers in scope were left out, their calls untraced: the kernel's table of {} such cgroups was full",

@@ -50,7 +50,7 @@ impl Cgroups {
             let left_out = tracer.scope_overflow();
             if left_out > self.left_out {
                 self.left_out = left_out;
-                if let Some(warning) = containers::scope_overflow_warning(tracer) {
+                if let Some(warning) = containers::scope_overflow_warning(left_out) {
                     eprintln!("{warning}");
                 }
             }
