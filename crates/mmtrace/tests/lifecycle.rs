@@ -57,10 +57,18 @@ fn unwritten(stderr: &str) -> u64 {
         .unwrap()
 }
 
+/// The number in `text` after `before` and up to `end`.
+fn number_after<T: std::str::FromStr>(text: &str, before: &str, end: char) -> T
+where
+    T::Err: std::fmt::Debug,
+{
+    let at = text.find(before).expect(text) + before.len();
+    text[at..].split(end).next().unwrap().parse().unwrap()
+}
+
 /// The pid of the command, from "... in CMD (pid N) and its descendants".
 fn command_pid(ready: &str) -> i32 {
-    let at = ready.find("(pid ").expect(ready) + "(pid ".len();
-    ready[at..].split(')').next().unwrap().parse().unwrap()
+    number_after(ready, "(pid ", ')')
 }
 
 #[test]
@@ -540,8 +548,7 @@ fn seen_lost(stderr: &str, event: &str) -> (u64, u64) {
 
 /// The X in "the output (...) took X MB/s".
 fn output_rate(warning: &str) -> f64 {
-    let at = warning.find(") took ").expect(warning) + ") took ".len();
-    warning[at..].split(' ').next().unwrap().parse().unwrap()
+    number_after(warning, ") took ", ' ')
 }
 
 #[test]
