@@ -613,6 +613,18 @@ fn exchange(port: u16, request: &[u8]) -> String {
 }
 
 /// Lets this test process open `n` more fds than the usual soft limit of 1024.
+/// Whether the other end closed `stream`: its next read is the end, or a reset.
+fn closed_by_peer(stream: &TcpStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    let closed = match stream.peek(&mut byte) {
+        Ok(n) => n == 0,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    stream.set_nonblocking(false).unwrap();
+    closed
+}
+
 fn room_for_fds(n: u64) {
     use rustix::process::{getrlimit, setrlimit, Resource};
     let mut limit = getrlimit(Resource::Nofile);
@@ -732,7 +744,9 @@ fn serve_survives_slowloris_beyond_its_fd_limit() {
             };
             rustix::process::prlimit(Some(pid), rustix::process::Resource::Nofile, rlimit).unwrap();
             room_for_fds(200);
-            let mut peers: Vec<TcpStream> = (0..limit + 100)
+            let offered = limit + 100;
+            let began = Instant::now();
+            let mut peers: Vec<TcpStream> = (0..offered)
                 .map(|_| {
                     let mut s = TcpStream::connect(("127.0.0.1", served.port)).unwrap();
                     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
@@ -740,16 +754,35 @@ fn serve_survives_slowloris_beyond_its_fd_limit() {
                     s
                 })
                 .collect();
-            // A header line each half second, for 3 s: within the 5 s serve gives a head.
-            // Serve's fds looked at meanwhile: closing the oldest trickler for each newcomer
-            // leaves it one below its limit for moments, and once the backlog is drained the
-            // heads' time runs out, sooner than the test's looks on a slow VM.
+            // Serve's 64 slots are more than the 20 fds it has room for, and a head has 5 s
+            // to come: a peer closed sooner was closed for want of an fd (EMFILE), to make
+            // room for a newer one. Holding `limit` fds at most, it closes at least 100 of
+            // them so. Its fd count is no measure of this: the tracer's own files
+            // (executables, /proc) come and go.
+            let closed_at_once = {
+                let mut closed = 0;
+                while began.elapsed() < Duration::from_secs(4) {
+                    closed = peers.iter().filter(|s| closed_by_peer(s)).count() as u64;
+                    if closed + limit >= offered {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                closed
+            };
+            assert!(
+                closed_at_once + limit >= offered,
+                "serve closed {closed_at_once} of {offered} trickling peers before their heads' \
+                 time ran out; with room for {limit} fds it must close the rest to accept them"
+            );
+            // A header line each half second, for 3 s: serve meanwhile at its limit, with no
+            // thread added.
             let mut during = held(served.pid());
             for _ in 0..6 {
                 let next = Instant::now() + Duration::from_millis(500);
                 while Instant::now() < next {
                     let now = held(served.pid());
-                    if now.fds > during.fds {
+                    if now.threads > during.threads {
                         during = now;
                     }
                     std::thread::sleep(Duration::from_millis(10));
@@ -758,11 +791,6 @@ fn serve_survives_slowloris_beyond_its_fd_limit() {
                     let _ = s.write_all(b"X-Slow: 1\r\n");
                 }
             }
-            // At the limit (past it by what it held before the limit came down).
-            assert!(
-                during.fds as u64 >= limit,
-                "serve was driven to its fd limit: {during:?} at most, limit {limit}"
-            );
             assert_eq!(during.threads, before.threads, "no thread per connection");
             // A scraper gets in meanwhile: the oldest trickled heads make room for it.
             let start = Instant::now();
