@@ -838,9 +838,9 @@ static long vma_try(__u32 i, struct vma_try *v)
 	return v->err != -EBUSY;
 }
 
-static __always_inline void fill_vma(struct ext *x, char *path, __u64 addr)
+static __always_inline void fill_vma(struct ext *x, char *path, struct task_struct *t, __u64 addr)
 {
-	struct vma_try v = { .addr = addr, .err = -EBUSY };
+	struct vma_try v = { .addr = addr };
 	struct vfsmount *vfs;
 	struct dentry *d;
 	struct vma_ctx c;
@@ -849,7 +849,11 @@ static __always_inline void fill_vma(struct ext *x, char *path, __u64 addr)
 	path[0] = 0;
 	/* The slot is reused from call to call: nothing of an earlier mapping may stay. */
 	x->vma_start = x->vma_end = x->vma_flags = 0;
-	bpf_loop(VMA_TRIES, vma_try, &v, 0);
+	/* Tried once directly, and in bpf_loop only if the lock was held: the loop costs every
+	 * call a helper, an indirect call and a second lookup of the task. */
+	v.err = bpf_find_vma(t, addr, vma_found, &v.c, 0);
+	if (v.err == -EBUSY)
+		bpf_loop(VMA_TRIES, vma_try, &v, 0);
 	if (v.err && v.err != -ENOENT && v.err != -EBUSY)
 		return;
 	x->flags |= E_VMA;
@@ -906,7 +910,7 @@ static __always_inline void enter_extras(struct record_path *slot, struct task_s
 		}
 	}
 	if (cfg.have_find_vma && (want & X_VMA))
-		fill_vma(x, slot->path, slot->base.args[0]);
+		fill_vma(x, slot->path, t, slot->base.args[0]);
 	if (want & X_UNLOCKED) {
 		x->locked_before = t->mm->locked_vm;
 		x->flags |= E_UNLOCKED;
@@ -926,7 +930,7 @@ static __always_inline void exit_extras(struct record_path *slot, struct task_st
 	if (want & X_LOCKED)
 		fill_locked(x, t);
 	if (cfg.have_find_vma && (want & X_VMA_RET) && (ret < -4095 || ret >= 0))
-		fill_vma(x, slot->path, ret);
+		fill_vma(x, slot->path, t, ret);
 }
 
 /* All six: user space reads only as many as the syscall takes. The registers the entry saved
