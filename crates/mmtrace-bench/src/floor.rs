@@ -1,21 +1,30 @@
-//! mm-floor: the floor of an enter+exit tracer, for bench/run: empty programs attached to the
-//! enter and exit tracepoints of the syscalls named, until SIGINT or SIGTERM.
+//! mm-floor: the floor and the limit of an enter+exit tracer, for bench/run: programs attached
+//! to the enter and exit tracepoints of the syscalls named, until SIGINT or SIGTERM. The floor
+//! does nothing; the limit (`--limit`) times each call and sends a record to a ring it reads.
 
+use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 
+use aya::maps::RingBuf;
 use aya::programs::TracePoint;
-use aya::Ebpf;
+use aya::EbpfLoader;
 
 /// Regenerated from bpf/floor.bpf.c by scripts/build-bpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!("../bpf/floor.bpf.o");
 
+const USAGE: &str = "usage: mm-floor [--limit] SYSCALL...";
+
 fn main() -> ExitCode {
-    let syscalls: Vec<String> = std::env::args().skip(1).collect();
-    if syscalls.is_empty() {
-        eprintln!("usage: mm-floor SYSCALL...");
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let limit = args.first().is_some_and(|a| a == "--limit");
+    if limit {
+        args.remove(0);
+    }
+    if args.is_empty() || args.iter().any(|a| a.starts_with('-')) {
+        eprintln!("{USAGE}");
         return ExitCode::from(2);
     }
-    match run(&syscalls) {
+    match run(&args, limit) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mm-floor: {e}");
@@ -24,7 +33,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(syscalls: &[String]) -> Result<(), String> {
+fn run(syscalls: &[String], limit: bool) -> Result<(), String> {
     mmtrace_bpf::check_privileges().map_err(|e| e.to_string())?;
     mmtrace_bpf::ensure_tracefs().map_err(|e| e.to_string())?;
     // Blocked before anything is attached, so the signal that stops us is waited for, not fatal.
@@ -36,8 +45,16 @@ fn run(syscalls: &[String]) -> Result<(), String> {
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     };
-    let mut bpf = Ebpf::load(OBJECT).map_err(|e| format!("loading: {e}"))?;
-    for (program, hook) in [("floor_enter", "sys_enter"), ("floor_exit", "sys_exit")] {
+    // aya 0.14 has no type for task storage, which the kernel loads all the same.
+    let mut bpf = EbpfLoader::new()
+        .allow_unsupported_maps()
+        .load(OBJECT)
+        .map_err(|e| format!("loading: {e}"))?;
+    let programs = match limit {
+        true => [("limit_enter", "sys_enter"), ("limit_exit", "sys_exit")],
+        false => [("floor_enter", "sys_enter"), ("floor_exit", "sys_exit")],
+    };
+    for (program, hook) in programs {
         let prog: &mut TracePoint = bpf
             .program_mut(program)
             .ok_or(format!("{program} missing from the object"))?
@@ -50,7 +67,41 @@ fn run(syscalls: &[String]) -> Result<(), String> {
         }
     }
     eprintln!("mm-floor: tracing");
-    let mut sig = 0;
-    unsafe { libc::sigwait(&stop, &mut sig) };
+    if !limit {
+        let mut sig = 0;
+        unsafe { libc::sigwait(&stop, &mut sig) };
+        return Ok(());
+    }
+    let mut ring = RingBuf::try_from(bpf.take_map("ring").ok_or("the ring is missing")?)
+        .map_err(|e| format!("ring: {e}"))?;
+    let mut records = 0u64;
+    let no_wait = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // Each record read and dropped, as a tracer's reader would before formatting it. The
+    // programs never wake the reader (a wakeup per record would cost more than the rest of
+    // the limit together): it looks every millisecond.
+    while unsafe { libc::sigtimedwait(&stop, std::ptr::null_mut(), &no_wait) } < 0 {
+        while let Some(record) = ring.next() {
+            std::hint::black_box(&*record);
+            records += 1;
+        }
+        let mut poll = libc::pollfd {
+            fd: ring.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        unsafe { libc::poll(&mut poll, 1, 1) };
+    }
+    while ring.next().is_some() {
+        records += 1;
+    }
+    let lost: u64 = bpf
+        .map("lost")
+        .and_then(|map| aya::maps::Array::<_, u64>::try_from(map).ok())
+        .and_then(|lost| lost.get(&0, 0).ok())
+        .ok_or("the lost count is missing")?;
+    eprintln!("mm-floor: {records} records, {lost} lost");
     Ok(())
 }
