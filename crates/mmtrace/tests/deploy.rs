@@ -160,7 +160,7 @@ fn capabilities_bpf_and_perfmon_are_enough_and_both_needed() {
     };
     let stderr = String::from_utf8_lossy(&out.stderr);
     // Debian's kernels (6.1, 6.12) set it to 3, where perf_event_open wants CAP_SYS_ADMIN: the
-    // README's fleet section says what to do, and mmtrace says it before loading anything.
+    // docs/metrics.md's fleet section says what to do, and mmtrace says it before loading anything.
     let paranoid: i32 = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
         .unwrap()
         .trim()

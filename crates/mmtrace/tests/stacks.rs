@@ -57,7 +57,7 @@ impl Drop for Dir {
     }
 }
 
-/// Builds the program as the README asks of a program whose stacks are wanted.
+/// Builds the program as docs/stacks.md asks of a program whose stacks are wanted.
 fn build(dir: &Path) -> Option<PathBuf> {
     let src = dir.join("prog.c");
     let prog = dir.join("prog");
