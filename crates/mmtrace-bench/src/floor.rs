@@ -1,30 +1,35 @@
 //! mm-floor: the floor and the limit of an enter+exit tracer, for bench/run: programs attached
 //! to the enter and exit tracepoints of the syscalls named, until SIGINT or SIGTERM. The floor
-//! does nothing; the limit (`--limit`) times each call and sends a record to a ring it reads.
+//! does nothing; the limit (`--limit`) times each call and sends a record to a ring it reads;
+//! `--raw` is the floor of a raw_syscalls design, empty programs on every syscall.
 
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 
 use aya::maps::RingBuf;
-use aya::programs::TracePoint;
+use aya::programs::{RawTracePoint, TracePoint};
 use aya::EbpfLoader;
 
 /// Regenerated from bpf/floor.bpf.c by scripts/build-bpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!("../bpf/floor.bpf.o");
 
-const USAGE: &str = "usage: mm-floor [--limit] SYSCALL...";
+const USAGE: &str = "usage: mm-floor [--limit] SYSCALL... | mm-floor --raw";
 
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let limit = args.first().is_some_and(|a| a == "--limit");
-    if limit {
+    let mode = match args.first().map(String::as_str) {
+        Some("--limit") => Mode::Limit,
+        Some("--raw") => Mode::Raw,
+        _ => Mode::Floor,
+    };
+    if mode != Mode::Floor {
         args.remove(0);
     }
-    if args.is_empty() || args.iter().any(|a| a.starts_with('-')) {
+    if (args.is_empty() != (mode == Mode::Raw)) || args.iter().any(|a| a.starts_with('-')) {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     }
-    match run(&args, limit) {
+    match run(&args, mode) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mm-floor: {e}");
@@ -33,7 +38,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(syscalls: &[String], limit: bool) -> Result<(), String> {
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Floor,
+    Limit,
+    Raw,
+}
+
+fn run(syscalls: &[String], mode: Mode) -> Result<(), String> {
     mmtrace_bpf::check_privileges().map_err(|e| e.to_string())?;
     mmtrace_bpf::ensure_tracefs().map_err(|e| e.to_string())?;
     // Blocked before anything is attached, so the signal that stops us is waited for, not fatal.
@@ -50,11 +62,24 @@ fn run(syscalls: &[String], limit: bool) -> Result<(), String> {
         .allow_unsupported_maps()
         .load(OBJECT)
         .map_err(|e| format!("loading: {e}"))?;
-    let programs = match limit {
-        true => [("limit_enter", "sys_enter"), ("limit_exit", "sys_exit")],
-        false => [("floor_enter", "sys_enter"), ("floor_exit", "sys_exit")],
+    if mode == Mode::Raw {
+        for (program, hook) in [("raw_enter", "sys_enter"), ("raw_exit", "sys_exit")] {
+            let prog: &mut RawTracePoint = bpf
+                .program_mut(program)
+                .ok_or(format!("{program} missing from the object"))?
+                .try_into()
+                .map_err(|e| format!("{program}: {e}"))?;
+            prog.load().map_err(|e| format!("{program}: {e}"))?;
+            prog.attach(hook)
+                .map_err(|e| format!("attaching {hook}: {e}"))?;
+        }
+    }
+    let programs: &[(&str, &str)] = match mode {
+        Mode::Limit => &[("limit_enter", "sys_enter"), ("limit_exit", "sys_exit")],
+        Mode::Floor => &[("floor_enter", "sys_enter"), ("floor_exit", "sys_exit")],
+        Mode::Raw => &[],
     };
-    for (program, hook) in programs {
+    for &(program, hook) in programs {
         let prog: &mut TracePoint = bpf
             .program_mut(program)
             .ok_or(format!("{program} missing from the object"))?
@@ -67,7 +92,7 @@ fn run(syscalls: &[String], limit: bool) -> Result<(), String> {
         }
     }
     eprintln!("mm-floor: tracing");
-    if !limit {
+    if mode != Mode::Limit {
         let mut sig = 0;
         unsafe { libc::sigwait(&stop, &mut sig) };
         return Ok(());
