@@ -1,18 +1,21 @@
 //! mmtrace's kernel side and transport: the embedded BPF object, the checks before loading it,
 //! the loader that attaches only the selected events' hooks, and the ring-buffer reader.
 
+mod error;
 pub mod features;
 pub mod metrics;
+mod pod;
 mod record;
 mod scope;
 mod system;
 mod tracer;
 
+pub use error::Error;
 pub use mmtrace_abi as abi;
 pub use record::{parse_record, Clock, Record};
 pub use scope::{all_cgroups, cgroup2_root, cgroups, ScopeError};
 pub use system::{check_btf, check_privileges, ensure_tracefs, event_available, SystemError};
-pub use tracer::{Error, Options, Tracer, Unavailable};
+pub use tracer::{Options, Tracer, Unavailable};
 
 /// The compiled kernel side, regenerated from bpf/mmtrace.bpf.c by scripts/build-bpf.
 pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!("../bpf/mmtrace.bpf.o");

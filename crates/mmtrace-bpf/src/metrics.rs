@@ -9,7 +9,8 @@ use mmtrace_abi as abi;
 use mmtrace_events::catalog::Role;
 use mmtrace_events::EventDef;
 
-use crate::tracer::{Error, Plain};
+use crate::error::Error;
+use crate::pod::Plain;
 
 pub use abi::{M_BUCKETS as BUCKETS, M_DETECTIONS as DETECTIONS, M_RESULTS as RESULTS};
 

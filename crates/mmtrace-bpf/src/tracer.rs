@@ -14,54 +14,13 @@ use mmtrace_events::filter::ArgFilter;
 use mmtrace_events::scope::Scope;
 use mmtrace_events::{Event, EventDef};
 
-use crate::features::{Feature, Features, TooOld};
+use crate::error::{one_line, Error};
+use crate::features::{Feature, Features};
 use crate::metrics;
+use crate::pod::Plain;
 use crate::record::{self, Clock, Executables};
-use crate::scope::{self, KernelScope, ScopeError};
-use crate::system::{self, SystemError};
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    System(#[from] SystemError),
-    #[error(transparent)]
-    Scope(#[from] ScopeError),
-    #[error(transparent)]
-    TooOld(#[from] TooOld),
-    #[error("loading the BPF programs failed: {0}")]
-    Load(String),
-    #[error("attaching the {event} hook failed: {detail}")]
-    Attach { event: &'static str, detail: String },
-    #[error("none of the selected events exists on this kernel: {0}")]
-    NothingAvailable(String),
-    #[error("reading the event ring buffer failed: {0}")]
-    Read(std::io::Error),
-    #[error("reading the metrics maps failed: {0}")]
-    Metrics(String),
-}
-
-/// One line from an aya error and its causes. Verifier logs run to pages, and their first
-/// line is often a note: the line that says why is the last before the verifier's totals.
-fn one_line(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        source = e.source();
-    }
-    let mut lines = out.lines().map(str::trim);
-    let first = lines.next().unwrap_or_default();
-    let totals = ["verification time", "processed ", "stack depth"];
-    let cause = lines
-        .take_while(|l| !totals.iter().any(|t| l.starts_with(t)))
-        .filter(|l| !l.is_empty())
-        .last();
-    match cause {
-        Some(cause) => format!("{first} ... {cause}"),
-        None => first.to_string(),
-    }
-}
+use crate::scope::{self, KernelScope};
+use crate::system;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -460,18 +419,6 @@ impl Tracer {
             .collect()
     }
 }
-
-/// A structure of bpf/mmtrace.h as the kernel side's configuration or a map's key or value:
-/// aya takes those as `Pod`, which the generated types, from another crate, cannot be here.
-#[repr(transparent)]
-#[derive(Clone, Copy)]
-pub(crate) struct Plain<T>(pub(crate) T);
-// SAFETY: each is integers and arrays of them, with no implicit padding: bindgen makes every
-// padding byte a field (--explicit-padding in scripts/build-bpf).
-unsafe impl aya::Pod for Plain<abi::config> {}
-unsafe impl aya::Pod for Plain<abi::scope_key> {}
-unsafe impl aya::Pod for Plain<abi::exe_key> {}
-unsafe impl aya::Pod for Plain<abi::filter> {}
 
 /// Set to print the verifier's whole log when a program fails to load.
 pub const VERIFIER_LOG_VAR: &str = "MMTRACE_VERIFIER_LOG";
