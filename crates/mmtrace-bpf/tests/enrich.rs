@@ -5,7 +5,8 @@
 mod common;
 
 use common::{events_of, tid, trace, trace_others, trace_with};
-use mmtrace_events::enrich::{alert, Alert, MappingKind};
+use mmtrace_events::derived::{alert, Alert};
+use mmtrace_events::enrich::MappingKind;
 use mmtrace_events::Event;
 use std::ptr::null_mut;
 
@@ -102,7 +103,7 @@ fn process_mrelease_names_the_target_and_what_it_freed() {
             );
         }
         assert_eq!(live, -libc::EINVAL as i64);
-        let why = mmtrace_events::enrich::failure_reason(&got[1]).unwrap();
+        let why = mmtrace_events::derived::failure_reason(&got[1]).unwrap();
         assert!(why.contains("not dying"), "{why}");
         if reaped != 0 {
             continue;

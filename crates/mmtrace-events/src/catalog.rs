@@ -3,7 +3,7 @@
 
 use crate::decode::Decoder;
 use crate::docs::{self, EventDoc};
-use crate::line;
+use crate::keys;
 
 /// Argument tags, as Tracee's event pages use them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,14 +267,14 @@ impl Extra {
     /// The JSON keys this extra adds to an event's line, with what each holds.
     pub fn fields(self) -> &'static [(&'static str, &'static str)] {
         match self {
-            Extra::TargetArg0 | Extra::TargetRet => &[line::TARGET],
-            Extra::Rss => &[line::MEMORY, line::REASON],
-            Extra::Locked => &[line::LOCKED],
-            Extra::Mapping => &[line::MAPPING_BEFORE],
-            Extra::MappingAfter => &[line::MAPPING_AFTER],
-            Extra::Unlocked => &[line::UNLOCKED_BYTES],
-            Extra::Victim => &[line::VICTIM],
-            Extra::OomLimit => &[line::LIMIT],
+            Extra::TargetArg0 | Extra::TargetRet => &[keys::TARGET],
+            Extra::Rss => &[keys::MEMORY, keys::REASON],
+            Extra::Locked => &[keys::LOCKED],
+            Extra::Mapping => &[keys::MAPPING_BEFORE],
+            Extra::MappingAfter => &[keys::MAPPING_AFTER],
+            Extra::Unlocked => &[keys::UNLOCKED_BYTES],
+            Extra::Victim => &[keys::VICTIM],
+            Extra::OomLimit => &[keys::LIMIT],
         }
     }
 
@@ -423,7 +423,7 @@ impl<S> Eq for EventDef<S> {}
 
 impl<S> EventDef<S> {
     /// The JSON keys mmtrace adds to this event beyond Tracee's, with their meaning; with
-    /// `--stack`, `line::STACK` too (`stack_field`).
+    /// `--stack`, `keys::STACK` too (`stack_field`).
     pub fn extra_fields(&self) -> Vec<(&'static str, &'static str)> {
         let mut fields: Vec<(&str, &str)> = self
             .extras
@@ -444,7 +444,7 @@ impl<S> EventDef<S> {
     /// the lines mmtrace raises from calls).
     pub fn stack_field(&self) -> Option<(&'static str, &'static str)> {
         let source = (&self.source as &dyn std::any::Any).downcast_ref::<Source>();
-        matches!(source, Some(Source::Syscall { .. })).then_some(crate::line::STACK)
+        matches!(source, Some(Source::Syscall { .. })).then_some(keys::STACK)
     }
 
     pub fn in_set(&self, set: &str) -> bool {

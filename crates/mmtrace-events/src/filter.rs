@@ -2,8 +2,7 @@
 //! and the comparison syntax they share with scopes.
 
 use crate::catalog::{ArgType, EventDef};
-use crate::decode::{errno_number, Decoder};
-use crate::select::parse_size;
+use crate::decode::{errno_number, parse_size, Decoder};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {

@@ -3,10 +3,12 @@
 pub mod catalog;
 pub mod container;
 pub mod decode;
+pub mod derived;
 pub mod docs;
 pub mod enrich;
 pub mod event;
 pub mod filter;
+pub mod keys;
 pub mod line;
 pub mod scope;
 pub mod select;

@@ -2,6 +2,9 @@
 
 use clap::{Args, Parser, Subcommand};
 
+/// Where `serve` listens unless told: loopback, as exposing a node's port is the user's choice.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "mmtrace",
@@ -134,7 +137,7 @@ pub struct TraceArgs {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Where to listen, IP:PORT (port 0: any free port, named in the start line).
-    #[arg(long = "listen", value_name = "ADDR", default_value = crate::serve::DEFAULT_LISTEN)]
+    #[arg(long = "listen", value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     pub listen: String,
 
     /// Count calls without timing them: most calls are then counted at their exit alone, for

@@ -93,7 +93,7 @@ pub fn page<S: Origin>(e: &EventDef<S>) -> String {
          leaves out the least telling arguments and additions (marked `...`) to fit its width.\n\n| key | meaning |\n|---|---|\n",
     );
     let extra = e.extra_fields().into_iter().chain(e.stack_field());
-    for (key, meaning) in mmtrace_events::line::KEYS.iter().copied().chain(extra) {
+    for (key, meaning) in mmtrace_events::keys::KEYS.iter().copied().chain(extra) {
         let _ = writeln!(fields, "| `{key}` | {} |", cell(meaning));
     }
     section(6, fields);

@@ -42,7 +42,7 @@ pub fn of(event: &str) -> Option<Example> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mmtrace_events::line::KEYS;
+    use mmtrace_events::keys::KEYS;
     use mmtrace_events::{EventDef, CATALOG};
     use serde_json::Value;
 

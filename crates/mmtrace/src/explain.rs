@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use mmtrace_bpf::features::Feature;
 use mmtrace_events::catalog::{self, Raised, Source, IN_BAND};
 use mmtrace_events::decode::{errno_number, Decoder};
-use mmtrace_events::line;
+use mmtrace_events::keys;
 use mmtrace_events::select::{closest, SelectError};
 use mmtrace_events::{by_name, ArgDef, EventDef, RetKind, Tag};
 
@@ -261,7 +261,7 @@ pub fn text<S: Origin>(e: &EventDef<S>) -> String {
     }
     section(4, errors);
     section(5, wrap(&S::hooks(e), IN, IN));
-    let fields: String = line::KEYS
+    let fields: String = keys::KEYS
         .iter()
         .copied()
         .chain(e.extra_fields())

@@ -7,13 +7,12 @@ use std::fs;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mmtrace_bpf::Tracer;
-use mmtrace_events::catalog::{InBandLine, MMTRACE_LOST, MMTRACE_PRESSURE};
+use mmtrace_events::catalog::{MMTRACE_LOST, MMTRACE_PRESSURE};
 use mmtrace_events::enrich::Psi;
 use mmtrace_events::{Event, Role};
-use serde_json::{json, Value};
 
 use crate::kmsg::KernelLog;
-use crate::output::Sink;
+use crate::output::{Note, Pressure, Sink};
 
 /// The event names of the in-band lines. Tracee consumers skip events they do not know.
 pub const LOST: &str = MMTRACE_LOST.name;
@@ -24,74 +23,21 @@ const LOST_EVERY: Duration = Duration::from_secs(1);
 /// At most one pressure sample this often: a burst of kills shares one.
 const PRESSURE_EVERY: Duration = Duration::from_millis(100);
 
-/// Memory pressure as killers read it: PSI `some` and `full` avg10 from /proc/pressure/memory
-/// (percent of the last 10 s stalled on memory) and MemAvailable from /proc/meminfo.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Pressure {
-    /// When it was read, ns since the epoch.
-    pub at: u64,
-    pub some_avg10: Option<f64>,
-    pub full_avg10: Option<f64>,
-    pub mem_available: Option<u64>,
-}
-
-impl Pressure {
-    pub fn sample() -> Pressure {
-        let psi = Psi::parse(&fs::read_to_string("/proc/pressure/memory").unwrap_or_default());
-        let percent = |v: u32| f64::from(v) / 100.0;
-        let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let available = meminfo
-            .lines()
-            .find_map(|l| l.strip_prefix("MemAvailable:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map(|kb| kb * 1024);
-        Pressure {
-            at: now(),
-            some_avg10: psi.map(|p| percent(p.some_avg10)),
-            full_avg10: psi.map(|p| percent(p.full_avg10)),
-            mem_available: available,
-        }
-    }
-}
-
-/// One in-band line's content.
-#[derive(Debug, Clone)]
-pub enum Note {
-    /// Events lost from `since` to `at`, per event; only events that lost some.
-    Lost {
-        at: u64,
-        since: u64,
-        counts: Vec<(&'static str, u64)>,
-    },
-    Pressure(Pressure),
-}
-
-impl Note {
-    /// The line's kind, time, and arguments (name, Tracee type, value).
-    pub fn parts(
-        &self,
-    ) -> (
-        &'static InBandLine,
-        u64,
-        Vec<(&'static str, &'static str, Value)>,
-    ) {
-        match self {
-            Note::Lost { at, since, counts } => {
-                let mut args = vec![("since", "uint64", json!(since))];
-                args.extend(counts.iter().map(|&(e, n)| (e, "uint64", json!(n))));
-                (&MMTRACE_LOST, *at, args)
-            }
-            Note::Pressure(p) => {
-                // Two decimals, as the kernel prints them.
-                let avg = |v: Option<f64>| json!(v.map(|v| (v * 100.0).round() / 100.0));
-                let args = vec![
-                    ("some_avg10", "float64", avg(p.some_avg10)),
-                    ("full_avg10", "float64", avg(p.full_avg10)),
-                    ("mem_available", "uint64", json!(p.mem_available)),
-                ];
-                (&MMTRACE_PRESSURE, p.at, args)
-            }
-        }
+/// Memory pressure now.
+fn sample_pressure() -> Pressure {
+    let psi = Psi::parse(&fs::read_to_string("/proc/pressure/memory").unwrap_or_default());
+    let percent = |v: u32| f64::from(v) / 100.0;
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let available = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024);
+    Pressure {
+        at: now(),
+        some_avg10: psi.map(|p| percent(p.some_avg10)),
+        full_avg10: psi.map(|p| percent(p.full_avg10)),
+        mem_available: available,
     }
 }
 
@@ -158,7 +104,7 @@ impl InBand {
             return Ok(());
         }
         self.last_pressure = Some(Instant::now());
-        sink.note(&Note::Pressure(Pressure::sample()))
+        sink.note(&Note::Pressure(sample_pressure()))
     }
 
     /// Between batches: the losses since the last line, once a second.

@@ -14,6 +14,7 @@ mod output;
 mod privilege;
 mod reap;
 mod serve;
+mod session;
 mod signals;
 mod strain;
 mod symbols;

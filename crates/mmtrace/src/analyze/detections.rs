@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use mmtrace_events::decode::{write_and_exec, MAP_LOCKED, MCL_FUTURE, MCL_ONFAULT, PROT_EXEC};
-use mmtrace_events::enrich::Alert;
+use mmtrace_events::derived::Alert;
 use mmtrace_events::Role;
 use serde::Serialize;
 

@@ -4,11 +4,11 @@ use std::cell::RefCell;
 use std::io::{self, Write};
 use std::rc::Rc;
 
-use mmtrace_events::enrich::ProtAlert;
+use mmtrace_events::derived::ProtAlert;
 use mmtrace_events::{Event, EventDef, Role, CATALOG};
 
 use super::{Analyzer, Format};
-use crate::inband::Note;
+use crate::output::Note;
 use crate::output::Sink;
 
 /// The chosen output, followed by the analyzer.

@@ -14,7 +14,7 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::path::Path;
 
 use anyhow::Context as _;
-use mmtrace_events::enrich::{Alert, ProtAlert};
+use mmtrace_events::derived::{Alert, ProtAlert};
 use mmtrace_events::Role;
 
 use detections::{Detection, DETECTIONS};
@@ -204,7 +204,7 @@ impl Analyzer {
     }
 
     /// Takes one in-band line of a live trace.
-    pub fn note(&mut self, note: &crate::inband::Note) {
+    pub fn note(&mut self, note: &crate::output::Note) {
         self.lines += 1;
         self.push(Record::from_note(note));
     }

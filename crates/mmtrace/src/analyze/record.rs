@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use mmtrace_events::catalog::MEM_PROT_ALERT;
 use mmtrace_events::decode::{errno_name, Decoder, PROT_WRITE};
-use mmtrace_events::enrich::{AlertValue, Locked, ProtAlert};
+use mmtrace_events::derived::{AlertValue, ProtAlert};
+use mmtrace_events::enrich::Locked;
 use mmtrace_events::line::{Arg, Limit, Line};
 use mmtrace_events::stack::frame_name;
-use mmtrace_events::{by_name, catalog, enrich, ArgValue, Event, EventDef, Role};
+use mmtrace_events::{by_name, catalog, derived, ArgValue, Event, EventDef, Role};
 use serde_json::{json, Value};
 
-use crate::inband::Note;
+use crate::output::Note;
 
 /// The mapping at an address before a call (the `mapping` object).
 #[derive(Debug, Clone)]
@@ -207,7 +208,7 @@ impl Record {
                 (t.host_pid, Some(comm).filter(|n| !n.is_empty()))
             }),
             freed: x.and_then(|x| x.freed_bytes()),
-            reason: enrich::failure_reason(e).map(str::to_string),
+            reason: derived::failure_reason(e).map(str::to_string),
             locked: x.and_then(|x| x.locked),
             mapping: x.and_then(|x| x.mapping.as_ref()).map(|m| Mapping {
                 prot: Some(m.prot),

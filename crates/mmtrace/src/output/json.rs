@@ -6,13 +6,13 @@ use std::io::{self, Write};
 
 use mmtrace_events::catalog::MEM_PROT_ALERT;
 use mmtrace_events::decode::Decoder;
-use mmtrace_events::enrich::{self, AlertValue, Enrichment, OomLimit, ProtAlert, Rss};
+use mmtrace_events::derived::{self, AlertValue, ProtAlert};
+use mmtrace_events::enrich::{Enrichment, OomLimit, Rss};
 use mmtrace_events::event::Context;
 use mmtrace_events::stack::Stack;
 use mmtrace_events::{ArgDef, ArgValue, Event, EventDef};
 
-use super::{hex_digits, Sink, WRITE_BYTES};
-use crate::inband::Note;
+use super::{hex_digits, Note, Sink, WRITE_BYTES};
 
 pub struct JsonLines<W: Write> {
     out: W,
@@ -394,7 +394,7 @@ fn write_enrichment(out: &mut Vec<u8>, e: &Event, x: &Enrichment) {
         out.uint(freed);
         out.push(b'}');
     }
-    if let Some(reason) = enrich::failure_reason(e) {
+    if let Some(reason) = derived::failure_reason(e) {
         out.raw(",\"reason\":");
         out.string(reason);
     }
@@ -924,7 +924,7 @@ mod tests {
             }
             (m, freed) => assert!(m.is_none() && freed.is_none()),
         }
-        assert_eq!(l.reason.get().as_deref(), enrich::failure_reason(e));
+        assert_eq!(l.reason.get().as_deref(), derived::failure_reason(e));
         let locked = l.locked.get();
         assert_eq!(
             locked.map(|l| (
@@ -1000,10 +1000,10 @@ mod tests {
         fn written_alerts_parse_with_their_values(
             e in event(),
             alert in prop::sample::select(vec![
-                enrich::Alert::MmapWx,
-                enrich::Alert::MprotectAddedX,
-                enrich::Alert::MprotectXToWx,
-                enrich::Alert::MprotectWToX,
+                derived::Alert::MmapWx,
+                derived::Alert::MprotectAddedX,
+                derived::Alert::MprotectXToWx,
+                derived::Alert::MprotectWToX,
             ]),
             n in any::<[u64; 4]>(),
             pathname in prop::collection::vec(any::<u8>(), 0..20),

@@ -1,6 +1,7 @@
 //! Output formats for traced events: Tracee-style JSON lines, an aligned table, or nothing.
 
 mod json;
+mod note;
 mod table;
 
 use std::cell::{Cell, RefCell};
@@ -10,12 +11,11 @@ use std::os::fd::AsFd;
 use std::rc::Rc;
 
 use anyhow::{bail, Context as _};
-use mmtrace_events::enrich::ProtAlert;
+use mmtrace_events::derived::ProtAlert;
 use mmtrace_events::Event;
 
-use crate::inband::Note;
-
 pub use json::JsonLines;
+pub use note::{Note, Pressure};
 pub use table::{Table, Width, DEFAULT_COLUMNS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use mmtrace_events::decode::Decoder;
-use mmtrace_events::enrich::{self, ProtAlert};
+use mmtrace_events::derived::{self, ProtAlert};
 use mmtrace_events::text::escape_into;
 use mmtrace_events::{ArgDef, ArgValue, Event, RetKind};
 
@@ -391,7 +391,7 @@ fn write_enrichment(out: &mut String, details: &mut Vec<Detail>, e: &Event) {
             }
         });
     }
-    if let Some(why) = enrich::failure_reason(e) {
+    if let Some(why) = derived::failure_reason(e) {
         part(out, Rank::Words, &|out| out.push_str(why));
     }
     if out.len() > open {

@@ -35,11 +35,11 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 
-use crate::cli::ServeArgs;
+use crate::cli::{ServeArgs, DEFAULT_LISTEN};
 use crate::containers;
 use crate::privilege;
+use crate::session::parse_who_and_what;
 use crate::teardown;
-use crate::trace::parse_who_and_what;
 
 /// Connections served at once, fewer if the fd limit leaves less room (`connection_slots`).
 /// Prometheus keeps one per target, an HA pair two: the rest wait in the kernel's backlog.
@@ -67,8 +67,6 @@ const MAX_HEAD: usize = 16 * 1024;
 /// How long accepting pauses after an error: at the fd limit (EMFILE) with no connection to
 /// close, every retry would fail at once until one ends, so a busy loop would only burn the CPU.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
 
 fn listen_address(text: &str) -> anyhow::Result<SocketAddr> {
     text.parse().map_err(|_| {

@@ -23,9 +23,9 @@ use crate::analyze::Analyzer;
 use crate::cli::{Cli, Command, TopArgs, TraceArgs};
 use crate::containers;
 use crate::privilege;
+use crate::session::{self, Plan};
 use crate::signals::Signals;
 use crate::teardown;
-use crate::trace::{self, Plan};
 use stats::Stats;
 use view::{Action, Data, View};
 
@@ -45,7 +45,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     }
     let Plan {
         options, sockets, ..
-    } = trace::plan(&trace_args(args)?)?;
+    } = session::plan(&trace_args(args)?)?;
     let signals = Signals::install()?;
     let mut tracer = Tracer::start(&options)?;
     privilege::drop_after_attach(&tracer, false, false)?;
