@@ -7,8 +7,8 @@ use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 
 use aya::maps::RingBuf;
-use aya::programs::{RawTracePoint, TracePoint};
-use aya::EbpfLoader;
+use aya::programs::{Program, ProgramError, RawTracePoint, TracePoint};
+use aya::{Ebpf, EbpfLoader};
 
 /// Regenerated from bpf/floor.bpf.c by scripts/build-bpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!("../bpf/floor.bpf.o");
@@ -64,11 +64,7 @@ fn run(syscalls: &[String], mode: Mode) -> Result<(), String> {
         .map_err(|e| format!("loading: {e}"))?;
     if mode == Mode::Raw {
         for (program, hook) in [("raw_enter", "sys_enter"), ("raw_exit", "sys_exit")] {
-            let prog: &mut RawTracePoint = bpf
-                .program_mut(program)
-                .ok_or(format!("{program} missing from the object"))?
-                .try_into()
-                .map_err(|e| format!("{program}: {e}"))?;
+            let prog: &mut RawTracePoint = program_of(&mut bpf, program)?;
             prog.load().map_err(|e| format!("{program}: {e}"))?;
             prog.attach(hook)
                 .map_err(|e| format!("attaching {hook}: {e}"))?;
@@ -80,11 +76,7 @@ fn run(syscalls: &[String], mode: Mode) -> Result<(), String> {
         Mode::Raw => &[],
     };
     for &(program, hook) in programs {
-        let prog: &mut TracePoint = bpf
-            .program_mut(program)
-            .ok_or(format!("{program} missing from the object"))?
-            .try_into()
-            .map_err(|e| format!("{program}: {e}"))?;
+        let prog: &mut TracePoint = program_of(&mut bpf, program)?;
         prog.load().map_err(|e| format!("{program}: {e}"))?;
         for name in syscalls {
             prog.attach("syscalls", &format!("{hook}_{name}"))
@@ -129,4 +121,15 @@ fn run(syscalls: &[String], mode: Mode) -> Result<(), String> {
         .ok_or("the lost count is missing")?;
     eprintln!("mm-floor: {records} records, {lost} lost");
     Ok(())
+}
+
+/// The object's program `name`, as the kind of program it is.
+fn program_of<'a, P>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P, String>
+where
+    &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    bpf.program_mut(name)
+        .ok_or(format!("{name} missing from the object"))?
+        .try_into()
+        .map_err(|e| format!("{name}: {e}"))
 }
