@@ -13,7 +13,6 @@ pub const MAX_VALS: u32 = 8;
 pub const M_SLOTS: u32 = 32;
 pub const M_RESULTS: u32 = 136;
 pub const M_BUCKETS: u32 = 40;
-pub const M_DETECTIONS: u32 = 8;
 pub const M_CGROUP_SERIES: u32 = 16384;
 pub type __u8 = ::std::os::raw::c_uchar;
 pub type __u16 = ::std::os::raw::c_ushort;
@@ -212,6 +211,13 @@ pub const R_SIGNALS_PID: metric_role = 8;
 pub const R_SIGNALS_PIDFD: metric_role = 9;
 pub const R_RELEASES: metric_role = 10;
 pub type metric_role = __u8;
+pub const MD_WRITE_EXEC: m_detection = 0;
+pub const MD_LOCK_FAILED: m_detection = 1;
+pub const MD_RELEASE_LIVE: m_detection = 2;
+pub const MD_RELEASE_RACE: m_detection = 3;
+pub const MD_MLOCKALL_FUTURE: m_detection = 4;
+pub const M_DETECTIONS: m_detection = 5;
+pub type m_detection = ::std::os::raw::c_uint;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct m_event {
@@ -244,7 +250,7 @@ pub type m_kill = ::std::os::raw::c_uint;
 pub struct m_global {
     pub bytes: [__u64; 5usize],
     pub kills: [__u64; 2usize],
-    pub detections: [__u64; 8usize],
+    pub detections: [__u64; 5usize],
     pub cgroup_overflow: __u64,
     pub back: [__u64; 40usize],
     pub back_sum: __u64,

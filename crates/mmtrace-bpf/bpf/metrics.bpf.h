@@ -174,7 +174,7 @@ static __always_inline void count_cgroup(struct m_global *g, struct task_struct 
 		g->cgroup_overflow += 1;
 }
 
-/* A lock the kernel refused for want of room or of the right to lock (MMT-004). */
+/* A lock the kernel refused for want of room or of the right to lock (MD_LOCK_FAILED). */
 static __always_inline int lock_refused(__u32 errno)
 {
 	return errno == ENOMEM || errno == EPERM || errno == EAGAIN;
@@ -191,13 +191,13 @@ static __always_inline void metrics_role(struct m_global *g, struct record_path 
 	case R_MAPS:
 	case R_PROTECTS:
 		if (!err && (a[2] & (PROT_WRITE | PROT_EXEC)) == (PROT_WRITE | PROT_EXEC))
-			g->detections[0] += 1; /* MMT-001 */
+			g->detections[MD_WRITE_EXEC] += 1;
 		if (role == R_PROTECTS)
 			break;
 		if (!err)
 			g->bytes[MB_MAPPED] += pages_bytes(0, a[1]);
 		else if ((a[3] & MAP_LOCKED) && lock_refused(errno))
-			g->detections[3] += 1; /* MMT-004 */
+			g->detections[MD_LOCK_FAILED] += 1;
 		break;
 	case R_UNMAPS:
 		if (!err)
@@ -216,11 +216,11 @@ static __always_inline void metrics_role(struct m_global *g, struct record_path 
 	case R_LOCKS:
 	case R_LOCKS_ALL:
 		if (lock_refused(errno))
-			g->detections[3] += 1; /* MMT-004 */
+			g->detections[MD_LOCK_FAILED] += 1;
 		if (role == R_LOCKS && !err)
 			g->bytes[MB_LOCKED] += pages_bytes(a[0], a[1]);
 		if (role == R_LOCKS_ALL && !err && (a[0] & MCL_FUTURE) && !(a[0] & MCL_ONFAULT))
-			g->detections[6] += 1; /* MMT-007 */
+			g->detections[MD_MLOCKALL_FUTURE] += 1;
 		break;
 	case R_UNLOCKS:
 		if (!err)
@@ -236,9 +236,9 @@ static __always_inline void metrics_role(struct m_global *g, struct record_path 
 		break;
 	case R_RELEASES:
 		if (errno == EINVAL && a[1] == 0)
-			g->detections[4] += 1; /* MMT-005 */
+			g->detections[MD_RELEASE_LIVE] += 1;
 		if (errno == ESRCH)
-			g->detections[5] += 1; /* MMT-006 */
+			g->detections[MD_RELEASE_RACE] += 1;
 		if (!err && (slot->ext.flags & E_RSS_BEFORE)) {
 			__u64 freed = 0;
 

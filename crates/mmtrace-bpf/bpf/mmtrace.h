@@ -241,8 +241,16 @@ enum metric_role : __u8 {
  * holds everything larger (over 2^38 ns, 4.6 minutes). Not a power of two: an index must be
  * bounded by comparison, never by a mask. */
 #define M_BUCKETS 40
-/* The detections counted in the kernel, by their number (MMT-00N at index N-1). */
-#define M_DETECTIONS 8
+/* The detections one call can tell, counted in the kernel: each names its counter here, and
+ * its Detection (crates/mmtrace/src/analyze/detections.rs) names the counter back. */
+enum m_detection {
+	MD_WRITE_EXEC,       /* MMT-001 */
+	MD_LOCK_FAILED,      /* MMT-004 */
+	MD_RELEASE_LIVE,     /* MMT-005 */
+	MD_RELEASE_RACE,     /* MMT-006 */
+	MD_MLOCKALL_FUTURE,  /* MMT-007 */
+	M_DETECTIONS
+};
 
 /* Per CPU and per slot: the counts of one event. */
 struct m_event {

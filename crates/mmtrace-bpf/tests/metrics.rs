@@ -170,7 +170,7 @@ fn storm_counted(durations: bool) {
     assert_eq!(b(abi::MB_LOCKED), (LOCKS * 2) as u64 * page, "locked");
     assert_eq!(b(abi::MB_UNLOCKED), (LOCKS * 2) as u64 * page, "unlocked");
     assert_eq!(
-        snap.detections[0],
+        snap.detections[abi::MD_WRITE_EXEC as usize],
         (WX + 1) as u64,
         "MMT-001: W+X by mmap and mprotect"
     );

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use mmtrace_bpf::abi;
 use mmtrace_events::decode::{write_and_exec, MAP_LOCKED, MCL_FUTURE, MCL_ONFAULT, PROT_EXEC};
 use mmtrace_events::derived::Alert;
 use mmtrace_events::Role;
@@ -50,6 +51,9 @@ pub struct Detection {
     /// For a detection that is one finding per process however long it lasts: its detail
     /// once the process is done. Others count each call that raises them.
     pub(super) settle: Option<fn(p: &Process) -> String>,
+    /// Its counter in the kernel side's metrics (`enum m_detection` in bpf/mmtrace.h), for a
+    /// detection one call can tell: `serve` counts it there, by the same rule in C.
+    pub counter: Option<abi::m_detection>,
 }
 
 /// munmap calls by one process within one second that make a storm.
@@ -89,6 +93,7 @@ pub static DETECTIONS: [Detection; 8] = [
         },
         alerts: &[Alert::MmapWx, Alert::MprotectXToWx],
         settle: None,
+        counter: Some(abi::MD_WRITE_EXEC),
     },
     Detection {
         id: "MMT-002",
@@ -124,6 +129,7 @@ pub static DETECTIONS: [Detection; 8] = [
         },
         alerts: &[Alert::MprotectWToX, Alert::MprotectAddedX],
         settle: None,
+        counter: None,
     },
     Detection {
         id: "MMT-003",
@@ -157,6 +163,7 @@ pub static DETECTIONS: [Detection; 8] = [
         },
         alerts: &[],
         settle: None,
+        counter: None,
     },
     Detection {
         id: "MMT-004",
@@ -186,6 +193,7 @@ pub static DETECTIONS: [Detection; 8] = [
         },
         alerts: &[],
         settle: None,
+        counter: Some(abi::MD_LOCK_FAILED),
     },
     Detection {
         id: "MMT-005",
@@ -216,6 +224,7 @@ pub static DETECTIONS: [Detection; 8] = [
         },
         alerts: &[],
         settle: None,
+        counter: Some(abi::MD_RELEASE_LIVE),
     },
     Detection {
         id: "MMT-006",
@@ -239,6 +248,7 @@ pub static DETECTIONS: [Detection; 8] = [
         },
         alerts: &[],
         settle: None,
+        counter: Some(abi::MD_RELEASE_RACE),
     },
     Detection {
         id: "MMT-007",
@@ -263,6 +273,7 @@ pub static DETECTIONS: [Detection; 8] = [
         },
         alerts: &[],
         settle: None,
+        counter: Some(abi::MD_MLOCKALL_FUTURE),
     },
     Detection {
         id: "MMT-008",
@@ -285,6 +296,7 @@ pub static DETECTIONS: [Detection; 8] = [
         alerts: &[],
         // A storm is one finding however long it lasts: its peak rate says how bad.
         settle: Some(|p| format!("up to {} munmap calls within one second", p.munmap_peak)),
+        counter: None,
     },
 ];
 
@@ -323,8 +335,16 @@ impl Detection {
     }
 
     fn page(&self) -> String {
+        let counted = match self.counter {
+            Some(_) => format!(
+                " `mmtrace serve` counts the calls that raise it in the kernel, by the same \
+                 rule: `mmtrace_detections_total{{id=\"{}\"}}`.",
+                self.id
+            ),
+            None => String::new(),
+        };
         format!(
-            "# {}: {}\n\nSeverity: **{}**\n\n## What it means\n\n{}\n\n## What raises it\n\n{}\n\n\
+            "# {}: {}\n\nSeverity: **{}**\n\n## What it means\n\n{}\n\n## What raises it\n\n{}{counted}\n\n\
              ## What to do\n\n{}\n\n---\n\n{FOOTER}\n",
             self.id,
             self.title,

@@ -13,6 +13,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::analyze::detections::DETECTIONS;
 use crate::containers;
 
 /// Containers with series of their own; the calls of others are counted as overflow.
@@ -208,14 +209,19 @@ impl Collector for Exposition {
             MetricType::Histogram,
         )?;
         histogram(&mut m, &self.back)?;
-        let detections: Vec<(Labels, u64)> = COUNTED_DETECTIONS
-            .iter()
-            .map(|&n| (vec![("id", format!("MMT-{n:03}"))], self.detections[n - 1]))
+        let counted = DETECTIONS.iter().filter_map(|d| Some((d.id, d.counter?)));
+        let detections: Vec<(Labels, u64)> = counted
+            .clone()
+            .map(|(id, c)| (vec![("id", id.to_string())], self.detections[c as usize]))
             .collect();
+        let ids: Vec<&str> = counted.map(|(id, _)| id).collect();
         counter(
             &mut enc,
             "mmtrace_detections",
-            "Calls that raised a detection (docs/detections), for those the kernel can tell from one call: MMT-001, 004, 005, 006, 007.",
+            &format!(
+                "Calls that raised a detection (docs/detections), for those the kernel can tell from one call: {}.",
+                ids.join(", ")
+            ),
             &detections,
         )?;
         counter(
@@ -241,6 +247,3 @@ impl Collector for Exposition {
             .encode(m.encode_family(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])?)
     }
 }
-
-/// The detections the kernel side counts (their numbers): the others need more than one call.
-const COUNTED_DETECTIONS: [usize; 5] = [1, 4, 5, 6, 7];
