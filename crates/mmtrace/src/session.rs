@@ -6,24 +6,71 @@ use std::io;
 
 use anyhow::bail;
 use mmtrace_bpf::features::{Feature, FEATURES_OFF_VAR};
-use mmtrace_bpf::Options;
+use mmtrace_bpf::{Options, Tracer};
 use mmtrace_events::catalog::MEM_PROT_ALERT;
 use mmtrace_events::decode::parse_size;
 use mmtrace_events::derived::ProtAlert;
 use mmtrace_events::scope::Scope;
 use mmtrace_events::select::{parse_selection, Selection};
-use mmtrace_events::{Event, EventDef};
+use mmtrace_events::{Event, EventDef, Role};
 
 use crate::analyze::{self, Format};
-use crate::cli::{TraceArgs, WhoAndWhat};
+use crate::cli::{ServeArgs, TopArgs, TraceArgs, WhoAndWhat};
 use crate::containers;
+use crate::kmsg::KernelLog;
 use crate::output::{Outputs, Sink};
+use crate::privilege;
 
-/// What a trace will do, worked out from its options and the environment's alone: nothing
-/// is opened, forked or attached yet, so it is checked without root.
-pub(crate) struct Plan {
-    /// The tracer's, but for the roots, which only the forked command gives.
+/// What every command that traces resolves first, whatever it does with the calls: the
+/// tracer's options (events, filters, scope, features left off) and the container runtimes'
+/// sockets (--cri), asked besides the default ones.
+pub(crate) struct Session {
     pub(crate) options: Options,
+    pub(crate) sockets: Vec<containers::Socket>,
+}
+
+impl Session {
+    /// -e, -s and --cri, and `features_off` (MMTRACE_FEATURES_OFF's value); the selection
+    /// too, for what the mode makes of it.
+    fn new(who: &WhoAndWhat, features_off: Option<&str>) -> anyhow::Result<(Session, Selection)> {
+        let flags: Vec<&str> = who.events.iter().map(String::as_str).collect();
+        let mut selection = parse_selection(&flags)?;
+        let scope_flags: Vec<&str> = who.scope.iter().map(String::as_str).collect();
+        let mut scope = Scope::parse(&scope_flags)?;
+        let sockets = who
+            .cri
+            .iter()
+            .map(|s| containers::Socket::parse(s))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        containers::resolve_scope(&mut scope, &sockets)?;
+        let mut options = Options::new(std::mem::take(&mut selection.events));
+        options.filters = std::mem::take(&mut selection.filters);
+        options.scope = scope;
+        options.features_off = match features_off {
+            Some(list) => Feature::parse_list(list)?,
+            None => Vec::new(),
+        };
+        Ok((Session { options, sockets }, selection))
+    }
+
+    /// `serve`'s: the calls counted in the kernel, with or without their durations.
+    pub(crate) fn metrics(args: &ServeArgs, features_off: Option<&str>) -> anyhow::Result<Session> {
+        let (mut session, _) = Session::new(&args.who, features_off)?;
+        let options = &mut session.options;
+        // mem_prot_alert is a record mmtrace makes of others, not a call to count.
+        options.events.retain(|e| e.role != Role::Alerts);
+        options.metrics = true;
+        options.durations = !args.no_durations;
+        Ok(session)
+    }
+}
+
+/// What a trace that records the calls will do (`trace`, and `top`, which records them to
+/// its screen), worked out from its options and the environment's alone: nothing is opened,
+/// forked or attached yet, so it is checked without root.
+pub(crate) struct Plan {
+    /// The tracer's options, but for the roots, which only the forked command gives.
+    pub(crate) session: Session,
     pub(crate) outputs: Outputs,
     pub(crate) show: Show,
     /// With --analyze: the report's format, and the events traced for the analysis alone,
@@ -31,67 +78,114 @@ pub(crate) struct Plan {
     pub(crate) analysis: Option<(Format, Vec<&'static EventDef>)>,
     /// The command to run and trace, and the user to run it as.
     pub(crate) command: Option<(Vec<String>, Option<String>)>,
-    /// The container runtimes' sockets named by --cri, asked besides the default ones.
-    pub(crate) sockets: Vec<containers::Socket>,
 }
 
 impl Plan {
-    /// `features_off` is MMTRACE_FEATURES_OFF's value, if set.
+    /// `trace`'s; `features_off` is MMTRACE_FEATURES_OFF's value, if set.
     pub(crate) fn new(args: &TraceArgs, features_off: Option<&str>) -> anyhow::Result<Plan> {
-        let (selection, scope, sockets) = parse_who_and_what(&args.who)?;
-        let outputs = Outputs::parse(&args.output)?;
-        let ring_bytes = ring_size(&args.buffer_size)?;
-        let features_off = match features_off {
-            Some(list) => Feature::parse_list(list)?,
-            None => Vec::new(),
-        };
+        let mut plan = Plan::record(
+            &args.who,
+            &args.output,
+            &args.buffer_size,
+            args.analyze.then_some(args.format),
+            features_off,
+        )?;
+        plan.session.options.enrich = !args.no_enrich;
+        plan.session.options.stack = args.stack;
+        plan.command =
+            (!args.command.is_empty()).then(|| (args.command.clone(), args.user.clone()));
+        Ok(plan)
+    }
+
+    /// `top`'s: the trace `mmtrace trace -o none --analyze` with top's flags makes, as the
+    /// analysis of kills needs the exits and teardowns, and the rows need exits to drop
+    /// processes that are gone.
+    pub(crate) fn top(args: &TopArgs, features_off: Option<&str>) -> anyhow::Result<Plan> {
+        Plan::record(
+            &args.who,
+            &["none".to_string()],
+            &args.buffer_size,
+            Some(Format::Text),
+            features_off,
+        )
+    }
+
+    fn record(
+        who: &WhoAndWhat,
+        outputs: &[String],
+        buffer_size: &str,
+        analysis: Option<Format>,
+        features_off: Option<&str>,
+    ) -> anyhow::Result<Plan> {
+        let (mut session, selection) = Session::new(who, features_off)?;
+        let outputs = Outputs::parse(outputs)?;
+        session.options.ring_bytes = ring_size(buffer_size)?;
         let show = Show::new(&selection);
-        let mut events = selection.events;
-        let analysis = args.analyze.then(|| {
-            let hidden = analyze::needed_besides(&events);
+        let events = &mut session.options.events;
+        let analysis = analysis.map(|format| {
+            let hidden = analyze::needed_besides(events);
             events.extend(&hidden);
-            (args.format, hidden)
+            (format, hidden)
         });
-        let mut options = Options::new(events);
-        options.filters = selection.filters;
-        options.scope = scope;
-        options.ring_bytes = ring_bytes;
-        options.enrich = !args.no_enrich;
-        options.features_off = features_off;
-        options.stack = args.stack;
         Ok(Plan {
-            options,
+            session,
             outputs,
             show,
             analysis,
-            command: (!args.command.is_empty()).then(|| (args.command.clone(), args.user.clone())),
-            sockets,
+            command: None,
         })
     }
 }
 
-/// The events (-e), the scope (-s) with its containers found, and the runtimes' sockets
-/// (--cri): what trace and serve both take.
-pub fn parse_who_and_what(
-    who: &WhoAndWhat,
-) -> anyhow::Result<(Selection, Scope, Vec<containers::Socket>)> {
-    let flags: Vec<&str> = who.events.iter().map(String::as_str).collect();
-    let selection = parse_selection(&flags)?;
-    let scope_flags: Vec<&str> = who.scope.iter().map(String::as_str).collect();
-    let mut scope = Scope::parse(&scope_flags)?;
-    let sockets = who
-        .cri
-        .iter()
-        .map(|s| containers::Socket::parse(s))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    containers::resolve_scope(&mut scope, &sockets)?;
-    Ok((selection, scope, sockets))
+/// MMTRACE_FEATURES_OFF's value, if set: the features a user turned off by hand.
+pub(crate) fn features_off() -> Option<String> {
+    std::env::var(FEATURES_OFF_VAR).ok()
 }
 
-/// The plan of `args` on this machine, MMTRACE_FEATURES_OFF applied: `top`'s too.
-pub(crate) fn plan(args: &TraceArgs) -> anyhow::Result<Plan> {
-    let features_off = std::env::var(FEATURES_OFF_VAR).ok();
-    Plan::new(args, features_off.as_deref())
+/// A tracer attached, and what the user is told of its start.
+pub(crate) struct Started {
+    pub(crate) tracer: Tracer,
+    /// Where the kernel reports its OOM kills, when asked for and the kills are traced.
+    pub(crate) kernel_log: Option<KernelLog>,
+    /// One line each, "mmtrace: ...": the kernel's log unreadable, events this kernel lacks,
+    /// features left off, what the container runtimes said.
+    pub(crate) notes: Vec<String>,
+}
+
+/// The one way every command starts tracing: attach, open what needs the privileges still
+/// held (the kernel's log, with `kernel_log`), drop them, and gather the start-up notes.
+/// `signals_command`: mmtrace signals a command it started (trace's `-- CMD`).
+pub(crate) fn start(
+    session: &Session,
+    kernel_log: bool,
+    signals_command: bool,
+) -> anyhow::Result<Started> {
+    let tracer = Tracer::start(&session.options)?;
+    // Opened while mmtrace still holds CAP_SYSLOG: the kernel checks it at open only.
+    let kernel_log = (kernel_log && tracer.attached().iter().any(|e| e.role == Role::OomVictim))
+        .then(KernelLog::open);
+    privilege::drop_after_attach(&tracer, signals_command, session.options.stack)?;
+    let mut notes = Vec::new();
+    if let Some(why) = kernel_log.as_ref().and_then(KernelLog::unreadable) {
+        notes.push(format!(
+            "mmtrace: {why}: kernel OOM kills will not say which limit fired (run as root, or give CAP_SYSLOG)"
+        ));
+    }
+    for u in tracer.unavailable() {
+        notes.push(format!(
+            "mmtrace: {} unavailable: {}",
+            u.event.name, u.reason
+        ));
+    }
+    if let Some(off) = tracer.features().summary(tracer.attached()) {
+        notes.push(format!("mmtrace: {off}"));
+    }
+    notes.extend(containers::start(&session.sockets));
+    Ok(Started {
+        tracer,
+        kernel_log,
+        notes,
+    })
 }
 
 /// What reaches the output of the events traced.
@@ -151,6 +245,44 @@ mod tests {
         Plan::new(&args, features_off)
     }
 
+    /// `top` plans what `trace -o none --analyze` plans with the same flags: its flags mean
+    /// exactly what trace's do.
+    #[test]
+    fn top_plans_what_trace_plans_with_its_flags() {
+        let flags = [
+            "-e",
+            "-mlock",
+            "-e",
+            "munmap.retval=-EINVAL",
+            "-s",
+            "uid>=1000",
+            "--cri",
+            "podman:/tmp/p.sock",
+            "--buffer-size",
+            "64K",
+        ];
+        let cli = Cli::try_parse_from(["mmtrace", "top"].iter().chain(&flags)).unwrap();
+        let Command::Top(args) = cli.command else {
+            unreachable!("parsed as top")
+        };
+        let top = Plan::top(&args, Some("find_vma")).unwrap();
+        let trace = plan(
+            &[&flags[..], &["-o", "none", "--analyze"]].concat(),
+            Some("find_vma"),
+        )
+        .unwrap();
+        assert_eq!(
+            format!("{:?}", top.session.options),
+            format!("{:?}", trace.session.options)
+        );
+        assert_eq!(top.session.sockets.len(), 1);
+        assert_eq!(top.session.sockets.len(), trace.session.sockets.len());
+        let hidden = |p: &Plan| p.analysis.as_ref().map(|(_, h)| names(h));
+        assert_eq!(hidden(&top), hidden(&trace));
+        assert!(top.command.is_none());
+        assert_eq!(top.session.options.ring_bytes, 64 << 10);
+    }
+
     fn names(events: &[&EventDef]) -> Vec<&'static str> {
         events.iter().map(|e| e.name).collect()
     }
@@ -158,9 +290,12 @@ mod tests {
     #[test]
     fn by_default_everything_enriched_in_an_8m_ring() {
         let p = plan(&["-o", "json"], None).unwrap();
-        assert_eq!(p.options.events.len(), mmtrace_events::CATALOG.len());
-        assert_eq!(p.options.ring_bytes, 8 << 20);
-        assert!(p.options.enrich && p.options.features_off.is_empty());
+        assert_eq!(
+            p.session.options.events.len(),
+            mmtrace_events::CATALOG.len()
+        );
+        assert_eq!(p.session.options.ring_bytes, 8 << 20);
+        assert!(p.session.options.enrich && p.session.options.features_off.is_empty());
         assert!(p.analysis.is_none() && p.command.is_none());
         assert!(p.show.alerts, "mem_prot_alert is among all events");
         assert!(p.outputs.events_on_stdout());
@@ -176,7 +311,7 @@ mod tests {
             .all(|e| matches!(e.role, Role::Exits | Role::TornDown)));
         assert_eq!(names(&hidden), ["sched_process_exit", "exit_mmap"]);
         assert_eq!(
-            names(&p.options.events),
+            names(&p.session.options.events),
             ["mlock", "sched_process_exit", "exit_mmap"]
         );
         let selected = plan(&["-e", "mlock,sched_process_exit", "--analyze"], None).unwrap();
@@ -187,13 +322,13 @@ mod tests {
     fn alerts_alone_attach_their_calls_but_show_only_alerts() {
         let p = plan(&["-e", "mem_prot_alert", "--no-enrich"], None).unwrap();
         assert_eq!(
-            names(&p.options.events),
+            names(&p.session.options.events),
             ["mmap", "mprotect", "pkey_mprotect"]
         );
         assert!(p.show.alerts);
         let mmap = by_name("mmap").unwrap();
         assert!(!p.show.lines[usize::from(mmap.id)]);
-        assert!(!p.options.enrich);
+        assert!(!p.session.options.enrich);
     }
 
     #[test]
@@ -219,11 +354,11 @@ mod tests {
             p.command,
             Some((vec!["true".into(), "x".into()], Some("nobody".into())))
         );
-        assert_eq!(p.options.filters.len(), 1);
-        assert_eq!(p.options.ring_bytes, 64 << 10);
-        assert_eq!(p.options.features_off, [Feature::FindVma]);
+        assert_eq!(p.session.options.filters.len(), 1);
+        assert_eq!(p.session.options.ring_bytes, 64 << 10);
+        assert_eq!(p.session.options.features_off, [Feature::FindVma]);
         assert!(
-            p.options.roots.is_empty(),
+            p.session.options.roots.is_empty(),
             "roots come from the forked command"
         );
     }

@@ -6,17 +6,15 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use mmtrace_bpf::{Record, Tracer};
-use mmtrace_events::Role;
 
 use crate::analyze::{self};
 use crate::cli::TraceArgs;
 use crate::command::TracedCommand;
 use crate::containers;
 use crate::inband::InBand;
-use crate::kmsg::KernelLog;
 use crate::output::{self, Sink};
 use crate::privilege;
-use crate::session::{self, Plan, Show};
+use crate::session::{self, Plan, Show, Started};
 use crate::signals::Signals;
 use crate::strain::Strain;
 use crate::symbols::Symbols;
@@ -31,20 +29,19 @@ const BATCH: usize = 4096;
 const BROKEN_PIPE: u8 = 128 + libc::SIGPIPE as u8;
 
 pub fn run(args: &TraceArgs) -> anyhow::Result<ExitCode> {
-    execute(session::plan(args)?)
+    execute(Plan::new(args, session::features_off().as_deref())?)
 }
 
 /// Runs the plan: opens the outputs, starts the command, attaches, traces until stopped.
 fn execute(plan: Plan) -> anyhow::Result<ExitCode> {
     let Plan {
-        mut options,
+        mut session,
         outputs,
         show,
         analysis,
         command,
-        sockets,
     } = plan;
-    let ring_bytes = options.ring_bytes;
+    let ring_bytes = session.options.ring_bytes;
     let (output, deliveries) = output::open(&outputs)?;
     let (mut sink, analysis) = match analysis {
         Some((format, hidden)) => {
@@ -67,32 +64,15 @@ fn execute(plan: Plan) -> anyhow::Result<ExitCode> {
     // After the fork: the command keeps the priority it was given.
     privilege::raise_reader_priority();
 
-    options.roots = command.iter().map(|(_, c)| c.pid()).collect();
-    let mut tracer = Tracer::start(&options)?;
-    // Opened while mmtrace still holds CAP_SYSLOG: the kernel checks it at open only.
-    let kernel_log = tracer
-        .attached()
-        .iter()
-        .any(|e| e.role == Role::OomVictim)
-        .then(KernelLog::open);
-    privilege::drop_after_attach(&tracer, command.is_some(), options.stack)?;
+    session.options.roots = command.iter().map(|(_, c)| c.pid()).collect();
+    let Started {
+        mut tracer,
+        kernel_log,
+        notes,
+    } = session::start(&session, true, command.is_some())?;
     let mut stderr = Messages::default();
-    if let Some(why) = kernel_log.as_ref().and_then(KernelLog::unreadable) {
-        stderr.say(&format!(
-            "mmtrace: {why}: kernel OOM kills will not say which limit fired (run as root, or give CAP_SYSLOG)\n"
-        ));
-    }
-    for u in tracer.unavailable() {
-        stderr.say(&format!(
-            "mmtrace: {} unavailable: {}\n",
-            u.event.name, u.reason
-        ));
-    }
-    if let Some(off) = tracer.features().summary(tracer.attached()) {
-        stderr.say(&format!("mmtrace: {off}\n"));
-    }
-    for line in containers::start(&sockets) {
-        stderr.say(&format!("{line}\n"));
+    for note in notes {
+        stderr.say(&format!("{note}\n"));
     }
     let whom = match &command {
         Some((program, c)) => format!(
@@ -114,7 +94,7 @@ fn execute(plan: Plan) -> anyhow::Result<ExitCode> {
     let mut seen = vec![0u64; usize::from(u16::MAX) + 1];
     let mut busy = false;
     let mut inband = InBand::new(kernel_log);
-    let mut symbols = options.stack.then(Symbols::default);
+    let mut symbols = session.options.stack.then(Symbols::default);
     let mut strain = Strain::new(&tracer, deliveries.bytes());
     loop {
         let received = signals.take();

@@ -24,9 +24,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use mmtrace_bpf::features::{Feature, FEATURES_OFF_VAR};
-use mmtrace_bpf::{Options, Tracer};
-use mmtrace_events::catalog::Role;
+use mmtrace_bpf::Tracer;
 use rustix::net::RecvFlags;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -36,9 +34,7 @@ use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 
 use crate::cli::{ServeArgs, DEFAULT_LISTEN};
-use crate::containers;
-use crate::privilege;
-use crate::session::parse_who_and_what;
+use crate::session::{self, Session, Started};
 use crate::teardown;
 
 /// Connections served at once, fewer if the fd limit leaves less room (`connection_slots`).
@@ -78,23 +74,7 @@ fn listen_address(text: &str) -> anyhow::Result<SocketAddr> {
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let addr = listen_address(&args.listen)?;
-    let (selection, scope, sockets) = parse_who_and_what(&args.who)?;
-    let features_off = match std::env::var(FEATURES_OFF_VAR) {
-        Ok(list) => Feature::parse_list(&list)?,
-        Err(_) => Vec::new(),
-    };
-    // mem_prot_alert is a record mmtrace makes of others, not a call to count.
-    let events = selection
-        .events
-        .into_iter()
-        .filter(|e| e.role != Role::Alerts)
-        .collect();
-    let mut options = Options::new(events);
-    options.filters = selection.filters;
-    options.scope = scope;
-    options.features_off = features_off;
-    options.metrics = true;
-    options.durations = !args.no_durations;
+    let session = Session::metrics(args, session::features_off().as_deref())?;
     // hyper on tokio's current-thread runtime, as the Rust Prometheus exporters serve: a
     // connection is a task, not a thread, and hyper bounds what a peer sends. This runtime
     // starts no thread, so capabilities can still be dropped below; it is built first because
@@ -120,23 +100,12 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     .map(|kind| signal(kind).context("installing the signal handlers"));
     let [term, int, hup] = ending;
     let ending = [term?, int?, hup?];
-    let tracer = Tracer::start(&options)?;
     // Before any thread starts: capabilities are dropped per thread.
-    privilege::drop_after_attach(&tracer, false, false)?;
+    let Started { tracer, notes, .. } = session::start(&session, false, false)?;
     let slots = connection_slots();
     let mut stderr = std::io::stderr();
-    for u in tracer.unavailable() {
-        let _ = writeln!(
-            stderr,
-            "mmtrace: {} unavailable: {}",
-            u.event.name, u.reason
-        );
-    }
-    if let Some(off) = tracer.features().summary(tracer.attached()) {
-        let _ = writeln!(stderr, "mmtrace: {off}");
-    }
-    for line in containers::start(&sockets) {
-        let _ = writeln!(stderr, "{line}");
+    for note in notes {
+        let _ = writeln!(stderr, "{note}");
     }
     let _ = writeln!(
         stderr,

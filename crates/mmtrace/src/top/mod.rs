@@ -12,7 +12,6 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use clap::Parser;
 use mmtrace_bpf::Tracer;
 use ratatui::backend::CrosstermBackend;
 use ratatui::crossterm::event::{self, Event as Input};
@@ -20,10 +19,8 @@ use ratatui::crossterm::{cursor, execute, terminal};
 use ratatui::Terminal;
 
 use crate::analyze::Analyzer;
-use crate::cli::{Cli, Command, TopArgs, TraceArgs};
-use crate::containers;
-use crate::privilege;
-use crate::session::{self, Plan};
+use crate::cli::TopArgs;
+use crate::session::{self, Plan, Started};
 use crate::signals::Signals;
 use crate::teardown;
 use stats::Stats;
@@ -43,62 +40,15 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     if !io::stdout().is_terminal() {
         bail!("mmtrace top draws on a terminal and standard output is not one: run it in a terminal, or record with `mmtrace trace -o json:FILE`");
     }
-    let Plan {
-        options, sockets, ..
-    } = session::plan(&trace_args(args)?)?;
+    let plan = Plan::top(args, session::features_off().as_deref())?;
     let signals = Signals::install()?;
-    let mut tracer = Tracer::start(&options)?;
-    privilege::drop_after_attach(&tracer, false, false)?;
-    let mut notes: Vec<String> = tracer
-        .unavailable()
-        .iter()
-        .map(|u| format!("mmtrace: {} unavailable: {}", u.event.name, u.reason))
-        .collect();
-    notes.extend(
-        tracer
-            .features()
-            .summary(tracer.attached())
-            .map(|off| format!("mmtrace: {off}")),
-    );
-    notes.extend(containers::start(&sockets));
+    let Started {
+        mut tracer, notes, ..
+    } = session::start(&plan.session, false, false)?;
     let result =
         Screen::enter().and_then(|mut screen| live(&mut screen, &mut tracer, &signals, notes));
     teardown::detach_after_exit(tracer);
     result.map(|()| ExitCode::SUCCESS)
-}
-
-/// The trace `mmtrace trace -o none --analyze` with top's flags makes: the analysis of kills
-/// needs the exits and teardowns, and the rows need exits to drop processes that are gone.
-/// Parsed from trace's own command line, so top's flags mean exactly what trace's do.
-fn trace_args(args: &TopArgs) -> anyhow::Result<TraceArgs> {
-    let mut argv = vec![
-        "mmtrace".to_string(),
-        "trace".into(),
-        "--output=none".into(),
-        "--analyze".into(),
-        format!("--buffer-size={}", args.buffer_size),
-    ];
-    for (flag, values) in [
-        ("events", &args.who.events),
-        ("scope", &args.who.scope),
-        ("cri", &args.who.cri),
-    ] {
-        argv.extend(values.iter().map(|v| format!("--{flag}={v}")));
-    }
-    match Cli::try_parse_from(argv).map(|cli| cli.command) {
-        Ok(Command::Trace(trace)) => Ok(trace),
-        Ok(_) => unreachable!("parsed as trace"),
-        Err(e) => {
-            let text = e.render().to_string();
-            bail!(
-                "{}",
-                text.lines()
-                    .next()
-                    .unwrap_or_default()
-                    .trim_start_matches("error: ")
-            )
-        }
-    }
 }
 
 /// Reads the ring, the keys and the signals until asked to stop, redrawing each second.
@@ -211,40 +161,5 @@ fn restore() {
     if ACTIVE.swap(false, Ordering::SeqCst) {
         let _ = terminal::disable_raw_mode();
         let _ = execute!(io::stdout(), terminal::LeaveAlternateScreen, cursor::Show);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn top_flags_mean_what_trace_flags_do() {
-        let Command::Top(top) = Cli::try_parse_from([
-            "mmtrace",
-            "top",
-            "-e",
-            "-mlock",
-            "-e",
-            "munmap.retval=-EINVAL",
-            "-s",
-            "uid>=1000",
-            "--cri",
-            "podman:/tmp/p.sock",
-            "--buffer-size",
-            "64K",
-        ])
-        .unwrap()
-        .command
-        else {
-            unreachable!("parsed as top")
-        };
-        let t = trace_args(&top).unwrap();
-        assert_eq!(t.who.events, ["-mlock", "munmap.retval=-EINVAL"]);
-        assert_eq!(t.who.scope, ["uid>=1000"]);
-        assert_eq!(t.who.cri, ["podman:/tmp/p.sock"]);
-        assert_eq!(t.buffer_size, "64K");
-        assert_eq!(t.output, ["none"]);
-        assert!(t.analyze && t.command.is_empty());
     }
 }
