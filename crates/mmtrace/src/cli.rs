@@ -5,10 +5,19 @@ use clap::{Args, Parser, Subcommand};
 /// Where `serve` listens unless told: loopback, as exposing a node's port is the user's choice.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
 
+/// The version and the commit it was built from (build.rs), as `--version` and serve's
+/// `mmtrace_build_info` give them.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("MMTRACE_COMMIT"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "mmtrace",
-    version,
+    version = VERSION,
     about = "Trace what Linux processes do with memory: mmap, mlock, process_mrelease and friends, decoded, cheaply"
 )]
 pub struct Cli {
@@ -23,9 +32,10 @@ pub enum Command {
     Trace(TraceArgs),
     /// List every event with its id, sets, arguments and whether this kernel offers it.
     List,
-    /// Explain one event: what the call does, arguments, errors, hooks, pitfalls, an example.
+    /// Explain one event: what the call does, arguments, errors, hooks, pitfalls, an example;
+    /// or one detection (MMT-004): what it means, what raises it, what to do.
     Explain {
-        /// The event, as `mmtrace list` names it.
+        /// The event, as `mmtrace list` names it, or a detection's id, as `analyze` gives it.
         event: String,
     },
     /// Write the event reference, README.md and one EVENT.md per event, into DIR.
@@ -80,6 +90,19 @@ pub enum Command {
     /// Write the detection reference, README.md and one ID.md per detection, into DIR.
     #[command(hide = true)]
     DocsDetections {
+        /// Where to write the pages; created if missing.
+        dir: std::path::PathBuf,
+    },
+    /// Print the shell completion script for SHELL (`mmtrace completions bash >
+    /// /etc/bash_completion.d/mmtrace`); the Debian package installs bash's, zsh's and fish's.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages, mmtrace.1 and mmtrace-COMMAND.1 for each command, into DIR.
+    #[command(hide = true)]
+    DocsMan {
         /// Where to write the pages; created if missing.
         dir: std::path::PathBuf,
     },

@@ -9,6 +9,7 @@ use mmtrace_events::keys;
 use mmtrace_events::select::{closest, SelectError};
 use mmtrace_events::{by_name, ArgDef, EventDef, RetKind, Tag};
 
+use crate::analyze::detections::DETECTIONS;
 use crate::examples;
 use crate::units;
 
@@ -31,6 +32,9 @@ pub const SECTIONS: [&str; 11] = [
 pub const TAGS: [Tag; 4] = [Tag::K, Tag::U, Tag::Toctou, Tag::Opt];
 
 pub fn run(name: &str) -> anyhow::Result<()> {
+    if name.to_ascii_uppercase().starts_with("MMT-") {
+        return detection(name);
+    }
     if let Some(l) = IN_BAND.iter().find(|l| l.name == name) {
         println!(
             "{} (eventId {}): {}. A line mmtrace writes about the recording itself, among the \
@@ -51,6 +55,29 @@ pub fn run(name: &str) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();
     out.write_all(page.as_bytes())?;
     writeln!(out, "\nOn this kernel: {status}")?;
+    Ok(())
+}
+
+/// A detection's page, as `analyze` links it: `mmtrace explain MMT-004`.
+fn detection(id: &str) -> anyhow::Result<()> {
+    let Some(d) = DETECTIONS.iter().find(|d| d.id.eq_ignore_ascii_case(id)) else {
+        let ids: Vec<&str> = DETECTIONS.iter().map(|d| d.id).collect();
+        anyhow::bail!(
+            "no detection is called {}: the detections are {}",
+            mmtrace_events::text::escape(id),
+            ids.join(", ")
+        );
+    };
+    let mut page = format!("{}: {} (severity {})\n", d.id, d.title, d.severity.name());
+    for (heading, text) in [
+        ("What it means", d.explanation.to_string()),
+        ("What raises it", d.raised_by()),
+        ("What to do", d.advice.to_string()),
+    ] {
+        page.push_str(&format!("\n{heading}\n{}", wrap(&text, IN, IN)));
+    }
+    page.push_str(&format!("\nPage: {}\n", d.doc()));
+    io::stdout().lock().write_all(page.as_bytes())?;
     Ok(())
 }
 

@@ -10,6 +10,7 @@ mod explain;
 mod inband;
 mod kmsg;
 mod list;
+mod manual;
 mod output;
 mod privilege;
 mod reap;
@@ -52,6 +53,10 @@ fn main() -> ExitCode {
         cli::Command::DocsDetections { dir } => {
             analyze::detections::write_pages(&dir).map(|()| ExitCode::SUCCESS)
         }
+        cli::Command::Completions { shell } => {
+            manual::print_completions(shell).map(|()| ExitCode::SUCCESS)
+        }
+        cli::Command::DocsMan { dir } => manual::write_man_pages(&dir).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -348,8 +348,9 @@ fn metrics_and_healthz_answer_directly_and_sigint_stops_it() {
         "mmtrace_events_lost_total{event=\"munmap\"} 0",
         "mmtrace_container_overflow_calls_total 0",
         &format!(
-            "mmtrace_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
+            "mmtrace_build_info{{version=\"{}\",revision=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            env!("MMTRACE_COMMIT")
         ),
     ] {
         assert!(body.contains(needed), "{needed} in:\n{body}");

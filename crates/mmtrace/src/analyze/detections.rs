@@ -334,23 +334,27 @@ impl Detection {
         format!("docs/detections/{}.md", self.id)
     }
 
-    fn page(&self) -> String {
-        let counted = match self.counter {
+    /// What raises it, and whether `serve` counts it too.
+    pub fn raised_by(&self) -> String {
+        match self.counter {
             Some(_) => format!(
-                " `mmtrace serve` counts the calls that raise it in the kernel, by the same \
+                "{} `mmtrace serve` counts the calls that raise it in the kernel, by the same \
                  rule: `mmtrace_detections_total{{id=\"{}\"}}`.",
-                self.id
+                self.trigger, self.id
             ),
-            None => String::new(),
-        };
+            None => self.trigger.to_string(),
+        }
+    }
+
+    fn page(&self) -> String {
         format!(
-            "# {}: {}\n\nSeverity: **{}**\n\n## What it means\n\n{}\n\n## What raises it\n\n{}{counted}\n\n\
+            "# {}: {}\n\nSeverity: **{}**\n\n## What it means\n\n{}\n\n## What raises it\n\n{}\n\n\
              ## What to do\n\n{}\n\n---\n\n{FOOTER}\n",
             self.id,
             self.title,
             self.severity.name(),
             self.explanation,
-            self.trigger,
+            self.raised_by(),
             self.advice
         )
     }

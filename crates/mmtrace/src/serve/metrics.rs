@@ -238,12 +238,15 @@ impl Collector for Exposition {
         )?;
         let m = enc.encode_descriptor(
             "mmtrace_build_info",
-            "mmtrace's version.",
+            "mmtrace's version, and the commit it was built from.",
             None,
             MetricType::Gauge,
         )?;
         let mut m = m;
         ConstGauge::new(1i64)
-            .encode(m.encode_family(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])?)
+            .encode(m.encode_family(&vec![
+                ("version", env!("CARGO_PKG_VERSION").to_string()),
+                ("revision", env!("MMTRACE_COMMIT").to_string()),
+            ])?)
     }
 }
