@@ -134,10 +134,11 @@ impl TimeOfDay {
     fn update(&mut self, epoch_ns: u64) {
         let second = epoch_ns / 1_000_000_000;
         if second != self.second || self.hms.is_empty() {
-            let secs = second as libc::time_t;
             // SAFETY: localtime_r only writes the tm we hand it.
             let tm = unsafe {
                 let mut tm: libc::tm = std::mem::zeroed();
+                // The type localtime_r takes, unnamed: musl's libc crate deprecates the name.
+                let secs = second as _;
                 libc::localtime_r(&secs, &mut tm);
                 tm
             };

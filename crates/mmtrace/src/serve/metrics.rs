@@ -243,10 +243,9 @@ impl Collector for Exposition {
             MetricType::Gauge,
         )?;
         let mut m = m;
-        ConstGauge::new(1i64)
-            .encode(m.encode_family(&vec![
-                ("version", env!("CARGO_PKG_VERSION").to_string()),
-                ("revision", env!("MMTRACE_COMMIT").to_string()),
-            ])?)
+        ConstGauge::new(1i64).encode(m.encode_family(&vec![
+            ("version", env!("CARGO_PKG_VERSION").to_string()),
+            ("revision", env!("MMTRACE_COMMIT").to_string()),
+        ])?)
     }
 }
