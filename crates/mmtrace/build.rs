@@ -17,16 +17,16 @@ fn main() {
     };
     let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=MMTRACE_COMMIT={commit}");
-    // A new commit or checkout moves HEAD or the ref it names.
+    // A new commit or checkout moves HEAD or the ref it names. Only files that exist: cargo
+    // takes a missing one as changed at every build, which would rebuild mmtrace each time.
     if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
         let dir = Path::new(&dir);
-        println!("cargo:rerun-if-changed={}", dir.join("HEAD").display());
-        if let Some(head) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            println!("cargo:rerun-if-changed={}", dir.join(head).display());
+        let head = git(&["symbolic-ref", "-q", "HEAD"]);
+        let watched = [Some("HEAD"), head.as_deref(), Some("packed-refs")];
+        for path in watched.into_iter().flatten().map(|p| dir.join(p)) {
+            if path.exists() {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
         }
-        println!(
-            "cargo:rerun-if-changed={}",
-            dir.join("packed-refs").display()
-        );
     }
 }
