@@ -24,12 +24,13 @@ mod top;
 mod trace;
 mod units;
 
-use clap::Parser;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{CommandFactory, Parser};
 use std::io::Write as _;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = parse();
     let result = match cli.command {
         cli::Command::Trace(args) => trace::run(&args),
         cli::Command::List => list::run().map(|()| ExitCode::SUCCESS),
@@ -68,6 +69,42 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The command line. For a misspelt command clap suggests hidden ones too (`docs`, which
+/// writes the reference pages): those suggestions are left out.
+fn parse() -> cli::Cli {
+    let err = match cli::Cli::try_parse() {
+        Ok(cli) => return cli,
+        Err(err) if err.kind() == ErrorKind::InvalidSubcommand => err,
+        Err(err) => err.exit(),
+    };
+    let mmtrace = cli::Cli::command();
+    let hidden: Vec<&str> = mmtrace
+        .get_subcommands()
+        .filter(|c| c.is_hide_set())
+        .map(|c| c.get_name())
+        .collect();
+    let mut shown = clap::Error::new(ErrorKind::InvalidSubcommand).with_cmd(&mmtrace);
+    for kind in [ContextKind::InvalidSubcommand, ContextKind::Usage] {
+        if let Some(value) = err.get(kind) {
+            shown.insert(kind, value.clone());
+        }
+    }
+    if let Some(ContextValue::Strings(suggested)) = err.get(ContextKind::SuggestedSubcommand) {
+        let visible: Vec<String> = suggested
+            .iter()
+            .filter(|s| !hidden.contains(&s.as_str()))
+            .cloned()
+            .collect();
+        if !visible.is_empty() {
+            shown.insert(
+                ContextKind::SuggestedSubcommand,
+                ContextValue::Strings(visible),
+            );
+        }
+    }
+    shown.exit()
 }
 
 /// The error and its causes on one line, with no control character: an error can quote

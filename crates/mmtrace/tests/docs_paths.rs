@@ -1,5 +1,6 @@
-//! The manual's file lists stay true: every repository path that README.md, BENCHMARKS.md and
-//! docs/*.md name in backquotes (the recipes in docs/architecture.md above all) exists.
+//! The manual stays true: every repository path that README.md, BENCHMARKS.md and
+//! docs/*.md name in backquotes (the recipes in docs/architecture.md above all) exists, and
+//! the list of event sets is the catalog's.
 
 use std::path::{Path, PathBuf};
 
@@ -80,4 +81,19 @@ fn named_paths_are_cut_at_arguments_and_skip_patterns() {
         named_paths(text),
         ["scripts/build-bpf", "crates/mmtrace/tests/serve.rs"]
     );
+}
+
+#[test]
+fn the_manual_lists_every_set_the_catalog_has() {
+    let usage = std::fs::read_to_string(root().join("docs/usage.md")).unwrap();
+    let line = usage
+        .lines()
+        .find(|l| l.starts_with("Sets: "))
+        .expect("docs/usage.md lists the sets");
+    let listed: Vec<&str> = line.split('`').skip(1).step_by(2).collect();
+    let mut listed_sorted = listed.clone();
+    listed_sorted.sort();
+    let mut sets = mmtrace_events::catalog::sets();
+    sets.sort();
+    assert_eq!(listed_sorted, sets, "{line}");
 }

@@ -169,3 +169,21 @@ fn completion_scripts_load_in_their_shells() {
         );
     }
 }
+
+#[test]
+fn a_misspelt_command_is_pointed_at_commands_users_run_only() {
+    let said = |arg: &str| {
+        let out = Command::new(BIN).arg(arg).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{arg}");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let doc = said("doc");
+    assert!(doc.contains("unrecognized subcommand 'doc'"), "{doc}");
+    // docs, docs-detections and docs-man write the reference pages at build time.
+    assert!(!doc.contains("tip:") && !doc.contains("'docs"), "{doc}");
+    let trac = said("trac");
+    assert!(
+        trac.contains("a similar subcommand exists: 'trace'"),
+        "{trac}"
+    );
+}
