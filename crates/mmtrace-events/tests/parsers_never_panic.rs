@@ -1,7 +1,8 @@
 //! No input makes the event-list, filter or scope parsers panic: they answer Ok or an error.
 
+use mmtrace_events::decode::parse_size;
 use mmtrace_events::scope::Scope;
-use mmtrace_events::select::{parse_selection, parse_size};
+use mmtrace_events::select::parse_selection;
 use proptest::prelude::*;
 
 /// Strings built from the syntax's own pieces reach deeper than random bytes would.

@@ -341,15 +341,36 @@ fn text_args<S>(e: &EventDef<S>) -> String {
 fn text_example<S>(e: &EventDef<S>) -> String {
     match examples::of(e.name) {
         Some(ex) => format!(
-            "{IN}A real call, as a JSON line (mmtrace trace -o json):\n{IN}{}\n\n\
-             {IN}and as a table line (mmtrace trace -o table):\n{IN}{}\n{IN}{}\n",
-            ex.json, ex.table_header, ex.table
+            "{IN}A real call, as a JSON line (mmtrace trace -o json), here spread over lines:\n\
+             {}\n\n{IN}and as a table line (mmtrace trace -o table):\n{IN}{}\n{IN}{}\n",
+            pretty(ex.json, IN),
+            ex.table_header,
+            ex.table
         ),
         None => wrap(
             examples::missing_reason(e.name).unwrap_or("None captured yet."),
             IN,
             IN,
         ),
+    }
+}
+
+/// A JSON line indented one key or element a line, in its own order, each line after `indent`.
+fn pretty(line: &str, indent: &str) -> String {
+    let mut out = Vec::new();
+    let mut from = serde_json::Deserializer::from_str(line);
+    let mut to = serde_json::Serializer::with_formatter(
+        &mut out,
+        serde_json::ser::PrettyFormatter::with_indent(b"  "),
+    );
+    match serde_transcode::transcode(&mut from, &mut to) {
+        Ok(()) => String::from_utf8_lossy(&out)
+            .lines()
+            .map(|l| format!("{indent}{l}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        // The examples are captured lines: a test reads each; never here, but the line as is.
+        Err(_) => format!("{indent}{line}"),
     }
 }
 
@@ -413,7 +434,7 @@ pub(crate) mod tests {
             }
             match examples::of(e.name) {
                 Some(ex) => assert!(
-                    page.contains(ex.json) && page.contains(ex.table),
+                    page.contains(&pretty(ex.json, IN)) && page.contains(ex.table),
                     "{}",
                     e.name
                 ),
@@ -439,9 +460,13 @@ pub(crate) mod tests {
             let page = text(e);
             let example = examples::of(e.name);
             for line in page.lines() {
-                let is_example = example
-                    .as_ref()
-                    .is_some_and(|x| line.contains(x.json) || line.contains(x.table));
+                // The table line is as wide as a terminal's table; a JSON string (a path, an
+                // alert's text) as long as it is.
+                let is_example = example.as_ref().is_some_and(|x| {
+                    line.contains(x.table)
+                        || line.trim_start().starts_with('"')
+                            && x.json.contains(line.trim().trim_end_matches(','))
+                });
                 assert!(
                     line.len() <= units::WIDTH || is_example,
                     "{}: {line}",
