@@ -67,6 +67,14 @@ impl Drop for TempDir {
 /// A Prometheus scraping each `(job, port)` every second, with storage of its own; None (the
 /// test skips) without Prometheus.
 fn prometheus(targets: &[(&str, u16)]) -> Option<Prometheus> {
+    prometheus_with_rules(targets, None)
+}
+
+/// The same, evaluating the alert rules of `rules` every second.
+fn prometheus_with_rules(
+    targets: &[(&str, u16)],
+    rules: Option<&std::path::Path>,
+) -> Option<Prometheus> {
     let binary = prometheus_binary()?;
     // A folder per test thread: tests of this binary run Prometheus at once.
     let dir = std::env::temp_dir().join(format!(
@@ -76,9 +84,11 @@ fn prometheus(targets: &[(&str, u16)]) -> Option<Prometheus> {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("data")).unwrap();
-    let mut config = String::from(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n",
-    );
+    let mut config = String::from("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n");
+    if let Some(rules) = rules {
+        config += &format!("rule_files:\n  - {}\n", rules.display());
+    }
+    config += "scrape_configs:\n";
     for (job, port) in targets {
         config += &format!(
             "  - job_name: {job}\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
@@ -833,4 +843,90 @@ fn serve_survives_500_scrapes_at_once() {
             );
         }
     });
+}
+
+/// deploy/alerts.yaml, as an operator loads it.
+fn alert_rules() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/alerts.yaml")
+}
+
+#[test]
+fn the_alert_rules_pass_promtool() {
+    let out = match Command::new("promtool")
+        .arg("check")
+        .arg("rules")
+        .arg(alert_rules())
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return skip("promtool is not installed", TEST_DEPS);
+        }
+        Err(e) => panic!("promtool: {e}"),
+    };
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("SUCCESS: 4 rules found"),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The firing alerts' names, from Prometheus's API.
+fn firing(p: &Prometheus) -> Vec<String> {
+    let (status, _, body) = get(p.port, "/api/v1/alerts");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut names: Vec<String> = v["data"]["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["state"] == "firing")
+        .map(|a| a["labels"]["alertname"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_write_exec_mapping_fires_its_alert_in_a_real_prometheus() {
+    if !bpf_allowed() {
+        return;
+    }
+    // This thread's calls alone: no other test's can raise or lose anything here.
+    let tid = rustix::thread::gettid().as_raw_nonzero().get();
+    let scope = format!("tid={tid}");
+    let served = Served::start(BIN, &["-e", "mmap,mlock", "-s", &scope]);
+    let rules = alert_rules();
+    let Some(prom) = prometheus_with_rules(&[("alerts", served.port)], Some(&rules)) else {
+        return;
+    };
+    // The series exist at 0 before the call, so increase() sees the step.
+    stored(
+        &prom,
+        "count(mmtrace_detections_total{job=\"alerts\"})",
+        1.0,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(firing(&prom), Vec::<String>::new(), "before the mapping");
+    let wx = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            PAGE,
+            libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(wx, libc::MAP_FAILED);
+    eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || match firing(&prom)[..] {
+            [ref one] if one == "MmtraceWriteExecMemory" => Ok(()),
+            ref other => Err(format!("firing after one W+X mmap: {other:?}")),
+        },
+    );
+    unsafe { libc::munmap(wx, PAGE) };
 }
