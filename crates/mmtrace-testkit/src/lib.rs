@@ -507,3 +507,18 @@ pub fn wait_exit(
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+/// `bin analyze RECORDING --format json`'s report, failing the test with what it said if it
+/// fails.
+pub fn analyze_json(bin: &str, recording: &str) -> serde_json::Value {
+    let out = std::process::Command::new(bin)
+        .args(["analyze", recording, "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

@@ -316,16 +316,7 @@ fn read_report(path: &str) -> Value {
 }
 
 fn analyze_json(path: &str) -> Value {
-    let out = Command::new(BIN)
-        .args(["analyze", path, "--format", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    mmtrace_testkit::analyze_json(BIN, path)
 }
 
 fn process(report: &Value, pid: i32) -> &Value {

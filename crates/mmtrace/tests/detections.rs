@@ -8,11 +8,10 @@ use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use mmtrace_testkit::{bpf_allowed, Served, Trace};
-use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mmtrace");
 const PAGE: usize = 4096;
@@ -107,17 +106,7 @@ fn served_counts(port: u16) -> BTreeMap<String, u64> {
 
 /// The analyzer's count of calls per detection, from its JSON report of `recording`.
 fn analyzed_counts(recording: &str) -> BTreeMap<String, u64> {
-    let out = Command::new(BIN)
-        .args(["analyze", recording, "--format", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    report["detections"]
+    mmtrace_testkit::analyze_json(BIN, recording)["detections"]
         .as_array()
         .unwrap()
         .iter()
