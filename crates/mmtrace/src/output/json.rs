@@ -538,23 +538,12 @@ fn write_note(out: &mut Vec<u8>, note: &Note, host: &str) {
     let pid = std::process::id();
     let me = Context {
         timestamp: at,
-        thread_start: 0,
-        process_start: 0,
-        parent_start: 0,
-        cpu: 0,
         pid,
         tid: pid,
-        ppid: 0,
         host_pid: pid,
         host_tid: pid,
-        host_ppid: 0,
-        uid: 0,
-        gid: 0,
-        cgroup_id: 0,
-        mnt_ns: 0,
-        pid_ns: 0,
         comm: "mmtrace".into(),
-        executable: None,
+        ..Context::default()
     };
     let mut caller = Vec::new();
     write_caller(&mut caller, &me, host);
