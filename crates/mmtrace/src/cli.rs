@@ -142,6 +142,11 @@ pub struct TraceArgs {
     #[arg(long = "stack")]
     pub stack: bool,
 
+    /// List every event traced in the exit summary, those that saw no call too; by default,
+    /// as strace -c, only those with a call seen, lost or filtered out.
+    #[arg(long = "summary-all")]
+    pub summary_all: bool,
+
     /// Analyze the events as they come and print the report at exit, as `mmtrace analyze`
     /// would for the recording: on stdout, or on stderr when the events go to stdout.
     #[arg(long = "analyze")]

@@ -78,6 +78,8 @@ pub(crate) struct Plan {
     pub(crate) analysis: Option<(Format, Vec<&'static EventDef>)>,
     /// The command to run and trace, and the user to run it as.
     pub(crate) command: Option<(Vec<String>, Option<String>)>,
+    /// The exit summary lists the events that saw no call too.
+    pub(crate) summary_all: bool,
 }
 
 impl Plan {
@@ -94,6 +96,7 @@ impl Plan {
         plan.session.options.stack = args.stack;
         plan.command =
             (!args.command.is_empty()).then(|| (args.command.clone(), args.user.clone()));
+        plan.summary_all = args.summary_all;
         Ok(plan)
     }
 
@@ -133,6 +136,7 @@ impl Plan {
             show,
             analysis,
             command: None,
+            summary_all: false,
         })
     }
 }

@@ -40,6 +40,7 @@ fn execute(plan: Plan) -> anyhow::Result<ExitCode> {
         show,
         analysis,
         command,
+        summary_all,
     } = plan;
     let ring_bytes = session.options.ring_bytes;
     let (output, deliveries) = output::open(&outputs)?;
@@ -91,7 +92,8 @@ fn execute(plan: Plan) -> anyhow::Result<ExitCode> {
     }
 
     let started = Instant::now();
-    let mut seen = vec![0u64; usize::from(u16::MAX) + 1];
+    // Per event id: the calls seen, and how many of them failed.
+    let mut seen = vec![[0u64; 2]; usize::from(u16::MAX) + 1];
     let mut busy = false;
     let mut inband = InBand::new(kernel_log);
     let mut symbols = session.options.stack.then(Symbols::default);
@@ -165,6 +167,7 @@ fn execute(plan: Plan) -> anyhow::Result<ExitCode> {
         started.elapsed(),
         ring_bytes,
         why.as_deref(),
+        summary_all,
     ));
     for (target, delivery) in deliveries.failed() {
         let Some(e) = delivery.failure() else {
@@ -240,14 +243,16 @@ fn pump(
     show: &Show,
     inband: &mut InBand,
     mut symbols: Option<&mut Symbols>,
-    seen: &mut [u64],
+    seen: &mut [[u64; 2]],
     max: usize,
 ) -> usize {
     let n = tracer.drain_some(max, |mut event| {
         if let Some(s) = symbols.as_deref_mut() {
             s.fill(&mut event);
         }
-        seen[usize::from(event.def.id)] += 1;
+        let counts = &mut seen[usize::from(event.def.id)];
+        counts[0] += 1;
+        counts[1] += u64::from(event.def.errno(event.ret).is_some());
         inband.before(&mut event);
         // The output keeps its own failures, and counts the events they cost.
         let _ = show.event(sink, &event);
@@ -268,25 +273,47 @@ fn event_types(n: usize) -> String {
     format!("{n} event type{}", if n == 1 { "" } else { "s" })
 }
 
-/// The exit summary: per event, calls seen, calls the kernel filtered out, and calls lost,
-/// with a warning whenever any was lost, saying why when the reader could tell (`why`).
+/// The exit summary: per event, calls seen, calls lost, calls the kernel filtered out and
+/// calls that failed, with a warning whenever any was lost, saying why when the reader could
+/// tell (`why`).
 fn summary(
     tracer: &Tracer,
-    seen: &[u64],
+    seen: &[[u64; 2]],
     elapsed: Duration,
     ring_bytes: u32,
     why: Option<&str>,
+    all: bool,
 ) -> String {
     let lost = tracer.lost();
     let filtered = tracer.filtered();
+    let rows: Vec<_> = lost
+        .iter()
+        .zip(&filtered)
+        .map(|(&(event, lost), &(_, filtered))| {
+            let [calls, errors] = seen[usize::from(event.id)];
+            (event, [calls, lost, filtered, errors])
+        })
+        .collect();
+    // As strace -c: an event no call reached is left out, and said to be; one that lost or
+    // left out calls stays.
+    let quiet = rows.iter().filter(|(_, row)| row == &[0; 4]).count();
     let mut out = String::new();
     // Writing into a String cannot fail.
-    let _ = writeln!(
+    let _ = write!(
         out,
         "mmtrace: {} traced in {:.3} s",
         event_types(lost.len()),
         elapsed.as_secs_f64()
     );
+    let _ = match quiet {
+        0 => writeln!(out),
+        _ if all => writeln!(out),
+        n => writeln!(
+            out,
+            "; {} with no call left out (--summary-all lists them)",
+            event_types(n)
+        ),
+    };
     // Wide enough for the longest name, so the counts line up.
     let w = lost
         .iter()
@@ -296,25 +323,27 @@ fn summary(
         .max(5);
     let _ = writeln!(
         out,
-        "  {:<w$} {:>12} {:>11} {:>12}",
-        "event", "seen", "lost", "filtered"
+        "  {:<w$} {:>12} {:>11} {:>12} {:>11}",
+        "event", "seen", "lost", "filtered", "errors"
     );
-    let mut totals = [0u64; 3];
-    for ((event, lost), (_, filtered)) in lost.into_iter().zip(filtered) {
-        let row = [seen[usize::from(event.id)], lost, filtered];
+    let mut totals = [0u64; 4];
+    for (event, row) in rows {
+        if !all && row == [0; 4] {
+            continue;
+        }
         for (t, v) in totals.iter_mut().zip(row) {
             *t += v;
         }
         let _ = writeln!(
             out,
-            "  {:<w$} {:>12} {:>11} {:>12}",
-            event.name, row[0], row[1], row[2]
+            "  {:<w$} {:>12} {:>11} {:>12} {:>11}",
+            event.name, row[0], row[1], row[2], row[3]
         );
     }
     let _ = writeln!(
         out,
-        "  {:<w$} {:>12} {:>11} {:>12}",
-        "total", totals[0], totals[1], totals[2]
+        "  {:<w$} {:>12} {:>11} {:>12} {:>11}",
+        "total", totals[0], totals[1], totals[2], totals[3]
     );
     if totals[1] > 0 {
         let _ = writeln!(

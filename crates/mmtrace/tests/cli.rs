@@ -532,3 +532,43 @@ fn cgroup_scope_outside_the_v2_hierarchy() {
         "{err}"
     );
 }
+
+/// As strace -c, the summary lists the events a call reached, with their failed calls; the
+/// others are counted in its first line, and `--summary-all` lists them too.
+#[test]
+fn the_summary_leaves_out_events_no_call_reached_unless_asked() {
+    if !bpf_allowed() {
+        return;
+    }
+    let scope = format!("tid={}", tid());
+    for all in [false, true] {
+        let mut args = vec!["-e", "munmap,mlock", "-s", &scope, "-o", "none"];
+        if all {
+            args.push("--summary-all");
+        }
+        let run = Trace::start(BIN, &args, Stdio::null());
+        // A page nothing maps: munmap succeeds; an address off a page: EINVAL. This thread
+        // makes no mlock.
+        unsafe { libc::munmap(0x10000 as *mut libc::c_void, 4096) };
+        unsafe { libc::munmap(0x10001 as *mut libc::c_void, 4096) };
+        let (code, stderr) = run.stop(libc::SIGINT);
+        assert_eq!(code, Some(0), "{stderr}");
+        let row = |name: &str| {
+            stderr
+                .lines()
+                .filter(|l| l.split_whitespace().next() == Some(name))
+                .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+        };
+        // seen, lost, filtered, errors
+        assert_eq!(row("munmap"), [["2", "0", "0", "1"]], "{stderr}");
+        match all {
+            true => assert_eq!(row("mlock"), [["0", "0", "0", "0"]], "{stderr}"),
+            false => assert!(row("mlock").is_empty(), "{stderr}"),
+        }
+        let said = "mmtrace: 2 event types traced in ";
+        let left_out = "; 1 event type with no call left out (--summary-all lists them)";
+        let first = stderr.lines().find(|l| l.starts_with(said)).expect(&stderr);
+        assert_eq!(first.ends_with(left_out), !all, "{first}");
+    }
+}
