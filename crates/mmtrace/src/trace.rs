@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use mmtrace_bpf::{Record, Tracer};
 
-use crate::analyze::{self};
+use crate::analyze;
 use crate::cli::TraceArgs;
 use crate::command::TracedCommand;
 use crate::containers;
@@ -286,7 +286,7 @@ fn summary(
 ) -> String {
     let lost = tracer.lost();
     let filtered = tracer.filtered();
-    let rows: Vec<_> = lost
+    let mut rows: Vec<_> = lost
         .iter()
         .zip(&filtered)
         .map(|(&(event, lost), &(_, filtered))| {
@@ -296,7 +296,11 @@ fn summary(
         .collect();
     // As strace -c: an event no call reached is left out, and said to be; one that lost or
     // left out calls stays.
-    let quiet = rows.iter().filter(|(_, row)| row == &[0; 4]).count();
+    let listed = rows.len();
+    if !all {
+        rows.retain(|(_, row)| row != &[0; 4]);
+    }
+    let quiet = listed - rows.len();
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = write!(
@@ -307,7 +311,6 @@ fn summary(
     );
     let _ = match quiet {
         0 => writeln!(out),
-        _ if all => writeln!(out),
         n => writeln!(
             out,
             "; {} with no call left out (--summary-all lists them)",
@@ -328,9 +331,6 @@ fn summary(
     );
     let mut totals = [0u64; 4];
     for (event, row) in rows {
-        if !all && row == [0; 4] {
-            continue;
-        }
         for (t, v) in totals.iter_mut().zip(row) {
             *t += v;
         }
