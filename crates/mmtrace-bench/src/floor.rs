@@ -96,14 +96,10 @@ fn run(syscalls: &[String], mode: Mode) -> Result<(), String> {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // Each record read and dropped, as a tracer's reader would before formatting it. The
-    // programs never wake the reader (a wakeup per record would cost more than the rest of
+    // The programs never wake the reader (a wakeup per record would cost more than the rest of
     // the limit together): it looks every millisecond.
     while unsafe { libc::sigtimedwait(&stop, std::ptr::null_mut(), &no_wait) } < 0 {
-        while let Some(record) = ring.next() {
-            std::hint::black_box(&*record);
-            records += 1;
-        }
+        records += drain(&mut ring);
         let mut poll = libc::pollfd {
             fd: ring.as_raw_fd(),
             events: libc::POLLIN,
@@ -111,9 +107,7 @@ fn run(syscalls: &[String], mode: Mode) -> Result<(), String> {
         };
         unsafe { libc::poll(&mut poll, 1, 1) };
     }
-    while ring.next().is_some() {
-        records += 1;
-    }
+    records += drain(&mut ring);
     let lost: u64 = bpf
         .map("lost")
         .and_then(|map| aya::maps::Array::<_, u64>::try_from(map).ok())
@@ -132,4 +126,15 @@ where
         .ok_or(format!("{name} missing from the object"))?
         .try_into()
         .map_err(|e| format!("{name}: {e}"))
+}
+
+/// Reads every record waiting in `ring`, as a tracer's reader would before formatting it;
+/// returns how many.
+fn drain(ring: &mut RingBuf<aya::maps::MapData>) -> u64 {
+    let mut records = 0;
+    while let Some(record) = ring.next() {
+        std::hint::black_box(&*record);
+        records += 1;
+    }
+    records
 }
