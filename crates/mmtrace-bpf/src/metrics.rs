@@ -97,17 +97,12 @@ pub struct Snapshot {
     pub bytes: [u64; abi::M_NBYTES as usize],
     /// Kills by `enum m_kill`: SIGKILLs sent by kill or pidfd_send_signal, the OOM killer's.
     pub kills: [u64; abi::M_NKILLS as usize],
-    /// Calls that raised detection MMT-00N, at index N-1.
+    /// Calls that raised each detection the kernel counts, indexed by `abi::m_detection`.
     pub detections: [u64; DETECTIONS as usize],
     pub cgroup_overflow: u64,
     /// From each kill to its victim's memory being back.
     pub back: Log2Histogram,
 }
-
-// SAFETY: integers and arrays of them, every padding byte a field (see Plain).
-unsafe impl aya::Pod for Plain<abi::m_event> {}
-unsafe impl aya::Pod for Plain<abi::m_global> {}
-unsafe impl aya::Pod for Plain<abi::m_cgroup_key> {}
 
 fn fail(name: &str, e: aya::maps::MapError) -> Error {
     Error::Metrics(format!("{name}: {e}"))

@@ -13,3 +13,6 @@ unsafe impl aya::Pod for Plain<abi::config> {}
 unsafe impl aya::Pod for Plain<abi::scope_key> {}
 unsafe impl aya::Pod for Plain<abi::exe_key> {}
 unsafe impl aya::Pod for Plain<abi::filter> {}
+unsafe impl aya::Pod for Plain<abi::m_event> {}
+unsafe impl aya::Pod for Plain<abi::m_global> {}
+unsafe impl aya::Pod for Plain<abi::m_cgroup_key> {}
