@@ -522,3 +522,210 @@ pub fn analyze_json(bin: &str, recording: &str) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// The cells of `event`'s row (or "total") in trace's exit summary, by its header's names:
+/// "calls", "errors", "time", "mean", "p99", "max", "lost", "filtered".
+pub fn summary_row(
+    stderr: &str,
+    event: &str,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    let mut header = None;
+    for line in stderr.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.first() == Some(&"event") && words.contains(&"calls") {
+            header = Some(words);
+        } else if let Some(names) = &header {
+            if words.first() == Some(&event) && words.len() == names.len() {
+                let cells = names[1..].iter().zip(&words[1..]);
+                return Some(cells.map(|(n, w)| (n.to_string(), w.to_string())).collect());
+            }
+        }
+    }
+    None
+}
+
+/// A count of `event`'s row in trace's exit summary, by its column's name.
+pub fn summary_count(stderr: &str, event: &str, column: &str) -> u64 {
+    let row = summary_row(stderr, event).unwrap_or_else(|| panic!("no {event} row: {stderr}"));
+    row[column]
+        .parse()
+        .unwrap_or_else(|_| panic!("{event} {column}: {stderr}"))
+}
+
+/// What a report says of the time calls took, in ns; each figure with the most its rounding
+/// may have moved it.
+pub struct Timings {
+    pub calls: usize,
+    pub total: (f64, f64),
+    pub mean: (f64, f64),
+    pub p99: (f64, f64),
+    pub max: (f64, f64),
+    /// Where each log2 bucket starts, and its count.
+    pub buckets: Vec<(u64, u64)>,
+}
+
+/// Every figure of `t` is where the bounds the test measured of each call put it: the total,
+/// mean and max between those of the bounds, the p99 between the bounds' (kept to 1%), and
+/// under each bucket's start no fewer calls than the test saw end before it, and no more than
+/// it saw begin.
+pub fn assert_timed_as_measured(calls: &[Bounds], t: &Timings, context: &str) {
+    let n = calls.len();
+    assert_eq!(t.calls, n, "{context}");
+    let lower: Vec<f64> = calls.iter().map(|b| b.lower_ns as f64).collect();
+    let upper: Vec<f64> = calls.iter().map(|b| b.upper_ns as f64).collect();
+    let within = |what: &str, (v, half): (f64, f64), lower: f64, upper: f64| {
+        assert!(
+            lower - half <= v && v <= upper + half,
+            "{what} {v} ns outside the test's {lower}..{upper}: {context}"
+        );
+    };
+    let sum = |v: &[f64]| v.iter().sum::<f64>();
+    let max = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
+    within("time", t.total, sum(&lower), sum(&upper));
+    within(
+        "mean",
+        t.mean,
+        sum(&lower) / n as f64,
+        sum(&upper) / n as f64,
+    );
+    within("max", t.max, max(&lower), max(&upper));
+    // The k-th longest of the kernel's times lies between the k-th of the bounds.
+    let kth = |v: &[f64], q: f64| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[((q * n as f64).ceil() as usize).clamp(1, n) - 1]
+    };
+    within("p99", t.p99, kth(&lower, 0.99), kth(&upper, 0.99) * 1.01);
+    let mut under = 0u64;
+    for &(from, count) in &t.buckets {
+        let ended = upper.iter().filter(|&&u| u < from as f64).count() as u64;
+        let begun = lower.iter().filter(|&&l| l < from as f64).count() as u64;
+        assert!(
+            (ended..=begun).contains(&under),
+            "{under} calls under {from} ns, the test measured {ended} to {begun}: {context}"
+        );
+        under += count;
+    }
+    assert_eq!(under, n as u64, "every call in a bucket: {context}");
+}
+
+/// Calls of munmap timed by the test: of regions from a page to 128 MiB, populated, so
+/// that the longer take milliseconds; then `failing` that fail with EINVAL.
+pub fn timed_munmaps(failing: usize) -> Vec<Bounds> {
+    let mut calls = Vec::new();
+    for shift in (0..=15).step_by(3) {
+        let len = 4096usize << shift;
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        let (rc, t) = timed(-(len as i64), || unsafe { libc::munmap(p, len) });
+        assert_eq!(rc, 0);
+        calls.push(t);
+    }
+    for _ in 0..failing {
+        let (rc, t) = timed(0, || unsafe { libc::munmap(0x10001 as *mut _, 4096) });
+        assert_eq!(rc, -1);
+        calls.push(t);
+    }
+    calls
+}
+
+/// A shell in a tmux pane of a given size on a tmux server of its own, as a person's terminal:
+/// driven with send-keys, read with capture-pane, and ended with its server however the test
+/// ends.
+pub struct Pane {
+    socket: String,
+}
+
+impl Pane {
+    /// The shell's prompt, as capture-pane shows it (without the trailing space).
+    pub const PROMPT: &'static str = "mmtrace-test$";
+
+    /// A pane of `columns` x `rows` on a server named after `name` and this process, its
+    /// shell at its prompt; None, said, where tmux is not installed.
+    pub fn start(name: &str, columns: u16, rows: u16) -> Option<Pane> {
+        if std::process::Command::new("tmux")
+            .arg("-V")
+            .output()
+            .is_err()
+        {
+            skip("tmux is not installed", TEST_DEPS);
+            return None;
+        }
+        let pane = Pane {
+            socket: format!("mmtrace-{name}-{}", std::process::id()),
+        };
+        pane.tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            "test",
+            "-x",
+            &columns.to_string(),
+            "-y",
+            &rows.to_string(),
+            &format!("env 'PS1={} ' sh", Pane::PROMPT),
+        ]);
+        pane.wait_for(std::time::Duration::from_secs(10), "prompt", |s| {
+            s.contains(Pane::PROMPT)
+        });
+        Some(pane)
+    }
+
+    pub fn tmux(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("running tmux");
+        assert!(out.status.success(), "tmux {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "test"];
+        args.extend(keys);
+        self.tmux(&args);
+    }
+
+    pub fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-t", "test"])
+    }
+
+    /// The screen once `ready` holds of it; fails after `limit`.
+    pub fn wait_for(
+        &self,
+        limit: std::time::Duration,
+        what: &str,
+        ready: impl Fn(&str) -> bool,
+    ) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let screen = self.screen();
+            if ready(&screen) {
+                return screen;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "no {what} after {limit:?}; the screen:\n{screen}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Pane {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}

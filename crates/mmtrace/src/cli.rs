@@ -147,6 +147,11 @@ pub struct TraceArgs {
     #[arg(long = "summary-all")]
     pub summary_all: bool,
 
+    /// Also give each event's duration distribution in the exit summary: its percentiles and
+    /// its log2 histogram, as bpftrace's hist() draws one.
+    #[arg(long = "summary")]
+    pub summary: bool,
+
     /// Analyze the events as they come and print the report at exit, as `mmtrace analyze`
     /// would for the recording: on stdout, or on stderr when the events go to stdout.
     #[arg(long = "analyze")]

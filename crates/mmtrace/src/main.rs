@@ -9,6 +9,7 @@ mod examples;
 mod explain;
 mod inband;
 mod kmsg;
+mod latency;
 mod list;
 mod manual;
 mod output;

@@ -78,8 +78,17 @@ pub(crate) struct Plan {
     pub(crate) analysis: Option<(Format, Vec<&'static EventDef>)>,
     /// The command to run and trace, and the user to run it as.
     pub(crate) command: Option<(Vec<String>, Option<String>)>,
-    /// The exit summary lists the events that saw no call too.
-    pub(crate) summary_all: bool,
+    /// What the exit summary shows beyond the events seen.
+    pub(crate) summary: SummaryStyle,
+}
+
+/// What the exit summary shows besides a row per event seen.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct SummaryStyle {
+    /// A row for each event traced, those that saw no call too.
+    pub(crate) all: bool,
+    /// Each event's duration distribution.
+    pub(crate) histograms: bool,
 }
 
 impl Plan {
@@ -96,7 +105,10 @@ impl Plan {
         plan.session.options.stack = args.stack;
         plan.command =
             (!args.command.is_empty()).then(|| (args.command.clone(), args.user.clone()));
-        plan.summary_all = args.summary_all;
+        plan.summary = SummaryStyle {
+            all: args.summary_all,
+            histograms: args.summary,
+        };
         Ok(plan)
     }
 
@@ -136,7 +148,7 @@ impl Plan {
             show,
             analysis,
             command: None,
-            summary_all: false,
+            summary: SummaryStyle::default(),
         })
     }
 }

@@ -1,24 +1,28 @@
 //! `mmtrace trace`: attach, stream events to the chosen output, stop on a signal, summarize.
 
+use std::cmp::Reverse;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use mmtrace_bpf::{Record, Tracer};
+use mmtrace_events::RetKind;
 
 use crate::analyze;
 use crate::cli::TraceArgs;
 use crate::command::TracedCommand;
 use crate::containers;
 use crate::inband::InBand;
+use crate::latency::{self, Latency};
 use crate::output::{self, Sink};
 use crate::privilege;
-use crate::session::{self, Plan, Show, Started};
+use crate::session::{self, Plan, Show, Started, SummaryStyle};
 use crate::signals::Signals;
 use crate::strain::Strain;
 use crate::symbols::Symbols;
 use crate::teardown;
+use crate::units;
 
 /// How long the reader sleeps when the kernel has not woken it: the latency of a quiet trace.
 const POLL: Duration = Duration::from_millis(10);
@@ -40,7 +44,7 @@ fn execute(plan: Plan) -> anyhow::Result<ExitCode> {
         show,
         analysis,
         command,
-        summary_all,
+        summary: style,
     } = plan;
     let ring_bytes = session.options.ring_bytes;
     let (output, deliveries) = output::open(&outputs)?;
@@ -92,8 +96,8 @@ fn execute(plan: Plan) -> anyhow::Result<ExitCode> {
     }
 
     let started = Instant::now();
-    // Per event id: the calls seen, and how many of them failed.
-    let mut seen = vec![[0u64; 2]; usize::from(u16::MAX) + 1];
+    // Per event id: the calls seen, how many failed and how long they took.
+    let mut seen: Vec<Option<Box<Latency>>> = vec![None; usize::from(u16::MAX) + 1];
     let mut busy = false;
     let mut inband = InBand::new(kernel_log);
     let mut symbols = session.options.stack.then(Symbols::default);
@@ -143,6 +147,8 @@ fn execute(plan: Plan) -> anyhow::Result<ExitCode> {
         // The output keeps its own failures, and counts the lines they cost.
         let _ = inband.tick(&tracer, sink.as_mut());
     }
+    // Until the stop was seen: what follows drains what was traced before it.
+    let traced = started.elapsed();
     // The hooks come off only after mmtrace exits, which takes seconds (see teardown.rs): the
     // trace stops here, and what was committed before is in the ring. There is no more of it
     // than the ring holds, so a producer as fast as the reader cannot keep this going.
@@ -164,10 +170,10 @@ fn execute(plan: Plan) -> anyhow::Result<ExitCode> {
     stderr.say(&summary(
         &tracer,
         &seen,
-        started.elapsed(),
+        traced,
         ring_bytes,
         why.as_deref(),
-        summary_all,
+        style,
     ));
     for (target, delivery) in deliveries.failed() {
         let Some(e) = delivery.failure() else {
@@ -243,16 +249,18 @@ fn pump(
     show: &Show,
     inband: &mut InBand,
     mut symbols: Option<&mut Symbols>,
-    seen: &mut [[u64; 2]],
+    seen: &mut [Option<Box<Latency>>],
     max: usize,
 ) -> usize {
     let n = tracer.drain_some(max, |mut event| {
         if let Some(s) = symbols.as_deref_mut() {
             s.fill(&mut event);
         }
-        let counts = &mut seen[usize::from(event.def.id)];
-        counts[0] += 1;
-        counts[1] += u64::from(event.def.errno(event.ret).is_some());
+        // A kernel event is an instant: it has no duration.
+        let duration = (event.def.ret != RetKind::None).then_some(event.duration_ns);
+        seen[usize::from(event.def.id)]
+            .get_or_insert_default()
+            .record(duration, event.def.errno(event.ret).is_some());
         inband.before(&mut event);
         // The output keeps its own failures, and counts the events they cost.
         let _ = show.event(sink, &event);
@@ -273,39 +281,43 @@ fn event_types(n: usize) -> String {
     format!("{n} event type{}", if n == 1 { "" } else { "s" })
 }
 
-/// The exit summary: per event, calls seen, calls lost, calls the kernel filtered out and
-/// calls that failed, with a warning whenever any was lost, saying why when the reader could
-/// tell (`why`).
+/// The exit summary, as strace -c: per event, the calls seen, how many failed, the time they
+/// took (total, mean, p99, max), the calls lost and those the kernel filtered out, busiest
+/// first; with a warning whenever any was lost, saying why when the reader could tell (`why`).
 fn summary(
     tracer: &Tracer,
-    seen: &[[u64; 2]],
+    seen: &[Option<Box<Latency>>],
     elapsed: Duration,
     ring_bytes: u32,
     why: Option<&str>,
-    all: bool,
+    style: SummaryStyle,
 ) -> String {
     let lost = tracer.lost();
     let filtered = tracer.filtered();
+    let none = Latency::default();
     let mut rows: Vec<_> = lost
         .iter()
         .zip(&filtered)
         .map(|(&(event, lost), &(_, filtered))| {
-            let [calls, errors] = seen[usize::from(event.id)];
-            (event, [calls, lost, filtered, errors])
+            let calls = seen[usize::from(event.id)].as_deref().unwrap_or(&none);
+            (event, calls, lost, filtered)
         })
         .collect();
     // As strace -c: an event no call reached is left out, and said to be; one that lost or
     // left out calls stays.
     let listed = rows.len();
-    if !all {
-        rows.retain(|(_, row)| row != &[0; 4]);
+    if !style.all {
+        rows.retain(|(_, calls, lost, filtered)| calls.calls + lost + filtered > 0);
     }
     let quiet = listed - rows.len();
+    rows.sort_by_key(|(event, calls, ..)| {
+        (Reverse(calls.total_ns()), Reverse(calls.calls), event.name)
+    });
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = write!(
         out,
-        "mmtrace: {} traced in {:.3} s",
+        "mmtrace: {} traced in {:.6} s",
         event_types(lost.len()),
         elapsed.as_secs_f64()
     );
@@ -317,39 +329,84 @@ fn summary(
             event_types(n)
         ),
     };
-    // Wide enough for the longest name, so the counts line up.
-    let w = lost
+    // Wide enough for the longest name listed, so the columns line up.
+    let w = rows
         .iter()
-        .map(|(e, _)| e.name.len())
+        .map(|(e, ..)| e.name.len())
         .max()
         .unwrap_or(0)
-        .max(5);
-    let _ = writeln!(
-        out,
-        "  {:<w$} {:>12} {:>11} {:>12} {:>11}",
-        "event", "seen", "lost", "filtered", "errors"
-    );
-    let mut totals = [0u64; 4];
-    for (event, row) in rows {
-        for (t, v) in totals.iter_mut().zip(row) {
-            *t += v;
-        }
+        .max("total".len());
+    let line = |out: &mut String, cells: [&str; 9]| {
+        let [name, calls, errors, time, mean, p99, max, lost, filtered] = cells;
         let _ = writeln!(
             out,
-            "  {:<w$} {:>12} {:>11} {:>12} {:>11}",
-            event.name, row[0], row[1], row[2], row[3]
+            "  {name:<w$} {calls:>9} {errors:>6} {time:>8} {mean:>8} {p99:>8} {max:>8} {lost:>8} {filtered:>8}"
+        );
+    };
+    let header = [
+        "event", "calls", "errors", "time", "mean", "p99", "max", "lost", "filtered",
+    ];
+    line(&mut out, header);
+    let time = |timed: bool, ns: u64| match timed {
+        true => units::duration_short(ns),
+        false => "-".to_string(),
+    };
+    let mut total = Latency::default();
+    let (mut total_lost, mut total_filtered) = (0, 0);
+    for (event, calls, lost, filtered) in &rows {
+        total.merge(calls);
+        total_lost += lost;
+        total_filtered += filtered;
+        let t = calls.timed();
+        line(
+            &mut out,
+            [
+                event.name,
+                &calls.calls.to_string(),
+                &calls.errors.to_string(),
+                &time(t, calls.total_ns()),
+                &time(t, calls.mean_ns()),
+                &time(t, calls.quantile(0.99)),
+                &time(t, calls.max_ns()),
+                &lost.to_string(),
+                &filtered.to_string(),
+            ],
         );
     }
-    let _ = writeln!(
-        out,
-        "  {:<w$} {:>12} {:>11} {:>12} {:>11}",
-        "total", totals[0], totals[1], totals[2], totals[3]
+    // The total's mean and percentiles would mix calls of different kinds.
+    line(
+        &mut out,
+        [
+            "total",
+            &total.calls.to_string(),
+            &total.errors.to_string(),
+            &time(total.timed(), total.total_ns()),
+            "-",
+            "-",
+            "-",
+            &total_lost.to_string(),
+            &total_filtered.to_string(),
+        ],
     );
-    if totals[1] > 0 {
+    if style.histograms {
+        for (event, calls, ..) in rows.iter().filter(|(_, c, ..)| c.timed()) {
+            let _ = writeln!(
+                out,
+                "\n@ns[{}]: {} calls, p50 {}, p90 {}, p99 {}, max {}",
+                event.name,
+                calls.calls,
+                units::duration_short(calls.quantile(0.5)),
+                units::duration_short(calls.quantile(0.9)),
+                units::duration_short(calls.quantile(0.99)),
+                units::duration_short(calls.max_ns()),
+            );
+            latency::write_histogram(&mut out, &calls.buckets());
+        }
+    }
+    if total_lost > 0 {
         let _ = writeln!(
             out,
-            "mmtrace: warning: {} events lost because the ring buffer ({} KiB) was full: {}",
-            totals[1],
+            "mmtrace: warning: {total_lost} events lost because the ring buffer ({} KiB) was full: {}",
             ring_bytes >> 10,
             why.unwrap_or("raise --buffer-size")
         );

@@ -66,6 +66,13 @@ pub fn write_duration(out: &mut String, ns: u64) {
     }
 }
 
+/// A duration as the table's DURATION column writes it: "5.8us", "12.35ms".
+pub fn duration_short(ns: u64) -> String {
+    let mut out = String::new();
+    write_duration(&mut out, ns);
+    out
+}
+
 /// `n / unit` with `decimals` digits after the point, as `{:.decimals$}` of the f64 quotient
 /// writes it, in integers. Float formatting cost more than the rest of a row.
 fn rounded(out: &mut String, n: u64, unit: u64, decimals: u32, suffix: &str) {

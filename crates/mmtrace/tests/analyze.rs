@@ -2116,3 +2116,71 @@ fn lost_events_are_in_the_recording_and_the_report() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The analysis's latency of munmap, from a recording and live, is where the time this test
+/// measured each call take puts it: total, mean, percentiles, max and each log2 bucket; the
+/// text report draws the same buckets.
+#[test]
+fn latency_is_as_the_test_measured_each_call() {
+    use mmtrace_testkit::{assert_timed_as_measured, tid, timed_munmaps, Timings};
+    if !root("the latency of calls traced") {
+        return;
+    }
+    let dir = tempdir();
+    let path = format!("{dir}/munmaps.json");
+    let scope = format!("tid={}", tid());
+    let (trace, live_path) = trace_analyzed(&dir, &path, &["-e", "munmap", "-s", &scope]);
+    let calls = timed_munmaps(2);
+    let (code, stderr) = trace.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "{stderr}");
+    let exact = |v: &Value| (v.as_u64().unwrap() as f64, 0.0);
+    for (report, source) in [
+        (analyze_json(&path), "recording"),
+        (read_report(&live_path), "live"),
+    ] {
+        let all = report["latency"].as_array().unwrap();
+        let l = all.iter().find(|l| l["event"] == "munmap").expect(source);
+        assert_eq!(l["errors"], 2, "{source}: {l}");
+        let timings = Timings {
+            calls: l["calls"].as_u64().unwrap() as usize,
+            total: exact(&l["totalNs"]),
+            mean: (l["meanNs"].as_u64().unwrap() as f64, 1.0),
+            p99: exact(&l["p99Ns"]),
+            max: exact(&l["maxNs"]),
+            buckets: l["buckets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| (b["fromNs"].as_u64().unwrap(), b["count"].as_u64().unwrap()))
+                .collect(),
+        };
+        assert_timed_as_measured(&calls, &timings, &format!("{source}: {l}"));
+        assert!(
+            l["p50Ns"].as_u64() <= l["p90Ns"].as_u64()
+                && l["p90Ns"].as_u64() <= l["p99Ns"].as_u64(),
+            "{l}"
+        );
+    }
+    let text = Command::new(BIN).args(["analyze", &path]).output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    let hist: Vec<&str> = text
+        .lines()
+        .skip_while(|l| *l != "@ns[munmap]:")
+        .skip(1)
+        .take_while(|l| l.starts_with('['))
+        .collect();
+    let counts: u64 = hist
+        .iter()
+        .map(|l| {
+            l.split('|')
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .last()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(counts, calls.len() as u64, "{text}");
+}

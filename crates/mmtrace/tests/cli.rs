@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mmtrace");
 
-use mmtrace_testkit::{bpf_allowed, tid, Trace};
+use mmtrace_testkit::{bpf_allowed, summary_count, summary_row, tid, Trace};
 
 fn bad_mlock2() {
     unsafe { libc::syscall(libc::SYS_mlock2, 0x10000u64, 4096u64, 0x8u64) };
@@ -97,13 +97,8 @@ fn json_lines_follow_tracee_and_are_flushed_on_sigterm() {
     );
     assert!(v["duration"].as_u64().unwrap() > 0);
     // The summary counts what was seen and what was lost.
-    let row = stderr
-        .lines()
-        .find(|l| l.trim_start().starts_with("mlock2"))
-        .expect(&stderr);
-    let cols: Vec<&str> = row.split_whitespace().collect();
-    assert!(cols[1].parse::<u64>().unwrap() >= 1, "{row}");
-    assert_eq!(cols[2], "0", "{row}");
+    assert!(summary_count(&stderr, "mlock2", "calls") >= 1, "{stderr}");
+    assert_eq!(summary_count(&stderr, "mlock2", "lost"), 0, "{stderr}");
     assert!(
         stderr.contains("mmtrace: 1 event type traced in "),
         "{stderr}"
@@ -138,7 +133,7 @@ fn table_output_to_a_file_on_ctrl_c() {
     }
     let pid_tid = format!(" {}/{} ", std::process::id(), tid());
     let row = text.lines().find(|l| l.contains(&pid_tid)).expect(&text);
-    assert!(row.contains("  mlock2("), "{row}");
+    assert!(row.contains(" mlock2("), "{row}");
     assert!(
         row.contains("flags=0x8") && row.contains(") = -22 EINVAL"),
         "the flags that failed and the error stay: {row}"
@@ -553,22 +548,130 @@ fn the_summary_leaves_out_events_no_call_reached_unless_asked() {
         unsafe { libc::munmap(0x10001 as *mut libc::c_void, 4096) };
         let (code, stderr) = run.stop(libc::SIGINT);
         assert_eq!(code, Some(0), "{stderr}");
+        // Not the calls filtered out: other tests' threads make munmaps meanwhile.
         let row = |name: &str| {
-            stderr
-                .lines()
-                .filter(|l| l.split_whitespace().next() == Some(name))
-                .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>())
-                .collect::<Vec<_>>()
+            summary_row(&stderr, name).map(|r| ["calls", "lost", "errors"].map(|c| r[c].clone()))
         };
-        // seen, lost, filtered, errors
-        assert_eq!(row("munmap"), [["2", "0", "0", "1"]], "{stderr}");
+        assert_eq!(
+            row("munmap"),
+            Some(["2", "0", "1"].map(String::from)),
+            "{stderr}"
+        );
         match all {
-            true => assert_eq!(row("mlock"), [["0", "0", "0", "0"]], "{stderr}"),
-            false => assert!(row("mlock").is_empty(), "{stderr}"),
+            true => assert_eq!(
+                row("mlock"),
+                Some(["0", "0", "0"].map(String::from)),
+                "{stderr}"
+            ),
+            false => assert!(row("mlock").is_none(), "{stderr}"),
         }
         let said = "mmtrace: 2 event types traced in ";
         let left_out = "; 1 event type with no call left out (--summary-all lists them)";
         let first = stderr.lines().find(|l| l.starts_with(said)).expect(&stderr);
         assert_eq!(first.ends_with(left_out), !all, "{first}");
     }
+}
+
+/// A time as the summary writes it ("850ns", "5.8us", "12.35ms", "1.20s"): its nanoseconds,
+/// and half its last digit's step, the most its rounding moved it.
+fn shown_ns(text: &str) -> (f64, f64) {
+    let (digits, scale) = [("ns", 1.0), ("us", 1e3), ("ms", 1e6), ("s", 1e9)]
+        .into_iter()
+        .find_map(|(unit, scale)| Some((text.strip_suffix(unit)?, scale)))
+        .unwrap_or_else(|| panic!("not a time: {text}"));
+    let decimals = digits.split('.').nth(1).map_or(0, str::len) as i32;
+    let value: f64 = digits
+        .parse()
+        .unwrap_or_else(|_| panic!("not a time: {text}"));
+    (value * scale, scale * 0.5 * 10f64.powi(-decimals))
+}
+
+/// `[1K, 2K)` as bpftrace labels a log2 bucket: where it starts, in nanoseconds.
+fn bucket_from(label: &str) -> u64 {
+    let first = label
+        .trim_start_matches('[')
+        .split([',', ']'])
+        .next()
+        .unwrap();
+    let (digits, shift) = match first.strip_suffix(['K', 'M', 'G']) {
+        Some(d) => (
+            d,
+            10 * (1 + "KMG".find(first.chars().last().unwrap()).unwrap()),
+        ),
+        None => (first, 0),
+    };
+    digits.parse::<u64>().unwrap() << shift
+}
+
+/// Every time the summary gives of munmap, its histogram's buckets included, is where the
+/// time this test measured each call take puts it: calls from a page never touched to 128
+/// MiB freed, and calls that fail.
+#[test]
+fn the_summary_times_calls_as_the_test_measured_them() {
+    use mmtrace_testkit::{assert_timed_as_measured, timed_munmaps, Timings};
+    if !bpf_allowed() {
+        return;
+    }
+    let scope = format!("tid={}", tid());
+    let args = ["-e", "munmap", "-s", &scope, "-o", "none", "--summary"];
+    let run = Trace::start(BIN, &args, Stdio::null());
+    let calls = timed_munmaps(3);
+    let (code, stderr) = run.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "{stderr}");
+    let row = summary_row(&stderr, "munmap").expect(&stderr);
+    assert_eq!(row["errors"], "3", "{stderr}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .skip_while(|l| !l.starts_with("@ns[munmap]: "))
+        .take_while(|l| !l.is_empty())
+        .collect();
+    let head = lines.first().expect(&stderr);
+    let n = calls.len();
+    assert!(
+        head.starts_with(&format!("@ns[munmap]: {n} calls, p50 ")),
+        "{head}"
+    );
+    let buckets = lines[1..]
+        .iter()
+        .map(|line| {
+            let before_bar = line.split('|').next().unwrap();
+            let count = before_bar.split_whitespace().last().unwrap();
+            (bucket_from(line), count.parse().unwrap())
+        })
+        .collect();
+    let timings = Timings {
+        calls: row["calls"].parse().unwrap(),
+        total: shown_ns(&row["time"]),
+        mean: shown_ns(&row["mean"]),
+        p99: shown_ns(&row["p99"]),
+        max: shown_ns(&row["max"]),
+        buckets,
+    };
+    assert_timed_as_measured(&calls, &timings, &stderr);
+}
+
+/// The time traced ends when the command does, to the microsecond: not at a wait's timeout.
+#[test]
+fn the_time_traced_is_the_commands_to_the_microsecond() {
+    if !bpf_allowed() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let out = Command::new(BIN)
+        .args(["trace", "-e", "munmap", "-o", "none", "--", "sleep", "0.25"])
+        .output()
+        .unwrap();
+    let wall = started.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let traced = stderr
+        .split("traced in ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .expect(&stderr);
+    assert_eq!(traced.split('.').nth(1).map(str::len), Some(6), "{stderr}");
+    let traced: f64 = traced.parse().unwrap();
+    assert!(
+        (0.25..wall).contains(&traced),
+        "{traced} s of {wall}: {stderr}"
+    );
 }

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mmtrace_testkit::{bpf_allowed, Trace, PATIENCE};
+use mmtrace_testkit::{bpf_allowed, summary_count, Trace, PATIENCE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mmtrace");
 const HELPER_CALLS: &str = "MMTRACE_TEST_CALLS";
@@ -534,16 +534,10 @@ fn as_root_the_reader_runs_at_a_higher_priority_and_a_chosen_nice_stays() {
 
 /// The seen and lost counts of `event`'s row in the exit summary.
 fn seen_lost(stderr: &str, event: &str) -> (u64, u64) {
-    let row = stderr
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(event))
-        .unwrap_or_else(|| panic!("no {event} row: {stderr}"));
-    let n: Vec<u64> = row
-        .split_whitespace()
-        .skip(1)
-        .map(|w| w.parse().unwrap())
-        .collect();
-    (n[0], n[1])
+    (
+        summary_count(stderr, event, "calls"),
+        summary_count(stderr, event, "lost"),
+    )
 }
 
 /// The X in "the output (...) took X MB/s".
@@ -747,12 +741,8 @@ fn capabilities_are_dropped_once_attached() {
         std::fs::read_to_string(&path).unwrap().contains(&me),
         "still tracing without them"
     );
-    let row = stderr
-        .lines()
-        .find(|l| l.trim_start().starts_with("mlock2"))
-        .expect(&stderr);
-    let filtered: u64 = row.split_whitespace().nth(3).unwrap().parse().unwrap();
-    assert!(filtered >= 1, "the counters are still read: {row}");
+    let filtered = summary_count(&stderr, "mlock2", "filtered");
+    assert!(filtered >= 1, "the counters are still read: {stderr}");
 }
 
 #[test]

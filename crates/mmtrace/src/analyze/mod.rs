@@ -15,7 +15,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use mmtrace_events::derived::{Alert, ProtAlert};
-use mmtrace_events::Role;
+use mmtrace_events::{RetKind, Role};
 
 use detections::{Detection, DETECTIONS};
 pub use kills::Kill;
@@ -27,6 +27,7 @@ pub use report::{Format, Report};
 pub use stacks::Weight;
 
 use crate::inband;
+use crate::latency::Latency;
 
 /// How far out of order, by return time, events may arrive. They are written to the ring in
 /// the order calls return, give or take the moments between a call's return and its record,
@@ -169,6 +170,8 @@ pub struct Analyzer {
     /// Events of processes whose lines carry no processStartTime (older recordings).
     guessed_starts: u64,
     sites: stacks::CallSites,
+    /// The calls of each event of the catalog and the time they took.
+    latency: BTreeMap<&'static str, Latency>,
 }
 
 impl Analyzer {
@@ -193,6 +196,7 @@ impl Analyzer {
             lost: BTreeMap::new(),
             guessed_starts: 0,
             sites: stacks::CallSites::default(),
+            latency: BTreeMap::new(),
         }
     }
 
@@ -302,6 +306,12 @@ impl Analyzer {
         if r.role == Role::Alerts {
             self.prot_alert(r);
             return;
+        }
+        if let Some(def) = mmtrace_events::by_name(&r.name) {
+            // A kernel event is an instant: it has no duration.
+            let duration = (def.ret != RetKind::None).then_some(r.duration);
+            let latency = self.latency.entry(def.name).or_default();
+            latency.record(duration, r.errno.is_some());
         }
         p.calls += 1;
         p.time_ns = p.time_ns.saturating_add(r.duration);

@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::detections::Detection;
 use super::kills::{self, Kill, Summary};
 use super::{Analyzer, Key, Process};
+use crate::latency;
 use crate::units::{bytes, duration as ns, wrap, WIDTH};
 
 /// Processes and threads shown in the text report; JSON has them all.
@@ -263,6 +264,8 @@ pub struct Report {
     pub kills: Vec<Kill>,
     /// Most severe first.
     pub detections: Vec<DetectionReport>,
+    /// Per event, its calls and the time they took, busiest first.
+    pub latency: Vec<latency::Report>,
     /// With stacks in the recording (`trace --stack`): the calls ranked by stack.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub call_sites: Option<super::stacks::Report>,
@@ -350,6 +353,12 @@ pub fn build(a: &Analyzer, source: &str) -> Report {
         kill_summary: kills::summary(&kills),
         kills,
         detections,
+        latency: {
+            let mut l: Vec<latency::Report> =
+                a.latency.iter().map(|(name, l)| l.report(name)).collect();
+            l.sort_by_key(|l| (Reverse(l.total_ns), Reverse(l.calls), l.event));
+            l
+        },
         call_sites: a.sites.report(),
     }
 }
@@ -436,6 +445,7 @@ impl Report {
             self.kill_text(out, k)?;
         }
         self.processes_text(out)?;
+        self.latency_text(out)?;
         match &self.call_sites {
             Some(sites) => sites.text(out),
             None => Ok(()),
@@ -532,6 +542,49 @@ impl Report {
             writeln!(out, "  process_mrelease failed: {}", list.join(", "))?;
         }
         writeln!(out)
+    }
+
+    /// Per event, the time its calls took, then its distribution as bpftrace's hist draws it.
+    fn latency_text(&self, out: &mut dyn Write) -> io::Result<()> {
+        writeln!(
+            out,
+            "\nLatency (busiest first; durations in ns, log2 buckets)"
+        )?;
+        if self.latency.is_empty() {
+            return writeln!(out, "  none");
+        }
+        let w = self
+            .latency
+            .iter()
+            .map(|l| l.event.len())
+            .max()
+            .unwrap_or(0);
+        writeln!(
+            out,
+            "  {:<w$} {:>9} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "EVENT", "CALLS", "ERRORS", "TIME", "MEAN", "P50", "P90", "P99", "MAX"
+        )?;
+        for l in &self.latency {
+            writeln!(
+                out,
+                "  {:<w$} {:>9} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+                l.event,
+                l.calls,
+                l.errors,
+                ns(l.total_ns),
+                ns(l.mean_ns),
+                ns(l.p50_ns),
+                ns(l.p90_ns),
+                ns(l.p99_ns),
+                ns(l.max_ns)
+            )?;
+        }
+        for l in self.latency.iter().filter(|l| !l.buckets.is_empty()) {
+            let mut hist = String::new();
+            latency::write_histogram(&mut hist, &l.buckets);
+            write!(out, "\n@ns[{}]:\n{hist}", l.event)?;
+        }
+        Ok(())
     }
 
     fn processes_text(&self, out: &mut dyn Write) -> io::Result<()> {
