@@ -25,11 +25,11 @@ pub fn of(event: &str) -> Option<Example> {
         .find(|l| l.contains(&format!("\"eventName\":\"{event}\",")))?;
     let mut rows = TABLE_LINES.lines();
     let table_header = rows.next()?;
-    // The call column follows two spaces, so `  mlock(` cannot match munlock or mlock2; a
-    // raised event's row shows `  name: ` and its text.
+    // The call column follows a space, so ` mlock(` cannot match munlock or mlock2; a
+    // raised event's row shows ` name: ` and its text.
     let marker = match catalog::raised(event) {
-        Some(_) => format!("  {event}: "),
-        None => format!("  {event}("),
+        Some(_) => format!(" {event}: "),
+        None => format!(" {event}("),
     };
     let table = rows.find(|l| l.contains(&marker))?;
     Some(Example {

@@ -14,11 +14,11 @@ const UPDATE: &str = "MMTRACE_UPDATE_EXAMPLES";
 /// machine that captured them (its checkout, its build's hash); the examples show it as the
 /// program the caller names itself, installed.
 const SHOWN_EXECUTABLE: &str = "/usr/local/bin/mmtrace-example";
-/// Where a table row shows `event`: a call as `  name(`, a raised event as `  name: `.
+/// Where a table row shows `event`: a call as ` name(`, a raised event as ` name: `.
 fn row_marker(event: &str) -> String {
     match catalog::raised(event) {
-        Some(_) => format!("  {event}: "),
-        None => format!("  {event}("),
+        Some(_) => format!(" {event}: "),
+        None => format!(" {event}("),
     }
 }
 

@@ -5,7 +5,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mmtrace_testkit::{bpf_allowed, skip, PATIENCE, TEST_DEPS};
+use mmtrace_testkit::{bpf_allowed, Pane, PATIENCE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mmtrace");
 /// Where the busy helper writes its counts; set, it makes the test below the helper.
@@ -20,8 +20,7 @@ const BUSY_SHOWN: &str = "mmtop\\33busy";
 /// 200 events a second seen) reads every call as it comes: its rates are compared with the
 /// helper's own counts.
 const RATE: u64 = 50;
-/// The shell's prompt, as capture-pane shows it (without the trailing space).
-const PROMPT: &str = "top-test$";
+const PROMPT: &str = Pane::PROMPT;
 
 /// Run as the busy process of the test below: paced calls under a name of its own, counted
 /// into a file every 100 ms ("calls failures elapsed_ns") until it is killed.
@@ -59,11 +58,11 @@ fn helper_busy() {
     }
 }
 
-/// The busy helper and a tmux server of the test's own, both ended however the test ends.
+/// The busy helper and the pane, both ended however the test ends.
 struct Setup {
     busy: Child,
     counts: std::path::PathBuf,
-    socket: String,
+    pane: Pane,
 }
 
 impl Drop for Setup {
@@ -71,57 +70,17 @@ impl Drop for Setup {
         let _ = self.busy.kill();
         let _ = self.busy.wait();
         let _ = std::fs::remove_file(&self.counts);
-        let _ = tmux(&self.socket, &["kill-server"]);
     }
-}
-
-fn tmux(socket: &str, args: &[&str]) -> std::io::Result<std::process::Output> {
-    Command::new("tmux")
-        .args(["-L", socket])
-        .args(args)
-        .output()
 }
 
 impl Setup {
-    fn tmux(&self, args: &[&str]) -> String {
-        let out = tmux(&self.socket, args).expect("running tmux");
-        assert!(out.status.success(), "tmux {args:?}: {out:?}");
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "top"];
-        args.extend(keys);
-        self.tmux(&args);
-    }
-
-    fn screen(&self) -> String {
-        self.tmux(&["capture-pane", "-p", "-t", "top"])
-    }
-
-    /// The screen once `ready` holds of it; fails after `limit`.
-    fn wait_for(&self, limit: Duration, what: &str, ready: impl Fn(&str) -> bool) -> String {
-        let start = Instant::now();
-        loop {
-            let screen = self.screen();
-            if ready(&screen) {
-                return screen;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "no {what} after {limit:?}; the screen:\n{screen}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
     /// The pane is off the alternate screen and shows the cursor, as a shell expects.
     fn assert_main_screen_and_cursor(&self, after: &str) {
-        let state = self.tmux(&[
+        let state = self.pane.tmux(&[
             "display-message",
             "-p",
             "-t",
-            "top",
+            "test",
             "#{alternate_on} #{cursor_flag}",
         ]);
         assert_eq!(
@@ -184,20 +143,14 @@ fn descending(values: impl Iterator<Item = f64>) -> bool {
     v.windows(2).all(|w| w[0] >= w[1])
 }
 
-/// Whether tmux runs here.
-fn tmux_present() -> bool {
-    if Command::new("tmux").arg("-V").output().is_ok() {
-        return true;
-    }
-    skip("tmux is not installed", TEST_DEPS);
-    false
-}
-
 #[test]
 fn a_busy_process_leads_keys_sort_and_filter_and_q_restores_the_terminal() {
-    if !bpf_allowed() || !tmux_present() {
+    if !bpf_allowed() {
         return;
     }
+    let Some(pane) = Pane::start("top", 80, 24) else {
+        return;
+    };
     let counts = std::env::temp_dir().join(format!("mmtrace-top-{}", std::process::id()));
     let busy = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "helper_busy", "--nocapture", "--test-threads=1"])
@@ -205,34 +158,18 @@ fn a_busy_process_leads_keys_sort_and_filter_and_q_restores_the_terminal() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let setup = Setup {
-        busy,
-        counts,
-        socket: format!("mmtrace-top-{}", std::process::id()),
-    };
+    let setup = Setup { busy, counts, pane };
     let busy_pid = setup.busy.id();
-    setup.tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        "top",
-        "-x",
-        "80",
-        "-y",
-        "24",
-        &format!("env 'PS1={PROMPT} ' sh"),
-    ]);
-    setup.wait_for(Duration::from_secs(10), "prompt", |s| s.contains(PROMPT));
     // Other work on the machine (builds, other suites) may make more calls than the helper:
     // the scope keeps the ranking to this test's processes, as `trace -s` would.
-    setup.keys(&[
+    setup.pane.keys(&[
         &format!("{BIN} top -s tree={}", std::process::id()),
         "Enter",
     ]);
 
     // The helper made calls for a whole second since attaching.
     let busy_row = |s: &str| rows(s).into_iter().find(|r| r.pid == busy_pid);
-    let screen = setup.wait_for(PATIENCE, "busy process", |s| {
+    let screen = setup.pane.wait_for(PATIENCE, "busy process", |s| {
         busy_row(s).is_some_and(|r| r.calls > 0.0)
     });
     assert!(screen.contains("processes by time in calls"), "{screen}");
@@ -251,10 +188,12 @@ fn a_busy_process_leads_keys_sort_and_filter_and_q_restores_the_terminal() {
     );
 
     // By calls, it leads.
-    setup.keys(&["c"]);
-    let screen = setup.wait_for(Duration::from_secs(10), "sort by calls", |s| {
-        s.contains("processes by calls")
-    });
+    setup.pane.keys(&["c"]);
+    let screen = setup
+        .pane
+        .wait_for(Duration::from_secs(10), "sort by calls", |s| {
+            s.contains("processes by calls")
+        });
     assert!(
         descending(rows(&screen).iter().map(|r| r.calls)),
         "{screen}"
@@ -262,10 +201,10 @@ fn a_busy_process_leads_keys_sort_and_filter_and_q_restores_the_terminal() {
     assert_eq!(rows(&screen)[0].pid, busy_pid, "{screen}");
 
     // Filtered by its name, alone or nearly; its figures against its own counts.
-    setup.keys(&["/", "mmtop", "Enter"]);
+    setup.pane.keys(&["/", "mmtop", "Enter"]);
     let before = setup.counts();
     std::thread::sleep(Duration::from_millis(2500));
-    let screen = setup.screen();
+    let screen = setup.pane.screen();
     let after = setup.counts();
     assert!(screen.contains("filter: mmtop"), "{screen}");
     let shown = rows(&screen);
@@ -286,19 +225,23 @@ fn a_busy_process_leads_keys_sort_and_filter_and_q_restores_the_terminal() {
 
     // By container: the helper runs on the host, whose row sums it with the test's own calls.
     // Apart, or the terminal reads ESC p as Alt-p.
-    setup.keys(&["Escape"]);
-    setup.wait_for(Duration::from_secs(10), "no filter", |s| {
-        !s.contains("filter:")
-    });
-    setup.keys(&["p"]);
-    setup.wait_for(Duration::from_secs(10), "containers", |s| {
-        s.contains("containers by calls") && s.contains("(host)")
-    });
+    setup.pane.keys(&["Escape"]);
+    setup
+        .pane
+        .wait_for(Duration::from_secs(10), "no filter", |s| {
+            !s.contains("filter:")
+        });
+    setup.pane.keys(&["p"]);
+    setup
+        .pane
+        .wait_for(Duration::from_secs(10), "containers", |s| {
+            s.contains("containers by calls") && s.contains("(host)")
+        });
     // The helper's rate over the same seconds as the screen's: on a loaded VM it drifts from
     // one window to the next.
     let before = setup.counts();
     std::thread::sleep(Duration::from_millis(2500));
-    let screen = setup.screen();
+    let screen = setup.pane.screen();
     let after = setup.counts();
     let calls = (after.0 - before.0) as f64 / ((after.2 - before.2) as f64 / 1e9);
     let host = screen.lines().find(|l| l.contains("(host)")).unwrap();
@@ -309,38 +252,48 @@ fn a_busy_process_leads_keys_sort_and_filter_and_q_restores_the_terminal() {
         .parse()
         .unwrap();
     assert!(host_calls >= 0.5 * calls, "{screen}");
-    setup.keys(&["p"]);
-    setup.wait_for(Duration::from_secs(10), "processes", |s| {
-        s.contains("processes by calls")
-    });
+    setup.pane.keys(&["p"]);
+    setup
+        .pane
+        .wait_for(Duration::from_secs(10), "processes", |s| {
+            s.contains("processes by calls")
+        });
 
     // q gives the shell its terminal back: the prompt on the main screen, the cursor
     // shown, and the line discipline cooked again.
-    setup.keys(&["q"]);
-    setup.wait_for(Duration::from_secs(30), "prompt after q", |s| {
-        s.lines().filter(|l| l.starts_with(PROMPT)).count() >= 2 && !s.contains("mmtrace top:")
-    });
+    setup.pane.keys(&["q"]);
+    setup
+        .pane
+        .wait_for(Duration::from_secs(30), "prompt after q", |s| {
+            s.lines().filter(|l| l.starts_with(PROMPT)).count() >= 2 && !s.contains("mmtrace top:")
+        });
     setup.assert_main_screen_and_cursor("q");
-    setup.keys(&[
+    setup.pane.keys(&[
         "stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e echo | tr '\\n' ,",
         "Enter",
     ]);
-    setup.wait_for(Duration::from_secs(10), "cooked terminal", |s| {
-        s.contains("icanon,echo,")
-    });
+    setup
+        .pane
+        .wait_for(Duration::from_secs(10), "cooked terminal", |s| {
+            s.contains("icanon,echo,")
+        });
 
     // So does Ctrl-C, which raw mode turns into a key.
-    setup.keys(&[
+    setup.pane.keys(&[
         "clear",
         "Enter",
         &format!("{BIN} top -s tree={}", std::process::id()),
         "Enter",
     ]);
-    setup.wait_for(PATIENCE, "the view again", |s| s.contains("mmtrace top:"));
-    setup.keys(&["C-c"]);
-    setup.wait_for(Duration::from_secs(30), "prompt after Ctrl-C", |s| {
-        !s.contains("mmtrace top:") && s.lines().any(|l| l.starts_with(PROMPT))
-    });
+    setup
+        .pane
+        .wait_for(PATIENCE, "the view again", |s| s.contains("mmtrace top:"));
+    setup.pane.keys(&["C-c"]);
+    setup
+        .pane
+        .wait_for(Duration::from_secs(30), "prompt after Ctrl-C", |s| {
+            !s.contains("mmtrace top:") && s.lines().any(|l| l.starts_with(PROMPT))
+        });
     setup.assert_main_screen_and_cursor("Ctrl-C");
 }
 

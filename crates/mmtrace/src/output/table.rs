@@ -20,8 +20,11 @@ use crate::units::{uint, write_bytes, write_duration, zero_padded};
 
 /// The width of a table that goes to a file or a pipe, as most terminals open.
 pub const DEFAULT_COLUMNS: usize = 120;
-/// Narrower than this, even the time, the name and the call do not fit: rows are cut then.
+/// Narrower than this, even the name and the call do not fit: rows are cut then.
 const MIN_COLUMNS: usize = 40;
+/// Narrower than this, rows leave out the time of day, as strace's do by default: at 80
+/// columns the time would leave a call too little room to show its range.
+const NARROW: usize = 100;
 
 /// How wide rows may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,12 +55,14 @@ impl Width {
     }
 }
 
-/// How readily a detail leaves a row that does not fit: the higher, the sooner. What names
-/// what the call did (flags, advice, signals, memory freed) stays longest, then amounts, the
-/// target and the mapping touched, then bare addresses; zeros go early, and explanations in
-/// words first (`mmtrace explain` has them). Among equals the earlier in the row stays.
+/// How readily a detail leaves a row that does not fit: the higher, the sooner. What a reader
+/// recognises the call by stays longest: the range and sizes, then what names what it did
+/// (protections, flags, advice, signals, a pidfd's target, memory freed); then other numbers
+/// and the mapping touched, then bare addresses; zeros go early, and explanations in words
+/// first (`mmtrace explain` has them). Among equals the earlier in the row stays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Rank {
+    Range,
     Named,
     Amount,
     Place,
@@ -73,6 +78,28 @@ struct Detail {
     rank: Rank,
     /// An argument, inside the parentheses; else a part inside `[...]`.
     arg: bool,
+    /// The part of it that `...` may stand for before it has to go: a path's folders.
+    cut: Option<(usize, usize)>,
+}
+
+impl Detail {
+    fn len(&self, cut: bool) -> usize {
+        match (cut, self.cut) {
+            (true, Some((from, to))) => self.end - self.start - (to - from) + "...".len(),
+            _ => self.end - self.start,
+        }
+    }
+
+    fn write(&self, row: &str, cut: bool, out: &mut String) {
+        match (cut, self.cut) {
+            (true, Some((from, to))) => {
+                out.push_str(&row[self.start..from]);
+                out.push_str("...");
+                out.push_str(&row[to..self.end]);
+            }
+            _ => out.push_str(&row[self.start..self.end]),
+        }
+    }
 }
 
 /// Where the pieces of the row being built are, so that it can be put together again
@@ -208,7 +235,11 @@ fn write_arg(out: &mut String, def: &ArgDef, value: ArgValue, kernel: u64) -> Ra
     }
     if let Some(full) = def.beyond_type(value, kernel) {
         uint(out, full);
-        return Rank::Amount;
+        // No descriptor: the kernel takes an fd's low 32 bits, whatever libc sent above them.
+        return match (def.name, full as i32) {
+            ("fd", -1) => Rank::Zero,
+            _ => Rank::Amount,
+        };
     }
     match value {
         ArgValue::Pointer(p) => {
@@ -234,19 +265,28 @@ fn write_call(out: &mut String, details: &mut Vec<Detail>, e: &Event) -> Layout 
     out.push_str(e.def.name);
     out.push('(');
     let args_at = out.len();
-    for (i, (def, value, kernel)) in e.args().enumerate() {
-        if i > 0 {
+    let mut args = e.args().peekable();
+    while let Some((def, value, kernel)) = args.next() {
+        if !details.is_empty() {
             out.push_str(", ");
         }
         let start = out.len();
         out.push_str(def.name);
         out.push('=');
-        let rank = write_arg(out, def, value, kernel);
+        let mut rank = write_arg(out, def, value, kernel);
+        // An address a size follows starts the range the call acts on; a size is its extent.
+        let sized = |def: &ArgDef| def.bytes(0).is_some();
+        let starts_range = matches!(value, ArgValue::Pointer(_))
+            && args.peek().is_some_and(|(next, ..)| sized(next));
+        if rank != Rank::Zero && (starts_range || sized(def)) {
+            rank = Rank::Range;
+        }
         details.push(Detail {
             start,
             end: out.len(),
             rank,
             arg: true,
+            cut: None,
         });
     }
     let args_end = out.len();
@@ -286,25 +326,35 @@ fn write_enrichment(out: &mut String, details: &mut Vec<Detail>, e: &Event) {
         return;
     }
     let open = out.len();
-    let mut part = |out: &mut String, rank: Rank, write: &dyn Fn(&mut String)| {
-        out.push_str(if out.len() == open { "  [" } else { "; " });
-        let start = out.len();
-        write(out);
-        details.push(Detail {
-            start,
-            end: out.len(),
-            rank,
-            arg: false,
-        });
-    };
+    // `path`: a file's path the part ends with, whose folders `...` may stand for: its
+    // name tells more than they do.
+    let mut part =
+        |out: &mut String, rank: Rank, path: Option<&[u8]>, write: &dyn Fn(&mut String)| {
+            out.push_str(if out.len() == open { "  [" } else { "; " });
+            let start = out.len();
+            write(out);
+            let end = out.len();
+            let cut = path.and_then(|path| {
+                let path_at = end - escaped_len(path);
+                let name_at = path_at + out[path_at..end].rfind('/')?;
+                (name_at > path_at).then_some((path_at, name_at))
+            });
+            details.push(Detail {
+                start,
+                end,
+                rank,
+                arg: false,
+                cut,
+            });
+        };
     if let Some(f) = caller {
-        part(out, Rank::Named, &|out| {
+        part(out, Rank::Named, None, &|out| {
             out.push_str("at ");
             escape_into(out, f.short().as_bytes());
         });
     }
     if let Some(id) = &container {
-        part(out, Rank::Named, &|out| {
+        part(out, Rank::Named, None, &|out| {
             out.push_str("container ");
             escape_into(out, id.as_bytes());
         });
@@ -314,7 +364,7 @@ fn write_enrichment(out: &mut String, details: &mut Vec<Detail>, e: &Event) {
         return;
     };
     if let Some(t) = &x.target {
-        part(out, Rank::Amount, &|out| {
+        part(out, Rank::Named, None, &|out| {
             out.push_str("target ");
             uint(out, t.host_pid.into());
             if t.pid != t.host_pid {
@@ -330,7 +380,7 @@ fn write_enrichment(out: &mut String, details: &mut Vec<Detail>, e: &Event) {
         });
     }
     if let (Some(freed), Some(before)) = (x.freed_bytes(), x.rss_before) {
-        part(out, Rank::Named, &|out| {
+        part(out, Rank::Named, None, &|out| {
             out.push_str("freed ");
             write_bytes(out, freed);
             out.push_str(" of ");
@@ -338,12 +388,8 @@ fn write_enrichment(out: &mut String, details: &mut Vec<Detail>, e: &Event) {
         });
     }
     if let Some(m) = &x.mapping {
-        // The file a call touched says more than its address or length.
-        let rank = match m.path.as_ref().or(m.name.as_ref()) {
-            Some(_) => Rank::Named,
-            None => Rank::Amount,
-        };
-        part(out, rank, &|out| {
+        let path = m.path.as_ref().map(|p| p.as_bytes());
+        part(out, Rank::Amount, path, &|out| {
             out.push_str("on ");
             out.push_str(m.kind.name());
             if !m.kind.is_bare() {
@@ -357,13 +403,13 @@ fn write_enrichment(out: &mut String, details: &mut Vec<Detail>, e: &Event) {
         });
     }
     if let Some(n) = x.unlocked_bytes.filter(|&n| n > 0) {
-        part(out, Rank::Amount, &|out| {
+        part(out, Rank::Amount, None, &|out| {
             out.push_str("unlocked ");
             write_bytes(out, n);
         });
     }
     if let Some(l) = &x.locked {
-        part(out, Rank::Amount, &|out| {
+        part(out, Rank::Amount, None, &|out| {
             out.push_str("locked ");
             write_bytes(out, l.locked_bytes);
             out.push('/');
@@ -377,7 +423,7 @@ fn write_enrichment(out: &mut String, details: &mut Vec<Detail>, e: &Event) {
         });
     }
     if let Some(l) = &x.oom_limit {
-        part(out, Rank::Named, &|out| {
+        part(out, Rank::Named, None, &|out| {
             out.push_str("limit ");
             out.push_str(l.scope());
             if let Some(cgroup) = &l.cgroup {
@@ -393,21 +439,28 @@ fn write_enrichment(out: &mut String, details: &mut Vec<Detail>, e: &Event) {
         });
     }
     if let Some(why) = derived::failure_reason(e) {
-        part(out, Rank::Words, &|out| out.push_str(why));
+        part(out, Rank::Words, None, &|out| out.push_str(why));
     }
     if out.len() > open {
         out.push(']');
     }
 }
 
-/// The width of the row of `layout` with only the details `keep` marks.
-fn width_with(layout: &Layout, details: &[Detail], keep: u32) -> usize {
+/// How many bytes `escape_into` writes for `bytes`.
+fn escaped_len(bytes: &[u8]) -> usize {
+    let mut text = String::new();
+    escape_into(&mut text, bytes);
+    text.len()
+}
+
+/// The width of the row of `layout` with only the details `keep` marks, paths `cut` or whole.
+fn width_with(layout: &Layout, details: &[Detail], keep: u32, cut: bool) -> usize {
     let (mut args, mut args_len, mut dropped, mut parts, mut parts_len) = (0, 0, false, 0, 0);
     for (i, d) in details.iter().enumerate() {
         match (d.arg, keep & 1 << i != 0) {
-            (true, true) => (args, args_len) = (args + 1, args_len + d.end - d.start),
+            (true, true) => (args, args_len) = (args + 1, args_len + d.len(cut)),
             (true, false) => dropped = true,
-            (false, true) => (parts, parts_len) = (parts + 1, parts_len + d.end - d.start),
+            (false, true) => (parts, parts_len) = (parts + 1, parts_len + d.len(cut)),
             (false, false) => {}
         }
     }
@@ -439,45 +492,65 @@ fn clip(out: &mut String, row: usize, columns: usize) {
 }
 
 impl<W: Write> Table<W> {
+    fn narrow(&self) -> bool {
+        self.columns < NARROW
+    }
+
     /// The header, with the date the times below it are of.
     fn header(&mut self) {
         let row = self.rows.len();
-        let _ = write!(
-            self.rows,
-            "{:<15} {:<15} {:>11} {:>8}  CALL",
-            self.clock.date, "COMM", "PID/TID", "DURATION"
-        );
+        let _ = match self.narrow() {
+            true => write!(
+                self.rows,
+                "{:<15} {:>7} {:>8} CALL ({})",
+                "COMM", "TID", "DURATION", self.clock.date
+            ),
+            false => write!(
+                self.rows,
+                "{:<15} {:<15} {:>11} {:>8} CALL",
+                self.clock.date, "COMM", "PID/TID", "DURATION"
+            ),
+        };
         clip(&mut self.rows, row, self.columns);
         self.rows.push('\n');
     }
 
-    /// TIME, COMM, PID/TID (the pid alone when the thread is the main one) and DURATION,
-    /// each with the space after it.
+    /// TIME, COMM, PID/TID (the pid alone when the thread is the main one) and DURATION, each
+    /// with the space after it; narrow, COMM, TID and DURATION.
     fn who(&mut self, e: &Event, duration: Option<u64>) {
         let c = &e.ctx;
+        let narrow = self.narrow();
         let out = &mut self.rows;
-        let start = out.len();
-        self.clock.write(out, c.timestamp);
-        align_left(out, start, 15);
-        out.push(' ');
+        if !narrow {
+            let start = out.len();
+            self.clock.write(out, c.timestamp);
+            align_left(out, start, 15);
+            out.push(' ');
+        }
         let start = out.len();
         escape_into(out, c.comm.as_bytes());
         align_left(out, start, 15);
         out.push(' ');
         let start = out.len();
-        uint(out, c.host_pid.into());
-        if c.host_tid != c.host_pid {
-            out.push('/');
-            uint(out, c.host_tid.into());
+        // Narrow, the thread alone, as strace -f shows it: the process's own is its pid.
+        match narrow {
+            true => uint(out, c.host_tid.into()),
+            false => {
+                uint(out, c.host_pid.into());
+                if c.host_tid != c.host_pid {
+                    out.push('/');
+                    uint(out, c.host_tid.into());
+                }
+            }
         }
-        align_right(out, start, 11);
+        align_right(out, start, if narrow { 7 } else { 11 });
         out.push(' ');
         let start = out.len();
         if let Some(ns) = duration {
             write_duration(out, ns);
         }
         align_right(out, start, 8);
-        out.push_str("  ");
+        out.push(' ');
     }
 
     /// Puts the call of `layout`, in the row that starts at `row`, together again without the
@@ -489,7 +562,9 @@ impl<W: Write> Table<W> {
         }
         let details = &self.details;
         let mut keep: u32 = (1 << details.len()) - 1;
-        while width_with(layout, details, keep) > columns {
+        // Paths lose their folders before any detail goes.
+        let cut = true;
+        while width_with(layout, details, keep, cut) > columns {
             // The least telling of those left, the last in the row among equals.
             let Some(drop) = (0..details.len())
                 .filter(|&i| keep & 1 << i != 0)
@@ -506,7 +581,7 @@ impl<W: Write> Table<W> {
             .collect();
         dropped.sort_by_key(|&i| (details[i].rank, i));
         for i in dropped {
-            if width_with(layout, details, keep | 1 << i) <= columns {
+            if width_with(layout, details, keep | 1 << i, cut) <= columns {
                 keep |= 1 << i;
             }
         }
@@ -523,7 +598,7 @@ impl<W: Write> Table<W> {
             if !first {
                 out.push_str(", ");
             }
-            out.push_str(&rows[d.start..d.end]);
+            d.write(rows, cut, out);
             first = false;
         }
         if dropped {
@@ -534,7 +609,7 @@ impl<W: Write> Table<W> {
         for (i, d) in details.iter().enumerate() {
             if !d.arg && keep & 1 << i != 0 {
                 out.push_str(if first { "  [" } else { "; " });
-                out.push_str(&rows[d.start..d.end]);
+                d.write(rows, cut, out);
                 first = false;
             }
         }
@@ -696,49 +771,88 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
+    /// A row too wide keeps the call's size first, then its names; a path loses its folders
+    /// before an argument goes; zeros go first; narrower than 100 columns, no time of day.
     #[test]
-    fn rows_fit_keeping_names_before_addresses() {
+    fn rows_fit_keeping_the_range_and_names_first() {
         let e = wide_mmap(b"worker", b"/usr/lib/x86_64-linux-gnu/libc.so.6");
-        let wide = table(std::slice::from_ref(&e), 1000);
-        let row = wide.lines().nth(1).unwrap();
+        let row = |columns| {
+            table(std::slice::from_ref(&e), columns)
+                .lines()
+                .nth(1)
+                .unwrap()
+                .to_string()
+        };
         assert!(
-            row.ends_with("  mmap(addr=0x0, length=8KiB, prot=PROT_READ|PROT_WRITE, flags=MAP_PRIVATE|MAP_ANONYMOUS, fd=-1, off=0) = 0x7fea2acc9000  [on file PROT_READ|PROT_WRITE /usr/lib/x86_64-linux-gnu/libc.so.6; locked 0B/8MiB, CAP_IPC_LOCK]"),
-            "nothing is dropped when it fits: {row}"
+            row(1000).ends_with(" mmap(addr=0x0, length=8KiB, prot=PROT_READ|PROT_WRITE, flags=MAP_PRIVATE|MAP_ANONYMOUS, fd=-1, off=0) = 0x7fea2acc9000  [on file PROT_READ|PROT_WRITE /usr/lib/x86_64-linux-gnu/libc.so.6; locked 0B/8MiB, CAP_IPC_LOCK]"),
+            "nothing is dropped when it fits: {}", row(1000)
         );
-        for columns in [40, 80, 100, 120, 160, 200] {
+        let who = format!("{:<15} {:>7} {:>8} ", "worker", "4243", "5.8us");
+        assert_eq!(
+            row(80),
+            format!("{who}mmap(length=8KiB, ...) = 0x7fea2acc9000")
+        );
+        assert_eq!(
+            row(120),
+            format!("12:00:00.000000 worker            4242/4243    5.8us mmap(length=8KiB, prot=PROT_READ|PROT_WRITE, ...) = 0x7fea2acc9000")
+        );
+        assert!(
+            row(200).ends_with("flags=MAP_PRIVATE|MAP_ANONYMOUS, ...) = 0x7fea2acc9000  [on file PROT_READ|PROT_WRITE .../libc.so.6]"),
+            "{}",
+            row(200)
+        );
+        for columns in [40, 60, 80, 99, 100, 120, 160, 200] {
             let text = table(std::slice::from_ref(&e), columns);
             for line in text.lines() {
                 assert!(line.len() <= columns, "{columns}: {line}");
             }
-            let row = text.lines().nth(1).unwrap();
-            assert!(row.starts_with("12:00:00.000000 worker"), "{row}");
-            if columns >= 100 {
-                assert!(row.contains(" 4242/4243 "), "{row}");
-                assert!(
-                    row.contains("  mmap(") && row.contains(") = 0x7fea2acc9000"),
-                    "{row}"
-                );
-                if columns >= 120 {
-                    assert!(
-                        row.contains("prot=PROT_READ|PROT_WRITE"),
-                        "{columns}: {row}"
-                    );
-                }
-                assert!(row.contains(", ...)"), "what was dropped is marked: {row}");
-                assert!(!row.contains("addr=0x0"), "zeros go first: {row}");
-            }
+            let row = row(columns);
+            assert_eq!(
+                row.starts_with("12:00:00.000000 worker"),
+                columns >= 100,
+                "{row}"
+            );
+            assert!(!row.contains("addr=0x0"), "zeros go first: {row}");
         }
-        // Dropped by priority: the wider, the more is kept, and what is kept stays.
+        // The wider, the more is kept, and what is kept stays.
         let kept = |columns| {
-            let text = table(std::slice::from_ref(&e), columns);
-            let row = text.lines().nth(1).unwrap().to_string();
-            ["length=", "prot=", "flags=", "fd=", "on file", "locked"]
+            ["length=", "prot=", "flags=", "on file", "locked"]
                 .iter()
-                .filter(|d| row.contains(*d))
+                .filter(|d| row(columns).contains(*d))
                 .count()
         };
-        assert!(kept(120) <= kept(160) && kept(160) <= kept(200) && kept(200) <= kept(1000));
-        assert_eq!(kept(1000), 6);
+        assert!(kept(80) <= kept(120) && kept(120) <= kept(160) && kept(160) <= kept(200));
+        assert!(kept(200) <= kept(1000) && kept(1000) == 5);
+        // At 80 columns a range keeps its start and size, and a pidfd its target.
+        let mut munmap = event("munmap", &[0x7f34_b1d6_e000, 4096], 0);
+        munmap.ctx.host_tid = munmap.ctx.host_pid;
+        let mut mrelease = munmap.clone();
+        mrelease.def = by_name("process_mrelease").unwrap();
+        mrelease.raw_args[..2].copy_from_slice(&[3, 0]);
+        mrelease.enrich = Some(Enrichment {
+            target: Some(Target {
+                host_pid: 77,
+                pid: 77,
+                comm: "victim".into(),
+            }),
+            rss_before: Some(Rss {
+                anon: 64 << 20,
+                file: 0,
+                shmem: 0,
+            }),
+            rss_after: Some(Rss::default()),
+            ..Enrichment::default()
+        });
+        let text = table(&[munmap, mrelease], 80);
+        let who = format!("{:<15} {:>7} {:>8} ", "worker", "4242", "5.8us");
+        let rows: Vec<&str> = text.lines().skip(1).collect();
+        assert_eq!(
+            rows,
+            [
+                format!("{who}munmap(addr=0x7f34b1d6e000, length=4KiB) = 0"),
+                format!("{who}process_mrelease(...) = 0  [target 77 (victim)]"),
+            ]
+        );
     }
 
     /// Arguments the kernel takes wider than Tracee's int32 show as the kernel received
@@ -865,13 +979,13 @@ mod tests {
         let date = |line: &str| line.split_whitespace().next().unwrap().to_string();
         for header in [lines[0], lines[3]] {
             assert!(
-                header.ends_with(&format!(" {:<15} {:>11} DURATION  CALL", "COMM", "PID/TID")),
+                header.ends_with(&format!(" {:<15} {:>11} DURATION CALL", "COMM", "PID/TID")),
                 "{header}"
             );
             assert_eq!(date(header).len(), "2024-10-04".len(), "{header}");
         }
         assert_ne!(date(lines[0]), date(lines[3]), "a new day, a new header");
-        let who = |pid: &str| format!(" {:<15} {pid:>11} {:>8}  munmap(", "worker", "5.8us");
+        let who = |pid: &str| format!(" {:<15} {pid:>11} {:>8} munmap(", "worker", "5.8us");
         assert!(
             lines[1].contains(&format!("{}addr=0x1000, length=4KiB) = 0", who("4242"))),
             "the pid alone for a main thread: {}",
