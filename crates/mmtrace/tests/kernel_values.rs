@@ -291,7 +291,7 @@ fn lines_and_rows_show_what_the_kernel_received() {
         .collect();
     assert_eq!(rows.len(), calls.len(), "{rows:#?}");
     for (row, call) in rows.iter().zip(&calls) {
-        assert!(row.contains(&format!("  {}(", call.event)), "{row}");
+        assert!(row.contains(&format!(" {}(", call.event)), "{row}");
         for w in &call.wide {
             let i = CATALOG
                 .iter()

@@ -205,7 +205,14 @@ fn open_one(spec: &OutputSpec) -> anyhow::Result<(Box<dyn Sink>, Delivery)> {
             out,
             match spec.path {
                 None if io::stdout().is_terminal() => Width::Terminal,
-                _ => Width::Columns(DEFAULT_COLUMNS),
+                // As ls and ps take it: the width a file or a pipe is to have.
+                _ => Width::Columns(
+                    std::env::var("COLUMNS")
+                        .ok()
+                        .and_then(|c| c.parse().ok())
+                        .filter(|&c| c > 0)
+                        .unwrap_or(DEFAULT_COLUMNS),
+                ),
             },
         )),
     };

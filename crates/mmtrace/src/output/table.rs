@@ -56,10 +56,11 @@ impl Width {
 }
 
 /// How readily a detail leaves a row that does not fit: the higher, the sooner. What a reader
-/// recognises the call by stays longest: the range and sizes, then what names what it did
-/// (protections, flags, advice, signals, a pidfd's target, memory freed); then other numbers
-/// and the mapping touched, then bare addresses; zeros go early, and explanations in words
-/// first (`mmtrace explain` has them). Among equals the earlier in the row stays.
+/// recognises the call by stays longest: the range and sizes (and the container that made
+/// it), then what names what it did (protections, flags, advice, signals, a pidfd's target,
+/// memory freed, the file touched); then other numbers and an anonymous mapping, then bare
+/// addresses; zeros go early, and explanations in words first (`mmtrace explain` has them).
+/// Among equals the earlier in the row stays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Rank {
     Range,
@@ -353,8 +354,9 @@ fn write_enrichment(out: &mut String, details: &mut Vec<Detail>, e: &Event) {
             escape_into(out, f.short().as_bytes());
         });
     }
+    // Who made the call stays with its range.
     if let Some(id) = &container {
-        part(out, Rank::Named, None, &|out| {
+        part(out, Rank::Range, None, &|out| {
             out.push_str("container ");
             escape_into(out, id.as_bytes());
         });
@@ -389,7 +391,12 @@ fn write_enrichment(out: &mut String, details: &mut Vec<Detail>, e: &Event) {
     }
     if let Some(m) = &x.mapping {
         let path = m.path.as_ref().map(|p| p.as_bytes());
-        part(out, Rank::Amount, path, &|out| {
+        // A file or a named mapping tells more than a number does.
+        let rank = match m.path.as_ref().or(m.name.as_ref()) {
+            Some(_) => Rank::Named,
+            None => Rank::Amount,
+        };
+        part(out, rank, path, &|out| {
             out.push_str("on ");
             out.push_str(m.kind.name());
             if !m.kind.is_bare() {
@@ -562,8 +569,8 @@ impl<W: Write> Table<W> {
         }
         let details = &self.details;
         let mut keep: u32 = (1 << details.len()) - 1;
-        // Paths lose their folders before any detail goes.
-        let cut = true;
+        // A path loses its folders before it goes, and before any argument does.
+        let mut cut = false;
         while width_with(layout, details, keep, cut) > columns {
             // The least telling of those left, the last in the row among equals.
             let Some(drop) = (0..details.len())
@@ -572,6 +579,12 @@ impl<W: Write> Table<W> {
             else {
                 break;
             };
+            if !cut && (details[drop].arg || details[drop].cut.is_some()) {
+                cut = details.iter().any(|d| d.cut.is_some());
+                if cut {
+                    continue;
+                }
+            }
             keep &= !(1 << drop);
         }
         // A long detail that had to go can leave room for shorter ones dropped before it;
