@@ -138,6 +138,30 @@ pub struct ArgDef {
     pub unit: Unit,
     /// Where the value is in the record's fields.
     pub field: Field,
+    /// What it is to the analysis and the outputs, whatever its name.
+    pub role: ArgRole,
+}
+
+/// What an argument is, whatever its name (`len` or `length`): the analysis and the table
+/// reach arguments by role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgRole {
+    Other,
+    /// The start of the range of memory the call acts on.
+    Start,
+    /// The size of that range.
+    Size,
+    /// mremap's new size of the range.
+    NewSize,
+    /// The protection it gives.
+    Prot,
+    /// The flags of the call: MAP_*, MLOCK_*, MCL_*, MREMAP_*.
+    Flags,
+    Signal,
+    /// The process it acts on, by pid.
+    Pid,
+    /// The process it acts on, by pidfd.
+    Pidfd,
 }
 
 /// The unit of an argument that is an amount of memory.
@@ -219,6 +243,10 @@ impl ArgDef {
 
     const fn in_unit(self, unit: Unit) -> ArgDef {
         ArgDef { unit, ..self }
+    }
+
+    const fn as_(self, role: ArgRole) -> ArgDef {
+        ArgDef { role, ..self }
     }
 }
 
@@ -473,6 +501,7 @@ const fn arg(
         decoder,
         unit: Unit::None,
         field: Field::Own,
+        role: ArgRole::Other,
     }
 }
 
@@ -492,6 +521,7 @@ const fn field(
         decoder,
         unit: Unit::None,
         field,
+        role: ArgRole::Other,
     }
 }
 
@@ -548,10 +578,12 @@ pub static CATALOG: &[EventDef] = &[
             aarch64: 222,
         },
         args: &[
-            arg("addr", Pointer, ULONG, KU, D::None),
-            arg("length", U64, ULONG, K, D::None).in_unit(Unit::Bytes),
-            arg("prot", I32, ULONG, K, D::Prot),
-            arg("flags", I32, ULONG, K, D::MapFlags),
+            arg("addr", Pointer, ULONG, KU, D::None).as_(ArgRole::Start),
+            arg("length", U64, ULONG, K, D::None)
+                .in_unit(Unit::Bytes)
+                .as_(ArgRole::Size),
+            arg("prot", I32, ULONG, K, D::Prot).as_(ArgRole::Prot),
+            arg("flags", I32, ULONG, K, D::MapFlags).as_(ArgRole::Flags),
             arg("fd", I32, ULONG, K, D::None),
             arg("off", I64, ULONG, K, D::None),
         ],
@@ -572,9 +604,11 @@ pub static CATALOG: &[EventDef] = &[
             aarch64: 226,
         },
         args: &[
-            arg("addr", Pointer, ULONG, KU, D::None),
-            arg("len", U64, SIZE_T, K, D::None).in_unit(Unit::Bytes),
-            arg("prot", I32, ULONG, K, D::Prot),
+            arg("addr", Pointer, ULONG, KU, D::None).as_(ArgRole::Start),
+            arg("len", U64, SIZE_T, K, D::None)
+                .in_unit(Unit::Bytes)
+                .as_(ArgRole::Size),
+            arg("prot", I32, ULONG, K, D::Prot).as_(ArgRole::Prot),
         ],
         ret: RetKind::Zero,
         role: Role::Protects,
@@ -593,8 +627,10 @@ pub static CATALOG: &[EventDef] = &[
             aarch64: 215,
         },
         args: &[
-            arg("addr", Pointer, ULONG, KU, D::None),
-            arg("length", U64, SIZE_T, K, D::None).in_unit(Unit::Bytes),
+            arg("addr", Pointer, ULONG, KU, D::None).as_(ArgRole::Start),
+            arg("length", U64, SIZE_T, K, D::None)
+                .in_unit(Unit::Bytes)
+                .as_(ArgRole::Size),
         ],
         ret: RetKind::Zero,
         role: Role::Unmaps,
@@ -630,10 +666,14 @@ pub static CATALOG: &[EventDef] = &[
             aarch64: 216,
         },
         args: &[
-            arg("old_address", Pointer, ULONG, KU, D::None),
-            arg("old_size", U64, ULONG, K, D::None).in_unit(Unit::Bytes),
-            arg("new_size", U64, ULONG, K, D::None).in_unit(Unit::Bytes),
-            arg("flags", I32, ULONG, K, D::MremapFlags),
+            arg("old_address", Pointer, ULONG, KU, D::None).as_(ArgRole::Start),
+            arg("old_size", U64, ULONG, K, D::None)
+                .in_unit(Unit::Bytes)
+                .as_(ArgRole::Size),
+            arg("new_size", U64, ULONG, K, D::None)
+                .in_unit(Unit::Bytes)
+                .as_(ArgRole::NewSize),
+            arg("flags", I32, ULONG, K, D::MremapFlags).as_(ArgRole::Flags),
             arg("new_address", Pointer, ULONG, KU_OPT, D::None),
         ],
         ret: RetKind::Address,
@@ -653,8 +693,10 @@ pub static CATALOG: &[EventDef] = &[
             aarch64: 233,
         },
         args: &[
-            arg("addr", Pointer, ULONG, KU, D::None),
-            arg("length", U64, SIZE_T, K, D::None).in_unit(Unit::Bytes),
+            arg("addr", Pointer, ULONG, KU, D::None).as_(ArgRole::Start),
+            arg("length", U64, SIZE_T, K, D::None)
+                .in_unit(Unit::Bytes)
+                .as_(ArgRole::Size),
             arg("advice", I32, INT, K, D::Madvise),
         ],
         ret: RetKind::Zero,
@@ -674,8 +716,8 @@ pub static CATALOG: &[EventDef] = &[
             aarch64: 129,
         },
         args: &[
-            arg("pid", I32, PID_T, K, D::None),
-            arg("sig", I32, INT, K, D::Signal),
+            arg("pid", I32, PID_T, K, D::None).as_(ArgRole::Pid),
+            arg("sig", I32, INT, K, D::Signal).as_(ArgRole::Signal),
         ],
         ret: RetKind::Zero,
         role: Role::Signals { by_pidfd: false },
@@ -694,8 +736,10 @@ pub static CATALOG: &[EventDef] = &[
             aarch64: 228,
         },
         args: &[
-            arg("addr", Pointer, ULONG, KU, D::None),
-            arg("len", U64, SIZE_T, K, D::None).in_unit(Unit::Bytes),
+            arg("addr", Pointer, ULONG, KU, D::None).as_(ArgRole::Start),
+            arg("len", U64, SIZE_T, K, D::None)
+                .in_unit(Unit::Bytes)
+                .as_(ArgRole::Size),
         ],
         ret: RetKind::Zero,
         role: Role::Locks,
@@ -714,8 +758,10 @@ pub static CATALOG: &[EventDef] = &[
             aarch64: 229,
         },
         args: &[
-            arg("addr", Pointer, ULONG, KU, D::None),
-            arg("len", U64, SIZE_T, K, D::None).in_unit(Unit::Bytes),
+            arg("addr", Pointer, ULONG, KU, D::None).as_(ArgRole::Start),
+            arg("len", U64, SIZE_T, K, D::None)
+                .in_unit(Unit::Bytes)
+                .as_(ArgRole::Size),
         ],
         ret: RetKind::Zero,
         role: Role::Unlocks,
@@ -733,7 +779,7 @@ pub static CATALOG: &[EventDef] = &[
             x86_64: 151,
             aarch64: 230,
         },
-        args: &[arg("flags", I32, INT, K, D::MclFlags)],
+        args: &[arg("flags", I32, INT, K, D::MclFlags).as_(ArgRole::Flags)],
         ret: RetKind::Zero,
         role: Role::LocksAll,
         extras: &[Extra::Locked],
@@ -768,9 +814,11 @@ pub static CATALOG: &[EventDef] = &[
             aarch64: 284,
         },
         args: &[
-            arg("addr", Pointer, ULONG, KU, D::None),
-            arg("len", U64, SIZE_T, K, D::None).in_unit(Unit::Bytes),
-            arg("flags", I32, INT, K, D::MlockFlags),
+            arg("addr", Pointer, ULONG, KU, D::None).as_(ArgRole::Start),
+            arg("len", U64, SIZE_T, K, D::None)
+                .in_unit(Unit::Bytes)
+                .as_(ArgRole::Size),
+            arg("flags", I32, INT, K, D::MlockFlags).as_(ArgRole::Flags),
         ],
         ret: RetKind::Zero,
         role: Role::Locks,
@@ -789,9 +837,11 @@ pub static CATALOG: &[EventDef] = &[
             aarch64: 288,
         },
         args: &[
-            arg("addr", Pointer, ULONG, KU, D::None),
-            arg("len", U64, SIZE_T, K, D::None).in_unit(Unit::Bytes),
-            arg("prot", I32, ULONG, K, D::Prot),
+            arg("addr", Pointer, ULONG, KU, D::None).as_(ArgRole::Start),
+            arg("len", U64, SIZE_T, K, D::None)
+                .in_unit(Unit::Bytes)
+                .as_(ArgRole::Size),
+            arg("prot", I32, ULONG, K, D::Prot).as_(ArgRole::Prot),
             arg("pkey", I32, INT, K, D::None),
         ],
         ret: RetKind::Zero,
@@ -811,10 +861,10 @@ pub static CATALOG: &[EventDef] = &[
             aarch64: 424,
         },
         args: &[
-            arg("pidfd", I32, INT, K, D::None),
-            arg("sig", I32, INT, K, D::Signal),
+            arg("pidfd", I32, INT, K, D::None).as_(ArgRole::Pidfd),
+            arg("sig", I32, INT, K, D::Signal).as_(ArgRole::Signal),
             arg("info", Pointer, SIGINFO_PTR, KU_OPT, D::None),
-            arg("flags", U32, UINT, K, D::PidfdSignalFlags),
+            arg("flags", U32, UINT, K, D::PidfdSignalFlags).as_(ArgRole::Flags),
         ],
         ret: RetKind::Zero,
         role: Role::Signals { by_pidfd: true },
@@ -833,8 +883,8 @@ pub static CATALOG: &[EventDef] = &[
             aarch64: 434,
         },
         args: &[
-            arg("pid", I32, PID_T, K, D::None),
-            arg("flags", U32, UINT, K, D::PidfdOpenFlags),
+            arg("pid", I32, PID_T, K, D::None).as_(ArgRole::Pid),
+            arg("flags", U32, UINT, K, D::PidfdOpenFlags).as_(ArgRole::Flags),
         ],
         ret: RetKind::Fd,
         role: Role::OpensPidfd,
@@ -853,11 +903,11 @@ pub static CATALOG: &[EventDef] = &[
             aarch64: 440,
         },
         args: &[
-            arg("pidfd", I32, INT, K, D::None),
+            arg("pidfd", I32, INT, K, D::None).as_(ArgRole::Pidfd),
             arg("vec", Pointer, IOVEC_PTR, KU_TOCTOU, D::None),
             arg("vlen", U64, SIZE_T, K, D::None),
             arg("advice", I32, INT, K, D::Madvise),
-            arg("flags", U32, UINT, K, D::None),
+            arg("flags", U32, UINT, K, D::None).as_(ArgRole::Flags),
         ],
         ret: RetKind::Bytes,
         role: Role::Other,
@@ -875,7 +925,7 @@ pub static CATALOG: &[EventDef] = &[
             x86_64: 447,
             aarch64: 447,
         },
-        args: &[arg("flags", U32, UINT, K, D::CloexecFlags)],
+        args: &[arg("flags", U32, UINT, K, D::CloexecFlags).as_(ArgRole::Flags)],
         ret: RetKind::Fd,
         role: Role::Other,
         extras: &[],
@@ -893,8 +943,8 @@ pub static CATALOG: &[EventDef] = &[
             aarch64: 448,
         },
         args: &[
-            arg("pidfd", I32, INT, K, D::None),
-            arg("flags", U32, UINT, K, D::None),
+            arg("pidfd", I32, INT, K, D::None).as_(ArgRole::Pidfd),
+            arg("flags", U32, UINT, K, D::None).as_(ArgRole::Flags),
         ],
         ret: RetKind::Zero,
         role: Role::Releases,
@@ -913,9 +963,11 @@ pub static CATALOG: &[EventDef] = &[
             aarch64: 462,
         },
         args: &[
-            arg("addr", Pointer, ULONG, KU, D::None),
-            arg("len", U64, SIZE_T, K, D::None).in_unit(Unit::Bytes),
-            arg("flags", U64, ULONG, K, D::None),
+            arg("addr", Pointer, ULONG, KU, D::None).as_(ArgRole::Start),
+            arg("len", U64, SIZE_T, K, D::None)
+                .in_unit(Unit::Bytes)
+                .as_(ArgRole::Size),
+            arg("flags", U64, ULONG, K, D::None).as_(ArgRole::Flags),
         ],
         ret: RetKind::Zero,
         role: Role::Other,
@@ -935,7 +987,7 @@ pub static CATALOG: &[EventDef] = &[
             program: "oom_mark_victim",
         },
         args: &[
-            arg("pid", I32, INT, K, D::None),
+            arg("pid", I32, INT, K, D::None).as_(ArgRole::Pid),
             arg("total_vm", U64, ULONG, K, D::None).in_unit(Unit::KiB),
             arg("anon_rss", U64, ULONG, K, D::None).in_unit(Unit::KiB),
             arg("file_rss", U64, ULONG, K, D::None).in_unit(Unit::KiB),
@@ -961,7 +1013,7 @@ pub static CATALOG: &[EventDef] = &[
             name: "start_task_reaping",
             program: "oom_start_task_reaping",
         },
-        args: &[arg("pid", I32, INT, K, D::None)],
+        args: &[arg("pid", I32, INT, K, D::None).as_(ArgRole::Pid)],
         ret: RetKind::None,
         role: Role::OomReaper(Reaping::Start),
         extras: &[],
@@ -979,7 +1031,7 @@ pub static CATALOG: &[EventDef] = &[
             name: "finish_task_reaping",
             program: "oom_finish_task_reaping",
         },
-        args: &[arg("pid", I32, INT, K, D::None)],
+        args: &[arg("pid", I32, INT, K, D::None).as_(ArgRole::Pid)],
         ret: RetKind::None,
         role: Role::OomReaper(Reaping::Finish),
         extras: &[],
@@ -997,7 +1049,7 @@ pub static CATALOG: &[EventDef] = &[
             name: "skip_task_reaping",
             program: "oom_skip_task_reaping",
         },
-        args: &[arg("pid", I32, INT, K, D::None)],
+        args: &[arg("pid", I32, INT, K, D::None).as_(ArgRole::Pid)],
         ret: RetKind::None,
         role: Role::OomReaper(Reaping::Skip),
         extras: &[],
@@ -1019,7 +1071,7 @@ pub static CATALOG: &[EventDef] = &[
         // sends (exit_code, anon, file, shmem), and only when the whole process exits.
         args: &[
             field("exit_code", I32, INT, D::None, EXIT_STATUS),
-            field("signal_code", I32, INT, D::Signal, EXIT_SIGNAL),
+            field("signal_code", I32, INT, D::Signal, EXIT_SIGNAL).as_(ArgRole::Signal),
             field("process_group_exit", Bool, BOOL, D::None, Field::Always(1)),
             field("anon", U64, U64_T, D::None, Field::At(1)).in_unit(Unit::Bytes),
             field("file", U64, U64_T, D::None, Field::At(2)).in_unit(Unit::Bytes),

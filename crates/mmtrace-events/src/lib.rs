@@ -16,7 +16,7 @@ pub mod stack;
 pub mod text;
 
 pub use catalog::{
-    by_id, by_name, ArgDef, ArgType, ArgValue, EventDef, RetKind, Role, Tag, Unit, CATALOG,
+    by_id, by_name, ArgDef, ArgRole, ArgType, ArgValue, EventDef, RetKind, Role, Tag, Unit, CATALOG,
 };
 pub use event::Event;
 pub use text::TracedText;

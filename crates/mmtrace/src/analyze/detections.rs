@@ -81,9 +81,9 @@ pub static DETECTIONS: [Detection; 8] = [
             dump the range from /proc/PID/mem while it lives, check how the process was started. \
             For a JIT, prefer a runtime mode that keeps W^X (dual mappings or toggling).",
         rule: |r, _| {
-            let prot = r.arg_u64("prot").unwrap_or(0);
+            let prot = r.prot().unwrap_or(0);
             (r.role.sets_protection() && r.ok() && write_and_exec(prot)).then(|| {
-                let len = r.arg_u64("length").or(r.arg_u64("len")).unwrap_or(0);
+                let len = r.size().unwrap_or(0);
                 format!(
                     "{} of {len} bytes asked for PROT_WRITE|PROT_EXEC{}",
                     r.name,
@@ -114,7 +114,7 @@ pub static DETECTIONS: [Detection; 8] = [
         advice: "Expected from JIT runtimes and language VMs; elsewhere, look at what the process \
             loaded and where the code came from (a memfd, a download, a decrypted blob).",
         rule: |r, _| {
-            let prot = r.arg_u64("prot").unwrap_or(0);
+            let prot = r.prot().unwrap_or(0);
             // Memory made writable and executable at once is MMT-001's, not also this one's.
             if !(r.role == Role::Protects && r.ok() && prot & PROT_EXEC != 0 && !write_and_exec(prot)) {
                 return None;
@@ -183,7 +183,7 @@ pub static DETECTIONS: [Detection; 8] = [
             a failed lock as an error.",
         rule: |r, _| {
             let locking = r.role.locks()
-                || (r.role == Role::Maps && r.arg_u64("flags").unwrap_or(0) & MAP_LOCKED != 0);
+                || (r.role == Role::Maps && r.flags().unwrap_or(0) & MAP_LOCKED != 0);
             match r.errno.as_deref() {
                 Some(errno @ ("ENOMEM" | "EPERM" | "EAGAIN")) if locking => {
                     Some(format!("{} failed with {errno}", r.name))
@@ -210,7 +210,7 @@ pub static DETECTIONS: [Detection; 8] = [
             process_mrelease, and do not use SIGTERM for the kill that precedes it.",
         rule: |r, _| {
             (r.role == Role::Releases
-                && r.errno.as_deref() == Some("EINVAL") && r.arg_u64("flags") == Some(0))
+                && r.errno.as_deref() == Some("EINVAL") && r.flags() == Some(0))
                 .then(|| {
                     let why = r
                         .reason
@@ -266,9 +266,9 @@ pub static DETECTIONS: [Detection; 8] = [
         advice: "Add MCL_ONFAULT (Linux 4.4) so pages are locked as they are first touched, or \
             lock the specific ranges that matter with mlock2(MLOCK_ONFAULT).",
         rule: |r, _| {
-            let flags = r.arg_u64("flags").unwrap_or(0);
+            let flags = r.flags().unwrap_or(0);
             (r.role == Role::LocksAll && r.ok() && flags & MCL_FUTURE != 0 && flags & MCL_ONFAULT == 0).then(|| {
-                format!("mlockall({})", r.arg_text("flags").unwrap_or_default())
+                format!("mlockall({})", r.flags_text().unwrap_or_default())
             })
         },
         alerts: &[],
@@ -316,10 +316,7 @@ fn where_(r: &Record) -> String {
 fn target_text(r: &Record) -> String {
     match &r.target {
         Some((pid, _)) => format!("pid {pid}"),
-        None => format!(
-            "the process behind pidfd {}",
-            r.arg_i64("pidfd").unwrap_or(-1)
-        ),
+        None => format!("the process behind pidfd {}", r.pidfd().unwrap_or(-1)),
     }
 }
 

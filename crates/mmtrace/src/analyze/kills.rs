@@ -277,7 +277,7 @@ impl Kills {
                     .target
                     .as_ref()
                     .map(|t| t.0)
-                    .or_else(|| r.arg_u64("pid").and_then(|p| u32::try_from(p).ok()));
+                    .or_else(|| r.pid_arg().and_then(|p| u32::try_from(p).ok()));
                 if let Some(pid) = pid {
                     let opened_at = r.end();
                     self.pidfds
@@ -287,7 +287,7 @@ impl Kills {
                 }
             }
             Role::Signals { .. } => {
-                let sig = r.arg_u64("sig").unwrap_or(0);
+                let sig = r.signal().unwrap_or(0);
                 // Signal 0 only asks whether the process exists.
                 if sig == 0 {
                     return;
@@ -333,7 +333,7 @@ impl Kills {
                 }
             }
             Role::OomVictim => {
-                let Some(pid) = r.arg_u64("pid").and_then(|p| u32::try_from(p).ok()) else {
+                let Some(pid) = r.pid_arg().and_then(|p| u32::try_from(p).ok()) else {
                     return;
                 };
                 let comm = r.arg_str("comm").map(str::to_string);
@@ -355,7 +355,7 @@ impl Kills {
                 }
             }
             Role::OomReaper(step) => {
-                let Some(pid) = r.arg_u64("pid").and_then(|p| u32::try_from(p).ok()) else {
+                let Some(pid) = r.pid_arg().and_then(|p| u32::try_from(p).ok()) else {
                     return;
                 };
                 let Some(&i) = self.latest.get(&pid) else {
@@ -378,7 +378,7 @@ impl Kills {
                     k.exit_at = Some(r.ts);
                     // Tracee's signal_code; recordings from before it carried the raw wait
                     // status as exit_code, whose low 7 bits are the signal that ended it.
-                    let sig = match r.arg_u64("signal_code") {
+                    let sig = match r.signal() {
                         Some(sig) => sig,
                         None => r.arg_u64("exit_code").map_or(0, |c| c & 0x7f),
                     };
@@ -432,13 +432,13 @@ impl Kills {
     fn target_of(&self, r: &Record) -> Option<(u32, u64)> {
         if r.role == (Role::Signals { by_pidfd: false }) {
             let pid = r
-                .arg_i64("pid")
+                .pid_arg()
                 .filter(|&p| p > 0)
                 .and_then(|p| u32::try_from(p).ok());
             return r.target.as_ref().map(|t| t.0).or(pid).map(|p| (p, 0));
         }
         let fd = r
-            .arg_i64("pidfd")
+            .pidfd()
             .and_then(|fd| self.pidfds.get(&r.pid)?.get(&fd).copied());
         match (&r.target, fd) {
             (Some((pid, _)), fd) => Some((*pid, fd.map_or(0, |f| f.opened_at))),

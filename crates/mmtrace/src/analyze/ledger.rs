@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use mmtrace_events::decode::{MAP_LOCKED, MCL_CURRENT, MCL_FUTURE};
-use mmtrace_events::Role;
+use mmtrace_events::{ArgRole, Role};
 
 use super::record::Record;
 
@@ -70,25 +70,19 @@ impl Ledger {
         if !r.ok() {
             return;
         }
-        let range = |addr: &str, len: &str| Some((r.arg_u64(addr)?, r.arg_u64(len)?));
         match r.role {
             Role::Locks => {
-                if let Some((a, l)) = range("addr", "len") {
+                if let Some((a, l)) = r.range() {
                     self.lock(a, l);
                 }
             }
-            Role::Unlocks => {
-                if let Some((a, l)) = range("addr", "len") {
-                    self.unlock(a, l);
-                }
-            }
-            Role::Unmaps => {
-                if let Some((a, l)) = range("addr", "length") {
+            Role::Unlocks | Role::Unmaps => {
+                if let Some((a, l)) = r.range() {
                     self.unlock(a, l);
                 }
             }
             Role::LocksAll => {
-                let flags = r.arg_u64("flags").unwrap_or(0);
+                let flags = r.flags().unwrap_or(0);
                 self.incomplete |= flags & MCL_CURRENT != 0;
                 self.future = flags & MCL_FUTURE != 0;
             }
@@ -99,20 +93,20 @@ impl Ledger {
                 self.incomplete = false;
             }
             Role::Maps => {
-                let flags = r.arg_u64("flags").unwrap_or(0);
+                let flags = r.flags().unwrap_or(0);
                 if self.future || flags & MAP_LOCKED != 0 {
-                    if let Some(l) = r.arg_u64("length") {
+                    if let Some(l) = r.size() {
                         self.lock(r.ret as u64, l);
                     }
                 }
             }
             Role::Remaps => {
-                if let Some((a, old)) = range("old_address", "old_size") {
+                if let Some((a, old)) = r.range() {
                     // A locked mapping stays locked where it moves to, at its new size.
                     let was_locked = self.overlap(a, old) > 0;
                     self.unlock(a, old);
                     if was_locked || self.future {
-                        self.lock(r.ret as u64, r.arg_u64("new_size").unwrap_or(0));
+                        self.lock(r.ret as u64, r.by_role(ArgRole::NewSize).unwrap_or(0));
                     }
                 }
             }

@@ -9,7 +9,7 @@ use mmtrace_events::derived::{AlertValue, ProtAlert};
 use mmtrace_events::enrich::Locked;
 use mmtrace_events::line::{Arg, Limit, Line};
 use mmtrace_events::stack::frame_name;
-use mmtrace_events::{by_name, catalog, derived, ArgValue, Event, EventDef, Role};
+use mmtrace_events::{by_name, catalog, derived, ArgRole, ArgValue, Event, EventDef, Role};
 use serde_json::{json, Value};
 
 use crate::output::Note;
@@ -385,6 +385,55 @@ impl Record {
 
     pub fn arg_i64(&self, name: &str) -> Option<i64> {
         self.arg_u64(name).map(|v| v as i64)
+    }
+
+    /// The name the argument playing `role` has in this event's catalog entry.
+    fn role_name(&self, role: ArgRole) -> Option<&'static str> {
+        let def = match &self.args {
+            Args::Raw { def, .. } => Some(*def),
+            Args::Json(_) => by_name(&self.name),
+        }?;
+        def.args.iter().find(|a| a.role == role).map(|a| a.name)
+    }
+
+    /// The argument playing `role`, as an unsigned number.
+    pub fn by_role(&self, role: ArgRole) -> Option<u64> {
+        self.arg_u64(self.role_name(role)?)
+    }
+
+    /// The range of memory the call acts on: its start and size.
+    pub fn range(&self) -> Option<(u64, u64)> {
+        Some((self.by_role(ArgRole::Start)?, self.size()?))
+    }
+
+    pub fn size(&self) -> Option<u64> {
+        self.by_role(ArgRole::Size)
+    }
+
+    pub fn prot(&self) -> Option<u64> {
+        self.by_role(ArgRole::Prot)
+    }
+
+    pub fn flags(&self) -> Option<u64> {
+        self.by_role(ArgRole::Flags)
+    }
+
+    /// The flags' names (`MCL_FUTURE`), falling back to their value.
+    pub fn flags_text(&self) -> Option<String> {
+        self.arg_text(self.role_name(ArgRole::Flags)?)
+    }
+
+    pub fn signal(&self) -> Option<u64> {
+        self.by_role(ArgRole::Signal)
+    }
+
+    /// The process the call acts on by pid: kill's, pidfd_open's, the OOM killer's victim.
+    pub fn pid_arg(&self) -> Option<i64> {
+        self.by_role(ArgRole::Pid).map(|v| v as i64)
+    }
+
+    pub fn pidfd(&self) -> Option<i64> {
+        self.by_role(ArgRole::Pidfd).map(|v| v as i64)
     }
 
     /// A string argument; only derived lines (alerts, OOM) have them.

@@ -88,9 +88,9 @@ impl CallSites {
             return;
         }
         let (field, len) = match r.role {
-            Role::Maps => (&mut site.mapped_bytes, r.arg_u64("length")),
-            Role::Locks => (&mut site.locked_bytes, r.arg_u64("len")),
-            Role::Unmaps => (&mut site.unmapped_bytes, r.arg_u64("length")),
+            Role::Maps => (&mut site.mapped_bytes, r.size()),
+            Role::Locks => (&mut site.locked_bytes, r.size()),
+            Role::Unmaps => (&mut site.unmapped_bytes, r.size()),
             _ => return,
         };
         *field = field.saturating_add(len.unwrap_or(0));

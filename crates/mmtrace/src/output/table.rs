@@ -13,7 +13,7 @@ use std::io::{self, Write};
 use mmtrace_events::decode::Decoder;
 use mmtrace_events::derived::{self, ProtAlert};
 use mmtrace_events::text::escape_into;
-use mmtrace_events::{ArgDef, ArgValue, Event, RetKind};
+use mmtrace_events::{ArgDef, ArgRole, ArgValue, Event, RetKind};
 
 use super::{hex_digits, Sink, WRITE_BYTES};
 use crate::units::{uint, write_bytes, write_duration, zero_padded};
@@ -266,8 +266,7 @@ fn write_call(out: &mut String, details: &mut Vec<Detail>, e: &Event) -> Layout 
     out.push_str(e.def.name);
     out.push('(');
     let args_at = out.len();
-    let mut args = e.args().peekable();
-    while let Some((def, value, kernel)) = args.next() {
+    for (def, value, kernel) in e.args() {
         if !details.is_empty() {
             out.push_str(", ");
         }
@@ -275,11 +274,8 @@ fn write_call(out: &mut String, details: &mut Vec<Detail>, e: &Event) -> Layout 
         out.push_str(def.name);
         out.push('=');
         let mut rank = write_arg(out, def, value, kernel);
-        // An address a size follows starts the range the call acts on; a size is its extent.
-        let sized = |def: &ArgDef| def.bytes(0).is_some();
-        let starts_range = matches!(value, ArgValue::Pointer(_))
-            && args.peek().is_some_and(|(next, ..)| sized(next));
-        if rank != Rank::Zero && (starts_range || sized(def)) {
+        let range = matches!(def.role, ArgRole::Start | ArgRole::Size | ArgRole::NewSize);
+        if range && rank != Rank::Zero {
             rank = Rank::Range;
         }
         details.push(Detail {
