@@ -176,6 +176,7 @@ fn event(r: &Record, ext: Option<&Ext>, path: Option<&[u8]>, clock: &Clock) -> O
             pid_ns: r.pid_ns,
             comm: TracedText::from_c(&r.comm),
             executable: exe,
+            container: None,
         },
         raw_args: r.args,
         absent: r.absent as u8,

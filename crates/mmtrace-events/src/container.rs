@@ -2,6 +2,27 @@
 //! (pkg/datastores/container/containers.go), so that mmtrace and Tracee name the same
 //! container for the same process.
 
+/// A container, with what its runtime said of it: what an event's context names when the
+/// call came from one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub id: String,
+    pub runtime: Runtime,
+    pub info: Info,
+}
+
+/// What a runtime says of a container, as Tracee's `container` and `kubernetes` keys carry it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Info {
+    pub name: Option<String>,
+    pub image: Option<String>,
+    pub image_digest: Option<String>,
+    pub pod_name: Option<String>,
+    pub pod_namespace: Option<String>,
+    pub pod_uid: Option<String>,
+    pub pod_sandbox: bool,
+}
+
 /// The container runtime a cgroup path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Runtime {

@@ -31,6 +31,9 @@ pub struct Context {
     /// process's events. None for a process whose path never arrived (kernel threads, a
     /// process seen only by kernel events or before its path's record was lost).
     pub executable: Option<std::sync::Arc<crate::TracedText>>,
+    /// The container the call came from, resolved from `cgroup_id` as the event is read from
+    /// the ring, before any output sees it; shared by the container's events.
+    pub container: Option<std::sync::Arc<crate::container::Container>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -256,6 +256,7 @@ fn pump(
         if let Some(s) = symbols.as_deref_mut() {
             s.fill(&mut event);
         }
+        containers::fill(&mut event);
         // A kernel event is an instant: it has no duration.
         let duration = (event.def.ret != RetKind::None).then_some(event.duration_ns);
         seen[usize::from(event.def.id)]

@@ -3,8 +3,9 @@
 //! Tracee's rules, and the id to a name, an image and a pod by asking the runtime, once per
 //! container.
 //!
-//! The answers are kept per thread, for the one thread that reads the ring: every output of a
-//! trace asks them of the same cache without it being threaded through their constructors.
+//! The answers are kept per thread, for the one thread that reads the ring: it names each
+//! event's container in the event's context (`fill`) before any output sees the event, and
+//! top and serve ask of the same cache for their rows and series.
 
 mod runtime;
 
@@ -13,21 +14,15 @@ use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use mmtrace_bpf::{all_cgroups, cgroups};
 use mmtrace_events::container::{self, Runtime};
 use mmtrace_events::scope::Scope;
 
-use runtime::Info;
+pub use mmtrace_events::container::Container;
+use mmtrace_events::container::Info;
 pub use runtime::Socket;
-
-/// A container, with what its runtime said of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Container {
-    pub id: String,
-    pub runtime: Runtime,
-    pub info: Info,
-}
 
 /// The cache stays below this many cgroups and containers: past it, it starts again.
 const MAX_KNOWN: usize = 16 << 10;
@@ -37,7 +32,7 @@ struct Containers {
     root: Option<PathBuf>,
     /// Each cgroup id asked of, with its container's id and runtime.
     by_cgroup: HashMap<u64, Option<(Rc<str>, Runtime)>>,
-    by_id: HashMap<Rc<str>, Rc<Container>>,
+    by_id: HashMap<Rc<str>, Arc<Container>>,
     /// The runtimes that answered at start.
     sockets: Vec<Socket>,
     /// What to say when the first container is seen, if it was not said at start.
@@ -91,7 +86,7 @@ pub fn start(given: &[Socket]) -> Vec<String> {
 }
 
 /// The container of the cgroup with id `cgroup_id`, or None for a cgroup outside any.
-pub fn of_cgroup(cgroup_id: u64) -> Option<Rc<Container>> {
+pub fn of_cgroup(cgroup_id: u64) -> Option<Arc<Container>> {
     if cgroup_id == 0 {
         return None;
     }
@@ -99,18 +94,18 @@ pub fn of_cgroup(cgroup_id: u64) -> Option<Rc<Container>> {
 }
 
 impl Containers {
-    fn of_cgroup(&mut self, cgroup_id: u64) -> Option<Rc<Container>> {
+    fn of_cgroup(&mut self, cgroup_id: u64) -> Option<Arc<Container>> {
         if !self.by_cgroup.contains_key(&cgroup_id) {
             self.rescan(cgroup_id);
         }
         let (id, runtime) = self.by_cgroup.get(&cgroup_id)?.clone()?;
         if let Some(known) = self.by_id.get(&id) {
-            return Some(Rc::clone(known));
+            return Some(Arc::clone(known));
         }
         if let Some(line) = self.untold.take() {
             let _ = writeln!(std::io::stderr(), "{line}");
         }
-        let container = Rc::new(Container {
+        let container = Arc::new(Container {
             id: id.to_string(),
             runtime,
             info: self.ask(&id, runtime),
@@ -118,7 +113,7 @@ impl Containers {
         if self.by_id.len() >= MAX_KNOWN {
             self.by_id.clear();
         }
-        self.by_id.insert(id, Rc::clone(&container));
+        self.by_id.insert(id, Arc::clone(&container));
         Some(container)
     }
 
@@ -246,62 +241,9 @@ fn not_running(prefix: &str, given: &[Socket]) -> anyhow::Result<String> {
     )
 }
 
-/// `,"containerId":..,"container":{..},"kubernetes":{..}` as Tracee writes them, for a call
-/// from the cgroup `cgroup_id`; nothing outside a container. Keys nobody knows are left out
-/// rather than written empty, and `kubernetes` is there only for a pod's containers.
-pub fn write_json(out: &mut Vec<u8>, cgroup_id: u64) {
-    let Some(c) = of_cgroup(cgroup_id) else {
-        return;
-    };
-    let string = |out: &mut Vec<u8>, s: &str| {
-        // Writing into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, s);
-    };
-    let object = |out: &mut Vec<u8>, fields: &[(&str, Option<&str>)]| {
-        out.push(b'{');
-        let mut first = true;
-        for (key, value) in fields {
-            if let Some(v) = value {
-                if !first {
-                    out.push(b',');
-                }
-                out.push(b'"');
-                out.extend_from_slice(key.as_bytes());
-                out.extend_from_slice(b"\":");
-                string(out, v);
-                first = false;
-            }
-        }
-        out.push(b'}');
-    };
-    let i = &c.info;
-    out.extend_from_slice(b",\"containerId\":");
-    string(out, &c.id);
-    out.extend_from_slice(b",\"container\":");
-    object(
-        out,
-        &[
-            ("id", Some(&c.id)),
-            ("name", i.name.as_deref()),
-            ("image", i.image.as_deref()),
-            ("imageDigest", i.image_digest.as_deref()),
-            // mmtrace's own, after Tracee's keys.
-            ("runtime", Some(c.runtime.name())),
-        ],
-    );
-    let pod = [
-        ("podName", i.pod_name.as_deref()),
-        ("podNamespace", i.pod_namespace.as_deref()),
-        ("podUID", i.pod_uid.as_deref()),
-    ];
-    if pod.iter().any(|(_, v)| v.is_some()) {
-        out.extend_from_slice(b",\"kubernetes\":");
-        object(out, &pod);
-        if i.pod_sandbox {
-            out.pop();
-            out.extend_from_slice(b",\"podSandbox\":true}");
-        }
-    }
+/// Names the container the event's call came from in its context, before any output sees it.
+pub fn fill(event: &mut mmtrace_events::Event) {
+    event.ctx.container = of_cgroup(event.ctx.cgroup_id);
 }
 
 /// The container's id as `podman ps` shows it, for a call from the cgroup `cgroup_id`.
@@ -380,56 +322,5 @@ mod tests {
         assert_eq!(running.len(), 1);
         assert_eq!(running[ID], [format!("/libpod_parent/libpod-{ID}")]);
         fs::remove_dir_all(&root).unwrap();
-    }
-
-    fn json(c: Container) -> serde_json::Value {
-        let cgroup = 4242;
-        CONTAINERS.with_borrow_mut(|all| {
-            let id: Rc<str> = Rc::from(c.id.as_str());
-            all.by_cgroup
-                .insert(cgroup, Some((Rc::clone(&id), c.runtime)));
-            all.by_id.insert(id, Rc::new(c));
-        });
-        let mut out = b"{\"a\":1".to_vec();
-        write_json(&mut out, cgroup);
-        out.push(b'}');
-        serde_json::from_slice(&out).unwrap()
-    }
-
-    #[test]
-    fn json_keys_are_tracees_and_only_what_is_known() {
-        let bare = json(Container {
-            id: ID.into(),
-            runtime: Runtime::Podman,
-            info: Info::default(),
-        });
-        assert_eq!(
-            bare.to_string(),
-            format!(
-                r#"{{"a":1,"containerId":"{ID}","container":{{"id":"{ID}","runtime":"podman"}}}}"#
-            )
-        );
-        let pod = json(Container {
-            id: ID.into(),
-            runtime: Runtime::Crio,
-            info: Info {
-                name: Some("app\u{1b}[31m".into()),
-                image: Some("nginx:1.27".into()),
-                image_digest: None,
-                pod_name: Some("web-0".into()),
-                pod_namespace: Some("shop".into()),
-                pod_uid: None,
-                pod_sandbox: true,
-            },
-        });
-        assert_eq!(pod["container"]["name"], "app\u{1b}[31m");
-        assert_eq!(pod["container"]["image"], "nginx:1.27");
-        assert_eq!(
-            pod["kubernetes"].to_string(),
-            r#"{"podName":"web-0","podNamespace":"shop","podSandbox":true}"#
-        );
-        let mut none = Vec::new();
-        write_json(&mut none, 0);
-        assert!(none.is_empty());
     }
 }

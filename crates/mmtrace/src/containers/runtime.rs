@@ -11,7 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use mmtrace_events::container::Runtime;
+use mmtrace_events::container::{Info, Runtime};
 use serde_json::Value;
 
 /// How long one container's lookup may take in all: the reader waits for it, once per
@@ -24,18 +24,6 @@ const POD_NAME: &str = "io.kubernetes.pod.name";
 const POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
 const POD_UID: &str = "io.kubernetes.pod.uid";
 const CONTAINER_NAME: &str = "io.kubernetes.container.name";
-
-/// What a runtime says of a container, as Tracee's `container` and `kubernetes` keys carry it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Info {
-    pub name: Option<String>,
-    pub image: Option<String>,
-    pub image_digest: Option<String>,
-    pub pod_name: Option<String>,
-    pub pod_namespace: Option<String>,
-    pub pod_uid: Option<String>,
-    pub pod_sandbox: bool,
-}
 
 /// Where a runtime answers.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,6 +5,7 @@ use std::fmt;
 use std::io::{self, Write};
 
 use mmtrace_events::catalog::MEM_PROT_ALERT;
+use mmtrace_events::container::Container;
 use mmtrace_events::decode::Decoder;
 use mmtrace_events::derived::{self, AlertValue, ProtAlert};
 use mmtrace_events::enrich::{Enrichment, OomLimit, Rss};
@@ -331,7 +332,65 @@ fn write_caller(out: &mut Vec<u8>, c: &Context, host: &str) {
     }
     out.raw(",\"hostName\":");
     out.string(host);
-    crate::containers::write_json(out, c.cgroup_id);
+    write_container(out, c.container.as_deref());
+}
+
+/// `,"containerId":..,"container":{..},"kubernetes":{..}` as Tracee writes them, for a call
+/// from the container `c`; nothing outside one. Keys nobody knows are left out rather than
+/// written empty, and `kubernetes` is there only for a pod's containers.
+fn write_container(out: &mut Vec<u8>, c: Option<&Container>) {
+    let Some(c) = c else {
+        return;
+    };
+    let string = |out: &mut Vec<u8>, s: &str| {
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    };
+    let object = |out: &mut Vec<u8>, fields: &[(&str, Option<&str>)]| {
+        out.push(b'{');
+        let mut first = true;
+        for (key, value) in fields {
+            if let Some(v) = value {
+                if !first {
+                    out.push(b',');
+                }
+                out.push(b'"');
+                out.extend_from_slice(key.as_bytes());
+                out.extend_from_slice(b"\":");
+                string(out, v);
+                first = false;
+            }
+        }
+        out.push(b'}');
+    };
+    let i = &c.info;
+    out.extend_from_slice(b",\"containerId\":");
+    string(out, &c.id);
+    out.extend_from_slice(b",\"container\":");
+    object(
+        out,
+        &[
+            ("id", Some(&c.id)),
+            ("name", i.name.as_deref()),
+            ("image", i.image.as_deref()),
+            ("imageDigest", i.image_digest.as_deref()),
+            // mmtrace's own, after Tracee's keys.
+            ("runtime", Some(c.runtime.name())),
+        ],
+    );
+    let pod = [
+        ("podName", i.pod_name.as_deref()),
+        ("podNamespace", i.pod_namespace.as_deref()),
+        ("podUID", i.pod_uid.as_deref()),
+    ];
+    if pod.iter().any(|(_, v)| v.is_some()) {
+        out.extend_from_slice(b",\"kubernetes\":");
+        object(out, &pod);
+        if i.pod_sandbox {
+            out.pop();
+            out.extend_from_slice(b",\"podSandbox\":true}");
+        }
+    }
 }
 
 /// mmtrace's own key after Tracee's: the process's start, exact, which Tracee's
@@ -652,6 +711,7 @@ mod tests {
                 pid_ns: n[9],
                 comm,
                 executable: exe.map(Into::into),
+                container: None,
             })
     }
 
@@ -1057,5 +1117,51 @@ mod tests {
         let mut out = Vec::new();
         out.string("a\"b\\c\n\u{1}");
         assert_eq!(String::from_utf8(out).unwrap(), r#""a\"b\\c\n\u0001""#);
+    }
+
+    fn container_json(c: Container) -> serde_json::Value {
+        let mut out = b"{\"a\":1".to_vec();
+        write_container(&mut out, Some(&c));
+        out.push(b'}');
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn container_keys_are_tracees_and_only_what_is_known() {
+        use mmtrace_events::container::{Info, Runtime};
+        const ID: &str = "54357e926e3f4f3c7a7582610943af8a52f494c2ee3ff0f213d32c4f7a368ecc";
+        let bare = container_json(Container {
+            id: ID.into(),
+            runtime: Runtime::Podman,
+            info: Info::default(),
+        });
+        assert_eq!(
+            bare.to_string(),
+            format!(
+                r#"{{"a":1,"containerId":"{ID}","container":{{"id":"{ID}","runtime":"podman"}}}}"#
+            )
+        );
+        let pod = container_json(Container {
+            id: ID.into(),
+            runtime: Runtime::Crio,
+            info: Info {
+                name: Some("app\u{1b}[31m".into()),
+                image: Some("nginx:1.27".into()),
+                image_digest: None,
+                pod_name: Some("web-0".into()),
+                pod_namespace: Some("shop".into()),
+                pod_uid: None,
+                pod_sandbox: true,
+            },
+        });
+        assert_eq!(pod["container"]["name"], "app\u{1b}[31m");
+        assert_eq!(pod["container"]["image"], "nginx:1.27");
+        assert_eq!(
+            pod["kubernetes"].to_string(),
+            r#"{"podName":"web-0","podNamespace":"shop","podSandbox":true}"#
+        );
+        let mut none = Vec::new();
+        write_container(&mut none, None);
+        assert!(none.is_empty());
     }
 }

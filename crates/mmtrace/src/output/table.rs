@@ -10,6 +10,7 @@
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
+use mmtrace_events::container::short_id;
 use mmtrace_events::decode::Decoder;
 use mmtrace_events::derived::{self, ProtAlert};
 use mmtrace_events::text::escape_into;
@@ -56,13 +57,15 @@ impl Width {
 }
 
 /// How readily a detail leaves a row that does not fit: the higher, the sooner. What a reader
-/// recognises the call by stays longest: the range and sizes (and the container that made
-/// it), then what names what it did (protections, flags, advice, signals, a pidfd's target,
+/// recognises the call by stays longest: the container that made it, the range and sizes,
+/// then what names what it did (protections, flags, advice, signals, a pidfd's target,
 /// memory freed, the file touched); then other numbers and an anonymous mapping, then bare
 /// addresses; zeros go early, and explanations in words first (`mmtrace explain` has them).
 /// Among equals the earlier in the row stays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Rank {
+    /// The container that made the call: with the columns before the call, who made it.
+    Who,
     Range,
     Named,
     Amount,
@@ -313,7 +316,7 @@ fn write_call(out: &mut String, details: &mut Vec<Detail>, e: &Event) -> Layout 
 /// `  [container 54357e926e3f; target 1234 (victim); freed 61MiB of 64MiB]`: what mmtrace
 /// knows beyond the call.
 fn write_enrichment(out: &mut String, details: &mut Vec<Detail>, e: &Event) {
-    let container = crate::containers::short_id(e.ctx.cgroup_id);
+    let container = e.ctx.container.as_ref().map(|c| short_id(&c.id));
     // With --stack, the code that made the call: libc's wrapper is not what a user is after.
     let caller = e
         .stack
@@ -350,9 +353,8 @@ fn write_enrichment(out: &mut String, details: &mut Vec<Detail>, e: &Event) {
             escape_into(out, f.short().as_bytes());
         });
     }
-    // Who made the call stays with its range.
     if let Some(id) = &container {
-        part(out, Rank::Range, None, &|out| {
+        part(out, Rank::Who, None, &|out| {
             out.push_str("container ");
             escape_into(out, id.as_bytes());
         });
@@ -734,6 +736,7 @@ mod tests {
                 pid_ns: 1,
                 comm: "worker".into(),
                 executable: None,
+                container: None,
             },
             raw_args,
             absent: 0,
@@ -862,6 +865,41 @@ mod tests {
                 format!("{who}process_mrelease(...) = 0  [target 77 (victim)]"),
             ]
         );
+    }
+
+    /// The container that made a call stays when the row is full: it says who, as the
+    /// columns before the call do.
+    #[test]
+    fn the_container_stays_in_a_full_row() {
+        use mmtrace_events::container::{Container, Info, Runtime};
+        let mut e = event("mprotect", &[0x5db000, 28 << 10, 1], 0);
+        e.ctx.container = Some(std::sync::Arc::new(Container {
+            id: format!("cc77e145c87a{}", "0".repeat(52)),
+            runtime: Runtime::Podman,
+            info: Info::default(),
+        }));
+        e.enrich = Some(Enrichment {
+            mapping: Some(Mapping {
+                kind: MappingKind::File,
+                start: 0x5db000,
+                end: 0x5e2000,
+                prot: 5,
+                shared: false,
+                locked: false,
+                path: Some("/usr/bin/busybox".into()),
+                name: None,
+            }),
+            ..Enrichment::default()
+        });
+        for columns in [80, 120, 200] {
+            let text = table(std::slice::from_ref(&e), columns);
+            let row = text.lines().nth(1).unwrap();
+            assert!(
+                row.ends_with("  [container cc77e145c87a]")
+                    || row.contains("[container cc77e145c87a; "),
+                "{columns}: {row}"
+            );
+        }
     }
 
     /// Arguments the kernel takes wider than Tracee's int32 show as the kernel received
