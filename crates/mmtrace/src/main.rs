@@ -53,7 +53,8 @@ fn main() -> ExitCode {
         cli::Command::Serve(args) => serve::run(&args),
         cli::Command::Top(args) => top::run(&args),
         cli::Command::DocsDetections { dir } => {
-            analyze::detections::write_pages(&dir).map(|()| ExitCode::SUCCESS)
+            let (pages, index) = analyze::detections::pages();
+            docs::write_set(&dir, pages, index, "detection pages").map(|()| ExitCode::SUCCESS)
         }
         cli::Command::Completions { shell } => {
             manual::print_completions(shell).map(|()| ExitCode::SUCCESS)

@@ -3,7 +3,6 @@
 //! analyzer runs every rule on every line and knows none of them by name.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
 use mmtrace_bpf::abi;
 use mmtrace_events::decode::{write_and_exec, MAP_LOCKED, MCL_FUTURE, MCL_ONFAULT, PROT_EXEC};
@@ -380,14 +379,14 @@ fn index() -> String {
     out
 }
 
-/// Writes one page per detection and an index into `dir`, the same bytes on every run so CI
-/// can regenerate them and fail when they are stale.
-pub fn write_pages(dir: &Path) -> anyhow::Result<()> {
+/// One page per detection, by file name, and their index: the same bytes on every run, so
+/// CI can regenerate them and fail when they are stale.
+pub fn pages() -> (Vec<(String, String)>, String) {
     let pages = DETECTIONS
         .iter()
         .map(|d| (format!("{}.md", d.id), d.page()))
         .collect();
-    crate::docs::write_set(dir, pages, index(), "detection pages")
+    (pages, index())
 }
 
 #[cfg(test)]

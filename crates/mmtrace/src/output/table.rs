@@ -772,6 +772,24 @@ mod tests {
         e
     }
 
+    /// What process_mrelease adds when it freed all 64 MiB of its target.
+    fn victim_released() -> Option<Enrichment> {
+        Some(Enrichment {
+            target: Some(Target {
+                host_pid: 77,
+                pid: 77,
+                comm: "victim".into(),
+            }),
+            rss_before: Some(Rss {
+                anon: 64 << 20,
+                file: 0,
+                shmem: 0,
+            }),
+            rss_after: Some(Rss::default()),
+            ..Enrichment::default()
+        })
+    }
+
     fn table(events: &[Event], columns: usize) -> String {
         let mut out = Vec::new();
         let mut t = Table::new(&mut out, Width::Columns(columns));
@@ -841,20 +859,7 @@ mod tests {
         let mut mrelease = munmap.clone();
         mrelease.def = by_name("process_mrelease").unwrap();
         mrelease.raw_args[..2].copy_from_slice(&[3, 0]);
-        mrelease.enrich = Some(Enrichment {
-            target: Some(Target {
-                host_pid: 77,
-                pid: 77,
-                comm: "victim".into(),
-            }),
-            rss_before: Some(Rss {
-                anon: 64 << 20,
-                file: 0,
-                shmem: 0,
-            }),
-            rss_after: Some(Rss::default()),
-            ..Enrichment::default()
-        });
+        mrelease.enrich = victim_released();
         let text = table(&[munmap, mrelease], 80);
         let who = format!("{:<15} {:>7} {:>8} ", "worker", "4242", "5.8us");
         let rows: Vec<&str> = text.lines().skip(1).collect();
@@ -980,20 +985,7 @@ mod tests {
             ..Enrichment::default()
         });
         let mut mrelease = event("process_mrelease", &[3, 0], 0);
-        mrelease.enrich = Some(Enrichment {
-            target: Some(Target {
-                host_pid: 77,
-                pid: 77,
-                comm: "victim".into(),
-            }),
-            rss_before: Some(Rss {
-                anon: 64 << 20,
-                file: 0,
-                shmem: 0,
-            }),
-            rss_after: Some(Rss::default()),
-            ..Enrichment::default()
-        });
+        mrelease.enrich = victim_released();
         let text = table(&[exit, mark, mrelease], 1000);
         assert!(
             text.contains(
