@@ -450,6 +450,25 @@ impl<S> PartialEq for EventDef<S> {
 impl<S> Eq for EventDef<S> {}
 
 impl<S> EventDef<S> {
+    /// The record's fields and absent mask that arguments, given by name as a JSON line
+    /// carries them (`value_of`: the number the kernel received), were written from: the
+    /// writer's mapping run backwards, so that a recorded call is read through the catalog as
+    /// a live one is. An argument the line leaves out was absent.
+    pub fn fields_of(&self, value_of: impl Fn(&str) -> Option<u64>) -> ([u64; 8], u8) {
+        let (mut fields, mut absent) = ([0u64; 8], 0u8);
+        for (i, a) in self.args.iter().enumerate() {
+            let Some(at) = a.record_field(i).filter(|&f| f < 8) else {
+                continue;
+            };
+            match (value_of(a.name), a.field) {
+                (None, _) => absent |= 1 << at,
+                (Some(v), Field::Bits { shift, mask, .. }) => fields[at] |= (v & mask) << shift,
+                (Some(v), _) => fields[at] = v,
+            }
+        }
+        (fields, absent)
+    }
+
     /// The JSON keys mmtrace adds to this event beyond Tracee's, with their meaning; with
     /// `--stack`, `keys::STACK` too (`stack_field`).
     pub fn extra_fields(&self) -> Vec<(&'static str, &'static str)> {

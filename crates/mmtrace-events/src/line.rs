@@ -203,6 +203,28 @@ pub struct Arg {
     pub kernel_value: Option<u64>,
 }
 
+impl Arg {
+    /// The number the kernel received, as the writer wrote it: `kernelValue` where the type
+    /// could not hold it, else the value (pointers as hex strings, negative numbers as their
+    /// two's complement, as the register held them).
+    pub fn number(&self) -> Option<u64> {
+        self.kernel_value.or_else(|| value_number(&self.value))
+    }
+}
+
+/// A JSON value as the number it stands for: pointers are hex strings, as in Tracee.
+pub fn value_number(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64().or_else(|| n.as_i64().map(|v| v as u64)),
+        Value::String(s) => {
+            let hex = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X"))?;
+            u64::from_str_radix(hex, 16).ok()
+        }
+        Value::Bool(b) => Some(u64::from(*b)),
+        _ => None,
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub struct Executable<'a> {
     #[serde(borrow, default)]

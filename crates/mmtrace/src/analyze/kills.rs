@@ -336,12 +336,10 @@ impl Kills {
                 let Some(pid) = r.pid_arg().and_then(|p| u32::try_from(p).ok()) else {
                     return;
                 };
-                let comm = r.arg_str("comm").map(str::to_string);
                 let i = self.timeline(pid, r, Some(0));
                 let k = &mut self.kills[i];
                 k.via = Some("oom_kill".into());
                 k.signal = Some("SIGKILL".into());
-                k.target_name = comm.or(k.target_name.take());
                 k.oom = Some(Oom {
                     mark_victim_at: r.ts,
                     anon_rss_kb: r.arg_u64("anon_rss"),
@@ -376,6 +374,9 @@ impl Kills {
                 let k = &mut self.kills[i];
                 if k.exit_at.is_none() {
                     k.exit_at = Some(r.ts);
+                    // The victim's own line names it, where no call's target did (the
+                    // kernel's kills).
+                    k.target_name.get_or_insert_with(|| r.comm.clone());
                     // Tracee's signal_code; recordings from before it carried the raw wait
                     // status as exit_code, whose low 7 bits are the signal that ended it.
                     let sig = match r.signal() {

@@ -7,7 +7,7 @@ use mmtrace_events::catalog::MEM_PROT_ALERT;
 use mmtrace_events::decode::{errno_name, Decoder, PROT_WRITE};
 use mmtrace_events::derived::{AlertValue, ProtAlert};
 use mmtrace_events::enrich::Locked;
-use mmtrace_events::line::{Arg, Limit, Line};
+use mmtrace_events::line::{value_number, Arg, Limit, Line};
 use mmtrace_events::stack::frame_name;
 use mmtrace_events::{by_name, catalog, derived, ArgRole, ArgValue, Event, EventDef, Role};
 use serde_json::{json, Value};
@@ -112,6 +112,22 @@ fn names(frames: impl Iterator<Item = String>) -> Option<Arc<[String]>> {
     (!names.is_empty()).then(|| names.into())
 }
 
+/// A line's arguments: for an event of the catalog, the record's fields they were written
+/// from, read back through the catalog, so that a recording is analysed as the live trace
+/// was; as the line has them for any other (alerts, in-band lines, events of another tool).
+fn args_of(name: &str, args: Vec<Arg>) -> Args {
+    let Some(def) = by_name(name) else {
+        return Args::Json(args);
+    };
+    let value_of = |name: &str| args.iter().find(|a| a.name == name)?.number();
+    let (fields, absent) = def.fields_of(value_of);
+    Args::Raw {
+        def,
+        raw: fields,
+        absent,
+    }
+}
+
 impl Record {
     /// Reads one line; the error says what makes it unusable.
     pub fn parse(text: &[u8], line: usize) -> Result<Record, String> {
@@ -157,6 +173,7 @@ impl Record {
             path: m.path.get(),
         });
         let stack = stack_of(&l);
+        let args = args_of(&name, l.args.unwrap_or_default());
         Ok(Record {
             line,
             ts,
@@ -170,7 +187,7 @@ impl Record {
             name,
             ret,
             errno,
-            args: Args::Json(l.args.unwrap_or_default()),
+            args,
             target,
             freed: l.memory.get().and_then(|m| m.freed_bytes.get()),
             reason: l.reason.get(),
@@ -368,19 +385,12 @@ impl Record {
         }
     }
 
-    /// An argument as an unsigned number; pointers are hex strings, as in Tracee.
+    /// An argument as an unsigned number.
     pub fn arg_u64(&self, name: &str) -> Option<u64> {
         if let Some((_, value, _)) = self.raw_arg(name) {
             return Some(value.bits());
         }
-        match &self.json_arg(name)?.value {
-            Value::Number(n) => n.as_u64().or_else(|| n.as_i64().map(|v| v as u64)),
-            Value::String(s) => {
-                let hex = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X"))?;
-                u64::from_str_radix(hex, 16).ok()
-            }
-            _ => None,
-        }
+        value_number(&self.json_arg(name)?.value)
     }
 
     pub fn arg_i64(&self, name: &str) -> Option<i64> {

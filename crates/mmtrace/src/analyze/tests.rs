@@ -314,11 +314,12 @@ fn constructed_kernel_oom_kill() {
     let mut exit: Value =
         serde_json::from_str(&line("sched_process_exit", 9_000_000, pid.clone())).unwrap();
     exit["hostProcessId"] = json!(victim);
+    exit["processName"] = json!("hog");
     let r = analyze(&[
         line(
             "oom_mark_victim",
             0,
-            json!([{"name":"pid","value":victim},{"name":"comm","value":"hog"},
+            json!([{"name":"pid","value":victim},
             {"name":"total_vm","value":1},{"name":"anon_rss","value":2_097_152},{"name":"file_rss","value":0},
             {"name":"shmem_rss","value":0},{"name":"uid","value":0},{"name":"pgtables","value":0},{"name":"oom_score_adj","value":0}]),
         ),

@@ -1009,6 +1009,39 @@ mod tests {
     }
 
     proptest! {
+        /// A written line's arguments, read back through the catalog, are the record's
+        /// fields they were written from, as far as the kernel received them: what a
+        /// recording's analysis reads is what the live one read.
+        #[test]
+        fn written_arguments_read_back_to_the_fields_they_came_from(e in event()) {
+            let mut caller = Caller::new(HOST.into());
+            let kind = Kind::new(e.def, e.def.name);
+            let mut out = Vec::new();
+            write_event(&mut out, &e, caller.keys(&e.ctx), &kind);
+            let args = Line::parse(&out).unwrap().args.unwrap();
+            let (fields, absent) = e
+                .def
+                .fields_of(|name| args.iter().find(|a| a.name == name)?.number());
+            for (i, def) in e.def.args.iter().enumerate() {
+                let gone = def.is_absent(i, e.absent);
+                prop_assert_eq!(def.is_absent(i, absent), gone, "{}", def.name);
+                if !gone {
+                    prop_assert_eq!(
+                        def.kernel_value(i, &fields),
+                        def.kernel_value(i, &e.raw_args),
+                        "{}",
+                        def.name
+                    );
+                    prop_assert_eq!(
+                        def.value(i, &fields).bits(),
+                        def.value(i, &e.raw_args).bits(),
+                        "{}",
+                        def.name
+                    );
+                }
+            }
+        }
+
         /// The hand-written writer's lines are the JSON line the types describe, with the
         /// values of the event they were written from, whatever the event.
         #[test]
