@@ -48,6 +48,20 @@ impl Runtime {
         }
     }
 
+    /// Any runtime, by the name JSON gives it.
+    pub fn from_name(name: &str) -> Option<Runtime> {
+        [
+            Runtime::Docker,
+            Runtime::Containerd,
+            Runtime::Crio,
+            Runtime::Podman,
+            Runtime::Garden,
+            Runtime::Unknown,
+        ]
+        .into_iter()
+        .find(|r| r.name() == name)
+    }
+
     /// The runtimes that answer on a socket, by the name `--cri` takes.
     pub fn by_name(name: &str) -> Option<Runtime> {
         [

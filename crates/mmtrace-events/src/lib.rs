@@ -10,6 +10,7 @@ pub mod event;
 pub mod filter;
 pub mod keys;
 pub mod line;
+pub mod recorded;
 pub mod scope;
 pub mod select;
 pub mod stack;

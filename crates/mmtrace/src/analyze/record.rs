@@ -8,7 +8,6 @@ use mmtrace_events::decode::{errno_name, Decoder, PROT_WRITE};
 use mmtrace_events::derived::{AlertValue, ProtAlert};
 use mmtrace_events::enrich::Locked;
 use mmtrace_events::line::{value_number, Arg, Limit, Line};
-use mmtrace_events::stack::frame_name;
 use mmtrace_events::{by_name, catalog, derived, ArgRole, ArgValue, Event, EventDef, Role};
 use serde_json::{json, Value};
 
@@ -87,45 +86,9 @@ pub struct Record {
     pub stack: Option<Arc<[String]>>,
 }
 
-/// A line's stack: its symbolized frames, else its addresses.
-fn stack_of(l: &Line) -> Option<Arc<[String]>> {
-    let hex = |s: &Option<String>| {
-        s.as_deref()
-            .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
-            .unwrap_or(0)
-    };
-    match l.stack.get().filter(|s| !s.is_empty()) {
-        Some(frames) => names(frames.iter().map(|f| {
-            frame_name(
-                f.function.as_deref().map(str::as_bytes),
-                f.module.as_deref().map(str::as_bytes),
-                hex(&f.module_offset),
-                hex(&f.address),
-            )
-        })),
-        None => names(l.stack_addresses.get()?.iter().map(|a| format!("{a:#x}"))),
-    }
-}
-
 fn names(frames: impl Iterator<Item = String>) -> Option<Arc<[String]>> {
     let names: Vec<String> = frames.collect();
     (!names.is_empty()).then(|| names.into())
-}
-
-/// A line's arguments: for an event of the catalog, the record's fields they were written
-/// from, read back through the catalog, so that a recording is analysed as the live trace
-/// was; as the line has them for any other (alerts, in-band lines, events of another tool).
-fn args_of(name: &str, args: Vec<Arg>) -> Args {
-    let Some(def) = by_name(name) else {
-        return Args::Json(args);
-    };
-    let value_of = |name: &str| args.iter().find(|a| a.name == name)?.number();
-    let (fields, absent) = def.fields_of(value_of);
-    Args::Raw {
-        def,
-        raw: fields,
-        absent,
-    }
 }
 
 impl Record {
@@ -139,62 +102,57 @@ impl Record {
         }
         let l = Line::parse(text).map_err(|e| format!("not JSON ({e})"))?;
         let name = l.event_name.get().ok_or("no eventName")?;
-        let name = by_name(&name).map_or(Cow::Owned(name), |d| Cow::Borrowed(d.name));
+        // Older recordings: the main thread's start is its process's (a thread that execs
+        // takes over the main thread's start with its pid).
+        let process_start = |pid: u32, tid: u32| {
+            l.process_start_time
+                .get()
+                .or_else(|| l.thread_start_time.get().filter(|_| tid == pid))
+                .unwrap_or(0)
+        };
+        let start_guessed = !l.process_start_time.present();
+        // A call of the catalog: read back into the event it was written from, and analysed
+        // as that event live would be.
+        if by_name(&name).is_some() {
+            let e = l.event()?;
+            return Ok(Record {
+                line,
+                process_start: process_start(e.ctx.host_pid, e.ctx.host_tid),
+                start_guessed,
+                ..Record::from_event(&e)
+            });
+        }
+        // Alerts, in-band lines and events of other tools: their context and arguments.
         let ts = l.timestamp.get().ok_or("no numeric timestamp")?;
         let pid = l.host_process_id.get().ok_or("no numeric hostProcessId")?;
         let tid = l.host_thread_id.get().unwrap_or(pid);
-        // Older recordings: the main thread's start is its process's (a thread that execs
-        // takes over the main thread's start with its pid).
-        let process_start = l
-            .process_start_time
-            .get()
-            .or_else(|| l.thread_start_time.get().filter(|_| tid == pid));
         let ret = l.return_value.get().unwrap_or(0);
-        // Recordings from before `returnError` existed still carry the errno in the value.
-        let errno = l.return_error.get().or_else(|| {
-            (-4095..0).contains(&ret).then(|| {
-                errno_name(ret.unsigned_abs()).map_or_else(|| format!("E{}", -ret), str::to_string)
-            })
-        });
-        let target = l.target.get().and_then(|t| {
-            let pid = t.host_process_id.get()?;
-            Some((pid, t.process_name.get().filter(|n| !n.is_empty())))
-        });
-        let locked = l.locked.get().and_then(|l| {
-            Some(Locked {
-                locked_bytes: l.locked_bytes.get()?,
-                limit_bytes: l.limit_bytes.get(),
-                cap_ipc_lock: l.cap_ipc_lock.get().unwrap_or(false),
-            })
-        });
-        let mapping = l.mapping.get().map(|m| Mapping {
-            prot: m.prot.get().and_then(|p| Decoder::Prot.parse_flags(&p)),
-            kind: m.kind.get().map(Cow::Owned),
-            path: m.path.get(),
-        });
-        let stack = stack_of(&l);
-        let args = args_of(&name, l.args.unwrap_or_default());
         Ok(Record {
             line,
             ts,
             duration: l.duration.get().unwrap_or(0),
-            process_start: process_start.unwrap_or(0),
-            start_guessed: !l.process_start_time.present(),
+            process_start: process_start(pid, tid),
+            start_guessed,
             pid,
             tid,
             comm: l.process_name.get().unwrap_or_default(),
             role: catalog::role(&name).unwrap_or(Role::Other),
-            name,
+            errno: l.return_error.get().or_else(|| {
+                (-4095..0).contains(&ret).then(|| {
+                    errno_name(ret.unsigned_abs())
+                        .map_or_else(|| format!("E{}", -ret), str::to_string)
+                })
+            }),
+            name: Cow::Owned(name),
             ret,
-            errno,
-            args,
-            target,
-            freed: l.memory.get().and_then(|m| m.freed_bytes.get()),
+            args: Args::Json(l.args.unwrap_or_default()),
+            target: None,
+            freed: None,
             reason: l.reason.get(),
-            locked,
-            mapping,
-            limit: l.limit.get().map(Box::new),
-            stack,
+            locked: None,
+            mapping: None,
+            limit: None,
+            stack: None,
         })
     }
 

@@ -786,7 +786,7 @@ impl Report {
                 ("shmem", o.shmem_rss_kb),
             ]
             .iter()
-            .filter_map(|(n, v)| v.map(|v| format!("{n} {}", bytes(v * 1024))))
+            .filter_map(|(n, v)| v.map(|v| format!("{n} {}", bytes(v.saturating_mul(1024)))))
             .collect();
             lines.push((
                 o.mark_victim_at,

@@ -691,8 +691,9 @@ mod tests {
             any::<[u32; 12]>(),
             text(),
             prop::option::of(text()),
+            prop::option::of(container()),
         )
-            .prop_map(|(w, cpu, n, comm, exe)| Context {
+            .prop_map(|(w, cpu, n, comm, exe, container)| Context {
                 timestamp: w[0],
                 thread_start: w[1],
                 process_start: w[2],
@@ -711,8 +712,41 @@ mod tests {
                 pid_ns: n[9],
                 comm,
                 executable: exe.map(Into::into),
-                container: None,
+                container: container.map(std::sync::Arc::new),
             })
+    }
+
+    fn container() -> impl Strategy<Value = Container> {
+        use mmtrace_events::container::{Info, Runtime};
+        let name = || prop::option::of("[a-z\\x1b\"]{0,8}");
+        (
+            "[0-9a-f]{64}",
+            prop::sample::select(vec![Runtime::Docker, Runtime::Podman, Runtime::Garden]),
+            (
+                name(),
+                name(),
+                name(),
+                name(),
+                name(),
+                name(),
+                any::<bool>(),
+            ),
+        )
+            .prop_map(
+                |(id, runtime, (n, i, d, pn, pns, uid, sandbox))| Container {
+                    id,
+                    runtime,
+                    info: Info {
+                        name: n,
+                        image: i,
+                        image_digest: d,
+                        pod_name: pn,
+                        pod_namespace: pns,
+                        pod_uid: uid,
+                        pod_sandbox: sandbox,
+                    },
+                },
+            )
     }
 
     fn rss() -> impl Strategy<Value = Rss> {
@@ -903,9 +937,14 @@ mod tests {
             c.executable.as_ref().map(|p| p.to_str_lossy().into_owned())
         );
         assert_eq!(l.host_name.get().as_deref(), Some(HOST));
-        // Made-up cgroup ids name no container here: the keys are left out.
-        assert_eq!(l.container_id.get(), None);
-        assert!(l.container.get().is_none() && l.kubernetes.get().is_none());
+        // Outside a container, the keys are left out.
+        assert_eq!(
+            l.container_id.get(),
+            c.container.as_ref().map(|c| c.id.clone())
+        );
+        if c.container.is_none() {
+            assert!(l.container.get().is_none() && l.kubernetes.get().is_none());
+        }
         assert_eq!(l.matched_policies.get(), Some(vec![]));
         let flags = l.context_flags.get().unwrap();
         assert!(!flags.container_started && !flags.is_compat);
@@ -1009,6 +1048,26 @@ mod tests {
     }
 
     proptest! {
+        /// A written line read back is the event it was written from: written again, it is
+        /// the same line. What a line cannot carry is left out of the event first: the
+        /// parent's start (only hashed into parentEntityId) and the word at the stack pointer.
+        #[test]
+        fn written_lines_read_back_into_their_events(mut e in event()) {
+            e.ctx.parent_start = 0;
+            if let Some(s) = e.stack.as_mut() {
+                s.sp_word = 0;
+            }
+            let write = |e: &Event| {
+                let mut caller = Caller::new(HOST.into());
+                let mut out = Vec::new();
+                write_event(&mut out, e, caller.keys(&e.ctx), &Kind::new(e.def, e.def.name));
+                out
+            };
+            let line = write(&e);
+            let back = write(&Line::parse(&line).unwrap().event().unwrap());
+            prop_assert_eq!(String::from_utf8_lossy(&back), String::from_utf8_lossy(&line));
+        }
+
         /// A written line's arguments, read back through the catalog, are the record's
         /// fields they were written from, as far as the kernel received them: what a
         /// recording's analysis reads is what the live one read.
