@@ -15,10 +15,10 @@ impl Line<'_> {
     /// The event the line was written from, as far as the line tells it: a line says
     /// nothing of the parent's start nor of the group id, and leaves out what the kernel did
     /// not gather. An error for a line of no event of the catalog, or without a timestamp.
-    pub fn event(&self) -> Result<Event, String> {
+    pub fn event(mut self) -> Result<Event, String> {
         let name = self.event_name.get().ok_or("no eventName")?;
         let def = by_name(&name).ok_or_else(|| format!("{name} is no event of the catalog"))?;
-        let args = self.args.clone().unwrap_or_default();
+        let args = self.args.take().unwrap_or_default();
         let (raw_args, absent) =
             def.fields_of(|name| args.iter().find(|a| a.name == name)?.number());
         Ok(Event {

@@ -10,7 +10,7 @@ use mmtrace_events::derived::Alert;
 use mmtrace_events::Role;
 use serde::Serialize;
 
-use super::record::Record;
+use super::record::{prot_names, writable, Record};
 use super::Process;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -81,11 +81,11 @@ pub static DETECTIONS: [Detection; 8] = [
             For a JIT, prefer a runtime mode that keeps W^X (dual mappings or toggling).",
         rule: |r, _| {
             let prot = r.prot().unwrap_or(0);
-            (r.role.sets_protection() && r.ok() && write_and_exec(prot)).then(|| {
+            (r.role().sets_protection() && r.ok() && write_and_exec(prot)).then(|| {
                 let len = r.size().unwrap_or(0);
                 format!(
                     "{} of {len} bytes asked for PROT_WRITE|PROT_EXEC{}",
-                    r.name,
+                    r.name(),
                     where_(r)
                 )
             })
@@ -115,14 +115,14 @@ pub static DETECTIONS: [Detection; 8] = [
         rule: |r, _| {
             let prot = r.prot().unwrap_or(0);
             // Memory made writable and executable at once is MMT-001's, not also this one's.
-            if !(r.role == Role::Protects && r.ok() && prot & PROT_EXEC != 0 && !write_and_exec(prot)) {
+            if !(r.role() == Role::Protects && r.ok() && prot & PROT_EXEC != 0 && !write_and_exec(prot)) {
                 return None;
             }
-            let m = r.mapping.as_ref().filter(|m| m.writable())?;
+            let m = r.mapping().filter(|m| writable(m))?;
             Some(format!(
                 "{} made writable memory ({}) executable{}",
-                r.name,
-                m.prot(),
+                r.name(),
+                prot_names(m),
                 where_(r)
             ))
         },
@@ -146,7 +146,7 @@ pub static DETECTIONS: [Detection; 8] = [
             `ulimit -l`, /etc/security/limits.conf), grant CAP_IPC_LOCK, or lock less: lock only \
             the pages that must not be paged out, with mlock2(MLOCK_ONFAULT) for large ranges.",
         rule: |r, _| {
-            let l = r.locked.filter(|l| !l.cap_ipc_lock)?;
+            let l = r.locked().filter(|l| !l.cap_ipc_lock)?;
             let limit = l.limit_bytes.filter(|&lim| {
                 lim > 0
                     && u128::from(l.locked_bytes) * 100
@@ -157,7 +157,7 @@ pub static DETECTIONS: [Detection; 8] = [
                 crate::units::bytes(l.locked_bytes),
                 crate::units::bytes(limit),
                 u128::from(l.locked_bytes) * 100 / u128::from(limit),
-                r.name
+                r.name()
             ))
         },
         alerts: &[],
@@ -181,11 +181,11 @@ pub static DETECTIONS: [Detection; 8] = [
             what it locks, check the range it passes is mapped, and make the application treat \
             a failed lock as an error.",
         rule: |r, _| {
-            let locking = r.role.locks()
-                || (r.role == Role::Maps && r.flags().unwrap_or(0) & MAP_LOCKED != 0);
-            match r.errno.as_deref() {
+            let locking = r.role().locks()
+                || (r.role() == Role::Maps && r.flags().unwrap_or(0) & MAP_LOCKED != 0);
+            match r.errno().as_deref() {
                 Some(errno @ ("ENOMEM" | "EPERM" | "EAGAIN")) if locking => {
-                    Some(format!("{} failed with {errno}", r.name))
+                    Some(format!("{} failed with {errno}", r.name()))
                 }
                 _ => None,
             }
@@ -208,13 +208,10 @@ pub static DETECTIONS: [Detection; 8] = [
         advice: "Send SIGKILL through the same pidfd (pidfd_send_signal) before calling \
             process_mrelease, and do not use SIGTERM for the kill that precedes it.",
         rule: |r, _| {
-            (r.role == Role::Releases
-                && r.errno.as_deref() == Some("EINVAL") && r.flags() == Some(0))
+            (r.role() == Role::Releases
+                && r.errno().as_deref() == Some("EINVAL") && r.flags() == Some(0))
                 .then(|| {
-                    let why = r
-                        .reason
-                        .as_deref()
-                        .map_or(String::new(), |w| format!(": {w}"));
+                    let why = r.reason().map_or(String::new(), |w| format!(": {w}"));
                     format!(
                         "process_mrelease on {} returned EINVAL{why}",
                         target_text(r)
@@ -242,7 +239,7 @@ pub static DETECTIONS: [Detection; 8] = [
             loaded machine; `mmtrace reap PID --no-release` against `mmtrace reap PID` measures \
             the difference.",
         rule: |r, _| {
-            (r.role == Role::Releases && r.errno.as_deref() == Some("ESRCH"))
+            (r.role() == Role::Releases && r.errno().as_deref() == Some("ESRCH"))
                 .then(|| format!("process_mrelease on {} returned ESRCH", target_text(r)))
         },
         alerts: &[],
@@ -266,7 +263,7 @@ pub static DETECTIONS: [Detection; 8] = [
             lock the specific ranges that matter with mlock2(MLOCK_ONFAULT).",
         rule: |r, _| {
             let flags = r.flags().unwrap_or(0);
-            (r.role == Role::LocksAll && r.ok() && flags & MCL_FUTURE != 0 && flags & MCL_ONFAULT == 0).then(|| {
+            (r.role() == Role::LocksAll && r.ok() && flags & MCL_FUTURE != 0 && flags & MCL_ONFAULT == 0).then(|| {
                 format!("mlockall({})", r.flags_text().unwrap_or_default())
             })
         },
@@ -289,7 +286,7 @@ pub static DETECTIONS: [Detection; 8] = [
             M_TRIM_THRESHOLD; jemalloc/tcmalloc decay settings), or batch mappings into larger \
             regions.",
         rule: |r, p| {
-            (r.role == Role::Unmaps && p.munmaps.len() >= STORM_CALLS)
+            (r.role() == Role::Unmaps && p.munmaps.len() >= STORM_CALLS)
                 .then(|| format!("{STORM_CALLS} munmap calls within one second"))
         },
         alerts: &[],
@@ -301,19 +298,18 @@ pub static DETECTIONS: [Detection; 8] = [
 
 /// Where the call's memory is: its file, else its kind, as the tracer read it.
 fn where_(r: &Record) -> String {
-    match r
-        .mapping
-        .as_ref()
-        .and_then(|m| m.path.as_deref().or(m.kind.as_deref()))
-    {
-        Some(w) => format!(" ({w})"),
+    match r.mapping() {
+        Some(m) => match &m.path {
+            Some(path) => format!(" ({})", path.to_str_lossy()),
+            None => format!(" ({})", m.kind.name()),
+        },
         None => String::new(),
     }
 }
 
 /// The process a pidfd call was aimed at.
 fn target_text(r: &Record) -> String {
-    match &r.target {
+    match &r.target() {
         Some((pid, _)) => format!("pid {pid}"),
         None => format!("the process behind pidfd {}", r.pidfd().unwrap_or(-1)),
     }

@@ -2,6 +2,7 @@
 //! SIGTERM, then SIGKILL when the victim ignores it) and every process_mrelease, the exit,
 //! and how long the memory took to come back after the fatal signal.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use mmtrace_events::catalog::Reaping;
@@ -271,19 +272,18 @@ impl Kills {
     }
 
     pub fn apply(&mut self, r: &Record) {
-        match r.role {
+        match r.role() {
             Role::OpensPidfd if r.ok() => {
                 let pid = r
-                    .target
-                    .as_ref()
+                    .target()
                     .map(|t| t.0)
                     .or_else(|| r.pid_arg().and_then(|p| u32::try_from(p).ok()));
                 if let Some(pid) = pid {
                     let opened_at = r.end();
                     self.pidfds
-                        .entry(r.pid)
+                        .entry(r.pid())
                         .or_default()
-                        .insert(r.ret, Pidfd { pid, opened_at });
+                        .insert(r.ret(), Pidfd { pid, opened_at });
                 }
             }
             Role::Signals { .. } => {
@@ -301,13 +301,13 @@ impl Kills {
                 let i = self.timeline(pid, r, Some(opened_at));
                 let k = &mut self.kills[i];
                 k.signals.push(Signal {
-                    at: r.ts,
+                    at: r.ts(),
                     signal: signal_name(sig),
                     number: sig,
-                    via: r.name.to_string(),
-                    result: r.errno.clone().unwrap_or_else(|| "ok".into()),
-                    by_pid: r.pid,
-                    by_name: r.comm.clone(),
+                    via: r.name().to_string(),
+                    result: r.errno().clone().unwrap_or_else(|| "ok".into()),
+                    by_pid: r.pid(),
+                    by_name: r.comm().into_owned(),
                 });
                 if k.pressure.is_none() {
                     self.awaiting_pressure.push(i);
@@ -320,16 +320,16 @@ impl Kills {
                 let i = self.timeline(pid, r, None);
                 let k = &mut self.kills[i];
                 k.releases.push(Release {
-                    at: r.ts,
-                    duration_ns: r.duration,
-                    result: r.errno.clone().unwrap_or_else(|| "ok".into()),
-                    freed_bytes: r.freed,
-                    reason: r.reason.clone(),
-                    by_pid: r.pid,
+                    at: r.ts(),
+                    duration_ns: r.duration(),
+                    result: r.errno().clone().unwrap_or_else(|| "ok".into()),
+                    freed_bytes: r.freed(),
+                    reason: r.reason().map(Cow::into_owned),
+                    by_pid: r.pid(),
                 });
                 if k.killer_pid.is_none() {
-                    k.killer_pid = Some(r.pid);
-                    k.killer_name = Some(r.comm.clone());
+                    k.killer_pid = Some(r.pid());
+                    k.killer_name = Some(r.comm().into_owned());
                 }
             }
             Role::OomVictim => {
@@ -341,13 +341,13 @@ impl Kills {
                 k.via = Some("oom_kill".into());
                 k.signal = Some("SIGKILL".into());
                 k.oom = Some(Oom {
-                    mark_victim_at: r.ts,
+                    mark_victim_at: r.ts(),
                     anon_rss_kb: r.arg_u64("anon_rss"),
                     file_rss_kb: r.arg_u64("file_rss"),
                     shmem_rss_kb: r.arg_u64("shmem_rss"),
                     ..Oom::default()
                 });
-                k.limit = r.limit.as_deref().cloned();
+                k.limit = r.limit();
                 if k.pressure.is_none() {
                     self.awaiting_pressure.push(i);
                 }
@@ -361,22 +361,22 @@ impl Kills {
                 };
                 let oom = self.kills[i].oom.get_or_insert_with(Oom::default);
                 match step {
-                    Reaping::Start => oom.reap_start_at = Some(r.ts),
-                    Reaping::Finish => oom.reap_finish_at = Some(r.ts),
+                    Reaping::Start => oom.reap_start_at = Some(r.ts()),
+                    Reaping::Finish => oom.reap_finish_at = Some(r.ts()),
                     Reaping::Skip => oom.reap_skipped = true,
                 }
             }
             Role::Exits => {
                 // The exiting process is the one the line's context names.
-                let Some(&i) = self.latest.get(&r.pid) else {
+                let Some(&i) = self.latest.get(&r.pid()) else {
                     return;
                 };
                 let k = &mut self.kills[i];
                 if k.exit_at.is_none() {
-                    k.exit_at = Some(r.ts);
+                    k.exit_at = Some(r.ts());
                     // The victim's own line names it, where no call's target did (the
                     // kernel's kills).
-                    k.target_name.get_or_insert_with(|| r.comm.clone());
+                    k.target_name.get_or_insert_with(|| r.comm().into_owned());
                     // Tracee's signal_code; recordings from before it carried the raw wait
                     // status as exit_code, whose low 7 bits are the signal that ended it.
                     let sig = match r.signal() {
@@ -397,14 +397,14 @@ impl Kills {
             // The end of the victim's teardown, when its memory is back; without it, only the
             // exit's start is known, which comes before the process gives up its memory.
             Role::TornDown => {
-                if let Some(&i) = self.latest.get(&r.pid) {
-                    self.kills[i].teardown_end_at.get_or_insert(r.ts);
+                if let Some(&i) = self.latest.get(&r.pid()) {
+                    self.kills[i].teardown_end_at.get_or_insert(r.ts());
                 }
             }
-            Role::Other if r.name == inband::PRESSURE => {
+            Role::Other if r.name() == inband::PRESSURE => {
                 let arg = |name| r.json_args().find(|(n, _)| *n == name).map(|(_, v)| v);
                 let sample = Pressure {
-                    at: r.ts,
+                    at: r.ts(),
                     some_avg10: arg("some_avg10").and_then(|v| v.as_f64()),
                     full_avg10: arg("full_avg10").and_then(|v| v.as_f64()),
                     mem_available_bytes: arg("mem_available").and_then(|v| v.as_u64()),
@@ -418,7 +418,7 @@ impl Kills {
                         .or(k.oom.as_ref().map(|o| o.mark_victim_at))
                         .unwrap_or(0);
                     if k.pressure.is_none()
-                        && (read..=read.saturating_add(PRESSURE_WINDOW_NS)).contains(&r.ts)
+                        && (read..=read.saturating_add(PRESSURE_WINDOW_NS)).contains(&r.ts())
                     {
                         k.pressure = Some(sample);
                     }
@@ -431,17 +431,17 @@ impl Kills {
     /// The victim of a signal or process_mrelease, and when its pidfd was opened (0 when
     /// it is named by pid).
     fn target_of(&self, r: &Record) -> Option<(u32, u64)> {
-        if r.role == (Role::Signals { by_pidfd: false }) {
+        if r.role() == (Role::Signals { by_pidfd: false }) {
             let pid = r
                 .pid_arg()
                 .filter(|&p| p > 0)
                 .and_then(|p| u32::try_from(p).ok());
-            return r.target.as_ref().map(|t| t.0).or(pid).map(|p| (p, 0));
+            return r.target().as_ref().map(|t| t.0).or(pid).map(|p| (p, 0));
         }
         let fd = r
             .pidfd()
-            .and_then(|fd| self.pidfds.get(&r.pid)?.get(&fd).copied());
-        match (&r.target, fd) {
+            .and_then(|fd| self.pidfds.get(&r.pid())?.get(&fd).copied());
+        match (&r.target(), fd) {
             (Some((pid, _)), fd) => Some((*pid, fd.map_or(0, |f| f.opened_at))),
             (None, Some(f)) => Some((f.pid, f.opened_at)),
             (None, None) => None,
@@ -469,7 +469,7 @@ impl Kills {
                 self.kills.len() - 1
             }
         };
-        if let Some((_, Some(name))) = &r.target {
+        if let Some((_, Some(name))) = &r.target() {
             self.kills[i].target_name = Some(name.clone());
         }
         i

@@ -51,7 +51,7 @@ impl Ledger {
     }
 
     pub fn apply(&mut self, r: &Record) {
-        if let Some(l) = r.locked {
+        if let Some(l) = r.locked() {
             let k = self.kernel.get_or_insert(KernelLocked {
                 peak: 0,
                 last: 0,
@@ -70,7 +70,7 @@ impl Ledger {
         if !r.ok() {
             return;
         }
-        match r.role {
+        match r.role() {
             Role::Locks => {
                 if let Some((a, l)) = r.range() {
                     self.lock(a, l);
@@ -96,7 +96,7 @@ impl Ledger {
                 let flags = r.flags().unwrap_or(0);
                 if self.future || flags & MAP_LOCKED != 0 {
                     if let Some(l) = r.size() {
-                        self.lock(r.ret as u64, l);
+                        self.lock(r.ret() as u64, l);
                     }
                 }
             }
@@ -106,7 +106,7 @@ impl Ledger {
                     let was_locked = self.overlap(a, old) > 0;
                     self.unlock(a, old);
                     if was_locked || self.future {
-                        self.lock(r.ret as u64, r.by_role(ArgRole::NewSize).unwrap_or(0));
+                        self.lock(r.ret() as u64, r.by_role(ArgRole::NewSize).unwrap_or(0));
                     }
                 }
             }

@@ -266,68 +266,68 @@ impl Analyzer {
     }
 
     fn apply(&mut self, r: &Record) {
-        if r.name == inband::LOST {
+        if r.name() == inband::LOST {
             for (event, n) in r.json_args().filter(|(name, _)| *name != "since") {
                 *self.lost.entry(event.to_string()).or_default() += n.as_u64().unwrap_or(0);
             }
             return;
         }
-        if r.name == inband::PRESSURE {
+        if r.name() == inband::PRESSURE {
             self.kills.apply(r);
             return;
         }
         self.events += 1;
-        self.first_ts = Some(self.first_ts.map_or(r.ts, |t| t.min(r.ts)));
+        self.first_ts = Some(self.first_ts.map_or(r.ts(), |t| t.min(r.ts())));
         self.last_ts = self.last_ts.max(r.end());
         self.kills.apply(r);
         // The exit of a process already folded (its pid now another's) ends nothing more.
-        let other = self.processes.get(&r.pid).is_some_and(|p| p.is_other(r));
-        if r.role == Role::Exits {
+        let other = self.processes.get(&r.pid()).is_some_and(|p| p.is_other(r));
+        if r.role() == Role::Exits {
             if !other {
-                self.exit(r.pid);
+                self.exit(r.pid());
             }
             return;
         }
-        if r.role.is_kernel_act() {
+        if r.role().is_kernel_act() {
             return;
         }
         self.guessed_starts += u64::from(r.start_guessed);
         if other {
-            self.exit(r.pid);
+            self.exit(r.pid());
         }
         let p = self
             .processes
-            .entry(r.pid)
+            .entry(r.pid())
             .or_insert_with(|| Process::new(r, self.page_size));
         if p.start == 0 {
             p.start = r.process_start;
         }
-        p.comm.clone_from(&r.comm);
-        if r.role == Role::Alerts {
+        set(&mut p.comm, &r.comm());
+        if r.role() == Role::Alerts {
             self.prot_alert(r);
             return;
         }
-        if let Some(def) = mmtrace_events::by_name(&r.name) {
+        if let Some(e) = r.event() {
             // A kernel event is an instant: it has no duration.
-            let duration = (def.ret != RetKind::None).then_some(r.duration);
-            let latency = self.latency.entry(def.name).or_default();
-            latency.record(duration, r.errno.is_some());
+            let duration = (e.def.ret != RetKind::None).then_some(e.duration_ns);
+            let latency = self.latency.entry(e.def.name).or_default();
+            latency.record(duration, !r.ok());
         }
         p.calls += 1;
-        p.time_ns = p.time_ns.saturating_add(r.duration);
-        let t = p.threads.entry(r.tid).or_default();
-        t.comm.clone_from(&r.comm);
+        p.time_ns = p.time_ns.saturating_add(r.duration());
+        let t = p.threads.entry(r.tid()).or_default();
+        set(&mut t.comm, &r.comm());
         t.calls += 1;
-        t.time_ns = t.time_ns.saturating_add(r.duration);
-        p.lock_calls += u64::from(r.role.locks());
-        p.unlock_calls += u64::from(r.role.unlocks());
-        if let Some(errno) = &r.errno {
+        t.time_ns = t.time_ns.saturating_add(r.duration());
+        p.lock_calls += u64::from(r.role().locks());
+        p.unlock_calls += u64::from(r.role().unlocks());
+        if let Some(errno) = &r.errno() {
             *p.failures
-                .entry((r.name.to_string(), errno.clone()))
+                .entry((r.name().to_string(), errno.clone()))
                 .or_default() += 1;
         }
         p.ledger.apply(r);
-        if r.role == Role::Unmaps {
+        if r.role() == Role::Unmaps {
             p.munmaps.push_back(r.end());
             while p
                 .munmaps
@@ -344,7 +344,7 @@ impl Analyzer {
 
     /// Runs every detection's rule on a call.
     fn detect(&mut self, r: &Record) {
-        let Some(p) = self.processes.get(&r.pid) else {
+        let Some(p) = self.processes.get(&r.pid()) else {
             return;
         };
         let raised: Vec<(&'static Detection, String)> = DETECTIONS
@@ -385,7 +385,7 @@ impl Analyzer {
 
     /// Counts the detection against the process; the first occurrence is the one described.
     fn raise(&mut self, detection: &'static Detection, r: &Record, detail: String) {
-        let Some(p) = self.processes.get_mut(&r.pid) else {
+        let Some(p) = self.processes.get_mut(&r.pid()) else {
             return;
         };
         // A call and the alert the kernel side raised for it are one sighting, whichever
@@ -393,15 +393,15 @@ impl Analyzer {
         if !detection.alerts.is_empty() {
             if p.prot_seen
                 .iter()
-                .any(|&(id, ts)| id == detection.id && ts == r.ts)
+                .any(|&(id, ts)| id == detection.id && ts == r.ts())
             {
                 return;
             }
-            let window = r.ts.saturating_sub(2 * REORDER_NS);
+            let window = r.ts().saturating_sub(2 * REORDER_NS);
             while p.prot_seen.front().is_some_and(|&(_, ts)| ts < window) {
                 p.prot_seen.pop_front();
             }
-            p.prot_seen.push_back((detection.id, r.ts));
+            p.prot_seen.push_back((detection.id, r.ts()));
         }
         let again = u64::from(detection.settle.is_none());
         let overflow = self.overflow.entry(detection.id).or_default();
@@ -418,9 +418,9 @@ impl Analyzer {
                 p.findings.push((detection, Some(self.findings.len())));
                 self.findings.push(Finding {
                     detection,
-                    key: p.key(r.pid),
-                    comm: r.comm.clone(),
-                    first_at: r.ts,
+                    key: p.key(r.pid()),
+                    comm: r.comm().into_owned(),
+                    first_at: r.ts(),
                     line: r.line,
                     count: 1,
                     detail,
@@ -532,3 +532,11 @@ pub fn run(path: &Path, format: Format, flamegraph: Option<(&Path, Weight)>) -> 
 
 #[cfg(test)]
 mod tests;
+
+/// `to` becomes `from`, without allocating when it has the room: once per event.
+fn set(to: &mut String, from: &str) {
+    if to != from {
+        to.clear();
+        to.push_str(from);
+    }
+}

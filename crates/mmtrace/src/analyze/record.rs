@@ -1,4 +1,7 @@
-//! One JSON line of a recording, read leniently into the fields the analysis uses.
+//! What the analysis reads of one line of a recording or one event of a live trace: the
+//! event itself (a call or kernel event of the catalog, which a recorded line is read back
+//! into through the catalog), or, for a line that is none (an alert, an in-band line, another
+//! tool's event), its context and arguments; with where it came from.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -6,57 +9,17 @@ use std::sync::Arc;
 use mmtrace_events::catalog::MEM_PROT_ALERT;
 use mmtrace_events::decode::{errno_name, Decoder, PROT_WRITE};
 use mmtrace_events::derived::{AlertValue, ProtAlert};
-use mmtrace_events::enrich::Locked;
+use mmtrace_events::enrich::{Locked, Mapping};
 use mmtrace_events::line::{value_number, Arg, Limit, Line};
-use mmtrace_events::{by_name, catalog, derived, ArgRole, ArgValue, Event, EventDef, Role};
+use mmtrace_events::{by_name, catalog, derived, ArgRole, ArgValue, Event, Role};
 use serde_json::{json, Value};
 
 use crate::output::Note;
-
-/// The mapping at an address before a call (the `mapping` object).
-#[derive(Debug, Clone)]
-pub struct Mapping {
-    /// The protection's bits, as the event model has them; a recording's names read back.
-    prot: Option<u64>,
-    pub kind: Option<Cow<'static, str>>,
-    pub path: Option<String>,
-}
-
-impl Mapping {
-    pub fn writable(&self) -> bool {
-        self.prot.is_some_and(|p| p & PROT_WRITE != 0)
-    }
-
-    pub fn prot(&self) -> String {
-        self.prot
-            .and_then(|p| Decoder::Prot.decode(p))
-            .unwrap_or_default()
-    }
-}
-
-/// The arguments: as a recording writes them, or a live event's registers with its catalog
-/// entry, read only when asked.
-#[derive(Debug, Clone)]
-enum Args {
-    Json(Vec<Arg>),
-    Raw {
-        def: &'static EventDef,
-        raw: [u64; MAX_ARGS],
-        /// The record's fields the kernel did not gather, as in `Event::absent`.
-        absent: u8,
-    },
-}
-
-/// The most arguments an event has (oom_mark_victim's eight).
-const MAX_ARGS: usize = 8;
 
 #[derive(Debug, Clone)]
 pub struct Record {
     /// Line number in the recording; 0 when traced live.
     pub line: usize,
-    /// Entry time, ns since the epoch.
-    pub ts: u64,
-    pub duration: u64,
     /// When the calling process started, ns since the epoch: with the pid, the process's
     /// identity. 0 when unknown: in-band lines, and lines of other threads than the main
     /// one in recordings made before lines carried processStartTime.
@@ -64,26 +27,39 @@ pub struct Record {
     /// The line has no processStartTime: `process_start` is its thread's start if it is the
     /// main thread's, else unknown.
     pub start_guessed: bool,
-    pub pid: u32,
-    pub tid: u32,
-    pub comm: String,
-    pub name: Cow<'static, str>,
-    /// What the event does, from the catalog; `Other` for lines it does not know.
-    pub role: Role,
-    pub ret: i64,
-    pub errno: Option<String>,
-    args: Args,
-    /// Host pid of the process a pidfd or pid argument refers to, and its name.
-    pub target: Option<(u32, Option<String>)>,
-    pub freed: Option<u64>,
-    pub reason: Option<String>,
-    pub locked: Option<Locked>,
-    pub mapping: Option<Mapping>,
-    /// The OOM killer's victim: the limit that fired. Boxed: few lines have one.
-    pub limit: Option<Box<Limit>>,
-    /// The caller's stack as frame names (`stacks::CallSites`), innermost first: the
-    /// symbolized frames where the line has them, else the addresses; None without.
-    pub stack: Option<Arc<[String]>>,
+    what: What,
+}
+
+#[derive(Debug, Clone)]
+enum What {
+    Event(Box<Event>),
+    Other(Box<Other>),
+}
+
+/// A line that is no call or kernel event of the catalog: what the analysis reads of it.
+#[derive(Debug, Clone)]
+struct Other {
+    ts: u64,
+    duration: u64,
+    pid: u32,
+    tid: u32,
+    comm: String,
+    name: Cow<'static, str>,
+    role: Role,
+    ret: i64,
+    errno: Option<String>,
+    args: Vec<Arg>,
+    reason: Option<String>,
+}
+
+/// A mapping's protection, as names.
+pub fn prot_names(m: &Mapping) -> String {
+    Decoder::Prot.decode(m.prot).unwrap_or_default()
+}
+
+/// Whether the mapping was writable.
+pub fn writable(m: &Mapping) -> bool {
+    m.prot & PROT_WRITE != 0
 }
 
 fn names(frames: impl Iterator<Item = String>) -> Option<Arc<[String]>> {
@@ -104,10 +80,10 @@ impl Record {
         let name = l.event_name.get().ok_or("no eventName")?;
         // Older recordings: the main thread's start is its process's (a thread that execs
         // takes over the main thread's start with its pid).
+        let (given, thread_start) = (l.process_start_time.get(), l.thread_start_time.get());
         let process_start = |pid: u32, tid: u32| {
-            l.process_start_time
-                .get()
-                .or_else(|| l.thread_start_time.get().filter(|_| tid == pid))
+            given
+                .or_else(|| thread_start.filter(|_| tid == pid))
                 .unwrap_or(0)
         };
         let start_guessed = !l.process_start_time.present();
@@ -119,84 +95,74 @@ impl Record {
                 line,
                 process_start: process_start(e.ctx.host_pid, e.ctx.host_tid),
                 start_guessed,
-                ..Record::from_event(&e)
+                what: What::Event(Box::new(e)),
             });
         }
-        // Alerts, in-band lines and events of other tools: their context and arguments.
         let ts = l.timestamp.get().ok_or("no numeric timestamp")?;
         let pid = l.host_process_id.get().ok_or("no numeric hostProcessId")?;
         let tid = l.host_thread_id.get().unwrap_or(pid);
         let ret = l.return_value.get().unwrap_or(0);
         Ok(Record {
             line,
-            ts,
-            duration: l.duration.get().unwrap_or(0),
             process_start: process_start(pid, tid),
             start_guessed,
-            pid,
-            tid,
-            comm: l.process_name.get().unwrap_or_default(),
-            role: catalog::role(&name).unwrap_or(Role::Other),
-            errno: l.return_error.get().or_else(|| {
-                (-4095..0).contains(&ret).then(|| {
-                    errno_name(ret.unsigned_abs())
-                        .map_or_else(|| format!("E{}", -ret), str::to_string)
-                })
-            }),
-            name: Cow::Owned(name),
-            ret,
-            args: Args::Json(l.args.unwrap_or_default()),
-            target: None,
-            freed: None,
-            reason: l.reason.get(),
-            locked: None,
-            mapping: None,
-            limit: None,
-            stack: None,
+            what: What::Other(Box::new(Other {
+                ts,
+                duration: l.duration.get().unwrap_or(0),
+                pid,
+                tid,
+                comm: l.process_name.get().unwrap_or_default(),
+                role: catalog::role(&name).unwrap_or(Role::Other),
+                errno: l.return_error.get().or_else(|| {
+                    (-4095..0).contains(&ret).then(|| {
+                        errno_name(ret.unsigned_abs())
+                            .map_or_else(|| format!("E{}", -ret), str::to_string)
+                    })
+                }),
+                name: Cow::Owned(name),
+                ret,
+                args: l.args.unwrap_or_default(),
+                reason: l.reason.get(),
+            })),
         })
     }
 
-    /// A live event, read as its JSON line would be, without writing and parsing the line.
+    /// A live event.
     pub fn from_event(e: &Event) -> Record {
-        let c = &e.ctx;
-        let x = e.enrich.as_ref();
         Record {
             line: 0,
-            ts: c.timestamp,
-            duration: e.duration_ns,
-            process_start: c.process_start,
+            process_start: e.ctx.process_start,
             start_guessed: false,
-            pid: c.host_pid,
-            tid: c.host_tid,
-            comm: c.comm.to_str_lossy().into_owned(),
-            name: Cow::Borrowed(e.def.name),
-            role: e.def.role,
-            ret: e.ret,
-            errno: e.error_name(),
-            args: Args::Raw {
-                def: e.def,
-                raw: std::array::from_fn(|i| e.raw_args.get(i).copied().unwrap_or(0)),
-                absent: e.absent,
-            },
-            target: x.and_then(|x| x.target.as_ref()).map(|t| {
-                let comm = t.comm.to_str_lossy().into_owned();
-                (t.host_pid, Some(comm).filter(|n| !n.is_empty()))
-            }),
-            freed: x.and_then(|x| x.freed_bytes()),
-            reason: derived::failure_reason(e).map(str::to_string),
-            locked: x.and_then(|x| x.locked),
-            mapping: x.and_then(|x| x.mapping.as_ref()).map(|m| Mapping {
-                prot: Some(m.prot),
-                kind: Some(Cow::Borrowed(m.kind.name())),
-                path: m.path.as_ref().map(|p| p.to_str_lossy().into_owned()),
-            }),
-            limit: x
-                .and_then(|x| x.oom_limit.as_ref())
-                .map(|l| Box::new(l.into())),
-            stack: e.stack.as_ref().and_then(|s| match s.frames.is_empty() {
-                false => names(s.frames.iter().map(|f| f.name())),
-                true => names(s.addresses.iter().map(|a| format!("{a:#x}"))),
-            }),
+            what: What::Event(Box::new(e.clone())),
+        }
+    }
+
+    /// A line that is none of the catalog's events, made by mmtrace itself.
+    fn made(
+        ts: u64,
+        pid: u32,
+        tid: u32,
+        comm: String,
+        name: &'static str,
+        args: Vec<Arg>,
+    ) -> Record {
+        Record {
+            line: 0,
+            process_start: 0,
+            start_guessed: false,
+            what: What::Other(Box::new(Other {
+                ts,
+                duration: 0,
+                pid,
+                tid,
+                comm,
+                name: Cow::Borrowed(name),
+                role: catalog::role(name).unwrap_or(Role::Other),
+                ret: 0,
+                errno: None,
+                args,
+                reason: None,
+            })),
         }
     }
 
@@ -204,44 +170,23 @@ impl Record {
     pub fn from_note(note: &Note) -> Record {
         let (kind, at, args) = note.parts();
         let pid = std::process::id();
-        Record {
-            line: 0,
-            ts: at,
-            duration: 0,
-            process_start: 0,
-            start_guessed: false,
-            pid,
-            tid: pid,
-            comm: "mmtrace".into(),
-            name: Cow::Borrowed(kind.name),
-            role: Role::Other,
-            ret: 0,
-            errno: None,
-            args: Args::Json(
-                args.into_iter()
-                    .map(|(name, _, value)| Arg {
-                        name: name.to_string(),
-                        value,
-                        decoded: None,
-                        kernel_value: None,
-                    })
-                    .collect(),
-            ),
-            target: None,
-            freed: None,
-            reason: None,
-            locked: None,
-            mapping: None,
-            limit: None,
-            stack: None,
-        }
+        let args = args
+            .into_iter()
+            .map(|(name, _, value)| Arg {
+                name: name.to_string(),
+                value,
+                decoded: None,
+                kernel_value: None,
+            })
+            .collect();
+        Record::made(at, pid, pid, "mmtrace".into(), kind.name, args)
     }
 
-    /// The arguments of a JSON line, by name; live events have none this way.
+    /// The arguments of a line that is none of the catalog's events, by name.
     pub fn json_args(&self) -> impl Iterator<Item = (&str, &Value)> {
-        let args = match &self.args {
-            Args::Json(args) => args.as_slice(),
-            Args::Raw { .. } => &[],
+        let args = match &self.what {
+            What::Other(o) => o.args.as_slice(),
+            What::Event(_) => &[],
         };
         args.iter().map(|a| (a.name.as_str(), &a.value))
     }
@@ -249,98 +194,199 @@ impl Record {
     /// The `mem_prot_alert` line a live event raises, as the JSON output writes it after the
     /// call.
     pub fn alert_of(e: &Event, a: &ProtAlert) -> Record {
-        let call = Record::from_event(e);
-        Record {
-            name: Cow::Borrowed(MEM_PROT_ALERT.name),
-            role: MEM_PROT_ALERT.role,
-            ret: 0,
-            errno: None,
-            duration: 0,
-            args: Args::Json(
-                MEM_PROT_ALERT
-                    .args
-                    .iter()
-                    .zip(a.values())
-                    .map(|(def, value)| {
-                        let (value, kernel_value) = match value {
-                            AlertValue::Text(t) => (json!(t), None),
-                            AlertValue::Pointer(p) => (json!(format!("{p:#x}")), None),
-                            AlertValue::Number(n) => {
-                                let typed = def.ty.value(n);
-                                let full = def.beyond_type(typed, def.kernel.cut(n));
-                                match typed {
-                                    ArgValue::Signed(v) => (json!(v), full),
-                                    other => (json!(other.bits()), full),
-                                }
-                            }
-                        };
-                        Arg {
-                            name: def.name.to_string(),
-                            value,
-                            decoded: None,
-                            kernel_value,
+        let args = MEM_PROT_ALERT
+            .args
+            .iter()
+            .zip(a.values())
+            .map(|(def, value)| {
+                let (value, kernel_value) = match value {
+                    AlertValue::Text(t) => (json!(t), None),
+                    AlertValue::Pointer(p) => (json!(format!("{p:#x}")), None),
+                    AlertValue::Number(n) => {
+                        let typed = def.ty.value(n);
+                        let full = def.beyond_type(typed, def.kernel.cut(n));
+                        match typed {
+                            ArgValue::Signed(v) => (json!(v), full),
+                            other => (json!(other.bits()), full),
                         }
-                    })
-                    .collect(),
-            ),
-            target: None,
-            freed: None,
-            reason: None,
-            locked: None,
-            mapping: None,
-            limit: None,
-            ..call
+                    }
+                };
+                Arg {
+                    name: def.name.to_string(),
+                    value,
+                    decoded: None,
+                    kernel_value,
+                }
+            })
+            .collect();
+        let c = &e.ctx;
+        let comm = c.comm.to_str_lossy().into_owned();
+        Record {
+            process_start: c.process_start,
+            ..Record::made(
+                c.timestamp,
+                c.host_pid,
+                c.host_tid,
+                comm,
+                MEM_PROT_ALERT.name,
+                args,
+            )
         }
     }
 
-    /// When the call returned: what it did took effect then.
+    /// The event, for a call or kernel event of the catalog.
+    pub fn event(&self) -> Option<&Event> {
+        match &self.what {
+            What::Event(e) => Some(e),
+            What::Other(_) => None,
+        }
+    }
+
+    fn other(&self) -> Option<&Other> {
+        match &self.what {
+            What::Other(o) => Some(o),
+            What::Event(_) => None,
+        }
+    }
+
+    /// Entry time, ns since the epoch.
+    pub fn ts(&self) -> u64 {
+        self.event()
+            .map_or_else(|| self.other().map_or(0, |o| o.ts), |e| e.ctx.timestamp)
+    }
+
+    pub fn duration(&self) -> u64 {
+        self.event()
+            .map_or_else(|| self.other().map_or(0, |o| o.duration), |e| e.duration_ns)
+    }
+
+    /// The caller's host pid.
+    pub fn pid(&self) -> u32 {
+        self.event()
+            .map_or_else(|| self.other().map_or(0, |o| o.pid), |e| e.ctx.host_pid)
+    }
+
+    /// The caller's host tid.
+    pub fn tid(&self) -> u32 {
+        self.event()
+            .map_or_else(|| self.other().map_or(0, |o| o.tid), |e| e.ctx.host_tid)
+    }
+
+    pub fn comm(&self) -> Cow<'_, str> {
+        match &self.what {
+            What::Event(e) => e.ctx.comm.to_str_lossy(),
+            What::Other(o) => Cow::Borrowed(&o.comm),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match &self.what {
+            What::Event(e) => e.def.name,
+            What::Other(o) => &o.name,
+        }
+    }
+
+    /// What the event does, from the catalog; `Other` for lines it does not know.
+    pub fn role(&self) -> Role {
+        match &self.what {
+            What::Event(e) => e.def.role,
+            What::Other(o) => o.role,
+        }
+    }
+
+    pub fn ret(&self) -> i64 {
+        self.event()
+            .map_or_else(|| self.other().map_or(0, |o| o.ret), |e| e.ret)
+    }
+
+    /// The error's name (`EINVAL`) of a call that failed.
+    pub fn errno(&self) -> Option<String> {
+        match &self.what {
+            What::Event(e) => e.error_name(),
+            What::Other(o) => o.errno.clone(),
+        }
+    }
+
+    /// Host pid of the process a pidfd or pid argument refers to, and its name.
+    pub fn target(&self) -> Option<(u32, Option<String>)> {
+        let t = self.event()?.enrich.as_ref()?.target.as_ref()?;
+        let comm = t.comm.to_str_lossy().into_owned();
+        Some((t.host_pid, Some(comm).filter(|n| !n.is_empty())))
+    }
+
+    /// The memory process_mrelease freed.
+    pub fn freed(&self) -> Option<u64> {
+        self.event()?.enrich.as_ref()?.freed_bytes()
+    }
+
+    /// Why the call failed, in words.
+    pub fn reason(&self) -> Option<Cow<'_, str>> {
+        match &self.what {
+            What::Event(e) => derived::failure_reason(e).map(Cow::Borrowed),
+            What::Other(o) => o.reason.as_deref().map(Cow::Borrowed),
+        }
+    }
+
+    pub fn locked(&self) -> Option<Locked> {
+        self.event()?.enrich.as_ref()?.locked
+    }
+
+    /// The mapping the call touched, as the tracer read it.
+    pub fn mapping(&self) -> Option<&Mapping> {
+        self.event()?.enrich.as_ref()?.mapping.as_ref()
+    }
+
+    /// The OOM killer's victim: the limit that fired.
+    pub fn limit(&self) -> Option<Limit> {
+        Some(self.event()?.enrich.as_ref()?.oom_limit.as_ref()?.into())
+    }
+
+    /// The caller's stack as frame names (`stacks::CallSites`), innermost first: the
+    /// symbolized frames where there are, else the addresses; None without.
+    pub fn stack(&self) -> Option<Arc<[String]>> {
+        let s = self.event()?.stack.as_ref()?;
+        match s.frames.is_empty() {
+            false => names(s.frames.iter().map(|f| f.name())),
+            true => names(s.addresses.iter().map(|a| format!("{a:#x}"))),
+        }
+    }
+
     /// Whether `other` is the same event: the same thread's same event, entered at the same
     /// nanosecond and ended alike, which two calls never are.
     pub fn same_event(&self, other: &Record) -> bool {
-        (
-            self.ts,
-            self.pid,
-            self.tid,
-            &self.name,
-            self.ret,
-            self.duration,
-        ) == (
-            other.ts,
-            other.pid,
-            other.tid,
-            &other.name,
-            other.ret,
-            other.duration,
-        )
+        let key = |r: &Record| (r.ts(), r.pid(), r.tid(), r.ret(), r.duration());
+        key(self) == key(other) && self.name() == other.name()
     }
 
+    /// When the call returned: what it did took effect then.
     pub fn end(&self) -> u64 {
-        self.ts.saturating_add(self.duration)
+        self.ts().saturating_add(self.duration())
     }
 
     pub fn ok(&self) -> bool {
-        self.errno.is_none()
+        match &self.what {
+            What::Event(e) => e.def.errno(e.ret).is_none(),
+            What::Other(o) => o.errno.is_none(),
+        }
     }
 
     fn json_arg(&self, name: &str) -> Option<&Arg> {
-        match &self.args {
-            Args::Json(args) => args.iter().find(|a| a.name == name),
-            Args::Raw { .. } => None,
-        }
+        self.other()?.args.iter().find(|a| a.name == name)
     }
 
-    /// A live event's argument: its catalog entry, Tracee's typed value and the kernel's.
+    /// An event's argument: its catalog entry, Tracee's typed value and the kernel's.
     fn raw_arg(&self, name: &str) -> Option<(&'static mmtrace_events::ArgDef, ArgValue, u64)> {
-        match &self.args {
-            Args::Raw { def, raw, absent } => {
-                let i = def.args.iter().position(|a| a.name == name)?;
-                let arg = &def.args[i];
-                // As the JSON line leaves it out, so live and recorded analyses agree.
-                (!arg.is_absent(i, *absent))
-                    .then(|| (arg, arg.value(i, raw), arg.kernel_value(i, raw)))
-            }
-            Args::Json(_) => None,
-        }
+        let e = self.event()?;
+        let i = e.def.args.iter().position(|a| a.name == name)?;
+        let arg = &e.def.args[i];
+        // As the JSON line leaves it out, so live and recorded analyses agree.
+        (!arg.is_absent(i, e.absent)).then(|| {
+            (
+                arg,
+                arg.value(i, &e.raw_args),
+                arg.kernel_value(i, &e.raw_args),
+            )
+        })
     }
 
     /// An argument as an unsigned number.
@@ -357,10 +403,7 @@ impl Record {
 
     /// The name the argument playing `role` has in this event's catalog entry.
     fn role_name(&self, role: ArgRole) -> Option<&'static str> {
-        let def = match &self.args {
-            Args::Raw { def, .. } => Some(*def),
-            Args::Json(_) => by_name(&self.name),
-        }?;
+        let def = self.event()?.def;
         def.args.iter().find(|a| a.role == role).map(|a| a.name)
     }
 

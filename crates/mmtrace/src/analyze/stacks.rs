@@ -69,7 +69,7 @@ pub struct CallSites {
 impl CallSites {
     /// Counts a call that carries a stack.
     pub fn add(&mut self, r: &Record) {
-        let Some(stack) = &r.stack else {
+        let Some(stack) = &r.stack() else {
             return;
         };
         let site = match self.sites.get_mut(stack.as_ref()) {
@@ -83,11 +83,11 @@ impl CallSites {
             }
         };
         site.calls += 1;
-        site.time_ns = site.time_ns.saturating_add(r.duration);
+        site.time_ns = site.time_ns.saturating_add(r.duration());
         if !r.ok() {
             return;
         }
-        let (field, len) = match r.role {
+        let (field, len) = match r.role() {
             Role::Maps => (&mut site.mapped_bytes, r.size()),
             Role::Locks => (&mut site.locked_bytes, r.size()),
             Role::Unmaps => (&mut site.unmapped_bytes, r.size()),
