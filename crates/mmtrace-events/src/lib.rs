@@ -13,6 +13,7 @@ pub mod line;
 pub mod scope;
 pub mod select;
 pub mod stack;
+pub mod syscalls;
 pub mod text;
 
 pub use catalog::{
