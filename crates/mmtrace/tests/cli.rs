@@ -263,9 +263,15 @@ fn list_shows_every_catalog_event() {
             "{row:?}"
         );
     }
-    // Tracee's ids where Tracee has the event, the extended range for mmtrace's own.
+    // Tracee's ids where Tracee has the event (a syscall's is its number on the machine's
+    // architecture), the extended range for mmtrace's own.
+    let mmap = if cfg!(target_arch = "aarch64") {
+        "222"
+    } else {
+        "9"
+    };
     for (name, id) in [
-        ("mmap", "9"),
+        ("mmap", mmap),
         ("sched_process_exit", "716"),
         ("mem_prot_alert", "724"),
         ("oom_mark_victim", "1500"),
