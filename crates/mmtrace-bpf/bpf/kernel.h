@@ -244,6 +244,9 @@ struct pt_regs {
 #define SYSCALL_ARG4(r) ((r)->r8)
 #define SYSCALL_ARG5(r) ((r)->r9)
 #define USER_SP(r) ((r)->sp)
+/* Where the return address into a frameless syscall wrapper's caller is: the word at the
+ * stack pointer, which the call pushed. */
+#define CALLER_OF_WRAPPER(r, dst) bpf_probe_read_user(&(dst), sizeof(dst), (void *)USER_SP(r))
 #elif defined(__TARGET_ARCH_arm64)
 /* x0-x5, but x0 is overwritten by the return value: the kernel keeps the first argument in
  * orig_x0, right after user_pt_regs (arch/arm64/include/asm/ptrace.h), and reads it there. */
@@ -259,6 +262,8 @@ struct pt_regs {
 #define SYSCALL_ARG4(r) ((r)->regs[4])
 #define SYSCALL_ARG5(r) ((r)->regs[5])
 #define USER_SP(r) ((r)->sp)
+/* The link register: bl leaves the return address there, and a leaf wrapper keeps it. */
+#define CALLER_OF_WRAPPER(r, dst) ((dst) = (r)->regs[30])
 #else
 #error "define __TARGET_ARCH_x86 or __TARGET_ARCH_arm64"
 #endif

@@ -260,7 +260,7 @@ static __always_inline __u32 add_stack(struct sys_exit_ctx *ctx, struct inflight
 	/* At most MAX_STACK already: a bound the verifier can follow, as a mask (a comparison
 	 * clang is free to move after the use). */
 	n &= STACK_MASK;
-	bpf_probe_read_user(&tail.sp_word, sizeof(tail.sp_word), (void *)USER_SP(regs));
+	CALLER_OF_WRAPPER(regs, tail.sp_word);
 	tail.nframes = n;
 	__builtin_memcpy(at + n * 8, &tail, sizeof(tail));
 	return size + n * 8 + sizeof(tail);
