@@ -227,14 +227,46 @@ struct sys_enter_ctx {
 	__s32 nr;
 };
 
-/* The registers a native x86-64 syscall takes its arguments in, as syscall_get_arguments()
- * reads them for the tracepoint (the syscall tracepoints skip compat calls). The layout is
- * the architecture's ABI (ptrace's user_regs_struct), so no CO-RE: each relocated type costs
- * the loader a walk of the kernel's whole BTF at start. */
+/* The registers a native syscall takes its arguments in, as syscall_get_arguments() reads
+ * them for the tracepoint (the syscall tracepoints skip compat calls), and the user stack
+ * pointer. The layout is the architecture's ABI (ptrace's user_regs_struct, which begins the
+ * kernel's pt_regs), so no CO-RE: each relocated type costs the loader a walk of the kernel's
+ * whole BTF at start. scripts/build-bpf compiles one object per architecture. */
+#if defined(__TARGET_ARCH_x86)
 struct pt_regs {
 	unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8, ax, cx, dx, si, di;
 	unsigned long orig_ax, ip, cs, flags, sp;
 };
+#define SYSCALL_ARG0(r) ((r)->di)
+#define SYSCALL_ARG1(r) ((r)->si)
+#define SYSCALL_ARG2(r) ((r)->dx)
+#define SYSCALL_ARG3(r) ((r)->r10)
+#define SYSCALL_ARG4(r) ((r)->r8)
+#define SYSCALL_ARG5(r) ((r)->r9)
+#define USER_SP(r) ((r)->sp)
+/* Where the return address into a frameless syscall wrapper's caller is: the word at the
+ * stack pointer, which the call pushed. */
+#define CALLER_OF_WRAPPER(r, dst) bpf_probe_read_user(&(dst), sizeof(dst), (void *)USER_SP(r))
+#elif defined(__TARGET_ARCH_arm64)
+/* x0-x5, but x0 is overwritten by the return value: the kernel keeps the first argument in
+ * orig_x0, right after user_pt_regs (arch/arm64/include/asm/ptrace.h), and reads it there. */
+struct pt_regs {
+	unsigned long regs[31];
+	unsigned long sp, pc, pstate;
+	unsigned long orig_x0;
+};
+#define SYSCALL_ARG0(r) ((r)->orig_x0)
+#define SYSCALL_ARG1(r) ((r)->regs[1])
+#define SYSCALL_ARG2(r) ((r)->regs[2])
+#define SYSCALL_ARG3(r) ((r)->regs[3])
+#define SYSCALL_ARG4(r) ((r)->regs[4])
+#define SYSCALL_ARG5(r) ((r)->regs[5])
+#define USER_SP(r) ((r)->sp)
+/* The link register: bl leaves the return address there, and a leaf wrapper keeps it. */
+#define CALLER_OF_WRAPPER(r, dst) ((dst) = (r)->regs[30])
+#else
+#error "define __TARGET_ARCH_x86 or __TARGET_ARCH_arm64"
+#endif
 
 struct sys_exit_ctx {
 	__u64 common;

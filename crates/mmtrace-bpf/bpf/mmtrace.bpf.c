@@ -102,12 +102,12 @@ static __always_inline void read_args(struct record_path *slot, struct task_stru
 {
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(t);
 
-	slot->base.args[0] = regs->di;
-	slot->base.args[1] = regs->si;
-	slot->base.args[2] = regs->dx;
-	slot->base.args[3] = regs->r10;
-	slot->base.args[4] = regs->r8;
-	slot->base.args[5] = regs->r9;
+	slot->base.args[0] = SYSCALL_ARG0(regs);
+	slot->base.args[1] = SYSCALL_ARG1(regs);
+	slot->base.args[2] = SYSCALL_ARG2(regs);
+	slot->base.args[3] = SYSCALL_ARG3(regs);
+	slot->base.args[4] = SYSCALL_ARG4(regs);
+	slot->base.args[5] = SYSCALL_ARG5(regs);
 }
 
 /* One program for every syscall: the arguments come from the registers, not the tracepoint's
@@ -260,7 +260,7 @@ static __always_inline __u32 add_stack(struct sys_exit_ctx *ctx, struct inflight
 	/* At most MAX_STACK already: a bound the verifier can follow, as a mask (a comparison
 	 * clang is free to move after the use). */
 	n &= STACK_MASK;
-	bpf_probe_read_user(&tail.sp_word, sizeof(tail.sp_word), (void *)regs->sp);
+	CALLER_OF_WRAPPER(regs, tail.sp_word);
 	tail.nframes = n;
 	__builtin_memcpy(at + n * 8, &tail, sizeof(tail));
 	return size + n * 8 + sizeof(tail);

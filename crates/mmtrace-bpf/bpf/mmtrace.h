@@ -140,9 +140,9 @@ struct record_path {
 #define MAX_STACK 32
 
 struct stack_tail {
-	/* The word at the user stack pointer: the return address into the caller of a syscall
-	 * wrapper that keeps no frame of its own (libc's), which the frame-pointer walk skips.
-	 * User space keeps it only where it is one. */
+	/* The word at the user stack pointer (x86_64) or the link register (arm64): the return
+	 * address into the caller of a syscall wrapper that keeps no frame of its own (libc's),
+	 * which the frame-pointer walk skips. User space keeps it only where it is one. */
 	__u64 sp_word;
 	__u32 nframes;
 	__u32 pad;

@@ -392,10 +392,15 @@ mod tests {
         let mut exes = Executables::default();
         let mut first = parse_record(&with_exe(E_EXE | E_EXE_ONLY), &clock(), false).unwrap();
         exes.fill(&mut first);
-        let mut later = parse_record(bytes(&record(11, &[])), &clock(), false).unwrap();
+        let mut later = parse_record(
+            bytes(&record(libc::SYS_munmap as u16, &[])),
+            &clock(),
+            false,
+        )
+        .unwrap();
         exes.fill(&mut later);
         assert_eq!(later.ctx.executable, first.ctx.executable);
-        let mut reused = record(11, &[]);
+        let mut reused = record(libc::SYS_munmap as u16, &[]);
         reused.leader_start = 99;
         let mut reused = parse_record(bytes(&reused), &clock(), false).unwrap();
         exes.fill(&mut reused);
@@ -403,7 +408,12 @@ mod tests {
         let mut exec = first.clone();
         exec.ctx.executable = Some(Arc::new("/usr/bin/false".into()));
         exes.fill(&mut exec);
-        let mut after_exec = parse_record(bytes(&record(11, &[])), &clock(), false).unwrap();
+        let mut after_exec = parse_record(
+            bytes(&record(libc::SYS_munmap as u16, &[])),
+            &clock(),
+            false,
+        )
+        .unwrap();
         exes.fill(&mut after_exec);
         assert_eq!(
             after_exec.ctx.executable.as_deref().unwrap(),

@@ -106,6 +106,15 @@ impl Tracer {
             .map(|event| Unavailable {
                 event,
                 reason: match event.source {
+                    // On arm64, protection keys came with POE (6.12); before, or without
+                    // it, the kernel has no pkey_mprotect.
+                    Source::Syscall { .. }
+                        if cfg!(target_arch = "aarch64") && event.name == "pkey_mprotect" =>
+                    {
+                        "the running kernel has no pkey_mprotect syscall (on arm64: Linux 6.12 \
+                         with memory protection keys, CONFIG_ARM64_POE)"
+                            .to_string()
+                    }
                     Source::Syscall { .. } => format!(
                         "the running kernel has no {} syscall (added in Linux {})",
                         event.name, event.since

@@ -398,7 +398,8 @@ impl Role {
 
 #[derive(Debug)]
 pub enum Source {
-    /// A syscall, hooked on its `syscalls:sys_enter_*` and `sys_exit_*` tracepoints.
+    /// A syscall, hooked on its `syscalls:sys_enter_*` and `sys_exit_*` tracepoints, with its
+    /// number on each architecture (`crate::syscalls`, generated from Linux's headers).
     Syscall { x86_64: u16, aarch64: u16 },
     /// A kernel event, hooked on one tracepoint by the named BPF program; its id is above
     /// every syscall number, and the kernel side defines the same id (ID_* in the C).
@@ -407,6 +408,20 @@ pub enum Source {
         name: &'static str,
         program: &'static str,
     },
+}
+
+impl Source {
+    /// A syscall's number on the architecture mmtrace is built for: what the kernel's
+    /// sys_enter and sys_exit tracepoints carry as `nr`, so the id of its records.
+    pub const fn nr(&self) -> u16 {
+        match self {
+            #[cfg(target_arch = "aarch64")]
+            Source::Syscall { aarch64, .. } => *aarch64,
+            #[cfg(not(target_arch = "aarch64"))]
+            Source::Syscall { x86_64, .. } => *x86_64,
+            Source::Tracepoint { .. } => panic!("a tracepoint has no syscall number"),
+        }
+    }
 }
 
 /// An event mmtrace raises itself, in userspace, from the records of the events it names:
@@ -421,10 +436,12 @@ pub struct Raised {
 #[derive(Debug)]
 pub struct EventDef<S: 'static = Source> {
     pub name: &'static str,
-    /// The id carried by kernel records: the x86_64 syscall number for syscalls.
+    /// The id carried by kernel records: for syscalls the number of the architecture mmtrace
+    /// is built for (`Source::nr`), as the kernel's syscall tracepoints carry it.
     pub id: u16,
     /// The id JSON lines carry as eventId: Tracee's where Tracee has the event (its syscall
-    /// events are numbered by the x86_64 syscall number), and one of the ids Tracee leaves to
+    /// events are numbered by the syscall number of the architecture it runs on:
+    /// pkg/events/core_amd64.go and core_arm64.go), and one of the ids Tracee leaves to
     /// extended builds (1500-1999) where it has not, so it never names another Tracee event.
     pub event_id: u16,
     pub source: S,
@@ -582,6 +599,8 @@ const EXIT_SIGNAL: Field = Field::Bits {
     mask: 0xff,
 };
 
+use crate::syscalls as nr;
+
 const MAP_SETS: &[&str] = &["syscalls", "proc", "proc_mem", "mapping"];
 const LOCK_SETS: &[&str] = &["syscalls", "proc", "proc_mem", "mlock"];
 const OOM_SETS: &[&str] = &["syscalls", "oom"];
@@ -590,12 +609,9 @@ const OOM_SETS: &[&str] = &["syscalls", "oom"];
 pub static CATALOG: &[EventDef] = &[
     EventDef {
         name: "mmap",
-        id: 9,
-        event_id: 9,
-        source: Source::Syscall {
-            x86_64: 9,
-            aarch64: 222,
-        },
+        id: nr::MMAP.nr(),
+        event_id: nr::MMAP.nr(),
+        source: nr::MMAP,
         args: &[
             arg("addr", Pointer, ULONG, KU, D::None).as_(ArgRole::Start),
             arg("length", U64, ULONG, K, D::None)
@@ -616,12 +632,9 @@ pub static CATALOG: &[EventDef] = &[
     },
     EventDef {
         name: "mprotect",
-        id: 10,
-        event_id: 10,
-        source: Source::Syscall {
-            x86_64: 10,
-            aarch64: 226,
-        },
+        id: nr::MPROTECT.nr(),
+        event_id: nr::MPROTECT.nr(),
+        source: nr::MPROTECT,
         args: &[
             arg("addr", Pointer, ULONG, KU, D::None).as_(ArgRole::Start),
             arg("len", U64, SIZE_T, K, D::None)
@@ -639,12 +652,9 @@ pub static CATALOG: &[EventDef] = &[
     },
     EventDef {
         name: "munmap",
-        id: 11,
-        event_id: 11,
-        source: Source::Syscall {
-            x86_64: 11,
-            aarch64: 215,
-        },
+        id: nr::MUNMAP.nr(),
+        event_id: nr::MUNMAP.nr(),
+        source: nr::MUNMAP,
         args: &[
             arg("addr", Pointer, ULONG, KU, D::None).as_(ArgRole::Start),
             arg("length", U64, SIZE_T, K, D::None)
@@ -661,12 +671,9 @@ pub static CATALOG: &[EventDef] = &[
     },
     EventDef {
         name: "brk",
-        id: 12,
-        event_id: 12,
-        source: Source::Syscall {
-            x86_64: 12,
-            aarch64: 214,
-        },
+        id: nr::BRK.nr(),
+        event_id: nr::BRK.nr(),
+        source: nr::BRK,
         args: &[arg("addr", Pointer, ULONG, KU, D::None)],
         ret: RetKind::Break,
         role: Role::Other,
@@ -678,12 +685,9 @@ pub static CATALOG: &[EventDef] = &[
     },
     EventDef {
         name: "mremap",
-        id: 25,
-        event_id: 25,
-        source: Source::Syscall {
-            x86_64: 25,
-            aarch64: 216,
-        },
+        id: nr::MREMAP.nr(),
+        event_id: nr::MREMAP.nr(),
+        source: nr::MREMAP,
         args: &[
             arg("old_address", Pointer, ULONG, KU, D::None).as_(ArgRole::Start),
             arg("old_size", U64, ULONG, K, D::None)
@@ -705,12 +709,9 @@ pub static CATALOG: &[EventDef] = &[
     },
     EventDef {
         name: "madvise",
-        id: 28,
-        event_id: 28,
-        source: Source::Syscall {
-            x86_64: 28,
-            aarch64: 233,
-        },
+        id: nr::MADVISE.nr(),
+        event_id: nr::MADVISE.nr(),
+        source: nr::MADVISE,
         args: &[
             arg("addr", Pointer, ULONG, KU, D::None).as_(ArgRole::Start),
             arg("length", U64, SIZE_T, K, D::None)
@@ -728,12 +729,9 @@ pub static CATALOG: &[EventDef] = &[
     },
     EventDef {
         name: "kill",
-        id: 62,
-        event_id: 62,
-        source: Source::Syscall {
-            x86_64: 62,
-            aarch64: 129,
-        },
+        id: nr::KILL.nr(),
+        event_id: nr::KILL.nr(),
+        source: nr::KILL,
         args: &[
             arg("pid", I32, PID_T, K, D::None).as_(ArgRole::Pid),
             arg("sig", I32, INT, K, D::Signal).as_(ArgRole::Signal),
@@ -748,12 +746,9 @@ pub static CATALOG: &[EventDef] = &[
     },
     EventDef {
         name: "mlock",
-        id: 149,
-        event_id: 149,
-        source: Source::Syscall {
-            x86_64: 149,
-            aarch64: 228,
-        },
+        id: nr::MLOCK.nr(),
+        event_id: nr::MLOCK.nr(),
+        source: nr::MLOCK,
         args: &[
             arg("addr", Pointer, ULONG, KU, D::None).as_(ArgRole::Start),
             arg("len", U64, SIZE_T, K, D::None)
@@ -770,12 +765,9 @@ pub static CATALOG: &[EventDef] = &[
     },
     EventDef {
         name: "munlock",
-        id: 150,
-        event_id: 150,
-        source: Source::Syscall {
-            x86_64: 150,
-            aarch64: 229,
-        },
+        id: nr::MUNLOCK.nr(),
+        event_id: nr::MUNLOCK.nr(),
+        source: nr::MUNLOCK,
         args: &[
             arg("addr", Pointer, ULONG, KU, D::None).as_(ArgRole::Start),
             arg("len", U64, SIZE_T, K, D::None)
@@ -792,12 +784,9 @@ pub static CATALOG: &[EventDef] = &[
     },
     EventDef {
         name: "mlockall",
-        id: 151,
-        event_id: 151,
-        source: Source::Syscall {
-            x86_64: 151,
-            aarch64: 230,
-        },
+        id: nr::MLOCKALL.nr(),
+        event_id: nr::MLOCKALL.nr(),
+        source: nr::MLOCKALL,
         args: &[arg("flags", I32, INT, K, D::MclFlags).as_(ArgRole::Flags)],
         ret: RetKind::Zero,
         role: Role::LocksAll,
@@ -809,12 +798,9 @@ pub static CATALOG: &[EventDef] = &[
     },
     EventDef {
         name: "munlockall",
-        id: 152,
-        event_id: 152,
-        source: Source::Syscall {
-            x86_64: 152,
-            aarch64: 231,
-        },
+        id: nr::MUNLOCKALL.nr(),
+        event_id: nr::MUNLOCKALL.nr(),
+        source: nr::MUNLOCKALL,
         args: &[],
         ret: RetKind::Zero,
         role: Role::UnlocksAll,
@@ -826,12 +812,9 @@ pub static CATALOG: &[EventDef] = &[
     },
     EventDef {
         name: "mlock2",
-        id: 325,
-        event_id: 325,
-        source: Source::Syscall {
-            x86_64: 325,
-            aarch64: 284,
-        },
+        id: nr::MLOCK2.nr(),
+        event_id: nr::MLOCK2.nr(),
+        source: nr::MLOCK2,
         args: &[
             arg("addr", Pointer, ULONG, KU, D::None).as_(ArgRole::Start),
             arg("len", U64, SIZE_T, K, D::None)
@@ -849,12 +832,9 @@ pub static CATALOG: &[EventDef] = &[
     },
     EventDef {
         name: "pkey_mprotect",
-        id: 329,
-        event_id: 329,
-        source: Source::Syscall {
-            x86_64: 329,
-            aarch64: 288,
-        },
+        id: nr::PKEY_MPROTECT.nr(),
+        event_id: nr::PKEY_MPROTECT.nr(),
+        source: nr::PKEY_MPROTECT,
         args: &[
             arg("addr", Pointer, ULONG, KU, D::None).as_(ArgRole::Start),
             arg("len", U64, SIZE_T, K, D::None)
@@ -873,12 +853,9 @@ pub static CATALOG: &[EventDef] = &[
     },
     EventDef {
         name: "pidfd_send_signal",
-        id: 424,
-        event_id: 424,
-        source: Source::Syscall {
-            x86_64: 424,
-            aarch64: 424,
-        },
+        id: nr::PIDFD_SEND_SIGNAL.nr(),
+        event_id: nr::PIDFD_SEND_SIGNAL.nr(),
+        source: nr::PIDFD_SEND_SIGNAL,
         args: &[
             arg("pidfd", I32, INT, K, D::None).as_(ArgRole::Pidfd),
             arg("sig", I32, INT, K, D::Signal).as_(ArgRole::Signal),
@@ -895,12 +872,9 @@ pub static CATALOG: &[EventDef] = &[
     },
     EventDef {
         name: "pidfd_open",
-        id: 434,
-        event_id: 434,
-        source: Source::Syscall {
-            x86_64: 434,
-            aarch64: 434,
-        },
+        id: nr::PIDFD_OPEN.nr(),
+        event_id: nr::PIDFD_OPEN.nr(),
+        source: nr::PIDFD_OPEN,
         args: &[
             arg("pid", I32, PID_T, K, D::None).as_(ArgRole::Pid),
             arg("flags", U32, UINT, K, D::PidfdOpenFlags).as_(ArgRole::Flags),
@@ -915,12 +889,9 @@ pub static CATALOG: &[EventDef] = &[
     },
     EventDef {
         name: "process_madvise",
-        id: 440,
-        event_id: 440,
-        source: Source::Syscall {
-            x86_64: 440,
-            aarch64: 440,
-        },
+        id: nr::PROCESS_MADVISE.nr(),
+        event_id: nr::PROCESS_MADVISE.nr(),
+        source: nr::PROCESS_MADVISE,
         args: &[
             arg("pidfd", I32, INT, K, D::None).as_(ArgRole::Pidfd),
             arg("vec", Pointer, IOVEC_PTR, KU_TOCTOU, D::None),
@@ -938,12 +909,9 @@ pub static CATALOG: &[EventDef] = &[
     },
     EventDef {
         name: "memfd_secret",
-        id: 447,
-        event_id: 447,
-        source: Source::Syscall {
-            x86_64: 447,
-            aarch64: 447,
-        },
+        id: nr::MEMFD_SECRET.nr(),
+        event_id: nr::MEMFD_SECRET.nr(),
+        source: nr::MEMFD_SECRET,
         args: &[arg("flags", U32, UINT, K, D::CloexecFlags).as_(ArgRole::Flags)],
         ret: RetKind::Fd,
         role: Role::Other,
@@ -955,12 +923,9 @@ pub static CATALOG: &[EventDef] = &[
     },
     EventDef {
         name: "process_mrelease",
-        id: 448,
-        event_id: 448,
-        source: Source::Syscall {
-            x86_64: 448,
-            aarch64: 448,
-        },
+        id: nr::PROCESS_MRELEASE.nr(),
+        event_id: nr::PROCESS_MRELEASE.nr(),
+        source: nr::PROCESS_MRELEASE,
         args: &[
             arg("pidfd", I32, INT, K, D::None).as_(ArgRole::Pidfd),
             arg("flags", U32, UINT, K, D::None).as_(ArgRole::Flags),
@@ -975,12 +940,9 @@ pub static CATALOG: &[EventDef] = &[
     },
     EventDef {
         name: "mseal",
-        id: 462,
+        id: nr::MSEAL.nr(),
         event_id: 1504,
-        source: Source::Syscall {
-            x86_64: 462,
-            aarch64: 462,
-        },
+        source: nr::MSEAL,
         args: &[
             arg("addr", Pointer, ULONG, KU, D::None).as_(ArgRole::Start),
             arg("len", U64, SIZE_T, K, D::None)
@@ -1284,11 +1246,12 @@ mod tests {
             } else if let Some(&(_, id)) = TRACEE.iter().find(|(n, _)| *n == name) {
                 assert_eq!(event_id, id, "{name}");
             } else {
-                // Tracee numbers its syscall events by the x86_64 syscall number.
-                let Some(Source::Syscall { x86_64, .. }) = source else {
+                // Tracee numbers its syscall events by the syscall number of the machine's
+                // architecture.
+                let Some(source @ Source::Syscall { .. }) = source else {
                     panic!("{name}: say whether Tracee has it");
                 };
-                assert_eq!(event_id, *x86_64, "{name}");
+                assert_eq!(event_id, source.nr(), "{name}");
             }
         }
     }
@@ -1326,11 +1289,11 @@ mod tests {
     }
 
     #[test]
-    fn syscall_ids_are_x86_64_numbers() {
+    fn syscall_ids_are_the_architectures_numbers() {
         for e in CATALOG {
             match e.source {
-                Source::Syscall { x86_64, .. } => {
-                    assert_eq!(e.id, x86_64, "{}", e.name);
+                Source::Syscall { .. } => {
+                    assert_eq!(e.id, e.source.nr(), "{}", e.name);
                     assert!(e.args.len() <= 6, "{}", e.name);
                 }
                 Source::Tracepoint { .. } => {

@@ -67,8 +67,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     (
         "eventId",
-        "Tracee's id for the event, as a decimal string: the x86_64 syscall number for a \
-         syscall, Tracee's own id for its other events, 1500-1999 for events Tracee lacks \
+        "Tracee's id for the event, as a decimal string: the syscall number of the machine's \
+         architecture for a syscall (x86_64's or arm64's, as Tracee's), Tracee's own id for its other events, 1500-1999 for events Tracee lacks \
          (`mmtrace list` shows them)",
     ),
     ("eventName", "the event name, as `mmtrace list` shows it"),

@@ -14,6 +14,7 @@ pub mod recorded;
 pub mod scope;
 pub mod select;
 pub mod stack;
+pub mod syscalls;
 pub mod text;
 
 pub use catalog::{

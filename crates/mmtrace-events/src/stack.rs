@@ -9,8 +9,9 @@ use crate::TracedText;
 pub struct Stack {
     /// Return addresses, innermost first: the instruction after the syscall, then each caller.
     pub addresses: Vec<u64>,
-    /// The word at the user stack pointer, which may be the return address into the caller
-    /// of a syscall wrapper that keeps no frame: the reader keeps it only where it is one.
+    /// The word at the user stack pointer (x86_64) or the link register (arm64), which may be
+    /// the return address into the caller of a syscall wrapper that keeps no frame: the reader
+    /// keeps it only where it is one.
     pub sp_word: u64,
     /// One per address, once symbolized; empty until then (or when nothing was known).
     pub frames: Vec<Frame>,

@@ -166,7 +166,12 @@ fn stacks_name_the_calling_functions() {
         .unwrap();
 
     for (e, inner) in [(mlock, "lock_the_buffer"), (mmap, "map_the_arena")] {
-        let frames = own_frames(e);
+        let mut frames = own_frames(e);
+        // On arm64 the frame records lead on past libc's start into the program's _start,
+        // the C runtime's entry, which the program does not print an address for.
+        if frames.last().is_some_and(|f| f.0 == "_start") {
+            frames.pop();
+        }
         let names: Vec<&str> = frames.iter().map(|f| f.0.as_str()).collect();
         assert_eq!(names, [inner, "prepare", "main"], "{e}");
         for (function, at, offset, path) in &frames {
