@@ -84,8 +84,19 @@ fn each_process_carries_its_own_executable_and_a_new_one_after_exec() {
     let mut a = spawn_waiting(&first, &after);
     let mut b = spawn_waiting(&second, &after);
     let pids = [a.id(), b.id()];
-    // What the kernel says each runs, before either execs.
-    let proc_exe = pids.map(|p| std::fs::read_link(format!("/proc/{p}/exe")).unwrap());
+    // What the kernel says each runs, before either execs. spawn can return a moment before
+    // the child's new mm, and so its exe, is in place (exec wakes the parent as it lets go of
+    // the old mm): a window the emulated arm64 guests made wide enough to hit.
+    let proc_exe = pids.map(|p| {
+        let read = || std::fs::read_link(format!("/proc/{p}/exe")).unwrap();
+        for _ in 0..100 {
+            if read() != me {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        read()
+    });
     assert_eq!(proc_exe, [first.clone(), second.clone()]);
 
     // The privilege was checked before the children were started: a return here would leave
