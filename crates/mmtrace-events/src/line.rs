@@ -216,13 +216,16 @@ impl Arg {
 pub fn value_number(v: &Value) -> Option<u64> {
     match v {
         Value::Number(n) => n.as_u64().or_else(|| n.as_i64().map(|v| v as u64)),
-        Value::String(s) => {
-            let hex = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X"))?;
-            u64::from_str_radix(hex, 16).ok()
-        }
+        Value::String(s) => hex_number(s),
         Value::Bool(b) => Some(u64::from(*b)),
         _ => None,
     }
+}
+
+/// `0x7f00dead` as the number it writes.
+pub fn hex_number(s: &str) -> Option<u64> {
+    let hex = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X"))?;
+    u64::from_str_radix(hex, 16).ok()
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,7 +7,7 @@ use crate::container::{Container, Info, Runtime};
 use crate::decode::Decoder;
 use crate::enrich::{Enrichment, Locked, Mapping, MappingKind, OomLimit, Psi, Rss, Target};
 use crate::event::{Context, Event};
-use crate::line::{self, value_number, Line};
+use crate::line::{self, hex_number, Line};
 use crate::stack::{Frame, Stack};
 use crate::{by_name, TracedText};
 
@@ -154,7 +154,7 @@ impl Line<'_> {
 }
 
 fn hex(s: &str) -> u64 {
-    value_number(&serde_json::Value::String(s.to_string())).unwrap_or(0)
+    hex_number(s).unwrap_or(0)
 }
 
 fn mapping(m: &line::Mapping) -> Option<Mapping> {

@@ -283,46 +283,36 @@ fn parse_line(line: &[u8]) -> Option<Region> {
     })
 }
 
+/// The `N` bytes of the file `module` that end at `offset`, if it has them.
+fn bytes_before<const N: usize>(module: &TracedText, offset: u64) -> Option<[u8; N]> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut b = [0u8; N];
+    let at = offset.checked_sub(N as u64)?;
+    let f = File::open(std::ffi::OsStr::from_bytes(module.as_bytes())).ok()?;
+    f.read_exact_at(&mut b, at).ok()?;
+    Some(b)
+}
+
 /// Whether the instruction that ends at `offset` of the file is a call, as before a return
 /// address: `call rel32`, `call *reg`, `call *disp8(reg)` or `call *disp32(%rip)`.
 #[cfg(not(target_arch = "aarch64"))]
 fn after_call(module: &TracedText, offset: u64) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let mut b = [0u8; 7];
-    let Some(at) = offset.checked_sub(b.len() as u64) else {
-        return false;
-    };
-    let path = std::ffi::OsStr::from_bytes(module.as_bytes());
-    let Ok(f) = File::open(path) else {
-        return false;
-    };
-    if f.read_exact_at(&mut b, at).is_err() {
-        return false;
-    }
-    b[2] == 0xe8
-        || (b[5] == 0xff && b[6] & 0xf8 == 0xd0)
-        || (b[4] == 0xff && b[5] & 0xf8 == 0x50)
-        || (b[1] == 0xff && b[2] == 0x15)
+    bytes_before::<7>(module, offset).is_some_and(|b| {
+        b[2] == 0xe8
+            || (b[5] == 0xff && b[6] & 0xf8 == 0xd0)
+            || (b[4] == 0xff && b[5] & 0xf8 == 0x50)
+            || (b[1] == 0xff && b[2] == 0x15)
+    })
 }
 
 /// Whether the instruction that ends at `offset` of the file is a call, as before a return
 /// address: `bl imm26` or `blr reg` (arm64's instructions are 4 little-endian bytes).
 #[cfg(target_arch = "aarch64")]
 fn after_call(module: &TracedText, offset: u64) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let mut b = [0u8; 4];
-    let Some(at) = offset.checked_sub(b.len() as u64) else {
-        return false;
-    };
-    let path = std::ffi::OsStr::from_bytes(module.as_bytes());
-    let Ok(f) = File::open(path) else {
-        return false;
-    };
-    if f.read_exact_at(&mut b, at).is_err() {
-        return false;
-    }
-    let insn = u32::from_le_bytes(b);
-    insn & 0xfc00_0000 == 0x9400_0000 || insn & 0xffff_fc1f == 0xd63f_0000
+    bytes_before::<4>(module, offset).is_some_and(|b| {
+        let insn = u32::from_le_bytes(b);
+        insn & 0xfc00_0000 == 0x9400_0000 || insn & 0xffff_fc1f == 0xd63f_0000
+    })
 }
 
 #[cfg(test)]
