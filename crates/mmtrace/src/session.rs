@@ -170,17 +170,17 @@ pub(crate) struct Started {
 
 /// The one way every command starts tracing: attach, open what needs the privileges still
 /// held (the kernel's log, with `kernel_log`), drop them, and gather the start-up notes.
-/// `signals_command`: mmtrace signals a command it started (trace's `-- CMD`).
+/// `keep`: the capabilities the command needs besides those its options do.
 pub(crate) fn start(
     session: &Session,
     kernel_log: bool,
-    signals_command: bool,
+    keep: privilege::Keep,
 ) -> anyhow::Result<Started> {
     let tracer = Tracer::start(&session.options)?;
     // Opened while mmtrace still holds CAP_SYSLOG: the kernel checks it at open only.
     let kernel_log = (kernel_log && tracer.attached().iter().any(|e| e.role == Role::OomVictim))
         .then(KernelLog::open);
-    privilege::drop_after_attach(&tracer, signals_command, session.options.stack)?;
+    privilege::drop_after_attach(&tracer, keep, session.options.stack)?;
     let mut notes = Vec::new();
     if let Some(why) = kernel_log.as_ref().and_then(KernelLog::unreadable) {
         notes.push(format!(

@@ -186,8 +186,10 @@ impl Strain {
                 "the reader waited {:.0}% of the time for a CPU that other work held: {}, free a CPU, raise --buffer-size for bursts, or trace fewer events",
                 100.0 * t.waiting.as_secs_f64() / t.wall.as_secs_f64().max(1e-9),
                 match rustix::process::getpriority_process(None) {
-                    Ok(nice) if nice > READER_NICE => "give it a higher priority (nice -n -20, or chrt -f 10)",
-                    _ => "give it a real-time priority (chrt -f 10)",
+                    // mmtrace could not raise it: not root, or the user chose it.
+                    Ok(nice) if nice > READER_NICE => "give it a higher priority (run it as root, nice -n -20, or chrt -f 10)",
+                    // It was raised, or real-time under the storm: other real-time work held the CPUs.
+                    _ => "give it a real-time priority above other work's (chrt -f 10)",
                 }
             ),
             Limit::Reader => format!(

@@ -16,7 +16,7 @@ use crate::containers;
 use crate::inband::InBand;
 use crate::latency::{self, Latency};
 use crate::output::{self, Sink};
-use crate::privilege;
+use crate::privilege::{self, Keep};
 use crate::session::{self, Plan, Show, Started, SummaryStyle};
 use crate::signals::Signals;
 use crate::strain::Strain;
@@ -67,14 +67,21 @@ fn execute(plan: Plan) -> anyhow::Result<ExitCode> {
     // Installed after the fork, so the command starts with the default handlers.
     let signals = Signals::install()?;
     // After the fork: the command keeps the priority it was given.
-    privilege::raise_reader_priority();
+    let mut priority = privilege::raise_reader_priority();
 
     session.options.roots = command.iter().map(|(_, c)| c.pid()).collect();
     let Started {
         mut tracer,
         kernel_log,
         notes,
-    } = session::start(&session, true, command.is_some())?;
+    } = session::start(
+        &session,
+        true,
+        Keep {
+            kill: command.is_some(),
+            nice: priority.keep(),
+        },
+    )?;
     let mut stderr = Messages::default();
     for note in notes {
         stderr.say(&format!("{note}\n"));
@@ -140,6 +147,7 @@ fn execute(plan: Plan) -> anyhow::Result<ExitCode> {
         );
         strain.seen(n);
         busy = n == BATCH;
+        priority.batch(busy);
         // Only a full batch follows losses: a ring that lost records is full.
         if busy {
             strain.mark(&tracer, deliveries.bytes());

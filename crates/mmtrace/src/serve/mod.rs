@@ -34,6 +34,7 @@ use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 
 use crate::cli::{ServeArgs, DEFAULT_LISTEN};
+use crate::privilege::Keep;
 use crate::session::{self, Session, Started};
 use crate::teardown;
 
@@ -101,7 +102,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let [term, int, hup] = ending;
     let ending = [term?, int?, hup?];
     // Before any thread starts: capabilities are dropped per thread.
-    let Started { tracer, notes, .. } = session::start(&session, false, false)?;
+    let Started { tracer, notes, .. } = session::start(&session, false, Keep::default())?;
     let slots = connection_slots();
     let mut stderr = std::io::stderr();
     for note in notes {

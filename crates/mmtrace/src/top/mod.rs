@@ -20,6 +20,7 @@ use ratatui::Terminal;
 
 use crate::analyze::Analyzer;
 use crate::cli::TopArgs;
+use crate::privilege::Keep;
 use crate::session::{self, Plan, Started};
 use crate::signals::Signals;
 use crate::teardown;
@@ -44,7 +45,7 @@ pub fn run(args: &TopArgs) -> anyhow::Result<ExitCode> {
     let signals = Signals::install()?;
     let Started {
         mut tracer, notes, ..
-    } = session::start(&plan.session, false, false)?;
+    } = session::start(&plan.session, false, Keep::default())?;
     let result =
         Screen::enter().and_then(|mut screen| live(&mut screen, &mut tracer, &signals, notes));
     teardown::detach_after_exit(tracer);
