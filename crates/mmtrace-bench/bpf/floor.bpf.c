@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: (MIT OR GPL-2.0-only)
 /* The floor of an enter+exit tracer: programs on mmtrace's hooks that do nothing at all; and
- * its limit: what any tracer that times calls must do, and no more. */
+ * its limits: what any tracer that times calls must do to send them, or to count them in a
+ * histogram, and no more. */
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -104,6 +105,34 @@ int limit_exit(struct sys_exit_ctx *ctx)
 			__sync_fetch_and_add(n, 1);
 	}
 	*ts = 0;
+	return 0;
+}
+
+/* The limit of counting in the kernel (serve): limit_enter's time, and at exit a second clock
+ * read and the duration's log2 bucket counted per CPU, as a histogram a scrape sums. */
+#define BUCKETS 64
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64[BUCKETS]);
+} histogram SEC(".maps");
+
+SEC("tracepoint")
+int count_exit(struct sys_exit_ctx *ctx)
+{
+	__u64 *ts = bpf_task_storage_get(&started, bpf_get_current_task_btf(), 0, 0);
+	__u32 zero = 0;
+	__u64 *buckets, ns;
+
+	if (!ts || !*ts)
+		return 0;
+	ns = bpf_ktime_get_boot_ns() - *ts;
+	*ts = 0;
+	buckets = bpf_map_lookup_elem(&histogram, &zero);
+	if (buckets)
+		buckets[(64 - __builtin_clzll(ns | 1)) & (BUCKETS - 1)] += 1;
 	return 0;
 }
 

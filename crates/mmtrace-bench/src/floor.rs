@@ -1,6 +1,7 @@
 //! mm-floor: the floor and the limit of an enter+exit tracer, for bench/run: programs attached
 //! to the enter and exit tracepoints of the syscalls named, until SIGINT or SIGTERM. The floor
 //! does nothing; the limit (`--limit`) times each call and sends a record to a ring it reads;
+//! `--limit-count` times each call and counts it in a per-CPU histogram, as `serve` does;
 //! `--raw` is the floor of a raw_syscalls design, empty programs on every syscall.
 
 use std::os::fd::AsRawFd;
@@ -13,12 +14,13 @@ use aya::{Ebpf, EbpfLoader};
 /// Regenerated from bpf/floor.bpf.c by scripts/build-bpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!("../bpf/floor.bpf.o");
 
-const USAGE: &str = "usage: mm-floor [--limit] SYSCALL... | mm-floor --raw";
+const USAGE: &str = "usage: mm-floor [--limit | --limit-count] SYSCALL... | mm-floor --raw";
 
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mode = match args.first().map(String::as_str) {
         Some("--limit") => Mode::Limit,
+        Some("--limit-count") => Mode::Count,
         Some("--raw") => Mode::Raw,
         _ => Mode::Floor,
     };
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
 enum Mode {
     Floor,
     Limit,
+    Count,
     Raw,
 }
 
@@ -72,6 +75,7 @@ fn run(syscalls: &[String], mode: Mode) -> Result<(), String> {
     }
     let programs: &[(&str, &str)] = match mode {
         Mode::Limit => &[("limit_enter", "sys_enter"), ("limit_exit", "sys_exit")],
+        Mode::Count => &[("limit_enter", "sys_enter"), ("count_exit", "sys_exit")],
         Mode::Floor => &[("floor_enter", "sys_enter"), ("floor_exit", "sys_exit")],
         Mode::Raw => &[],
     };
@@ -87,6 +91,15 @@ fn run(syscalls: &[String], mode: Mode) -> Result<(), String> {
     if mode != Mode::Limit {
         let mut sig = 0;
         unsafe { libc::sigwait(&stop, &mut sig) };
+        if mode == Mode::Count {
+            let histogram = bpf
+                .map("histogram")
+                .and_then(|map| aya::maps::PerCpuArray::<_, [u64; 64]>::try_from(map).ok())
+                .and_then(|h| h.get(&0, 0).ok())
+                .ok_or("the histogram is missing")?;
+            let counted: u64 = histogram.iter().flatten().sum();
+            eprintln!("mm-floor: {counted} records, 0 lost");
+        }
         return Ok(());
     }
     let mut ring = RingBuf::try_from(bpf.take_map("ring").ok_or("the ring is missing")?)
