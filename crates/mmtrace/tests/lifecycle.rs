@@ -12,15 +12,23 @@ use mmtrace_testkit::{bpf_allowed, summary_count, Trace, PATIENCE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mmtrace");
 const HELPER_CALLS: &str = "MMTRACE_TEST_CALLS";
+const HELPER_SECONDS: &str = "MMTRACE_TEST_SECONDS";
 
 /// Run as the command in the tests below: makes the number of failing mlock2 calls its
-/// environment asks for, printing a line on stdout before each.
+/// environment asks for (fewer if it sets a time they must fit in), printing a line on stdout
+/// before each.
 #[test]
 fn helper_makes_calls() {
     let Some(n) = std::env::var_os(HELPER_CALLS) else {
         return;
     };
+    let deadline = std::env::var(HELPER_SECONDS)
+        .ok()
+        .map(|s| Instant::now() + Duration::from_secs(s.parse().unwrap()));
     for i in 0..n.to_str().unwrap().parse::<u32>().unwrap() {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
         println!("the command's own line {i}");
         unsafe { libc::syscall(libc::SYS_mlock2, 0x10000u64, 4096u64, 0x8u64) };
     }
@@ -598,11 +606,14 @@ fn a_slow_reader_of_the_output_is_named_as_the_limit_at_the_rate_it_read() {
     }
     // mmtrace trace -o json -- STORM | (a reader slower than the storm): the test is that
     // reader, so it knows the pace the output took. The command's own lines go to stderr.
-    let calls = 200_000u64;
-    let (mut child, mut out, stderr) = piped(trace_calls(
+    // At most 60 s of calls: under arm64's emulation 200000 take longer than the test's
+    // patience at the pace it reads. The command's lines count the calls it made.
+    let mut storm = trace_calls(
         &["-e", "mlock2", "--buffer-size", "64K", "-o", "json"],
-        calls as u32,
-    ));
+        200_000,
+    );
+    storm.env(HELPER_SECONDS, "60");
+    let (mut child, mut out, stderr) = piped(storm);
     // 16 KiB every 40 ms: at most 400 kB/s, a fifth of what the reader formats even under the
     // VMs' emulation (2 MB/s on 6.1 under TCG), a few thousandths of it on hardware.
     let mut buf = vec![0u8; 16 << 10];
@@ -628,6 +639,7 @@ fn a_slow_reader_of_the_output_is_named_as_the_limit_at_the_rate_it_read() {
         .matches("\"eventName\":\"mlock2\"")
         .count() as u64;
     let (seen, lost) = seen_lost(&stderr, "mlock2");
+    let calls = stderr.matches("the command's own line ").count() as u64;
     assert_eq!(seen, lines, "{stderr}");
     assert_eq!(seen + lost, calls, "{stderr}");
     assert!(
