@@ -814,7 +814,7 @@ fn capabilities_are_dropped_once_attached() {
 }
 
 #[test]
-fn with_a_command_of_another_user_only_cap_kill_stays() {
+fn with_a_command_of_another_user_cap_kill_stays() {
     if !bpf_allowed() || !rustix::process::geteuid().is_root() {
         return;
     }
