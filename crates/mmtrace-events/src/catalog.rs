@@ -4,6 +4,7 @@
 use crate::decode::Decoder;
 use crate::docs::{self, EventDoc};
 use crate::keys;
+pub use crate::source::Source;
 
 /// Argument tags, as Tracee's event pages use them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -393,34 +394,6 @@ impl Role {
     /// Whether the call unlocks memory by name (an unmap unlocks as a side effect).
     pub fn unlocks(self) -> bool {
         matches!(self, Role::Unlocks | Role::UnlocksAll)
-    }
-}
-
-#[derive(Debug)]
-pub enum Source {
-    /// A syscall, hooked on its `syscalls:sys_enter_*` and `sys_exit_*` tracepoints, with its
-    /// number on each architecture (`crate::syscalls`, generated from Linux's headers).
-    Syscall { x86_64: u16, aarch64: u16 },
-    /// A kernel event, hooked on one tracepoint by the named BPF program; its id is above
-    /// every syscall number, and the kernel side defines the same id (ID_* in the C).
-    Tracepoint {
-        category: &'static str,
-        name: &'static str,
-        program: &'static str,
-    },
-}
-
-impl Source {
-    /// A syscall's number on the architecture mmtrace is built for: what the kernel's
-    /// sys_enter and sys_exit tracepoints carry as `nr`, so the id of its records.
-    pub const fn nr(&self) -> u16 {
-        match self {
-            #[cfg(target_arch = "aarch64")]
-            Source::Syscall { aarch64, .. } => *aarch64,
-            #[cfg(not(target_arch = "aarch64"))]
-            Source::Syscall { x86_64, .. } => *x86_64,
-            Source::Tracepoint { .. } => panic!("a tracepoint has no syscall number"),
-        }
     }
 }
 

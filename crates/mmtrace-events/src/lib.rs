@@ -13,6 +13,7 @@ pub mod line;
 pub mod recorded;
 pub mod scope;
 pub mod select;
+pub mod source;
 pub mod stack;
 pub mod syscalls;
 pub mod text;

@@ -2,7 +2,7 @@
 //! arm64's generic asm-generic/unistd.h): do not edit. The syscall numbers of every syscall
 //! the catalog traces, on each architecture mmtrace is built for.
 
-use crate::catalog::Source;
+use crate::source::Source;
 
 pub const BRK: Source = Source::Syscall {
     x86_64: 12,
