@@ -1,5 +1,5 @@
-//! Least privilege: once its programs are attached, mmtrace gives up the capabilities it no
-//! longer needs, as Tracee does. What is left to do needs almost none: the ring buffer is
+//! The reader's priority, and least privilege: once its programs are attached, mmtrace gives
+//! up the capabilities it no longer needs, as Tracee does. What is left to do needs almost none: the ring buffer is
 //! already mapped and is read from memory; the counters are read through map descriptors
 //! mmtrace holds; detaching is closing descriptors; the output is already open.
 //!
@@ -7,10 +7,10 @@
 //! how mmtrace makes its other system calls; the `caps` crate would add a dependency for the
 //! same three calls.
 
-use anyhow::Context as _;
-use mmtrace_bpf::Tracer;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
+use mmtrace_bpf::Tracer;
 use rustix::thread::{self, CapabilitySet, CapabilitySets};
 
 /// The reader's nice value when mmtrace may raise its priority. A storm fills the ring in
@@ -23,10 +23,10 @@ use rustix::thread::{self, CapabilitySet, CapabilitySets};
 pub const READER_NICE: i32 = -20;
 
 /// The real-time priority the reader takes while a storm lasts: the lowest, so any real-time
-/// work the machine has still comes first. At nice -20 the reader still lost 0.1-0.2% of a
-/// storm in 2 of 5 runs with both cores held; under SCHED_FIFO it lost nothing in any run
-/// (BENCHMARKS.md, Losses).
-const READER_RT_PRIORITY: u64 = 1;
+/// work the machine has still comes first. At nice -20 alone the reader lost 0.07-0.3% of a
+/// storm in 4 of 15 runs with both cores held; taking SCHED_FIFO, nothing in 25 (BENCHMARKS.md,
+/// Losses).
+const READER_RT_PRIORITY: i32 = 1;
 
 /// How long the ring must keep being emptied at once before the reader gives its real-time
 /// priority back: a storm comes in bursts, and each wakeup at the normal priority is a wait
@@ -46,6 +46,11 @@ pub struct Priority {
 }
 
 impl Priority {
+    /// What the reader must keep to take a real-time priority later.
+    pub fn keep(&self) -> bool {
+        self.may_boost
+    }
+
     /// After a batch: `busy` when it was full, so more events were waiting.
     pub fn batch(&mut self, busy: bool) {
         if !self.may_boost || !(busy || self.boosted) {
@@ -55,7 +60,7 @@ impl Priority {
         if busy {
             self.last_busy = now;
             if !self.boosted {
-                self.boosted = set_policy(libc::SCHED_FIFO, READER_RT_PRIORITY as i32);
+                self.boosted = set_policy(libc::SCHED_FIFO, READER_RT_PRIORITY);
             }
         } else if now.duration_since(self.last_busy) >= CALM {
             // SCHED_OTHER keeps the nice value the thread had.
@@ -103,15 +108,9 @@ pub struct Keep {
     pub nice: bool,
 }
 
-impl Priority {
-    /// What the reader must keep to take a real-time priority later.
-    pub fn keep(&self) -> bool {
-        self.may_boost
-    }
-}
-
-/// Drops every capability but those the rest of the trace needs: what `keep` names, and CAP_BPF (or CAP_SYS_ADMIN before Linux 5.8) where the running kernel checks it
-/// on every bpf() command; with --stack, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, to read the
+/// Drops every capability but those the rest of the trace needs: what `keep` names, and
+/// CAP_BPF (or CAP_SYS_ADMIN before Linux 5.8) where the running kernel checks it on every
+/// bpf() command; with --stack, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, to read the
 /// traced processes' /proc/PID/maps and the files they map. Capabilities belong to a thread,
 /// so this must run while the process has no other.
 pub fn drop_after_attach(tracer: &Tracer, keep: Keep, reads_stacks: bool) -> anyhow::Result<()> {
@@ -122,13 +121,13 @@ pub fn drop_after_attach(tracer: &Tracer, keep: Keep, reads_stacks: bool) -> any
     };
     // The loader's threads have been joined, but the kernel lists an ending thread until its
     // exit is complete, which a slow machine (6.1 under QEMU's emulation) showed after the join.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    let deadline = Instant::now() + Duration::from_secs(1);
     let threads = loop {
         let n = count();
-        if n == 1 || std::time::Instant::now() >= deadline {
+        if n == 1 || Instant::now() >= deadline {
             break n;
         }
-        std::thread::sleep(std::time::Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(1));
     };
     anyhow::ensure!(
         threads == 1,
