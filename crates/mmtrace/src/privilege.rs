@@ -73,11 +73,18 @@ impl Priority {
 /// Sets the calling thread's policy; a thread forked or spawned from it starts at the normal
 /// one. False when the kernel refused.
 fn set_policy(policy: i32, priority: i32) -> bool {
-    let param = libc::sched_param {
-        sched_priority: priority,
-    };
-    // SAFETY: pid 0 is the calling thread, and the kernel only reads `param`.
-    unsafe { libc::sched_setscheduler(0, policy | libc::SCHED_RESET_ON_FORK, &param) == 0 }
+    // The system call, not libc's wrapper: musl's always fails (ENOSYS), as the call sets a
+    // thread's policy where POSIX means a process's; the reader's thread is the one wanted.
+    // SAFETY: the kernel reads one int, the priority, from `param`; pid 0 is the calling thread.
+    let param: libc::c_int = priority;
+    unsafe {
+        libc::syscall(
+            libc::SYS_sched_setscheduler,
+            0,
+            policy | libc::SCHED_RESET_ON_FORK,
+            &param as *const libc::c_int,
+        ) == 0
+    }
 }
 
 /// Raises the reader's priority, when mmtrace may (root, or CAP_SYS_NICE) and the user left it
@@ -85,8 +92,9 @@ fn set_policy(policy: i32, priority: i32) -> bool {
 /// ...`) stays theirs. Without the right, it says nothing: the trace goes on at the default,
 /// and a loss says when the reader waited for a CPU.
 pub fn raise_reader_priority() -> Priority {
-    // SAFETY: no arguments; it returns the calling thread's policy.
-    let default_policy = unsafe { libc::sched_getscheduler(0) } == libc::SCHED_OTHER;
+    // SAFETY: pid 0, the calling thread, whose policy it returns (musl's wrapper always fails).
+    let default_policy = unsafe { libc::syscall(libc::SYS_sched_getscheduler, 0) }
+        == libc::c_long::from(libc::SCHED_OTHER);
     Priority {
         may_boost: default_policy
             && rustix::process::getpriority_process(None).is_ok_and(|nice| nice == 0)
