@@ -1047,6 +1047,19 @@ mod tests {
         assert_eq!(l.limit.get(), x.oom_limit.as_ref().map(line::Limit::from));
     }
 
+    /// The JSON line of `e`, written by a fresh caller's writer.
+    fn line_of(e: &Event) -> Vec<u8> {
+        let mut caller = Caller::new(HOST.into());
+        let mut out = Vec::new();
+        write_event(
+            &mut out,
+            e,
+            caller.keys(&e.ctx),
+            &Kind::new(e.def, e.def.name),
+        );
+        out
+    }
+
     proptest! {
         /// A written line read back is the event it was written from: written again, it is
         /// the same line. What a line cannot carry is left out of the event first: the
@@ -1057,14 +1070,8 @@ mod tests {
             if let Some(s) = e.stack.as_mut() {
                 s.sp_word = 0;
             }
-            let write = |e: &Event| {
-                let mut caller = Caller::new(HOST.into());
-                let mut out = Vec::new();
-                write_event(&mut out, e, caller.keys(&e.ctx), &Kind::new(e.def, e.def.name));
-                out
-            };
-            let line = write(&e);
-            let back = write(&Line::parse(&line).unwrap().event().unwrap());
+            let line = line_of(&e);
+            let back = line_of(&Line::parse(&line).unwrap().event().unwrap());
             prop_assert_eq!(String::from_utf8_lossy(&back), String::from_utf8_lossy(&line));
         }
 
@@ -1073,11 +1080,7 @@ mod tests {
         /// recording's analysis reads is what the live one read.
         #[test]
         fn written_arguments_read_back_to_the_fields_they_came_from(e in event()) {
-            let mut caller = Caller::new(HOST.into());
-            let kind = Kind::new(e.def, e.def.name);
-            let mut out = Vec::new();
-            write_event(&mut out, &e, caller.keys(&e.ctx), &kind);
-            let args = Line::parse(&out).unwrap().args.unwrap();
+            let args = Line::parse(&line_of(&e)).unwrap().args.unwrap();
             let (fields, absent) = e
                 .def
                 .fields_of(|name| args.iter().find(|a| a.name == name)?.number());
@@ -1105,10 +1108,7 @@ mod tests {
         /// values of the event they were written from, whatever the event.
         #[test]
         fn written_lines_parse_into_the_line_types_with_their_values(e in event()) {
-            let mut caller = Caller::new(HOST.into());
-            let kind = Kind::new(e.def, e.def.name);
-            let mut out = Vec::new();
-            write_event(&mut out, &e, caller.keys(&e.ctx), &kind);
+            let out = line_of(&e);
             let l = Line::parse(&out).unwrap();
             same_context(&l, &e.ctx);
             assert_eq!(l.event_id.get(), Some(e.def.event_id.to_string()));
