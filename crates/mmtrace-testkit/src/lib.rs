@@ -4,6 +4,15 @@
 use std::fs;
 use std::path::PathBuf;
 
+/// Whether the running kernel has the syscall `name`'s tracepoints, read from tracefs itself
+/// rather than from mmtrace's own check: arm64 has pkey_mprotect from 6.12, mseal came in 6.10.
+pub fn kernel_has_syscall(name: &str) -> bool {
+    std::path::Path::new(&format!(
+        "/sys/kernel/tracing/events/syscalls/sys_enter_{name}"
+    ))
+    .exists()
+}
+
 /// Tests that load BPF programs need root (or CAP_BPF and CAP_PERFMON). Without those they skip
 /// (see `skip`).
 pub fn bpf_allowed() -> bool {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use mmtrace_events::catalog;
-use mmtrace_testkit::{bpf_allowed, Memcg, Trace};
+use mmtrace_testkit::{bpf_allowed, kernel_has_syscall, Memcg, Trace};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mmtrace");
@@ -297,10 +297,9 @@ fn kernel_gaps() -> (Vec<&'static str>, Vec<&'static str>) {
         std::fs::read_to_string(format!("{tracefs}/{event}/format"))
             .is_ok_and(|f| f.contains(&format!(" {field};")))
     };
-    // mseal came in 6.10; pkey_mprotect on arm64 in 6.12.
     let mut missing: Vec<&str> = ["mseal", "pkey_mprotect"]
         .into_iter()
-        .filter(|e| !std::path::Path::new(&format!("{tracefs}/syscalls/sys_enter_{e}")).exists())
+        .filter(|e| !kernel_has_syscall(e))
         .collect();
     // The syscall is there but says ENOSYS when secretmem is off: only a call tells.
     let secret = unsafe { libc::syscall(libc::SYS_memfd_secret, libc::O_CLOEXEC) };

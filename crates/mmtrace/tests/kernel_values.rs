@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 
 use mmtrace_events::catalog::{EventDef, Source, CATALOG};
-use mmtrace_testkit::{bpf_allowed, Trace};
+use mmtrace_testkit::{bpf_allowed, kernel_has_syscall, Trace};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mmtrace");
@@ -42,18 +42,10 @@ const fn wide(name: &'static str, decoded: Option<&'static str>, beyond: bool) -
     }
 }
 
-/// Whether the running kernel has the syscall `event` (arm64 has pkey_mprotect from 6.12).
-fn kernel_has(event: &str) -> bool {
-    std::path::Path::new(&format!(
-        "/sys/kernel/tracing/events/syscalls/sys_enter_{event}"
-    ))
-    .exists()
-}
-
 /// The calls, those of syscalls this kernel lacks left out.
 fn calls(addr: u64) -> Vec<Call> {
     let mut calls = every_call(addr);
-    calls.retain(|c| kernel_has(c.event));
+    calls.retain(|c| kernel_has_syscall(c.event));
     calls
 }
 
@@ -238,7 +230,8 @@ fn lines_and_rows_show_what_the_kernel_received() {
     assert!(rets[3..].iter().all(|&r| r == EINVAL), "{rets:?}");
 
     // Every argument whose kernel type is wider than Tracee's is among the calls.
-    let here = |e: &&EventDef| !matches!(e.source, Source::Syscall { .. }) || kernel_has(e.name);
+    let here =
+        |e: &&EventDef| !matches!(e.source, Source::Syscall { .. }) || kernel_has_syscall(e.name);
     for e in CATALOG.iter().filter(here) {
         for a in e.args.iter().filter(|a| a.kernel.bits > a.ty.bits()) {
             assert!(
